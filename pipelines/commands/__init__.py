@@ -1,0 +1,1 @@
+"""Subcommands of ``geoxai``; each module exposes ``register(app)``."""
