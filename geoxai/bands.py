@@ -92,7 +92,7 @@ for _b in BANDS.values():
 
 
 def canonical_band_name(key: str) -> str | None:
-    """Canonical name for an asset key (``"red"``, ``"B04"``, ``"b04"``, ``"nir08"`` ...), else None."""
+    """Canonical name for an asset key (``"red"``, ``"B04"``, ``"nir08"`` ...), else None."""
     return _ALIASES.get(str(key).lower())
 
 

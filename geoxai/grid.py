@@ -1,7 +1,8 @@
 """The tile grid: 6 km UTM tiles on a lattice fixed per zone, and AOI covers.
 
 Tiles live on a lattice anchored at easting/northing 0 of their UTM zone (EPSG:326zz north,
-EPSG:327zz south): tile ``(col, row)`` covers ``[col*6000, (col+1)*6000) x [row*6000, (row+1)*6000)``
+EPSG:327zz south): tile ``(col, row)`` covers
+``[col*6000, (col+1)*6000) x [row*6000, (row+1)*6000)``
 metres, 600 x 600 pixels of 10 m. Its id is ``{epsg}_E{col:04d}_N{row:04d}``, e.g.
 ``32631_E0096_N0938`` (easting 576 km, northing 5,628 km in zone 31N).
 
@@ -34,7 +35,6 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shp_transform
 from shapely.ops import unary_union
 
 from geoxai.errors import AOIError, ConfigError, UnknownTileError
@@ -178,7 +178,7 @@ class TileSpec:
         """Core (or haloed) footprint as a WGS84 lon/lat polygon (edges densified)."""
         b = self.bounds if halo else self.core_bounds
         poly = shapely.segmentize(box(*b), self.tile_size_m / 20)
-        return shp_transform(_to_lonlat(self.epsg).transform, poly)
+        return _reproject(poly, _to_lonlat(self.epsg))
 
     def with_halo(self, halo_px: int) -> TileSpec:
         """The same tile with another halo width."""
@@ -234,6 +234,11 @@ def tile_at(lon: float, lat: float, halo_px: int = 0) -> TileSpec:
     epsg = utm_epsg(lon, lat)
     x, y = _from_lonlat(epsg).transform(lon, lat)
     return TileSpec(epsg, int(x // TILE_SIZE_M), int(y // TILE_SIZE_M), halo_px)
+
+
+def _reproject(geom: BaseGeometry, transformer: Transformer) -> BaseGeometry:
+    """Reproject every vertex of ``geom`` (densify first where edges should bend)."""
+    return shapely.transform(geom, lambda x, y: transformer.transform(x, y), interleaved=False)
 
 
 @cache
@@ -363,7 +368,9 @@ def parse_aoi(aoi: str | BaseGeometry | tuple[float, float, float, float]) -> Ba
 
 def _bbox_geometry(values: list[float], *, source: str) -> BaseGeometry:
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise AOIError(f"AOI bbox {source!r} must be four finite numbers minlon,minlat,maxlon,maxlat.")
+        raise AOIError(
+            f"AOI bbox {source!r} must be four finite numbers minlon,minlat,maxlon,maxlat."
+        )
     x0, y0, x1, y1 = values
     if not (x0 < x1 and y0 < y1):
         raise AOIError(
@@ -421,7 +428,7 @@ def _cover_part(
     part: BaseGeometry, epsg: int, halo_px: int, tile_size_m: int, area_aoi: bool
 ) -> list[TileSpec]:
     dense = shapely.segmentize(part, 0.01) if part.length > 0 else part
-    proj = shp_transform(_from_lonlat(epsg).transform, dense)
+    proj = _reproject(dense, _from_lonlat(epsg))
     x0, y0, x1, y1 = proj.bounds
     s = tile_size_m
     cols = np.arange(math.floor(x0 / s), math.floor(x1 / s) + 1)

@@ -23,7 +23,10 @@ def code_version() -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
@@ -59,8 +62,12 @@ def environment() -> dict[str, str]:
     import numpy
     import xarray
 
-    env = {"python": platform.python_version(), "numpy": numpy.__version__,
-           "xarray": xarray.__version__, "platform": platform.platform()}
+    env = {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "xarray": xarray.__version__,
+        "platform": platform.platform(),
+    }
     try:
         import torch
 

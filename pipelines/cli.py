@@ -13,7 +13,6 @@ import sys
 
 import typer
 
-from geoxai import __version__
 from geoxai.errors import GeoXAIError
 
 app = typer.Typer(
@@ -62,7 +61,9 @@ def main() -> None:
     except GeoXAIError as exc:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False
+        )
         sys.exit(2)
 
 

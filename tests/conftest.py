@@ -17,8 +17,9 @@ pytest_plugins = [
 
 REPO = Path(__file__).resolve().parent.parent
 
-settings.register_profile("ci", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
@@ -32,8 +33,10 @@ def realdata() -> Path:
     """The shared real-data folder; skipped when absent, except in CI where it must exist."""
     root = realdata_root()
     if not root.is_dir():
-        msg = (f"real data folder {root} is absent; set GEOXAI_REALDATA to the shared/realdata "
-               "folder to run this test")
+        msg = (
+            f"real data folder {root} is absent; set GEOXAI_REALDATA to the shared/realdata "
+            "folder to run this test"
+        )
         if os.environ.get("CI"):
             pytest.fail(msg + " (CI must have it)")
         pytest.skip(msg)

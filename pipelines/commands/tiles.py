@@ -11,7 +11,9 @@ def register(app: typer.Typer) -> None:
     @app.command("tiles")
     def tiles(
         aoi: str = typer.Option(
-            ..., "--aoi", help="bbox 'minlon,minlat,maxlon,maxlat', a GeoJSON file, or an ISO 3166 code."
+            ...,
+            "--aoi",
+            help="bbox 'minlon,minlat,maxlon,maxlat', a GeoJSON file, or an ISO 3166 code.",
         ),
         halo: int = typer.Option(0, "--halo", min=0, help="Halo width in pixels (10 m)."),
         fmt: str = typer.Option("json", "--format", help="json (a list) or geojson."),
