@@ -1,0 +1,209 @@
+"""The run configuration: one validated document that says what a mapping run makes.
+
+A run config is a YAML or JSON file read into :class:`RunConfig` (pydantic, ``extra="forbid"``:
+a misspelt key is an error with a did-you-mean hint). It is saved beside the run's outputs, and
+its :meth:`RunConfig.output_hash` (everything that changes pixels, nothing that only changes
+where or how fast they are computed) is recorded in every per-tile record; a rerun skips tiles
+whose record carries the same hash.
+
+Example (``examples/demo.yaml`` is the one the demo writes)::
+
+    name: belgium-2024
+    aoi: BEL                 # bbox "minlon,minlat,maxlon,maxlat", GeoJSON file or ISO 3166 code
+    year: 2024
+    stac: {url: https://earth-search.aws.element84.com/v1, collection: sentinel-2-l2a, max_cloud: 80}
+    store: {root: s3://my-bucket/geoxai}
+    models: {prediction: s3://my-bucket/models/treecover, asos: s3://my-bucket/models/asos}
+    resources: {num_workers: 8, gpus_per_worker: 1}
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from geoxai.errors import ConfigError
+from geoxai.provenance import config_hash
+
+__all__ = [
+    "StacConfig",
+    "StoreConfig",
+    "ModelsConfig",
+    "ProcessingConfig",
+    "ResourcesConfig",
+    "RunConfig",
+    "load_run_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StacConfig(_Strict):
+    """Where the Sentinel-2 scenes come from."""
+
+    url: str = Field(description="STAC API root URL (or a local .json/.ndjson item file).")
+    collection: str = Field("sentinel-2-l2a", description="Collection id of the L2A scenes.")
+    max_cloud: float | None = Field(
+        None, ge=0, le=100, description="Drop scenes with eo:cloud_cover above this (percent)."
+    )
+    margin_days: int = Field(
+        30, ge=0, le=120, description="Days of data read before and after the year (edges)."
+    )
+
+
+class StoreConfig(_Strict):
+    """Where everything is written (local path or ``s3://bucket/prefix``)."""
+
+    root: str = Field(description="Run root URL; outputs go under <root>/<name>/<year>/.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options (e.g. endpoint_url). Keys/secrets only from the environment.",
+    )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if any(s in k.lower() for s in ("secret", "key", "token", "password"))]
+        if bad:
+            raise ValueError(
+                f"storage_options must not hold credentials ({bad}): set AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY in the environment instead, so they never reach a "
+                "saved config or a log."
+            )
+        return v
+
+
+class ModelsConfig(_Strict):
+    """Model bundles (directories or zips) used by the tile workers."""
+
+    prediction: str = Field(description="Bundle of the per-pixel model (e.g. tree cover).")
+    asos: str | None = Field(None, description="ASOS bundle with a fitted table; None = no ASOS.")
+
+
+class ProcessingConfig(_Strict):
+    """Per-tile processing parameters (they change pixels, so they enter the output hash)."""
+
+    halo_px: int = Field(64, ge=0, le=300, description="Context pixels around each tile core.")
+    smoothing: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of geoxai.temporal parameters."
+    )
+    inference: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of inference parameters (stride, sigma...)."
+    )
+    write_cogs: bool = Field(True, description="Write per-tile COGs and a mosaic per zone.")
+    change_threshold: float = Field(
+        0.2, ge=0, description="|prediction change| above which the change flag is set."
+    )
+
+
+class ResourcesConfig(_Strict):
+    """How the run is scheduled (never enters the output hash)."""
+
+    address: str | None = Field(
+        None, description="Ray address ('auto', 'ray://host:10001'); None starts a local Ray."
+    )
+    num_workers: int | None = Field(
+        None, ge=1, description="Tile actors; default one per GPU, else one per 2 CPUs."
+    )
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per tile actor (1 on GPU nodes).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per tile actor.")
+    cube_tasks_in_flight: int = Field(2, ge=1, description="Concurrent cube downloads.")
+    tiles_per_worker_in_flight: int = Field(
+        1, ge=1, description="Queued tiles per actor beyond the running one (backpressure)."
+    )
+    max_retries: int = Field(3, ge=0, description="Retries of a tile on transient errors.")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
+
+
+class RunConfig(_Strict):
+    """A whole mapping run. See the module docstring for an example."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (path-safe).")
+    aoi: str = Field(description="bbox 'minlon,minlat,maxlon,maxlat', GeoJSON file or ISO code.")
+    year: int = Field(ge=2015, le=2100, description="Target year.")
+    stac: StacConfig
+    store: StoreConfig
+    models: ModelsConfig
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    baseline: str | None = Field(
+        None, description="Root of a previous year's run (<root>/<name>/<year>) for a change layer."
+    )
+    tiles: list[str] | None = Field(
+        None, description="Restrict the run to these tile ids (default: all tiles of the AOI)."
+    )
+
+    def output_hash(self) -> str:
+        """Hash of what changes pixels: inputs, models, processing, year (not resources)."""
+        return config_hash(
+            {
+                "year": self.year,
+                "stac": self.stac.model_dump(mode="json"),
+                "models": self.models.model_dump(mode="json"),
+                "processing": self.processing.model_dump(mode="json"),
+            }
+        )
+
+    def run_root(self) -> str:
+        """``<store.root>/<name>/<year>``: the year-partitioned output root of this run."""
+        return f"{self.store.root.rstrip('/')}/{self.name}/{self.year}"
+
+    def with_year(self, year: int) -> RunConfig:
+        """The same run for another year (annual reprocessing)."""
+        return self.model_copy(update={"year": year})
+
+
+def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    fields = model.model_fields
+    sub: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        f = fields.get(str(part)) if sub else None
+        ann = f.annotation if f else None
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        fields = sub.model_fields if sub else {}
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def load_run_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunConfig:
+    """Read and validate a run config from a YAML/JSON file or a dict.
+
+    Args:
+        source: path to a ``.yaml``/``.yml``/``.json`` file, or an already parsed dict.
+        overrides: top-level fields to replace (e.g. ``year=2025``).
+
+    Raises:
+        ConfigError: unreadable file, unknown key (with a did-you-mean hint) or bad value.
+    """
+    where = "config"
+    if isinstance(source, dict):
+        data = dict(source)
+    else:
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"Run config {where!r} does not exist; pass a YAML or JSON file.")
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"Run config {where!r} is not readable YAML/JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"Run config {where!r} must be a mapping of keys to values.")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            hint = _did_you_mean(err["loc"], RunConfig) if err["type"] == "extra_forbidden" else ""
+            lines.append(f"  {loc}: {err['msg']}.{hint}")
+        raise ConfigError(f"Run config {where!r} is invalid:\n" + "\n".join(lines)) from None
