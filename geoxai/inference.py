@@ -405,6 +405,11 @@ def predict_windows(
         t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
 
     origins = window_origins((h, w), transform, p)
+    if len(origins) == 0:
+        raise InvalidInputError(
+            f"No lattice window of {n}x{n} px (stride {p.stride}) fits wholly inside the {h}x{w} "
+            "array; use a larger array or pad_edges=True."
+        )
     win, ctx = p.window, p.context
     # validity padded so that any window (kept part) can be cut out of it
     vpad = torch.zeros((h + 2 * win, w + 2 * win), dtype=torch.float64, device=dev)
