@@ -59,7 +59,12 @@ __all__ = [
     "load_bundle",
     "save_bundle",
     "wrap_module",
+    "VALIDITY_NAMES",
+    "validity_mask",
 ]
+
+VALIDITY_NAMES = ("valid", "validity", "quality")
+"""Names looked up, in order, for the (y, x) validity layer beside a model-ready cube."""
 
 MODEL_JSON = "model.json"
 """Name of the bundle's description file."""
@@ -351,6 +356,95 @@ class LoadedBundle:
             autocast=autocast,
             progress=progress,
         )
+
+    def predict_dataset(
+        self,
+        cube: Any,
+        valid: np.ndarray | None = None,
+        *,
+        batch_size: int = 16,
+        autocast: str | None = None,
+        method: str = "forward",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        """Predict a tile cube and package it as an ``xarray.Dataset`` ready for geoxai.store.
+
+        Returns:
+            Dataset with ``prediction`` ``(output, y, x)`` float32 (NaN = nodata; ``output`` =
+            the bundle's output names) and ``weight`` ``(y, x)`` float32 (sum of Gaussian
+            weights, 0 = nodata), the cube's ``y``/``x`` coords and grid attrs, and the bundle's
+            name, SHA-256, window lattice and output kind as attrs.
+        """
+        import xarray as xr
+
+        out = self.predict(
+            cube,
+            valid,
+            batch_size=batch_size,
+            autocast=autocast,
+            method=method,
+            progress=progress,
+        )
+        names = list(self.spec.output.names)
+        if out.values.shape[0] != len(names):
+            if method != "forward":
+                names = [f"{method}_{i}" for i in range(out.values.shape[0])]
+            else:
+                raise ModelBundleError(
+                    f"Bundle {self.path}: the network returned {out.values.shape[0]} maps but "
+                    f"output.names lists {len(names)} ({names}); fix model.json."
+                )
+        grid_keys = ("crs", "transform", "tile_id", "halo_px", "resolution_m")
+        attrs = {k: cube.attrs[k] for k in grid_keys if k in cube.attrs}
+        attrs.update(
+            {
+                "bundle_name": self.spec.name,
+                "bundle_weights_sha256": self.spec.weights_sha256 or "",
+                "output_kind": self.spec.output.kind,
+                "window_px": self.spec.window.window,
+                "stride_px": self.spec.window.stride,
+                "context_px": self.spec.window.context,
+                "sigma_px": self.window_params().sigma_px,
+            }
+        )
+        coords = {"output": names, "y": cube["y"].values, "x": cube["x"].values}
+        return xr.Dataset(
+            {
+                "prediction": (("output", "y", "x"), out.values),
+                "weight": (("y", "x"), out.weight),
+            },
+            coords=coords,
+            attrs=attrs,
+        )
+
+
+def validity_mask(ds: Any, name: str | None = None) -> np.ndarray | None:
+    """The ``(y, x)`` bool validity layer of a model-ready dataset, or None if it has none.
+
+    Args:
+        ds: an ``xarray.Dataset`` holding the cube and possibly a validity/quality layer.
+        name: the layer's name; default the first of :data:`VALIDITY_NAMES` present. A bool
+            layer is used as is; a numeric one means valid where > 0 (NaN = invalid).
+    """
+    candidates = [name] if name else [n for n in VALIDITY_NAMES if n in ds.variables]
+    if not candidates:
+        return None
+    key = candidates[0]
+    if key not in ds.variables:
+        raise ModelBundleError(
+            f"The cube store has no validity layer {key!r}; it has "
+            f"{sorted(map(str, ds.variables))}."
+        )
+    layer = ds[key]
+    if tuple(layer.dims) != ("y", "x"):
+        raise ModelBundleError(
+            f"Validity layer {key!r} has dims {tuple(layer.dims)}, expected ('y', 'x')."
+        )
+    v = np.asarray(layer.values)
+    if v.dtype == bool:
+        return v
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(v.astype(np.float64), nan=0.0) > 0
 
 
 class _Source:
