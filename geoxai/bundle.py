@@ -247,13 +247,13 @@ class LoadedBundle:
             )
         return _Source(self.path).read(self.spec.extra_files[key])
 
-    def check_cube(self, cube: Any, *, core_px: int = 600) -> list[int]:
+    def check_cube(self, cube: Any, *, core_px: int | None = None) -> list[int]:
         """Check a model-ready cube against the bundle before any compute.
 
         Args:
             cube: ``xarray.DataArray`` with dims ``(time, band, y, x)``, a ``band`` coordinate of
                 feature names and attrs ``transform`` (and ``halo_px`` for tiles).
-            core_px: tile core edge, px, for the halo check.
+            core_px: tile core edge, px, for the halo check; default ``H - 2 * halo_px``.
 
         Returns:
             Indices along ``band`` of the bundle's features, in model order.
@@ -297,7 +297,8 @@ class LoadedBundle:
             )
         halo = cube.attrs.get("halo_px")
         if halo is not None and "tile_id" in cube.attrs:
-            need = self.required_halo(core_px)
+            core = core_px if core_px is not None else h - 2 * int(halo)
+            need = self.required_halo(max(core, 1))
             if int(halo) < need:
                 raise ModelBundleError(
                     f"{where}: tile {cube.attrs['tile_id']} has a halo of {int(halo)} px but "
@@ -330,7 +331,7 @@ class LoadedBundle:
         *,
         batch_size: int = 16,
         autocast: str | None = None,
-        pad_edges: bool = True,
+        pad_edges: bool | None = None,
         method: str = "forward",
         progress: Callable[[int, int], None] | None = None,
     ) -> Blended:
@@ -341,11 +342,16 @@ class LoadedBundle:
             valid: optional ``(H, W)`` bool mask of pixels with data.
             batch_size: windows per model call.
             autocast: None, ``"bf16"`` or ``"fp16"`` (GPU).
-            pad_edges: cover the whole array (True) or run only windows wholly inside.
+            pad_edges: cover the whole array (True) or run only windows wholly inside (False).
+                None: False for a tile cube (attrs ``tile_id``/``halo_px``, halo checked), whose
+                core is then fully covered at less cost and the outer halo ring is NaN; True
+                otherwise.
             method: network method to blend (``"forward"``, or e.g. ``"activations"``).
             progress: ``progress(done, total)`` callback.
         """
         x = self.prepare(cube)
+        if pad_edges is None:
+            pad_edges = not ("tile_id" in cube.attrs and "halo_px" in cube.attrs)
         return predict_windows(
             self.callable(method),
             x,

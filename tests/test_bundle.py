@@ -49,7 +49,7 @@ def _net() -> TemporalUNet:
 
 
 def _cube(halo: int | None = None, *, bands=None, t=T, size=None) -> xr.DataArray:
-    need = required_halo(16, 8, 4)
+    need = required_halo(16, 8, 4, core_px=60)
     halo = need if halo is None else halo
     tile = TileSpec(32631, 96, 938, halo, tile_size_m=600)  # 60 px cores keep tests small
     h = size or tile.shape[0]
@@ -82,7 +82,7 @@ def test_round_trip_predicts_like_the_network(bundle_dir):
     doc = json.loads((bundle_dir / MODEL_JSON).read_text())
     assert doc["arch_kwargs"]["in_features"] == 4 and len(doc["weights_sha256"]) == 64
     cube = _cube()
-    out = b.predict(cube)
+    out = b.predict(cube, pad_edges=True)
     # same thing by hand: select features by name, raw network + sigmoid
     x = cube.sel(band=FEATURES).values
     net = _net()
@@ -193,7 +193,7 @@ def test_cube_mismatches_fail_before_work(bundle_dir):
         b.predict(_cube(t=3))
     with pytest.raises(ModelBundleError, match="smaller than one model input of 24x24"):
         b.predict(_cube(size=20))
-    need = b.required_halo(core_px=600)
+    need = b.required_halo(core_px=60)
     with pytest.raises(ModelBundleError, match=f"halo_px >= {need}"):
         b.predict(_cube(halo=need - 1))
     with pytest.raises(ModelBundleError, match="dims"):
@@ -209,7 +209,7 @@ def test_all_nodata_and_nan_cube(bundle_dir):
     with pytest.raises(NoDataError):
         b.predict(cube, np.zeros(cube.shape[-2:], bool))
     cube.values[:, :, :5, :] = np.nan
-    out = b.predict(cube)
+    out = b.predict(cube, pad_edges=True)
     assert np.isnan(out.values[:, :5]).all() and np.isfinite(out.values[:, 5:]).all()
 
 
@@ -233,7 +233,7 @@ def test_bring_your_own_module_and_torchscript(tmp_path):
     d = wrap_module(mine, spec, tmp_path / "byo")
     b = load_bundle(d)
     cube = _cube()
-    out = b.predict(cube)
+    out = b.predict(cube, pad_edges=True)
     x = cube.sel(band=FEATURES).values
     want = predict_windows(
         lambda w: mine(w.reshape(w.shape[0], -1, *w.shape[-2:])),
@@ -262,7 +262,7 @@ def test_registered_architecture_and_affine_normalization(tmp_path):
     d = save_bundle(tmp_path / "n", _net(), spec)
     b = load_bundle(d)
     cube = _cube()
-    out = b.predict(cube, batch_size=64)
+    out = b.predict(cube, batch_size=64, pad_edges=True)
     x = (cube.sel(band=FEATURES).values - np.float32(0.1)) / np.float32(2.0)
     net = _net()
     want = predict_windows(
@@ -290,6 +290,19 @@ def test_asos_is_resolved_lazily(tmp_path, bundle_dir):
     else:  # ASOSNet exists: TemporalUNet weights/kwargs do not fit it
         with pytest.raises(ModelBundleError):
             load_bundle(d)
+
+
+def test_tile_cube_runs_only_inner_windows_and_keeps_the_core(bundle_dir):
+    b = load_bundle(bundle_dir)
+    cube = _cube()
+    calls: list[int] = []
+    auto = b.predict(cube, progress=lambda done, total: calls.append(total))
+    full = b.predict(cube, pad_edges=True, progress=lambda done, total: calls.append(total))
+    halo = cube.attrs["halo_px"]
+    core = (slice(None), slice(halo, -halo), slice(halo, -halo))
+    np.testing.assert_allclose(auto.values[core], full.values[core], atol=1e-6)
+    assert np.isfinite(auto.values[core]).all()
+    assert calls[0] < calls[-1], "a tile with a sufficient halo skips the edge windows"
 
 
 def test_window_params_from_spec():
