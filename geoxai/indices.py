@@ -3,7 +3,7 @@
 Indices take a mapping band name -> reflectance array (any shape, unitless reflectance ~0..1)
 and return an array of the same shape:
 
-* NDVI   = (B08 - B04) / (B08 + B04)
+* NDVI   = (B08 - B04) / (B08 + B04), clipped to [-1, 1]
 * EVI    = 2.5 (B08 - B04) / (B08 + 6 B04 - 7.5 B02 + 1), clipped to [-1.5, 1.5]
 * BI     = ((B11 + B04) - (B08 + B02)) / ((B11 + B04) + (B08 + B02)), clipped to [-1, 1]
 * MSAVI2 = (2 B08 + 1 - sqrt((2 B08 + 1)^2 - 8 (B08 - B04))) / 2, B04/B08 clipped to [0, 1],
@@ -40,8 +40,8 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def ndvi(b: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Normalized difference vegetation index."""
-    return _ratio(b["B08"] - b["B04"], b["B08"] + b["B04"])
+    """Normalized difference vegetation index, clipped to [-1, 1] (negative reflectance)."""
+    return np.clip(_ratio(b["B08"] - b["B04"], b["B08"] + b["B04"]), -1.0, 1.0)
 
 
 def evi(b: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,150 @@
+"""Weighted Whittaker: batched banded solve == dense solve; numpy == torch; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.whittaker import difference_penalty_bands, whittaker, whittaker_torch
+
+
+def dense_solve(y: np.ndarray, w: np.ndarray, lam: float, order: int) -> np.ndarray:
+    """Reference: (W + lam D'D) z = W y with a dense solver, one pixel. y: (n, B), w: (n,)."""
+    n = w.size
+    d = np.diff(np.eye(n), n=order, axis=0)
+    a = np.diag(w) + lam * d.T @ d
+    return np.linalg.solve(a, w[:, None] * y)
+
+
+def random_case(seed: int, n: int = 60, nb: int = 3, npx: int = 80):
+    """Random weights with all-zero stretches, all-zero pixels and one-point pixels."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(0.3, 0.1, size=(n, nb, npx))
+    w = rng.uniform(0.0, 2.0, size=(n, npx)) * (rng.random((n, npx)) > 0.3)
+    w[10:30, :20] = 0.0  # long gaps inside the series
+    w[:15, 20:30] = 0.0  # gaps at the start
+    w[-15:, 30:40] = 0.0  # gaps at the end
+    w[:, 40:43] = 0.0  # all-zero pixels -> nodata
+    w[:, 43] = 0.0
+    w[7, 43] = 1.0  # a single point: singular for d=2 -> nodata
+    y[np.broadcast_to((w == 0)[:, None, :], y.shape)] = np.nan  # must not matter
+    return y, w
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("lam", [1.0, 100.0, 2700.0])
+def test_banded_equals_dense_solve(order, lam):
+    y, w = random_case(order * 7 + int(lam))
+    res = whittaker(y, w, lam, order, chunk=32)  # several chunks
+    npos = (w > 0).sum(axis=0)
+    assert np.array_equal(res.valid, npos >= order)
+    for j in np.nonzero(res.valid)[0]:
+        ref = dense_solve(np.nan_to_num(y[:, :, j]), w[:, j], lam, order)
+        np.testing.assert_allclose(res.z[:, :, j], ref, rtol=0, atol=1e-6 * max(1, abs(ref).max()))
+    assert np.isnan(res.z[:, :, ~res.valid]).all()
+    assert not res.valid[40:43].any()
+    assert res.valid[43] == (order == 1)
+
+
+def test_two_d_input_and_min_points():
+    y, w = random_case(1, nb=1)
+    res2 = whittaker(y[:, 0, :], w, 100.0)
+    res3 = whittaker(y, w, 100.0)
+    np.testing.assert_array_equal(res2.z, res3.z[:, 0, :])
+    strict = whittaker(y, w, 100.0, min_points=10)
+    assert np.array_equal(strict.valid, (w > 0).sum(axis=0) >= 10)
+
+
+@given(
+    a=st.floats(-1, 1),
+    b=st.floats(-0.05, 0.05),
+    lam=st.floats(0.1, 1e5),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_series_come_back_exactly(a, b, lam, seed):
+    """d=2 penalises curvature only: a straight line is reproduced for any weights."""
+    rng = np.random.default_rng(seed)
+    n = 30
+    t = np.arange(n, dtype=float)
+    y = (a + b * t)[:, None]
+    w = rng.uniform(0, 1, size=(n, 1)) * (rng.random((n, 1)) > 0.5)
+    w[[3, 20], 0] = 1.0
+    res = whittaker(y, w, lam, 2)
+    np.testing.assert_allclose(res.z[:, 0], a + b * t, atol=1e-7)
+
+
+def test_gap_is_bridged_smoothly():
+    """Zero weights across a gap: the curve stays between the values around it (d=2)."""
+    n = 50
+    y = np.zeros((n, 1))
+    y[25:] = 1.0
+    w = np.ones((n, 1))
+    w[20:30] = 0.0
+    z = whittaker(y, w, 10.0).z[:, 0]
+    assert np.all(np.diff(z[18:32]) > 0)
+    assert -0.2 < z.min() and z.max() < 1.2
+
+
+def test_torch_cpu_float64_matches_numpy():
+    y, w = random_case(3)
+    ref = whittaker(y, w, 2700.0)
+    got = whittaker_torch(torch.tensor(y), torch.tensor(w), 2700.0, chunk=50)
+    assert np.array_equal(got.valid.numpy(), ref.valid)
+    v = ref.valid
+    np.testing.assert_allclose(got.z.numpy()[:, :, v], ref.z[:, :, v], rtol=0, atol=1e-10)
+
+
+def test_torch_float32_tolerance():
+    """float32 loses ~3 digits inside long gaps (condition ~ lambda); float64 is the default."""
+    y, w = random_case(4)
+    ref = whittaker(y, w, 100.0)
+    got = whittaker_torch(torch.tensor(y, dtype=torch.float32), torch.tensor(w).float(), 100.0)
+    v = ref.valid
+    np.testing.assert_allclose(got.z.numpy()[:, :, v], ref.z[:, :, v], rtol=0, atol=2e-3)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_matches_numpy():
+    y, w = random_case(5, npx=5000)
+    ref = whittaker(y, w, 2700.0)
+    got = whittaker_torch(torch.tensor(y, device="cuda"), torch.tensor(w, device="cuda"), 2700.0)
+    v = ref.valid
+    assert np.array_equal(got.valid.cpu().numpy(), v)
+    np.testing.assert_allclose(got.z.cpu().numpy()[:, :, v], ref.z[:, :, v], rtol=0, atol=1e-9)
+
+
+def test_penalty_bands_match_dense():
+    for order in (1, 2, 3):
+        n = 9
+        d = np.diff(np.eye(n), n=order, axis=0)
+        p = d.T @ d
+        bands = difference_penalty_bands(n, order)
+        for k in range(order + 1):
+            np.testing.assert_array_equal(bands[k, k:], np.diagonal(p, -k))
+
+
+@pytest.mark.parametrize("lam", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_lambda_is_a_config_error(lam):
+    with pytest.raises(ConfigError, match="lambda"):
+        whittaker(np.zeros((10, 2)), np.ones((10, 2)), lam)
+    with pytest.raises(ConfigError, match="lambda"):
+        whittaker_torch(torch.zeros(10, 2), torch.ones(10, 2), lam)
+
+
+def test_bad_inputs_are_typed_errors():
+    with pytest.raises(InvalidInputError, match="weights must be finite"):
+        whittaker(np.zeros((10, 2)), -np.ones((10, 2)), 10.0)
+    y = np.zeros((10, 2))
+    y[3, 1] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN/inf where the weight is positive"):
+        whittaker(y, np.ones((10, 2)), 10.0)
+    with pytest.raises(InvalidInputError, match="disagree"):
+        whittaker(np.zeros((10, 3)), np.ones((9, 3)), 10.0)
+    with pytest.raises(InvalidInputError, match="too short"):
+        whittaker(np.zeros((2, 3)), np.ones((2, 3)), 10.0)
+    with pytest.raises(ConfigError, match="order"):
+        whittaker(np.zeros((10, 3)), np.ones((10, 3)), 10.0, order=0)
