@@ -35,30 +35,20 @@ SCL: 0 no data, 3 shadow, 4 vegetation, 5 not vegetated, 6 water, 7 unclassified
 8/9 medium/high probability cloud, 10 cirrus. ``eo:cloud_cover`` is the share of 8/9/10 among
 valid pixels of the block.
 
-Archive layout written by :meth:`SyntheticWorld.write`::
-
-    OUT/collection.json        STAC Collection (Earth Search v1 style)
-    OUT/items/<id>.json        one Item per acquisition, absolute asset hrefs
-    OUT/items.ndjson           all Items, one per line (for ``rustac serve`` / pypgstac)
-    OUT/item_collection.json   all Items as one FeatureCollection
-    OUT/data/<id>/<BAND>.tif   COGs: uint16 DN = round((reflectance + 0.1) / 1e-4), nodata 0;
-                               B02 B03 B04 B08 at 10 m, B05 B06 B07 B8A B11 B12 and SCL at 20 m
-    OUT/truth/{tree_cover,landcover,natural}.tif   10 m truth on the block grid
-    OUT/world.json             the parameters; :func:`load_world` rebuilds the same world
+The archive writer (COGs, STAC items, truth files) lives in :mod:`geoxai.synthetic_archive`;
+:meth:`SyntheticWorld.write` calls it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from affine import Affine
@@ -67,6 +57,9 @@ from geoxai.bands import BANDS, S2_BANDS
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.grid import RESOLUTION_M, TileSpec, tile_from_id
 
+if TYPE_CHECKING:
+    from geoxai.synthetic_archive import Archive
+
 __all__ = [
     "DEFAULT_ORIGIN_TILE",
     "LANDCOVER_CLASSES",
@@ -74,7 +67,6 @@ __all__ = [
     "CROP_GROUPS",
     "WorldParams",
     "Atmosphere",
-    "Archive",
     "SyntheticWorld",
     "block_tiles",
     "make_world",
@@ -141,17 +133,7 @@ _PHENOLOGY = {
 
 SCALE, OFFSET = 1e-4, -0.1
 """DN -> reflectance: ``reflectance = DN * SCALE + OFFSET`` (processing baseline >= 04.00)."""
-_BASELINE = "05.10"
 _UTC_TIME = (10, 50, 31)
-_ES_EXTENSIONS = [
-    "https://stac-extensions.github.io/grid/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-    "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/mgrs/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/view/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-]
-_COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _MAX_SHADOW_M = 2000.0
 
 
@@ -231,6 +213,30 @@ class WorldParams:
             if b not in (*S2_BANDS, "SCL"):
                 raise ConfigError(f"corrupt band {b!r} is not one of {(*S2_BANDS, 'SCL')}.")
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (tiles as ids); :meth:`from_json` inverts it."""
+        d = asdict(self)
+        d["tiles"] = [t.id for t in self.tiles]
+        d["tile_size_m"] = self.tiles[0].tile_size_m
+        d["start"] = self.start.isoformat() if self.start else None
+        d["end"] = self.end.isoformat() if self.end else None
+        d["corrupt"] = [list(c) for c in self.corrupt]
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> WorldParams:
+        """Parameters from :meth:`to_json` output."""
+        d = dict(d)
+        size = d.pop("tile_size_m", 6000)
+        d["tiles"] = tuple(tile_from_id(t, tile_size_m=size) for t in d["tiles"])
+        d["start"] = date.fromisoformat(d["start"]) if d.get("start") else None
+        d["end"] = date.fromisoformat(d["end"]) if d.get("end") else None
+        d["corrupt"] = tuple((int(i), str(b)) for i, b in d.get("corrupt", ()))
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"Synthetic world parameters {sorted(d)} do not fit: {exc}.") from exc
+
 
 @dataclass(frozen=True)
 class Atmosphere:
@@ -255,37 +261,6 @@ class Atmosphere:
     sun_azimuth: float
     sun_elevation: float
     cloud_height_m: float
-
-
-@dataclass(frozen=True)
-class Archive:
-    """What :meth:`SyntheticWorld.write` produced.
-
-    Attributes:
-        root: output folder.
-        collection: path of collection.json.
-        items_dir: folder of the item JSON files.
-        ndjson: all items, one JSON per line.
-        item_collection: all items as one GeoJSON FeatureCollection.
-        item_ids: ids of the items, in date order.
-        truth: truth layer name -> GeoTIFF path.
-        n_files: files written.
-        bytes_written: total size of the files, bytes.
-        corrupt_hrefs: asset hrefs that were truncated on purpose.
-        seconds: wall time of the write.
-    """
-
-    root: Path
-    collection: Path
-    items_dir: Path
-    ndjson: Path
-    item_collection: Path
-    item_ids: tuple[str, ...]
-    truth: Mapping[str, Path]
-    n_files: int
-    bytes_written: int
-    corrupt_hrefs: tuple[str, ...]
-    seconds: float
 
 
 # ---- smooth random fields -----------------------------------------------------------------------
@@ -449,7 +424,7 @@ class SyntheticWorld:
         t = max(self.tiles)
         return t.neighbour(20, 20).with_halo(halo_px)
 
-    def datetime(self, i: int) -> datetime:
+    def acquisition_time(self, i: int) -> datetime:
         """Acquisition time (UTC) of date ``i``."""
         d = self.dates[i]
         return datetime(d.year, d.month, d.day, *_UTC_TIME, tzinfo=UTC)
@@ -462,15 +437,21 @@ class SyntheticWorld:
             else ("sentinel-2b")
         )
 
+    def to_lonlat(self, x: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float]]:
+        """Project world-CRS metres to lon/lat degrees."""
+        lon, lat = self._lonlat.transform(np.asarray(x, float), np.asarray(y, float))
+        return [float(v) for v in np.ravel(lon)], [float(v) for v in np.ravel(lat)]
+
     @cached_property
-    def _mgrs_code(self) -> tuple[str, str]:
+    def mgrs(self) -> tuple[str, str]:
+        """(latitude band, 100 km square) of the block centre, e.g. ``("U", "ES")``."""
         x0, y0, x1, y1 = self.bounds
         lon, lat = self._lonlat.transform((x0 + x1) / 2, (y0 + y1) / 2)
         return _mgrs(self.epsg % 100, lat, (x0 + x1) / 2, (y0 + y1) / 2)
 
     def item_id(self, i: int) -> str:
         """Earth Search style id, e.g. ``S2A_31UES_20230105_0_L2A``."""
-        band, square = self._mgrs_code
+        band, square = self.mgrs
         sat = "S2A" if self.platform(i) == "sentinel-2a" else "S2B"
         return f"{sat}_{self.epsg % 100}{band}{square}_{self.dates[i]:%Y%m%d}_0_L2A"
 
@@ -627,8 +608,7 @@ class SyntheticWorld:
             the archive's DN equal ``round((value + 0.1) / 1e-4)`` where no cloud, shadow or
             noise touches them.
         """
-        d = np.datetime64(when, "D").astype(object) if not isinstance(when, date) else when
-        d = d.date() if isinstance(d, datetime) else d
+        d = _as_date(when)
         what = f"tile {tile.id}" if tile is not None else "window"
         box = tile.bounds if tile is not None else bounds or self.bounds
         r0, r1, c0, c1 = self._block_window(box, what)
@@ -658,7 +638,7 @@ class SyntheticWorld:
         h2, w2 = self.shape[0] // 2, self.shape[1] // 2
         x0, y0, x1, y1 = self.bounds
         lon, lat = self._lonlat.transform((x0 + x1) / 2, (y0 + y1) / 2)
-        az, elev = _sun_position(lon, lat, self.datetime(i))
+        az, elev = _sun_position(lon, lat, self.acquisition_time(i))
         height = float(rng.uniform(500.0, 1500.0))
         dist = min(height / math.tan(math.radians(max(elev, 5.0))), _MAX_SHADOW_M) / 20.0
         # shadows fall away from the sun: east = -sin(az), north = -cos(az); rows grow south
@@ -717,11 +697,11 @@ class SyntheticWorld:
         # transmitted surface share and added cloud/cirrus, at 20 m and (lazily) at 10 m
         cloudy = bool(atm.cloud.any() or atm.shadow.any() or atm.cirrus.any())
         keep20 = (1 - atm.shadow) * (1 - atm.cloud)
-        grids = {20: (keep20, atm.cloud, atm.cirrus, atm.nodata)}
+        grids: dict[int, tuple[np.ndarray, ...]] = {20: (keep20, atm.cloud, atm.cirrus, atm.nodata)}
         if cloudy or atm.nodata.any():
             grids[10] = tuple(_up2(a) for a in grids[20])
         bank = self._noise_bank
-        red = nir = None
+        red = nir = np.zeros((0, 0), np.float32)
         for k, name in enumerate(S2_BANDS):
             res = BANDS[name].resolution_m
             surf = self._surface_band(k, terms, gt)
@@ -775,239 +755,35 @@ class SyntheticWorld:
         workers: int = 2,
         progress: Callable[[int, int, str], None] | None = None,
     ) -> Archive:
-        """Write the archive (COGs, STAC, truth) under ``out``; see the module doc for the layout.
+        """Write the archive (COGs, STAC, truth) under ``out``, streaming one date at a time.
+
+        See :mod:`geoxai.synthetic_archive` for the layout.
 
         Args:
             out: output folder (created; existing files of the same names are replaced).
             workers: threads compressing COGs (GDAL releases the GIL).
             progress: called as ``progress(done, total, item_id)`` after each acquisition.
         """
-        t_start = time.perf_counter()
-        root = Path(out).resolve()
-        (root / "items").mkdir(parents=True, exist_ok=True)
-        (root / "truth").mkdir(parents=True, exist_ok=True)
-        files: list[Path] = []
-        truth = {
-            "tree_cover": self._write_truth(root, "tree_cover", self.tree_cover()),
-            "landcover": self._write_truth(root, "landcover", self.landcover()),
-            "natural": self._write_truth(root, "natural", self.natural()),
-        }
-        files += truth.values()
-        items: list[dict[str, Any]] = []
-        corrupt: list[str] = []
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for i in range(len(self.dates)):
-                item_id = self.item_id(i)
-                folder = root / "data" / item_id
-                folder.mkdir(parents=True, exist_ok=True)
-                atm = self.atmosphere(i)
-                jobs = []
-                scl = None
-                for name, arr in self.render(i, atm):
-                    path = folder / f"{name}.tif"
-                    jobs.append(
-                        pool.submit(_write_cog, path, arr, self._transform_for(arr), self.crs, 0)
-                    )
-                    files.append(path)
-                    scl = arr if name == "SCL" else scl
-                for job in jobs:
-                    job.result()
-                for idx, band in self.params.corrupt:
-                    if idx == i:
-                        path = folder / f"{band}.tif"
-                        path.write_bytes(path.read_bytes()[: max(512, path.stat().st_size // 3)])
-                        corrupt.append(str(path))
-                item = self._item(i, folder, atm, scl)
-                (root / "items" / f"{item_id}.json").write_text(json.dumps(item, indent=1))
-                files.append(root / "items" / f"{item_id}.json")
-                items.append(item)
-                if progress is not None:
-                    progress(i + 1, len(self.dates), item_id)
-        collection = self._collection(root, items)
-        paths = {
-            "collection": root / "collection.json",
-            "ndjson": root / "items.ndjson",
-            "fc": root / "item_collection.json",
-            "world": root / "world.json",
-        }
-        paths["collection"].write_text(json.dumps(collection, indent=1))
-        paths["ndjson"].write_text("".join(json.dumps(it) + "\n" for it in items))
-        paths["fc"].write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-        paths["world"].write_text(json.dumps(_params_to_json(self.params), indent=1))
-        files += paths.values()
-        return Archive(
-            root=root,
-            collection=paths["collection"],
-            items_dir=root / "items",
-            ndjson=paths["ndjson"],
-            item_collection=paths["fc"],
-            item_ids=tuple(it["id"] for it in items),
-            truth=truth,
-            n_files=len(files),
-            bytes_written=sum(f.stat().st_size for f in files),
-            corrupt_hrefs=tuple(corrupt),
-            seconds=time.perf_counter() - t_start,
-        )
+        from geoxai.synthetic_archive import write_archive
 
-    def _transform_for(self, arr: np.ndarray) -> Affine:
-        scale = self.shape[0] // arr.shape[0]
-        return self.transform @ Affine.scale(scale)
-
-    def _write_truth(self, root: Path, name: str, arr: np.ndarray) -> Path:
-        path = root / "truth" / f"{name}.tif"
-        _write_cog(path, arr, self.transform, self.crs, None)
-        return path
-
-    def _item(self, i: int, folder: Path, atm: Atmosphere, scl: np.ndarray | None) -> dict:
-        """Earth Search v1 style STAC Item (dict) of acquisition ``i``."""
-        x0, y0, x1, y1 = self.bounds
-        ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-        lon, lat = self._lonlat.transform([p[0] for p in ring], [p[1] for p in ring])
-        geometry = {
-            "type": "Polygon",
-            "coordinates": [[[a, b] for a, b in zip(lon, lat, strict=True)]],
-        }
-        counts = np.bincount(scl.ravel(), minlength=12) if scl is not None else np.zeros(12)
-        valid = max(int(counts[1:].sum()), 1)
-
-        def pct(*classes: int) -> float:
-            return round(100.0 * float(sum(counts[c] for c in classes)) / valid, 6)
-
-        band_letter, square = self._mgrs_code
-        when = self.datetime(i)
-        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
-        assets = {}
-        for name in (*S2_BANDS, "SCL"):
-            b = BANDS[name]
-            res = b.resolution_m
-            shape = [self.shape[0] * RESOLUTION_M // res, self.shape[1] * RESOLUTION_M // res]
-            asset: dict[str, Any] = {
-                "href": str(folder / f"{name}.tif"),
-                "type": _COG_TYPE,
-                "title": f"{b.common_name} ({name}) - {res}m"
-                if name != "SCL"
-                else "Scene classification map (SCL)",
-            }
-            if name != "SCL":
-                asset["eo:bands"] = [
-                    {
-                        "name": b.common_name,
-                        "common_name": b.common_name,
-                        "center_wavelength": b.center_um,
-                    }
-                ]
-                asset["gsd"] = res
-            asset["proj:shape"] = shape
-            asset["proj:transform"] = [res, 0, x0, 0, -res, y1]
-            if name == "SCL":
-                asset["raster:bands"] = [
-                    {"nodata": 0, "data_type": "uint8", "spatial_resolution": res}
-                ]
-            else:
-                asset["raster:bands"] = [
-                    {
-                        "nodata": 0,
-                        "data_type": "uint16",
-                        "bits_per_sample": 15,
-                        "spatial_resolution": res,
-                        "scale": SCALE,
-                        "offset": OFFSET,
-                    }
-                ]
-            asset["roles"] = ["data", "reflectance"]
-            assets[b.common_name] = asset
-        props = {
-            "created": stamp,
-            "platform": self.platform(i),
-            "constellation": "sentinel-2",
-            "instruments": ["msi"],
-            "eo:cloud_cover": pct(8, 9, 10),
-            "proj:code": self.crs,
-            "mgrs:utm_zone": self.epsg % 100,
-            "mgrs:latitude_band": band_letter,
-            "mgrs:grid_square": square,
-            "grid:code": f"MGRS-{self.epsg % 100}{band_letter}{square}",
-            "view:sun_azimuth": round(atm.sun_azimuth, 6),
-            "view:sun_elevation": round(atm.sun_elevation, 6),
-            "s2:nodata_pixel_percentage": round(100.0 * float(counts[0]) / max(counts.sum(), 1), 6),
-            "s2:cloud_shadow_percentage": pct(3),
-            "s2:vegetation_percentage": pct(4),
-            "s2:not_vegetated_percentage": pct(5),
-            "s2:water_percentage": pct(6),
-            "s2:unclassified_percentage": pct(7),
-            "s2:medium_proba_clouds_percentage": pct(8),
-            "s2:high_proba_clouds_percentage": pct(9),
-            "s2:thin_cirrus_percentage": pct(10),
-            "s2:snow_ice_percentage": 0.0,
-            "s2:product_type": "S2MSI2A",
-            "s2:processing_baseline": _BASELINE,
-            "datetime": stamp,
-            "s2:sequence": "0",
-            "earthsearch:boa_offset_applied": True,
-            "geoxai:synthetic": True,
-            "geoxai:seed": self.params.seed,
-            "updated": stamp,
-        }
-        root = folder.parent.parent
-        coll = str(root / "collection.json")
-        rels = ("collection", "parent", "root")
-        self_href = str(root / "items" / f"{self.item_id(i)}.json")
-        return {
-            "type": "Feature",
-            "stac_version": "1.0.0",
-            "stac_extensions": list(_ES_EXTENSIONS),
-            "id": self.item_id(i),
-            "properties": props,
-            "geometry": geometry,
-            "links": [
-                *({"rel": rel, "type": "application/json", "href": coll} for rel in rels),
-                {"rel": "self", "type": "application/geo+json", "href": self_href},
-            ],
-            "assets": assets,
-            "bbox": [min(lon), min(lat), max(lon), max(lat)],
-            "collection": self.params.collection_id,
-        }
-
-    def _collection(self, root: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
-        times = [it["properties"]["datetime"] for it in items]
-        return {
-            "type": "Collection",
-            "stac_version": "1.0.0",
-            "stac_extensions": list(_ES_EXTENSIONS),
-            "id": self.params.collection_id,
-            "title": "Synthetic Sentinel-2 Level-2A (geoxai)",
-            "description": (
-                "Synthetic Sentinel-2 L2A archive made by geoxai.synthetic (seed "
-                f"{self.params.seed}, year {self.params.year}) in the Earth Search v1 layout."
-            ),
-            "keywords": ["sentinel", "sentinel-2", "l2a", "synthetic"],
-            "license": "CC-BY-4.0",
-            "extent": {
-                "spatial": {"bbox": [list(self.bbox)]},
-                "temporal": {"interval": [[min(times), max(times)] if times else [None, None]]},
-            },
-            "summaries": {
-                "platform": ["sentinel-2a", "sentinel-2b"],
-                "constellation": ["sentinel-2"],
-                "proj:code": [self.crs],
-                "gsd": [10, 20],
-            },
-            "links": [
-                {"rel": "self", "type": "application/json", "href": str(root / "collection.json")},
-                {"rel": "root", "type": "application/json", "href": str(root / "collection.json")},
-                *(
-                    {
-                        "rel": "item",
-                        "type": "application/geo+json",
-                        "href": str(root / "items" / f"{it['id']}.json"),
-                    }
-                    for it in items
-                ),
-            ],
-        }
+        return write_archive(self, out, workers=workers, progress=progress)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
+
+def _as_date(when: date | datetime | np.datetime64 | str) -> date:
+    """A calendar date from a date, datetime, numpy datetime64 or ISO string."""
+    if isinstance(when, datetime):
+        return when.date()
+    if isinstance(when, date):
+        return when
+    try:
+        return date.fromisoformat(str(np.datetime64(str(when), "D")))
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"Cannot read {when!r} as a date; give a datetime.date or an ISO 'YYYY-MM-DD'."
+        ) from exc
 
 
 def _mean2(a: np.ndarray) -> np.ndarray:
@@ -1024,64 +800,6 @@ def _up2(a: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)
 
 
-def _write_cog(
-    path: Path, arr: np.ndarray, transform: Affine, crs: str, nodata: int | None
-) -> None:
-    """Write a single-band COG: ZSTD + predictor, 512 px blocks, 2x overviews to one block.
-
-    Overviews are built on an uncompressed in-memory GeoTIFF and copied by GDAL's COG driver
-    (``OVERVIEWS=FORCE_USE_EXISTING``): one compression pass, ~40 % faster than letting the COG
-    driver make them. Resampling: nearest for uint8 (classes), average otherwise.
-    """
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.shutil import copy as gdal_copy
-
-    block = 512
-    levels, f = [], 2
-    while max(arr.shape) // (f // 2) > block:
-        levels.append(f)
-        f *= 2
-    categorical = arr.dtype == np.uint8
-    profile = {
-        "width": arr.shape[1],
-        "height": arr.shape[0],
-        "count": 1,
-        "dtype": arr.dtype.name,
-        "crs": crs,
-        "nodata": nodata,
-        "transform": transform,
-    }
-    with rasterio.MemoryFile() as mem:
-        with mem.open(
-            driver="GTiff", tiled=True, blockxsize=block, blockysize=block, **profile
-        ) as d:
-            d.write(arr, 1)
-            if levels:
-                d.build_overviews(levels, Resampling.nearest if categorical else Resampling.average)
-        with mem.open() as src:
-            gdal_copy(
-                src,
-                str(path),
-                driver="COG",
-                compress="ZSTD",
-                level=1,
-                predictor=2 if np.issubdtype(arr.dtype, np.integer) else 3,
-                blocksize=block,
-                overviews="FORCE_USE_EXISTING",
-            )
-
-
-def _params_to_json(p: WorldParams) -> dict[str, Any]:
-    d = asdict(p)
-    d["tiles"] = [t.id for t in p.tiles]
-    d["tile_size_m"] = p.tiles[0].tile_size_m
-    d["start"] = p.start.isoformat() if p.start else None
-    d["end"] = p.end.isoformat() if p.end else None
-    d["corrupt"] = [list(c) for c in p.corrupt]
-    return d
-
-
 def load_world(path: str | Path) -> SyntheticWorld:
     """Rebuild the world of an archive from its ``world.json`` (folder or file path)."""
     path = Path(path)
@@ -1093,12 +811,7 @@ def load_world(path: str | Path) -> SyntheticWorld:
             f"Cannot read synthetic world parameters {path}: {exc}. Point at a folder written "
             "by `geoxai demo-data`."
         ) from exc
-    size = d.pop("tile_size_m")
-    d["tiles"] = tuple(tile_from_id(t, tile_size_m=size) for t in d["tiles"])
-    d["start"] = date.fromisoformat(d["start"]) if d["start"] else None
-    d["end"] = date.fromisoformat(d["end"]) if d["end"] else None
-    d["corrupt"] = tuple((int(i), str(b)) for i, b in d["corrupt"])
-    return SyntheticWorld(WorldParams(**d))
+    return SyntheticWorld(WorldParams.from_json(d))
 
 
 def make_world(

@@ -275,11 +275,11 @@ def test_full_size_tile_cog_has_overviews(tmp_path, tile_world):
     import rasterio
     from rio_cogeo.cogeo import cog_validate
 
-    from geoxai.synthetic import _write_cog
+    from geoxai.synthetic_archive import write_cog
 
     arr = dict(tile_world.render(0))["B08"]
     path = tmp_path / "B08.tif"
-    _write_cog(path, arr, tile_world.transform, tile_world.crs, 0)
+    write_cog(path, arr, tile_world.transform, tile_world.crs, 0)
     assert cog_validate(str(path), quiet=True)[0]
     with rasterio.open(path) as ds:
         assert ds.overviews(1) == [2] and ds.profile["compress"].lower() == "zstd"
