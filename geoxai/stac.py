@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,22 @@ def processing_baseline(item: pystac.Item) -> str | None:
                 return f"{match[1]}.{match[2]}"
     match = _BASELINE_IN_ID.search(item.id)
     return f"{match[1]}.{match[2]}" if match else None
+
+
+def _item_from_dict(doc: dict[str, Any], source: str) -> pystac.Item:
+    """pystac.Item.from_dict with typed errors; silences pystac's storage-migration warning."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="Could not parse bucket", category=UserWarning
+            )
+            return pystac.Item.from_dict(doc, preserve_dict=False)
+    except (pystac.STACError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{source}: STAC item {doc.get('id')!r} is not a valid item ({type(exc).__name__}: "
+            f"{exc}). Every item needs id, geometry, properties.datetime (or start/end_datetime) "
+            "and assets."
+        ) from exc
 
 
 def _item_datetime(item: pystac.Item) -> dt.datetime:
@@ -220,7 +237,7 @@ def normalize_item(item: pystac.Item | dict[str, Any]) -> pystac.Item:
     Idempotent: normalizing a normalized item gives the same item.
     """
     if isinstance(item, dict):
-        item = pystac.Item.from_dict(copy.deepcopy(item), preserve_dict=False)
+        item = _item_from_dict(copy.deepcopy(item), "normalize_item")
     elif not isinstance(item, pystac.Item):
         raise InvalidInputError(
             f"normalize_item needs a pystac.Item or an item dict, got {type(item).__name__}."
@@ -383,10 +400,10 @@ def _items_from_doc(doc: Any, source: str) -> Iterator[pystac.Item]:
         raise InvalidInputError(f"{source}: expected STAC JSON objects, found {type(doc)}.")
     kind = doc.get("type")
     if kind == "Feature":
-        yield pystac.Item.from_dict(doc, preserve_dict=False)
+        yield _item_from_dict(doc, source)
     elif kind == "FeatureCollection":
         for feature in doc.get("features", []):
-            yield pystac.Item.from_dict(feature, preserve_dict=False)
+            yield _item_from_dict(feature, source)
     elif kind in ("Catalog", "Collection"):
         catalog = pystac.read_file(source)
         if not isinstance(catalog, pystac.Catalog):  # pragma: no cover
@@ -638,6 +655,17 @@ def search(
     method = method.upper()
     if method not in ("GET", "POST"):
         raise InvalidInputError(f"method={method!r}: use 'POST' or 'GET'.")
+    if bbox is not None:
+        try:
+            values = [float(v) for v in bbox]
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"bbox {bbox!r} must be numbers.") from exc
+        lat = (values[1], values[len(values) // 2 + 1]) if len(values) in (4, 6) else ()
+        if len(values) not in (4, 6) or not all(-90 <= v <= 90 for v in lat) or lat[0] > lat[1]:
+            raise InvalidInputError(
+                f"bbox {list(bbox)} is not (minlon, minlat, maxlon, maxlat) in degrees "
+                "(EPSG:4326); give 4 numbers with -90 <= minlat <= maxlat <= 90."
+            )
     if hasattr(intersects, "__geo_interface__"):
         intersects = intersects.__geo_interface__
     try:  # pystac-client's own parameter normalization, without any request
