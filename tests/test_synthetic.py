@@ -341,3 +341,75 @@ def test_bad_params_raise_typed_errors():
         WorldParams(margin_px=63)
     with pytest.raises(ConfigError, match="corrupt band"):
         WorldParams(corrupt=((0, "B99"),))
+
+
+def test_swath_edge_nodata_is_consistent_across_bands_and_scl():
+    w = small(swath_edge_prob=1.0)
+    out = dict(w.render(0))
+    scl0 = out["SCL"] == 0
+    assert 0.05 < scl0.mean() < 0.6
+    for band in S2_BANDS:
+        dn0 = out[band] == 0
+        expect = scl0 if dn0.shape == scl0.shape else scl0.repeat(2, 0).repeat(2, 1)
+        np.testing.assert_array_equal(dn0, expect, err_msg=band)
+
+
+def test_demo_data_cli_writes_a_small_archive(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = tmp_path / "demo"
+    args = ["demo-data", "--out", str(out), "--tiles", "1", "--margin", "0"]
+    args += ["--start", "2023-06-01", "--end", "2023-06-06", "--seed", "7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "32631_E0096_N0938" in result.output and "collection" in result.output
+    items = sorted((out / "items").glob("*.json"))
+    assert len(items) == 2 and all("_31UES_202306" in p.stem for p in items)
+    world = load_world(out)
+    assert world.params.seed == 7 and world.shape == (600, 600) and len(world.dates) == 2
+
+
+def _worldcereal_series(root) -> dict[str, np.ndarray]:
+    """Real L2A series of tile 31UDS (118 dates): band -> (time, 32, 32) DN at 20 m."""
+    import warnings
+
+    import rasterio
+
+    stem = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
+    out = {}
+    for band in (*S2_BANDS, "SCL"):
+        res = "10m" if band in ("B02", "B03", "B04", "B08") else "20m"
+        path = root / "worldcereal_ts_patch" / f"S2_L2A_{res}_{stem}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the files carry no geotransform
+            with rasterio.open(f"netcdf:{path}:{band}") as src:
+                a = src.read()
+        out[band] = a[:, ::2, ::2] if res == "10m" else a
+    return out
+
+
+@pytest.mark.realdata
+def test_clear_sky_values_match_a_real_belgian_series(realdata):
+    """Clear-sky (SCL 4/5) per-band quantiles and cloud share vs 118 real dates in 31UDS."""
+    real = _worldcereal_series(realdata)
+    real_scl = real["SCL"]
+    clear = np.isin(real_scl, (4, 5))
+    w = SyntheticWorld(tiles=block_tiles(1), start=date(2023, 1, 1), end=date(2023, 12, 31))
+    syn: dict[str, list[np.ndarray]] = {b: [] for b in S2_BANDS}
+    covers = []
+    for i in range(0, len(w.dates), 3):
+        out = dict(w.render(i))
+        scl = out["SCL"]
+        covers.append(np.isin(scl, (8, 9, 10))[scl > 0].mean())
+        m = np.isin(scl, (4, 5))
+        for b in S2_BANDS:
+            a = out[b] if out[b].shape == scl.shape else out[b][::2, ::2]
+            syn[b].append(a[m][::10] * 1e-4 - 0.1)
+    real_cover = np.isin(real_scl, (8, 9, 10)).mean()
+    assert abs(np.mean(covers) - real_cover) < 0.2
+    for b in S2_BANDS:
+        r = np.percentile(real[b][clear] * 1e-4, [10, 50, 90])  # baseline 02.xx: no offset
+        s = np.percentile(np.concatenate(syn[b]), [10, 50, 90])
+        assert np.all(np.abs(s - r) < np.maximum(0.05, 0.25 * r)), (b, r, s)

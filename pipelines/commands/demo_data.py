@@ -21,6 +21,15 @@ def register(app: typer.Typer) -> None:
             64, "--margin", min=0, help="Data margin around the tiles, 10 m pixels (even)."
         ),
         clouds: bool = typer.Option(True, "--clouds/--no-clouds", help="Clouds and shadows."),
+        noise: float = typer.Option(
+            1.0, "--noise", min=0.0, help="Sensor noise multiplier (0 = none; smaller files)."
+        ),
+        start: str = typer.Option(
+            "", "--start", help="First date YYYY-MM-DD (default: 30 days before the year)."
+        ),
+        end: str = typer.Option(
+            "", "--end", help="Last date YYYY-MM-DD (default: 30 days after the year)."
+        ),
         workers: int = typer.Option(2, "--workers", min=1, help="COG writer threads."),
     ) -> None:
         """Write a realistic synthetic Sentinel-2 L2A archive for the demo, tests and training.
@@ -31,6 +40,8 @@ def register(app: typer.Typer) -> None:
         (items/*.json, items.ndjson, item_collection.json, collection.json) and truth layers
         (truth/tree_cover.tif, landcover.tif, natural.tif).
         """
+        from datetime import date
+
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -40,8 +51,14 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn,
         )
 
+        from geoxai.errors import ConfigError
         from geoxai.synthetic import SyntheticWorld, WorldParams, block_tiles
 
+        try:
+            first = date.fromisoformat(start) if start else None
+            last = date.fromisoformat(end) if end else None
+        except ValueError as exc:
+            raise ConfigError(f"--start/--end must be dates YYYY-MM-DD: {exc}.") from exc
         world = SyntheticWorld(
             WorldParams(
                 tiles=block_tiles(tiles, origin),
@@ -49,6 +66,9 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 margin_px=margin,
                 clouds=clouds,
+                noise=noise,
+                start=first,
+                end=last,
             )
         )
         console = Console()
