@@ -655,26 +655,28 @@ def search(
     method = method.upper()
     if method not in ("GET", "POST"):
         raise InvalidInputError(f"method={method!r}: use 'POST' or 'GET'.")
+    values: list[float] | None = None
     if bbox is not None:
         try:
             values = [float(v) for v in bbox]
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"bbox {bbox!r} must be numbers.") from exc
-        lat = (values[1], values[len(values) // 2 + 1]) if len(values) in (4, 6) else ()
-        if len(values) not in (4, 6) or not all(-90 <= v <= 90 for v in lat) or lat[0] > lat[1]:
+        n = len(values)
+        if n not in (4, 6) or not -90 <= values[1] <= values[n // 2 + 1] <= 90:
             raise InvalidInputError(
                 f"bbox {list(bbox)} is not (minlon, minlat, maxlon, maxlat) in degrees "
                 "(EPSG:4326); give 4 numbers with -90 <= minlat <= maxlat <= 90."
             )
-    if hasattr(intersects, "__geo_interface__"):
-        intersects = intersects.__geo_interface__
+    geo = getattr(intersects, "__geo_interface__", None)
+    if geo is not None:
+        intersects = geo
     try:  # pystac-client's own parameter normalization, without any request
         params = ItemSearch(
             "http://normalize.invalid/search",
             collections=cols,
-            bbox=bbox,
+            bbox=values,
             intersects=intersects,
-            datetime=datetime,
+            datetime=datetime,  # type: ignore[arg-type]
         ).get_parameters()
     except (ValueError, TypeError, pystac.STACError) as exc:
         raise InvalidInputError(
