@@ -413,3 +413,39 @@ def test_clear_sky_values_match_a_real_belgian_series(realdata):
         r = np.percentile(real[b][clear] * 1e-4, [10, 50, 90])  # baseline 02.xx: no offset
         s = np.percentile(np.concatenate(syn[b]), [10, 50, 90])
         assert np.all(np.abs(s - r) < np.maximum(0.05, 0.25 * r)), (b, r, s)
+
+
+def test_items_normalize_and_search_like_earth_search(archive):
+    """geoxai.stac reads the archive as it reads Earth Search v1: bands, EPSG, scale/offset."""
+    from geoxai.bands import CUBE_BANDS
+    from geoxai.errors import NoDataError
+    from geoxai.stac import band_scaling, search
+
+    world, arc = archive
+    found = search(
+        arc.ndjson, collections="sentinel-2-l2a", bbox=world.aoi, max_cloud=60, bands=CUBE_BANDS
+    )
+    clouds = [json.loads(x)["properties"]["eo:cloud_cover"] for x in arc.ndjson.open()]
+    assert len(found) == sum(c <= 60 for c in clouds) > 0
+    for item in found:
+        assert item.properties["proj:epsg"] == 32631
+        assert set(CUBE_BANDS) <= set(item.assets)
+        assert band_scaling(item, "B04") == pytest.approx((1e-4, -0.1))
+        assert band_scaling(item, "SCL") == (1, 0)
+    with pytest.raises(NoDataError):
+        search(
+            arc.ndjson, collections="sentinel-2-l2a", bbox=world.outside_tile().footprint().bounds
+        )
+
+
+@pytest.mark.stac
+def test_archive_served_by_a_local_stac_api(archive, rustac_api):
+    from geoxai.stac import search
+
+    world, arc = archive
+    url = rustac_api(arc.ndjson)
+    found = search(
+        url, collections="sentinel-2-l2a", bbox=world.aoi, datetime="2023-06-01/2023-06-20"
+    )
+    expect = [world.item_id(i) for i, d in enumerate(world.dates) if d <= date(2023, 6, 19)]
+    assert [it.id for it in found] == expect and len(expect) == 4
