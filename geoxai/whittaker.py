@@ -15,7 +15,7 @@ vectorized over *pixels* (``O(n d^2)`` vector operations for ``N`` pixels): no P
 pixels and no dense solve. One factorization serves every band of a pixel, because weights are
 per pixel and time, shared by the bands.
 
-The same loop body runs on numpy arrays (:func:`whittaker`) and on torch tensors
+The same factorization loop runs on numpy arrays (:func:`whittaker`) and on torch tensors
 (:func:`whittaker_torch`, CPU or CUDA); both give the same numbers to float64 round-off.
 
 A pixel whose weights are positive on fewer than ``min_points`` nodes (at least ``d``, below
@@ -138,21 +138,21 @@ def _factor(ab0: Any, bands: np.ndarray, lam: float, low: Any, dinv: Any) -> Any
     return piv
 
 
-def _solve_generic(b: Any, low: Any, dinv: Any) -> None:
-    """Solve ``L D L' z = b`` in place; ``b`` is ``(n, B, N)`` (numpy or torch)."""
+def _solve_torch(b: Any, low: Any, dinv: Any) -> None:
+    """Solve ``L D L' z = b`` in place on torch tensors; ``b`` is ``(n, B, N)``."""
     n = b.shape[0]
     p = low.shape[0] - 1
     for i in range(1, n):
         for k in range(1, min(i, p) + 1):
-            b[i] -= low[k, i] * b[i - k]
-    b *= dinv[:, None, :]
+            b[i].addcmul_(low[k, i], b[i - k], value=-1.0)
+    b.mul_(dinv[:, None, :])
     for i in range(n - 2, -1, -1):
         for k in range(1, min(n - 1 - i, p) + 1):
-            b[i] -= low[k, i + k] * b[i + k]
+            b[i].addcmul_(low[k, i + k], b[i + k], value=-1.0)
 
 
 def _solve_numpy(b: np.ndarray, low: np.ndarray, dinv: np.ndarray) -> None:
-    """Numpy twin of :func:`_solve_generic` with preallocated temporaries (about 2x faster)."""
+    """Numpy twin of :func:`_solve_torch` with a preallocated temporary."""
     n = b.shape[0]
     p = low.shape[0] - 1
     tmp = np.empty_like(b[0])
@@ -209,24 +209,28 @@ def whittaker(
     for s in range(0, npx, chunk):
         e = min(s + chunk, npx)
         wc = w[:, s:e]
-        yc = np.asarray(yv[:, :, s:e], dtype=np.float64)
+        b = np.multiply(yv[:, :, s:e], wc[:, None, :], dtype=np.float64)  # W y
         pos = wc > 0
-        bad_y = pos[:, None, :] & ~np.isfinite(yc)
-        if bad_y.any():
-            raise InvalidInputError(
-                "Whittaker values are NaN/inf where the weight is positive; give those "
-                "observations weight 0."
-            )
         ok = pos.sum(axis=0) >= need
-        wc = np.where(ok[None, :], wc, 1.0)  # dummy weights keep the system regular
-        b = np.where(pos[:, None, :] & ok[None, None, :], wc[:, None, :] * yc, 0.0)
+        if not np.isfinite(b).all():  # NaN/inf values: allowed only under zero weight
+            finite = np.isfinite(yv[:, :, s:e])
+            if (pos[:, None, :] & ~finite).any():
+                raise InvalidInputError(
+                    "Whittaker values are NaN/inf where the weight is positive; give those "
+                    "observations weight 0."
+                )
+            b[~finite] = 0.0
+        if not ok.all():
+            wc = np.where(ok[None, :], wc, 1.0)  # dummy weights keep the system regular
+            b[:, :, ~ok] = 0.0
         ab0 = wc + lambda_ * bands[0][:, None]
         low = np.zeros((order + 1, n, e - s))
         dinv = np.empty((n, e - s))
         piv = _factor(ab0, bands, float(lambda_), low, dinv)
         _solve_numpy(b, low, dinv)
         ok &= np.all(piv > 0, axis=0)
-        b[:, :, ~ok] = np.nan
+        if not ok.all():
+            b[:, :, ~ok] = np.nan
         z[:, :, s:e] = b
         valid[s:e] = ok
     return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)
@@ -239,7 +243,7 @@ def whittaker_torch(
     order: int = 2,
     *,
     min_points: int | None = None,
-    chunk: int = 1 << 20,
+    chunk: int | None = None,
 ) -> WhittakerResult:
     """Torch twin of :func:`whittaker` on the tensors' device (CPU or CUDA).
 
@@ -267,6 +271,8 @@ def whittaker_torch(
     bands = difference_penalty_bands(n, order)
     bands0 = torch.as_tensor(bands[0], dtype=dtype, device=y.device)
     need = max(order, int(min_points or order))
+    if chunk is None:  # cache-sized blocks on CPU, few big launches on a GPU
+        chunk = 4096 if y.device.type == "cpu" else 1 << 20
     z = torch.empty((n, nb, npx), dtype=dtype, device=y.device)
     valid = torch.empty(npx, dtype=torch.bool, device=y.device)
     for s in range(0, npx, chunk):
@@ -287,7 +293,7 @@ def whittaker_torch(
         low = torch.zeros((order + 1, n, e - s), dtype=dtype, device=y.device)
         dinv = torch.empty((n, e - s), dtype=dtype, device=y.device)
         piv = _factor(ab0, bands, float(lambda_), low, dinv)
-        _solve_generic(b, low, dinv)
+        _solve_torch(b, low, dinv)
         ok = ok & (piv > 0).all(dim=0)
         b[:, :, ~ok] = float("nan")
         z[:, :, s:e] = b
