@@ -26,6 +26,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -454,6 +455,11 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("items", nargs="+", help="item JSON / ndjson / FeatureCollection files")
     parser.add_argument("--collection", default=None, help="serve every item under this id")
     args = parser.parse_args(argv)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # run the context managers' clean-up on `kill` too
+
+    signal.signal(signal.SIGTERM, _terminate)
     serve = local_stac_api if args.server == "rustac" else local_pgstac_api
     with serve(args.items, args.collection) as url:
         print(url, flush=True)
