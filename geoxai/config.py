@@ -11,7 +11,7 @@ Example (``examples/demo.yaml`` is the one the demo writes)::
     name: belgium-2024
     aoi: BEL                 # bbox "minlon,minlat,maxlon,maxlat", GeoJSON file or ISO 3166 code
     year: 2024
-    stac: {url: https://earth-search.aws.element84.com/v1, collection: sentinel-2-l2a, max_cloud: 80}
+    stac: {url: https://earth-search.aws.element84.com/v1, max_cloud: 80}
     store: {root: s3://my-bucket/geoxai}
     models: {prediction: s3://my-bucket/models/treecover, asos: s3://my-bucket/models/asos}
     resources: {num_workers: 8, gpus_per_worker: 1}

@@ -1,0 +1,94 @@
+"""``geoxai run`` (the main job) and ``geoxai submit`` (the same on a remote Ray cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        config: Path = typer.Argument(..., help="Run config (YAML/JSON), see README 'Config'."),
+        year: int = typer.Option(None, "--year", help="Override the config's year."),
+        address: str = typer.Option(
+            None, "--address", help="Ray address ('auto' inside a cluster); default local Ray."
+        ),
+        baseline_year: int = typer.Option(
+            None, "--baseline-year", help="Emit a change layer against this year's run."
+        ),
+        force: bool = typer.Option(False, "--force", help="Redo tiles already done."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),
+    ) -> None:
+        """Map an AOI for a year: cubes -> smoothing -> inference -> ASOS -> Zarr/COG/STAC/report.
+
+        Resumable: a rerun with the same config skips tiles whose record is valid.
+        """
+        from geoxai.config import load_run_config
+        from pipelines.run import run
+
+        cfg = load_run_config(config, year=year)
+        updates: dict = {}
+        if address:
+            updates["resources"] = cfg.resources.model_copy(update={"address": address})
+        if baseline_year is not None:
+            updates["baseline"] = f"{cfg.store.root.rstrip('/')}/{cfg.name}/{baseline_year}"
+        if updates:
+            cfg = cfg.model_copy(update=updates)
+        summary = run(cfg, force=force, progress=not no_progress)
+        _print_summary(summary)
+        if summary.count("failed"):
+            raise typer.Exit(code=1)
+
+    @app.command("submit")
+    def submit_cmd(
+        config: Path = typer.Argument(..., help="Run config (YAML/JSON)."),
+        address: str = typer.Option(
+            ..., "--address", help="Ray dashboard/jobs address, e.g. http://HEAD:8265."
+        ),
+        year: int = typer.Option(None, "--year", help="Override the config's year."),
+        baseline_year: int = typer.Option(None, "--baseline-year", help="Change layer baseline."),
+        wait: bool = typer.Option(False, "--wait", help="Follow the job's logs until it ends."),
+        forward_credentials: bool = typer.Option(
+            False,
+            "--forward-credentials",
+            help="Also send AWS_ACCESS_KEY_ID/SECRET to the job (default: cluster's own).",
+        ),
+    ) -> None:
+        """Submit a run to a Ray cluster with `ray job submit` semantics (runtime env included)."""
+        from pipelines.submit import submit
+
+        job_id = submit(
+            config,
+            address,
+            year=year,
+            baseline_year=baseline_year,
+            forward_credentials=forward_credentials,
+            wait=wait,
+        )
+        typer.echo(f"submitted job {job_id} to {address}")
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {summary.run_root}")
+    for col in ("tiles", "done", "empty", "failed", "skipped (already done)", "wall s"):
+        table.add_column(col)
+    table.add_row(
+        str(summary.total),
+        str(summary.count("done")),
+        str(summary.count("empty")),
+        str(summary.count("failed")),
+        str(summary.skipped),
+        f"{summary.wall_s:.1f}",
+    )
+    console = Console()
+    console.print(table)
+    for tile_id, o in sorted(summary.outcomes.items()):
+        if o.get("status") in ("failed", "empty"):
+            console.print(f"  [yellow]{tile_id}[/] {o['status']}: {o.get('reason', '')}")
+    if summary.report:
+        console.print(f"report: [bold]{summary.report}[/]")

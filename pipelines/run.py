@@ -1,0 +1,347 @@
+"""The driver of a mapping run: Ray tasks build cubes, Ray actors map tiles, the driver keeps
+the books.
+
+Only chaining happens here; every step is a function of :mod:`geoxai.mapping`:
+
+    plan_run ──► cube tasks (CPU, I/O bound, retried)  ──► TileWorker actors (GPU or CPU slot,
+                 stage_cube(): STAC search, stackstac       each holding the models):
+                 cube, Zarr on the store                    map_tile(): smooth -> predict -> ASOS,
+                                                            write_tile(): chunks, verify, record
+    ──► finish_run(): mosaics, STAC catalog, report.html
+
+Backpressure: at most ``cube_tasks_in_flight`` cube builds run at once and at most
+``num_workers * (1 + tiles_per_worker_in_flight)`` built cubes wait for an actor, so a
+2,000-tile country never holds more than a few cubes; cubes live in the object store (Zarr),
+not in Ray's object store, so only small references travel. While an actor maps one tile its
+next tile's cube is already built (the GPU never waits for a download when work is queued).
+
+Fault tolerance: cube tasks retry transient STAC/S3 errors with backoff (``max_retries``);
+actors are restartable, and a tile whose actor or node died is re-queued (up to
+``max_retries``) on another actor; a data failure (no scenes, corrupt asset) is recorded for
+the tile and the run goes on. Killing the driver loses only tiles in flight: a rerun skips
+every tile whose record is valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    NodeDiedError,
+    ObjectLostError,
+    OwnerDiedError,
+    RayActorError,
+    RayTaskError,
+    WorkerCrashedError,
+)
+
+from geoxai import mapping
+from geoxai.config import RunConfig
+from geoxai.errors import DataAccessError, StacError, StoreError
+from geoxai.grid import TileSpec
+
+__all__ = ["RunSummary", "run", "init_ray"]
+
+log = logging.getLogger("geoxai.run")
+
+_LOST = (
+    RayActorError,
+    ActorDiedError,
+    ActorUnavailableError,
+    NodeDiedError,
+    ObjectLostError,
+    OwnerDiedError,
+    WorkerCrashedError,
+)
+"""Failures of the machinery, not of the tile: the tile is re-queued elsewhere."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``outcomes`` maps tile id -> record dict (status, reason, timings)."""
+
+    run_root: str
+    total: int
+    skipped: int
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requeued: int = 0
+    wall_s: float = 0.0
+    report: str | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes.values() if o.get("status") == status)
+
+    @property
+    def processed(self) -> int:
+        """Tiles processed in this invocation (not skipped as already done)."""
+        return len(self.outcomes)
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` or start a local Ray pinned to loopback (127.0.0.2)."""
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": _forwarded_env()}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, loopback-only instance
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        _node_ip_address=os.environ.get("GEOXAI_RAY_NODE_IP", "127.0.0.2"),
+        runtime_env=runtime_env,
+        log_to_driver=False,
+    )
+
+
+def _forwarded_env() -> dict[str, str]:
+    """Environment the workers need to reach the same stores (names only in logs)."""
+    keys = [k for k in os.environ if k.startswith(("AWS_", "GDAL_", "CPL_", "GEOXAI_"))]
+    return {k: os.environ[k] for k in keys}
+
+
+# ---- remote pieces -------------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=1, max_retries=3, retry_exceptions=[StacError, StoreError, DataAccessError])
+def _cube_task(tile: TileSpec, config: RunConfig) -> mapping.CubeStage:
+    return mapping.stage_cube(tile, config)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class TileWorker:
+    """Holds the models on its device; maps one tile per call."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.models = mapping.load_models(config)
+
+    def device(self) -> str:
+        return str(self.models.device)
+
+    def process(self, tile: TileSpec, cube: mapping.CubeStage) -> dict[str, Any]:
+        return mapping.map_and_write(tile, cube, self.models, self.config)
+
+
+# ---- driver --------------------------------------------------------------------------------------
+
+
+def run(
+    config: RunConfig,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    finish: bool = True,
+) -> RunSummary:
+    """Map every tile of ``config`` that is not already done; return the summary.
+
+    Args:
+        config: the validated run config.
+        force: redo every tile even when its record says done.
+        progress: show a live progress bar.
+        finish: write mosaics, the STAC catalog and report.html at the end.
+    """
+    t0 = time.monotonic()
+    plan = mapping.plan_run(config, force=force)
+    summary = RunSummary(run_root=plan.run_root, total=len(plan.tiles), skipped=len(plan.done))
+    res = config.resources
+    init_ray(res.address)
+    if plan.todo:
+        n_workers = res.num_workers or _default_workers(res.gpus_per_worker)
+        n_workers = max(1, min(n_workers, len(plan.todo)))
+        _drive(plan.todo, config, n_workers, summary, progress)
+    summary.wall_s = time.monotonic() - t0
+    if finish:
+        summary.report = mapping.finish_run(config, plan, summary.outcomes, wall_s=summary.wall_s)
+    return summary
+
+
+def _default_workers(gpus_per_worker: float) -> int:
+    resources = ray.cluster_resources()
+    if gpus_per_worker > 0 and resources.get("GPU", 0) > 0:
+        return max(1, int(resources["GPU"] // gpus_per_worker))
+    return max(1, int(resources.get("CPU", 2) // 2))
+
+
+def _worker_options(config: RunConfig) -> dict[str, Any]:
+    res = config.resources
+    return {"num_cpus": res.cpus_per_worker, "num_gpus": res.gpus_per_worker}
+
+
+def _drive(
+    todo: list[TileSpec],
+    config: RunConfig,
+    n_workers: int,
+    summary: RunSummary,
+    progress: bool,
+) -> None:
+    res = config.resources
+    workers = [
+        TileWorker.options(**_worker_options(config)).remote(config) for _ in range(n_workers)
+    ]
+    capacity = 1 + res.tiles_per_worker_in_flight
+    load: dict[int, int] = dict.fromkeys(range(n_workers), 0)
+    pending: deque[tuple[TileSpec, int]] = deque((t, 0) for t in todo)
+    built: deque[tuple[TileSpec, int, mapping.CubeStage]] = deque()
+    cube_refs: dict[ray.ObjectRef, tuple[TileSpec, int]] = {}
+    proc_refs: dict[ray.ObjectRef, tuple[TileSpec, int, int, mapping.CubeStage]] = {}
+    max_buffer = n_workers * capacity
+
+    bar = _Progress(len(todo), enabled=progress)
+    try:
+        while pending or built or cube_refs or proc_refs:
+            # 1. keep the cube stage busy, bounded by what the actors can absorb soon
+            while (
+                pending
+                and len(cube_refs) < res.cube_tasks_in_flight
+                and len(built) + len(cube_refs) < max_buffer
+            ):
+                tile, attempt = pending.popleft()
+                ref = _cube_task.options(name=f"cube:{tile.id}").remote(tile, config)
+                cube_refs[ref] = (tile, attempt)
+            # 2. hand built cubes to the least-loaded actor with room
+            while built:
+                w = min(load, key=lambda i: load[i])
+                if load[w] >= capacity:
+                    break
+                tile, attempt, cube = built.popleft()
+                ref = workers[w].process.options(name=f"map:{tile.id}").remote(tile, cube)
+                proc_refs[ref] = (tile, attempt, w, cube)
+                load[w] += 1
+            waiting = list(cube_refs) + list(proc_refs)
+            if not waiting:
+                continue
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in cube_refs:
+                    tile, attempt = cube_refs.pop(ref)
+                    try:
+                        cube = ray.get(ref)
+                    except _LOST as exc:
+                        _requeue(pending, tile, attempt, exc, summary, res.max_retries, bar)
+                        continue
+                    except RayTaskError as exc:
+                        _record_failure(summary, tile, exc, bar)
+                        continue
+                    if cube.status != "ok":
+                        summary.outcomes[tile.id] = mapping.record_empty_or_failed(
+                            tile, cube, config
+                        )
+                        bar.advance(summary.outcomes[tile.id]["status"])
+                    else:
+                        built.append((tile, attempt, cube))
+                else:
+                    tile, attempt, w, cube = proc_refs.pop(ref)
+                    load[w] -= 1
+                    try:
+                        outcome = ray.get(ref)
+                    except _LOST as exc:
+                        workers[w] = _replace_worker_if_dead(workers[w], config)
+                        _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar)
+                        continue
+                    except RayTaskError as exc:
+                        _record_failure(summary, tile, exc, bar)
+                        continue
+                    summary.outcomes[tile.id] = outcome
+                    bar.advance(outcome.get("status", "done"))
+    finally:
+        bar.close()
+        for w in workers:
+            ray.kill(w, no_restart=True)
+
+
+def _requeue(pending, tile, attempt, exc, summary, max_retries, bar) -> None:
+    summary.requeued += 1
+    if attempt + 1 > max_retries:
+        _record_failure(summary, tile, exc, bar)
+        return
+    log.warning(
+        "tile %s lost (%s); re-queued (attempt %d)", tile.id, type(exc).__name__, attempt + 1
+    )
+    pending.appendleft((tile, attempt + 1))
+
+
+def _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar) -> None:
+    """A mapping call died with its actor/node: redo it; the cube is still in the store."""
+    summary.requeued += 1
+    if attempt + 1 > res.max_retries:
+        _record_failure(summary, tile, exc, bar)
+        return
+    log.warning("tile %s lost with its worker (%s); re-queued", tile.id, type(exc).__name__)
+    built.appendleft((tile, attempt + 1, cube))
+
+
+def _replace_worker_if_dead(worker, config: RunConfig):
+    try:
+        ray.get(worker.device.remote(), timeout=120)
+        return worker
+    except Exception:  # noqa: BLE001 - any failure to answer means: replace it
+        ray.kill(worker, no_restart=True)
+        return TileWorker.options(**_worker_options(config)).remote(config)
+
+
+def _record_failure(summary: RunSummary, tile: TileSpec, exc: BaseException, bar) -> None:
+    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+    summary.outcomes[tile.id] = {
+        "tile_id": tile.id,
+        "status": "failed",
+        "reason": f"{type(cause).__name__}: {cause}".strip()[:2000],
+    }
+    bar.advance("failed")
+
+
+class _Progress:
+    """A rich progress bar: tiles done/failed/empty of total, tiles/min, ETA."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.counts = {"done": 0, "failed": 0, "empty": 0}
+        self.t0 = time.monotonic()
+        self.total = total
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]tiles"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task("tiles", total=total, stats=self._stats())
+        self.progress.start()
+
+    def _stats(self) -> str:
+        n = sum(self.counts.values())
+        minutes = max((time.monotonic() - self.t0) / 60, 1e-9)
+        c = self.counts
+        counts = f"done {c['done']} failed {c['failed']} empty {c['empty']}"
+        return f"{counts} | {n / minutes:.1f} tiles/min"
+
+    def advance(self, status: str) -> None:
+        self.counts[status if status in self.counts else "failed"] += 1
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, stats=self._stats())
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
