@@ -1,4 +1,4 @@
-"""``geoxai demo``: the main job on the embedded default (synthetic world, local STAC, local Ray)."""
+"""``geoxai demo``: the main job on the embedded default (synthetic world, local STAC and Ray)."""
 
 from __future__ import annotations
 
