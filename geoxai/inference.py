@@ -304,6 +304,15 @@ class WindowMerger:
         if bool(bad.any()):
             wt = wt.masked_fill(bad, 0.0)
             p = torch.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0)
+        if dev.type == "cpu":  # in-place slice updates: no index arrays, cache friendly
+            num = self.num.view(self.k, self._ph, self._pw)
+            den = self.den.view(self._ph, self._pw)
+            n = self.window
+            for j, (r, c) in enumerate((o + self._pad).tolist()):
+                den[r : r + n, c : c + n] += wt[j]
+                num[:, r : r + n, c : c + n].addcmul_(p[j], wt[j])
+            return
+        # accelerators: one scatter-add per batch instead of 2 B small kernels
         base = (o[:, 0] + self._pad) * self._pw + (o[:, 1] + self._pad)
         idx = (base[:, None] + self._offs[None, :]).reshape(-1)
         self.den.index_add_(0, idx, wt.reshape(-1))
@@ -388,7 +397,8 @@ def predict_windows(
         raise ConfigError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
 
     t = t.to(dev)
-    finite = torch.isfinite(t).all(dim=1).all(dim=0)  # (H, W)
+    # NaN/inf anywhere in a pixel's series makes its sum non-finite: one pass, no bool cube
+    finite = torch.isfinite(t.sum(dim=(0, 1)))  # (H, W)
     ok = finite
     if valid is not None:
         vm = torch.as_tensor(np.asarray(valid) if not isinstance(valid, torch.Tensor) else valid)
