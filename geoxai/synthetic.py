@@ -31,6 +31,8 @@ Atmosphere per date (on the 20 m grid): thick and medium clouds from a threshold
 smooth random field (cover drawn per date between 0 and 100 %), thin cirrus on some dates,
 cloud shadows = the cloud field displaced away from the sun by ``height / tan(elevation)``
 (sun position from the date and place), a no-data swath edge on some dates, sensor noise.
+Like the real SCL, the synthetic one misses a thin haze rim around clouds (opacity <= 0.1)
+and the faint shadow of that rim: cloud masks need a buffer, as on real data.
 SCL: 0 no data, 3 shadow, 4 vegetation, 5 not vegetated, 6 water, 7 unclassified (rare),
 8/9 medium/high probability cloud, 10 cirrus. ``eo:cloud_cover`` is the share of 8/9/10 among
 valid pixels of the block.
@@ -65,6 +67,8 @@ __all__ = [
     "LANDCOVER_CLASSES",
     "NATURAL_CLASSES",
     "CROP_GROUPS",
+    "CLOUD_FLAG",
+    "SHADOW_FLAG",
     "WorldParams",
     "Atmosphere",
     "SyntheticWorld",
@@ -131,6 +135,10 @@ _PHENOLOGY = {
     BARE: (0.02, 0.04, 180.0, 50.0),
 }
 
+CLOUD_FLAG = 0.35
+"""Cloud opacity from which SCL says cloud (8; 9 from 0.75); below: unflagged haze rim."""
+SHADOW_FLAG = 0.1
+"""Shadow darkening above which SCL says cloud shadow (3)."""
 SCALE, OFFSET = 1e-4, -0.1
 """DN -> reflectance: ``reflectance = DN * SCALE + OFFSET`` (processing baseline >= 04.00)."""
 _UTC_TIME = (10, 50, 31)
@@ -243,9 +251,12 @@ class Atmosphere:
     """Clouds, shadows and no-data of one acquisition on the block's 20 m grid.
 
     Attributes:
-        cloud: (H/2, W/2) float32 opacity of thick/medium cloud, 0..1.
+        cloud: (H/2, W/2) float32 cloud opacity 0..1; SCL flags >= ``CLOUD_FLAG`` (8, 9 from
+            0.75); below it a thin haze rim (<= 0.1) around clouds that SCL misses, as real
+            SCL misses cloud edges.
         cirrus: (H/2, W/2) float32 thin-cirrus thickness (reflectance added in blue), 0..~0.1.
-        shadow: (H/2, W/2) float32 darkening of the surface by cloud shadow, 0..~0.7.
+        shadow: (H/2, W/2) float32 darkening by cloud shadow 0..0.7; SCL 3 above
+            ``SHADOW_FLAG`` (faint rim shadows stay unflagged).
         nodata: (H/2, W/2) bool, outside the swath.
         shadow_offset_px: (rows, cols) displacement of shadows from clouds, 20 m pixels.
         sun_azimuth: degrees clockwise from north.
@@ -665,11 +676,13 @@ class SyntheticWorld:
         if self.params.clouds and cover > 0.005:
             f = _octaves(rng, big, [(50, 0.7), (12, 0.5), (3, 0.25)])
             thr = _threshold(f[inner], cover)
-            opac = np.where(f > thr, np.clip(0.35 + (f - thr) / 0.8, 0.0, 1.0), 0.0)
+            # flagged cloud: opacity 0.35..1; a thin unflagged haze rim (<= 0.1) around it
+            rim = np.clip((f - thr + 0.15) / 0.15, 0.0, 1.0) * np.float32(0.1)
+            opac = np.where(f > thr, np.clip(CLOUD_FLAG + (f - thr) / 0.8, 0.0, 1.0), rim)
             opac = opac.astype(np.float32)
             cloud = opac[inner].copy()
             src = (slice(pad - drow, pad - drow + h2), slice(pad - dcol, pad - dcol + w2))
-            shadow = np.float32(0.7) * opac[src] * (cloud == 0)
+            shadow = np.float32(0.7) * opac[src] * (cloud < CLOUD_FLAG)
         if self.params.clouds and has_cirrus:
             fc = _octaves(rng, (h2, w2), [(60, 0.8), (20, 0.4)])
             thr = _threshold(fc, cirrus_cover)
@@ -740,9 +753,9 @@ class SyntheticWorld:
         scl = np.where(ndvi > 0.4, 4, 5).astype(np.uint8)
         scl[water] = 6
         scl[rng.uniform(size=scl.shape) < 0.002] = 7
-        scl[atm.shadow > 0.1] = 3
+        scl[atm.shadow > SHADOW_FLAG] = 3
         scl[atm.cirrus > 0] = 10
-        scl[atm.cloud > 0] = 8
+        scl[atm.cloud >= CLOUD_FLAG] = 8
         scl[atm.cloud >= 0.75] = 9
         scl[atm.nodata] = 0
         return scl

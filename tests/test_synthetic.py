@@ -12,6 +12,7 @@ from geoxai.bands import S2_BANDS, canonical_band_name
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.grid import TileSpec, cover_aoi
 from geoxai.synthetic import (
+    CLOUD_FLAG,
     CROPLAND,
     FOREST,
     NATURAL_CLASSES,
@@ -162,17 +163,37 @@ def test_cloud_cover_matches_scl_and_clouds_are_bright():
         scl = out["SCL"]
         valid = scl > 0
         cloud_scl = np.isin(scl, (8, 9))
-        np.testing.assert_array_equal(cloud_scl, (atm.cloud > 0) & valid)
+        np.testing.assert_array_equal(cloud_scl, (atm.cloud >= CLOUD_FLAG) & valid)
         covers.append(cloud_scl[valid].mean() if valid.any() else 0.0)
         blue = out["B02"][::2, ::2] * 1e-4 - 0.1
         if (scl == 9).any():
             assert blue[scl == 9].mean() > 0.35
-        clear = np.isin(scl, (4, 5, 6))
+        clear = np.isin(scl, (4, 5, 6)) & (atm.cloud == 0) & (atm.shadow == 0)  # off the rim
         clean = w.clean_reflectance(w.dates[i], bands=["B02"])[0][::2, ::2]
         if clear.sum() > 100:
             assert np.abs(blue[clear] - clean[clear]).mean() < 0.01
     covers = np.array(covers)
     assert covers.min() < 0.05 and covers.max() > 0.5  # clear and cloudy dates both occur
+
+
+def test_unflagged_haze_rim_around_clouds_like_real_scl():
+    w = small(start=date(2023, 1, 1), end=date(2023, 5, 1), noise=0.0)
+    seen = 0
+    for i in range(len(w.dates)):
+        atm = w.atmosphere(i)
+        rim = (atm.cloud > 0.02) & (atm.cloud < CLOUD_FLAG) & ~atm.nodata
+        if rim.sum() < 50:
+            continue
+        out = dict(w.render(i, atm))
+        assert np.isin(out["SCL"][rim], (3, 4, 5, 6, 7, 10)).all()  # never flagged as cloud
+        blue = out["B02"][::2, ::2] * 1e-4 - 0.1
+        clean = w.clean_reflectance(w.dates[i], bands=["B02"])[0][::2, ::2]
+        hazy = rim & (atm.shadow < 0.01) & (atm.cirrus == 0)
+        if hazy.sum() < 20:
+            continue
+        assert (blue[hazy] - clean[hazy]).mean() > 0.005  # brighter than the true surface
+        seen += 1
+    assert seen >= 2
 
 
 def _overlap(cloud: np.ndarray, shadow: np.ndarray, dr: int, dc: int) -> float:
@@ -189,13 +210,13 @@ def test_shadows_are_clouds_displaced_away_from_the_sun():
     checked = 0
     for i in range(len(w.dates)):
         atm = w.atmosphere(i)
-        if not 0.1 < (atm.cloud > 0).mean() < 0.6:
+        if not 0.1 < (atm.cloud >= CLOUD_FLAG).mean() < 0.6:
             continue
         dr, dc = atm.shadow_offset_px
         # northern hemisphere, late morning: sun to the south(-east), shadows to the north(-west)
         assert 90 < atm.sun_azimuth < 200 and dr < 0
         assert (dr, dc) != (0, 0)
-        cloud, shadow = atm.cloud > 0, atm.shadow > 0.1
+        cloud, shadow = atm.cloud >= CLOUD_FLAG, atm.shadow > 0.1
         assert _overlap(cloud, shadow, dr, dc) > 0.95 > _overlap(cloud, shadow, 0, 0) + 0.3
         out = dict(w.render(i, atm))
         clean = w.clean_reflectance(w.dates[i], bands=["B08"])[0][::2, ::2]
