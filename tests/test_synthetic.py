@@ -470,3 +470,22 @@ def test_archive_served_by_a_local_stac_api(archive, rustac_api):
     )
     expect = [world.item_id(i) for i, d in enumerate(world.dates) if d <= date(2023, 6, 19)]
     assert [it.id for it in found] == expect and len(expect) == 4
+
+
+def test_same_params_write_the_same_bytes(tmp_path):
+    import hashlib
+
+    def digest(root):
+        return {
+            str(p.relative_to(root)): hashlib.sha256(
+                p.read_bytes().replace(str(root).encode(), b"ROOT")
+            ).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    params = dict(start=date(2023, 6, 1), end=date(2023, 6, 11), seed=11)
+    small(**params).write(tmp_path / "a", workers=1)
+    small(**params).write(tmp_path / "b", workers=2)
+    a, b = digest(tmp_path / "a"), digest(tmp_path / "b")
+    assert len(a) == 3 * 12 + 3 + 4 and a == b
