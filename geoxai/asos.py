@@ -509,7 +509,8 @@ class ASOSTable:
         if mine != theirs:
             raise ConfigError(
                 "cannot merge ASOS tables fitted with (k, edge, fill, min_pixels, score, "
-                f"n_cubes) = {theirs} into {mine}; fit every shard with the same bundle and ASOSParams."
+                f"n_cubes) = {theirs} into {mine}; fit every shard with the same bundle and "
+                "ASOSParams."
             )
 
     def merge(self, other: ASOSTable) -> ASOSTable:
