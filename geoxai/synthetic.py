@@ -172,7 +172,7 @@ class WorldParams:
         start: first acquisition date override (tests: a short period), ``None`` = year - pad.
         end: last acquisition date override (inclusive), ``None`` = year end + pad.
         clouds: False gives a cloud-free, shadow-free archive (noise and swath edges remain).
-        noise: multiplier of the per-band sensor noise (0 = none; 1 ~ 0.004..0.006 reflectance).
+        noise: multiplier of the per-band sensor noise (0 = none; 1 = 0.003..0.005 reflectance).
         swath_edge_prob: probability that a date has a no-data swath edge across the block.
         corrupt: ``(acquisition index, band)`` pairs whose COG is truncated after writing.
         collection_id: STAC collection id of the items.
@@ -423,7 +423,8 @@ class SyntheticWorld:
 
         For a rectangular block ``cover_aoi(world.aoi)`` gives exactly ``world.tiles``.
         """
-        m = self.params.margin_px * RESOLUTION_M + 300.0
+        shrink = min(300.0, self.tiles[0].tile_size_m / 10)  # UTM grid vs lon/lat skew
+        m = self.params.margin_px * RESOLUTION_M + shrink
         x0, y0, x1, y1 = self.bounds
         lon, lat = self._lonlat.transform(
             [x0 + m, x1 - m, x0 + m, x1 - m], [y0 + m, y0 + m, y1 - m, y1 - m]
@@ -442,11 +443,8 @@ class SyntheticWorld:
 
     def platform(self, i: int) -> str:
         """``sentinel-2a`` or ``sentinel-2b`` (they alternate, each on a 10-day cycle)."""
-        return (
-            "sentinel-2a"
-            if self.dates[i].toordinal() // self.params.revisit_days % 2
-            else ("sentinel-2b")
-        )
+        odd = self.dates[i].toordinal() // self.params.revisit_days % 2
+        return "sentinel-2a" if odd else "sentinel-2b"
 
     def to_lonlat(self, x: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float]]:
         """Project world-CRS metres to lon/lat degrees."""
@@ -595,6 +593,17 @@ class SyntheticWorld:
                 "margin_px (WorldParams)."
             )
         return r0, r1, c0, c1
+
+    def block_slices(self, tile: TileSpec) -> tuple[slice, slice]:
+        """(rows, cols) that cut ``tile``'s haloed grid out of a (..., H, W) block array.
+
+        E.g. ``world.tree_cover()[world.block_slices(tile)]`` is the truth on the tile's grid.
+
+        Raises:
+            InvalidInputError: the haloed tile is not inside the block (margin too small).
+        """
+        r0, r1, c0, c1 = self._block_window(tile.bounds, f"tile {tile.id}")
+        return slice(r0, r1), slice(c0, c1)
 
     def clean_reflectance(
         self,

@@ -12,7 +12,8 @@ Layout written by :func:`write_archive` (``SyntheticWorld.write``)::
     OUT/truth/tree_cover.tif   float32 fraction 0..1, 10 m block grid
     OUT/truth/landcover.tif    uint8 codes of ``geoxai.synthetic.LANDCOVER_CLASSES``
     OUT/truth/natural.tif      uint8 1 natural / 0 anthropogenic (``NATURAL_CLASSES``)
-    OUT/world.json             ``WorldParams.to_json()``; ``load_world(OUT)`` rebuilds the world
+    OUT/world.json             ``WorldParams.to_json()``; ``load_world(OUT)`` rebuilds the world.
+                               Written last: an archive without it is incomplete (rewrite it)
 
 Items mirror a real Earth Search v1 item (asset keys ``blue green red rededge1 rededge2
 rededge3 nir nir08 swir16 swir22 scl``, ``proj:code`` without ``proj:epsg``, per-asset
