@@ -156,7 +156,8 @@ data = np.empty((T, 11, Y, X), np.float32)
 season = np.sin(np.pi * np.clip(days, 0, 365) / 365.0).astype(np.float32)
 for t in range(T):
     data[t, :10] = 0.1 + 0.2 * season[t] + rng.random((10, 1, 1), dtype=np.float32) * 0.05
-    data[t, 10] = np.where(rng.random((Y, X)) < 0.3, 9.0, 4.0)
+    clouds = (rng.random((Y // 20, X // 20)) < 0.3).repeat(20, 0).repeat(20, 1)  # 200 m cells
+    data[t, 10] = np.where(clouds, 9.0, 4.0)
 times = np.datetime64("2021-01-01", "ns") + (days * 86400e9).astype("timedelta64[ns]")
 raw = xr.DataArray(data, dims=("time", "band", "y", "x"),
                    coords={"time": times, "band": list(CUBE_BANDS),

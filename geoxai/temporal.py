@@ -348,9 +348,10 @@ def observation_weights(
     if method == "auto":
         method = "scl" if SCL in have else "spectral"
     res = float(raw.attrs.get("resolution_m", 10.0))
-    sub = raw if keep is None else raw.isel(time=np.nonzero(keep)[0])
-    if method == "scl":
-        scl = np.asarray(sub.sel(band=SCL).values, dtype=np.float32)
+    tsel = slice(None) if keep is None else np.nonzero(keep)[0]
+    nt = raw.sizes["time"] if keep is None else int(np.count_nonzero(keep))
+    if method == "scl":  # pick the band first: never copy the whole cube
+        scl = np.asarray(raw.sel(band=SCL).isel(time=tsel).values, dtype=np.float32)
         w = scl_weights(scl, params.clouds, res)
     elif method == "spectral":
         names = ("B02", "B03", "B04", "B08", "B11")
@@ -360,10 +361,10 @@ def observation_weights(
                 f"The spectral cloud mask needs {list(names)}; the cube lacks {missing}. "
                 "Use CloudMaskParams(method='none') for clean composites."
             )
-        refl = np.asarray(sub.sel(band=list(names)).values, dtype=np.float32)
+        refl = np.asarray(raw.sel(band=list(names)).isel(time=tsel).values, dtype=np.float32)
         w = spectral_weights(refl, names, params.clouds, res)
     else:
-        w = np.ones((sub.sizes["time"], sub.sizes["y"], sub.sizes["x"]), dtype=np.float32)
+        w = np.ones((nt, raw.sizes["y"], raw.sizes["x"]), dtype=np.float32)
     return w
 
 
