@@ -28,7 +28,8 @@ or bare (quarries, building sites). The label is *caused* by the class, so an ex
 method can be checked against it.
 
 Atmosphere per date (on the 20 m grid): thick and medium clouds from a thresholded multi-scale
-smooth random field (cover drawn per date between 0 and 100 %), thin cirrus on some dates,
+smooth random field (cover drawn per date between 0 and 100 %, clearer in summer than in
+winter), thin cirrus on some dates,
 cloud shadows = the cloud field displaced away from the sun by ``height / tan(elevation)``
 (sun position from the date and place), a no-data swath edge on some dates, sensor noise.
 Like the real SCL, the synthetic one misses a thin haze rim around clouds (opacity <= 0.1)
@@ -668,16 +669,13 @@ class SyntheticWorld:
         cloud = np.zeros((h2, w2), np.float32)
         cirrus = np.zeros((h2, w2), np.float32)
         shadow = np.zeros((h2, w2), np.float32)
-        u = rng.uniform()
-        cover = (
-            rng.uniform(0.0, 0.03)
-            if u < 0.3
-            else rng.uniform(0.03, 0.4)
-            if u < 0.6
-            else rng.uniform(0.4, 0.9)
-            if u < 0.85
-            else rng.uniform(0.9, 1.0)
-        )
+        # cover classes clear / broken / cloudy / overcast; summers clearer than winters
+        summer = 0.5 + 0.5 * math.cos(2 * math.pi * (self._doy(self.dates[i]) - 190) / 365.25)
+        edges = np.array([0.2 + 0.15 * summer, 0.5 + 0.15 * summer, 0.8 + 0.1 * summer])
+        lo, hi = ((0.0, 0.03), (0.03, 0.4), (0.4, 0.9), (0.9, 1.0))[
+            int(np.searchsorted(edges, rng.uniform()))
+        ]
+        cover = rng.uniform(lo, hi)
         has_cirrus = rng.uniform() < 0.3
         cirrus_cover = rng.uniform(0.1, 0.6)
         big = (h2 + 2 * pad, w2 + 2 * pad)
