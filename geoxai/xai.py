@@ -255,8 +255,7 @@ def comparison_figure(
             lim = float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 1.0
             lim = lim or 1.0
             vmin = 0.0 if cmap == "magma" else -lim
-            cm = plt.get_cmap(cmap).copy()
-            cm.set_bad("0.6")
+            cm = plt.get_cmap(cmap).with_extremes(bad="0.6")
             im = ax.imshow(np.ma.masked_invalid(v), cmap=cm, vmin=vmin, vmax=lim)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         if mask is not None:
