@@ -27,7 +27,6 @@ import yaml
 
 from geoxai import mapping
 from geoxai.config import RunConfig, load_run_config
-from geoxai.grid import TileSpec
 
 __all__ = ["run_demo", "demo_config"]
 
@@ -60,15 +59,7 @@ def demo_config(out: Path, stac_url: str, world: Any) -> RunConfig:
     return load_run_config(doc)
 
 
-def _truth_window(world: Any, tile: TileSpec, layer: np.ndarray) -> np.ndarray:
-    """Cut a world truth layer to a tile's haloed grid."""
-    r0 = int(round((world.bounds[3] - tile.bounds[3]) / 10))
-    c0 = int(round((tile.bounds[0] - world.bounds[0]) / 10))
-    h, w = tile.shape
-    return layer[r0 : r0 + h, c0 : c0 + w]
-
-
-def _features(tile: TileSpec, cfg: RunConfig) -> Any:
+def _features(tile: Any, cfg: RunConfig) -> Any:
     from geoxai import store
     from geoxai.temporal import preprocess
 
@@ -101,8 +92,8 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
     ds = _features(tile, cfg)
     feats = np.asarray(ds["features"].values, np.float32)
     valid = np.asarray(ds["valid"].values, bool)
-    tree = _truth_window(world, tile, world.tree_cover()).astype(np.float32)
-    natural = _truth_window(world, tile, world.natural()).astype(np.float32)
+    tree = world.tree_cover()[world.block_slices(tile)].astype(np.float32)
+    natural = world.natural()[world.block_slices(tile)].astype(np.float32)
 
     t0 = time.monotonic()
     net, hist = train_temporal([feats], [tree], [valid], TemporalTrainParams(steps=150))
@@ -169,7 +160,7 @@ def _accuracy(cfg: RunConfig, world: Any) -> list[dict[str, Any]]:
             pred = zone.read_tile(t, "prediction")
         except Exception:  # noqa: BLE001 - a tile that did not finish has no accuracy
             continue
-        truth = _truth_window(world, t.with_halo(0), world.tree_cover())
+        truth = world.tree_cover()[world.block_slices(t.with_halo(0))]
         m = evaluate_map(pred, truth)
         rows.append({"tile": t.id, "trained_on": t == world.tiles[0], **m})
     return rows

@@ -86,7 +86,12 @@ class RunSummary:
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` or start a local Ray pinned to loopback (127.0.0.2)."""
+    """Connect to ``address`` or start a local Ray pinned to loopback (127.0.0.2).
+
+    The local instance has token auth disabled (nothing listens beyond this machine's
+    loopback traffic); ``GEOXAI_RAY_NODE_IP`` and ``GEOXAI_RAY_TMPDIR`` override its node
+    address and temp dir.
+    """
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": _forwarded_env()}
@@ -94,10 +99,12 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, loopback-only instance
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
         _node_ip_address=os.environ.get("GEOXAI_RAY_NODE_IP", "127.0.0.2"),
+        _temp_dir=os.environ.get("GEOXAI_RAY_TMPDIR"),
         runtime_env=runtime_env,
         log_to_driver=False,
     )

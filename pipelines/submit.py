@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -77,7 +78,10 @@ def job_spec(
             f"Config {str(config_path)!r} uses local paths {local}, but the cluster at "
             f"{address} is remote: put store.root and models.* on shared storage (s3://...)."
         )
-    args = ["geoxai", "run", "run.json", "--address", "auto", "--no-progress"]
+    # On this machine's cluster the job runs with this interpreter (the venv's python, DESIGN.md);
+    # on a remote cluster with the image's `python`.
+    python = sys.executable if _is_loopback(address) else "python"
+    args = [python, "-m", "pipelines.cli", "run", "run.json", "--address", "auto", "--no-progress"]
     if baseline_year is not None:
         args += ["--baseline-year", str(baseline_year)]
     names = _NON_SECRET_ENV + (_SECRET_ENV if forward_credentials else ())
