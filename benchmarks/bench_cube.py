@@ -1,0 +1,279 @@
+"""Cube build for one tile from a local STAC API + local S3: geoxai.cube vs odc-stac.
+
+Run: ``.venv/bin/python benchmarks/bench_cube.py [--quick] [--start 2023-01-01 --end
+2023-12-31] [--halo 32] [--repeats 1]``
+
+1. Writes a synthetic Sentinel-2 L2A archive (geoxai.synthetic) of one standard 6 km tile,
+   uploads its COGs to a ``moto_server`` started here on 127.0.0.7 (in memory), rewrites the
+   asset hrefs to ``s3://`` and serves the items with ``rustac serve`` on loopback
+   (pipelines.services.local_stac_api). GDAL reads S3 through ``AWS_S3_ENDPOINT``,
+   ``AWS_HTTPS=NO``, ``AWS_VIRTUAL_HOSTING=FALSE`` and fake keys.
+2. Times, interleaved ``--repeats`` times each, on the same items and the same tile grid:
+
+   * **geoxai**: ``geoxai.stac.search`` + ``geoxai.cube.build_cube`` (stackstac, float32,
+     scale/offset applied, bilinear 20 m, SCL nearest) + compute;
+   * **odc-stac**: ``odc.stac.load`` with ``geobox=tile.geobox``, the same bands, float32,
+     bilinear (SCL nearest), NaN nodata; DN are left unscaled (odc-stac does not apply
+     raster:bands scale/offset; it costs one multiply-add per pixel).
+
+   Both reduce the cube to per-date, per-band means on dask's threaded scheduler (same
+   threads), so neither holds the whole tile-year in memory and the work is identical.
+3. Prints wall time, throughput of the bytes read (the COGs the items reference, all of which
+   overlap the tile), and the ratio geoxai / odc-stac (< 1: geoxai is faster), and writes JSON
+   with the machine context to ``benchmarks/results/bench_cube-<time>.json``.
+
+The default is one tile-year (73 acquisitions of 2023, ~330 MiB of COGs): about 80 s on 2
+shared cores. ``--quick`` takes a quarter year (19 acquisitions) twice each, about 35 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from geoxai.bands import CUBE_BANDS  # noqa: E402
+from geoxai.grid import TileSpec  # noqa: E402
+
+S3_HOST = "127.0.0.7"
+BUCKET = "bench-cube"
+
+
+def context(args: argparse.Namespace) -> dict:
+    import dask
+    import odc.stac
+    import rasterio
+    import stackstac
+
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gb = float("nan")
+    return {
+        "cores": os.cpu_count(),
+        "ram_gb": round(mem_gb, 1),
+        "load_avg": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "dask": dask.__version__,
+        "stackstac": stackstac.__version__,
+        "odc_stac": odc.stac.__version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "dask_threads": dask.config.get("num_workers", None) or os.cpu_count(),
+        "args": vars(args),
+    }
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    from tests.fixtures.net import free_port, wait_http
+
+    exe = Path(sys.executable).with_name("moto_server")
+    port = free_port(S3_HOST)
+    proc = subprocess.Popen(
+        [str(exe), "-H", S3_HOST, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://{S3_HOST}:{port}"
+    wait_http(url + "/moto-api/", proc)
+    return proc, url
+
+
+def s3_env(endpoint: str) -> None:
+    """Fake keys and the endpoint for boto/s3fs and GDAL (process-wide, this script only)."""
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench-key",
+        AWS_SECRET_ACCESS_KEY="bench-secret",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_S3_ENDPOINT=endpoint.removeprefix("http://"),
+        AWS_HTTPS="NO",
+        AWS_VIRTUAL_HOSTING="FALSE",
+    )
+
+
+def upload(archive_root: Path, items: list[dict], endpoint: str) -> tuple[list[dict], int]:
+    """Put every referenced COG on S3 and point the items at it; total bytes uploaded."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    total = 0
+    out = []
+    for item in items:
+        item = json.loads(json.dumps(item))
+        for asset in item["assets"].values():
+            href = asset.get("href", "")
+            if not href.startswith("/") or not href.endswith(".tif"):
+                continue
+            key = str(Path(href).relative_to(archive_root))
+            client.upload_file(href, BUCKET, key)
+            total += Path(href).stat().st_size
+            asset["href"] = f"s3://{BUCKET}/{key}"
+        out.append(item)
+    return out, total
+
+
+def run_geoxai(api: str, tile: TileSpec, start: str, end: str) -> tuple[float, dict]:
+    from geoxai.cube import build_cube
+    from geoxai.stac import search
+
+    t0 = time.perf_counter()
+    items = search(
+        api,
+        collections="sentinel-2-l2a",
+        bbox=tile.footprint(halo=True).bounds,
+        datetime=(start, end),
+    )
+    t_search = time.perf_counter() - t0
+    cube = build_cube(items, tile, start=start, end=end)
+    means = cube.mean(dim=("y", "x")).compute()
+    wall = time.perf_counter() - t0
+    return wall, {
+        "search_s": t_search,
+        "n_items": len(items),
+        "shape": list(cube.shape),
+        "mean_B04": float(np.nanmean(means.sel(band="B04").values)),
+    }
+
+
+def run_odc(api: str, tile: TileSpec, start: str, end: str) -> tuple[float, dict]:
+    import odc.stac
+    import pystac_client
+
+    t0 = time.perf_counter()
+    client = pystac_client.Client.open(api)
+    items = list(
+        client.search(
+            collections=["sentinel-2-l2a"],
+            bbox=tile.footprint(halo=True).bounds,
+            datetime=f"{start}/{end}",
+            method="POST",
+        ).items()
+    )
+    t_search = time.perf_counter() - t0
+    keys = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
+            "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08",
+            "B11": "swir16", "B12": "swir22", "SCL": "scl"}  # fmt: skip
+    ds = odc.stac.load(
+        items,
+        bands=[keys[b] for b in CUBE_BANDS],
+        geobox=tile.geobox,
+        dtype="float32",
+        nodata=float("nan"),
+        resampling={"*": "bilinear", "scl": "nearest"},
+        chunks={"time": 1, "x": tile.shape[1], "y": tile.shape[0]},
+        groupby="solar_day",
+    )
+    cube = ds.to_array("band").transpose("time", "band", "y", "x")
+    means = cube.mean(dim=("y", "x")).compute()
+    wall = time.perf_counter() - t0
+    dn = float(np.nanmean(means.sel(band="red").values))
+    return wall, {
+        "search_s": t_search,
+        "n_items": len(items),
+        "shape": list(cube.shape),
+        "mean_B04": dn * 1e-4 - 0.1,  # scaled here, for the cross-check only
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--start", default="2023-01-01", help="first day (ISO)")
+    ap.add_argument("--end", default="2023-12-31", help="last day (ISO)")
+    ap.add_argument("--quick", action="store_true", help="2023-04-01..2023-06-30, 2 repeats")
+    ap.add_argument("--halo", type=int, default=32, help="tile halo, px")
+    ap.add_argument("--repeats", type=int, default=None, help="interleaved runs of each")
+    args = ap.parse_args()
+    if args.quick:
+        args.start, args.end = "2023-04-01", "2023-06-30"
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 1
+
+    from geoxai.synthetic import block_tiles, make_world
+    from pipelines.services import local_stac_api
+
+    tile = block_tiles(1)[0].with_halo(args.halo)
+    work = Path(tempfile.mkdtemp(prefix="bench-cube-"))
+    t0 = time.perf_counter()
+    world, archive = make_world(
+        work / "world",
+        tiles=(tile.with_halo(0),),
+        start=date.fromisoformat(args.start),
+        end=date.fromisoformat(args.end),
+        margin_px=max(64, args.halo + args.halo % 2),
+    )
+    print(f"synthetic archive: {len(world.dates)} dates, {archive.bytes_written / 2**20:.0f} MiB "
+          f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+    proc, endpoint = start_moto()
+    try:
+        s3_env(endpoint)
+        items = [json.loads(line) for line in archive.ndjson.read_text().splitlines() if line]
+        items, nbytes = upload(archive.root, items, endpoint)
+        print(f"uploaded {nbytes / 2**20:.0f} MiB of COGs to {endpoint}")
+        runs: dict[str, list[float]] = {"geoxai": [], "odc-stac": []}
+        info: dict[str, dict] = {}
+        with local_stac_api(items) as api:
+            for _ in range(args.repeats):
+                for name, fn in (("geoxai", run_geoxai), ("odc-stac", run_odc)):
+                    wall, meta = fn(api, tile, args.start, args.end)
+                    runs[name].append(wall)
+                    info[name] = meta
+                    print(f"  {name:9s} {wall:7.2f} s  ({meta['n_items']} items)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    best = {k: min(v) for k, v in runs.items()}
+    ratio = best["geoxai"] / best["odc-stac"]
+    px = tile.shape[0] * tile.shape[1]
+    print()
+    print(f"tile {tile.id} halo {args.halo} ({tile.shape[0]}x{tile.shape[1]} px), "
+          f"{info['geoxai']['n_items']} items x {len(CUBE_BANDS)} bands, "
+          f"{nbytes / 2**20:.0f} MiB of COGs read")  # fmt: skip
+    print(f"{'loader':10s} {'best s':>8s} {'MiB/s':>8s} {'Mpx/s':>8s} {'vs odc-stac':>12s}")
+    for name, t in best.items():
+        mpx = info[name]["n_items"] * len(CUBE_BANDS) * px / 1e6 / t
+        print(f"{name:10s} {t:8.2f} {nbytes / 2**20 / t:8.1f} {mpx:8.1f} "
+              f"{t / best['odc-stac']:12.2f}")  # fmt: skip
+    drift = abs(info["geoxai"]["mean_B04"] - info["odc-stac"]["mean_B04"])
+    print(f"cross-check: mean B04 reflectance differs by {drift:.2e} between the two loaders")
+
+    result = {
+        "context": context(args),
+        "tile": tile.to_dict(),
+        "n_items": info["geoxai"]["n_items"],
+        "bands": list(CUBE_BANDS),
+        "cog_bytes": nbytes,
+        "cube_shape": info["geoxai"]["shape"],
+        "cube_bytes_float32": int(np.prod(info["geoxai"]["shape"])) * 4,
+        "runs_s": runs,
+        "best_s": best,
+        "ratio_geoxai_over_odc": ratio,
+        "search_s": {k: v["search_s"] for k, v in info.items()},
+        "mean_B04_abs_diff": drift,
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_cube-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
