@@ -124,8 +124,8 @@ def _listing(root: Path) -> list[tuple[str, str, str]]:
             return [(r["file"], r["class"], r["split"]) for r in reader]
     rows = []
     for cls in EUROSAT_CLASSES:
-        for f in sorted((root / cls).glob("*.tif")):
-            rows.append((f"{cls}/{f.name}", cls, ""))
+        for tif in sorted((root / cls).glob("*.tif")):
+            rows.append((f"{cls}/{tif.name}", cls, ""))
     return rows
 
 
