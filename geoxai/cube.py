@@ -145,7 +145,8 @@ _MISSING = re.compile(r"no such file|does not exist|not found|http response code
 
 def _read_error(url: str, exc: BaseException) -> DataAccessError:
     """A typed error naming the asset href; CorruptDataError unless the file is missing."""
-    chain, e = [], exc
+    chain: list[str] = []
+    e: BaseException | None = exc
     while e is not None and len(chain) < 4:
         chain.append(str(e))
         e = e.__cause__
@@ -417,6 +418,7 @@ def build_tile_cube(
     from geoxai import store
 
     t0 = time.perf_counter()
+    items: list[Any]
     if isinstance(source, str | os.PathLike):
         from geoxai.stac import search
 

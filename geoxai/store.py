@@ -49,6 +49,7 @@ __all__ = [
     "COMMIT_MARKER",
     "STORE_FORMAT",
     "StoreLocation",
+    "URL",
     "resolve",
     "json_safe",
     "write_dataset",
@@ -182,9 +183,11 @@ def resolve(
     )
 
 
-def _as_location(
-    url: str | os.PathLike[str] | StoreLocation, storage_options: Mapping[str, Any] | None
-) -> StoreLocation:
+URL = str | os.PathLike[str] | StoreLocation
+"""A store URL, a local path, or an already resolved :class:`StoreLocation`."""
+
+
+def _as_location(url: URL, storage_options: Mapping[str, Any] | None) -> StoreLocation:
     return url if isinstance(url, StoreLocation) else resolve(url, storage_options)
 
 
@@ -204,7 +207,7 @@ def _classify(exc: BaseException, loc: StoreLocation, action: str) -> StoreError
     """Translate a filesystem/botocore/aiohttp error into a :class:`StoreError` with a fix."""
     name = type(exc).__name__
     msg = _redact(str(exc), loc)
-    chain = []
+    chain: list[str] = []
     e: BaseException | None = exc
     while e is not None and len(chain) < 6:
         chain.append(f"{type(e).__name__}: {e}")
@@ -369,7 +372,7 @@ def _all_str(values: np.ndarray) -> bool:
 
 def write_dataset(
     obj: xr.Dataset | xr.DataArray,
-    url: str | os.PathLike[str],
+    url: URL,
     *,
     storage_options: Mapping[str, Any] | None = None,
     attrs: Mapping[str, Any] | None = None,
@@ -426,7 +429,7 @@ def write_dataset(
         fs.invalidate_cache()
         with _quiet_marker():
             written = xr.open_zarr(store, consolidated=False, storage_options=so, zarr_format=3)
-        variables = {}
+        variables: dict[str, dict[str, Any]] = {}
         for name, var in ds.variables.items():
             if name not in written.variables:
                 raise IncompleteOutputError(
@@ -501,9 +504,7 @@ def _best_effort_rm(fs: Any, loc: StoreLocation) -> None:
         pass
 
 
-def read_commit(
-    url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def read_commit(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The commit marker of the store at ``url``.
 
     Raises:
@@ -540,9 +541,7 @@ def read_commit(
     return record
 
 
-def is_committed(
-    url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
-) -> bool:
+def is_committed(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when ``url`` holds a store with a valid commit marker."""
     try:
         read_commit(url, storage_options=storage_options)
@@ -551,9 +550,7 @@ def is_committed(
     return True
 
 
-def exists(
-    url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
-) -> bool:
+def exists(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when anything (committed or not) exists at ``url``."""
     loc = _as_location(url, storage_options)
     with _guard(loc, "check"):
@@ -563,7 +560,7 @@ def exists(
 
 
 def read_dataset(
-    url: str | os.PathLike[str],
+    url: URL,
     *,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Any = "auto",
@@ -608,7 +605,7 @@ def read_dataset(
 
 
 def read_cube(
-    url: str | os.PathLike[str],
+    url: URL,
     *,
     name: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
@@ -651,9 +648,7 @@ def read_cube(
     return da
 
 
-def delete(
-    url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
-) -> bool:
+def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Delete the store (marker first, then the data). Returns False when nothing was there."""
     loc = _as_location(url, storage_options)
     with _guard(loc, "delete"):
@@ -690,9 +685,7 @@ def _put_json(loc: StoreLocation, obj: Any, *, fs: Any = None) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def write_json(
-    obj: Any, url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
-) -> None:
+def write_json(obj: Any, url: URL, *, storage_options: Mapping[str, Any] | None = None) -> None:
     """Write a JSON document atomically: readers see the old one, the new one, or nothing.
 
     Local files go through a temporary file and ``os.replace``; S3 objects are one PUT.
@@ -704,7 +697,7 @@ def write_json(
 
 
 def read_json(
-    url: str | os.PathLike[str],
+    url: URL,
     *,
     storage_options: Mapping[str, Any] | None = None,
     default: Any = _DROP,
