@@ -29,10 +29,10 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from geoxai.errors import CorruptDataError, InvalidInputError, StoreError, look_up_option
+from geoxai.errors import CorruptDataError, InvalidInputError, look_up_option
 from geoxai.grid import TileSpec
-from geoxai.outputs import LayerSpec, RunLayout, ZoneGrid, ZoneStore
-from geoxai.store import StoreLocation, resolve
+from geoxai.outputs import LayerSpec, RunLayout, ZoneGrid, ZoneStore, upload_file
+from geoxai.store import resolve
 
 __all__ = [
     "COG_BLOCKSIZE",
@@ -160,7 +160,7 @@ def write_cog(
         "nodata": nodata,
         "compress": "DEFLATE",
         "predictor": 3 if a.dtype.kind == "f" else 2,
-        "blocksize": COG_BLOCKSIZE,
+        "blocksize": _block(n),
         "overview_resampling": resampling,
         "overviews": "AUTO",
         "bigtiff": "NO",
@@ -177,32 +177,13 @@ def write_cog(
         if not info["overviews"]:
             raise CorruptDataError(f"COG {url}: GDAL wrote no overviews; check the GDAL build.")
         payload = path.read_bytes()
-        _put_file(path, loc)
+        upload_file(path, loc)
     return {
         "href": loc.url,
         "sha256": hashlib.sha256(payload).hexdigest(),
         "bytes": len(payload),
         "overviews": list(info["overviews"]),
     }
-
-
-def _put_file(src: Path, loc: StoreLocation) -> None:
-    """Move a finished local file to ``loc`` whole (``os.replace`` or one S3 PUT)."""
-    try:
-        if loc.is_s3:
-            fs = loc.filesystem()
-            fs.put_file(str(src), loc.path)
-            fs.invalidate_cache()
-        else:
-            dst = Path(loc.path)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(src.read_bytes())
-            os.replace(tmp, dst)
-    except StoreError:
-        raise
-    except OSError as exc:
-        raise StoreError(f"Could not write {loc.describe()}: {type(exc).__name__}: {exc}") from exc
 
 
 def write_tile_cogs(
@@ -332,12 +313,15 @@ def build_vrt(
     with tempfile.TemporaryDirectory(prefix="geoxai-vrt-") as tmp:
         path = Path(tmp) / "mosaic.vrt"
         path.write_text(xml, encoding="utf-8")
-        _put_file(path, loc)
+        upload_file(path, loc)
     return loc.url
 
 
 def _block(n: int) -> int:
-    return min(n, COG_BLOCKSIZE)
+    """COG block edge for an ``n`` px core: 256, or smaller so small cores get overviews too."""
+    if n >= 2 * COG_BLOCKSIZE:
+        return COG_BLOCKSIZE
+    return max(16, (n // 4) // 16 * 16)
 
 
 def build_mosaics(

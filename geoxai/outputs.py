@@ -35,8 +35,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import math
+import os
+import shutil
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +76,7 @@ __all__ = [
     "change_layers",
     "save_config",
     "layer_checksum",
+    "upload_file",
 ]
 
 RECORD_FORMAT = "geoxai-tile-record/1"
@@ -1098,6 +1103,33 @@ def change_layers(
     flag[ok & (diff > threshold)] = _CHANGE_UP
     flag[ok & (diff < -threshold)] = _CHANGE_DOWN
     return {"change": diff, "change_flag": flag}
+
+
+def upload_file(src: str | os.PathLike[str], loc: StoreLocation) -> None:
+    """Move a finished local file to ``loc`` whole: ``os.replace`` locally, one PUT on S3.
+
+    Raises:
+        StoreError: the destination cannot be written.
+    """
+    src = Path(src)
+    try:
+        if loc.is_s3:
+            fs = loc.filesystem()
+            fs.put_file(str(src), loc.path)
+            fs.invalidate_cache()
+        else:
+            dst = Path(loc.path)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"Could not write {loc.describe()}: {type(exc).__name__}: {exc}") from exc
 
 
 def save_config(layout: RunLayout, config: Any) -> str:
