@@ -163,6 +163,7 @@ def write_cog(
         "blocksize": _block(n),
         "overview_resampling": resampling,
         "overviews": "AUTO",
+        "overview_count": _overview_count(n),
         "bigtiff": "NO",
     }
     loc = resolve(url, storage_options)
@@ -318,10 +319,17 @@ def build_vrt(
 
 
 def _block(n: int) -> int:
-    """COG block edge for an ``n`` px core: 256, or smaller so small cores get overviews too."""
-    if n >= 2 * COG_BLOCKSIZE:
-        return COG_BLOCKSIZE
-    return max(16, (n // 4) // 16 * 16)
+    """COG block edge for an ``n`` px core: 256, or 128 (GDAL's minimum) for small cores."""
+    return COG_BLOCKSIZE if n >= 2 * COG_BLOCKSIZE else 128
+
+
+def _overview_count(n: int) -> int:
+    """Halvings until a level fits one block; at least one, so every COG has an overview."""
+    count, m = 0, n
+    while m > _block(n):
+        m = math.ceil(m / 2)
+        count += 1
+    return max(count, 1)
 
 
 def build_mosaics(

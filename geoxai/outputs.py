@@ -861,6 +861,8 @@ def _base_record(
             "status": status,
             "tile_id": tile.id,
             "epsg": tile.epsg,
+            "tile_size_m": tile.tile_size_m,
+            "resolution_m": tile.resolution_m,
             "config_hash": str(record.get("config_hash", "")),
             "code_version": str(record.get("code_version") or version),
             "input_items": [str(i) for i in record.get("input_items", [])],

@@ -73,7 +73,8 @@ def test_mosaic_reads_back_equal_to_the_tiles(store_root):
     for t in tiles:
         layers = layers_for(t)
         write_tile(zone, t, layers, {"config_hash": "h"})
-        write_tile_cogs(layout, zone, t, layers)
+        info = write_tile_cogs(layout, zone, t, layers)
+        assert all(meta["overviews"] == [2] for meta in info.values())  # 60 px cores too
     urls = build_mosaics(layout, tiles, list(zone.layers.values()))
     assert set(urls) == {32631} and set(urls[32631]) == set(zone.layers)
     for name, spec in zone.layers.items():

@@ -1,0 +1,125 @@
+"""The STAC catalog of a run's outputs: required fields, provenance, hrefs that resolve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pystac
+import pytest
+from shapely.geometry import Point, shape
+
+from geoxai.catalog import COG_MEDIA_TYPE, check_catalog, write_catalog
+from geoxai.cog import build_mosaics, write_tile_cogs
+from geoxai.config import load_run_config
+from geoxai.outputs import (
+    RunLayout,
+    ZoneGrid,
+    ZoneStore,
+    default_layers,
+    read_records,
+    save_config,
+    write_status,
+    write_tile,
+)
+from tests.test_outputs import layers_for, s3_server, small_tile  # noqa: F401 - s3_server fixture
+
+ITEMS = ["S2A_31UFS_20240101_0_L2A", "S2B_31UFS_20240106_0_L2A"]
+
+
+def run_config(root: str):
+    return load_run_config(
+        {
+            "name": "belgium",
+            "aoi": "4.0,50.0,5.0,51.0",
+            "year": 2024,
+            "stac": {"url": "http://127.0.0.5:9999"},
+            "store": {"root": root},
+            "models": {"prediction": "/models/treecover"},
+        }
+    )
+
+
+def make_run(root: str):
+    """Three done tiles with COGs, one empty, one failed; config saved, mosaics built."""
+    config = run_config(root)
+    layout = RunLayout(config.run_root())
+    done = [small_tile(10, 20), small_tile(11, 20), small_tile(10, 21)]
+    zone = ZoneStore.create(layout, ZoneGrid.from_tiles(done)[32631], default_layers(("tree",)))
+    h = config.output_hash()
+    for t in done:
+        layers = layers_for(t)
+        layers["prediction"] = layers["prediction"][:1]
+        cogs = write_tile_cogs(layout, zone, t, layers)
+        write_tile(zone, t, layers, {"config_hash": h, "input_items": ITEMS, "cogs": cogs})
+    write_status(layout, small_tile(12, 20), "empty", "NoDataError: 0 scenes", {"config_hash": h})
+    write_status(layout, small_tile(13, 20), "failed", "CorruptDataError: bad", {"config_hash": h})
+    save_config(layout, config)
+    build_mosaics(layout, done, list(zone.layers.values()))
+    return config, layout, done
+
+
+def test_catalog_fields_and_hrefs(tmp_path):
+    config, layout, done = make_run(str(tmp_path / "store"))
+    records = read_records(layout)
+    url = write_catalog(layout, config, records)
+    root = Path(url)
+    assert root == tmp_path / "store" / "belgium" / "2024" / "catalog" / "collection.json"
+    assert check_catalog(root) == []
+
+    coll = pystac.Collection.from_file(str(root))
+    assert coll.id == "geoxai-belgium-2024"
+    assert coll.extra_fields["geoxai:config_hash"] == config.output_hash()
+    interval = coll.extent.temporal.intervals[0]
+    assert interval[0].year == interval[1].year == 2024
+    assert {"config", "zarr_32631", "mosaic_prediction_32631"} <= set(coll.assets)
+    items = {i.id: i for i in coll.get_items()}
+    assert sorted(items) == sorted(t.id for t in done)  # empty/failed tiles get no item
+    for t in done:
+        item = items[t.id]
+        props = item.properties
+        assert props["geoxai:config_hash"] == config.output_hash()
+        assert props["geoxai:code_version"].startswith("geoxai ")
+        assert props["geoxai:input_items"] == ITEMS
+        assert props["start_datetime"].startswith("2024-01-01")
+        assert props["end_datetime"].startswith("2024-12-31")
+        assert props["proj:code"] == "EPSG:32631"
+        assert props["proj:shape"] == [60, 60]
+        assert props["proj:transform"] == list(t.transform)[:6]
+        assert shape(item.geometry).contains(Point(t.footprint().centroid))
+        assert item.bbox == pytest.approx(list(t.footprint().bounds))
+        for layer in ("prediction", "asos_sensitivity", "quality"):
+            asset = item.assets[layer]
+            assert asset.media_type == COG_MEDIA_TYPE and asset.roles == ["data"]
+            raw = json.loads((root.parent / t.id / f"{t.id}.json").read_text())
+            assert not raw["assets"][layer]["href"].startswith(("/", "file:"))
+            target = Path(asset.get_absolute_href())
+            assert target == Path(layout.cog_url(layer, t.id))
+            assert target.is_file()
+        assert Path(item.assets["record"].get_absolute_href()).is_file()
+    # every other href resolves as well
+    for key, asset in coll.assets.items():
+        assert Path(asset.get_absolute_href()).exists(), key
+
+
+def test_check_catalog_reports_broken_hrefs(tmp_path):
+    config, layout, done = make_run(str(tmp_path / "store"))
+    url = write_catalog(layout, config, read_records(layout))
+    Path(layout.cog_url("quality", done[0].id)).unlink()
+    problems = check_catalog(url)
+    assert len(problems) == 1
+    assert done[0].id in problems[0] and "'quality'" in problems[0] and "resolve" in problems[0]
+
+
+def test_catalog_on_each_store(store_root):
+    config, layout, done = make_run(store_root)
+    url = write_catalog(layout, config, read_records(layout))
+    assert url == f"{layout.root}/catalog/collection.json"
+    fs = layout.location.filesystem()
+    fs.invalidate_cache()
+    base = layout.loc("catalog").path
+    names = sorted(p[len(base) + 1 :] for p in fs.find(base))
+    assert names == sorted(["collection.json"] + [f"{t.id}/{t.id}.json" for t in done])
+    coll = json.loads(fs.cat_file(f"{base}/collection.json"))
+    assert coll["type"] == "Collection"
+    assert all(not lk["href"].startswith(("s3:", "/")) for lk in coll["links"])
