@@ -177,6 +177,12 @@ class WorldParams:
         swath_edge_prob: probability that a date has a no-data swath edge across the block.
         corrupt: ``(acquisition index, band)`` pairs whose COG is truncated after writing.
         collection_id: STAC collection id of the items.
+        with_s1: also write Sentinel-1 VV/VH (:mod:`geoxai.synthetic_radar`, own collection).
+        with_dem: also write a DEM (EPSG:4326 COG, own collection) and elevation/slope truth.
+        s1_revisit_days: days between S1 acquisitions (directions alternate).
+        overcast_tiles: ids of tiles whose cores (+16 px) are under thick cloud on a share
+            ``overcast_prob`` of the dates (a persistently cloudy region, as in the tropics).
+        overcast_prob: probability per date and overcast tile of the thick cloud.
     """
 
     tiles: tuple[TileSpec, ...] = field(default_factory=block_tiles)
@@ -192,10 +198,23 @@ class WorldParams:
     swath_edge_prob: float = 0.1
     corrupt: tuple[tuple[int, str], ...] = ()
     collection_id: str = "sentinel-2-l2a"
+    with_s1: bool = False
+    with_dem: bool = False
+    s1_revisit_days: int = 6
+    overcast_tiles: tuple[str, ...] = ()
+    overcast_prob: float = 0.9
 
     def __post_init__(self) -> None:
         tiles = tuple(t.with_halo(0) for t in self.tiles)
         object.__setattr__(self, "tiles", tiles)
+        object.__setattr__(self, "overcast_tiles", tuple(str(t) for t in self.overcast_tiles))
+        unknown = sorted(set(self.overcast_tiles) - {t.id for t in tiles})
+        if unknown:
+            raise ConfigError(
+                f"overcast_tiles {unknown} are not tiles of the world ({[t.id for t in tiles]})."
+            )
+        if not 0.0 <= self.overcast_prob <= 1.0 or self.s1_revisit_days < 1:
+            raise ConfigError("overcast_prob must be in [0, 1] and s1_revisit_days >= 1.")
         if not tiles:
             raise ConfigError("WorldParams.tiles is empty; give at least one TileSpec.")
         if len({t.epsg for t in tiles}) != 1:
@@ -694,6 +713,8 @@ class SyntheticWorld:
             fc = _octaves(rng, (h2, w2), [(60, 0.8), (20, 0.4)])
             thr = _threshold(fc, cirrus_cover)
             cirrus = np.where(fc > thr, 0.02 + 0.08 * np.clip(fc - thr, 0, 1), 0).astype(np.float32)
+        if self.params.clouds and self.params.overcast_tiles:
+            cloud = self._overcast(i, cloud)
         nodata = np.zeros((h2, w2), bool)
         if rng.uniform() < self.params.swath_edge_prob:
             angle = math.radians(rng.uniform(-12, 12))
@@ -701,6 +722,22 @@ class SyntheticWorld:
             proj = (cc * math.cos(angle) + rr * math.sin(angle)) / max(w2, 1)
             nodata = proj > rng.uniform(0.5, 0.9)
         return Atmosphere(cloud, cirrus, shadow, nodata, (drow, dcol), az, elev, height)
+
+    def _overcast(self, i: int, cloud: np.ndarray) -> np.ndarray:
+        """Thick cloud (opacity 0.95) over the overcast tiles drawn for date ``i`` (20 m grid)."""
+        orng = np.random.default_rng((self.params.seed, 3, self.dates[i].toordinal()))
+        byid = {t.id: t for t in self.tiles}
+        for tid in self.params.overcast_tiles:
+            if orng.uniform() >= self.params.overcast_prob:
+                continue
+            t = byid[tid].with_halo(16)
+            x0, _, _, y1 = self.bounds
+            r0 = max(0, round((y1 - t.bounds[3]) / RESOLUTION_M) // 2)
+            c0 = max(0, round((t.bounds[0] - x0) / RESOLUTION_M) // 2)
+            n = t.shape[0] // 2
+            win = cloud[r0 : r0 + n, c0 : c0 + n]
+            np.maximum(win, np.float32(0.95), out=win)
+        return cloud
 
     def render(self, i: int, atm: Atmosphere | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(band, DN array)`` of acquisition ``i``, one band at a time, SCL last.

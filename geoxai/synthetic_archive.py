@@ -12,6 +12,8 @@ Layout written by :func:`write_archive` (``SyntheticWorld.write``)::
     OUT/truth/tree_cover.tif   float32 fraction 0..1, 10 m block grid
     OUT/truth/landcover.tif    uint8 codes of ``geoxai.synthetic.LANDCOVER_CLASSES``
     OUT/truth/natural.tif      uint8 1 natural / 0 anthropogenic (``NATURAL_CLASSES``)
+    OUT/s1/, OUT/dem/          Sentinel-1 and DEM collections when the world has ``with_s1`` /
+                               ``with_dem`` (layout in :mod:`geoxai.synthetic_radar`)
     OUT/world.json             ``WorldParams.to_json()``; ``load_world(OUT)`` rebuilds the world.
                                Written last: an archive without it is incomplete (rewrite it)
 
@@ -86,6 +88,8 @@ class Archive:
         bytes_written: total size of the files, bytes.
         corrupt_hrefs: asset hrefs that were truncated on purpose.
         seconds: wall time of the write.
+        s1_item_ids: ids of the Sentinel-1 items (``OUT/s1``; empty unless ``with_s1``).
+        dem_item_ids: ids of the DEM items (``OUT/dem``; empty unless ``with_dem``).
     """
 
     root: Path
@@ -99,6 +103,8 @@ class Archive:
     bytes_written: int
     corrupt_hrefs: tuple[str, ...]
     seconds: float
+    s1_item_ids: tuple[str, ...] = ()
+    dem_item_ids: tuple[str, ...] = ()
 
 
 def write_archive(
@@ -167,6 +173,19 @@ def write_archive(
     paths["collection"].write_text(json.dumps(stac_collection(world, root, items), indent=1))
     paths["ndjson"].write_text("".join(json.dumps(it) + "\n" for it in items))
     paths["fc"].write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    radar: dict[str, Any] = {"s1_items": [], "dem_items": [], "files": []}
+    if world.params.with_s1 or world.params.with_dem:
+        from geoxai.synthetic_radar import write_radar
+
+        radar = write_radar(world, root)
+        truth.update(
+            {
+                n: root / "truth" / f"{n}.tif"
+                for n in ("elevation", "slope")
+                if world.params.with_dem
+            }
+        )
+    files += radar["files"]
     paths["world"].write_text(json.dumps(world.params.to_json(), indent=1))
     files += paths.values()
     return Archive(
@@ -181,6 +200,8 @@ def write_archive(
         bytes_written=sum(f.stat().st_size for f in files),
         corrupt_hrefs=tuple(corrupt),
         seconds=time.perf_counter() - t_start,
+        s1_item_ids=tuple(radar["s1_items"]),
+        dem_item_ids=tuple(radar["dem_items"]),
     )
 
 
