@@ -45,7 +45,7 @@ from ray.exceptions import (
 
 from geoxai import mapping
 from geoxai.config import RunConfig
-from geoxai.errors import DataAccessError, StacError, StoreError
+from geoxai.errors import StacError, StoreError
 from geoxai.grid import TileSpec
 
 __all__ = ["RunSummary", "run", "init_ray"]
@@ -119,24 +119,25 @@ def _forwarded_env() -> dict[str, str]:
 # ---- remote pieces -------------------------------------------------------------------------------
 
 
-@ray.remote(num_cpus=1, max_retries=3, retry_exceptions=[StacError, StoreError, DataAccessError])
-def _cube_task(tile: TileSpec, config: RunConfig) -> mapping.CubeStage:
-    return mapping.stage_cube(tile, config)
+@ray.remote(num_cpus=1, max_retries=3, retry_exceptions=[StacError, StoreError])
+def _cube_task(tile: TileSpec, config: RunConfig, stages: Any) -> mapping.CubeStage:
+    return stages.stage_cube(tile, config)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class TileWorker:
     """Holds the models on its device; maps one tile per call."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, stages: Any) -> None:
         self.config = config
-        self.models = mapping.load_models(config)
+        self.stages = stages
+        self.models = stages.load_models(config)
 
     def device(self) -> str:
-        return str(self.models.device)
+        return str(getattr(self.models, "device", "cpu"))
 
     def process(self, tile: TileSpec, cube: mapping.CubeStage) -> dict[str, Any]:
-        return mapping.map_and_write(tile, cube, self.models, self.config)
+        return self.stages.map_and_write(tile, cube, self.models, self.config)
 
 
 # ---- driver --------------------------------------------------------------------------------------
@@ -148,6 +149,7 @@ def run(
     force: bool = False,
     progress: bool = True,
     finish: bool = True,
+    stages: Any = mapping,
 ) -> RunSummary:
     """Map every tile of ``config`` that is not already done; return the summary.
 
@@ -156,19 +158,22 @@ def run(
         force: redo every tile even when its record says done.
         progress: show a live progress bar.
         finish: write mosaics, the STAC catalog and report.html at the end.
+        stages: the stage functions (``plan_run``, ``stage_cube``, ``load_models``,
+            ``map_and_write``, ``record_empty_or_failed``, ``finish_run``); default
+            :mod:`geoxai.mapping`. Benchmarks pass no-op stages to time the scheduling.
     """
     t0 = time.monotonic()
-    plan = mapping.plan_run(config, force=force)
+    plan = stages.plan_run(config, force=force)
     summary = RunSummary(run_root=plan.run_root, total=len(plan.tiles), skipped=len(plan.done))
     res = config.resources
     init_ray(res.address)
     if plan.todo:
         n_workers = res.num_workers or _default_workers(res.gpus_per_worker)
         n_workers = max(1, min(n_workers, len(plan.todo)))
-        _drive(plan.todo, config, n_workers, summary, progress)
+        _drive(plan.todo, config, n_workers, summary, progress, stages)
     summary.wall_s = time.monotonic() - t0
     if finish:
-        summary.report = mapping.finish_run(config, plan, summary.outcomes, wall_s=summary.wall_s)
+        summary.report = stages.finish_run(config, plan, summary.outcomes, wall_s=summary.wall_s)
     return summary
 
 
@@ -190,11 +195,11 @@ def _drive(
     n_workers: int,
     summary: RunSummary,
     progress: bool,
+    stages: Any,
 ) -> None:
     res = config.resources
-    workers = [
-        TileWorker.options(**_worker_options(config)).remote(config) for _ in range(n_workers)
-    ]
+    opts = _worker_options(config)
+    workers = [TileWorker.options(**opts).remote(config, stages) for _ in range(n_workers)]
     capacity = 1 + res.tiles_per_worker_in_flight
     load: dict[int, int] = dict.fromkeys(range(n_workers), 0)
     pending: deque[tuple[TileSpec, int]] = deque((t, 0) for t in todo)
@@ -213,7 +218,7 @@ def _drive(
                 and len(built) + len(cube_refs) < max_buffer
             ):
                 tile, attempt = pending.popleft()
-                ref = _cube_task.options(name=f"cube:{tile.id}").remote(tile, config)
+                ref = _cube_task.options(name=f"cube:{tile.id}").remote(tile, config, stages)
                 cube_refs[ref] = (tile, attempt)
             # 2. hand built cubes to the least-loaded actor with room
             while built:
@@ -240,7 +245,7 @@ def _drive(
                         _record_failure(summary, tile, exc, bar)
                         continue
                     if cube.status != "ok":
-                        summary.outcomes[tile.id] = mapping.record_empty_or_failed(
+                        summary.outcomes[tile.id] = stages.record_empty_or_failed(
                             tile, cube, config
                         )
                         bar.advance(summary.outcomes[tile.id]["status"])
@@ -252,7 +257,7 @@ def _drive(
                     try:
                         outcome = ray.get(ref)
                     except _LOST as exc:
-                        workers[w] = _replace_worker_if_dead(workers[w], config)
+                        workers[w] = _replace_worker_if_dead(workers[w], config, stages)
                         _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar)
                         continue
                     except RayTaskError as exc:
@@ -287,13 +292,13 @@ def _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar) 
     built.appendleft((tile, attempt + 1, cube))
 
 
-def _replace_worker_if_dead(worker, config: RunConfig):
+def _replace_worker_if_dead(worker, config: RunConfig, stages: Any):
     try:
         ray.get(worker.device.remote(), timeout=120)
         return worker
     except Exception:  # noqa: BLE001 - any failure to answer means: replace it
         ray.kill(worker, no_restart=True)
-        return TileWorker.options(**_worker_options(config)).remote(config)
+        return TileWorker.options(**_worker_options(config)).remote(config, stages)
 
 
 def _record_failure(summary: RunSummary, tile: TileSpec, exc: BaseException, bar) -> None:

@@ -23,7 +23,6 @@ from geoxai.bands import BANDS, CUBE_BANDS
 from geoxai.cube import build_cube, build_tile_cube, solar_day
 from geoxai.errors import CorruptDataError, DataAccessError, NoDataError
 from geoxai.grid import TileSpec
-from tests.test_store import s3_server  # noqa: F401 - moto with a drained log (see there)
 
 KEYS = {b: BANDS[b].common_name for b in CUBE_BANDS}  # B04 -> "red", B8A -> "nir08", SCL -> "scl"
 TILE = TileSpec(32632, col=1000, row=8330, halo_px=4, tile_size_m=600)  # 68 x 68 px

@@ -11,39 +11,7 @@ from affine import Affine
 
 from geoxai import store
 from geoxai.errors import CorruptDataError, IncompleteOutputError, InvalidInputError, StoreError
-from tests.fixtures.net import free_port, stop, wait_http
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto_server on 127.0.0.4 with its log discarded.
-
-    Overrides tests/fixtures/s3.py's fixture of the same name, which pipes the server's log to
-    a pipe nobody reads: after ~64 KB of request log the server blocks and writes hang. Drop
-    this override once that fixture discards or drains the log.
-    """
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    exe = Path(sys.executable).with_name("moto_server")
-    port = free_port("127.0.0.4")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.4", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.4:{port}"
-    try:
-        wait_http(url + "/moto-api/", proc)
-        yield {
-            "endpoint_url": url,
-            "key": "testing-key",
-            "secret": "testing-secret",
-            "region": "us-east-1",
-        }
-    finally:
-        stop(proc)
+from tests.fixtures.net import free_port
 
 
 def _cube(seed: int = 0, *, fail_block: int | None = None) -> xr.DataArray:
