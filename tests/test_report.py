@@ -1,0 +1,176 @@
+"""report.html: the expected sections, counts, failure reasons, timings and embedded images."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
+import matplotlib.image as mpimg
+import pytest
+
+from geoxai.cog import build_mosaics, write_tile_cogs
+from geoxai.outputs import (
+    RunLayout,
+    ZoneGrid,
+    ZoneStore,
+    default_layers,
+    read_records,
+    write_status,
+    write_tile,
+)
+from geoxai.report import render_report, stage_timings, tile_statuses, write_report
+from tests.test_outputs import layers_for, s3_server, small_tile  # noqa: F401 - s3_server fixture
+
+CONFIG = {"name": "demo-run", "year": 2024, "aoi": "4.0,50.0,5.0,51.0", "config_hash": "c0ffee"}
+
+
+class _Page(HTMLParser):
+    """Collects section ids, table cells per section, images and figure attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.cells: dict[str, list[str]] = {}
+        self.images: dict[str, list[bytes]] = {}
+        self.figures: list[dict[str, str]] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a["id"])
+        elif tag in ("td", "th"):
+            self._in_cell = True
+            self.cells.setdefault(self.sections[-1], []).append("")
+        elif tag == "img":
+            src = a["src"]
+            assert src.startswith("data:image/png;base64,")
+            data = base64.b64decode(src.split(",", 1)[1])
+            self.images.setdefault(self.sections[-1], []).append(data)
+        elif tag == "figure" and "data-layer" in a:
+            self.figures.append(a)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.cells[self.sections[-1]][-1] += data
+
+
+def make_run(root: str, *, cogs: bool):
+    layout = RunLayout(root + "/demo-run/2024")
+    tiles = [small_tile(c, r) for r in (20, 21) for c in (10, 11, 12)]
+    zone = ZoneStore.create(layout, ZoneGrid.from_tiles(tiles)[32631], default_layers(("tree",)))
+    done = tiles[:3]
+    for i, t in enumerate(done):
+        layers = layers_for(t)
+        layers["prediction"] = layers["prediction"][:1]
+        record = {
+            "config_hash": "c0ffee",
+            "timings": {"cube_s": 10.0 + i, "predict_s": 2.0 * (i + 1), "asos_s": 5.0},
+        }
+        if cogs:
+            record["cogs"] = write_tile_cogs(layout, zone, t, layers)
+        write_tile(zone, t, layers, record)
+    write_status(
+        layout, tiles[3], "failed", "CorruptDataError: truncated B04", {"config_hash": "x"}
+    )
+    write_status(layout, tiles[4], "empty", "NoDataError: 0 scenes", {"config_hash": "x"})
+    mosaics = build_mosaics(layout, done, list(zone.layers.values())) if cogs else {}
+    plan = SimpleNamespace(tiles=tiles, done=done[:1])  # tiles[0] was done by an earlier run
+    records = read_records(layout)
+    this_run = {r["tile_id"]: r for r in records if r["tile_id"] != tiles[0].id}
+    return layout, tiles, plan, records, this_run, mosaics
+
+
+def _png_shape(data: bytes) -> tuple[int, ...]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return mpimg.imread(io.BytesIO(data), format="png").shape
+
+
+@pytest.mark.parametrize("cogs", [True, False], ids=["from-vrt", "from-zarr"])
+def test_report_sections_counts_and_images(tmp_path, cogs):
+    layout, tiles, plan, records, this_run, mosaics = make_run(str(tmp_path), cogs=cogs)
+    url = write_report(
+        layout, CONFIG, records, plan=plan, this_run=this_run, wall_s=120.0, mosaics=mosaics
+    )
+    assert url == layout.report_url()
+    page = _Page()
+    page.feed(open(url, encoding="utf-8").read())
+    assert page.sections == [
+        "summary",
+        "failures",
+        "timings",
+        "quicklooks",
+        "tile-status",
+        "provenance",
+    ]
+    summary = page.cells["summary"]
+    row = summary[summary.index("tiles total / done / skipped / empty / failed / pending") + 1]
+    assert row == "6 / 2 / 1 / 1 / 1 / 1"
+    assert summary[summary.index("config hash") + 1] == "c0ffee"
+    assert summary[summary.index("tiles per minute (this run)") + 1] == "2.0"  # 4 tiles in 2 min
+    assert summary[summary.index("year") + 1] == "2024"
+    assert summary[summary.index("AOI") + 1] == CONFIG["aoi"]
+    assert summary[summary.index("code version (tiles)") + 1].startswith("geoxai ")
+
+    failures = page.cells["failures"]
+    assert "CorruptDataError: truncated B04" in failures and "NoDataError: 0 scenes" in failures
+    assert tiles[3].id in failures and tiles[4].id in failures
+
+    timings = page.cells["timings"]
+    for stage in ("cube", "predict", "asos"):
+        assert stage in timings
+    i = timings.index("predict")
+    assert timings[i + 1 : i + 5] == ["3", "4.00", "4.00", "5.80"]  # n, mean, median, p95
+
+    assert {(f["data-layer"], f["data-epsg"]) for f in page.figures} == {
+        ("prediction", "32631"),
+        ("asos_sensitivity", "32631"),
+    }
+    for section in ("timings", "quicklooks", "tile-status"):
+        for data in page.images[section]:
+            h, w = _png_shape(data)[:2]
+            assert h > 100 and w > 100
+    assert len(page.images["quicklooks"]) == 2 and len(page.images["tile-status"]) == 1
+
+
+def test_report_on_each_store(store_root):
+    layout, tiles, plan, records, this_run, mosaics = make_run(store_root, cogs=False)
+    url = write_report(layout, CONFIG, records, plan=plan, this_run=this_run, wall_s=60.0)
+    fs = layout.location.filesystem()
+    fs.invalidate_cache()
+    text = fs.cat_file(layout.loc("report.html").path).decode()
+    assert url.endswith("/demo-run/2024/report.html") and "<section id='tile-status'>" in text
+
+
+def test_statuses_and_timings_helpers():
+    a, b, c, d = (small_tile(i, 0) for i in range(4))
+    records = [
+        {"tile_id": a.id, "status": "done", "timings": {"cube_s": 1.0, "bad": "x"}},
+        {"tile_id": b.id, "status": "done", "timings": {"cube_s": 3.0}},
+        {"tile_id": c.id, "status": "failed", "reason": "boom", "timings": {"cube_s": 99.0}},
+    ]
+    st = tile_statuses([a, b, c, d], records, {b.id: records[1]}, done_before=[a])
+    assert {k: v["status"] for k, v in st.items()} == {
+        a.id: "skipped",
+        b.id: "done",
+        c.id: "failed",
+        d.id: "pending",
+    }
+    assert st[c.id]["reason"] == "boom"
+    t = stage_timings(records)
+    assert set(t) == {"cube"}  # failed tiles and non-numbers do not count
+    assert t["cube"]["mean"] == 2.0 and t["cube"]["n"] == 2
+
+
+def test_report_without_outputs_says_so(tmp_path):
+    layout = RunLayout(str(tmp_path / "empty" / "2024"))
+    tiles = [small_tile(1, 1)]
+    html = render_report(layout, CONFIG, [], tiles=tiles, wall_s=None)
+    assert "No outputs to show yet." in html and "No timings recorded" in html
+    assert "pending" in html
