@@ -32,7 +32,7 @@ from typing import Any
 
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.grid import TILE_SIZE_M, tile_from_id
-from geoxai.outputs import RunLayout
+from geoxai.zonestore import RunLayout
 
 __all__ = [
     "COG_MEDIA_TYPE",
@@ -172,7 +172,7 @@ def build_collection(
         items.append(item)
 
     if items:
-        bboxes = [i.bbox for i in items]
+        bboxes = [list(i.bbox) for i in items if i.bbox]
         spatial = [
             min(b[0] for b in bboxes),
             min(b[1] for b in bboxes),
@@ -258,7 +258,7 @@ def write_catalog(
     """
     import pystac
 
-    from geoxai.outputs import upload_file
+    from geoxai.zonestore import upload_file
 
     if mosaics is None:
         mosaics = _find_mosaics(layout)

@@ -31,8 +31,8 @@ import numpy as np
 
 from geoxai.errors import CorruptDataError, InvalidInputError, look_up_option
 from geoxai.grid import TileSpec
-from geoxai.outputs import LayerSpec, RunLayout, ZoneGrid, ZoneStore, upload_file
 from geoxai.store import resolve
+from geoxai.zonestore import LayerSpec, RunLayout, ZoneGrid, ZoneStore, upload_file
 
 __all__ = [
     "COG_BLOCKSIZE",

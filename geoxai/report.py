@@ -31,7 +31,7 @@ import numpy as np
 
 from geoxai.errors import StoreError
 from geoxai.grid import TILE_SIZE_M, TileSpec, tile_from_id
-from geoxai.outputs import RunLayout, ZoneStore, upload_file
+from geoxai.zonestore import RunLayout, ZoneStore, upload_file
 
 __all__ = ["STATUS_COLOURS", "tile_statuses", "stage_timings", "render_report", "write_report"]
 
