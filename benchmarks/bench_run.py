@@ -93,7 +93,11 @@ def bench_noop(n_tiles: int, workers: int) -> dict:
             "stac": {"url": "noop"},
             "store": {"root": "noop"},
             "models": {"prediction": "noop"},
-            "resources": {"num_workers": workers, "cube_tasks_in_flight": 4},
+            "resources": {
+                "num_workers": workers,
+                "cpus_per_worker": 0.5,
+                "cube_tasks_in_flight": 4,
+            },
         }
     )
     t0 = time.perf_counter()

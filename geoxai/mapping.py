@@ -450,13 +450,8 @@ def finish_run(
         zones = {t.epsg for t in done_tiles}
         specs = list(ZoneStore.open(layout, next(iter(zones))).layers.values())
         mosaics = build_mosaics(layout, done_tiles, specs)
-    write_catalog(layout, config, records)
-    return write_report(
-        layout,
-        config,
-        records,
-        plan=plan,
-        this_run=outcomes,
-        wall_s=wall_s,
-        mosaics=mosaics,
+    report = write_report(
+        layout, config, records, plan=plan, this_run=outcomes, wall_s=wall_s, mosaics=mosaics
     )
+    write_catalog(layout, config, records, mosaics=mosaics)  # links report.html: write it first
+    return report

@@ -170,7 +170,8 @@ def run(
     if plan.todo:
         n_workers = res.num_workers or _default_workers(res.gpus_per_worker)
         n_workers = max(1, min(n_workers, len(plan.todo)))
-        _drive(plan.todo, config, n_workers, summary, progress, stages)
+        n_workers, cube_cpus = _fit_to_cluster(n_workers, res.cpus_per_worker)
+        _drive(plan.todo, config, n_workers, summary, progress, stages, cube_cpus)
     summary.wall_s = time.monotonic() - t0
     if finish:
         summary.report = stages.finish_run(config, plan, summary.outcomes, wall_s=summary.wall_s)
@@ -182,6 +183,24 @@ def _default_workers(gpus_per_worker: float) -> int:
     if gpus_per_worker > 0 and resources.get("GPU", 0) > 0:
         return max(1, int(resources["GPU"] // gpus_per_worker))
     return max(1, int(resources.get("CPU", 2) // 2))
+
+
+def _fit_to_cluster(n_workers: int, cpus_per_worker: float) -> tuple[int, float]:
+    """Actors hold their CPUs for the whole run: leave room for the cube tasks, or they would
+    wait forever. Returns ``(actors, CPUs per cube task)``."""
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    fit = max(1, int((cpus - 0.1) // cpus_per_worker))
+    if n_workers > fit:
+        log.warning(
+            "%d tile actors of %.2g CPU would leave no CPU for the cube tasks on a cluster of "
+            "%.3g CPUs; using %d (set resources.cpus_per_worker lower to run more)",
+            n_workers,
+            cpus_per_worker,
+            cpus,
+            fit,
+        )
+        n_workers = fit
+    return n_workers, min(1.0, max(0.1, cpus - n_workers * cpus_per_worker))
 
 
 def _worker_options(config: RunConfig) -> dict[str, Any]:
@@ -196,6 +215,7 @@ def _drive(
     summary: RunSummary,
     progress: bool,
     stages: Any,
+    cube_cpus: float = 1.0,
 ) -> None:
     res = config.resources
     opts = _worker_options(config)
@@ -218,7 +238,9 @@ def _drive(
                 and len(built) + len(cube_refs) < max_buffer
             ):
                 tile, attempt = pending.popleft()
-                ref = _cube_task.options(name=f"cube:{tile.id}").remote(tile, config, stages)
+                ref = _cube_task.options(name=f"cube:{tile.id}", num_cpus=cube_cpus).remote(
+                    tile, config, stages
+                )
                 cube_refs[ref] = (tile, attempt)
             # 2. hand built cubes to the least-loaded actor with room
             while built:
