@@ -433,8 +433,8 @@ def _cover_part(
     s = tile_size_m
     cols = np.arange(math.floor(x0 / s), math.floor(x1 / s) + 1)
     rows = np.arange(math.floor(y0 / s), math.floor(y1 / s) + 1)
-    cc, rr = np.meshgrid(cols, rows)
-    cc, rr = cc.ravel(), rr.ravel()
+    grid_c, grid_r = np.meshgrid(cols, rows)
+    cc, rr = grid_c.ravel(), grid_r.ravel()
     boxes = shapely.box(cc * s, rr * s, (cc + 1) * s, (rr + 1) * s)
     shapely.prepare(proj)
     hit = shapely.intersects(boxes, proj)

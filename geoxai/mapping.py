@@ -373,6 +373,10 @@ def map_and_write(
     from geoxai import store
     from geoxai.outputs import RunLayout, ZoneStore, change_layers, write_tile
 
+    if cube.url is None:
+        raise ValueError(
+            f"tile {tile.id}: map_and_write needs a committed cube (status {cube.status})."
+        )
     t0 = time.monotonic()
     layout = _layout(config)
     raw = store.read_cube(cube.url, storage_options=config.store.storage_options or None)

@@ -158,7 +158,8 @@ def train_temporal(
     net.train()
     for step in range(1, params.steps + 1):
         tile = int(rng.integers(0, len(xs)))
-        origins = _windows(rng, tuple(xs[tile].shape[-2:]), valid[tile], params.batch_size, w)
+        h_px, w_px = xs[tile].shape[-2:]
+        origins = _windows(rng, (h_px, w_px), valid[tile], params.batch_size, w)
         xb = torch.stack([xs[tile][:, :, r : r + w, c0 : c0 + w] for r, c0 in origins])
         yb = torch.stack([ys[tile][r : r + w, c0 : c0 + w] for r, c0 in origins])
         mb = torch.stack([ms[tile][r : r + w, c0 : c0 + w] for r, c0 in origins])
