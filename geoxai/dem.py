@@ -125,7 +125,9 @@ def slope_degrees(elevation: np.ndarray, resolution_m: float) -> np.ndarray:
     g, h, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
     dzdx = ((c + 2 * f + i) - (a + 2 * d + g)) / (8.0 * resolution_m)
     dzdy = ((g + 2 * h + i) - (a + 2 * b + c)) / (8.0 * resolution_m)
-    return np.degrees(np.arctan(np.hypot(dzdx, dzdy))).astype(np.float32)
+    centre_void = ~np.isfinite(z[1:-1, 1:-1])  # Horn's kernel skips the centre; a void has none
+    slope = np.degrees(np.arctan(np.hypot(dzdx, dzdy)))
+    return np.where(centre_void, np.nan, slope).astype(np.float32)
 
 
 def fill_voids(elevation: np.ndarray, radius_px: int) -> tuple[np.ndarray, np.ndarray]:
