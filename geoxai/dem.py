@@ -180,6 +180,34 @@ def _nodata_of(item: pystac.Item, asset: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _stack(plain: list[dict], ext: TileSpec, params: DemParams) -> xr.DataArray:
+    """``(time, y, x)`` float32 stack of the DEM items on the extended grid (lazy)."""
+    import stackstac
+    from rasterio.enums import Resampling
+
+    from geoxai.cube import _CheckedReader
+
+    return stackstac.stack(
+        plain,
+        assets=[params.asset],
+        epsg=ext.epsg,
+        resolution=ext.resolution_m,
+        bounds=ext.bounds,
+        snap_bounds=False,
+        resampling=Resampling[params.resampling],
+        chunksize=(1, 1, 2048, 2048),
+        dtype=np.dtype("float32"),
+        fill_value=np.float32(np.nan),
+        rescale=False,
+        sortby_date=False,
+        xy_coords="center",
+        properties=False,
+        band_coords=False,
+        errors_as_nodata=(),
+        reader=_CheckedReader,
+    ).isel(band=0)
+
+
 def build_dem(
     items: Sequence[pystac.Item | Mapping[str, Any]],
     tile: TileSpec,
@@ -200,11 +228,6 @@ def build_dem(
         NoDataError: no items.
         InvalidInputError: an item without the elevation asset (names it and the asset).
     """
-    import stackstac
-    from rasterio.enums import Resampling
-
-    from geoxai.cube import _CheckedReader
-
     if not items:
         raise NoDataError(f"Tile {tile.id}: no DEM item; the tile gets a flagged nodata slope.")
     norm = []
@@ -225,25 +248,10 @@ def build_dem(
     plain = [it.to_dict(include_self_link=False, transform_hrefs=False) for it in norm]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
-        stack = stackstac.stack(
-            plain,
-            assets=[params.asset],
-            epsg=ext.epsg,
-            resolution=ext.resolution_m,
-            bounds=ext.bounds,
-            snap_bounds=False,
-            resampling=Resampling[params.resampling],
-            chunksize=(1, 1, 2048, 2048),
-            dtype=np.dtype("float32"),
-            fill_value=np.float32(np.nan),
-            rescale=False,
-            sortby_date=False,
-            xy_coords="center",
-            properties=False,
-            band_coords=False,
-            errors_as_nodata=(),
-            reader=_CheckedReader,
-        ).isel(band=0)
+        try:
+            stack = _stack(plain, ext, params)
+        except ValueError as exc:  # stackstac: no item overlaps the bounds
+            raise NoDataError(f"Tile {tile.id}: no DEM item overlaps it ({exc}).") from exc
     voids = set(params.void_values)
     for it in norm:
         nd = _nodata_of(it, params.asset)

@@ -486,9 +486,17 @@ def build_s1_cube(
                 f"Tile {tile.id}: none of the {len(chosen)} Sentinel-1 items has {pol}; request "
                 "the polarisations the collection has (S1Params.polarizations)."
             )
-        # stackstac fills an asset that an item lacks with NaN (policy "nan")
-        da = _to_power(_stack_pol(chosen, tile, pol, params).isel(band=0), chosen, pol, params)
-        layers.append(xr.DataArray(da.data, dims=("time", "y", "x")))
+        # stackstac fills an asset that an item lacks with NaN (policy "nan") and leaves out
+        # items whose footprint misses the tile: align its result on the item ids
+        try:
+            st = _stack_pol(chosen, tile, pol, params).isel(band=0)
+        except ValueError as exc:  # stackstac: no item overlaps the bounds
+            raise NoDataError(f"Tile {tile.id}: no Sentinel-1 item overlaps it ({exc}).") from exc
+        ids = [str(v) for v in np.atleast_1d(st["id"].values)]
+        byid = {it.id: it for it in chosen}
+        da = _to_power(st, [byid[i] for i in ids], pol, params)
+        da = xr.DataArray(da.data, dims=("time", "y", "x"), coords={"time": ids})
+        layers.append(da.reindex(time=[it.id for it in chosen]).drop_vars("time"))
     data = xr.concat(layers, dim="band").transpose("time", "band", "y", "x")
     cube = xr.DataArray(
         data.data,
