@@ -1,4 +1,4 @@
-"""Weighted Whittaker: batched banded solve == dense solve; numpy == torch; bad input."""
+"""Weighted Whittaker: batched banded solve == dense solve; numba == numpy == torch; bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.whittaker import difference_penalty_bands, whittaker, whittaker_torch
+from geoxai.whittaker import HAVE_NUMBA, difference_penalty_bands, whittaker, whittaker_torch
+
+ENGINES = [
+    "numpy",
+    pytest.param("numba", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="no numba")),
+]
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
 
 
 def dense_solve(y: np.ndarray, w: np.ndarray, lam: float, order: int) -> np.ndarray:
@@ -35,11 +41,12 @@ def random_case(seed: int, n: int = 60, nb: int = 3, npx: int = 80):
     return y, w
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("order", [1, 2, 3])
 @pytest.mark.parametrize("lam", [1.0, 100.0, 2700.0])
-def test_banded_equals_dense_solve(order, lam):
+def test_banded_equals_dense_solve(order, lam, engine):
     y, w = random_case(order * 7 + int(lam))
-    res = whittaker(y, w, lam, order, chunk=32)  # several chunks
+    res = whittaker(y, w, lam, order, chunk=32, engine=engine)  # several chunks / blocks
     npos = (w > 0).sum(axis=0)
     assert np.array_equal(res.valid, npos >= order)
     for j in np.nonzero(res.valid)[0]:
@@ -50,13 +57,45 @@ def test_banded_equals_dense_solve(order, lam):
     assert res.valid[43] == (order == 1)
 
 
-def test_two_d_input_and_min_points():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_two_d_input_and_min_points(engine):
     y, w = random_case(1, nb=1)
-    res2 = whittaker(y[:, 0, :], w, 100.0)
-    res3 = whittaker(y, w, 100.0)
+    res2 = whittaker(y[:, 0, :], w, 100.0, engine=engine)
+    res3 = whittaker(y, w, 100.0, engine=engine)
     np.testing.assert_array_equal(res2.z, res3.z[:, 0, :])
-    strict = whittaker(y, w, 100.0, min_points=10)
+    strict = whittaker(y, w, 100.0, min_points=10, engine=engine)
     assert np.array_equal(strict.valid, (w > 0).sum(axis=0) >= 10)
+
+
+@needs_numba
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("n", [31, 91])
+def test_numba_engine_is_bit_identical_to_numpy(order, n):
+    """Same operations in the same order (no fastmath, no FMA): equal to the last bit, across
+    block edges (npx not a multiple of the block), with float32 and strided inputs."""
+    y, w = random_case(n + order, n=n, nb=4, npx=1111)
+    w[:, 1000:1005] = 0.0  # nodata pixels inside a block
+    ref = whittaker(y, w, 370.0, order, engine="numpy", chunk=100)
+    got = whittaker(y, w, 370.0, order, engine="numba")
+    assert np.array_equal(got.valid, ref.valid)
+    np.testing.assert_array_equal(got.z, ref.z)  # NaN == NaN here
+    y32 = y.astype(np.float32)
+    ref32 = whittaker(y32[:, 1:3, 7:], w[:, 7:], 370.0, order, engine="numpy")
+    got32 = whittaker(y32[:, 1:3, 7:], w[:, 7:], 370.0, order, engine="numba", threads=1)
+    np.testing.assert_array_equal(got32.z, ref32.z)
+    assert np.array_equal(got32.valid, ref32.valid)
+
+
+def test_numba_engine_threads_and_int_values_agree():
+    if not HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 10_000, size=(30, 2, 700))  # DN-like integers are cast to float64
+    w = (rng.random((30, 700)) > 0.5).astype(np.float64)
+    ref = whittaker(y, w, 50.0, engine="numpy")
+    for threads in (1, 2, 64):
+        got = whittaker(y, w, 50.0, engine="numba", threads=threads)
+        np.testing.assert_array_equal(got.z, ref.z)
 
 
 @given(
@@ -135,6 +174,17 @@ def test_bad_lambda_is_a_config_error(lam):
         whittaker_torch(torch.zeros(10, 2), torch.ones(10, 2), lam)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nan_under_positive_weight_is_an_error(engine):
+    y = np.zeros((10, 3, 2))
+    y[3, 2, 1] = np.inf
+    with pytest.raises(InvalidInputError, match="NaN/inf where the weight is positive"):
+        whittaker(y, np.ones((10, 2)), 10.0, engine=engine)
+    w = np.ones((10, 2))
+    w[3, 1] = 0.0
+    assert whittaker(y, w, 10.0, engine=engine).valid.all()  # under zero weight: ignored
+
+
 def test_bad_inputs_are_typed_errors():
     with pytest.raises(InvalidInputError, match="weights must be finite"):
         whittaker(np.zeros((10, 2)), -np.ones((10, 2)), 10.0)
@@ -142,6 +192,8 @@ def test_bad_inputs_are_typed_errors():
     y[3, 1] = np.nan
     with pytest.raises(InvalidInputError, match="NaN/inf where the weight is positive"):
         whittaker(y, np.ones((10, 2)), 10.0)
+    with pytest.raises(ConfigError, match="engine"):
+        whittaker(np.zeros((10, 2)), np.ones((10, 2)), 10.0, engine="rust")
     with pytest.raises(InvalidInputError, match="disagree"):
         whittaker(np.zeros((10, 3)), np.ones((9, 3)), 10.0)
     with pytest.raises(InvalidInputError, match="too short"):
