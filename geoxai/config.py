@@ -6,7 +6,7 @@ its :meth:`RunConfig.output_hash` (everything that changes pixels, nothing that 
 where or how fast they are computed) is recorded in every per-tile record; a rerun skips tiles
 whose record carries the same hash.
 
-Example (``examples/demo.yaml`` is the one the demo writes)::
+Example (``demo-output/run.yaml``, written by ``geoxai demo``, is a complete one)::
 
     name: belgium-2024
     aoi: BEL                 # bbox "minlon,minlat,maxlon,maxlat", GeoJSON file or ISO 3166 code
@@ -91,6 +91,13 @@ class ProcessingConfig(_Strict):
     """Per-tile processing parameters (they change pixels, so they enter the output hash)."""
 
     halo_px: int = Field(64, ge=0, le=300, description="Context pixels around each tile core.")
+    tile_size_m: int = Field(
+        6000,
+        ge=200,
+        le=60000,
+        multiple_of=20,
+        description="Tile core edge, metres (6,000 = the standard grid; smaller for tests).",
+    )
     smoothing: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of geoxai.temporal parameters."
     )

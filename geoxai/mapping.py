@@ -32,6 +32,7 @@ from geoxai.errors import (
     ConfigError,
     DataAccessError,
     InvalidInputError,
+    ModelBundleError,
     NoDataError,
     StacError,
     StoreError,
@@ -48,6 +49,7 @@ __all__ = [
     "stage_cube",
     "load_models",
     "asos_composite",
+    "features_with_grid",
     "map_tile",
     "map_and_write",
     "record_empty_or_failed",
@@ -127,10 +129,10 @@ def _date_range(config: RunConfig) -> tuple[str, str]:
 
 
 def _tiles(config: RunConfig) -> list[TileSpec]:
-    halo = config.processing.halo_px
-    tiles = cover_aoi(config.aoi, halo)
+    halo, size = config.processing.halo_px, config.processing.tile_size_m
+    tiles = cover_aoi(config.aoi, halo, tile_size_m=size)
     if config.tiles:
-        wanted = {tile_from_id(t).id for t in config.tiles}
+        wanted = {tile_from_id(t, tile_size_m=size).id for t in config.tiles}
         unknown = wanted - {t.id for t in tiles}
         if unknown:
             raise ConfigError(
@@ -246,7 +248,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
             max_cloud=config.stac.max_cloud,
         )
         cube = build_cube(items, tile, start=start, end=end)
-        ids = tuple(str(i) for i in cube["id"].values)
+        ids = tuple(str(i) for i in cube.attrs.get("item_ids") or cube["id"].values)
         marker = store.write_dataset(
             cube, url, storage_options=so, overwrite=True, extra={"query": sig, "item_ids": ids}
         )
@@ -302,6 +304,17 @@ def load_models(config: RunConfig) -> TileModels:
     return models
 
 
+GRID_ATTRS = ("crs", "transform", "tile_id", "halo_px", "resolution_m")
+
+
+def features_with_grid(ds: Any) -> Any:
+    """``ds["features"]`` of :func:`geoxai.temporal.preprocess` carrying the tile grid attrs
+    (``crs``, ``transform`` ...) that the inference lattice needs."""
+    features = ds["features"]
+    features.attrs.update({k: ds.attrs[k] for k in GRID_ATTRS if k in ds.attrs})
+    return features
+
+
 def asos_composite(features: Any, bands: tuple[str, ...]) -> np.ndarray:
     """The ASOS network's input for a tile: per-pixel median over the year of the smoothed
     reflectance of ``bands``; ``(len(bands), H, W)`` float32, NaN on nodata pixels."""
@@ -330,8 +343,9 @@ def map_tile(
     valid = np.asarray(ds["valid"].values, dtype=bool)
     rs, cs = tile.core_slice
 
+    features = features_with_grid(ds)
     t = time.monotonic()
-    pred = models.prediction.predict_dataset(ds["features"], valid)
+    pred = models.prediction.predict_dataset(features, valid)
     timings["predict_s"] = time.monotonic() - t
     p = np.asarray(pred["prediction"].values, dtype=np.float32)[:, rs, cs]
     layers: dict[str, np.ndarray] = {"prediction": p[0] if p.shape[0] == 1 else p}
@@ -340,7 +354,7 @@ def map_tile(
         from geoxai.asos import asos_map
 
         t = time.monotonic()
-        image = asos_composite(ds["features"], tuple(models.asos.spec.inputs.features))
+        image = asos_composite(features, tuple(models.asos.spec.inputs.features))
         image[:, ~valid] = np.nan
         sens, _ = asos_map(
             models.asos.net,
@@ -382,7 +396,14 @@ def map_and_write(
     raw = store.read_cube(cube.url, storage_options=config.store.storage_options or None)
     raw = raw.load()
     timings = {"cube_s": cube.seconds, "read_s": time.monotonic() - t0}
-    layers, t_map, info = map_tile(raw, tile, models, config)
+    try:
+        layers, t_map, info = map_tile(raw, tile, models, config)
+    except (StacError, StoreError):
+        raise  # transient: the driver retries the tile
+    except NoDataError as exc:  # e.g. no pixel with enough clear observations
+        return _status(layout, tile, "empty", exc, cube, config, timings)
+    except (DataAccessError, InvalidInputError, ModelBundleError) as exc:
+        return _status(layout, tile, "failed", exc, cube, config, timings)
     timings.update(t_map)
     if config.baseline:
         try:
@@ -414,6 +435,30 @@ def map_and_write(
     out = write_tile(zone, tile, layers, record)
     out.setdefault("timings", {})["write_s"] = time.monotonic() - t
     return out
+
+
+def _status(
+    layout: Any,
+    tile: TileSpec,
+    status: str,
+    exc: BaseException,
+    cube: CubeStage,
+    config: RunConfig,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    from geoxai.outputs import write_status
+
+    return write_status(
+        layout,
+        tile,
+        status,
+        _one_line(exc),
+        {
+            "config_hash": config.output_hash(),
+            "input_items": list(cube.item_ids),
+            "timings": timings,
+        },
+    )
 
 
 def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> dict[str, Any]:
