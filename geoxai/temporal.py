@@ -653,9 +653,9 @@ def fuse(
     )
     ds["valid_optical"] = features["valid"]
     if s1 is not None:
-        for v in ("s1_valid", "s1_n_obs", "s1_flags"):
-            if v in s1:
-                ds[v] = (("y", "x"), s1[v].values)
+        for layer in ("s1_valid", "s1_n_obs", "s1_flags"):
+            if layer in s1:
+                ds[layer] = (("y", "x"), s1[layer].values)
         if "s1_valid" in s1:
             ds["valid"] = (("y", "x"), features["valid"].values | s1["s1_valid"].values)
         ds.attrs["s1_items"] = list(s1.attrs.get("item_ids", []))
