@@ -25,6 +25,14 @@ Pieces (after MONAI's Splitter / importance map / Merger):
 input to keep 158 px). The default ``sigma`` follows the reference's ratio, 36 px for a 158 px
 window (``sigma = window * 36 / 158``).
 
+Cost: on CPU the windows are cut by numpy slice copies into one reused batch buffer and merged
+by numpy in-place slice adds (a window is a slice, not a scatter; the Gaussian itself is the
+weight map of a fully valid window). numpy runs these small operations on the calling thread,
+whereas each small torch operation wakes the intra-op thread pool, which on a busy machine costs
+milliseconds; with the built-in TemporalUNet the total is within ~10 % of the bare forward
+passes (benchmarks/bench_blending.py). Accelerators gather with one indexing op per batch and
+merge with one scatter-add.
+
 Exactness: accumulation is in float64 and the result is rounded to float32 once, so a model that
 returns its input comes back bit-exact in float32 (the float64 relative error of the weighted
 mean, ~1e-16, is far below half a float32 ulp).
@@ -298,6 +306,9 @@ class WindowMerger:
                 f"merger expects ({o.shape[0]}, {self.k}, {self.window}, {self.window}) window "
                 f"outputs, got {tuple(preds.shape)}."
             )
+        if dev.type == "cpu" and dt == torch.float64:
+            self._add_cpu(o.tolist(), _as_numpy(preds), _as_numpy(weights))
+            return
         p = preds.to(device=dev, dtype=dt)
         wt = weights.to(device=dev, dtype=dt)
         bad = ~torch.isfinite(p).all(dim=1)
@@ -319,6 +330,39 @@ class WindowMerger:
         wp = (p * wt[:, None]).permute(1, 0, 2, 3).reshape(self.k, -1)
         self.num.index_add_(1, idx, wp)
 
+    def _add_cpu(
+        self,
+        origins: list[list[int]],
+        preds: np.ndarray,
+        weights: np.ndarray | Sequence[np.ndarray],
+    ) -> None:
+        """CPU merge: per window one in-place slice add of ``w`` and of ``w * p`` (float64).
+
+        numpy ops run on the calling thread (no thread-pool wake-up per small op, which costs
+        milliseconds on a loaded machine); a window is a slice, so there is no scatter.
+        ``weights`` is ``(B, window, window)`` or a sequence of B such maps (shared maps are
+        fine). Non-finite outputs get no weight, exactly as in the general path.
+        """
+        num = self.num.numpy().reshape(self.k, self._ph, self._pw)
+        den = self.den.numpy().reshape(self._ph, self._pw)
+        n, pad = self.window, self._pad
+        tmp = np.empty((self.k, n, n), dtype=np.float64)
+        # a float64 sum of float32/float64 values is finite iff every value is finite (float32
+        # values cannot overflow it; float64 ones may, which only sends us to the slow check)
+        all_finite = bool(np.isfinite(preds.sum(dtype=np.float64)))
+        for j, (r, c) in enumerate(origins):
+            wt = weights[j]
+            pj = preds[j]
+            if not all_finite:
+                bad = ~np.isfinite(pj).all(axis=0)
+                if bad.any():
+                    wt = np.where(bad, 0.0, wt)
+                    pj = np.where(np.isfinite(pj), pj, 0.0)
+            r, c = r + pad, c + pad
+            den[r : r + n, c : c + n] += wt
+            np.multiply(pj, wt, out=tmp)
+            num[:, r : r + n, c : c + n] += tmp
+
     def finalize(self) -> Blended:
         """Weighted mean ``(K, H, W)`` float32 (NaN where no weight) and weight sum ``(H, W)``."""
         pad = self._pad
@@ -329,6 +373,15 @@ class WindowMerger:
             values=out.to(torch.float32).cpu().numpy(),
             weight=den.to(torch.float32).cpu().numpy(),
         )
+
+
+def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a numpy array without a copy where possible (bf16/fp16 -> float32)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if x.dtype in (torch.bfloat16, torch.float16):
+        x = x.to(torch.float32)
+    return x.detach().cpu().numpy()
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -431,21 +484,42 @@ def predict_windows(
     origins, kept_valid = origins[live.cpu().numpy()], kept_valid[live]
     gauss = _weights_tensor(win, float(p.sigma_px), str(dev), torch.float64)
 
-    # interior windows are gathered from a strided view in one indexing op
-    view = t.unfold(2, n, 1).unfold(3, n, 1).permute(2, 3, 0, 1, 4, 5)  # (h-n+1, w-n+1, T, C, n, n)
     r0 = origins[:, 0] - ctx
     c0 = origins[:, 1] - ctx
     inside = (r0 >= 0) & (c0 >= 0) & (r0 + n <= h) & (c0 + n <= w)
+    total = len(origins)
+    # CPU: numpy slice copies into one reused batch buffer and a numpy slice merge; numpy ops
+    # run on this thread, so no per-op thread-pool wake-ups (milliseconds each on a loaded
+    # machine) and no per-batch allocations (page faults); the model gets the same batches
+    fast = dev.type == "cpu" and t.dtype in (torch.float16, torch.float32, torch.float64)
+    if fast:
+        xs = t.detach().numpy()
+        buf = np.empty((min(p.batch_size, total), n_t, n_c, n, n), dtype=xs.dtype)
+        g64 = gauss.numpy()
+        kv = kept_valid.numpy()
+        full = kv.reshape(total, -1).all(axis=1)
+    else:  # interior windows are gathered from a strided view in one indexing op
+        view = t.unfold(2, n, 1).unfold(3, n, 1).permute(2, 3, 0, 1, 4, 5)  # (h', w', T, C, n, n)
 
     merger: WindowMerger | None = None
-    total = len(origins)
     ac = _AUTOCAST.get(autocast or "")
     with torch.inference_mode():
         for start in range(0, total, p.batch_size):
             sl = slice(start, min(start + p.batch_size, total))
             b = sl.stop - sl.start
             ins = inside[sl]
-            if ins.all():
+            if fast:
+                bt = buf[:b]
+                for j in range(b):
+                    rr, cc = int(r0[start + j]), int(c0[start + j])
+                    if ins[j]:
+                        bt[j] = xs[:, :, rr : rr + n, cc : cc + n]
+                    else:  # edge window: zeros outside the array
+                        ya, yb, xa, xb = max(rr, 0), min(rr + n, h), max(cc, 0), min(cc + n, w)
+                        bt[j] = 0
+                        bt[j, :, :, ya - rr : yb - rr, xa - cc : xb - cc] = xs[:, :, ya:yb, xa:xb]
+                batch = torch.from_numpy(bt)
+            elif ins.all():
                 batch = view[
                     torch.as_tensor(r0[sl], device=dev), torch.as_tensor(c0[sl], device=dev)
                 ]
@@ -471,7 +545,11 @@ def predict_windows(
             out = _crop_output(out, b, p)
             if merger is None:
                 merger = WindowMerger(int(out.shape[1]), (h, w), win, device=dev)
-            merger.add(origins[sl], out, kept_valid[sl] * gauss)
+            if fast:  # the Gaussian itself for fully valid windows (no product, no copy)
+                wts = [g64 if full[i] else kv[i] * g64 for i in range(sl.start, sl.stop)]
+                merger._add_cpu(origins[sl].tolist(), _as_numpy(out), wts)
+            else:
+                merger.add(origins[sl], out, kept_valid[sl] * gauss)
             if progress is not None:
                 progress(sl.stop, total)
     if merger is None:  # pragma: no cover - live windows exist whenever a pixel is valid
