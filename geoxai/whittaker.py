@@ -216,12 +216,12 @@ def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-un
         dinv = np.empty((n, m))
         piv = np.empty((n, m))
         bb = np.empty((n, m))
+        cnt = np.zeros(m, dtype=np.int64)
+        for i in range(n):  # row order: contiguous, vectorized
+            for q in range(m):
+                cnt[q] += w[i, s + q] > 0
         for q in range(m):
-            cnt = 0
-            for i in range(n):
-                if w[i, s + q] > 0:
-                    cnt += 1
-            ok[q] = cnt >= need
+            ok[q] = cnt[q] >= need
         for i in range(n):
             for q in range(m):
                 wc[i, q] = w[i, s + q] if ok[q] else 1.0  # dummy weights keep it regular
@@ -248,12 +248,10 @@ def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-un
                     piv[i, q] = piv[i, q] - low[k, i, q] * low[k, i, q] * piv[i - k, q]
             for q in range(m):
                 dinv[i, q] = 1.0 / piv[i, q]
+        for i in range(n):
+            for q in range(m):
+                ok[q] = ok[q] and piv[i, q] > 0
         for q in range(m):
-            if ok[q]:
-                for i in range(n):
-                    if not piv[i, q] > 0:
-                        ok[q] = False
-                        break
             valid[s + q] = ok[q]
         nbad = 0
         for c in range(nb):
