@@ -33,7 +33,9 @@ which the system is singular) comes back as NaN with ``valid = False``; it is ne
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -305,6 +307,32 @@ def _numba_threads(threads: int | None) -> int:
     return max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
 
 
+_KERNEL_LOCK = threading.Lock()
+
+
+def _run_kernel(*args: Any) -> int:
+    """Run the compiled kernel with the requested threads (restored afterwards).
+
+    numba's "workqueue" threading layer (the one left when neither TBB nor OpenMP is usable)
+    aborts the process on concurrent parallel launches, so calls are serialized unless the
+    layer is known to be thread-safe; the kernel releases the GIL either way.
+    """
+    import numba
+
+    *kargs, threads = args
+    try:
+        safe = numba.threading_layer() in ("tbb", "omp")
+    except ValueError:  # no parallel kernel has run yet: layer unknown
+        safe = False
+    with contextlib.nullcontext() if safe else _KERNEL_LOCK:
+        before = numba.get_num_threads()
+        numba.set_num_threads(_numba_threads(threads))
+        try:
+            return int(_smooth_blocks_nb(*kargs))
+        finally:
+            numba.set_num_threads(before)
+
+
 def whittaker(
     y: np.ndarray,
     w: np.ndarray,
@@ -363,14 +391,7 @@ def whittaker(
     if HAVE_NUMBA and engine != "numpy":
         if yv.dtype not in (np.float32, np.float64):
             yv = yv.astype(np.float64)
-        import numba
-
-        before = numba.get_num_threads()
-        numba.set_num_threads(_numba_threads(threads))
-        try:
-            nbad = _smooth_blocks_nb(yv, w, bands, float(lambda_), need, _block_px(n), z, valid)
-        finally:
-            numba.set_num_threads(before)
+        nbad = _run_kernel(yv, w, bands, float(lambda_), need, _block_px(n), z, valid, threads)
         if nbad:
             raise InvalidInputError(_NAN_UNDER_WEIGHT)
         return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)

@@ -200,3 +200,16 @@ def test_bad_inputs_are_typed_errors():
         whittaker(np.zeros((2, 3)), np.ones((2, 3)), 10.0)
     with pytest.raises(ConfigError, match="order"):
         whittaker(np.zeros((10, 3)), np.ones((10, 3)), 10.0, order=0)
+
+
+@needs_numba
+def test_numba_engine_concurrent_calls_from_threads():
+    """Several Python threads smoothing at once (e.g. a threaded caller): same results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [random_case(20 + i, nb=2, npx=600) for i in range(4)]
+    want = [whittaker(y, w, 100.0, engine="numpy").z for y, w in cases]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: whittaker(c[0], c[1], 100.0, engine="numba").z, cases))
+    for g, ref in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, ref)
