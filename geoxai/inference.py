@@ -498,7 +498,7 @@ def predict_windows(
         buf = np.empty((min(p.batch_size, total), n_t, n_c, n, n), dtype=xs.dtype)
         g64 = gauss.numpy()
         kv = kept_valid.numpy()
-        full = kv.reshape(total, -1).all(axis=1)
+        full = np.asarray(kv.reshape(total, -1).all(axis=1), dtype=bool)  # (N,) wholly valid
     else:  # interior windows are gathered from a strided view in one indexing op
         view = t.unfold(2, n, 1).unfold(3, n, 1).permute(2, 3, 0, 1, 4, 5)  # (h', w', T, C, n, n)
 
@@ -520,14 +520,14 @@ def predict_windows(
                 batch = tbuf[:b]
             elif fast:
                 bt = buf[:b]
-                for j in range(b):
-                    rr, cc = int(r0[start + j]), int(c0[start + j])
-                    if ins[j]:
-                        bt[j] = xs[:, :, rr : rr + n, cc : cc + n]
+                for k in range(b):
+                    rr, cc = int(r0[start + k]), int(c0[start + k])
+                    if ins[k]:
+                        bt[k] = xs[:, :, rr : rr + n, cc : cc + n]
                     else:  # edge window: zeros outside the array
                         ya, yb, xa, xb = max(rr, 0), min(rr + n, h), max(cc, 0), min(cc + n, w)
-                        bt[j] = 0
-                        bt[j, :, :, ya - rr : yb - rr, xa - cc : xb - cc] = xs[:, :, ya:yb, xa:xb]
+                        bt[k] = 0
+                        bt[k, :, :, ya - rr : yb - rr, xa - cc : xb - cc] = xs[:, :, ya:yb, xa:xb]
                 batch = tbuf[:b]
             elif ins.all():
                 batch = view[

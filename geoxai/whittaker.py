@@ -304,7 +304,8 @@ def _numba_threads(threads: int | None) -> int:
     if threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
         threads = int(env) if env.isdigit() and int(env) > 0 else numba.get_num_threads()
-    return max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    pool = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    return max(1, min(int(threads), pool))
 
 
 _KERNEL_LOCK = threading.Lock()
