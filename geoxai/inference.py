@@ -25,13 +25,15 @@ Pieces (after MONAI's Splitter / importance map / Merger):
 input to keep 158 px). The default ``sigma`` follows the reference's ratio, 36 px for a 158 px
 window (``sigma = window * 36 / 158``).
 
-Cost: on CPU the windows are cut by numpy slice copies into one reused batch buffer and merged
-by numpy in-place slice adds (a window is a slice, not a scatter; the Gaussian itself is the
-weight map of a fully valid window). numpy runs these small operations on the calling thread,
-whereas each small torch operation wakes the intra-op thread pool, which on a busy machine costs
-milliseconds; with the built-in TemporalUNet the total is within ~10 % of the bare forward
-passes (benchmarks/bench_blending.py). Accelerators gather with one indexing op per batch and
-merge with one scatter-add.
+Cost: on CPU everything around the model call runs in numpy on the calling thread: masks,
+window counts (a summed-area table), slice copies of the windows into one reused batch buffer,
+the merge by in-place slice adds (a window is a slice, not a scatter; a fully valid window's
+weight map is the Gaussian itself) and the final division. Each small torch operation wakes the
+intra-op thread pool, which costs milliseconds (over 100 ms measured) when other processes hold
+the cores; numpy has no pool. With the built-in TemporalUNet the total stays within ~5 % of
+the bare forward passes (benchmarks/bench_blending.py). Accelerators, and dtypes numpy lacks
+(bfloat16), take the general path: one indexing op per batch to gather, one scatter-add to merge.
+The two paths do the same float64 arithmetic (tests/test_inference.py checks them bit for bit).
 
 Exactness: accumulation is in float64 and the result is rounded to float32 once, so a model that
 returns its input comes back bit-exact in float32 (the float64 relative error of the weighted
@@ -284,8 +286,13 @@ class WindowMerger:
         self._pw = self.w + 2 * pad
         self._ph = self.h + 2 * pad
         self._pad = pad
-        self.num = torch.zeros((self.k, self._ph * self._pw), dtype=dtype, device=device)
-        self.den = torch.zeros((self._ph * self._pw,), dtype=dtype, device=device)
+        if torch.device(device).type == "cpu" and dtype == torch.float64:
+            # np.zeros maps lazily zeroed pages: no fill pass, no thread-pool wake-up
+            self.num = torch.from_numpy(np.zeros((self.k, self._ph * self._pw)))
+            self.den = torch.from_numpy(np.zeros((self._ph * self._pw,)))
+        else:
+            self.num = torch.zeros((self.k, self._ph * self._pw), dtype=dtype, device=device)
+            self.den = torch.zeros((self._ph * self._pw,), dtype=dtype, device=device)
         d = torch.arange(window, device=device)
         self._offs = (d[:, None] * self._pw + d[None, :]).reshape(-1)
 
@@ -366,6 +373,15 @@ class WindowMerger:
     def finalize(self) -> Blended:
         """Weighted mean ``(K, H, W)`` float32 (NaN where no weight) and weight sum ``(H, W)``."""
         pad = self._pad
+        if self.num.device.type == "cpu":  # same IEEE ops in numpy, on this thread
+            nn_ = self.num.numpy().reshape(self.k, self._ph, self._pw)
+            dn = self.den.numpy().reshape(self._ph, self._pw)[
+                pad : pad + self.h, pad : pad + self.w
+            ]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                q = nn_[:, pad : pad + self.h, pad : pad + self.w] / dn
+            vals = np.where(dn > 0, q, np.nan).astype(np.float32)
+            return Blended(values=vals, weight=dn.astype(np.float32))
         num = self.num.view(self.k, self._ph, self._pw)[:, pad : pad + self.h, pad : pad + self.w]
         den = self.den.view(self._ph, self._pw)[pad : pad + self.h, pad : pad + self.w]
         out = torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
@@ -450,22 +466,40 @@ def predict_windows(
         raise ConfigError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
 
     t = t.to(dev)
-    # NaN/inf anywhere in a pixel's series makes its sum non-finite: one pass, no bool cube
-    finite = torch.isfinite(t.sum(dim=(0, 1)))  # (H, W)
-    ok = finite
+    vm: torch.Tensor | None = None
     if valid is not None:
         vm = torch.as_tensor(np.asarray(valid) if not isinstance(valid, torch.Tensor) else valid)
         if tuple(vm.shape) != (h, w):
             raise InvalidInputError(
                 f"valid mask has shape {tuple(vm.shape)}, expected the array's (H, W) = ({h}, {w})."
             )
-        ok = ok & vm.to(device=dev, dtype=torch.bool)
-    if not bool(ok.any()):
+    # CPU: masks, window gathering (slice copies into one reused batch buffer), merge and
+    # finalize run in numpy on this thread. Every small torch op wakes the intra-op thread
+    # pool, which costs milliseconds (100+ ms measured) when other processes hold the cores;
+    # numpy has no pool, and the reused buffer avoids per-batch allocations. The model gets
+    # the same batches and the merge does the same float64 operations as the general path.
+    fast = dev.type == "cpu" and t.dtype in (torch.float16, torch.float32, torch.float64)
+    # NaN/inf anywhere in a pixel's series makes its sum non-finite: one pass, no bool cube
+    if fast:
+        xs = t.detach().numpy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            acc = np.float64 if xs.dtype == np.float64 else np.float32  # fp16: no overflow
+            finite_np = np.isfinite(xs.sum(axis=(0, 1), dtype=acc))  # (H, W)
+        ok_np = finite_np if vm is None else finite_np & vm.cpu().numpy().astype(bool)
+        any_ok, all_finite = bool(ok_np.any()), bool(finite_np.all())
+    else:
+        finite = torch.isfinite(t.sum(dim=(0, 1)))  # (H, W)
+        ok = finite if vm is None else finite & vm.to(device=dev, dtype=torch.bool)
+        any_ok, all_finite = bool(ok.any()), bool(finite.all())
+    if not any_ok:
         raise NoDataError(
             f"No valid pixel in the {h}x{w} input (all NaN or masked): nothing to predict."
         )
-    if not bool(finite.all()):
-        t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+    if not all_finite:
+        if fast:
+            xs = np.nan_to_num(xs, nan=0.0, posinf=0.0, neginf=0.0)
+        else:
+            t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
 
     origins = window_origins((h, w), transform, p)
     if len(origins) == 0:
@@ -474,31 +508,35 @@ def predict_windows(
             "array; use a larger array or pad_edges=True."
         )
     win, ctx = p.window, p.context
-    # validity padded so that any window (kept part) can be cut out of it
-    vpad = torch.zeros((h + 2 * win, w + 2 * win), dtype=torch.float64, device=dev)
-    vpad[win : win + h, win : win + w] = ok.to(torch.float64)
-    vwin = vpad.unfold(0, win, 1).unfold(1, win, 1)  # (H+win+1, W+win+1, win, win) view
-    o_t = torch.as_tensor(origins, device=dev)
-    kept_valid = vwin[o_t[:, 0] + win, o_t[:, 1] + win]  # (N, win, win)
-    live = kept_valid.flatten(1).any(dim=1)
-    origins, kept_valid = origins[live.cpu().numpy()], kept_valid[live]
     gauss = _weights_tensor(win, float(p.sigma_px), str(dev), torch.float64)
+    if fast:
+        # validity padded so that any window (kept part) is a slice of it; valid-pixel count
+        # per window from a summed-area table: live (> 0) and wholly valid (= win^2) windows
+        vpad_np = np.zeros((h + 2 * win, w + 2 * win))
+        vpad_np[win : win + h, win : win + w] = ok_np
+        sat = np.zeros((h + 2 * win + 1, w + 2 * win + 1), dtype=np.int64)
+        sat[1:, 1:] = (vpad_np > 0).cumsum(axis=0).cumsum(axis=1)
+        ra, ca = origins[:, 0] + win, origins[:, 1] + win
+        cnt = sat[ra + win, ca + win] - sat[ra, ca + win] - sat[ra + win, ca] + sat[ra, ca]
+        live_np = cnt > 0
+        origins, full = origins[live_np], cnt[live_np] == win * win
+        g64 = gauss.numpy()
+    else:
+        # validity padded so that any window (kept part) can be cut out of it
+        vpad = torch.zeros((h + 2 * win, w + 2 * win), dtype=torch.float64, device=dev)
+        vpad[win : win + h, win : win + w] = ok.to(torch.float64)
+        vwin = vpad.unfold(0, win, 1).unfold(1, win, 1)  # (H+win+1, W+win+1, win, win) view
+        o_t = torch.as_tensor(origins, device=dev)
+        kept_valid = vwin[o_t[:, 0] + win, o_t[:, 1] + win]  # (N, win, win)
+        live = kept_valid.flatten(1).any(dim=1)
+        origins, kept_valid = origins[live.cpu().numpy()], kept_valid[live]
 
     r0 = origins[:, 0] - ctx
     c0 = origins[:, 1] - ctx
     inside = (r0 >= 0) & (c0 >= 0) & (r0 + n <= h) & (c0 + n <= w)
     total = len(origins)
-    # CPU: windows copied into one reused batch buffer (one stack op per interior batch, numpy
-    # slice copies for edge windows) and a numpy slice merge; numpy ops run on this thread, so
-    # no per-op thread-pool wake-ups (milliseconds each on a loaded machine) and no per-batch
-    # allocations (page faults); the model gets the same batches
-    fast = dev.type == "cpu" and t.dtype in (torch.float16, torch.float32, torch.float64)
     if fast:
-        xs = t.detach().numpy()
         buf = np.empty((min(p.batch_size, total), n_t, n_c, n, n), dtype=xs.dtype)
-        g64 = gauss.numpy()
-        kv = kept_valid.numpy()
-        full = np.asarray(kv.reshape(total, -1).all(axis=1), dtype=bool)  # (N,) wholly valid
     else:  # interior windows are gathered from a strided view in one indexing op
         view = t.unfold(2, n, 1).unfold(3, n, 1).permute(2, 3, 0, 1, 4, 5)  # (h', w', T, C, n, n)
 
@@ -511,14 +549,7 @@ def predict_windows(
             sl = slice(start, min(start + p.batch_size, total))
             b = sl.stop - sl.start
             ins = inside[sl]
-            if fast and ins.all():  # one (multi-threaded) copy op per batch
-                rows, cols = r0[sl].tolist(), c0[sl].tolist()
-                torch.stack(
-                    [t[:, :, rr : rr + n, cc : cc + n] for rr, cc in zip(rows, cols, strict=True)],
-                    out=tbuf[:b],
-                )
-                batch = tbuf[:b]
-            elif fast:
+            if fast:
                 bt = buf[:b]
                 for k in range(b):
                     rr, cc = int(r0[start + k]), int(c0[start + k])
@@ -556,7 +587,12 @@ def predict_windows(
             if merger is None:
                 merger = WindowMerger(int(out.shape[1]), (h, w), win, device=dev)
             if fast:  # the Gaussian itself for fully valid windows (no product, no copy)
-                wts = [g64 if full[i] else kv[i] * g64 for i in range(sl.start, sl.stop)]
+                wts = [
+                    g64 if full[i] else vpad_np[ra_ : ra_ + win, ca_ : ca_ + win] * g64
+                    for i, (ra_, ca_) in zip(
+                        range(sl.start, sl.stop), (origins[sl] + win).tolist(), strict=True
+                    )
+                ]
                 merger._add_cpu(origins[sl].tolist(), _as_numpy(out), wts)
             else:
                 merger.add(origins[sl], out, kept_valid[sl] * gauss)

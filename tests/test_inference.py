@@ -366,3 +366,12 @@ def test_model_keeping_its_batches_sees_distinct_inputs_per_call():
     got = predict_windows(model, x, TRANSFORM, params=WindowParams(8, 4, 0, batch_size=3))
     np.testing.assert_array_equal(got.values, x[0])
     assert len(outs) > 1
+
+
+def test_float16_input_identity_is_exact_and_large_sums_stay_valid():
+    """float16 input takes the numpy path; its per-pixel finiteness sum accumulates in float32,
+    so finite values whose sum exceeds float16's range are not mistaken for nodata."""
+    x = (_x((4, 3, 40, 40), seed=11) * 30000).astype(np.float16)  # sum over T*C > 65504
+    got = predict_windows(identity, x, TRANSFORM, params=WindowParams(8, 4, 0))
+    assert (got.weight > 0).all()
+    np.testing.assert_array_equal(got.values, x[0].astype(np.float32))
