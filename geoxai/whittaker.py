@@ -21,11 +21,13 @@ The same factorization loop runs on numpy arrays (:func:`whittaker`) and on torc
 CPU engine: when `numba <https://numba.pydata.org>`_ is installed, :func:`whittaker` runs the
 same arithmetic, operation for operation (``fastmath=False``, no FMA contraction, so the
 numbers are bit-identical to the numpy loops), as one compiled kernel: blocks of a few hundred
-contiguous pixels are spread over the cores, and each block reads its values and weights once,
-factors once for all bands in cache-resident scratch, solves band by band and writes its
-results once. The numpy loops (one vector operation per time step and band over a chunk of
-pixels, every one a pass over memory) stay as the fallback (``engine="numpy"``, or numba
-missing). Measured in benchmarks/bench_whittaker.py.
+contiguous pixels are spread over the cores, and each block factors once for all bands in
+cache-resident scratch, reads every value once, solves band by band and writes every result
+once, so the kernel runs near the memory bandwidth. The numpy loops (one vector operation per
+time step and band over a chunk of pixels, every one a pass over memory) stay as the fallback
+(``engine="numpy"``, or numba missing). The first call in a fresh environment compiles the
+kernel (~10 s per input dtype); numba caches it on disk (``__pycache__`` or
+``NUMBA_CACHE_DIR``). Measured in benchmarks/bench_whittaker.py.
 
 A pixel whose weights are positive on fewer than ``min_points`` nodes (at least ``d``, below
 which the system is singular) comes back as NaN with ``valid = False``; it is never an exception.
