@@ -173,9 +173,9 @@ def train_temporal(
         loss.backward()
         opt.step()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.item())
         if step % 10 == 0 or step == params.steps:
-            history.append({"step": float(step), "loss": float(loss)})
+            history.append({"step": float(step), "loss": loss.item()})
     net.eval()
     return net, history
 

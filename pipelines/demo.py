@@ -96,7 +96,9 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
     natural = world.natural()[world.block_slices(tile)].astype(np.float32)
 
     t0 = time.monotonic()
-    net, hist = train_temporal([feats], [tree], [valid], TemporalTrainParams(steps=150))
+    net, hist = train_temporal(
+        [feats], [tree], [valid], TemporalTrainParams(steps=100, batch_size=4, embed=8, base=8)
+    )
     from geoxai.train import fit_normalization
 
     norm = fit_normalization([feats], [valid])
@@ -131,8 +133,8 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
             labels.append(float(natural[r : r + size, c : c + size].mean() > 0.5))
     imgs = np.nan_to_num(np.stack(images)).astype(np.float32)
     labs = np.asarray(labels, np.float32)
-    anet = ASOSNet(in_bands=len(S2_BANDS), k=3, width=16)
-    ahist = train_asos(anet, imgs, labs, TrainParams(epochs=6, batch_size=16, seed=0))
+    anet = ASOSNet(in_bands=len(S2_BANDS), k=3, width=8, head_width=8)
+    ahist = train_asos(anet, imgs, labs, TrainParams(epochs=4, batch_size=16, seed=0))
     table = fit_partial(anet, imgs, ASOSParams(), valid=np.stack(masks))
     save_asos_bundle(
         cfg.models.asos,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -174,8 +175,19 @@ def run(
         _drive(plan.todo, config, n_workers, summary, progress, stages, cube_cpus)
     summary.wall_s = time.monotonic() - t0
     if finish:
+        _ensure_cwd()
         summary.report = stages.finish_run(config, plan, summary.outcomes, wall_s=summary.wall_s)
     return summary
+
+
+def _ensure_cwd() -> None:
+    """A Ray job's working dir can be garbage-collected under a long-running driver (seen after
+    a node died); pystac resolves hrefs against the cwd, so move to a directory that exists."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        log.warning("the working directory was removed; continuing in %s", tempfile.gettempdir())
+        os.chdir(tempfile.gettempdir())
 
 
 def _default_workers(gpus_per_worker: float) -> int:

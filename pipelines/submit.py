@@ -7,11 +7,12 @@ import os
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from geoxai.config import RunConfig, load_run_config
-from geoxai.errors import ConfigError
+from geoxai.errors import ConfigError, DataAccessError
 
 __all__ = ["submit", "job_spec"]
 
@@ -91,6 +92,21 @@ def job_spec(
     return {"entrypoint": shlex.join(args), "runtime_env": {"env_vars": env}}, cfg
 
 
+def _submit_with_retry(client, spec: dict, address: str, wait_s: float = 120.0) -> str:
+    """Submit; a freshly started head answers "No available agent" until its job agent is up."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"])
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise DataAccessError(
+                    f"The Ray cluster at {address} refused the job: {exc}. Check that the "
+                    "head's dashboard is reachable and its job agent is running."
+                ) from exc
+            time.sleep(2)
+
+
 def submit(
     config_path: Path,
     address: str,
@@ -114,7 +130,7 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="geoxai-job-") as tmp:
         (Path(tmp) / "run.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
         spec["runtime_env"]["working_dir"] = tmp
-        job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"])
+        job_id = _submit_with_retry(client, spec, address)
     if wait:
         import asyncio
 
