@@ -3,7 +3,7 @@
 Task: predict the core of one haloed tile with the built-in TemporalUNet (window 64 px,
 stride 32 px, no context, Gaussian sigma = 36/158 of the window), as a pipeline does.
 
-Measured, each the best of ``--repeats`` runs:
+Measured round-robin over ``--repeats`` rounds (best of each, and the median of per-round ratios):
 
 - ``bare``: the model's forward passes alone over exactly the windows geoxai runs, gathered
   beforehand (the floor any blending can reach);
@@ -93,25 +93,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
+def _interleaved(fns: dict, repeats: int, device: torch.device) -> dict:
     """Best time of each function, measured round-robin so load spikes hit all alike.
 
     On CPU the process CPU time (all threads) is used besides wall time: on a shared machine
     it counts the work done, not the time spent descheduled. Keys ``<name>_s`` (wall) and
-    ``<name>_cpu_s``.
+    ``<name>_cpu_s`` (best of the rounds), and ``rounds``: every round's times, so ratios can
+    also be taken per round (paired: both runs of a ratio saw the same load) and their median
+    reported, which is steadier than a ratio of two minima taken at different moments.
     """
     for fn in fns.values():
         fn()  # warm-up (allocator, kernels, oneDNN primitives)
-    best = {f"{k}_{u}": float("inf") for k in fns for u in ("s", "cpu_s")}
+    best: dict = {f"{k}_{u}": float("inf") for k in fns for u in ("s", "cpu_s")}
+    rounds: list[dict[str, float]] = []
     for _ in range(repeats):
+        rnd: dict[str, float] = {}
         for name, fn in fns.items():
             _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
-            best[f"{name}_s"] = min(best[f"{name}_s"], time.perf_counter() - t0)
-            best[f"{name}_cpu_s"] = min(best[f"{name}_cpu_s"], time.process_time() - c0)
+            rnd[f"{name}_s"] = time.perf_counter() - t0
+            rnd[f"{name}_cpu_s"] = time.process_time() - c0
+        for k, v in rnd.items():
+            best[k] = min(best[k], v)
+        rounds.append(rnd)
+    best["rounds"] = rounds
     return best
+
+
+def _median_ratio(rounds: list[dict[str, float]], num: str, den: str) -> float:
+    return float(np.median([r[num] / r[den] for r in rounds]))
 
 
 def run_case(name: str, transform: tuple, net: torch.nn.Module, x: torch.Tensor, args, dev) -> dict:
@@ -181,6 +193,9 @@ def run_case(name: str, transform: tuple, net: torch.nn.Module, x: torch.Tensor,
     res["speedup_vs_monai"] = res[f"monai_{unit}"] / res[f"geoxai_{unit}"]
     # what a blend with zero overhead would reach against MONAI: MONAI time / bare time
     res["speedup_vs_monai_ceiling"] = res[f"monai_{unit}"] / res[f"bare_{unit}"]
+    rounds = res["rounds"]
+    res["overhead_ratio_median"] = _median_ratio(rounds, f"geoxai_{unit}", f"bare_{unit}")
+    res["speedup_vs_monai_median"] = _median_ratio(rounds, f"monai_{unit}", f"geoxai_{unit}")
     res["overhead_ratio_wall"] = res["geoxai_s"] / res["bare_s"]
     res["speedup_vs_monai_wall"] = res["monai_s"] / res["geoxai_s"]
     res["core_px_per_s_geoxai"] = core_px / res["geoxai_s"]  # wall clock
@@ -222,6 +237,10 @@ def run_case(name: str, transform: tuple, net: torch.nn.Module, x: torch.Tensor,
         f"would reach x{res['speedup_vs_monai_ceiling']:.2f})  [{unit}]"
     )
     print(
+        f"  median of per-round ratios ({args.repeats} rounds): overhead "
+        f"x{res['overhead_ratio_median']:.3f}, vs MONAI x{res['speedup_vs_monai_median']:.2f}"
+    )
+    print(
         f"  core px/s: geoxai {res['core_px_per_s_geoxai']:.0f}, "
         f"MONAI {res['core_px_per_s_monai']:.0f}; max |geoxai - MONAI| on core {agree:.2e}"
     )
@@ -244,8 +263,15 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--stride", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7, help="round-robin rounds")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default). 1 gives steady CPU-time ratios on a "
+        "shared machine: no thread-pool barriers waiting for a core another process holds",
+    )
     ap.add_argument(
         "--case",
         choices=("tile", "same-windows", "both"),
@@ -254,6 +280,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     dev = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
 

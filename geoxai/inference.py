@@ -536,15 +536,15 @@ def predict_windows(
     inside = (r0 >= 0) & (c0 >= 0) & (r0 + n <= h) & (c0 + n <= w)
     total = len(origins)
     if fast:
-        buf = np.empty((min(p.batch_size, total), n_t, n_c, n, n), dtype=xs.dtype)
+        # allocated by torch (64-byte aligned, as the model's own tensors), filled through numpy
+        tbuf = torch.empty((min(p.batch_size, total), n_t, n_c, n, n), dtype=t.dtype)
+        buf = tbuf.numpy()
     else:  # interior windows are gathered from a strided view in one indexing op
         view = t.unfold(2, n, 1).unfold(3, n, 1).permute(2, 3, 0, 1, 4, 5)  # (h', w', T, C, n, n)
 
     merger: WindowMerger | None = None
     ac = _AUTOCAST.get(autocast or "")
     with torch.inference_mode():
-        if fast:
-            tbuf = torch.from_numpy(buf)
         for start in range(0, total, p.batch_size):
             sl = slice(start, min(start + p.batch_size, total))
             b = sl.stop - sl.start
