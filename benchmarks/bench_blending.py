@@ -263,7 +263,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--stride", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=7, help="round-robin rounds")
+    ap.add_argument("--repeats", type=int, default=5, help="round-robin rounds")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--threads",
