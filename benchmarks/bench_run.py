@@ -4,7 +4,8 @@
 
 1. **Scheduling overhead**: the Ray driver with no-op stages (cube stage, actor call and record
    do nothing) over ``--noop-tiles`` tiles; overhead per tile = wall / tiles (goal <= 50 ms).
-2. **End to end**: a synthetic world (``--tiles``, 2024, ``--revisit`` days) served by a local
+2. **End to end**: a synthetic world (``--tiles`` of the 2 km test tiles, at most 4, 2024,
+   ``--revisit`` days; a 6 km tile has 9x their pixels) served by a local
    rustac STAC API, mapped with the real stages and small seeded bundles, once with 1 tile actor
    and once with 2 (fresh stores, cubes rebuilt): tiles/hour, per-stage timings from the tile
    records, and the scaling efficiency ``(rate_2 / rate_1) / 2``. On 2 cores the cube stage
@@ -118,11 +119,12 @@ def bench_e2e(n_tiles: int, revisit: int, workdir: Path) -> dict:
     from geoxai.synthetic import make_world
     from pipelines.run import run
     from pipelines.services import local_stac_api
-    from tests.fixtures.world import HALO, RunWorld, _tiny_bundles
+    from tests.fixtures.world import HALO, RunWorld, _tiny_bundles, test_tiles
 
     t0 = time.perf_counter()
+    tiles = test_tiles()[:n_tiles]  # 2 km tiles (the test lattice): 1/9 of a 6 km tile's pixels
     world, archive = make_world(
-        workdir / "world", tiles=n_tiles, year=2024, seed=1, revisit_days=revisit, margin_px=HALO
+        workdir / "world", tiles=tiles, year=2024, seed=1, revisit_days=revisit, margin_px=HALO
     )
     world_s = time.perf_counter() - t0
     out: dict = {
