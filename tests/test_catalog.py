@@ -22,7 +22,7 @@ from geoxai.outputs import (
     write_status,
     write_tile,
 )
-from tests.test_outputs import layers_for, s3_server, small_tile  # noqa: F401 - s3_server fixture
+from tests.test_outputs import layers_for, small_tile
 
 ITEMS = ["S2A_31UFS_20240101_0_L2A", "S2B_31UFS_20240106_0_L2A"]
 

@@ -11,7 +11,7 @@ from geoxai.cog import build_mosaics, build_vrt, gdal_path, validate_cog, write_
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.grid import tile_from_id
 from geoxai.outputs import RunLayout, ZoneGrid, ZoneStore, default_layers, write_tile
-from tests.test_outputs import layers_for, s3_server, small_tile  # noqa: F401 - s3_server fixture
+from tests.test_outputs import layers_for, small_tile
 
 
 def test_tile_cog_is_valid_with_overviews_and_georeferenced(tmp_path):

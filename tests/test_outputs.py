@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,40 +26,6 @@ from geoxai.outputs import (
     write_status,
     write_tile,
 )
-from tests.fixtures.net import free_port, stop, wait_http
-from tests.fixtures.s3 import S3_HOST
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto_server with its request log discarded (overrides tests/fixtures/s3.py here).
-
-    The shared fixture sends moto's log to a pipe nobody reads; after ~600 requests the pipe is
-    full, moto blocks writing its log and every S3 call hangs. Drop this override once the
-    shared fixture discards or drains that output (reported to the lead).
-    """
-    exe = Path(sys.executable).with_name("moto_server")
-    exe_path = str(exe) if exe.exists() else shutil.which("moto_server")
-    if exe_path is None:
-        pytest.fail("moto_server is not installed: run `bash infra/setup.sh`.")
-    port = free_port(S3_HOST)
-    proc = subprocess.Popen(
-        [exe_path, "-H", S3_HOST, "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://{S3_HOST}:{port}"
-    try:
-        wait_http(url + "/moto-api/", proc)
-        yield {
-            "endpoint_url": url,
-            "key": "testing-key",
-            "secret": "testing-secret",
-            "region": "us-east-1",
-        }
-    finally:
-        stop(proc)
-
 
 SMALL = 600  # tile_size_m of the small test lattice: 60 x 60 px cores, fast on S3
 

@@ -21,7 +21,7 @@ from geoxai.outputs import (
     write_tile,
 )
 from geoxai.report import render_report, stage_timings, tile_statuses, write_report
-from tests.test_outputs import layers_for, s3_server, small_tile  # noqa: F401 - s3_server fixture
+from tests.test_outputs import layers_for, small_tile
 
 CONFIG = {"name": "demo-run", "year": 2024, "aoi": "4.0,50.0,5.0,51.0", "config_hash": "c0ffee"}
 
