@@ -198,21 +198,24 @@ def _default_workers(gpus_per_worker: float) -> int:
 
 
 def _fit_to_cluster(n_workers: int, cpus_per_worker: float) -> tuple[int, float]:
-    """Actors hold their CPUs for the whole run: leave room for the cube tasks, or they would
-    wait forever. Returns ``(actors, CPUs per cube task)``."""
+    """Actors hold their CPUs for the whole run, so never ask for more than the cluster has.
+
+    Cube tasks reserve no CPU (``num_cpus=0``): they are I/O bound, their concurrency is
+    bounded by the driver (``cube_tasks_in_flight``), and a reservation could deadlock a run
+    whose actors hold every CPU left after a node died. Returns ``(actors, CPUs per cube task)``.
+    """
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    fit = max(1, int((cpus - 0.1) // cpus_per_worker))
+    fit = max(1, int(cpus // cpus_per_worker))
     if n_workers > fit:
         log.warning(
-            "%d tile actors of %.2g CPU would leave no CPU for the cube tasks on a cluster of "
-            "%.3g CPUs; using %d (set resources.cpus_per_worker lower to run more)",
+            "%d tile actors of %.2g CPU do not fit a cluster of %.3g CPUs; using %d",
             n_workers,
             cpus_per_worker,
             cpus,
             fit,
         )
         n_workers = fit
-    return n_workers, min(1.0, max(0.1, cpus - n_workers * cpus_per_worker))
+    return n_workers, 0.0
 
 
 def _worker_options(config: RunConfig) -> dict[str, Any]:
@@ -250,9 +253,9 @@ def _drive(
                 and len(built) + len(cube_refs) < max_buffer
             ):
                 tile, attempt = pending.popleft()
-                ref = _cube_task.options(name=f"cube:{tile.id}", num_cpus=cube_cpus).remote(
-                    tile, config, stages
-                )
+                ref = _cube_task.options(
+                    name=f"cube:{tile.id}", num_cpus=cube_cpus, scheduling_strategy="SPREAD"
+                ).remote(tile, config, stages)
                 cube_refs[ref] = (tile, attempt)
             # 2. hand built cubes to the least-loaded actor with room
             while built:
