@@ -13,7 +13,6 @@ one split) or an ``.npz`` with ``images`` ``(N, C, H, W)`` (and optionally ``lab
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -190,20 +189,13 @@ def _merge(a: ASOSTable, b: ASOSTable) -> ASOSTable:
 
 
 def init_local_ray(num_cpus: int | None = None, address: str | None = None) -> None:
-    """Connect to ``address``, or start a local Ray pinned to loopback (127.0.0.2, no auth)."""
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, loopback-only instance
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=False,
-        _node_ip_address=os.environ.get("GEOXAI_RAY_NODE_IP", "127.0.0.2"),
-        log_to_driver=False,
-    )
+    """Connect to ``address``, or start a local Ray pinned to loopback (127.0.0.2, no auth).
+
+    The same set-up as the mapping run's (:func:`pipelines.run.init_ray`).
+    """
+    from pipelines.run import init_ray
+
+    init_ray(address, num_cpus=num_cpus)
 
 
 def fit_sharded(
