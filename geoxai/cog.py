@@ -37,6 +37,7 @@ from geoxai.zonestore import LayerSpec, RunLayout, ZoneGrid, ZoneStore, upload_f
 __all__ = [
     "COG_BLOCKSIZE",
     "write_cog",
+    "write_array_cog",
     "validate_cog",
     "write_tile_cogs",
     "build_vrt",
@@ -133,7 +134,6 @@ def write_cog(
         CorruptDataError: GDAL wrote something rio-cogeo does not accept as a COG.
         StoreError: the file could not be written to ``url``.
     """
-    import rasterio
     from rasterio.transform import from_origin
 
     a = _as_bands(values, band_names, f"COG {url}")
@@ -143,20 +143,71 @@ def write_cog(
             f"COG {url}: tile {tile.id} core is {n}x{n} px, got {a.shape[1:]}; cut the core out "
             "with tile.core_slice."
         )
+    x0, _, _, y1 = tile.core_bounds
+    return write_array_cog(
+        a,
+        url,
+        crs=tile.crs,
+        transform=from_origin(x0, y1, tile.resolution_m, tile.resolution_m),
+        band_names=band_names,
+        nodata=nodata,
+        tags={"tile_id": tile.id, **(tags or {})},
+        storage_options=storage_options,
+        resampling=resampling,
+    )
+
+
+def write_array_cog(
+    values: np.ndarray,
+    url: str,
+    *,
+    crs: Any,
+    transform: Any,
+    band_names: Sequence[str],
+    nodata: float | int | None = None,
+    tags: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    resampling: str = "average",
+) -> dict[str, Any]:
+    """Write any georeferenced array as a validated COG with overviews (the core of write_cog).
+
+    Args:
+        values: ``(H, W)`` or ``(K, H, W)`` array of a GDAL dtype (uint8 .. float64).
+        url: destination path or ``s3://`` URL (``.tif``).
+        crs: CRS of the grid (anything rasterio accepts, e.g. ``"EPSG:32631"``).
+        transform: affine of the grid (``affine.Affine``).
+        band_names: one name per band (stored as band descriptions).
+        nodata: nodata value; None = NaN for float data, none for integers.
+        tags: extra dataset tags.
+        storage_options: s3fs options; default from the environment.
+        resampling: overview resampling (``average`` for continuous, ``nearest`` for classes).
+
+    Returns:
+        ``{"href": url, "sha256": ..., "bytes": ..., "overviews": [...]}``.
+
+    Raises:
+        InvalidInputError: wrong rank, dtype, or names that do not match the bands.
+        CorruptDataError: GDAL wrote something rio-cogeo does not accept as a COG.
+        StoreError: the file could not be written to ``url``.
+    """
+    import rasterio
+
+    a = _as_bands(values, band_names, f"COG {url}")
+    h, w = int(a.shape[1]), int(a.shape[2])
     dtype = a.dtype.name
     if dtype not in _GDAL_TYPES:
         raise InvalidInputError(f"COG {url}: dtype {dtype} is not supported; use float32/uint8.")
     if nodata is None and a.dtype.kind == "f":
         nodata = math.nan
-    x0, _, _, y1 = tile.core_bounds
+    n = max(h, w)
     profile = {
         "driver": "COG",
-        "width": n,
-        "height": n,
+        "width": w,
+        "height": h,
         "count": a.shape[0],
         "dtype": dtype,
-        "crs": tile.crs,
-        "transform": from_origin(x0, y1, tile.resolution_m, tile.resolution_m),
+        "crs": crs,
+        "transform": transform,
         "nodata": nodata,
         "compress": "DEFLATE",
         "predictor": 3 if a.dtype.kind == "f" else 2,
@@ -168,12 +219,12 @@ def write_cog(
     }
     loc = resolve(url, storage_options)
     with tempfile.TemporaryDirectory(prefix="geoxai-cog-") as tmp:
-        path = Path(tmp) / f"{tile.id}.tif"
+        path = Path(tmp) / "cog.tif"
         with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(path, "w", **profile) as dst:
             dst.write(a)
             for i, name in enumerate(band_names, start=1):
                 dst.set_band_description(i, str(name))
-            dst.update_tags(tile_id=tile.id, **{str(k): str(v) for k, v in (tags or {}).items()})
+            dst.update_tags(**{str(k): str(v) for k, v in (tags or {}).items()})
         info = validate_cog(path)
         if not info["overviews"]:
             raise CorruptDataError(f"COG {url}: GDAL wrote no overviews; check the GDAL build.")
