@@ -46,7 +46,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,8 @@ __all__ = [
     "CubeRecord",
     "build_cube",
     "build_tile_cube",
+    "stack_assets",
+    "is_location",
     "solar_day",
     "item_datetime",
 ]
@@ -174,21 +176,49 @@ class _CheckedReader(AutoParallelRioReader):  # type: ignore[misc]
             raise _read_error(self.url, exc) from exc
 
 
-def _stack(
-    items: list[dict[str, Any]],
+def stack_assets(
+    items: Sequence[pystac.Item | Mapping[str, Any]],
     tile: TileSpec,
-    assets: list[str],
+    assets: Sequence[str],
     resampling: str,
-    chunk_px: int,
+    chunk_px: int = 1024,
 ) -> xr.DataArray:
+    """Lazy stackstac read of ``assets`` of ``items`` onto the tile's exact grid.
+
+    The one place geoxai calls stackstac (optical cube, Sentinel-1, DEM): the tile's UTM zone,
+    ``tile.bounds`` (its haloed bounds) at ``tile.resolution_m``, no snapping, pixel-centre
+    coords, GDAL ``resampling`` (a :class:`rasterio.enums.Resampling` name), float32 with NaN
+    fill, no rescaling (callers apply scale/offset per item), and read errors raised as typed
+    errors naming the href (:class:`_CheckedReader`; never silent NaN).
+
+    Args:
+        items: STAC items (pystac or dicts; hrefs used as they are).
+        tile: the grid (any halo).
+        assets: asset keys, in band order.
+        resampling: ``"bilinear"``, ``"nearest"``, ``"cubic"``, ``"average"``.
+        chunk_px: spatial dask chunk edge, pixels (one item and one asset per chunk).
+
+    Returns:
+        DataArray ``(time, band, y, x)`` float32, one time step per item (stackstac drops items
+        whose footprint misses the bounds), coord ``id`` along time.
+
+    Raises:
+        ValueError: no item overlaps the bounds (stackstac's message).
+    """
     import stackstac
     from rasterio.enums import Resampling
 
+    plain = [
+        it.to_dict(include_self_link=False, transform_hrefs=False)
+        if isinstance(it, pystac.Item)
+        else dict(it)
+        for it in items
+    ]
     with warnings.catch_warnings():  # stackstac 0.5.1 multiplies Affines with `*`
         warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
         return stackstac.stack(
-            items,
-            assets=assets,
+            plain,
+            assets=list(assets),
             epsg=tile.epsg,
             resolution=tile.resolution_m,
             bounds=tile.bounds,
@@ -196,10 +226,8 @@ def _stack(
             resampling=Resampling[resampling],
             chunksize=(1, 1, chunk_px, chunk_px),
             dtype=np.dtype("float32"),
-            fill_value=np.float32(
-                np.nan
-            ),  # a numpy float32: numpy 2 refuses to cast a Python float
-            rescale=False,  # scale/offset applied below, per item and band, in float32
+            fill_value=np.float32(np.nan),  # numpy float32: numpy 2 refuses a Python float
+            rescale=False,
             sortby_date=False,
             xy_coords="center",
             properties=False,
@@ -207,6 +235,20 @@ def _stack(
             errors_as_nodata=(),
             reader=_CheckedReader,
         )
+
+
+def is_location(
+    source: Any,
+) -> TypeGuard[str | os.PathLike[str] | Sequence[str | os.PathLike[str]]]:
+    """True when ``source`` is where to search (a STAC API URL, item file path or a list of
+    such), False when it is the STAC items themselves (pystac Items or dicts)."""
+    if isinstance(source, str | os.PathLike):
+        return True
+    return (
+        isinstance(source, Sequence)
+        and len(source) > 0
+        and isinstance(source[0], str | os.PathLike)
+    )
 
 
 # ---- the cube ------------------------------------------------------------------------------
@@ -271,10 +313,9 @@ def build_cube(
     require_bands(chosen, list(names), on_missing="raise")
 
     refl = [b for b in names if b != SCL]
-    plain = [it.to_dict(include_self_link=False, transform_hrefs=False) for it in chosen]
     parts = []
     if refl:
-        da = _stack(plain, tile, refl, resampling, chunk_px)
+        da = stack_assets(chosen, tile, refl, resampling, chunk_px)
         scale = np.array([[band_scaling(it, b)[0] for b in refl] for it in chosen], np.float32)
         offset = np.array([[band_scaling(it, b)[1] for b in refl] for it in chosen], np.float32)
         da = da * xr.DataArray(scale, dims=("time", "band")) + xr.DataArray(
@@ -282,7 +323,7 @@ def build_cube(
         )
         parts.append(da.astype(np.float32))
     if SCL in names:
-        parts.append(_stack(plain, tile, [SCL], "nearest", chunk_px))
+        parts.append(stack_assets(chosen, tile, [SCL], "nearest", chunk_px))
     cube = xr.concat(parts, dim="band", coords="minimal", compat="override", join="override")
     cube = cube.transpose("time", "band", "y", "x")
     cube = cube.isel(band=[list(refl + ([SCL] if SCL in names else [])).index(b) for b in names])
@@ -419,7 +460,7 @@ def build_tile_cube(
 
     t0 = time.perf_counter()
     items: list[Any]
-    if isinstance(source, str | os.PathLike):
+    if is_location(source):
         from geoxai.stac import search
 
         items = search(

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ import numpy as np
 import pystac
 import xarray as xr
 
+from geoxai.cube import is_location, stack_assets
 from geoxai.errors import ConfigError, InvalidInputError, NoDataError, look_up_option
 from geoxai.grid import TileSpec
 
@@ -180,34 +180,6 @@ def _nodata_of(item: pystac.Item, asset: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _stack(plain: list[dict], ext: TileSpec, params: DemParams) -> xr.DataArray:
-    """``(time, y, x)`` float32 stack of the DEM items on the extended grid (lazy)."""
-    import stackstac
-    from rasterio.enums import Resampling
-
-    from geoxai.cube import _CheckedReader
-
-    return stackstac.stack(
-        plain,
-        assets=[params.asset],
-        epsg=ext.epsg,
-        resolution=ext.resolution_m,
-        bounds=ext.bounds,
-        snap_bounds=False,
-        resampling=Resampling[params.resampling],
-        chunksize=(1, 1, 2048, 2048),
-        dtype=np.dtype("float32"),
-        fill_value=np.float32(np.nan),
-        rescale=False,
-        sortby_date=False,
-        xy_coords="center",
-        properties=False,
-        band_coords=False,
-        errors_as_nodata=(),
-        reader=_CheckedReader,
-    ).isel(band=0)
-
-
 def build_dem(
     items: Sequence[pystac.Item | Mapping[str, Any]],
     tile: TileSpec,
@@ -245,13 +217,10 @@ def build_dem(
         norm.append(item)
     norm.sort(key=lambda i: i.id)
     ext = tile.with_halo(tile.halo_px + params.extra_px)
-    plain = [it.to_dict(include_self_link=False, transform_hrefs=False) for it in norm]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
-        try:
-            stack = _stack(plain, ext, params)
-        except ValueError as exc:  # stackstac: no item overlaps the bounds
-            raise NoDataError(f"Tile {tile.id}: no DEM item overlaps it ({exc}).") from exc
+    try:
+        stack = stack_assets(norm, ext, [params.asset], params.resampling, 2048).isel(band=0)
+    except ValueError as exc:  # stackstac: no item overlaps the bounds
+        raise NoDataError(f"Tile {tile.id}: no DEM item overlaps it ({exc}).") from exc
     voids = set(params.void_values)
     for it in norm:
         nd = _nodata_of(it, params.asset)
@@ -344,9 +313,7 @@ def terrain(
         Dataset of ``(y, x)`` layers; no DEM coverage -> :func:`terrain_nodata`, not an error.
     """
     try:
-        if isinstance(source, str | os.PathLike) or (
-            isinstance(source, Sequence) and source and isinstance(source[0], str | os.PathLike)
-        ):
+        if is_location(source):
             items: Sequence[Any] = search_dem(source, tile, params, **search_kwargs)
         else:
             items = list(source)

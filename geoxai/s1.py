@@ -356,33 +356,9 @@ def search_s1(
 def _stack_pol(
     items: list[pystac.Item], tile: TileSpec, pol: str, params: S1Params
 ) -> xr.DataArray:
-    import stackstac
-    from rasterio.enums import Resampling
+    from geoxai.cube import stack_assets
 
-    from geoxai.cube import _CheckedReader
-
-    plain = [it.to_dict(include_self_link=False, transform_hrefs=False) for it in items]
-    with warnings.catch_warnings():  # stackstac 0.5.1 multiplies Affines with `*`
-        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
-        return stackstac.stack(
-            plain,
-            assets=[pol.lower()],
-            epsg=tile.epsg,
-            resolution=tile.resolution_m,
-            bounds=tile.bounds,
-            snap_bounds=False,
-            resampling=Resampling[params.resampling],
-            chunksize=(1, 1, 1024, 1024),
-            dtype=np.dtype("float32"),
-            fill_value=np.float32(np.nan),
-            rescale=False,
-            sortby_date=False,
-            xy_coords="center",
-            properties=False,
-            band_coords=False,
-            errors_as_nodata=(),
-            reader=_CheckedReader,
-        )
+    return stack_assets(items, tile, [pol.lower()], params.resampling, 1024)
 
 
 def _to_power(da: xr.DataArray, items: list[pystac.Item], pol: str, params: S1Params):
@@ -723,10 +699,10 @@ def s1_steps(
     pad = np.timedelta64(int((params.window_days or smoothing.step_days) * _DAY_NS), "ns")
     start = pd.Timestamp(centres[0] - pad).date()
     end = pd.Timestamp(centres[-1] + pad).date()
+    from geoxai.cube import is_location
+
     try:
-        if isinstance(source, str | os.PathLike) or (
-            isinstance(source, Sequence) and source and isinstance(source[0], str | os.PathLike)
-        ):
+        if is_location(source):
             items, choice = search_s1(
                 source, tile, start=start, end=end, params=params, **search_kwargs
             )
