@@ -46,7 +46,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,9 @@ from geoxai.errors import (
     look_up_option,
 )
 from geoxai.grid import TileSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 __all__ = [
     "CUBE_NAME",
@@ -239,7 +242,7 @@ def stack_assets(
 
 def is_location(
     source: Any,
-) -> TypeGuard[str | os.PathLike[str] | Sequence[str | os.PathLike[str]]]:
+) -> TypeIs[str | os.PathLike[str] | Sequence[str | os.PathLike[str]]]:
     """True when ``source`` is where to search (a STAC API URL, item file path or a list of
     such), False when it is the STAC items themselves (pystac Items or dicts)."""
     if isinstance(source, str | os.PathLike):
