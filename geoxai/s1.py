@@ -707,7 +707,7 @@ def s1_steps(
                 source, tile, start=start, end=end, params=params, **search_kwargs
             )
         else:
-            norm = [_norm(it) for it in source]
+            norm = [_norm(it) for it in source]  # type: ignore[arg-type]
             choice = choose_orbit(norm, params)
             items = _keep_orbit(norm, choice)
         cube = build_s1_cube(items, tile, params, start=start, end=end)
