@@ -232,16 +232,27 @@ def _drive(
     stages: Any,
     cube_cpus: float = 1.0,
 ) -> None:
+    """Schedule cube tasks and actor calls until every tile has an outcome.
+
+    An actor gets tiles only while it is known to be up: each one is probed (``device()``)
+    at start and again after a call on it was lost. A probe that never answers (an actor
+    restarted after its node died, waiting for resources the surviving nodes do not have)
+    just keeps that actor out of the rotation; tiles go to the others. A probe that fails
+    (the actor is gone for good) replaces the actor.
+    """
     res = config.resources
     opts = _worker_options(config)
     workers = [TileWorker.options(**opts).remote(config, stages) for _ in range(n_workers)]
     capacity = 1 + res.tiles_per_worker_in_flight
     load: dict[int, int] = dict.fromkeys(range(n_workers), 0)
+    up: set[int] = set()
+    probes: dict[ray.ObjectRef, int] = {w.device.remote(): i for i, w in enumerate(workers)}
     pending: deque[tuple[TileSpec, int]] = deque((t, 0) for t in todo)
     built: deque[tuple[TileSpec, int, mapping.CubeStage]] = deque()
     cube_refs: dict[ray.ObjectRef, tuple[TileSpec, int]] = {}
     proc_refs: dict[ray.ObjectRef, tuple[TileSpec, int, int, mapping.CubeStage]] = {}
     max_buffer = n_workers * capacity
+    last_event = time.monotonic()
 
     bar = _Progress(len(todo), enabled=progress)
     try:
@@ -257,21 +268,36 @@ def _drive(
                     name=f"cube:{tile.id}", num_cpus=cube_cpus, scheduling_strategy="SPREAD"
                 ).remote(tile, config, stages)
                 cube_refs[ref] = (tile, attempt)
-            # 2. hand built cubes to the least-loaded actor with room
-            while built:
-                w = min(load, key=lambda i: load[i])
+            # 2. hand built cubes to the least-loaded live actor with room
+            while built and up:
+                w = min(up, key=lambda i: load[i])
                 if load[w] >= capacity:
                     break
                 tile, attempt, cube = built.popleft()
                 ref = workers[w].process.options(name=f"map:{tile.id}").remote(tile, cube)
                 proc_refs[ref] = (tile, attempt, w, cube)
                 load[w] += 1
-            waiting = list(cube_refs) + list(proc_refs)
+            waiting = list(cube_refs) + list(proc_refs) + list(probes)
             if not waiting:
                 continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            if ready:
+                last_event = time.monotonic()
+            elif time.monotonic() - last_event > _STALL_LOG_S:
+                last_event = time.monotonic()
+                _log_stall(cube_refs, proc_refs, probes, built, pending, up, n_workers)
             for ref in ready:
-                if ref in cube_refs:
+                if ref in probes:
+                    w = probes.pop(ref)
+                    try:
+                        ray.get(ref)
+                        up.add(w)
+                    except _LOST as exc:
+                        log.warning("tile actor %d is gone (%s); starting a new one", w, exc)
+                        ray.kill(workers[w], no_restart=True)
+                        workers[w] = TileWorker.options(**opts).remote(config, stages)
+                        probes[workers[w].device.remote()] = w
+                elif ref in cube_refs:
                     tile, attempt = cube_refs.pop(ref)
                     try:
                         cube = ray.get(ref)
@@ -294,7 +320,9 @@ def _drive(
                     try:
                         outcome = ray.get(ref)
                     except _LOST as exc:
-                        workers[w] = _replace_worker_if_dead(workers[w], config, stages)
+                        if w in up:  # first loss seen on this actor: probe it before reuse
+                            up.discard(w)
+                            probes[workers[w].device.remote()] = w
                         _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar)
                         continue
                     except RayTaskError as exc:
@@ -306,6 +334,26 @@ def _drive(
         bar.close()
         for w in workers:
             ray.kill(w, no_restart=True)
+
+
+_STALL_LOG_S = 60.0
+"""Seconds without any finished task or probe before the driver logs what it waits for."""
+
+
+def _log_stall(cube_refs, proc_refs, probes, built, pending, up, n_workers) -> None:
+    log.warning(
+        "waiting: %d cube builds %s, %d tiles on actors %s, %d cubes queued, %d tiles pending; "
+        "%d of %d tile actors up (an actor restarted after a node loss waits for free "
+        "resources: check `ray status`)",
+        len(cube_refs),
+        [t.id for t, _ in cube_refs.values()],
+        len(proc_refs),
+        [t.id for t, *_ in proc_refs.values()],
+        len(built),
+        len(pending),
+        len(up),
+        n_workers,
+    )
 
 
 def _requeue(pending, tile, attempt, exc, summary, max_retries, bar) -> None:
@@ -327,15 +375,6 @@ def _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar) 
         return
     log.warning("tile %s lost with its worker (%s); re-queued", tile.id, type(exc).__name__)
     built.appendleft((tile, attempt + 1, cube))
-
-
-def _replace_worker_if_dead(worker, config: RunConfig, stages: Any):
-    try:
-        ray.get(worker.device.remote(), timeout=120)
-        return worker
-    except Exception:  # noqa: BLE001 - any failure to answer means: replace it
-        ray.kill(worker, no_restart=True)
-        return TileWorker.options(**_worker_options(config)).remote(config, stages)
 
 
 def _record_failure(summary: RunSummary, tile: TileSpec, exc: BaseException, bar) -> None:

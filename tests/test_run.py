@@ -256,11 +256,6 @@ def test_corrupt_asset_and_zero_scene_tiles_are_recorded(run_world, ray_local, t
     assert bad_tile.id in report and empty.id in report
 
 
-@pytest.mark.xfail(
-    reason="flaky: passed in one clean-clone CI run, but in others the driver waited forever for "
-    "the last tile after the worker node was killed (see the session note on issue 6)",
-    strict=False,
-)
 def test_worker_node_dies_mid_run(run_world, reference_run, ray_two_nodes, tmp_path):
     """Submit to a two-node loopback cluster, SIGKILL the worker node mid-run: every tile done
     and equal to the uninterrupted run."""
