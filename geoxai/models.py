@@ -18,11 +18,15 @@ Everything is convolutional, so the network is translation-equivariant up to its
 ``2 ** depth``. Inputs whose sides are not multiples of ``2 ** depth`` are replicate-padded and
 the output cropped back.
 
+:class:`UNet2d` is the same U-Net for single-date inputs ``(B, C, H, W)`` (stacked feature
+rasters, :mod:`geoxai.segment`), with group normalization instead of batch normalization.
+
 The ASOS network lives in :mod:`geoxai.asos` (``ASOSNet``); bundles resolve both by name.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -31,18 +35,33 @@ from torch import nn
 
 from geoxai.errors import ConfigError, InvalidInputError
 
-__all__ = ["TemporalUNet"]
+__all__ = ["TemporalUNet", "UNet2d"]
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
+def _norm(kind: str, c: int) -> nn.Module:
+    if kind == "group":
+        # GroupNorm: independent of the batch (small batches, DDP shards, train == eval)
+        return nn.GroupNorm(math.gcd(c, 8), c)
+    return nn.BatchNorm2d(c)
+
+
+def _conv_block(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
     )
+
+
+def _he_init(net: nn.Module) -> None:
+    for m in net.modules():  # He init: keeps activations O(1) through the ReLU stack
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class TemporalUNet(nn.Module):
@@ -114,11 +133,7 @@ class TemporalUNet(nn.Module):
         self.depth = int(depth)
         self.in_features = int(in_features)
         self.time_steps = int(time_steps)
-        for m in self.modules():  # He init: keeps activations O(1) through the ReLU stack
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        _he_init(self)
 
     def encode_time(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, C, H, W)`` -> ``(B, 2 * embed, H, W)`` per-pixel temporal features."""
@@ -142,6 +157,75 @@ class TemporalUNet(nn.Module):
         z = self.encode_time(x)
         if ph or pw:
             z = F.pad(z, (0, pw, 0, ph), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                z = F.max_pool2d(z, 2)
+            z = block(z)
+            skips.append(z)
+        for i, block in enumerate(self.up):
+            z = F.interpolate(z, scale_factor=2.0, mode="nearest")
+            z = block(torch.cat([z, skips[-2 - i]], dim=1))
+        return self.head(z)[:, :, :h, :w]
+
+
+class UNet2d(nn.Module):
+    """A plain 2-D U-Net with group normalization: ``(B, C, H, W)`` -> ``(B, K, H, W)`` logits.
+
+    ``depth`` levels of 2x2 max-pooling, nearest upsampling and skip connections; each level
+    two 3x3 convolutions + GroupNorm + ReLU; ``base * 2**i`` channels at level ``i``; a 1x1 head.
+    Sides that are not multiples of ``2 ** depth`` are replicate-padded and cropped back.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int = 1, base: int = 16, depth: int = 3
+    ) -> None:
+        """Args:
+        in_channels: C, input bands.
+        out_channels: K, output maps (1 for a binary mask).
+        base: channels of the first level (doubled at every level).
+        depth: down-sampling levels (each halves H and W).
+        """
+        super().__init__()
+        for name, v, lo in [
+            ("in_channels", in_channels, 1),
+            ("out_channels", out_channels, 1),
+            ("base", base, 1),
+            ("depth", depth, 0),
+        ]:
+            if int(v) < lo:
+                raise ConfigError(f"UNet2d {name} must be >= {lo}, got {v}.")
+        self.config: dict[str, Any] = {
+            "in_channels": int(in_channels),
+            "out_channels": int(out_channels),
+            "base": int(base),
+            "depth": int(depth),
+        }
+        chans = [base * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        cin = int(in_channels)
+        for c in chans:
+            self.down.append(_conv_block(cin, c, "group"))
+            cin = c
+        self.up = nn.ModuleList(
+            _conv_block(chans[i + 1] + chans[i], chans[i], "group") for i in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(chans[0], out_channels, 1)
+        self.depth = int(depth)
+        self.in_channels = int(in_channels)
+        _he_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` normalized bands -> ``(B, K, H, W)`` logits."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise InvalidInputError(
+                f"UNet2d expects (B, C={self.in_channels}, H, W), got {tuple(x.shape)}; check "
+                "the bundle's input features."
+            )
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        m = 2**self.depth
+        ph, pw = (-h) % m, (-w) % m
+        z = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
         skips = []
         for i, block in enumerate(self.down):
             if i:
