@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything geoxai needs on a fresh Debian/Python 3.11 machine, idempotently.
 #   bash infra/setup.sh          the library, CLI and Ray in .venv (torch CPU wheel 2.13.0 here)
-#   bash infra/setup.sh --test   also the test services: PostgreSQL 15 + PostGIS 3 (apt) and
-#                                stac-fastapi-pgstac in its own venv (.venv-pgstac)
+#   bash infra/setup.sh --test   also the test services: PostgreSQL 15 + PostGIS 3 (apt),
+#                                stac-fastapi-pgstac in its own venv (.venv-pgstac) and
+#                                Chromium + chromedriver (apt) for the UI browser test
 # A GPU user installs the CUDA torch build of their choice into .venv before running this
 # (or sets GEOXAI_TORCH_SPEC, e.g. "torch==2.13.0 --index-url <their CUDA index>").
 set -euo pipefail
@@ -38,6 +39,12 @@ if [[ $want_test == 1 ]]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-15-postgis-3 >/dev/null
+  fi
+  if ! dpkg -s chromium >/dev/null 2>&1 || ! dpkg -s chromium-driver >/dev/null 2>&1; then
+    echo "[setup] installing headless Chromium + chromedriver (apt; the UI browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
   fi
   pgstamp=.venv-pgstac/.geoxai-installed
   if [[ ! -f $pgstamp ]]; then
