@@ -15,14 +15,22 @@ Example (``demo-output/run.yaml``, written by ``geoxai demo``, is a complete one
     store: {root: s3://my-bucket/geoxai}
     models: {prediction: s3://my-bucket/models/treecover, asos: s3://my-bucket/models/asos}
     resources: {num_workers: 8, gpus_per_worker: 1}
+
+Radar and terrain are off unless the config has their sections; a prediction bundle whose
+features include ``VV``/``VH`` needs ``sentinel1``, one with ``slope``/``DEM`` needs ``dem``
+(:func:`geoxai.mapping.plan_run` refuses the run otherwise, before any download)::
+
+    sentinel1: {collection: sentinel-1-rtc, orbit: auto, scale: db}
+    dem: {collection: cop-dem-glo-30}
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -36,6 +44,8 @@ __all__ = [
     "ModelsConfig",
     "ProcessingConfig",
     "ResourcesConfig",
+    "Sentinel1Config",
+    "DemConfig",
     "RunConfig",
     "load_run_config",
 ]
@@ -110,6 +120,104 @@ class ProcessingConfig(_Strict):
     )
 
 
+class Sentinel1Config(_Strict):
+    """Sentinel-1 backscatter for the features ``VV``/``VH`` (:mod:`geoxai.s1`; changes pixels).
+
+    Per tile: items searched over the tile's super-block, one orbit direction chosen by the
+    rule of :func:`geoxai.s1.choose_orbit`, linear power -> dB floored at ``db_floor``, median
+    per step of the optical time axis. A tile without S1 items gets a flagged nodata layer.
+    """
+
+    url: str | None = Field(
+        None, description="STAC API (or local item file) of the S1 items; None = stac.url."
+    )
+    collection: str = Field(
+        "sentinel-1-rtc",
+        description="S1 collection: 'sentinel-1-rtc' (Planetary Computer, calibrated gamma0) "
+        "or 'sentinel-1-grd' (Earth Search, amplitude DN: needs grd_calibration).",
+    )
+    polarizations: tuple[Literal["VV", "VH", "HH", "HV"], ...] = Field(
+        ("VV", "VH"), min_length=1, description="Polarisations read (canonical upper case)."
+    )
+    orbit: Literal["auto", "ascending", "descending", "both"] = Field(
+        "auto",
+        description="auto: preferred_orbit if it has min_acquisitions days over the "
+        "super-block, else the other direction, else both (flagged); a direction: that one "
+        "first, same fallback; both: every item.",
+    )
+    preferred_orbit: Literal["ascending", "descending"] = Field(
+        "ascending", description="Direction 'auto' tries first."
+    )
+    min_acquisitions: int = Field(
+        12, ge=1, description="Distinct acquisition days a direction needs over the super-block."
+    )
+    superblock_tiles: int = Field(
+        10, ge=1, description="Edge of the super-block the orbit is chosen on, in tiles."
+    )
+    on_missing_polarization: Literal["drop", "nan", "raise"] = Field(
+        "drop", description="An item lacking a polarisation: drop it, keep it as NaN, or fail."
+    )
+    db_floor: float = Field(-22.0, lt=0, description="Lowest backscatter kept, dB (reference -22).")
+    window_days: float | None = Field(
+        None, gt=0, description="Median window per step, days; None = the step (15 days)."
+    )
+    fill_gaps: bool = Field(True, description="Fill steps without an acquisition in time.")
+    resampling: Literal["bilinear", "average", "nearest", "cubic"] = Field(
+        "bilinear", description="GDAL resampling onto the tile grid (on linear power)."
+    )
+    grd_calibration: float | None = Field(
+        None, gt=0, description="GRD amplitude calibration constant A (power = DN^2 / A^2)."
+    )
+    scale: Literal["db", "unit"] = Field(
+        "db",
+        description="How VV/VH reach the model: dB, or the reference's (clip(dB, floor, 0) - "
+        "floor) / -floor in [0, 1]. Must match what the bundle was trained on.",
+    )
+
+    @field_validator("polarizations")
+    @classmethod
+    def _unique_pols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"polarizations {list(v)} name one more than once")
+        return v
+
+    def params(self) -> Any:
+        """The :class:`geoxai.s1.S1Params` of this section."""
+        from geoxai.s1 import S1Params
+
+        return S1Params(**self.model_dump(exclude={"url", "scale"}))
+
+
+class DemConfig(_Strict):
+    """Terrain for the features ``slope``/``DEM`` (:mod:`geoxai.dem`; changes pixels).
+
+    Per tile: DEM items mosaicked and warped onto the tile grid (with its halo), voids filled,
+    Horn slope in degrees. A tile without DEM items gets a flagged nodata layer (slope 0).
+    """
+
+    url: str | None = Field(
+        None, description="STAC API (or local item file) of the DEM items; None = stac.url."
+    )
+    collection: str = Field("cop-dem-glo-30", description="DEM collection (Copernicus GLO-30).")
+    asset: str = Field("data", description="Asset key of the elevation raster.")
+    resampling: Literal["bilinear", "cubic", "nearest"] = Field(
+        "bilinear", description="GDAL resampling onto the 10 m tile grid."
+    )
+    void_values: tuple[float, ...] = Field(
+        (-32767.0, -32768.0, -9999.0),
+        description="Elevations meaning 'void' besides the asset's nodata.",
+    )
+    void_fill_px: int = Field(
+        8, ge=0, le=64, description="Voids within this many 10 m px of valid data are filled."
+    )
+
+    def params(self) -> Any:
+        """The :class:`geoxai.dem.DemParams` of this section."""
+        from geoxai.dem import DemParams
+
+        return DemParams(**self.model_dump(exclude={"url"}))
+
+
 class ResourcesConfig(_Strict):
     """How the run is scheduled (never enters the output hash)."""
 
@@ -140,6 +248,12 @@ class RunConfig(_Strict):
     models: ModelsConfig
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    sentinel1: Sentinel1Config | None = Field(
+        None, description="Sentinel-1 VV/VH features; None = off (see Sentinel1Config)."
+    )
+    dem: DemConfig | None = Field(
+        None, description="Terrain slope/DEM features; None = off (see DemConfig)."
+    )
     baseline: str | None = Field(
         None, description="Root of a previous year's run (<root>/<name>/<year>) for a change layer."
     )
@@ -148,15 +262,21 @@ class RunConfig(_Strict):
     )
 
     def output_hash(self) -> str:
-        """Hash of what changes pixels: inputs, models, processing, year (not resources)."""
-        return config_hash(
-            {
-                "year": self.year,
-                "stac": self.stac.model_dump(mode="json"),
-                "models": self.models.model_dump(mode="json"),
-                "processing": self.processing.model_dump(mode="json"),
-            }
-        )
+        """Hash of what changes pixels: inputs, models, processing, year (not resources).
+
+        The radar/terrain sections enter only when set, so an optical-only run keeps its hash.
+        """
+        doc: dict[str, Any] = {
+            "year": self.year,
+            "stac": self.stac.model_dump(mode="json"),
+            "models": self.models.model_dump(mode="json"),
+            "processing": self.processing.model_dump(mode="json"),
+        }
+        for key in ("sentinel1", "dem"):
+            section = getattr(self, key)
+            if section is not None:
+                doc[key] = section.model_dump(mode="json")
+        return config_hash(doc)
 
     def run_root(self) -> str:
         """``<store.root>/<name>/<year>``: the year-partitioned output root of this run."""
@@ -173,7 +293,8 @@ def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     for part in loc[:-1]:
         f = fields.get(str(part)) if sub else None
         ann = f.annotation if f else None
-        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        options = typing.get_args(ann) or (ann,)  # an optional section: Model | None
+        sub = next((a for a in options if isinstance(a, type) and issubclass(a, BaseModel)), None)
         fields = sub.model_fields if sub else {}
     close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""

@@ -4,11 +4,17 @@ Stages of a tile (``pipelines/run.py`` runs them on Ray; tests call them directl
 
 1. :func:`stage_cube` (CPU, I/O bound): STAC search over the tile's haloed footprint for the
    year plus margins, stackstac cube on the tile grid, committed Zarr under
-   ``<run_root>/cubes/<tile_id>.zarr``. A committed cube of the same query is reused, so a
-   rerun after a crash does not download again.
+   ``<run_root>/cubes/<tile_id>.zarr``. With a ``sentinel1`` / ``dem`` config section (the
+   bundle reads ``VV``/``VH`` / ``slope``/``DEM``) also the tile's S1 layer
+   (:func:`geoxai.s1.s1_steps`: per-step median dB on the optical time axis) and terrain
+   (:func:`geoxai.dem.terrain`, computed with the halo), committed beside it as
+   ``<tile_id>.s1.zarr`` / ``<tile_id>.dem.zarr``. A committed cube of the same query is
+   reused, so a rerun after a crash does not download again.
 2. :func:`map_tile` (GPU or CPU): raw cube -> :func:`geoxai.temporal.preprocess` (cloud
-   weights, Whittaker, 24 x 15-day axis, indices) -> Gaussian-blended inference of the
-   prediction bundle -> ASOS map of the yearly median composite -> core-sized layers.
+   weights, Whittaker, 24 x 15-day axis, indices) -> (:func:`geoxai.temporal.fuse` with the S1
+   and terrain layers, in the bundle's feature order) -> Gaussian-blended inference of the
+   prediction bundle -> ASOS map of the yearly median composite -> core-sized layers. A tile
+   without S1 items maps with the flagged nodata S1 layer (its record says so), not a failure.
 3. :func:`map_and_write`: layers (+ change against a baseline year) -> per-tile COGs ->
    zone Zarr chunks verified, then the tile record (exactly once,
    :func:`geoxai.outputs.write_tile`).
@@ -44,7 +50,12 @@ __all__ = [
     "RunPlan",
     "TileModels",
     "QUALITY_CODES",
+    "S1_FEATURES",
+    "TERRAIN_FEATURES",
     "preprocess_params",
+    "radar_needs",
+    "radar_layers",
+    "tile_features",
     "plan_run",
     "stage_cube",
     "load_models",
@@ -62,6 +73,10 @@ SPARSE_MIN_OBS = 6
 """Fewer clear observations than this (year + margins) -> quality 2."""
 SPARSE_MAX_GAP_DAYS = 90.0
 """A gap without clear observations longer than this -> quality 2."""
+S1_FEATURES = ("VV", "VH", "HH", "HV")
+"""Bundle features served by the ``sentinel1`` config section (dB or [0, 1], see its scale)."""
+TERRAIN_FEATURES = ("slope", "DEM")
+"""Bundle features served by the ``dem`` config section (degrees, metres)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,12 @@ class CubeStage:
         item_ids: STAC ids of the acquisitions in the cube.
         reason: why it is empty/failed (one line).
         seconds: wall time of the stage.
-        nbytes: stored bytes of the cube.
+        nbytes: stored bytes of the cube (and of the S1/terrain layers).
         reused: True when a committed cube of the same query was found and kept.
+        s1_url: committed S1 layer (:func:`geoxai.s1.s1_steps` dataset), when configured.
+        s1_item_ids: STAC ids of the S1 acquisitions in it (empty: no coverage).
+        dem_url: committed terrain layer (:func:`geoxai.dem.terrain` dataset), when configured.
+        dem_item_ids: STAC ids of the DEM items in it.
     """
 
     tile_id: str
@@ -87,6 +106,15 @@ class CubeStage:
     seconds: float = 0.0
     nbytes: int = 0
     reused: bool = False
+    s1_url: str | None = None
+    s1_item_ids: tuple[str, ...] = ()
+    dem_url: str | None = None
+    dem_item_ids: tuple[str, ...] = ()
+
+    @property
+    def input_items(self) -> tuple[str, ...]:
+        """Every STAC item the tile's outputs derive from (S2, then S1, then DEM)."""
+        return (*self.item_ids, *self.s1_item_ids, *self.dem_item_ids)
 
 
 @dataclass(frozen=True)
@@ -164,11 +192,53 @@ def _check_halo(config: RunConfig, bundle_halo: int) -> None:
         )
 
 
+def radar_needs(features: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(s1, terrain)``: the model features that need Sentinel-1 / the DEM, in bundle order."""
+    names = [str(f) for f in features]
+    return (
+        tuple(f for f in names if f in S1_FEATURES),
+        tuple(f for f in names if f in TERRAIN_FEATURES),
+    )
+
+
+def _check_radar(config: RunConfig, features: Any, where: str) -> None:
+    """The radar/terrain sections must be there exactly when the bundle reads those features."""
+    s1, terr = radar_needs(features)
+    if s1 and config.sentinel1 is None:
+        raise ConfigError(
+            f"The prediction bundle {where} reads Sentinel-1 features {list(s1)} but the run "
+            "config has no 'sentinel1' section; add e.g. `sentinel1: {collection: "
+            "sentinel-1-rtc}` (see Sentinel1Config), with the scale the model was trained on."
+        )
+    if s1 and config.sentinel1 is not None:
+        lacking = [p for p in s1 if p not in config.sentinel1.polarizations]
+        if lacking:
+            raise ConfigError(
+                f"The prediction bundle {where} reads {lacking} but sentinel1.polarizations is "
+                f"{list(config.sentinel1.polarizations)}; add {lacking} to it."
+            )
+    if terr and config.dem is None:
+        raise ConfigError(
+            f"The prediction bundle {where} reads terrain features {list(terr)} but the run "
+            "config has no 'dem' section; add e.g. `dem: {collection: cop-dem-glo-30}` "
+            "(see DemConfig)."
+        )
+    for key, used, what in (("sentinel1", s1, "VV/VH"), ("dem", terr, "slope/DEM")):
+        if getattr(config, key) is not None and not used:
+            raise ConfigError(
+                f"The run config has a '{key}' section but the prediction bundle {where} reads "
+                f"none of the {what} features (it reads {list(features)}); remove '{key}' "
+                "(it would download data no model uses) or use a bundle trained with them."
+            )
+
+
 def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
     """Tiles of the AOI, zone stores created (idempotent), config saved, done tiles found.
 
     Raises:
-        ConfigError: halo too small for the model, unknown tile ids, bad smoothing keys.
+        ConfigError: halo too small for the model, unknown tile ids, bad smoothing keys, a
+            bundle reading VV/VH/slope/DEM without the ``sentinel1``/``dem`` section (or a
+            section no bundle feature uses).
         ModelBundleError: the prediction bundle cannot be read.
     """
     from geoxai.bundle import load_bundle
@@ -176,6 +246,7 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
 
     tiles = _tiles(config)
     bundle = load_bundle(config.models.prediction, device="cpu")
+    _check_radar(config, bundle.spec.inputs.features, repr(config.models.prediction))
     halo = bundle.required_halo(tiles[0].core_px)
     if config.models.asos:
         from geoxai.asos import load_asos_bundle
@@ -198,7 +269,7 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
 
 def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
     start, end = _date_range(config)
-    return {
+    sig: dict[str, Any] = {
         "stac": config.stac.url,
         "collection": config.stac.collection,
         "max_cloud": config.stac.max_cloud,
@@ -207,10 +278,48 @@ def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
         "tile": tile.id,
         "halo_px": tile.halo_px,
     }
+    if config.sentinel1 is not None or config.dem is not None:  # absent: optical sig unchanged
+        sig["radar"] = {
+            "stac": config.stac.url,
+            "smoothing": dict(config.processing.smoothing),  # the S1 steps' time axis
+            "sentinel1": config.sentinel1.model_dump(mode="json") if config.sentinel1 else None,
+            "dem": config.dem.model_dump(mode="json") if config.dem else None,
+        }
+    return sig
+
+
+def radar_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
+    """The tile's S1 steps and terrain as the config asks (None for an absent section).
+
+    Returns:
+        ``(s1, terrain)``: :func:`geoxai.s1.s1_steps` dataset (``backscatter`` ``(24, P, y, x)``
+        dB on the optical time axis, ``s1_valid``/``s1_n_obs``/``s1_flags``; the flagged
+        nodata layer when no S1 item covers the tile) and :func:`geoxai.dem.terrain` dataset
+        (``DEM`` m, ``slope`` degrees, ``dem_flags``), both on ``tile``'s haloed grid, loaded.
+    """
+    s1 = terr = None
+    if config.sentinel1 is not None:
+        from geoxai.s1 import s1_steps
+
+        s1 = s1_steps(
+            config.sentinel1.url or config.stac.url,
+            tile,
+            preprocess_params(config).smoothing,
+            config.sentinel1.params(),
+        )
+    if config.dem is not None:
+        from geoxai.dem import terrain
+
+        terr = terrain(config.dem.url or config.stac.url, tile, config.dem.params())
+    return s1, terr
 
 
 def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     """Search, build and commit the raw cube of one tile (see the module docstring).
+
+    With ``sentinel1`` / ``dem`` sections the tile's S1 steps and terrain
+    (:func:`radar_layers`) are committed first, beside the cube; the cube's commit marker,
+    written last, names their item ids.
 
     Data failures (no scenes, corrupt or missing asset) come back as a ``CubeStage`` with
     status ``"empty"``/``"failed"`` and a reason; transient errors (:class:`StacError`,
@@ -223,12 +332,18 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     t0 = time.monotonic()
     layout = _layout(config)
     url = layout.url("cubes", f"{tile.id}.zarr")
+    radar_urls = {
+        key: layout.url("cubes", f"{tile.id}.{key}.zarr") if getattr(config, section) else None
+        for key, section in (("s1", "sentinel1"), ("dem", "dem"))
+    }
     sig = _query_signature(config, tile)
     so = config.store.storage_options or None
     if store.is_committed(url, storage_options=so):
         marker = store.read_commit(url, storage_options=so)
         extra = marker.get("extra", {})
-        if extra.get("query") == sig:
+        if extra.get("query") == sig and all(
+            store.is_committed(u, storage_options=so) for u in radar_urls.values() if u
+        ):
             return CubeStage(
                 tile.id,
                 "ok",
@@ -237,8 +352,14 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
                 seconds=time.monotonic() - t0,
                 nbytes=int(marker.get("nbytes", 0)),
                 reused=True,
+                s1_url=radar_urls["s1"],
+                s1_item_ids=tuple(extra.get("s1_item_ids", ())),
+                dem_url=radar_urls["dem"],
+                dem_item_ids=tuple(extra.get("dem_item_ids", ())),
             )
     start, end = _date_range(config)
+    radar_ids: dict[str, tuple[str, ...]] = {"s1": (), "dem": ()}
+    nbytes = 0
     try:
         items = search(
             config.stac.url,
@@ -249,17 +370,49 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
         )
         cube = build_cube(items, tile, start=start, end=end)
         ids = tuple(str(i) for i in cube.attrs.get("item_ids") or cube["id"].values)
+        for key, layer in zip(("s1", "dem"), radar_layers(tile, config), strict=True):
+            target = radar_urls[key]
+            if layer is None or target is None:
+                continue
+            radar_ids[key] = tuple(str(i) for i in layer.attrs.get("item_ids", ()))
+            m = store.write_dataset(
+                layer,
+                target,
+                storage_options=so,
+                overwrite=True,
+                extra={"query": sig, "item_ids": radar_ids[key]},
+            )
+            nbytes += int(m.get("nbytes", 0))
         marker = store.write_dataset(
-            cube, url, storage_options=so, overwrite=True, extra={"query": sig, "item_ids": ids}
+            cube,
+            url,
+            storage_options=so,
+            overwrite=True,
+            extra={
+                "query": sig,
+                "item_ids": ids,
+                "s1_item_ids": radar_ids["s1"],
+                "dem_item_ids": radar_ids["dem"],
+            },
         )
     except NoDataError as exc:
         return CubeStage(tile.id, "empty", reason=_one_line(exc), seconds=time.monotonic() - t0)
     except (StacError, StoreError):
         raise
-    except (DataAccessError, InvalidInputError) as exc:
+    except (DataAccessError, InvalidInputError, ConfigError) as exc:
+        # ConfigError here: e.g. GRD amplitude items without sentinel1.grd_calibration
         return CubeStage(tile.id, "failed", reason=_one_line(exc), seconds=time.monotonic() - t0)
     return CubeStage(
-        tile.id, "ok", url, ids, seconds=time.monotonic() - t0, nbytes=int(marker.get("nbytes", 0))
+        tile.id,
+        "ok",
+        url,
+        ids,
+        seconds=time.monotonic() - t0,
+        nbytes=nbytes + int(marker.get("nbytes", 0)),
+        s1_url=radar_urls["s1"],
+        s1_item_ids=radar_ids["s1"],
+        dem_url=radar_urls["dem"],
+        dem_item_ids=radar_ids["dem"],
     )
 
 
@@ -323,27 +476,93 @@ def asos_composite(features: Any, bands: tuple[str, ...]) -> np.ndarray:
     return comp
 
 
+def tile_features(
+    raw: Any,
+    tile: TileSpec,
+    config: RunConfig,
+    features: Any,
+    *,
+    s1: Any = None,
+    terrain: Any = None,
+    device: str | None = None,
+) -> tuple[Any, Any]:
+    """Raw haloed cube (+ S1/terrain layers) -> the optical and the model-ready datasets.
+
+    Args:
+        raw: the tile's raw cube (:func:`stage_cube`), loaded.
+        tile: the tile with its halo.
+        config: the run config (smoothing, sentinel1.scale / db_floor).
+        features: the prediction bundle's feature names, in model order.
+        s1: the tile's :func:`geoxai.s1.s1_steps` dataset; None: computed here when
+            ``features`` need it (:func:`radar_layers`).
+        terrain: the tile's :func:`geoxai.dem.terrain` dataset; None: computed here if needed.
+        device: smoothing device (None = numpy, ``"cuda"``).
+
+    Returns:
+        ``(optical, model)``: :func:`geoxai.temporal.preprocess`'s dataset and the dataset the
+        model reads. Without radar features both are the same object; otherwise ``model`` is
+        :func:`geoxai.temporal.fuse`'s: ``features`` ``(24, len(features), y, x)`` in
+        ``features`` order (VV/VH dB or [0, 1] per ``sentinel1.scale``, slope degrees, DEM
+        m), ``valid`` = optical valid | S1 valid, plus ``valid_optical``, ``s1_valid``,
+        ``s1_flags``, ``dem_flags``, and attrs ``s1_items``/``s1_orbit``/``dem_items``.
+    """
+    from geoxai.temporal import fuse, preprocess
+
+    ds = preprocess(raw, preprocess_params(config), device=device)
+    ds = ds.compute() if hasattr(ds, "compute") else ds
+    need_s1, need_dem = radar_needs(features)
+    if not (need_s1 or need_dem):
+        return ds, ds
+    _check_radar(config, features, "of this run")
+    if (need_s1 and s1 is None) or (need_dem and terrain is None):
+        got_s1, got_dem = radar_layers(tile, config)
+        s1 = s1 if s1 is not None else got_s1
+        terrain = terrain if terrain is not None else got_dem
+    kw: dict[str, Any] = {}
+    if config.sentinel1 is not None:
+        kw = {"s1_scale": config.sentinel1.scale, "db_floor": config.sentinel1.db_floor}
+    fused = fuse(
+        ds,
+        s1 if need_s1 else None,
+        terrain if need_dem else None,
+        order=[str(f) for f in features],
+        **kw,
+    )
+    return ds, fused
+
+
 def map_tile(
-    raw: Any, tile: TileSpec, models: TileModels, config: RunConfig
+    raw: Any,
+    tile: TileSpec,
+    models: TileModels,
+    config: RunConfig,
+    *,
+    s1: Any = None,
+    terrain: Any = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, Any]]:
-    """Raw haloed cube -> core-sized output layers.
+    """Raw haloed cube (+ the S1/terrain layers the bundle reads) -> core-sized output layers.
+
+    ``s1`` / ``terrain``: the tile's committed layers (:func:`stage_cube`); None computes them
+    here when the bundle reads VV/VH / slope/DEM (see :func:`tile_features`).
 
     Returns:
         ``(layers, timings, info)``: layers ``prediction`` ``(K, 600, 600)`` or ``(600, 600)``
         float32 (NaN nodata), ``asos_sensitivity`` float32 (NaN masked), ``quality`` uint8
-        (:data:`QUALITY_CODES`); stage timings in seconds; info (valid fraction ...).
+        (:data:`QUALITY_CODES`; pixels seen by radar only are 2, sparse); stage timings in
+        seconds; info (valid fraction, and with radar ``s1``/``dem`` coverage summaries).
     """
-    from geoxai.temporal import preprocess
-
     timings: dict[str, float] = {}
     t = time.monotonic()
-    ds = preprocess(raw, preprocess_params(config), device=_smooth_device(models.device))
-    ds = ds.compute() if hasattr(ds, "compute") else ds
+    feats_in = list(models.prediction.spec.inputs.features)
+    ds, mds = tile_features(
+        raw, tile, config, feats_in, s1=s1, terrain=terrain, device=_smooth_device(models.device)
+    )
     timings["smooth_s"] = time.monotonic() - t
-    valid = np.asarray(ds["valid"].values, dtype=bool)
+    valid = np.asarray(mds["valid"].values, dtype=bool)
+    valid_optical = np.asarray(ds["valid"].values, dtype=bool)
     rs, cs = tile.core_slice
 
-    features = features_with_grid(ds)
+    features = features_with_grid(mds)
     t = time.monotonic()
     pred = models.prediction.predict_dataset(features, valid)
     timings["predict_s"] = time.monotonic() - t
@@ -354,8 +573,8 @@ def map_tile(
         from geoxai.asos import asos_map
 
         t = time.monotonic()
-        image = asos_composite(features, tuple(models.asos.spec.inputs.features))
-        image[:, ~valid] = np.nan
+        image = asos_composite(features_with_grid(ds), tuple(models.asos.spec.inputs.features))
+        image[:, ~valid_optical] = np.nan
         sens, _ = asos_map(
             models.asos.net,
             models.asos_table,
@@ -372,8 +591,39 @@ def map_tile(
     q = np.where(valid[rs, cs], 1, 0).astype(np.uint8)
     q[(q == 1) & ((n_obs < SPARSE_MIN_OBS) | (gap > SPARSE_MAX_GAP_DAYS))] = 2
     layers["quality"] = q
-    info = {"valid_fraction": float((q > 0).mean()), "n_acquisitions": int(raw.sizes["time"])}
+    info: dict[str, Any] = {
+        "valid_fraction": float((q > 0).mean()),
+        "n_acquisitions": int(raw.sizes["time"]),
+    }
+    info.update(_radar_info(mds, rs, cs))
     return layers, timings, info
+
+
+def _radar_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
+    """Coverage of the fused S1/terrain layers over the tile core, for the tile record."""
+    from geoxai.dem import FLAG_NO_DEM, FLAG_VOID
+    from geoxai.s1 import FLAG_NO_COVERAGE
+
+    out: dict[str, Any] = {}
+    if "s1_flags" in mds:
+        flags = np.asarray(mds["s1_flags"].values)[rs, cs]
+        no_cov = (flags & FLAG_NO_COVERAGE) > 0
+        out["s1"] = {
+            "items": len(mds.attrs.get("s1_items", [])),
+            "orbit": str(mds.attrs.get("s1_orbit", "")),
+            "valid_fraction": float((~no_cov).mean()),
+            "no_coverage": bool(no_cov.all()),
+            "flag_bits": int(np.bitwise_or.reduce(flags, axis=None)),
+        }
+    if "dem_flags" in mds:
+        flags = np.asarray(mds["dem_flags"].values)[rs, cs]
+        out["dem"] = {
+            "items": len(mds.attrs.get("dem_items", [])),
+            "valid_fraction": float(((flags & FLAG_VOID) == 0).mean()),
+            "no_coverage": bool(((flags & FLAG_NO_DEM) > 0).all()),
+            "flag_bits": int(np.bitwise_or.reduce(flags, axis=None)),
+        }
+    return out
 
 
 def _smooth_device(device: str) -> str | None:
@@ -393,11 +643,14 @@ def map_and_write(
         )
     t0 = time.monotonic()
     layout = _layout(config)
-    raw = store.read_cube(cube.url, storage_options=config.store.storage_options or None)
+    so = config.store.storage_options or None
+    raw = store.read_cube(cube.url, storage_options=so)
     raw = raw.load()
+    s1 = store.read_dataset(cube.s1_url, storage_options=so).load() if cube.s1_url else None
+    terr = store.read_dataset(cube.dem_url, storage_options=so).load() if cube.dem_url else None
     timings = {"cube_s": cube.seconds, "read_s": time.monotonic() - t0}
     try:
-        layers, t_map, info = map_tile(raw, tile, models, config)
+        layers, t_map, info = map_tile(raw, tile, models, config, s1=s1, terrain=terr)
     except (StacError, StoreError):
         raise  # transient: the driver retries the tile
     except NoDataError as exc:  # e.g. no pixel with enough clear observations
@@ -420,9 +673,10 @@ def map_and_write(
     zone = ZoneStore.open(layout, tile.epsg)
     record: dict[str, Any] = {
         "config_hash": config.output_hash(),
-        "input_items": list(cube.item_ids),
+        "input_items": list(cube.input_items),
         "device": models.device,
         "info": info,
+        **_radar_ids(cube),
     }
     if config.processing.write_cogs:
         from geoxai.cog import write_tile_cogs
@@ -455,10 +709,21 @@ def _status(
         _one_line(exc),
         {
             "config_hash": config.output_hash(),
-            "input_items": list(cube.item_ids),
+            "input_items": list(cube.input_items),
             "timings": timings,
+            **_radar_ids(cube),
         },
     )
+
+
+def _radar_ids(cube: CubeStage) -> dict[str, list[str]]:
+    """``s1_items`` / ``dem_items`` of a tile record (present when the run reads them)."""
+    out = {}
+    if cube.s1_url:
+        out["s1_items"] = list(cube.s1_item_ids)
+    if cube.dem_url:
+        out["dem_items"] = list(cube.dem_item_ids)
+    return out
 
 
 def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> dict[str, Any]:
@@ -472,8 +737,9 @@ def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -
         cube.reason,
         {
             "config_hash": config.output_hash(),
-            "input_items": list(cube.item_ids),
+            "input_items": list(cube.input_items),
             "timings": {"cube_s": cube.seconds},
+            **_radar_ids(cube),
         },
     )
 
