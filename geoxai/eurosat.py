@@ -35,6 +35,8 @@ __all__ = [
     "ANTHROPOGENIC_CLASSES",
     "SPLITS",
     "EuroSAT",
+    "PATCH_SUFFIXES",
+    "list_patches",
     "natural_label",
     "read_eurosat",
 ]
@@ -110,10 +112,9 @@ def natural_label(cls: str) -> float:
     return 1.0 if cls in NATURAL_CLASSES else 0.0
 
 
-def _listing(root: Path) -> list[tuple[str, str, str]]:
-    """(relative file, class, split) rows: from splits.csv, else from the class folders."""
-    csv_path = root / "splits.csv"
-    if csv_path.is_file():
+def _read_splits_csv(csv_path: Path) -> list[tuple[str, str, str]]:
+    """(relative file, class, split) rows of a ``file,class,split`` CSV."""
+    try:
         with csv_path.open(newline="") as f:
             reader = csv.DictReader(f)
             need = {"file", "class", "split"}
@@ -122,10 +123,85 @@ def _listing(root: Path) -> list[tuple[str, str, str]]:
                     f"{csv_path} has columns {reader.fieldnames}; expected file, class, split."
                 )
             return [(r["file"], r["class"], r["split"]) for r in reader]
+    except OSError as exc:
+        raise DataAccessError(f"cannot read split file {csv_path}: {exc}") from exc
+
+
+def _listing(root: Path) -> list[tuple[str, str, str]]:
+    """(relative file, class, split) rows: from splits.csv, else from the class folders."""
+    csv_path = root / "splits.csv"
+    if csv_path.is_file():
+        return _read_splits_csv(csv_path)
     rows = []
     for cls in EUROSAT_CLASSES:
         for tif in sorted((root / cls).glob("*.tif")):
             rows.append((f"{cls}/{tif.name}", cls, ""))
+    return rows
+
+
+PATCH_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+"""File endings :func:`list_patches` takes as patches (EuroSAT MS: .tif; EuroSAT RGB: .jpg)."""
+
+_SPLIT_ALIASES = {"val": "validate", "valid": "validate", "validation": "validate"}
+
+
+def list_patches(root: str | Path, splits: str | Path | None = None) -> list[tuple[Path, str, str]]:
+    """List the patches of an EuroSAT-format folder (any class names).
+
+    Args:
+        root: folder with one sub-folder per class holding the patches (:data:`PATCH_SUFFIXES`).
+        splits: a ``file,class,split`` CSV (``file`` relative to ``root``; split ``train``,
+            ``validate`` (or ``val``/``valid``) or ``test``); default ``root/splits.csv`` if
+            it exists, else every patch gets split ``""`` (unknown).
+
+    Returns:
+        ``(path, class, split)`` rows, classes in sorted order, files sorted within a class.
+
+    Raises:
+        DataAccessError: ``root`` or ``splits`` is missing, or there are no patches.
+        InvalidInputError: a class sub-folder holds no patch, a split name is unknown, or the
+            split file names a file that does not exist.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataAccessError(
+            f"patch folder {base} does not exist; point to the folder with one sub-folder per "
+            "class (e.g. ../shared/realdata/eurosat_ms_subset)."
+        )
+    folders = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+    for d in folders:
+        if not any(f.suffix.lower() in PATCH_SUFFIXES for f in d.iterdir()):
+            raise InvalidInputError(
+                f"class folder {d} holds no patch ({', '.join(PATCH_SUFFIXES)} files); add "
+                "patches or remove the folder (every class needs training examples)."
+            )
+    csv_path = Path(splits) if splits is not None else base / "splits.csv"
+    if splits is not None and not csv_path.is_file():
+        raise DataAccessError(
+            f"split file {csv_path} does not exist; give a file,class,split CSV or leave "
+            "splits unset for a random stratified split."
+        )
+    rows: list[tuple[Path, str, str]] = []
+    if csv_path.is_file():
+        for rel, cls, split in _read_splits_csv(csv_path):
+            name = _SPLIT_ALIASES.get(split.strip().lower(), split.strip().lower())
+            look_up_option(name, SPLITS, what=f"split in {csv_path}", error=InvalidInputError)
+            path = base / rel
+            if not path.is_file():
+                raise InvalidInputError(
+                    f"split file {csv_path} lists {rel}, which is not a file under {base}."
+                )
+            rows.append((path, cls, name))
+        rows.sort(key=lambda r: (r[1], str(r[0])))
+    else:
+        for d in folders:
+            for f in sorted(d.iterdir()):
+                if f.suffix.lower() in PATCH_SUFFIXES:
+                    rows.append((f, d.name, ""))
+    if not rows:
+        raise DataAccessError(
+            f"no patches in {base}; expected <Class>/<name>.tif files (one folder per class)."
+        )
     return rows
 
 
