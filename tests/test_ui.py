@@ -324,7 +324,10 @@ def test_page_trains_and_predicts_in_chromium(ui_server, tmp_path, monkeypatch):
         assert d.find_element(By.ID, "predict-error").text == ""
         assert "forest.tif" in d.find_element(By.ID, "predict-link").text
         shot = os.environ.get("GEOXAI_UI_SCREENSHOT")
-        if shot:  # README figure: GEOXAI_UI_SCREENSHOT=examples/ui.png pytest -k chromium
+        if shot:  # README figure: GEOXAI_UI_SCREENSHOT=/tmp/ui.png pytest -k chromium
+            d.execute_script("window.scrollTo(0, 0)")
+            height = d.execute_script("return document.documentElement.scrollHeight")
+            d.set_window_size(1280, height + 120)
             d.save_screenshot(shot)
     finally:
         d.quit()

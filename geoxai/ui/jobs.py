@@ -18,9 +18,11 @@ from typing import Any
 
 from geoxai.errors import InvalidInputError
 from geoxai.ui.forms import CONFIG_NAME, UIPaths, config_yaml, form_to_config, writable_dir
-from geoxai.ui.worker import RESULT_PREFIX
 
-__all__ = ["JobManager"]
+__all__ = ["JobManager", "RESULT_PREFIX"]
+
+RESULT_PREFIX = "GEOXAI_RESULT="
+"""Start of the last stdout line of a successful worker: the path it produced."""
 
 _TAIL_BYTES = 16_384
 
@@ -212,7 +214,7 @@ class JobManager:
         if job is None:
             return st
         out_dir = Path(job["out_dir"])
-        st["log_tail"] = _tail(Path(job["log"]))
+        st["log_tail"] = [ln for ln in _tail(Path(job["log"])) if not ln.startswith(RESULT_PREFIX)]
         if job["kind"] == "train":
             st["history"] = _history(out_dir)
             files = {

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from geoxai.errors import GeoXAIError
-
-RESULT_PREFIX = "GEOXAI_RESULT="
+from geoxai.ui.jobs import RESULT_PREFIX
 
 
 def _train(config_path: str, resume: bool) -> Path:

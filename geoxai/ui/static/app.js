@@ -202,7 +202,9 @@ function renderHistory(hist) {
   const keys = [];
   for (const h of hist) for (const k of Object.keys(h)) if (!keys.includes(k) && typeof h[k] === "number") keys.push(k);
   const cols = ["epoch", ...keys.filter((k) => k !== "epoch" && k !== "seconds"), "seconds"].filter((k) => keys.includes(k));
-  const label = (k) => k.replace(/_/g, " ").replace(/\biou\b/, "IoU");
+  // metrics without a val_ prefix are means over the training batches of the epoch
+  const isTrain = (k) => !k.startsWith("val_") && !["epoch", "lr", "seconds"].includes(k);
+  const label = (k) => (isTrain(k) ? "train " : "") + k.replace(/_/g, " ").replace(/\biou\b/, "IoU");
   $("history").querySelector("thead").replaceChildren(el("tr", {}, ...cols.map((k) => el("th", {}, label(k)))));
   const tb = $("history").querySelector("tbody");
   const cell = (h, k) => el("td", { "data-key": k }, fmt(h[k], k === "lr" ? 6 : 4));
@@ -220,6 +222,7 @@ async function refresh() {
     $("job-error").textContent = st.error || "";
     renderHistory(st.history);
     $("log-tail").textContent = (st.log_tail || []).join("\n");
+    if (!running && $("check-result").textContent === "training started") $("check-result").textContent = "";
     if (st.state === "done") {
       if (st.metrics_png && $("metrics-fig").hidden) {
         $("metrics-img").src = `/api/file?path=${q(st.metrics_png)}${stamp()}`;
