@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         output folder (re-run it with `geoxai train segment <out_dir>/ui_config.yaml`).
         """
         import ipaddress
+        import signal
 
         from rich.console import Console
 
@@ -47,6 +48,11 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"geoxai ui on [bold]{server.url}[/] (workdir {server.paths.root}); Ctrl-C stops"
         )
+
+        def _stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # SIGTERM also stops a running training child
+
+        signal.signal(signal.SIGTERM, _stop)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
