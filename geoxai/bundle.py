@@ -72,6 +72,7 @@ MODEL_JSON = "model.json"
 ARCHITECTURES: dict[str, str] = {
     "temporal_unet": "geoxai.models:TemporalUNet",
     "asos": "geoxai.asos:ASOSNet",
+    "spacex": "geoxai.spacex_nets:SpacexGenerators",
 }
 """Registry name -> ``"module:Class"``; imported only when a bundle naming it is loaded."""
 
