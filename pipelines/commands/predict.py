@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 
@@ -48,12 +46,12 @@ def register(app: typer.Typer) -> None:
         import time
 
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         from geoxai.bundle import load_bundle, validity_mask
         from geoxai.errors import look_up_option
         from geoxai.provenance import code_version
-        from geoxai.store import read_dataset, write_dataset
+        from geoxai.store import read_dataset
+        from pipelines.commands._common import stage_bar, write_and_report
 
         ac = look_up_option(autocast, ["none", "bf16", "fp16"], what="autocast mode")
         console = Console(stderr=True)
@@ -71,38 +69,30 @@ def register(app: typer.Typer) -> None:
         da.attrs = {**ds.attrs, **da.attrs}
         b.check_cube(da)  # fail before reading pixels
         valid = validity_mask(ds, valid_layer)
-        with Progress(
-            TextColumn("[bold]predict[/] {task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} windows"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(str(da.attrs.get("tile_id", cube)), total=None)
+        with stage_bar(
+            console, "predict", "windows", str(da.attrs.get("tile_id", cube)), None
+        ) as cb:
             result = b.predict_dataset(
                 da.load(),
                 valid,
                 batch_size=batch_size,
                 autocast=None if ac == "none" else ac,
                 method=method,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=cb,
             )
         seconds = time.perf_counter() - t0
-        record = write_dataset(
+        w = result["weight"].values
+        write_and_report(
             result,
             out,
             attrs={"code_version": code_version(), "bundle_spec": b.spec.model_dump(mode="json")},
             overwrite=overwrite,
             extra={"seconds": round(seconds, 3), "cube": cube, "device": str(b.device)},
+            summary={
+                "tile_id": result.attrs.get("tile_id"),
+                "outputs": [str(n) for n in result["output"].values],
+                "shape": list(result["prediction"].shape),
+                "valid_fraction": float((w > 0).mean()),
+                "seconds": round(seconds, 2),
+            },
         )
-        w = result["weight"].values
-        summary = {
-            "out": record["url"],
-            "tile_id": result.attrs.get("tile_id"),
-            "outputs": [str(n) for n in result["output"].values],
-            "shape": list(result["prediction"].shape),
-            "valid_fraction": float((w > 0).mean()),
-            "seconds": round(seconds, 2),
-        }
-        typer.echo(json.dumps(summary))

@@ -62,19 +62,19 @@ def register(app: typer.Typer) -> None:
         from pathlib import Path
 
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         from geoxai.clouds import CloudMaskParams
         from geoxai.errors import ConfigError
         from geoxai.indices import NormalizationParams
         from geoxai.provenance import code_version, config_hash
-        from geoxai.store import read_cube, write_dataset
+        from geoxai.store import read_cube
         from geoxai.temporal import (
             PreprocessParams,
             SmoothingParams,
             preprocess,
             required_halo_px,
         )
+        from pipelines.commands._common import stage_bar, write_and_report
 
         console = Console(stderr=True)
         t0 = time.perf_counter()
@@ -114,35 +114,21 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]warning:[/] cube halo {halo} px < {need} px reached by the "
                 f"{buffer_m:g} m cloud buffer; the core edge may differ from its neighbours."
             )
-        with Progress(
-            TextColumn("[bold]smooth[/] {task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} rows"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(str(raw.attrs.get("tile_id", cube)), total=raw.sizes["y"])
-            ds = preprocess(
-                raw,
-                params,
-                device=None if device == "numpy" else device,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+        tile_name = str(raw.attrs.get("tile_id", cube))
+        with stage_bar(console, "smooth", "rows", tile_name, raw.sizes["y"]) as cb:
+            ds = preprocess(raw, params, device=None if device == "numpy" else device, progress=cb)
         seconds = time.perf_counter() - t0
-        record = write_dataset(
+        write_and_report(
             ds,
             out,
             attrs={"code_version": code_version(), "config_hash": config_hash(params)},
             overwrite=overwrite,
             extra={"seconds": round(seconds, 3), "cube": cube, "device": device},
+            summary={
+                "tile_id": ds.attrs.get("tile_id"),
+                "shape": list(ds["features"].shape),
+                "bands": [str(b) for b in ds["band"].values],
+                "valid_fraction": float(ds["valid"].mean()),
+                "seconds": round(seconds, 2),
+            },
         )
-        summary = {
-            "out": record["url"],
-            "tile_id": ds.attrs.get("tile_id"),
-            "shape": list(ds["features"].shape),
-            "bands": [str(b) for b in ds["band"].values],
-            "valid_fraction": float(ds["valid"].mean()),
-            "seconds": round(seconds, 2),
-        }
-        typer.echo(json.dumps(summary))
