@@ -330,7 +330,6 @@ def stac_item(
 def stac_collection(world: SyntheticWorld, root: Path, items: list[dict[str, Any]]) -> dict:
     """STAC Collection (a dict) of the written items, with an ``item`` link to each."""
     times = [it["properties"]["datetime"] for it in items]
-    href = str(root / "collection.json")
     return {
         "type": "Collection",
         "stac_version": "1.0.0",
@@ -353,19 +352,26 @@ def stac_collection(world: SyntheticWorld, root: Path, items: list[dict[str, Any
             "proj:code": [world.crs],
             "gsd": [10, 20],
         },
-        "links": [
-            {"rel": "self", "type": "application/json", "href": href},
-            {"rel": "root", "type": "application/json", "href": href},
-            *(
-                {
-                    "rel": "item",
-                    "type": "application/geo+json",
-                    "href": str(root / "items" / f"{it['id']}.json"),
-                }
-                for it in items
-            ),
-        ],
+        "links": collection_links(root, items),
     }
+
+
+def collection_links(root: Path, items: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """``self``/``root`` links to ``root/collection.json`` and one ``item`` link per item
+    (``root/items/<id>.json``): the layout of a static synthetic collection."""
+    href = str(root / "collection.json")
+    return [
+        {"rel": "self", "type": "application/json", "href": href},
+        {"rel": "root", "type": "application/json", "href": href},
+        *(
+            {
+                "rel": "item",
+                "type": "application/geo+json",
+                "href": str(root / "items" / f"{it['id']}.json"),
+            }
+            for it in items
+        ),
+    ]
 
 
 def write_cog(path: Path, arr: np.ndarray, transform: Affine, crs: str, nodata: int | None) -> None:

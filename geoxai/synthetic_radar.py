@@ -46,6 +46,7 @@ import numpy as np
 from affine import Affine
 
 from geoxai.grid import RESOLUTION_M
+from geoxai.synthetic_archive import collection_links
 
 if TYPE_CHECKING:
     from geoxai.synthetic import SyntheticWorld
@@ -208,7 +209,6 @@ def _footprint(world: SyntheticWorld) -> tuple[dict[str, Any], list[float]]:
 
 def _collection(cid: str, title: str, root: Path, items: list[dict], bbox: list[float]) -> dict:
     times = [it["properties"]["datetime"] for it in items]
-    href = str(root / "collection.json")
     return {
         "type": "Collection",
         "stac_version": "1.0.0",
@@ -220,18 +220,7 @@ def _collection(cid: str, title: str, root: Path, items: list[dict], bbox: list[
             "spatial": {"bbox": [bbox]},
             "temporal": {"interval": [[min(times), max(times)] if times else [None, None]]},
         },
-        "links": [
-            {"rel": "self", "type": "application/json", "href": href},
-            {"rel": "root", "type": "application/json", "href": href},
-            *(
-                {
-                    "rel": "item",
-                    "type": "application/geo+json",
-                    "href": str(root / "items" / f"{it['id']}.json"),
-                }
-                for it in items
-            ),
-        ],
+        "links": collection_links(root, items),
     }
 
 
