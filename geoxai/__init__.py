@@ -20,6 +20,7 @@ The library is pure compute on numpy/xarray/torch plus thin I/O adapters; it nev
 ``asos``                  activation space occlusion sensitivity
 ``xai``                   Captum baselines (occlusion, Grad-CAM, DeepLIFT), IoU, figures
 ``eurosat``               EuroSAT reader
+``classify``, ``backbones``  scene classifiers on EuroSAT-format patches, class maps
 ``train``                 training of the temporal model
 ``config``                the run config (pydantic)
 ``mapping``               the stages of a run as functions (the Ray driver chains them)

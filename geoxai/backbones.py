@@ -195,7 +195,8 @@ class ResNet18Classifier(nn.Module):
                 for out_ch, band_ch in enumerate(rgb):
                     w[out_ch, band_ch] = 1.0
             self.band_mix.weight.copy_(w)
-            nn.init.zeros_(self.band_mix.bias)
+            if self.band_mix.bias is not None:
+                nn.init.zeros_(self.band_mix.bias)
 
     def adapter_parameters(self) -> list[str]:
         """Names of the parameters that are new relative to an RGB ImageNet backbone.

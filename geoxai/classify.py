@@ -46,7 +46,6 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoxai.backbones import (
-    BAND_ADAPTERS,
     RGB_BANDS,
     ResNet18Classifier,
     SimpleCNN,
@@ -73,7 +72,7 @@ from geoxai.errors import (
 )
 from geoxai.eurosat import EUROSAT_FILE_BANDS, list_patches
 from geoxai.inference import REFERENCE_SIGMA_RATIO, WindowMerger, gaussian_weights
-from geoxai.trainer import BaseTask, FitParams, fit, plot_history
+from geoxai.trainer import BaseTask, FitParams, fit, plot_history, shard
 from geoxai.workflows import FitParamsModel, save_config
 
 __all__ = [
@@ -395,8 +394,6 @@ class ClassifyTask(BaseTask):
         self, epoch: int, generator: torch.Generator, rank: int, world_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented batches of this rank's share of the training patches."""
-        from geoxai.trainer import shard
-
         self.epoch = epoch
         order = self.train_idx[torch.randperm(self.train_idx.size, generator=generator).numpy()]
         bs = self.params.batch_size
@@ -562,7 +559,6 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
         InvalidInputError: bad patches (band count, size, empty class folder, no train split).
         StoreError: ``out_dir`` is not writable.
     """
-    look_up_option(config.band_adapter, BAND_ADAPTERS, what="band adapter")
     params: FitParams = config.training.to_params()
     pretrained = _resolve_pretrained(config)
     if pretrained is not None:  # fail on an unreadable file before reading any pixel
