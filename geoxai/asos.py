@@ -294,6 +294,10 @@ def train_asos(
 ) -> list[dict[str, float]]:
     """Train ``net`` in place on network-input images; return the per-epoch history.
 
+    Runs :class:`geoxai.train_workflows.AsosTask` through :func:`geoxai.trainer.fit`
+    (checkpoints in a temporary directory; deterministic on CPU for a given seed). With
+    ``val`` the network ends with the weights of the epoch of lowest ``val_loss``.
+
     Args:
         net: the network (its device is used).
         images: ``(N, in_bands, H, W)`` network input (see :func:`to_network_input`).
@@ -306,55 +310,9 @@ def train_asos(
         One dict per epoch: ``epoch``, ``loss`` (mean BCE), ``accuracy`` (threshold 0.5) and,
         with ``val``, ``val_loss`` and ``val_accuracy``.
     """
-    x = _as_tensor(images)
-    y = _as_tensor(labels).reshape(-1)
-    check_image(x, net.in_bands, what="training images")
-    if x.ndim != 4 or y.shape[0] != x.shape[0]:
-        raise InvalidInputError(
-            f"training images {tuple(x.shape)} and labels {tuple(y.shape)} disagree; give "
-            "(N, bands, y, x) images and N labels."
-        )
-    if torch.isnan(x).any() or torch.isnan(y).any():
-        raise InvalidInputError("training images or labels contain NaN; scale them first.")
-    if not bool(((y == 0) | (y == 1)).all()):
-        raise InvalidInputError(f"labels must be 0 or 1, got values {sorted(set(y.tolist()))}.")
-    device = next(net.parameters()).device
-    gen = torch.Generator().manual_seed(params.seed)
-    net._occ_gen = torch.Generator(device=device).manual_seed(params.seed + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    history: list[dict[str, float]] = []
-    n = x.shape[0]
-    for epoch in range(params.epochs):
-        net.train()
-        order = torch.randperm(n, generator=gen)
-        total, correct = 0.0, 0
-        for start in range(0, n, params.batch_size):
-            idx = order[start : start + params.batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            if params.augment:
-                xb = _augment(xb, gen)
-            occluded = torch.rand((), generator=gen).item() < params.occlusion_every
-            net.occlusion_p = params.occlusion_p if occluded else 0.0
-            logit = net(xb)[:, 0]
-            loss = F.binary_cross_entropy_with_logits(logit, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            correct += int(((logit > 0).float() == yb).sum())
-        net.occlusion_p = 0.0
-        rec = {"epoch": float(epoch + 1), "loss": total / n, "accuracy": correct / n}
-        if val is not None:
-            vx, vy = _as_tensor(val[0]), _as_tensor(val[1]).reshape(-1)
-            logits = torch.logit(torch.from_numpy(predict_scores(net, vx)).clamp(1e-7, 1 - 1e-7))
-            rec["val_loss"] = float(F.binary_cross_entropy_with_logits(logits.float(), vy))
-            rec["val_accuracy"] = float(((logits > 0).float() == vy).float().mean())
-        history.append(rec)
-        if on_epoch is not None:
-            on_epoch(rec)
-    net.eval()
-    net._occ_gen = None
-    return history
+    from geoxai.train_workflows import train_asos_images
+
+    return train_asos_images(net, images, labels, params, val=val, on_epoch=on_epoch)
 
 
 def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -10,7 +10,7 @@ algorithms``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.trainer import BaseTask, shard
 
 __all__ = [
     "TemporalTrainParams",
+    "TemporalTask",
+    "window_origins",
     "fit_normalization",
     "train_temporal",
     "save_temporal_bundle",
@@ -93,23 +96,234 @@ def fit_normalization(
     return [float(v) for v in (hi + lo) / 2.0], [float(v) for v in scale]
 
 
-def _windows(
-    rng: np.random.Generator, shape: tuple[int, int], valid: np.ndarray, n: int, w: int
-) -> list[tuple[int, int]]:
-    h, wd = shape
-    out: list[tuple[int, int]] = []
-    tries = 0
-    while len(out) < n and tries < 50 * n:
-        tries += 1
-        r, c = int(rng.integers(0, h - w + 1)), int(rng.integers(0, wd - w + 1))
-        if valid[r : r + w, c : c + w].mean() > 0.5:
-            out.append((r, c))
-    if len(out) < n:
-        raise InvalidInputError(
-            f"fewer than {n} training windows of {w} px are mostly valid; the training tile "
-            "has too much nodata."
+def _window_sums(mask: np.ndarray, w: int) -> np.ndarray:
+    """``(H - w + 1, W - w + 1)`` count of True pixels of every ``w`` x ``w`` window."""
+    cs = np.pad(np.asarray(mask, np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return cs[w:, w:] - cs[:-w, w:] - cs[w:, :-w] + cs[:-w, :-w]
+
+
+def window_origins(
+    valid: np.ndarray,
+    target: np.ndarray,
+    window: int,
+    *,
+    region: np.ndarray | None = None,
+    stride: int | None = None,
+    min_good: float = 0.5,
+) -> np.ndarray:
+    """Origins of the training windows of one tile.
+
+    A window qualifies when it lies wholly inside ``region`` (default everywhere) and more than
+    ``min_good`` of its pixels are valid and labelled (finite target).
+
+    Args:
+        valid: ``(H, W)`` bool, False = nodata.
+        target: ``(H, W)`` float, NaN = unlabelled.
+        window: window edge, px.
+        region: ``(H, W)`` bool area windows may cover (e.g. the training side of a split).
+        stride: spacing of candidate origins, px (default ``max(1, window // 8)``).
+        min_good: share of valid, labelled pixels a window needs.
+
+    Returns:
+        ``(N, 2)`` int64 ``(row, col)`` of the upper-left corners (N may be 0).
+    """
+    h, w = np.shape(valid)
+    if h < window or w < window:
+        return np.zeros((0, 2), np.int64)
+    area = np.ones((h, w), bool) if region is None else np.asarray(region, bool)
+    good = np.asarray(valid, bool) & np.isfinite(np.asarray(target, np.float32)) & area
+    s = stride or max(1, window // 8)
+    ok = (_window_sums(good, window) > min_good * window * window) & (
+        _window_sums(area, window) == window * window
+    )
+    rows, cols = np.nonzero(ok[::s, ::s])
+    return np.stack([rows * s, cols * s], axis=1).astype(np.int64)
+
+
+class TemporalTask(BaseTask):
+    """A :class:`geoxai.trainer.TrainTask` for a TemporalUNet on per-pixel targets.
+
+    Every batch draws its windows uniformly from the qualifying windows of *all* training
+    tiles (:func:`window_origins`), so a batch mixes tiles: BatchNorm statistics are those of
+    the whole training set, not of one tile (with per-tile batches one fully clouded tile gave
+    batch statistics the model never sees at inference). Each batch is rotated by a random
+    multiple of 90 degrees and flipped with probability 0.5. The loss is binary cross-entropy
+    on the logits over valid, labelled pixels, ``margin`` px inside each window.
+
+    Args:
+        cubes: ``(T, C, H, W)`` float32 features per tile (physical units).
+        targets: ``(H, W)`` float targets in [0, 1], NaN = unlabelled.
+        valid: ``(H, W)`` bool, False where the cube is nodata.
+        normalization: ``(offset, scale)`` of length C (the bundle's).
+        window: training window edge, px (a multiple of ``2 ** depth``).
+        margin: window border left out of the loss, px.
+        steps_per_epoch: optimisation steps per epoch (over all ranks).
+        batch_size: windows per step.
+        regions: optional ``(H, W)`` bool per tile: where training windows may lie.
+        val: optional ``(cube, target, valid, mask)`` tuples scored after each epoch with
+            blended windows (:func:`geoxai.inference.predict_windows`) on ``mask`` pixels:
+            ``val_loss`` (BCE of probabilities), ``val_iou`` and ``val_mae`` (threshold 0.5).
+        max_steps: stop drawing batches after this many steps in total (last epoch short).
+        net_kwargs: TemporalUNet ``embed``, ``base``, ``depth``, ``temporal_kernel``.
+        on_step: called as ``on_step(step, loss)`` after every step's forward pass.
+    """
+
+    def __init__(
+        self,
+        cubes: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray],
+        valid: Sequence[np.ndarray],
+        *,
+        normalization: tuple[list[float], list[float]],
+        window: int = 64,
+        margin: int = 8,
+        steps_per_epoch: int = 50,
+        batch_size: int = 8,
+        regions: Sequence[np.ndarray | None] | None = None,
+        val: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = (),
+        max_steps: int | None = None,
+        net_kwargs: dict[str, int] | None = None,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> None:
+        if not cubes or len(cubes) != len(targets) or len(cubes) != len(valid):
+            raise InvalidInputError("give as many cubes as targets and valid masks (at least one).")
+        shapes = {tuple(np.shape(x)[:2]) for x in cubes}
+        if len(shapes) != 1 or len(np.shape(cubes[0])) != 4:
+            raise InvalidInputError(
+                f"training cubes must all be (T, C, H, W) with the same T and C, got "
+                f"{sorted(shapes)}; smooth them onto one time axis with the same features."
+            )
+        for i, (x, y, v) in enumerate(zip(cubes, targets, valid, strict=True)):
+            if np.shape(y) != np.shape(x)[-2:] or np.shape(v) != np.shape(x)[-2:]:
+                raise InvalidInputError(
+                    f"training tile {i}: cube {np.shape(x)}, target {np.shape(y)} and valid "
+                    f"{np.shape(v)} do not share one (H, W) grid."
+                )
+        if window <= 2 * margin:
+            raise ConfigError(f"window {window} must exceed 2 * margin ({2 * margin}).")
+        self.t, self.c = (int(v) for v in np.shape(cubes[0])[:2])
+        self.net_kwargs = dict(net_kwargs or {})
+        m = 2 ** int(self.net_kwargs.get("depth", 2))
+        if window % m:
+            raise ConfigError(f"window {window} must be a multiple of 2**depth ({m}).")
+        self.window, self.margin = int(window), int(margin)
+        self.steps_per_epoch, self.batch_size = int(steps_per_epoch), int(batch_size)
+        self.max_steps = max_steps
+        self.on_step = on_step
+        self.steps = 0
+        off, sc = normalization
+        if len(off) != self.c or len(sc) != self.c:
+            raise InvalidInputError(
+                f"normalization has {len(off)}/{len(sc)} values for {self.c} features."
+            )
+        self.offset = torch.tensor(off, dtype=torch.float32)[None, None, :, None, None]
+        self.scale = torch.tensor(sc, dtype=torch.float32)[None, None, :, None, None]
+        self.xs = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in cubes]
+        self.ys = [torch.from_numpy(np.asarray(y, dtype=np.float32)) for y in targets]
+        self.ms = [torch.from_numpy(np.asarray(v, bool)) for v in valid]
+        regs = list(regions) if regions is not None else [None] * len(cubes)
+        found = []
+        for i, (y, v, r) in enumerate(zip(targets, valid, regs, strict=True)):
+            o = window_origins(v, y, self.window, region=r)
+            found.append(np.concatenate([np.full((len(o), 1), i, np.int64), o], axis=1))
+        self.origins = np.concatenate(found)
+        if len(self.origins) == 0:
+            raise InvalidInputError(
+                f"no training window of {self.window} px is mostly valid and labelled in any "
+                "of the training tiles (too much nodata or too few labels); give more tiles, "
+                "more labels or a smaller window."
+            )
+        self.val = list(val)
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh TemporalUNet for the cubes' T and C."""
+        from geoxai.models import TemporalUNet
+
+        return TemporalUNet(in_features=self.c, time_steps=self.t, **self.net_kwargs)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((x - self.offset) / self.scale, -3, 3)
+
+    def train_batches(
+        self, epoch: int, generator: torch.Generator, rank: int, world_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(x (B, T, C, w, w) normalized, target (B, w, w), valid (B, w, w))`` batches."""
+        n = self.steps_per_epoch
+        if self.max_steps is not None:
+            n = max(0, min(n, self.max_steps - epoch * self.steps_per_epoch))
+        pick = torch.randint(len(self.origins), (n, self.batch_size), generator=generator)
+        turns = torch.randint(0, 4, (n,), generator=generator)
+        flips = torch.rand((n,), generator=generator) < 0.5
+        w = self.window
+        for b in shard(range(n), rank, world_size):
+            rows = self.origins[pick[b].numpy()]
+            xb = torch.stack([self.xs[t][:, :, r : r + w, c : c + w] for t, r, c in rows])
+            yb = torch.stack([self.ys[t][r : r + w, c : c + w] for t, r, c in rows])
+            mb = torch.stack([self.ms[t][r : r + w, c : c + w] for t, r, c in rows])
+            k = int(turns[b])
+            xb, yb, mb = (torch.rot90(a, k, dims=(-2, -1)) for a in (xb, yb, mb))
+            if bool(flips[b]):
+                xb, yb, mb = (torch.flip(a, dims=(-1,)) for a in (xb, yb, mb))
+            yield self._norm(xb), yb, mb
+
+    def training_step(
+        self, model: torch.nn.Module, batch: Any, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Masked BCE on the logits of the window interiors."""
+        xb, yb, mb = batch
+        m = self.margin
+        inner = (slice(None), slice(m, yb.shape[-2] - m), slice(m, yb.shape[-1] - m))
+        logit = model(xb)[:, 0][inner]
+        target = yb[inner]
+        mask = mb[inner] & ~torch.isnan(target)
+        if not bool(mask.any()):
+            loss = logit.sum() * 0.0  # keeps every rank's backward in step
+        else:
+            loss = F.binary_cross_entropy_with_logits(logit[mask], target[mask])
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(self.steps, float(loss.detach()))
+        return loss, {}
+
+    def predict(self, model: torch.nn.Module, cube: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``(H, W)`` probabilities of one cube by Gaussian-blended windows (NaN = nodata)."""
+        from geoxai.inference import WindowParams, predict_windows
+
+        x = self._norm(torch.from_numpy(np.ascontiguousarray(cube, np.float32))[None])[0]
+        size = min(self.window, *np.shape(valid))
+        ctx = min(self.margin, (min(np.shape(valid)) - size) // 2)
+        p = WindowParams(window=size, stride=max(1, size // 2), context=ctx, batch_size=4)
+        out = predict_windows(
+            lambda b: torch.sigmoid(model(b)), x, (1, 0, 0, 0, -1, 0), np.asarray(valid, bool), p
         )
-    return out
+        return out.values[0]
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        """``val_loss``, ``val_iou``, ``val_mae`` over the validation pixels (``{}`` if none)."""
+        if not self.val:
+            return {}
+        preds, truths = [], []
+        for cube, target, valid, mask in self.val:
+            p = self.predict(model, cube, valid)
+            sel = np.asarray(mask, bool) & np.isfinite(p) & np.isfinite(target)
+            preds.append(p[sel])
+            truths.append(np.asarray(target, np.float32)[sel])
+        p, t = np.concatenate(preds), np.concatenate(truths)
+        if p.size == 0:
+            raise InvalidInputError("no validation pixel is valid and labelled.")
+        loss = F.binary_cross_entropy(
+            torch.from_numpy(np.clip(p, 1e-6, 1 - 1e-6)), torch.from_numpy(t)
+        )
+        m = evaluate_map(p, t)
+        return {"val_loss": float(loss), "val_iou": m["iou"], "val_mae": m["mae"]}
+
+    def state_dict(self) -> dict:
+        """The step counter (for ``on_step`` and ``max_steps`` across a resume)."""
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the step counter."""
+        self.steps = int(state.get("steps", 0))
 
 
 def train_temporal(
@@ -121,7 +335,8 @@ def train_temporal(
     normalization: tuple[list[float], list[float]] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[Any, list[dict[str, float]]]:
-    """Train a TemporalUNet on per-pixel targets.
+    """Train a TemporalUNet on per-pixel targets (a :class:`TemporalTask` through
+    :func:`geoxai.trainer.fit`, epochs of 10 steps, checkpoints in a temporary directory).
 
     Args:
         cubes: ``(T, C, H, W)`` float32 model-ready features per training tile (physical units).
@@ -134,50 +349,44 @@ def train_temporal(
 
     Returns:
         ``(net, history)``: the trained network (eval mode) and ``[{"step", "loss"}]`` every
-        10 steps.
+        10 steps (``loss``: mean over those steps).
     """
-    from geoxai.models import TemporalUNet
+    import math
+    import tempfile
+
+    from geoxai.trainer import FitParams, fit
 
     if not cubes or len(cubes) != len(targets) or len(cubes) != len(valid):
         raise InvalidInputError("give as many cubes as targets and valid masks (at least one).")
-    t, c = cubes[0].shape[:2]
-    off, sc = normalization or fit_normalization(cubes, valid)
-    torch.manual_seed(params.seed)
-    rng = np.random.default_rng(params.seed)
-    net = TemporalUNet(
-        in_features=c, time_steps=t, embed=params.embed, base=params.base, depth=params.depth
+    task = TemporalTask(
+        cubes,
+        targets,
+        valid,
+        normalization=normalization or fit_normalization(cubes, valid),
+        window=params.window,
+        margin=params.margin,
+        steps_per_epoch=10,
+        batch_size=params.batch_size,
+        max_steps=params.steps,
+        net_kwargs={"embed": params.embed, "base": params.base, "depth": params.depth},
+        on_step=on_step,
     )
-    opt = torch.optim.Adam(net.parameters(), lr=params.lr)
-    offset = torch.tensor(off, dtype=torch.float32)[None, None, :, None, None]
-    scale = torch.tensor(sc, dtype=torch.float32)[None, None, :, None, None]
-    xs = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in cubes]
-    ys = [torch.from_numpy(np.asarray(y, dtype=np.float32)) for y in targets]
-    ms = [torch.from_numpy(np.asarray(v, bool)) for v in valid]
-    w, m = params.window, params.margin
-    history: list[dict[str, float]] = []
-    net.train()
-    for step in range(1, params.steps + 1):
-        tile = int(rng.integers(0, len(xs)))
-        h_px, w_px = xs[tile].shape[-2:]
-        origins = _windows(rng, (h_px, w_px), valid[tile], params.batch_size, w)
-        xb = torch.stack([xs[tile][:, :, r : r + w, c0 : c0 + w] for r, c0 in origins])
-        yb = torch.stack([ys[tile][r : r + w, c0 : c0 + w] for r, c0 in origins])
-        mb = torch.stack([ms[tile][r : r + w, c0 : c0 + w] for r, c0 in origins])
-        k = int(rng.integers(0, 4))
-        xb, yb, mb = (torch.rot90(a, k, dims=(-2, -1)) for a in (xb, yb, mb))
-        xb = torch.clamp((xb - offset) / scale, -3, 3)
-        logit = net(xb)[:, 0, m:-m, m:-m]
-        target, mask = yb[:, m:-m, m:-m], mb[:, m:-m, m:-m] & ~torch.isnan(yb[:, m:-m, m:-m])
-        loss = F.binary_cross_entropy_with_logits(logit[mask], target[mask])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if on_step is not None:
-            on_step(step, loss.item())
-        if step % 10 == 0 or step == params.steps:
-            history.append({"step": float(step), "loss": loss.item()})
-    net.eval()
-    return net, history
+    epochs = math.ceil(params.steps / 10)
+    fp = FitParams(
+        epochs=epochs,
+        lr=params.lr,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        checkpoint_every=epochs,
+        progress=False,
+    )
+    with tempfile.TemporaryDirectory(prefix="geoxai-temporal-") as tmp:
+        res = fit(task, fp, tmp, resume=False)
+    history = [
+        {"step": float(min(10 * r["epoch"], params.steps)), "loss": float(r["loss"])}
+        for r in res.history
+    ]
+    return res.model, history
 
 
 def save_temporal_bundle(

@@ -69,6 +69,8 @@ __all__ = [
     "BaseTask",
     "FitResult",
     "fit",
+    "prepare_out_dir",
+    "plot_history",
     "lr_factor",
     "epoch_generator",
     "shard",
@@ -371,7 +373,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 # ---- files ------------------------------------------------------------------------------------
 
 
-def _prepare_out_dir(out_dir: Path) -> None:
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir/checkpoints`` and check it is writable (call before expensive work).
+
+    Raises:
+        StoreError: the directory cannot be created or written, naming it.
+    """
+    out_dir = Path(out_dir)
     try:
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe = out_dir / "checkpoints" / ".write_test"
@@ -382,6 +390,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
             f"training output directory {str(out_dir)!r} is not writable ({exc}); choose an "
             "out_dir you can write to."
         ) from exc
+    return out_dir
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -482,7 +491,7 @@ def fit(
     out_dir = Path(out_dir)
     rank, world = _dist()
     if rank == 0:
-        _prepare_out_dir(out_dir)
+        prepare_out_dir(out_dir)
     if world > 1:
         import torch.distributed as dist
 
