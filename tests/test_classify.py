@@ -178,6 +178,16 @@ def test_read_patches_stratified_split_and_bad_folders(tmp_path):
         read_patches(mixed)
     with pytest.raises(DataAccessError, match="does not exist"):
         read_patches(tmp_path / "nope")
+    split = tmp_path / "split.csv"
+    split.write_text("file,class,split\nA/A_0.tif,A,train\nB/B_0.tif,B,tset\n")
+    with pytest.raises(InvalidInputError, match="Did you mean 'test'"):
+        read_patches(root, splits=split)
+    split.write_text("file,class,split\nA/A_0.tif,A,train\nB/B_9.tif,B,val\n")
+    with pytest.raises(InvalidInputError, match="lists B/B_9.tif, which is not a file"):
+        read_patches(root, splits=split)
+    split.write_text("file,class,split\nA/A_0.tif,A,train\nB/B_0.tif,B,train\n")
+    with pytest.raises(InvalidInputError, match="no validate patches"):
+        read_patches(root, splits=split)
     with pytest.raises(ConfigError, match="which the patches lack"):
         read_patches(_fake_folder(tmp_path / "rgb", bands=3), "all13")
 
@@ -318,12 +328,16 @@ def test_sliding_class_map_of_a_patch_mosaic(trained13, eurosat, tmp_path):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_rgb_runs(eurosat, tmp_path):
-    cfg = ClassifyConfig(
-        data=str(eurosat), out_dir=str(tmp_path), bands="rgb", width=8,
-        training={"epochs": 2, "progress": False},
-    )  # fmt: skip
-    bundle = train_classifier(cfg)
+def test_rgb_runs_through_the_workflow_registry(eurosat, tmp_path):
+    from geoxai.workflows import load_workflow_config, run_workflow
+
+    path = tmp_path / "classify.yaml"
+    path.write_text(
+        f"data: {eurosat}\nbands: rgb\nwidth: 8\nout_dir: {tmp_path}\n"
+        "training: {epochs: 2, progress: false}\n"
+    )
+    bundle = run_workflow("classify", load_workflow_config("classify", path))
+    assert bundle == tmp_path / "bundle"
     spec = json.loads((bundle / "model.json").read_text())
     assert spec["inputs"]["features"] == ["B04", "B03", "B02"]
     ev = json.loads((tmp_path / "evaluation.json").read_text())
