@@ -280,7 +280,6 @@ def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
     }
     if config.sentinel1 is not None or config.dem is not None:  # absent: optical sig unchanged
         sig["radar"] = {
-            "stac": config.stac.url,
             "smoothing": dict(config.processing.smoothing),  # the S1 steps' time axis
             "sentinel1": config.sentinel1.model_dump(mode="json") if config.sentinel1 else None,
             "dem": config.dem.model_dump(mode="json") if config.dem else None,
@@ -342,7 +341,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
         marker = store.read_commit(url, storage_options=so)
         extra = marker.get("extra", {})
         if extra.get("query") == sig and all(
-            store.is_committed(u, storage_options=so) for u in radar_urls.values() if u
+            _committed_with(u, sig, so) for u in radar_urls.values() if u
         ):
             return CubeStage(
                 tile.id,
@@ -414,6 +413,15 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
         dem_url=radar_urls["dem"],
         dem_item_ids=radar_ids["dem"],
     )
+
+
+def _committed_with(url: str, sig: dict[str, Any], so: Any) -> bool:
+    """A committed store at ``url`` written for the query ``sig``."""
+    from geoxai import store
+
+    if not store.is_committed(url, storage_options=so):
+        return False
+    return bool(store.read_commit(url, storage_options=so).get("extra", {}).get("query") == sig)
 
 
 def _one_line(exc: BaseException) -> str:
