@@ -387,3 +387,27 @@ def test_transfer_learning_from_torchvision_file(eurosat, tmp_path, adapter):
         assert got["conv1.weight"].shape == (64, 13, 7, 7)
     ev = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert ev["n"] == 3 and ev["classes"] == ["Forest", "Industrial", "SeaLake"]
+
+
+@pytest.mark.slow
+def test_resume_gives_the_uninterrupted_weights(tmp_path):
+    """Augmentation and batch order come from the trainer's per-epoch generator: a run stopped
+    after epoch 1 and resumed ends with the weights of an uninterrupted run."""
+    root = _fake_folder(tmp_path / "d", classes=("A", "B", "C"), per_class=5)
+
+    def cfg(out, epochs):
+        return ClassifyConfig(
+            data=str(root), out_dir=str(out), width=4,
+            training={"epochs": epochs, "batch_size": 4, "progress": False},
+        )  # fmt: skip
+
+    train_classifier(cfg(tmp_path / "whole", 2))
+    train_classifier(cfg(tmp_path / "parts", 1))
+    train_classifier(cfg(tmp_path / "parts", 2), resume=True)
+    a, b = (
+        torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=False)["model"]
+        for d in ("whole", "parts")
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ev = json.loads((tmp_path / "parts" / "evaluation.json").read_text())
+    assert ev["epochs_run"] == 2 and ev["n"] == 3  # one test patch per class
