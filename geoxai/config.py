@@ -30,13 +30,17 @@ import difflib
 import json
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from geoxai.errors import ConfigError
 from geoxai.provenance import config_hash
+
+if TYPE_CHECKING:
+    from geoxai.dem import DemParams
+    from geoxai.s1 import S1Params
 
 __all__ = [
     "StacConfig",
@@ -181,7 +185,7 @@ class Sentinel1Config(_Strict):
             raise ValueError(f"polarizations {list(v)} name one more than once")
         return v
 
-    def params(self) -> Any:
+    def params(self) -> S1Params:
         """The :class:`geoxai.s1.S1Params` of this section."""
         from geoxai.s1 import S1Params
 
@@ -211,7 +215,7 @@ class DemConfig(_Strict):
         8, ge=0, le=64, description="Voids within this many 10 m px of valid data are filled."
     )
 
-    def params(self) -> Any:
+    def params(self) -> DemParams:
         """The :class:`geoxai.dem.DemParams` of this section."""
         from geoxai.dem import DemParams
 
