@@ -154,6 +154,9 @@ def bench_e2e(n_tiles: int, revisit: int, workdir: Path) -> dict:
                 "stage_median_s": {k: statistics.median(v) for k, v in stages.items()},
                 "done": s.count("done"),
             }
+            failed = {t: o.get("reason") for t, o in s.outcomes.items() if o["status"] != "done"}
+            if failed:
+                raise SystemExit(f"{workers} actor(s): tiles not done: {failed}")
     r1, r2 = out["workers_1"]["tiles_per_hour"], out["workers_2"]["tiles_per_hour"]
     out["scaling_efficiency"] = float(np.round((r2 / r1) / 2, 3))
     return out
