@@ -212,6 +212,22 @@ def test_config_errors(tmp_path):
         train_classifier(cfg)
 
 
+def test_pretrained_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    from geoxai.backbones import find_cached_resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    root = _fake_folder(tmp_path / "d", size=32)
+    cfg = ClassifyConfig(data=str(root), out_dir=str(tmp_path / "o"), model="resnet18",
+                         pretrained="torchvision-cache")  # fmt: skip
+    with pytest.raises(DataAccessError, match=r"hub.checkpoints holds no resnet18-\*.pth"):
+        train_classifier(cfg)
+    assert find_cached_resnet18() is None
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    _fresh_torchvision_file(cached)
+    assert find_cached_resnet18() == cached
+
+
 def test_evaluation_by_hand():
     ev = evaluate_classifier(np.array([0, 0, 1, 1, 1, 2]), np.array([0, 1, 1, 1, 0, 2]), "abc")
     assert ev["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
