@@ -195,10 +195,15 @@ def make_loss(name: str, *, pos_weight: float | None = None, gamma: float = 2.0)
         return bce
     if name == "dice":
         return dice
-    if name == "focal":
-        return lambda x, t, v=None: focal(x, t, v, gamma=gamma)
-    if name == "bce_dice":
-        return lambda x, t, v=None: bce_dice(x, t, v, pos_weight=pos_weight)
-    if pos_weight is None:
+    pw = pos_weight
+    if name == "weighted_bce" and pw is None:
         raise ConfigError("loss 'weighted_bce' needs pos_weight (a number > 0).")
-    return lambda x, t, v=None: weighted_bce(x, t, v, pos_weight=pos_weight)
+
+    def loss(x: torch.Tensor, t: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        if name == "focal":
+            return focal(x, t, v, gamma=gamma)
+        if name == "bce_dice":
+            return bce_dice(x, t, v, pos_weight=pw)
+        return weighted_bce(x, t, v, pos_weight=float(pw if pw is not None else 1.0))
+
+    return loss

@@ -464,3 +464,39 @@ def test_predict_again_and_on_new_rasters(trained: dict[str, object], tmp_path: 
         ],
     )
     assert res.exit_code != 0 and "trained on 2 rasters" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_tiny_run_through_the_workflow_registry(tmp_path: Path, small: dict[str, str]) -> None:
+    """One epoch on 64 x 64 px: the files a run leaves, the saved config, resume is a no-op."""
+    import yaml
+
+    from geoxai.workflows import load_workflow_config, run_workflow
+
+    cfg = load_workflow_config(
+        "segment",
+        {
+            "rasters": [{"path": small["image"], "name": "img"}],
+            "mask": {"path": small["mask"]},
+            "tile_size": 16,
+            "val_fraction": 0.25,
+            "loss": "weighted_bce",
+            "base_channels": 4,
+            "depth": 1,
+            "training": {"epochs": 1, "batch_size": 4, "progress": False},
+            "out_dir": str(tmp_path / "run"),
+        },
+    )
+    bundle = run_workflow("segment", cfg)
+    assert bundle == tmp_path / "run" / "bundle"
+    saved = yaml.safe_load((bundle / "train_config.yaml").read_text())
+    assert Path(saved["rasters"][0]["path"]).is_absolute() and saved["loss"] == "weighted_bce"
+    ev = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert ev["pos_weight"] >= 1  # auto: negatives / positives of the training tiles, >= 1
+    with rasterio.open(tmp_path / "run" / "prediction.tif") as src:
+        assert src.shape == (50, 45) and src.descriptions == ("probability",)
+        p = src.read(1)
+    assert np.nanmin(p) >= 0 and np.nanmax(p) <= 1
+    mtime = (tmp_path / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    run_workflow("segment", cfg)  # resume: the finished run is not trained again
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns == mtime
