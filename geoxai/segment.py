@@ -409,6 +409,9 @@ def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
     result = fit(task, params, out, resume=resume)
 
     bundle_dir = out / "bundle"
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_rank() != 0:
+            return bundle_dir  # rank 0 writes the bundle and the prediction
     info = {
         "grid": scene.grid.to_json(),
         "band_names": scene.band_names,
