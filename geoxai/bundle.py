@@ -73,6 +73,9 @@ ARCHITECTURES: dict[str, str] = {
     "temporal_unet": "geoxai.models:TemporalUNet",
     "asos": "geoxai.asos:ASOSNet",
     "spacex": "geoxai.spacex_nets:SpacexGenerators",
+    "unet2d": "geoxai.models:UNet2d",
+    "scene_simple_cnn": "geoxai.backbones:SimpleCNN",
+    "scene_resnet18": "geoxai.backbones:ResNet18Classifier",
 }
 """Registry name -> ``"module:Class"``; imported only when a bundle naming it is loaded."""
 

@@ -59,7 +59,6 @@ from geoxai.bundle import (
     OutputSpec,
     WindowSpec,
     load_bundle,
-    register_architecture,
     save_bundle,
 )
 from geoxai.errors import (
@@ -102,8 +101,6 @@ CACHE_KEYWORD = "torchvision-cache"
 """``pretrained`` value that takes ``resnet18-*.pth`` from torch's hub cache folder."""
 
 _ARCH = {"simple_cnn": "scene_simple_cnn", "resnet18": "scene_resnet18"}
-register_architecture("scene_simple_cnn", "geoxai.backbones:SimpleCNN")
-register_architecture("scene_resnet18", "geoxai.backbones:ResNet18Classifier")
 
 
 class ClassifyConfig(BaseModel):

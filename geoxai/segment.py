@@ -49,7 +49,6 @@ from geoxai.bundle import (
     OutputSpec,
     WindowSpec,
     load_bundle,
-    register_architecture,
     save_bundle,
 )
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, StoreError
@@ -82,7 +81,6 @@ __all__ = [
 
 ARCHITECTURE = "unet2d"
 """Bundle architecture name of :class:`geoxai.models.UNet2d`."""
-register_architecture(ARCHITECTURE, "geoxai.models:UNet2d")
 
 GRID_FILE = "grid.json"
 """Bundle extra file: training grid, band names, rasters, split and normalization."""
