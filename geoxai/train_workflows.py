@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.trainer import BaseTask, FitParams, fit, prepare_out_dir, shard
+from geoxai.trainer import BaseTask, FitParams, fit, is_main_process, prepare_out_dir, shard
 from geoxai.workflows import FitParamsModel, save_config
 
 __all__ = [
@@ -322,8 +322,10 @@ def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
         net, name=b.name or f"asos-{out.name}", bands=bands, window=b.window,
         stride=b.stride, context=b.context, description=b.description,
     )  # fmt: skip
-    bundle = save_asos_bundle(out / "bundle", net, spec, table)
-    save_config(config, bundle)
+    bundle = out / "bundle"
+    if is_main_process():  # every rank holds the same weights; one writes
+        save_asos_bundle(bundle, net, spec, table)
+        save_config(config, bundle)
     return bundle
 
 
@@ -567,8 +569,11 @@ def train_temporal_workflow(config: TemporalConfig, *, resume: bool = True) -> P
     )  # fmt: skip
     res = fit(task, params, out, resume=resume)
     b = config.bundle
-    bundle = save_temporal_bundle(
-        out / "bundle", res.model, train[0]["features"], norm,
+    bundle = out / "bundle"
+    if not is_main_process():  # every rank holds the same weights; rank 0 writes
+        return bundle
+    save_temporal_bundle(
+        bundle, res.model, train[0]["features"], norm,
         name=b.name or f"temporal-{out.name}", output=config.output, window=b.window,
         stride=b.stride, context=b.context, description=b.description or (
             f"TemporalUNet trained on {len(train)} tile(s) by geoxai train temporal."

@@ -70,6 +70,7 @@ __all__ = [
     "FitResult",
     "fit",
     "prepare_out_dir",
+    "is_main_process",
     "plot_history",
     "lr_factor",
     "epoch_generator",
@@ -278,6 +279,12 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
+def is_main_process() -> bool:
+    """True on rank 0 of a ``torch.distributed`` group, or without one: the process that
+    writes files (bundles, configs) after :func:`fit`."""
+    return _dist()[0] == 0
+
+
 def _flat_allreduce_mean(tensors: list[torch.Tensor], world: int) -> None:
     import torch.distributed as dist
 
@@ -382,7 +389,7 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     try:
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = out_dir / "checkpoints" / ".write_test"
+        probe = out_dir / "checkpoints" / f".write_test.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

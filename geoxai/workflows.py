@@ -27,14 +27,16 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from geoxai.config import _did_you_mean
 from geoxai.errors import ConfigError, look_up_option
-from geoxai.trainer import FitParams
+
+if TYPE_CHECKING:  # torch stays out of `geoxai --help`
+    from geoxai.trainer import FitParams
 
 __all__ = [
     "WORKFLOWS",
@@ -93,6 +95,8 @@ class FitParamsModel(BaseModel):
 
     def to_params(self) -> FitParams:
         """The :class:`FitParams` :func:`geoxai.trainer.fit` takes."""
+        from geoxai.trainer import FitParams
+
         return FitParams(**self.model_dump())
 
 
@@ -202,26 +206,34 @@ def _model_of(ann: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
-def _template(model: type[BaseModel], indent: int) -> list[str]:
+def _template(
+    model: type[BaseModel], indent: int, values: dict[str, Any] | None = None
+) -> list[str]:
+    """YAML lines of ``model``'s fields; ``values`` overrides the field defaults (the instance a
+    parent's ``default_factory`` makes)."""
     pad = " " * indent
     lines: list[str] = []
     for name, f in model.model_fields.items():
         doc = (f.description or "").replace("\n", " ")
         sub, is_list = _model_of(f.annotation)
         required = f.is_required()
-        if sub is not None and (required or f.default_factory is not None):
+        given = values is not None and name in values
+        default = values[name] if given else None
+        if not required and not given:
+            default = f.get_default(call_default_factory=True, validated_data={})
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        if sub is not None and (required or isinstance(default, dict) or is_list):
             lines.append(f"{pad}{name}:{'  # ' + doc if doc else ''}")
-            body = _template(sub, indent + 4 if is_list else indent + 2)
+            inner = default if isinstance(default, dict) else None
+            body = _template(sub, indent + 4 if is_list else indent + 2, inner)
             if is_list and body:
                 body[0] = " " * (indent + 2) + "- " + body[0].lstrip()
             lines += body
             continue
-        if required:
+        if required and not given:
             value, note = "", f"REQUIRED. {doc}"
         else:
-            default = f.get_default(call_default_factory=True, validated_data={})
-            if isinstance(default, BaseModel):
-                default = default.model_dump(mode="json")
             value = yaml.safe_dump(default, default_flow_style=True, width=1000).strip()
             value = value.removesuffix("\n...").removesuffix("...").strip()
             note = doc
