@@ -28,8 +28,9 @@ Reproducibility (``FitParams.deterministic=True``, the default):
 * **Not deterministic:** on CUDA some kernels (atomics in scatter/index_add, some convolution
   backward algorithms, interpolation backward) have no deterministic implementation; torch
   warns about them instead of failing and results may differ in the last bits between runs.
-  Results also differ between numbers of ranks (the batches are sharded differently) and
-  between torch versions / CPU instruction sets. DataLoader worker processes are not used:
+  Results also differ between numbers of ranks (the batches are sharded differently), may
+  differ in the last bits between torch thread counts (``torch.set_num_threads``: reduction
+  order), and between torch versions / CPU instruction sets. DataLoader worker processes are not used:
   tasks produce their batches in the training process, so there is no worker seeding issue.
 
 Distributed (``torch.distributed.is_initialized()``): parameters and buffers are broadcast from

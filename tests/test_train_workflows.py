@@ -330,3 +330,37 @@ def test_asos_workflow_eurosat(realdata, tmp_path, one_thread):
     assert len(spec["inputs"]["features"]) == 10
     hist = yaml.safe_load((tmp_path / "asos/metrics.json").read_text())
     assert 0 <= hist[-1]["val_accuracy"] <= 1
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def test_cli_train_resume_and_example(tmp_path, one_thread):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    data = _asos_npz(tmp_path / "train.npz")
+    cfg = {
+        "data": str(data), "k": 2, "width": 4, "head_width": 4, "table": {"fit": False},
+        "training": {"epochs": 2, "batch_size": 8, "progress": False},
+        "out_dir": str(tmp_path / "out"),
+    }  # fmt: skip
+    path = tmp_path / "asos.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "asos", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "2 epochs" in res.output and str(tmp_path / "out" / "bundle") in res.output
+    first = (tmp_path / "out/checkpoints/last.pt").stat().st_mtime_ns
+    # a finished run resumes to itself: nothing is retrained, the checkpoint is untouched
+    assert runner.invoke(app, ["train", "asos", str(path)]).exit_code == 0
+    assert (tmp_path / "out/checkpoints/last.pt").stat().st_mtime_ns == first
+    assert runner.invoke(app, ["train", "asos", str(path), "--no-resume"]).exit_code == 0
+    assert (tmp_path / "out/checkpoints/last.pt").stat().st_mtime_ns != first
+    # bad config: a typed error naming the key, before any training
+    path.write_text(yaml.safe_dump({**cfg, "widht": 3}))
+    res = runner.invoke(app, ["train", "asos", str(path)])
+    assert isinstance(res.exception, ConfigError) and "Did you mean 'width'" in str(res.exception)
+    ex = runner.invoke(app, ["train", "example", "asos"])
+    assert ex.exit_code == 0 and yaml.safe_load(ex.output)["k"] == 3

@@ -218,3 +218,61 @@ def test_manual_optimization_with_module_dict(tmp_path):
     res = fit(TwoNets(), FitParams(epochs=3, lr=0.5, progress=False), tmp_path)
     assert res.best_epoch is None and res.history[-1]["loss_a"] < res.history[0]["loss_a"]
     assert (tmp_path / "checkpoints/last.pt").exists()
+
+
+# ---- data parallel: 2 gloo ranks == one process on the whole batch ------------------------------
+
+
+class HalfBatches(BaseTask):
+    """Linear regression; each step's global batch of 8 is split between the ranks."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(5)
+        self.x = torch.randn(32, 3, generator=g)
+        self.y = self.x @ torch.tensor([0.5, -1.0, 2.0]) + 0.1 * torch.randn(32, generator=g)
+
+    def build_model(self):
+        return torch.nn.Linear(3, 1)
+
+    def train_batches(self, epoch, generator, rank, world_size):
+        order = torch.randperm(32, generator=generator)
+        for i in range(0, 32, 8):
+            idx = order[i : i + 8][rank::world_size]
+            yield self.x[idx], self.y[idx]
+
+    def training_step(self, model, batch, optimizers):
+        return F.mse_loss(model(batch[0])[:, 0], batch[1]), {}
+
+    def validate(self, model):
+        return {"val_loss": float(F.mse_loss(model(self.x)[:, 0], self.y))}
+
+
+def _rank_main(rank: int, store: str, out: str, results: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        res = fit(HalfBatches(), FitParams(epochs=3, lr=0.05, progress=False), out)
+        torch.save({"model": res.model.state_dict(), "history": res.history}, f"{results}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process_on_the_whole_batch(tmp_path, monkeypatch):
+    import torch.multiprocessing as mp
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    single = fit(HalfBatches(), FitParams(epochs=3, lr=0.05, progress=False), tmp_path / "one")
+    args = (str(tmp_path / "store"), str(tmp_path / "ddp"), str(tmp_path / "res"))
+    mp.spawn(_rank_main, args=args, nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"res.{r}", weights_only=False) for r in (0, 1))
+    assert all(torch.equal(r0["model"][k], r1["model"][k]) for k in r0["model"])  # in sync
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(r0["model"][k], v, rtol=1e-5, atol=1e-6)
+    assert [h["loss"] for h in r0["history"]] == pytest.approx(
+        [h["loss"] for h in single.history], rel=1e-5
+    )
+    ckpt = torch.load(tmp_path / "ddp/checkpoints/last.pt", weights_only=False)
+    assert ckpt["world_size"] == 2 and (tmp_path / "ddp/metrics.json").exists()
