@@ -309,8 +309,7 @@ def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
         net, x, labels, batch_size=params.batch_size, occlusion_p=config.occlusion_p,
         occlusion_every=config.occlusion_every, augment=config.augment, val=val,
     )  # fmt: skip
-    res = fit(task, params, out, resume=resume)
-    net = res.model
+    fit(task, params, out, resume=resume)  # trains `net` in place (best or last weights)
     table = None
     if config.table.fit:
         ap = ASOSParams(

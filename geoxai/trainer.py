@@ -30,8 +30,8 @@ Reproducibility (``FitParams.deterministic=True``, the default):
   warns about them instead of failing and results may differ in the last bits between runs.
   Results also differ between numbers of ranks (the batches are sharded differently), may
   differ in the last bits between torch thread counts (``torch.set_num_threads``: reduction
-  order), and between torch versions / CPU instruction sets. DataLoader worker processes are not used:
-  tasks produce their batches in the training process, so there is no worker seeding issue.
+  order), and between torch versions / CPU instruction sets. DataLoader worker processes are
+  not used: tasks produce their batches in the training process (no worker seeding issue).
 
 Distributed (``torch.distributed.is_initialized()``): parameters and buffers are broadcast from
 rank 0 at the start; every optimizer averages gradients over ranks before its ``step`` (a
@@ -421,7 +421,14 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
     from matplotlib.figure import Figure
 
     skip = {"epoch", "seconds"}
-    keys = sorted({k for r in history for k in r if k not in skip})
+    keys = sorted(
+        {
+            k
+            for r in history
+            for k, v in r.items()
+            if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    )
     losses = [k for k in keys if "loss" in k]
     others = [k for k in keys if "loss" not in k and k != "lr"]
     fig = Figure(figsize=(10, 4), dpi=100)

@@ -218,7 +218,7 @@ def _template(
         sub, is_list = _model_of(f.annotation)
         required = f.is_required()
         given = values is not None and name in values
-        default = values[name] if given else None
+        default = values[name] if values is not None and given else None
         if not required and not given:
             default = f.get_default(call_default_factory=True, validated_data={})
         if isinstance(default, BaseModel):
