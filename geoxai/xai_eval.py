@@ -175,7 +175,10 @@ def evaluate_attributions(
 
     if not 0 < q <= 100:
         raise InvalidInputError(f"q={q} must be a percentage in (0, 100].")
-    methods = tuple(look_up_option(m, METHODS, what="explanation method") for m in methods)
+    methods = tuple(
+        look_up_option(m, METHODS, what="explanation method", error=InvalidInputError)
+        for m in methods
+    )
     if not methods:
         raise InvalidInputError(f"no explanation method given; choose from {METHODS}.")
     imgs = np.asarray(images, np.float32)

@@ -41,6 +41,15 @@ from geoxai.spacex_nets import (
 )
 from geoxai.trainer import FitParams, fit
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    from tests.fixtures.spacex_world import one_thread
+
+    with one_thread():
+        yield
+
+
 TINY = SpacexParams(gen_base=4, gen_res_blocks=1, disc_base=4, disc_layers=1)
 
 
