@@ -592,6 +592,10 @@ def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
         classifier, train, params, fit_params, config.out_dir, val_images=val, lo=lo, hi=hi,
         resume=resume,
     )  # fmt: skip
+    out = Path(config.out_dir) / "bundle"
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_rank() != 0:
+            return out  # rank 0 writes the bundle
     meta = {
         "classifier_bundle": str(Path(config.classifier).resolve()),
         "classifier_weights_sha256": cb.spec.weights_sha256,
@@ -601,7 +605,6 @@ def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
         "epochs": len(rep.history),
         "val_score_shift": rep.shift.summary() if rep.shift is not None else None,
     }
-    out = Path(config.out_dir) / "bundle"
     save_spacex_bundle(out, rep.generators, cb.spec, meta=meta, train_config=config)
     return out
 

@@ -11,6 +11,7 @@ and both generators shift the scores by their reconstruction error alone (+0.1 .
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -253,6 +254,39 @@ def test_bundle_round_trip_and_attribution(tiny_bundle):
         spacex_attribution(b, clean[:4])
     with pytest.raises(ModelBundleError, match="not SpacEX"):
         load_spacex_bundle(asos)
+
+
+def test_geoxai_train_spacex_cli(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from geoxai.asos import save_asos_bundle
+    from pipelines.cli import app
+
+    clf = _classifier()
+    asos = save_asos_bundle(tmp_path / "asos", clf, bundle_spec(clf, window=16, stride=8))
+    np.savez(tmp_path / "d.npz", images=_images(6))
+    cfg = {
+        "classifier": str(asos), "data": str(tmp_path / "d.npz"), "gen_base": 4,
+        "gen_res_blocks": 1, "disc_base": 4, "disc_layers": 1, "val_fraction": 0.34,
+        "training": {"epochs": 2, "batch_size": 2, "progress": False},
+        "out_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(app, ["train", "spacex", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 0, r.output
+    b, meta = load_spacex_bundle(tmp_path / "run" / "bundle")
+    assert (meta["n_train"], meta["n_val"], meta["epochs"]) == (4, 2, 2)
+    assert set(meta["val_score_shift"]) >= {"shift_max", "shift_min"}
+    hist = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert hist[1]["lr"] < hist[0]["lr"] == pytest.approx(2e-4)  # SpacEX default, linear decay
+    assert {"val_shift_max", "val_shift_min", "loss_g", "loss_d"} <= set(hist[0])
+    # bad data fails before training, naming the fix
+    np.savez(tmp_path / "bad.npz", images=_images(2)[:, :4])
+    bad = {**cfg, "data": str(tmp_path / "bad.npz"), "out_dir": str(tmp_path / "bad")}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(bad))
+    r = CliRunner().invoke(app, ["train", "spacex", str(tmp_path / "b.yaml")])
+    assert r.exit_code != 0 and "takes 10" in str(r.exception)
 
 
 def test_explain_spacex_cli_writes_cog_and_png(tiny_bundle, tmp_path):
