@@ -293,6 +293,7 @@ class SpacexTask:
     ) -> dict[str, torch.optim.Optimizer]:
         """``{"g": Adam(both generators), "d": Adam(both discriminators)}``, betas from params."""
         betas = (self.params.beta1, self.params.beta2)
+        model = _module_dict(model)
         gens = [*model["g_max"].parameters(), *model["g_min"].parameters()]
         discs = [*model["d_max"].parameters(), *model["d_min"].parameters()]
         return {
@@ -320,6 +321,7 @@ class SpacexTask:
         """Generator step (discriminators frozen), then discriminator step on buffered fakes."""
         x = batch.to(self.device)
         p = self.params
+        model = _module_dict(model)
         discs = (model["d_max"], model["d_min"])
         for d in discs:
             _set_grad(d, False)
@@ -378,10 +380,20 @@ class SpacexTask:
                 b.load_state_dict(state[k])
 
 
+def _module_dict(model: nn.Module) -> nn.ModuleDict:
+    if not isinstance(model, nn.ModuleDict) or not {"g_max", "g_min"} <= set(model.keys()):
+        raise InvalidInputError(
+            f"expected the SpacEX ModuleDict (g_max, g_min, d_max, d_min), got "
+            f"{type(model).__name__}; build it with SpacexTask.build_model."
+        )
+    return model
+
+
 def generators_of(model: nn.Module, lo: float = 0.0, hi: float = 1.0) -> SpacexGenerators:
     """A :class:`SpacexGenerators` holding (copies of) the trained ``g_max`` and ``g_min``."""
+    model = _module_dict(model)
     g = model["g_max"]
-    cfg = g.config
+    cfg: dict[str, Any] = dict(getattr(g, "config", {}))
     gens = SpacexGenerators(cfg["in_bands"], cfg["base"], cfg["n_res"], lo, hi)
     gens.g_max.load_state_dict(model["g_max"].state_dict())
     gens.g_min.load_state_dict(model["g_min"].state_dict())

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from geoxai.errors import DataAccessError, InvalidInputError, look_up_option
+from geoxai.errors import DataAccessError, InvalidInputError, ModelBundleError, look_up_option
 
 __all__ = ["METHODS", "IoUTable", "evaluate_attributions", "load_eval_images", "write_table"]
 
@@ -187,7 +187,10 @@ def evaluate_attributions(
         raise InvalidInputError(
             f"images {imgs.shape} and masks {m.shape} do not match; need (N, C, H, W), (N, H, W)."
         )
-    ab, table = load_asos_bundle(asos_bundle)
+    ab, fitted = load_asos_bundle(asos_bundle)  # raises unless the table is fitted
+    if fitted is None:  # pragma: no cover - load_asos_bundle(need_table=True) raises first
+        raise ModelBundleError(f"ASOS bundle {asos_bundle} has no table; run geoxai asos fit.")
+    table = fitted
     net = ab.net
     sb = None
     if "spacex" in methods:
