@@ -12,9 +12,15 @@ realistic. Generator objective per batch ``x`` (in ``[-1, 1]``)::
     adversarial * (LS(D_max(G_max x), 1) + LS(D_min(G_min x), 1))        least squares
   + cycle       * (|G_min G_max x - x| + |G_max G_min x - x|)             L1
   + identity    * (|G_max x - x| + |G_min x - x|)                          L1
-  + activation  * (-f(G_max x) + f(G_min x))                               f = classifier logit
+  + activation  * (softplus(-f(G_max x)) + softplus(f(G_min x)))         f = classifier logit
 
-with reference weights 1 / 5 / 13 / 5. The activation term scores the **generated** images
+with reference weights 1 / 5 / 13 / 5. The activation term is the binary cross-entropy of the
+classifier's logit of the generated image towards 1 (maximizer) and 0 (minimizer); it pushes the
+logit like plain activation maximization (``-f(G_max x) + f(G_min x)``, ``activation_form=
+"logit"``) while the classifier is unsure and stops pushing once it is sure. Measured on the
+synthetic forest scenes (README, SpacEX), the saturating form changes the images less (mean
+|change| 0.053 vs 0.073 reflectance) and its maps overlap the causing class more (top-10 % IoU
+0.100 vs 0.043). The activation term scores the **generated** images
 with the frozen classifier, so its gradient flows through the classifier into the generators
 (the public code scored the real image: its activation term had no gradient at all). The
 classifier's parameters are frozen (``requires_grad=False``, eval mode) and never updated.
@@ -116,9 +122,9 @@ class SpacexParams:
     """Weight of the L1 identity loss."""
     activation: float = 5.0
     """Weight of the activation-maximization term on the classifier's logit (0 = off)."""
-    activation_form: Literal["logit", "bce"] = "logit"
-    """``logit``: maximize / minimize the raw logit; ``bce``: ``softplus(-logit)`` /
-    ``softplus(logit)`` (saturates once the classifier is sure)."""
+    activation_form: Literal["logit", "bce"] = "bce"
+    """``bce``: ``softplus(-logit)`` / ``softplus(logit)`` (the default; saturates once the
+    classifier is sure); ``logit``: maximize / minimize the raw logit (unbounded)."""
     replay_buffer: int = 50
     """Generated images kept for the discriminators (0 = no buffer)."""
     beta1: float = 0.5
@@ -154,7 +160,7 @@ def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
 
 
 def activation_loss(
-    logit_max: torch.Tensor, logit_min: torch.Tensor, form: str = "logit"
+    logit_max: torch.Tensor, logit_min: torch.Tensor, form: str = "bce"
 ) -> torch.Tensor:
     """Activation term from the classifier's ``(N, 1)`` logits of the generated images.
 
@@ -543,7 +549,7 @@ class SpacexConfig(BaseModel):
     identity: float = Field(13.0, ge=0, description="L1 identity loss weight.")
     activation: float = Field(5.0, ge=0, description="Activation-maximization weight (0 = off).")
     activation_form: Literal["logit", "bce"] = Field(
-        "logit", description="Raw logit, or softplus (saturating) form of the activation term."
+        "bce", description="bce: softplus of the logit (saturating); logit: the raw logit."
     )
     replay_buffer: int = Field(50, ge=0, description="Generated images kept for the critics.")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1.")
