@@ -99,6 +99,12 @@ class ModelsConfig(_Strict):
 
     prediction: str = Field(description="Bundle of the per-pixel model (e.g. tree cover).")
     asos: str | None = Field(None, description="ASOS bundle with a fitted table; None = no ASOS.")
+    spacex: str | None = Field(
+        None,
+        description="SpacEX generators bundle (`geoxai train spacex`); adds the "
+        "'spacex_attribution' layer (mean over bands of |G_max - G_min|, reflectance) computed "
+        "on the same annual composite as ASOS; None = no SpacEX layer.",
+    )
 
 
 class ProcessingConfig(_Strict):

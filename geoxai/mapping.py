@@ -174,7 +174,20 @@ def _tiles(config: RunConfig) -> list[TileSpec]:
 def _layer_specs(config: RunConfig, output_names: list[str]) -> list[Any]:
     from geoxai.outputs import change_layer_specs, default_layers
 
+    if config.models.spacex:
+        from geoxai.outputs import LayerSpec
+
+        spacex_layer = LayerSpec(
+            "spacex_attribution",
+            "float32",
+            (),
+            description="SpacEX attribution: mean over bands of |G_max(x) - G_min(x)|",
+            units="reflectance",
+        )
+
     layers = list(default_layers(output_names if len(output_names) > 1 else ()))
+    if config.models.spacex:
+        layers.append(spacex_layer)
     if config.baseline:
         layers += list(change_layer_specs(layers[0]))
     return layers
@@ -253,6 +266,11 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
 
         asos, _ = load_asos_bundle(config.models.asos, device="cpu")  # fails early: fit first
         halo = max(halo, asos.required_halo(tiles[0].core_px))
+    if config.models.spacex:
+        from geoxai.spacex import load_spacex_bundle
+
+        spacex, _ = load_spacex_bundle(config.models.spacex, device="cpu")
+        halo = max(halo, spacex.required_halo(tiles[0].core_px))
     _check_halo(config, halo)
     layout = _layout(config)
     save_config(layout, config.model_dump(mode="json"))
@@ -440,6 +458,7 @@ class TileModels:
     asos: Any = None
     asos_table: Any = None
     asos_min_evidence: int = 1
+    spacex: Any = None
 
 
 def _device(name: str) -> str:
@@ -462,6 +481,10 @@ def load_models(config: RunConfig) -> TileModels:
         from geoxai.asos import load_asos_bundle
 
         models.asos, models.asos_table = load_asos_bundle(config.models.asos, device=device)
+    if config.models.spacex:
+        from geoxai.spacex import load_spacex_bundle
+
+        models.spacex, _ = load_spacex_bundle(config.models.spacex, device=device)
     return models
 
 
@@ -593,6 +616,21 @@ def map_tile(
         )
         layers["asos_sensitivity"] = sens[rs, cs].astype(np.float32)
         timings["asos_s"] = time.monotonic() - t
+
+    if models.spacex is not None:
+        from geoxai.spacex import spacex_attribution
+
+        t = time.monotonic()
+        image = asos_composite(features_with_grid(ds), tuple(models.spacex.spec.inputs.features))
+        image[:, ~valid_optical] = np.nan
+        attr = spacex_attribution(
+            models.spacex,
+            image,
+            window=models.spacex.window_params(pad_edges=False),
+            transform=raw.attrs["transform"],
+        )
+        layers["spacex_attribution"] = attr[rs, cs].astype(np.float32)
+        timings["spacex_s"] = time.monotonic() - t
 
     n_obs = np.asarray(ds["n_obs"].values)[rs, cs]
     gap = np.asarray(ds["max_gap_days"].values)[rs, cs]

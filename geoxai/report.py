@@ -466,7 +466,7 @@ def render_report(
     parts.append("<section id='quicklooks'><h2>Quicklooks</h2>")
     n_ql = 0
     for epsg in zones:
-        for layer in ("prediction", "asos_sensitivity"):
+        for layer in ("prediction", "asos_sensitivity", "spacex_attribution"):
             ql = _quicklook(layout, epsg, layer, done_tiles, mosaics or {})
             if ql is None:
                 continue

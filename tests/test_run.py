@@ -74,7 +74,7 @@ def test_2x2_run_outputs_are_complete_and_documented(reference_run):
     for r in records:
         assert r["config_hash"] == cfg.output_hash()
         assert len(r["input_items"]) > 10 and r["code_version"].startswith("geoxai")
-        assert {"smooth_s", "predict_s", "asos_s"} <= set(r["timings"])
+        assert {"smooth_s", "predict_s", "asos_s", "spacex_s"} <= set(r["timings"])
     root = Path(cfg.run_root())
     assert (root / "report.html").is_file() and (root / "config.json").is_file()
     cogs = sorted((root / "cogs" / "prediction").glob("*.tif"))
@@ -87,6 +87,10 @@ def test_2x2_run_outputs_are_complete_and_documented(reference_run):
         assert np.nanmin(arr) >= 0 and np.nanmax(arr) <= 1
     asos = _zone_arrays(cfg, "asos_sensitivity")
     assert any(np.isfinite(a).any() for a in asos.values())
+    spacex = _zone_arrays(cfg, "spacex_attribution")
+    for arr in spacex.values():
+        assert np.isfinite(arr).mean() > 0.95 and np.nanmin(arr) >= 0
+    assert sorted((root / "cogs" / "spacex_attribution").glob("*.tif"))
 
 
 def test_run_equals_each_tile_processed_alone(reference_run):
@@ -97,12 +101,14 @@ def test_run_equals_each_tile_processed_alone(reference_run):
     models = mapping.load_models(cfg)
     pred = _zone_arrays(cfg, "prediction")
     asos = _zone_arrays(cfg, "asos_sensitivity")
+    spacex = _zone_arrays(cfg, "spacex_attribution")
     for tile in cfg_tiles(cfg)[:2]:
         cube = mapping.stage_cube(tile, cfg)  # reuses the committed cube of the run
         assert cube.reused
         layers, _, _ = mapping.map_tile(store.read_cube(cube.url).load(), tile, models, cfg)
         np.testing.assert_array_equal(layers["prediction"], pred[tile.id])
         np.testing.assert_array_equal(layers["asos_sensitivity"], asos[tile.id])
+        np.testing.assert_array_equal(layers["spacex_attribution"], spacex[tile.id])
 
 
 def test_adjacent_tiles_are_seamless(reference_run):
@@ -137,6 +143,24 @@ def test_adjacent_tiles_are_seamless(reference_run):
     ok = np.isfinite(b_own)
     assert ok.mean() > 0.95
     assert np.abs(b_from_a[ok] - b_own[ok]).max() <= 1e-5
+    # the SpacEX layer too: generators blended on the zone lattice of the same composite
+    from geoxai.spacex import spacex_attribution
+
+    comp = mapping.asos_composite(
+        mapping.features_with_grid(ds), tuple(models.spacex.spec.inputs.features)
+    )
+    comp[:, ~ds["valid"].values.astype(bool)] = np.nan
+    attr = spacex_attribution(
+        models.spacex,
+        comp,
+        window=models.spacex.window_params(pad_edges=False),
+        transform=raw.attrs["transform"],
+    )
+    s_from_a = attr[h : h + n, h + n : h + 2 * n]
+    s_own = _zone_arrays(cfg, "spacex_attribution")[b.id]
+    ok = np.isfinite(s_own) & np.isfinite(s_from_a)
+    assert ok.mean() > 0.95
+    assert np.abs(s_from_a[ok] - s_own[ok]).max() <= 1e-5
 
 
 def test_rerun_skips_done_tiles_and_redoes_broken_ones(run_world, ray_local, tmp_path):
