@@ -258,6 +258,27 @@ def test_bundle_round_trip_and_attribution(tiny_bundle):
         load_spacex_bundle(asos)
 
 
+def test_bundle_blends_over_a_cube_like_any_tile_model(tiny_bundle):
+    """A run tile can add the SpacEX map as a layer: LoadedBundle.predict on a one-date cube
+    equals spacex_attribution with the bundle's windows on the same grid."""
+    import xarray as xr
+
+    from geoxai.bands import S2_BANDS
+
+    path, _, _ = tiny_bundle
+    b, _ = load_spacex_bundle(path)
+    img = _images(1, size=56, seed=5)[0]
+    tr = (10.0, 0.0, 500000.0, 0.0, -10.0, 5600000.0)
+    cube = xr.DataArray(
+        img[None], dims=("time", "band", "y", "x"), coords={"band": list(S2_BANDS)},
+        attrs={"transform": tr},
+    )  # fmt: skip
+    ds = b.predict_dataset(cube)
+    assert list(ds["output"].values) == ["spacex_attribution"]
+    want = spacex_attribution(b, img, window=b.window_params(), transform=tr)
+    assert np.allclose(ds["prediction"].values[0], want, atol=1e-6)
+
+
 def test_geoxai_train_spacex_cli(tmp_path):
     import yaml
     from typer.testing import CliRunner
