@@ -554,7 +554,9 @@ class SpacexConfig(BaseModel):
     replay_buffer: int = Field(50, ge=0, description="Generated images kept for the critics.")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1.")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
-    device: str = Field("cpu", description="Torch device ('cpu', 'cuda', 'cuda:0').")
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device ('cpu', 'cuda:0')."
+    )
     training: FitParamsModel = Field(
         default_factory=_training_default,
         description="Trainer settings (geoxai.workflows.FitParamsModel); SpacEX defaults: lr "
@@ -591,6 +593,11 @@ def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
     """
     params = config.params()
     fit_params = config.training.to_params()
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"SpacEX device {config.device!r} but this machine has no CUDA device; set "
+            "device: cpu (or run on a GPU node)."
+        )
     cb, classifier = load_classifier(config.classifier, config.device)
     lo, hi = _input_range(cb.spec)
     x = _load_images(config)

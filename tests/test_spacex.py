@@ -213,6 +213,10 @@ def test_config_defaults_and_typos():
         load_workflow_config(
             "spacex", {"classifier": "c", "data": "d", "out_dir": "o", "identiy": 1.0}
         )
+    with pytest.raises(ConfigError, match="device"):
+        load_workflow_config(
+            "spacex", {"classifier": "c", "data": "d", "out_dir": "o", "device": "gpu"}
+        )
     with pytest.raises(ConfigError, match="epochs"):
         load_workflow_config(
             "spacex", {"classifier": "c", "data": "d", "out_dir": "o", "training": {"epoch": 1}}
