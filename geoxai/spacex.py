@@ -267,6 +267,12 @@ class SpacexTask:
             _as_images(val_images, "SpacEX validation images") if val_images is not None else None
         )
         self.in_bands = int(self.x.shape[1])
+        want = int(getattr(classifier, "in_bands", self.in_bands))
+        if want != self.in_bands:
+            raise InvalidInputError(
+                f"SpacEX training images have {self.in_bands} bands but the classifier takes "
+                f"{want}; give the bands it was trained on, in its order."
+            )
         self.classifier = _freeze(classifier)
         self.device = _device_of(classifier)
         self.params, self.batch_size = params, int(batch_size)

@@ -193,6 +193,8 @@ def test_task_rejects_bad_inputs():
         SpacexTask(clf, _images(2, size=8), SpacexParams(gen_base=4, disc_layers=2))
     with pytest.raises(InvalidInputError, match="expected"):
         SpacexTask(clf, np.zeros((10, 16, 16), np.float32), TINY)
+    with pytest.raises(InvalidInputError, match="takes 10"):
+        SpacexTask(clf, _images(2)[:, :4], TINY)
 
 
 # ---- config, bundles, attribution, CLI ----------------------------------------------------------
