@@ -19,6 +19,8 @@ The library is pure compute on numpy/xarray/torch plus thin I/O adapters; it nev
 ``bundle``                model bundles: model.json + safe weights
 ``asos``                  activation space occlusion sensitivity
 ``xai``                   Captum baselines (occlusion, Grad-CAM, DeepLIFT), IoU, figures
+``spacex``, ``spacex_nets``  SpacEX: pattern maximizer/minimizer GAN explanations
+``xai_eval``              top-q IoU table of SpacEX, ASOS, OSM, Grad-CAM, DeepLIFT
 ``eurosat``               EuroSAT reader
 ``classify``, ``backbones``  scene classifiers on EuroSAT-format patches, class maps
 ``train``                 training of the temporal model
@@ -77,6 +79,8 @@ _LAZY = {
     "ASOSTable": "geoxai.asos",
     "asos_map": "geoxai.asos",
     "fit_partial": "geoxai.asos",
+    "spacex_attribution": "geoxai.spacex",
+    "evaluate_attributions": "geoxai.xai_eval",
     "RunConfig": "geoxai.config",
     "load_run_config": "geoxai.config",
     "make_world": "geoxai.synthetic",
