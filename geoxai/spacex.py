@@ -20,10 +20,12 @@ logit like plain activation maximization (``-f(G_max x) + f(G_min x)``, ``activa
 "logit"``) while the classifier is unsure and stops pushing once it is sure. Measured on the
 synthetic forest scenes (README, SpacEX), the saturating form changes the images less (mean
 |change| 0.053 vs 0.073 reflectance) and its maps overlap the causing class more (top-10 % IoU
-0.100 vs 0.043). The activation term scores the **generated** images
-with the frozen classifier, so its gradient flows through the classifier into the generators
-(the public code scored the real image: its activation term had no gradient at all). The
-classifier's parameters are frozen (``requires_grad=False``, eval mode) and never updated.
+0.100 vs 0.043).
+
+The activation term scores the **generated** images with the frozen classifier, so its
+gradient flows through the classifier into the generators (the public code scored the real
+image: its activation term had no gradient at all). The classifier's parameters are frozen
+(``requires_grad=False``, eval mode) and never updated.
 Each discriminator is trained with the least-squares loss on real images against generated
 ones drawn from an image replay buffer (50 images). Adam 2e-4, betas (0.5, 0.999), learning
 rate constant for the first half of the epochs, then linearly to 0 (:func:`geoxai.trainer.fit`
@@ -82,6 +84,8 @@ __all__ = [
     "generator_losses",
     "load_classifier",
     "train_gan",
+    "TrainReport",
+    "generators_of",
     "train_spacex",
     "score_shift",
     "attribution",
