@@ -109,12 +109,14 @@ def window_origins(
     *,
     region: np.ndarray | None = None,
     stride: int | None = None,
-    min_good: float = 0.5,
+    min_valid: float = 0.5,
+    min_labelled: float = 0.05,
 ) -> np.ndarray:
     """Origins of the training windows of one tile.
 
-    A window qualifies when it lies wholly inside ``region`` (default everywhere) and more than
-    ``min_good`` of its pixels are valid and labelled (finite target).
+    A window qualifies when it lies wholly inside ``region`` (default everywhere), more than
+    ``min_valid`` of its pixels are valid and at least ``min_labelled`` are valid and labelled
+    (finite target; sparse labels, e.g. held-out blocks, still give windows).
 
     Args:
         valid: ``(H, W)`` bool, False = nodata.
@@ -122,7 +124,8 @@ def window_origins(
         window: window edge, px.
         region: ``(H, W)`` bool area windows may cover (e.g. the training side of a split).
         stride: spacing of candidate origins, px (default ``max(1, window // 8)``).
-        min_good: share of valid, labelled pixels a window needs.
+        min_valid: share of valid pixels a window needs (more than).
+        min_labelled: share of valid, labelled pixels a window needs (at least).
 
     Returns:
         ``(N, 2)`` int64 ``(row, col)`` of the upper-left corners (N may be 0).
@@ -131,10 +134,14 @@ def window_origins(
     if h < window or w < window:
         return np.zeros((0, 2), np.int64)
     area = np.ones((h, w), bool) if region is None else np.asarray(region, bool)
-    good = np.asarray(valid, bool) & np.isfinite(np.asarray(target, np.float32)) & area
+    ok_px = np.asarray(valid, bool) & area
+    labelled = ok_px & np.isfinite(np.asarray(target, np.float32))
     s = stride or max(1, window // 8)
-    ok = (_window_sums(good, window) > min_good * window * window) & (
-        _window_sums(area, window) == window * window
+    n = window * window
+    ok = (
+        (_window_sums(area, window) == n)
+        & (_window_sums(ok_px, window) > min_valid * n)
+        & (_window_sums(labelled, window) >= max(1.0, min_labelled * n))
     )
     rows, cols = np.nonzero(ok[::s, ::s])
     return np.stack([rows * s, cols * s], axis=1).astype(np.int64)
@@ -229,7 +236,7 @@ class TemporalTask(BaseTask):
         self.origins = np.concatenate(found)
         if len(self.origins) == 0:
             raise InvalidInputError(
-                f"no training window of {self.window} px is mostly valid and labelled in any "
+                f"no training window of {self.window} px is mostly valid and has labels in any "
                 "of the training tiles (too much nodata or too few labels); give more tiles, "
                 "more labels or a smaller window."
             )

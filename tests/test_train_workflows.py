@@ -218,6 +218,7 @@ def test_temporal_learns_tree_cover_on_a_held_out_tile(syn_cubes, tmp_path, one_
     pred = b.predict(feats, ds["valid"].values).values[0]
     truth = 0.01 * ds["tree_pct"].values
     m = evaluate_map(pred, truth)
+    print(f"held-out tile: best val_iou {best:.3f}; bundle prediction {m}")
     assert m["iou"] == pytest.approx(best, abs=0.02) and m["mae"] < 0.12
     saved = yaml.safe_load((bundle / "train_config.yaml").read_text())
     assert saved["val_tiles"][0]["cube"] == syn_cubes["urls"][3]
