@@ -297,7 +297,9 @@ class RunConfig(_Strict):
         return self.model_copy(update={"year": year})
 
 
-def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+def did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """`` Did you mean 'x'?`` for the unknown key at ``loc`` of ``model`` (nested sections,
+    optional sections included), or ``""`` when no field name is close."""
     fields = model.model_fields
     sub: type[BaseModel] | None = model
     for part in loc[:-1]:
@@ -308,6 +310,25 @@ def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
         fields = sub.model_fields if sub else {}
     close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def read_config_file(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping in a ``.json`` file (JSON) or any other file (YAML).
+
+    Raises:
+        ConfigError: ``what`` at ``path`` is missing, unreadable, or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist; pass a YAML or JSON file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not readable YAML/JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} must be a mapping of keys to values.")
+    return data
 
 
 def load_run_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunConfig:
@@ -324,17 +345,8 @@ def load_run_config(source: str | Path | dict[str, Any], **overrides: Any) -> Ru
     if isinstance(source, dict):
         data = dict(source)
     else:
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"Run config {where!r} does not exist; pass a YAML or JSON file.")
-        try:
-            text = path.read_text(encoding="utf-8")
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"Run config {where!r} is not readable YAML/JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"Run config {where!r} must be a mapping of keys to values.")
+        where = str(source)
+        data = read_config_file(source, "Run config")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return RunConfig.model_validate(data)
@@ -342,6 +354,6 @@ def load_run_config(source: str | Path | dict[str, Any], **overrides: Any) -> Ru
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            hint = _did_you_mean(err["loc"], RunConfig) if err["type"] == "extra_forbidden" else ""
+            hint = did_you_mean(err["loc"], RunConfig) if err["type"] == "extra_forbidden" else ""
             lines.append(f"  {loc}: {err['msg']}.{hint}")
         raise ConfigError(f"Run config {where!r} is invalid:\n" + "\n".join(lines)) from None

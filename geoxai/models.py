@@ -64,6 +64,24 @@ def _he_init(net: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def _unet_levels(
+    z: torch.Tensor, down: nn.ModuleList, up: nn.ModuleList, head: nn.Module
+) -> torch.Tensor:
+    """The U-Net core shared by both models: ``down`` blocks with 2x2 max-pooling between
+    them, ``up`` blocks after nearest 2x upsampling and concatenation of the skip, ``head``.
+    ``(B, C, H, W)`` with H, W multiples of ``2 ** (len(down) - 1)`` -> ``(B, K, H, W)``."""
+    skips = []
+    for i, block in enumerate(down):
+        if i:
+            z = F.max_pool2d(z, 2)
+        z = block(z)
+        skips.append(z)
+    for i, block in enumerate(up):
+        z = F.interpolate(z, scale_factor=2.0, mode="nearest")
+        z = block(torch.cat([z, skips[-2 - i]], dim=1))
+    return head(z)
+
+
 class TemporalUNet(nn.Module):
     """Temporal-conv encoder + attention pooling over time + 2-D U-Net.
 
@@ -157,16 +175,7 @@ class TemporalUNet(nn.Module):
         z = self.encode_time(x)
         if ph or pw:
             z = F.pad(z, (0, pw, 0, ph), mode="replicate")
-        skips = []
-        for i, block in enumerate(self.down):
-            if i:
-                z = F.max_pool2d(z, 2)
-            z = block(z)
-            skips.append(z)
-        for i, block in enumerate(self.up):
-            z = F.interpolate(z, scale_factor=2.0, mode="nearest")
-            z = block(torch.cat([z, skips[-2 - i]], dim=1))
-        return self.head(z)[:, :, :h, :w]
+        return _unet_levels(z, self.down, self.up, self.head)[:, :, :h, :w]
 
 
 class UNet2d(nn.Module):
@@ -226,13 +235,4 @@ class UNet2d(nn.Module):
         m = 2**self.depth
         ph, pw = (-h) % m, (-w) % m
         z = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-        skips = []
-        for i, block in enumerate(self.down):
-            if i:
-                z = F.max_pool2d(z, 2)
-            z = block(z)
-            skips.append(z)
-        for i, block in enumerate(self.up):
-            z = F.interpolate(z, scale_factor=2.0, mode="nearest")
-            z = block(torch.cat([z, skips[-2 - i]], dim=1))
-        return self.head(z)[:, :, :h, :w]
+        return _unet_levels(z, self.down, self.up, self.head)[:, :, :h, :w]

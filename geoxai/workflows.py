@@ -23,7 +23,6 @@ The ``training:`` section every config has (all optional)::
 from __future__ import annotations
 
 import importlib
-import json
 import types
 import typing
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from geoxai.config import _did_you_mean
+from geoxai.config import did_you_mean, read_config_file
 from geoxai.errors import ConfigError, look_up_option
 
 if TYPE_CHECKING:  # torch stays out of `geoxai --help`
@@ -133,19 +132,6 @@ def workflow_config_class(name: str) -> type[BaseModel]:
     return getattr(_import(name), _entry(name)[1])
 
 
-def _read_mapping(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist; pass a YAML or JSON file.")
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not readable YAML/JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {str(path)!r} must be a mapping of keys to values.")
-    return data
-
-
 def load_workflow_config(name: str, path: str | Path | dict[str, Any]) -> BaseModel:
     """Read and validate the config of workflow ``name`` from a YAML/JSON file (or a dict).
 
@@ -155,7 +141,7 @@ def load_workflow_config(name: str, path: str | Path | dict[str, Any]) -> BaseMo
     """
     cls = workflow_config_class(name)
     what = f"{name} training config"
-    data = dict(path) if isinstance(path, dict) else _read_mapping(Path(path), what)
+    data = dict(path) if isinstance(path, dict) else read_config_file(path, what)
     where = "given" if isinstance(path, dict) else repr(str(path))
     try:
         return cls.model_validate(data)
@@ -165,7 +151,7 @@ def load_workflow_config(name: str, path: str | Path | dict[str, Any]) -> BaseMo
             loc = ".".join(str(p) for p in err["loc"])
             hint = ""
             if err["type"] == "extra_forbidden":
-                hint = _did_you_mean(tuple(p for p in err["loc"] if not isinstance(p, int)), cls)
+                hint = did_you_mean(tuple(p for p in err["loc"] if not isinstance(p, int)), cls)
             lines.append(f"  {loc or '(top level)'}: {err['msg']}.{hint}")
         raise ConfigError(f"The {what} {where} is invalid:\n" + "\n".join(lines)) from None
 
