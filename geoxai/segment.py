@@ -73,6 +73,7 @@ __all__ = [
     "SegmentConfig",
     "SegmentTask",
     "train_segment",
+    "check_segment",
     "predict_segment",
     "training_rasters",
     "iou_counts",
@@ -350,6 +351,59 @@ def _write_prediction(prob: np.ndarray, grid: Grid, out: Path, tags: dict[str, A
     return out
 
 
+def _training_counts(scene: Any, split: Any, ts: int) -> tuple[int, int]:
+    """(positive, labelled) pixels of the training tiles."""
+    pos = sum(
+        int(scene.target[r : r + ts, c : c + ts][scene.labelled[r : r + ts, c : c + ts]].sum())
+        for r, c in split.train
+    )
+    n_lab = sum(int(scene.labelled[r : r + ts, c : c + ts].sum()) for r, c in split.train)
+    return pos, n_lab
+
+
+def check_segment(config: SegmentConfig) -> tuple[Any, Any]:
+    """Every check :func:`train_segment` makes before training, writing nothing.
+
+    ``out_dir`` can be created and written; :func:`geoxai.segment_data.prepare_scene` (files
+    exist and overlap, the tile fits the area, bands have data, the mask has positives and
+    negatives); :func:`~geoxai.segment_data.split_tiles` (enough tiles for a separated
+    validation region); the training tiles hold a positive pixel. Reads the rasters over the
+    training grid (what training reads first anyway).
+
+    Returns:
+        ``(scene, split)``: the stacked :class:`~geoxai.segment_data.Scene` and the tile split.
+
+    Raises:
+        StoreError: ``out_dir`` is not writable.
+        ConfigError, InvalidInputError, DataAccessError: bad inputs.
+    """
+    out = Path(config.out_dir)
+    p = out
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK):
+        raise StoreError(
+            f"out_dir {str(out)!r} cannot be written ({p} is not a writable folder); choose "
+            "another output folder."
+        )
+    ts = config.tile_size
+    scene = prepare_scene(
+        list(config.rasters),
+        config.mask,
+        crs=config.crs,
+        resolution=config.resolution,
+        bounds=config.bounds,
+        tile_size=ts,
+    )
+    split = split_tiles(scene.labelled, ts, config.val_fraction, seed=config.training.seed)
+    if _training_counts(scene, split, ts)[0] == 0:
+        raise InvalidInputError(
+            "The training tiles hold no positive pixel (all positives fell into validation or "
+            "gap tiles); use a smaller val_fraction, a smaller tile_size or another seed."
+        )
+    return scene, split
+
+
 def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
     """Train the U-Net of ``config``, write the bundle and ``prediction.tif``; return the bundle.
 
@@ -367,29 +421,12 @@ def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
     config = _absolute(config)
     params = config.fit_params()
     ts = config.tile_size
-    scene = prepare_scene(
-        list(config.rasters),
-        config.mask,
-        crs=config.crs,
-        resolution=config.resolution,
-        bounds=config.bounds,
-        tile_size=ts,
-    )
-    split = split_tiles(scene.labelled, ts, config.val_fraction, seed=params.seed)
+    scene, split = check_segment(config)
     offset, scale = band_statistics(scene.data, scene.valid, split.train, ts)
     off = np.asarray(offset, np.float32)[:, None, None]
     sc = np.asarray(scale, np.float32)[:, None, None]
     x = np.nan_to_num((scene.data - off) / sc, nan=0.0)
-    pos = sum(
-        int(scene.target[r : r + ts, c : c + ts][scene.labelled[r : r + ts, c : c + ts]].sum())
-        for r, c in split.train
-    )
-    n_lab = sum(int(scene.labelled[r : r + ts, c : c + ts].sum()) for r, c in split.train)
-    if pos == 0:
-        raise InvalidInputError(
-            "The training tiles hold no positive pixel (all positives fell into validation or "
-            "gap tiles); use a smaller val_fraction, a smaller tile_size or another seed."
-        )
+    pos, n_lab = _training_counts(scene, split, ts)
     pos_weight = config.pos_weight
     if config.loss == "weighted_bce" and pos_weight is None:
         pos_weight = pos_weight_from_frequency(pos, n_lab - pos)

@@ -307,42 +307,12 @@ def config_yaml(config: BaseModel) -> str:
     return header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def _check_out_dir(out: Path) -> None:
-    """``out`` can be created and written (checked without creating it)."""
-    from geoxai.errors import StoreError
-
-    p = out
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir() or not os.access(p, os.W_OK):
-        raise StoreError(
-            f"out_dir {str(out)!r} cannot be written ({p} is not a writable folder); choose "
-            "another output folder."
-        )
-
-
 def _library_checks(config: Any) -> dict[str, Any]:
-    """The checks ``train_segment`` runs before training, with what they found.
+    """:func:`geoxai.segment.check_segment` (what ``train_segment`` checks before training),
+    summarised for the page."""
+    from geoxai.segment import check_segment
 
-    Output folder, then :func:`geoxai.segment_data.prepare_scene` (files exist and overlap,
-    tile fits the area, bands have data, the mask has positives and negatives) and
-    :func:`~geoxai.segment_data.split_tiles` (enough tiles for a separated validation region).
-    Reads the rasters over the training grid (what training reads first anyway).
-    """
-    from geoxai.segment_data import prepare_scene, split_tiles
-
-    _check_out_dir(Path(config.out_dir))
-    scene = prepare_scene(
-        list(config.rasters),
-        config.mask,
-        crs=config.crs,
-        resolution=config.resolution,
-        bounds=config.bounds,
-        tile_size=config.tile_size,
-    )
-    split = split_tiles(
-        scene.labelled, config.tile_size, config.val_fraction, seed=config.training.seed
-    )
+    scene, split = check_segment(config)
     lab = int(scene.labelled.sum())
     h, w = scene.grid.shape
     return {
