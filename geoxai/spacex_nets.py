@@ -409,11 +409,6 @@ def spacex_figure(
         if mask is not None:
             ax.contour(np.asarray(mask, float), levels=[0.5], colors="lime", linewidths=0.8)
         ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    from geoxai.xai import save_figure
+
+    return save_figure(fig, path, title)

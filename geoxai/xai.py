@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -262,6 +263,13 @@ def comparison_figure(
             ax.contour(np.asarray(mask, float), levels=[0.5], colors="lime", linewidths=0.8)
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig: Any, path: str | Path, title: str = "") -> Path:
+    """Title (if any), tight layout, write ``path`` as a 110 dpi PNG (folders created), close."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
