@@ -600,16 +600,26 @@ def map_tile(
     p = np.asarray(pred["prediction"].values, dtype=np.float32)[:, rs, cs]
     layers: dict[str, np.ndarray] = {"prediction": p[0] if p.shape[0] == 1 else p}
 
+    composites: dict[tuple[str, ...], np.ndarray] = {}
+
+    def composite(bands: Any) -> np.ndarray:
+        """The explainers' annual composite of ``bands``, NaN off the optical valid mask; made
+        once per band set (ASOS and SpacEX usually read the same one)."""
+        key = tuple(str(b) for b in bands)
+        if key not in composites:
+            image = asos_composite(features_with_grid(ds), key)
+            image[:, ~valid_optical] = np.nan
+            composites[key] = image
+        return composites[key]
+
     if models.asos is not None:
         from geoxai.asos import asos_map
 
         t = time.monotonic()
-        image = asos_composite(features_with_grid(ds), tuple(models.asos.spec.inputs.features))
-        image[:, ~valid_optical] = np.nan
         sens, _ = asos_map(
             models.asos.net,
             models.asos_table,
-            image,
+            composite(models.asos.spec.inputs.features),
             min_evidence=models.asos_min_evidence,
             window=models.asos.window_params(pad_edges=False),
             transform=raw.attrs["transform"],
@@ -621,11 +631,9 @@ def map_tile(
         from geoxai.spacex import spacex_attribution
 
         t = time.monotonic()
-        image = asos_composite(features_with_grid(ds), tuple(models.spacex.spec.inputs.features))
-        image[:, ~valid_optical] = np.nan
         attr = spacex_attribution(
             models.spacex,
-            image,
+            composite(models.spacex.spec.inputs.features),
             window=models.spacex.window_params(pad_edges=False),
             transform=raw.attrs["transform"],
         )
