@@ -46,7 +46,7 @@ from ray.exceptions import (
 
 from geoxai import mapping
 from geoxai.config import RunConfig
-from geoxai.errors import StacError, StoreError
+from geoxai.errors import GeoXAIError, StacError, StoreError
 from geoxai.grid import TileSpec
 
 __all__ = ["RunSummary", "run", "init_ray"]
@@ -238,7 +238,9 @@ def _drive(
     at start and again after a call on it was lost. A probe that never answers (an actor
     restarted after its node died, waiting for resources the surviving nodes do not have)
     just keeps that actor out of the rotation; tiles go to the others. A probe that fails
-    (the actor is gone for good) replaces the actor.
+    (the actor is gone for good) replaces the actor, at most ``max_retries`` times in a row
+    (an actor that can never start, e.g. a bundle that fails to load on the device, stops the
+    run with the cause instead of being replaced forever).
     """
     res = config.resources
     opts = _worker_options(config)
@@ -246,6 +248,7 @@ def _drive(
     capacity = 1 + res.tiles_per_worker_in_flight
     load: dict[int, int] = dict.fromkeys(range(n_workers), 0)
     up: set[int] = set()
+    starts: dict[int, int] = dict.fromkeys(range(n_workers), 0)  # replacements since last up
     probes: dict[ray.ObjectRef, int] = {w.device.remote(): i for i, w in enumerate(workers)}
     pending: deque[tuple[TileSpec, int]] = deque((t, 0) for t in todo)
     built: deque[tuple[TileSpec, int, mapping.CubeStage]] = deque()
@@ -292,7 +295,16 @@ def _drive(
                     try:
                         ray.get(ref)
                         up.add(w)
+                        starts[w] = 0
                     except _LOST as exc:
+                        starts[w] += 1
+                        if starts[w] > res.max_retries:
+                            raise GeoXAIError(
+                                f"tile actor {w} died {starts[w]} times in a row before it "
+                                f"answered (last: {type(exc).__name__}: {exc}); check that the "
+                                "model bundles load on resources.device and that the nodes "
+                                "have the CPUs/GPUs resources.* asks for."
+                            ) from exc
                         log.warning("tile actor %d is gone (%s); starting a new one", w, exc)
                         ray.kill(workers[w], no_restart=True)
                         workers[w] = TileWorker.options(**opts).remote(config, stages)

@@ -312,3 +312,47 @@ def test_worker_node_dies_mid_run(run_world, reference_run, ray_two_nodes, tmp_p
     ref, got = _zone_arrays(ref_cfg, "prediction"), _zone_arrays(cfg, "prediction")
     for tile_id in ref:
         np.testing.assert_array_equal(got[tile_id], ref[tile_id])
+
+
+def test_an_actor_that_never_starts_stops_the_run_with_its_cause(ray_local):
+    """Tile actors whose models cannot load are replaced at most max_retries times in a row;
+    then the run stops with the cause instead of replacing them forever."""
+    from geoxai.config import load_run_config
+    from geoxai.errors import GeoXAIError
+    from pipelines.run import run
+
+    class BrokenModels:  # defined here so Ray pickles it by value
+        @staticmethod
+        def plan_run(config, force=False):
+            from geoxai.grid import TileSpec
+            from geoxai.mapping import RunPlan
+
+            tiles = (TileSpec(32631, 90, 930), TileSpec(32631, 91, 930))
+            return RunPlan("noop://", "0", tiles, list(tiles), [])
+
+        @staticmethod
+        def stage_cube(tile, config):
+            from geoxai.mapping import CubeStage
+
+            return CubeStage(tile.id, "ok", "noop://", ())
+
+        @staticmethod
+        def load_models(config):
+            from geoxai.errors import ModelBundleError
+
+            raise ModelBundleError("bundle noop: weights do not load on cpu")
+
+    cfg = load_run_config(
+        {
+            "name": "broken",
+            "aoi": "4,50,4.1,50.1",
+            "year": 2024,
+            "stac": {"url": "noop"},
+            "store": {"root": "noop"},
+            "models": {"prediction": "noop"},
+            "resources": {"num_workers": 1, "cpus_per_worker": 0.5, "max_retries": 1},
+        }
+    )
+    with pytest.raises(GeoXAIError, match="died 2 times in a row") as err:
+        run(cfg, progress=False, finish=False, stages=BrokenModels)
+    assert "weights do not load" in str(err.value)
