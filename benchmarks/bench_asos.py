@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoxai.asos import ASOSNet, ASOSParams, asos_map, fit_partial, save_asos_bundle
-from geoxai.xai import occlusion_map
+from geoxai.models.asos_net import ASOSNet
+from geoxai.xai.asos import ASOSParams, asos_map, fit_partial, save_asos_bundle
+from geoxai.xai.baselines import occlusion_map
 
 
 def _median_time(fn, reps: int) -> tuple[float, float]:

@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoxai.inference import REFERENCE_SIGMA_RATIO, WindowParams, predict_windows, window_origins
-from geoxai.models import TemporalUNet
+from geoxai.inference.predict import predict_windows
+from geoxai.inference.windows import REFERENCE_SIGMA_RATIO, WindowParams, window_origins
+from geoxai.models.unet import TemporalUNet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geoxai.bands import CUBE_BANDS  # noqa: E402
-from geoxai.grid import TileSpec  # noqa: E402
+from geoxai.geo.bands import CUBE_BANDS  # noqa: E402
+from geoxai.geo.grid import TileSpec  # noqa: E402
 
 S3_HOST = "127.0.0.7"
 BUCKET = "bench-cube"
@@ -130,8 +130,8 @@ def upload(archive_root: Path, items: list[dict], endpoint: str) -> tuple[list[d
 
 
 def run_geoxai(api: str, tile: TileSpec, start: str, end: str) -> tuple[float, dict]:
-    from geoxai.cube import build_cube
-    from geoxai.stac import search
+    from geoxai.io.cube import build_cube
+    from geoxai.io.stac import search
 
     t0 = time.perf_counter()
     items = search(
@@ -205,7 +205,8 @@ def main() -> None:
     if args.repeats is None:
         args.repeats = 2 if args.quick else 1
 
-    from geoxai.synthetic import block_tiles, make_world
+    from geoxai.synthetic.fields import block_tiles
+    from geoxai.synthetic.world import make_world
     from pipelines.services import local_stac_api
 
     tile = block_tiles(1)[0].with_halo(args.halo)

@@ -36,8 +36,8 @@ class NoopStages:
 
     @staticmethod
     def plan_run(config, force=False):
-        from geoxai.grid import TileSpec
-        from geoxai.mapping import RunPlan
+        from geoxai.geo.grid import TileSpec
+        from geoxai.mapping.plan import RunPlan
 
         tiles = tuple(
             TileSpec(32631, 90 + i % 20, 930 + i // 20) for i in range(NoopStages.n_tiles)
@@ -46,7 +46,7 @@ class NoopStages:
 
     @staticmethod
     def stage_cube(tile, config):
-        from geoxai.mapping import CubeStage
+        from geoxai.mapping.outcomes import CubeStage
 
         return CubeStage(tile.id, "ok", "noop://", ())
 
@@ -116,7 +116,7 @@ def bench_noop(n_tiles: int, workers: int) -> dict:
 def bench_e2e(n_tiles: int, revisit: int, workdir: Path) -> dict:
     import numpy as np
 
-    from geoxai.synthetic import make_world
+    from geoxai.synthetic.world import make_world
     from pipelines.run import run
     from pipelines.services import local_stac_api
     from tests.fixtures.world import HALO, RunWorld, _tiny_bundles, test_tiles

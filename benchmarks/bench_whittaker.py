@@ -45,7 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geoxai.whittaker import HAVE_NUMBA, whittaker, whittaker_torch  # noqa: E402
+from geoxai.temporal.whittaker import HAVE_NUMBA, whittaker, whittaker_torch
 
 LAMBDA = 100.0
 BANDS = 10
@@ -215,8 +215,8 @@ def hwm_kb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 import numpy as np, xarray as xr
 sys.path.insert(0, sys.argv[1])
-from geoxai.bands import CUBE_BANDS
-from geoxai.temporal import PreprocessParams, SmoothingParams, preprocess
+from geoxai.geo.bands import CUBE_BANDS
+from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, preprocess
 T, Y, X = 73, 660, 660
 rng = np.random.default_rng(0)
 days = np.sort(rng.choice(np.arange(-40, 400), size=T, replace=False))

@@ -39,8 +39,8 @@ from geoxai.errors import ConfigError
 from geoxai.provenance import config_hash
 
 if TYPE_CHECKING:
-    from geoxai.dem import DemParams
-    from geoxai.s1 import S1Params
+    from geoxai.temporal.s1 import S1Params
+    from geoxai.temporal.terrain import DemParams
 
 __all__ = [
     "StacConfig",
@@ -193,7 +193,7 @@ class Sentinel1Config(_Strict):
 
     def params(self) -> S1Params:
         """The :class:`geoxai.s1.S1Params` of this section."""
-        from geoxai.s1 import S1Params
+        from geoxai.temporal.s1 import S1Params
 
         return S1Params(**self.model_dump(exclude={"url", "scale"}))
 
@@ -223,7 +223,7 @@ class DemConfig(_Strict):
 
     def params(self) -> DemParams:
         """The :class:`geoxai.dem.DemParams` of this section."""
-        from geoxai.dem import DemParams
+        from geoxai.temporal.terrain import DemParams
 
         return DemParams(**self.model_dump(exclude={"url"}))
 

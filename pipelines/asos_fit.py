@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 import ray
 
-from geoxai.asos import (
+from geoxai.errors import DataAccessError, InvalidInputError
+from geoxai.models.asos_net import to_network_input
+from geoxai.xai.asos import (
     ASOSParams,
     ASOSTable,
     fit_partial,
     load_asos_bundle,
     merge_tables,
     save_asos_bundle,
-    to_network_input,
 )
-from geoxai.errors import DataAccessError, InvalidInputError
 
 __all__ = [
     "FitData",
@@ -85,7 +85,7 @@ def _read(data: FitData) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
             labels = z["labels"] if "labels" in z else None
             valid = z["valid"].astype(bool) if "valid" in z else None
         return imgs, labels, valid
-    from geoxai.eurosat import read_eurosat
+    from geoxai.io.eurosat import read_eurosat
 
     ds = read_eurosat(data.path, split=data.split)
     return ds.images, ds.labels, None

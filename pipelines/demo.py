@@ -60,8 +60,8 @@ def demo_config(out: Path, stac_url: str, world: Any) -> RunConfig:
 
 
 def _features(tile: Any, cfg: RunConfig) -> Any:
-    from geoxai import store
-    from geoxai.temporal import preprocess
+    from geoxai.io import store
+    from geoxai.temporal.smoothing import preprocess
 
     cube = mapping.stage_cube(tile, cfg)
     if cube.status != "ok":
@@ -73,18 +73,11 @@ def _features(tile: Any, cfg: RunConfig) -> Any:
 def _train_models(cfg: RunConfig, world: Any, console) -> None:
     import torch
 
-    from geoxai.asos import (
-        ASOSNet,
-        ASOSParams,
-        TrainParams,
-        bundle_spec,
-        fit_partial,
-        save_asos_bundle,
-        to_network_input,
-        train_asos,
-    )
-    from geoxai.bands import S2_BANDS
-    from geoxai.train import TemporalTrainParams, save_temporal_bundle, train_temporal
+    from geoxai.geo.bands import S2_BANDS
+    from geoxai.models.asos_net import ASOSNet, to_network_input
+    from geoxai.train.asos import TrainParams, train_asos
+    from geoxai.train.temporal import TemporalTrainParams, save_temporal_bundle, train_temporal
+    from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
     torch.manual_seed(0)
     tile = world.tiles[0].with_halo(HALO_PX)
@@ -99,7 +92,7 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
     net, hist = train_temporal(
         [feats], [tree], [valid], TemporalTrainParams(steps=100, batch_size=4, embed=8, base=8)
     )
-    from geoxai.train import fit_normalization
+    from geoxai.train.temporal import fit_normalization
 
     norm = fit_normalization([feats], [valid])
     save_temporal_bundle(
@@ -151,8 +144,9 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
 
 def _accuracy(cfg: RunConfig, world: Any) -> list[dict[str, Any]]:
     """Per tile: MAE and IoU (> 0.5) of the mapped tree cover against the world's truth."""
-    from geoxai.outputs import RunLayout, ZoneStore
-    from geoxai.train import evaluate_map
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneStore
+    from geoxai.train.temporal import evaluate_map
 
     layout = RunLayout(cfg.run_root())
     rows = []
@@ -170,7 +164,7 @@ def _accuracy(cfg: RunConfig, world: Any) -> list[dict[str, Any]]:
 
 def run_demo(out: Path, *, tiles: int = 4, year: int = 2024, seed: int = 0) -> dict[str, Any]:
     """Run the whole embedded default; returns the run summary and accuracy rows."""
-    from geoxai.synthetic import load_world, make_world
+    from geoxai.synthetic.world import load_world, make_world
     from pipelines.run import run
     from pipelines.services import local_stac_api
 

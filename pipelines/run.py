@@ -47,7 +47,7 @@ from ray.exceptions import (
 from geoxai import mapping
 from geoxai.config import RunConfig
 from geoxai.errors import GeoXAIError, StacError, StoreError
-from geoxai.grid import TileSpec
+from geoxai.geo.grid import TileSpec
 
 __all__ = ["RunSummary", "run", "init_ray"]
 

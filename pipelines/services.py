@@ -73,7 +73,7 @@ def free_port(host: str) -> int:
 
 
 def _item_dicts(items_or_path: Any) -> list[dict[str, Any]]:
-    from geoxai.stac import read_items
+    from geoxai.io.stac import read_items
 
     if isinstance(items_or_path, str | os.PathLike) or (
         isinstance(items_or_path, list | tuple)

@@ -26,7 +26,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     """One Ray Train worker: the driver's working directory, then the workflow."""
     import ray.train
 
-    from geoxai.workflows import load_workflow_config, run_workflow
+    from geoxai.train.registry import load_workflow_config, run_workflow
 
     os.chdir(cfg["cwd"])  # relative paths in the config mean what they meant to the user
     config = load_workflow_config(cfg["name"], cfg["config"])
@@ -71,7 +71,7 @@ def run_distributed(
     """
     if workers < 2:
         raise ConfigError(f"--workers {workers}: Ray Train needs >= 2 workers; use 1 for one CPU.")
-    from geoxai.workflows import load_workflow_config
+    from geoxai.train.registry import load_workflow_config
 
     config = load_workflow_config(name, config_path)  # validate before any start-up
     out_dir = getattr(config, "out_dir", None)

@@ -11,13 +11,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geoxai.asos import (
+from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError
+from geoxai.inference.windows import WindowParams
+from geoxai.models.asos_net import ASOSNet, occlude, to_network_input
+from geoxai.train.asos import TrainParams, train_asos
+from geoxai.xai.asos import (
     QUANTUM,
-    ASOSNet,
     ASOSParams,
     ASOSTable,
     TableSizeWarning,
-    TrainParams,
     asos_map,
     cube_index,
     fit_partial,
@@ -25,13 +27,8 @@ from geoxai.asos import (
     lookup,
     merge_tables,
     n_cubes_per_axis,
-    occlude,
     save_asos_bundle,
-    to_network_input,
-    train_asos,
 )
-from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError
-from geoxai.inference import WindowParams
 
 PARAMS = ASOSParams(edge=0.2, min_pixels=8, head_batch=16)
 
@@ -237,7 +234,7 @@ def test_many_channels_with_small_edge_warns_on_table_size():
 
 
 def test_training_reduces_the_loss():
-    from geoxai.xai import cause_scenes
+    from geoxai.xai.baselines import cause_scenes
 
     x, y, _ = cause_scenes(32, 24, seed=3)
     torch.manual_seed(0)

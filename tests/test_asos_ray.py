@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoxai.asos import ASOSNet, ASOSParams, load_asos_bundle, save_asos_bundle
+from geoxai.models.asos_net import ASOSNet
+from geoxai.xai.asos import ASOSParams, load_asos_bundle, save_asos_bundle
 from pipelines.asos_fit import (
     FitData,
     fit_local,

@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from geoxai.asos import ASOSNet, ASOSParams, TrainParams, asos_map, fit_partial, train_asos
-from geoxai.xai import cause_scenes, gradcam_map, occlusion_map, top_iou
+from geoxai.models.asos_net import ASOSNet
+from geoxai.train.asos import TrainParams, train_asos
+from geoxai.xai.asos import ASOSParams, asos_map, fit_partial
+from geoxai.xai.baselines import cause_scenes, gradcam_map, occlusion_map, top_iou
 
 pytestmark = pytest.mark.slow
 

@@ -13,18 +13,19 @@ import pytest
 import torch
 import xarray as xr
 
-from geoxai.bundle import (
+from geoxai.errors import ModelBundleError
+from geoxai.geo.grid import TileSpec
+from geoxai.inference.predict import predict_windows
+from geoxai.inference.windows import WindowParams, required_halo
+from geoxai.models.bundle import (
     MODEL_JSON,
-    BundleSpec,
     load_bundle,
     register_architecture,
     save_bundle,
     wrap_module,
 )
-from geoxai.errors import ModelBundleError
-from geoxai.grid import TileSpec
-from geoxai.inference import WindowParams, predict_windows, required_halo
-from geoxai.models import TemporalUNet
+from geoxai.models.bundle_spec import BundleSpec
+from geoxai.models.unet import TemporalUNet
 
 FEATURES = ["B02", "B04", "B08", "NDVI"]
 T = 4
@@ -254,7 +255,7 @@ def test_bring_your_own_module_and_torchscript(tmp_path):
 
 
 def test_registered_architecture_and_affine_normalization(tmp_path):
-    register_architecture("test_unet_alias", "geoxai.models:TemporalUNet")
+    register_architecture("test_unet_alias", "geoxai.models.unet:TemporalUNet")
     spec = _spec(
         architecture="test_unet_alias",
         normalization={"kind": "affine", "offset": [0.1] * 4, "scale": [2.0] * 4},
@@ -283,7 +284,7 @@ def test_asos_is_resolved_lazily(tmp_path, bundle_dir):
     doc["architecture"] = "asos"
     (d / MODEL_JSON).write_text(json.dumps(doc))
     try:
-        import geoxai.asos  # noqa: F401
+        import geoxai.models.asos_net  # noqa: F401
     except ImportError:
         with pytest.raises(ModelBundleError, match="cannot be imported"):
             load_bundle(d)

@@ -9,19 +9,12 @@ import pystac
 import pytest
 from shapely.geometry import Point, shape
 
-from geoxai.catalog import COG_MEDIA_TYPE, check_catalog, write_catalog
-from geoxai.cog import build_mosaics, write_tile_cogs
 from geoxai.config import load_run_config
-from geoxai.outputs import (
-    RunLayout,
-    ZoneGrid,
-    ZoneStore,
-    default_layers,
-    read_records,
-    save_config,
-    write_status,
-    write_tile,
-)
+from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.layout import RunLayout
+from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
+from geoxai.mapping.catalog import COG_MEDIA_TYPE, check_catalog, write_catalog
+from geoxai.mapping.records import read_records, save_config, write_status, write_tile
 from tests.test_outputs import layers_for, small_tile
 
 ITEMS = ["S2A_31UFS_20240101_0_L2A", "S2B_31UFS_20240106_0_L2A"]

@@ -15,24 +15,24 @@ from affine import Affine
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from geoxai.backbones import (
+from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.inference.scene import classify_scene
+from geoxai.io.eurosat import EUROSAT_FILE_BANDS
+from geoxai.models.backbones import (
     RGB_BANDS,
     ResNet18Classifier,
     SimpleCNN,
     load_pretrained_resnet18,
     resnet18_state_keys,
 )
-from geoxai.bundle import load_bundle
-from geoxai.classify import (
+from geoxai.models.bundle import load_bundle
+from geoxai.train.classify import (
     ClassifyConfig,
-    classify_scene,
     evaluate_classifier,
     read_patches,
     resolve_bands,
     train_classifier,
 )
-from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
-from geoxai.eurosat import EUROSAT_FILE_BANDS
 
 BANDS13 = list(EUROSAT_FILE_BANDS)
 
@@ -193,7 +193,7 @@ def test_read_patches_stratified_split_and_bad_folders(tmp_path):
 
 
 def test_config_errors(tmp_path):
-    from geoxai.workflows import load_workflow_config
+    from geoxai.train.registry import load_workflow_config
 
     with pytest.raises(ConfigError, match="Did you mean 'bands'"):
         load_workflow_config("classify", {"data": "x", "out_dir": "y", "band": "rgb"})
@@ -213,7 +213,7 @@ def test_config_errors(tmp_path):
 
 
 def test_pretrained_from_the_torch_hub_cache(tmp_path, monkeypatch):
-    from geoxai.backbones import find_cached_resnet18
+    from geoxai.models.backbones import find_cached_resnet18
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     root = _fake_folder(tmp_path / "d", size=32)
@@ -345,7 +345,7 @@ def test_sliding_class_map_of_a_patch_mosaic(trained13, eurosat, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_rgb_runs_through_the_workflow_registry(eurosat, tmp_path):
-    from geoxai.workflows import load_workflow_config, run_workflow
+    from geoxai.train.registry import load_workflow_config, run_workflow
 
     path = tmp_path / "classify.yaml"
     path.write_text(

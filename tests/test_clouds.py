@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoxai.clouds import (
+from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.temporal.clouds import (
     CloudMaskParams,
     buffer_mask,
     item_screen,
@@ -13,7 +14,6 @@ from geoxai.clouds import (
     scl_weights,
     spectral_weights,
 )
-from geoxai.errors import ConfigError, InvalidInputError
 
 S2 = ("B02", "B03", "B04", "B08", "B11")
 

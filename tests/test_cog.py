@@ -7,10 +7,19 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from geoxai.cog import build_mosaics, build_vrt, gdal_path, validate_cog, write_cog, write_tile_cogs
 from geoxai.errors import CorruptDataError, InvalidInputError
-from geoxai.grid import tile_from_id
-from geoxai.outputs import RunLayout, ZoneGrid, ZoneStore, default_layers, write_tile
+from geoxai.geo.grid import tile_from_id
+from geoxai.io.cog import (
+    build_mosaics,
+    build_vrt,
+    gdal_path,
+    validate_cog,
+    write_cog,
+    write_tile_cogs,
+)
+from geoxai.io.layout import RunLayout
+from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
+from geoxai.mapping.records import write_tile
 from tests.test_outputs import layers_for, small_tile
 
 

@@ -18,11 +18,11 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 
-from geoxai import store
-from geoxai.bands import BANDS, CUBE_BANDS
-from geoxai.cube import build_cube, build_tile_cube, solar_day
 from geoxai.errors import CorruptDataError, DataAccessError, NoDataError
-from geoxai.grid import TileSpec
+from geoxai.geo.bands import BANDS, CUBE_BANDS
+from geoxai.geo.grid import TileSpec
+from geoxai.io import store
+from geoxai.io.cube import build_cube, build_tile_cube, solar_day
 
 KEYS = {b: BANDS[b].common_name for b in CUBE_BANDS}  # B04 -> "red", B8A -> "nir08", SCL -> "scl"
 TILE = TileSpec(32632, col=1000, row=8330, halo_px=4, tile_size_m=600)  # 68 x 68 px
@@ -369,7 +369,7 @@ def test_round_trip_through_store(tmp_path, store_root):
 def test_real_items_plan_the_tile_grid(realdata, path, tile):
     doc = json.loads((realdata / "stac_items" / path).read_text())
     if tile is None:  # a tile at the centre of the item's first 10 m asset, in its own zone
-        from geoxai.stac import normalize_item
+        from geoxai.io.stac_items import normalize_item
 
         norm = normalize_item(doc)
         a = norm.assets["B04"].extra_fields
@@ -402,7 +402,7 @@ def clean_world(tmp_path_factory):
     """A cloud-free, noise-free 2x2 world of 600 m tiles, four acquisitions in June 2023."""
     from datetime import date
 
-    from geoxai.synthetic import SyntheticWorld, WorldParams
+    from geoxai.synthetic.world import SyntheticWorld, WorldParams
 
     world = SyntheticWorld(
         WorldParams(
@@ -444,7 +444,7 @@ def test_world_to_cube_to_store(clean_world, store_root):
 
 def test_adjacent_tiles_agree_in_their_overlap(clean_world):
     _, archive = clean_world
-    from geoxai.stac import read_items
+    from geoxai.io.stac import read_items
 
     items = read_items(archive.ndjson)
     west, east = SYN_TILES[2].with_halo(6), SYN_TILES[3].with_halo(6)

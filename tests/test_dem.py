@@ -11,22 +11,23 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from geoxai.dem import (
+from geoxai.errors import InvalidInputError
+from geoxai.geo.grid import TileSpec
+from geoxai.io.dem import build_dem
+from geoxai.io.stac import read_items
+from geoxai.io.stac_items import normalize_item
+from geoxai.mapping.radar_dem import terrain
+from geoxai.synthetic.files import write_cog
+from geoxai.synthetic.radar import slope_at
+from geoxai.synthetic.world import SyntheticWorld, WorldParams
+from geoxai.temporal.terrain import (
     FLAG_NO_DEM,
     FLAG_VOID,
     FLAG_VOID_FILLED,
     DemParams,
-    build_dem,
     fill_voids,
     slope_degrees,
-    terrain,
 )
-from geoxai.errors import InvalidInputError
-from geoxai.grid import TileSpec
-from geoxai.stac import normalize_item, read_items
-from geoxai.synthetic import SyntheticWorld, WorldParams
-from geoxai.synthetic_archive import write_cog
-from geoxai.synthetic_radar import slope_at
 
 TILE = TileSpec(32631, 960, 9380, halo_px=4, tile_size_m=600)  # 68 x 68 px
 

@@ -8,7 +8,7 @@ import rasterio
 from typer.testing import CliRunner
 
 from geoxai.errors import DataAccessError, InvalidInputError
-from geoxai.eurosat import (
+from geoxai.io.eurosat import (
     ANTHROPOGENIC_CLASSES,
     EUROSAT_CLASSES,
     EUROSAT_FILE_BANDS,

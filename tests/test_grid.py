@@ -12,17 +12,8 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from geoxai.errors import AOIError, UnknownTileError
-from geoxai.grid import (
-    TILE_SIZE_M,
-    TileSpec,
-    _from_lonlat,
-    _reproject,
-    cover_aoi,
-    parse_aoi,
-    tile_at,
-    tile_from_id,
-    tiles_to_geojson,
-)
+from geoxai.geo.aoi import cover_aoi, parse_aoi, tiles_to_geojson
+from geoxai.geo.grid import TILE_SIZE_M, TileSpec, _from_lonlat, _reproject, tile_at, tile_from_id
 
 epsgs = st.one_of(st.integers(32601, 32660), st.integers(32701, 32760))
 cols = st.integers(0, 9999)

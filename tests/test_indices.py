@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.indices import (
+from geoxai.temporal.indices import (
     INDICES,
     IndexParams,
     NormalizationParams,

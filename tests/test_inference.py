@@ -14,14 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geoxai.errors import ConfigError, InvalidInputError, NoDataError
-from geoxai.inference import (
+from geoxai.inference.predict import predict_windows
+from geoxai.inference.windows import (
     REFERENCE_SIGMA_RATIO,
     WindowMerger,
     WindowParams,
     check_halo,
     gaussian_weights,
     lattice_origin,
-    predict_windows,
     required_halo,
     window_origins,
 )

@@ -10,12 +10,13 @@ import torch
 import xarray as xr
 from typer.testing import CliRunner
 
-from geoxai.bundle import BundleSpec, load_bundle, save_bundle
 from geoxai.errors import ModelBundleError, StoreError
-from geoxai.grid import TileSpec
-from geoxai.inference import required_halo
-from geoxai.models import TemporalUNet
-from geoxai.store import read_dataset, write_dataset
+from geoxai.geo.grid import TileSpec
+from geoxai.inference.windows import required_halo
+from geoxai.io.store import read_dataset, write_dataset
+from geoxai.models.bundle import load_bundle, save_bundle
+from geoxai.models.bundle_spec import BundleSpec
+from geoxai.models.unet import TemporalUNet
 from pipelines.cli import app
 
 FEATURES = ["B04", "B08", "NDVI"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.losses import (
+from geoxai.models.losses import (
     bce,
     bce_dice,
     dice,

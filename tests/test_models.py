@@ -8,9 +8,10 @@ import torch
 from affine import Affine
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.grid import TileSpec
-from geoxai.inference import WindowParams, predict_windows, required_halo
-from geoxai.models import TemporalUNet
+from geoxai.geo.grid import TileSpec
+from geoxai.inference.predict import predict_windows
+from geoxai.inference.windows import WindowParams, required_halo
+from geoxai.models.unet import TemporalUNet
 
 
 def _net(**kw):
@@ -109,7 +110,7 @@ def test_adjacent_tiles_agree_with_the_real_network():
 def test_tile_transform_lattice_is_zone_global():
     t = TileSpec(32631, 96, 938, 40)
     p = WindowParams(window=64, stride=32, context=8)
-    from geoxai.inference import lattice_origin, window_origins
+    from geoxai.inference.windows import lattice_origin, window_origins
 
     zr, zc = lattice_origin(t.transform)
     org = window_origins(t.shape, t.transform, p)

@@ -9,15 +9,11 @@ import numpy as np
 import pytest
 
 from geoxai.errors import ConfigError, InvalidInputError, NoDataError, StoreError
-from geoxai.grid import TileSpec, tile_from_id
-from geoxai.outputs import (
-    LayerSpec,
-    RunLayout,
-    ZoneGrid,
-    ZoneStore,
-    change_layer_specs,
+from geoxai.geo.grid import TileSpec, tile_from_id
+from geoxai.io.layout import RunLayout
+from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
+from geoxai.mapping.records import (
     change_layers,
-    default_layers,
     plan_tiles,
     read_record,
     read_records,

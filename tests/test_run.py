@@ -37,7 +37,8 @@ def ray_local():
 
 
 def _zone_arrays(cfg, layer: str) -> dict[str, np.ndarray]:
-    from geoxai.outputs import RunLayout, ZoneStore
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneStore
 
     layout = RunLayout(cfg.run_root())
     out = {}
@@ -47,7 +48,7 @@ def _zone_arrays(cfg, layer: str) -> dict[str, np.ndarray]:
 
 
 def cfg_tiles(cfg):
-    from geoxai.grid import tile_from_id
+    from geoxai.geo.grid import tile_from_id
 
     size = cfg.processing.tile_size_m
     return [tile_from_id(t, cfg.processing.halo_px, tile_size_m=size) for t in cfg.tiles]
@@ -64,8 +65,9 @@ def reference_run(run_world, ray_local, tmp_path_factory):
 
 
 def test_2x2_run_outputs_are_complete_and_documented(reference_run):
-    from geoxai.cog import validate_cog
-    from geoxai.outputs import RunLayout, read_records
+    from geoxai.io.cog import validate_cog
+    from geoxai.io.layout import RunLayout
+    from geoxai.mapping.records import read_records
 
     cfg, summary = reference_run
     assert summary.count("done") == 4, summary.outcomes
@@ -95,7 +97,8 @@ def test_2x2_run_outputs_are_complete_and_documented(reference_run):
 
 def test_run_equals_each_tile_processed_alone(reference_run):
     """The Ray run writes exactly what the library computes for each tile on its own."""
-    from geoxai import mapping, store
+    from geoxai import mapping
+    from geoxai.io import store
 
     cfg, _ = reference_run
     models = mapping.load_models(cfg)
@@ -116,16 +119,16 @@ def test_adjacent_tiles_are_seamless(reference_run):
     core, gives B's core as the run wrote it (to 1e-5): predictions do not depend on which tile
     computed them, so the mosaic has no seam."""
     from geoxai import mapping
-    from geoxai.cube import build_cube
-    from geoxai.stac import search
-    from geoxai.temporal import preprocess
+    from geoxai.io.cube import build_cube
+    from geoxai.io.stac import search
+    from geoxai.temporal.smoothing import preprocess
 
     cfg, _ = reference_run
     tiles = {(t.col, t.row): t for t in cfg_tiles(cfg)}
     (c0, r0) = min(tiles)
     a, b = tiles[(c0, r0)], tiles[(c0 + 1, r0)]
     big = a.with_halo(a.halo_px + a.core_px)
-    start, end = mapping._date_range(cfg)
+    start, end = mapping.date_range(cfg)
     items = search(
         cfg.stac.url,
         collections=cfg.stac.collection,
@@ -144,7 +147,7 @@ def test_adjacent_tiles_are_seamless(reference_run):
     assert ok.mean() > 0.95
     assert np.abs(b_from_a[ok] - b_own[ok]).max() <= 1e-5
     # the SpacEX layer too: generators blended on the zone lattice of the same composite
-    from geoxai.spacex import spacex_attribution
+    from geoxai.xai.spacex import spacex_attribution
 
     comp = mapping.asos_composite(
         mapping.features_with_grid(ds), tuple(models.spacex.spec.inputs.features)
@@ -164,8 +167,9 @@ def test_adjacent_tiles_are_seamless(reference_run):
 
 
 def test_rerun_skips_done_tiles_and_redoes_broken_ones(run_world, ray_local, tmp_path):
-    from geoxai.outputs import RunLayout, ZoneStore
-    from geoxai.store import resolve
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.location import resolve
+    from geoxai.io.zonestore import ZoneStore
     from pipelines.run import run
 
     cfg = run_world.config(tmp_path / "store", tiles=[t.id for t in run_world.world.tiles[:2]])
@@ -190,7 +194,8 @@ def test_rerun_skips_done_tiles_and_redoes_broken_ones(run_world, ray_local, tmp
 
 def test_killed_driver_resumes_only_unfinished_tiles(run_world, reference_run, tmp_path):
     """SIGKILL the whole `geoxai run` process group mid-run, rerun: only the rest is done."""
-    from geoxai.outputs import RunLayout, read_records
+    from geoxai.io.layout import RunLayout
+    from geoxai.mapping.records import read_records
     from pipelines.run import run
 
     cfg = run_world.config(tmp_path / "store")
@@ -235,9 +240,9 @@ def test_killed_driver_resumes_only_unfinished_tiles(run_world, reference_run, t
 def test_corrupt_asset_and_zero_scene_tiles_are_recorded(run_world, ray_local, tmp_path):
     """A tile whose scenes have a truncated COG fails with the reason, an empty tile is 'empty',
     and the good tile is done."""
-    from geoxai.grid import cover_aoi
-    from geoxai.stac import read_items
-    from geoxai.synthetic import make_world
+    from geoxai.geo.aoi import cover_aoi
+    from geoxai.io.stac import read_items
+    from geoxai.synthetic.world import make_world
     from pipelines.run import run
     from pipelines.services import local_stac_api
 
@@ -285,7 +290,8 @@ def test_worker_node_dies_mid_run(run_world, reference_run, ray_two_nodes, tmp_p
     and equal to the uninterrupted run."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from geoxai.outputs import RunLayout, read_records
+    from geoxai.io.layout import RunLayout
+    from geoxai.mapping.records import read_records
     from pipelines.submit import submit
 
     cfg = run_world.config(tmp_path / "store", resources={"num_workers": 2})
@@ -324,15 +330,15 @@ def test_an_actor_that_never_starts_stops_the_run_with_its_cause(ray_local):
     class BrokenModels:  # defined here so Ray pickles it by value
         @staticmethod
         def plan_run(config, force=False):
-            from geoxai.grid import TileSpec
-            from geoxai.mapping import RunPlan
+            from geoxai.geo.grid import TileSpec
+            from geoxai.mapping.plan import RunPlan
 
             tiles = (TileSpec(32631, 90, 930), TileSpec(32631, 91, 930))
             return RunPlan("noop://", "0", tiles, list(tiles), [])
 
         @staticmethod
         def stage_cube(tile, config):
-            from geoxai.mapping import CubeStage
+            from geoxai.mapping.outcomes import CubeStage
 
             return CubeStage(tile.id, "ok", "noop://", ())
 

@@ -30,7 +30,7 @@ WINDOW = {"window": 32, "stride": 16, "context": 4}
 
 
 def _tiles():
-    from geoxai.grid import TileSpec
+    from geoxai.geo.grid import TileSpec
 
     return [TileSpec(32631, 576 + dc, 5628, 0, TILE_M) for dc in (0, 1)]
 
@@ -62,8 +62,8 @@ def _west_only(items: list[dict], west) -> list[dict]:
 def _bundle(path: Path, feats: list[str]) -> str:
     import torch
 
-    from geoxai.models import TemporalUNet
-    from geoxai.train import save_temporal_bundle
+    from geoxai.models.unet import TemporalUNet
+    from geoxai.train.temporal import save_temporal_bundle
 
     torch.manual_seed(0)
     net = TemporalUNet(in_features=len(feats), time_steps=24, embed=4, base=4, depth=1)
@@ -75,8 +75,8 @@ def _bundle(path: Path, feats: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def radar_world(tmp_path_factory):
-    from geoxai.synthetic import make_world
-    from geoxai.temporal import PreprocessParams, SmoothingParams, feature_names
+    from geoxai.synthetic.world import make_world
+    from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, feature_names
     from pipelines.services import local_stac_api
 
     root = tmp_path_factory.mktemp("radar_world")
@@ -148,7 +148,9 @@ def radar_run(radar_world):
 
 
 def test_radar_run_maps_both_tiles_and_records_every_input(radar_run, radar_world):
-    from geoxai.outputs import RunLayout, ZoneStore, read_records
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneStore
+    from geoxai.mapping.records import read_records
 
     cfg, plan, cubes, records = radar_run
     west, east = (t.id for t in _tiles())
@@ -168,7 +170,7 @@ def test_radar_run_maps_both_tiles_and_records_every_input(radar_run, radar_worl
     assert (info["items"], info["orbit"]) == (len(s1_west), "ascending")
     assert info["valid_fraction"] == 1.0 and not info["no_coverage"]
     # the east tile has no S1 item: it completes, its S1 layer flagged as no coverage
-    from geoxai.s1 import FLAG_NO_COVERAGE
+    from geoxai.temporal.s1 import FLAG_NO_COVERAGE
 
     assert records[east]["s1_items"] == []
     info = records[east]["info"]["s1"]
@@ -188,7 +190,8 @@ def test_radar_run_maps_both_tiles_and_records_every_input(radar_run, radar_worl
 
 
 def test_fused_features_are_in_bundle_order_from_the_committed_layers(radar_run, radar_world):
-    from geoxai import mapping, store
+    from geoxai import mapping
+    from geoxai.io import store
 
     cfg, plan, cubes, _ = radar_run
     feats = radar_world["features"]

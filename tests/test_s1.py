@@ -18,9 +18,23 @@ import xarray as xr
 from affine import Affine
 
 from geoxai.errors import ConfigError, DataAccessError, NoDataError
-from geoxai.grid import TileSpec, tile_at
-from geoxai.indices import IndexParams
-from geoxai.s1 import (
+from geoxai.geo.grid import TileSpec, tile_at
+from geoxai.io.s1 import (
+    backscatter_encoding,
+    build_s1_cube,
+    choose_orbit,
+    item_polarizations,
+    orbit_direction,
+    search_s1,
+)
+from geoxai.io.stac import read_items
+from geoxai.io.stac_items import normalize_item
+from geoxai.mapping.radar_s1 import s1_steps
+from geoxai.synthetic.files import write_cog
+from geoxai.synthetic.world import SyntheticWorld, WorldParams
+from geoxai.temporal.fuse import fuse
+from geoxai.temporal.indices import IndexParams
+from geoxai.temporal.s1 import (
     FLAG_GAP_FILLED,
     FLAG_MISSING_POL,
     FLAG_MIXED_ORBIT,
@@ -28,24 +42,13 @@ from geoxai.s1 import (
     FLAG_NONPOSITIVE,
     S1Params,
     aggregate_s1,
-    backscatter_encoding,
-    build_s1_cube,
-    choose_orbit,
     db_to_unit,
-    item_polarizations,
-    orbit_direction,
-    s1_steps,
-    search_s1,
     to_db,
 )
-from geoxai.stac import normalize_item, read_items
-from geoxai.synthetic import SyntheticWorld, WorldParams
-from geoxai.synthetic_archive import write_cog
-from geoxai.temporal import (
+from geoxai.temporal.smoothing import (
     REFERENCE_FEATURES,
     PreprocessParams,
     SmoothingParams,
-    fuse,
     preprocess,
     time_axis,
 )
@@ -425,8 +428,8 @@ def test_missing_vh_is_dropped_kept_as_nan_or_raised(world):
 
 
 def test_fused_cube_has_the_reference_17_features(world):
-    from geoxai.cube import build_cube
-    from geoxai.dem import terrain
+    from geoxai.io.cube import build_cube
+    from geoxai.mapping.radar_dem import terrain
 
     w, archive = world
     tile = w.tiles[0].with_halo(4)

@@ -27,14 +27,21 @@ import numpy as np
 import pytest
 import torch
 
-from geoxai.cube import build_cube
-from geoxai.grid import TileSpec
-from geoxai.indices import IndexParams
-from geoxai.s1 import S1Params, s1_steps
-from geoxai.stac import read_items
-from geoxai.synthetic import SyntheticWorld, WorldParams
-from geoxai.temporal import PreprocessParams, SmoothingParams, fuse, preprocess
-from geoxai.train import TemporalTrainParams, evaluate_map, fit_normalization, train_temporal
+from geoxai.geo.grid import TileSpec
+from geoxai.io.cube import build_cube
+from geoxai.io.stac import read_items
+from geoxai.mapping.radar_s1 import s1_steps
+from geoxai.synthetic.world import SyntheticWorld, WorldParams
+from geoxai.temporal.fuse import fuse
+from geoxai.temporal.indices import IndexParams
+from geoxai.temporal.s1 import S1Params
+from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, preprocess
+from geoxai.train.temporal import (
+    TemporalTrainParams,
+    evaluate_map,
+    fit_normalization,
+    train_temporal,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -12,21 +12,11 @@ import torch
 from affine import Affine
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError, StoreError
-from geoxai.models import UNet2d
-from geoxai.segment import (
-    MaskInput,
-    RasterInput,
-    SegmentConfig,
-    iou_counts,
-    predict_segment,
-    train_segment,
-)
-from geoxai.segment_data import (
-    derive_grid,
-    prepare_scene,
-    split_tiles,
-)
-from geoxai.synthetic_segment import write_synthetic_scene
+from geoxai.io.rasters import MaskInput, RasterInput, derive_grid, prepare_scene
+from geoxai.models.unet import UNet2d
+from geoxai.synthetic.segment import write_synthetic_scene
+from geoxai.train.segment import SegmentConfig, iou_counts, predict_segment, train_segment
+from geoxai.train.segment_data import split_tiles
 
 UTM = "EPSG:32631"
 X0, Y1 = 500_000.0, 5_600_000.0
@@ -67,7 +57,7 @@ def _polygons(
     import pyogrio
     import shapely
 
-    from geoxai.segment_data import _to_crs
+    from geoxai.io.rasters import _to_crs
 
     geoms = [_to_crs(shapely.box(*b), UTM, crs) for b in boxes]
     pyogrio.raw.write(
@@ -206,7 +196,7 @@ def test_mask_formats_and_attribute_filter(tmp_path: Path, small: dict[str, str]
     grid, area, metas = derive_grid(
         [RasterInput(path=small["image"])], MaskInput(path=small["mask"]), tile_size=16
     )
-    from geoxai.segment_data import rasterize_labels
+    from geoxai.io.rasters import rasterize_labels
 
     ref, _ = rasterize_labels(MaskInput(path=small["mask"]), grid, area)
     assert ref.sum() == 2 * 20 * 20
@@ -320,7 +310,7 @@ def test_missing_file_and_bad_band(tmp_path: Path, small: dict[str, str]) -> Non
 
 
 def test_config_did_you_mean_and_defaults(tmp_path: Path, small: dict[str, str]) -> None:
-    from geoxai.workflows import load_workflow_config
+    from geoxai.train.registry import load_workflow_config
 
     base = {
         "rasters": [{"path": small["image"]}],
@@ -389,7 +379,7 @@ def test_learns_tree_cover_on_a_held_out_area(trained: dict[str, object]) -> Non
         assert (bundle / f).is_file(), f
     spec = json.loads((bundle / "model.json").read_text())
     assert spec["architecture"] == "unet2d" and spec["normalization"]["kind"] == "affine"
-    from geoxai.cog import validate_cog
+    from geoxai.io.cog import validate_cog
 
     validate_cog(out / "prediction.tif")
 
@@ -471,7 +461,7 @@ def test_tiny_run_through_the_workflow_registry(tmp_path: Path, small: dict[str,
     """One epoch on 64 x 64 px: the files a run leaves, the saved config, resume is a no-op."""
     import yaml
 
-    from geoxai.workflows import load_workflow_config, run_workflow
+    from geoxai.train.registry import load_workflow_config, run_workflow
 
     cfg = load_workflow_config(
         "segment",

@@ -21,20 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-from geoxai.asos import ASOSNet, bundle_spec
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError
-from geoxai.spacex import (
-    SpacexParams,
-    SpacexTask,
-    activation_loss,
-    attribution,
-    generator_losses,
-    load_spacex_bundle,
-    save_spacex_bundle,
-    score_shift,
-    spacex_attribution,
-)
-from geoxai.spacex_nets import (
+from geoxai.models.asos_net import ASOSNet
+from geoxai.models.spacex_nets import (
     ImageBuffer,
     PatchDiscriminator,
     ResnetGenerator,
@@ -42,7 +31,16 @@ from geoxai.spacex_nets import (
     from_gan,
     to_gan,
 )
-from geoxai.trainer import FitParams, fit
+from geoxai.train.spacex import (
+    SpacexParams,
+    SpacexTask,
+    activation_loss,
+    generator_losses,
+    save_spacex_bundle,
+)
+from geoxai.train.trainer import FitParams, fit
+from geoxai.xai.asos import bundle_spec
+from geoxai.xai.spacex import attribution, load_spacex_bundle, score_shift, spacex_attribution
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +199,7 @@ def test_task_rejects_bad_inputs():
 
 
 def test_config_defaults_and_typos():
-    from geoxai.workflows import load_workflow_config
+    from geoxai.train.registry import load_workflow_config
 
     cfg = load_workflow_config(
         "spacex", {"classifier": "c", "data": "d.npz", "out_dir": "o", "training": {"epochs": 3}}
@@ -227,13 +225,13 @@ def test_config_defaults_and_typos():
 
 @pytest.fixture()
 def tiny_bundle(tmp_path):
-    from geoxai.asos import save_asos_bundle
+    from geoxai.xai.asos import save_asos_bundle
 
     clf = _classifier()
     asos = save_asos_bundle(tmp_path / "asos", clf, bundle_spec(clf, window=16, stride=8))
     torch.manual_seed(1)
     gens = SpacexGenerators(10, base=4, n_res=1)
-    from geoxai.spacex import load_classifier
+    from geoxai.xai.spacex import load_classifier
 
     cb, _ = load_classifier(asos)
     meta = {"classifier_weights_sha256": cb.spec.weights_sha256}
@@ -269,7 +267,7 @@ def test_bundle_blends_over_a_cube_like_any_tile_model(tiny_bundle):
     equals spacex_attribution with the bundle's windows on the same grid."""
     import xarray as xr
 
-    from geoxai.bands import S2_BANDS
+    from geoxai.geo.bands import S2_BANDS
 
     path, _, _ = tiny_bundle
     b, _ = load_spacex_bundle(path)
@@ -289,7 +287,7 @@ def test_geoxai_train_spacex_cli(tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from geoxai.asos import save_asos_bundle
+    from geoxai.xai.asos import save_asos_bundle
     from pipelines.cli import app
 
     clf = _classifier()
@@ -323,7 +321,7 @@ def test_explain_spacex_cli_writes_cog_and_png(tiny_bundle, tmp_path):
     from rasterio.transform import from_origin
     from typer.testing import CliRunner
 
-    from geoxai.cog import validate_cog
+    from geoxai.io.cog import validate_cog
     from pipelines.cli import app
 
     path, gens, _ = tiny_bundle
@@ -355,7 +353,7 @@ def _sign_test_p(k: int, n: int) -> float:
 
 @pytest.mark.slow
 def test_activation_term_moves_scores_and_zero_weight_removes_it(spacex_classifier, spacex_runs):
-    from geoxai.spacex import load_classifier
+    from geoxai.xai.spacex import load_classifier
 
     _, clf = load_classifier(spacex_classifier.asos_bundle)
     xv = spacex_classifier.val_images

@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from geoxai.errors import NoDataError, StacError
-from geoxai.stac import search, sensor
+from geoxai.io.stac import search
+from geoxai.io.stac_items import sensor
 from pipelines.services import local_stac_api
 from tests.fixtures.stac import (
     PC_COLLECTION,

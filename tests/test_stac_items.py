@@ -24,15 +24,14 @@ import json
 import pystac
 import pytest
 
-from geoxai.bands import CUBE_BANDS, S2_BANDS
 from geoxai.errors import DataAccessError, InvalidInputError, NoDataError
-from geoxai.stac import (
+from geoxai.geo.bands import CUBE_BANDS, S2_BANDS
+from geoxai.io.stac import read_items, search
+from geoxai.io.stac_items import (
     band_scaling,
     check_bands,
     normalize_item,
     processing_baseline,
-    read_items,
-    search,
     sensor,
 )
 from tests.fixtures.stac import (

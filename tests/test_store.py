@@ -9,8 +9,9 @@ import pytest
 import xarray as xr
 from affine import Affine
 
-from geoxai import store
 from geoxai.errors import CorruptDataError, IncompleteOutputError, InvalidInputError, StoreError
+from geoxai.io import store
+from geoxai.io.location import resolve
 from tests.fixtures.net import free_port
 
 
@@ -86,7 +87,7 @@ def test_round_trip(store_root):
 def test_uncommitted_store_is_refused(store_root):
     url = f"{store_root}/cube.zarr"
     store.write_dataset(_cube(), url)
-    loc = store.resolve(url)
+    loc = resolve(url)
     fs = loc.filesystem()
     fs.rm(loc.child(store.COMMIT_MARKER).path)
     assert not store.is_committed(url)
@@ -101,7 +102,7 @@ def test_uncommitted_store_is_refused(store_root):
 def test_corrupt_marker_is_refused(store_root):
     url = f"{store_root}/cube.zarr"
     store.write_dataset(_cube(), url)
-    loc = store.resolve(url)
+    loc = resolve(url)
     loc.filesystem().pipe_file(loc.child(store.COMMIT_MARKER).path, b"{not json")
     with pytest.raises(IncompleteOutputError, match="not valid JSON"):
         store.read_dataset(url)
@@ -159,9 +160,9 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(InvalidInputError, match="unnamed DataArray"):
         store.write_dataset(_cube().rename(None), str(tmp_path / "x.zarr"))
     with pytest.raises(InvalidInputError, match="scheme 'gs'"):
-        store.resolve("gs://bucket/x")
+        resolve("gs://bucket/x")
     with pytest.raises(InvalidInputError, match="no bucket"):
-        store.resolve("s3://")
+        resolve("s3://")
 
 
 @pytest.mark.s3

@@ -8,10 +8,12 @@ from datetime import date
 import numpy as np
 import pytest
 
-from geoxai.bands import S2_BANDS, canonical_band_name
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.grid import TileSpec, cover_aoi
-from geoxai.synthetic import (
+from geoxai.geo.aoi import cover_aoi
+from geoxai.geo.bands import S2_BANDS, canonical_band_name
+from geoxai.geo.grid import TileSpec
+from geoxai.synthetic.fields import block_tiles
+from geoxai.synthetic.world import (
     CLOUD_FLAG,
     CROPLAND,
     FOREST,
@@ -19,7 +21,6 @@ from geoxai.synthetic import (
     WATER,
     SyntheticWorld,
     WorldParams,
-    block_tiles,
     load_world,
 )
 
@@ -298,7 +299,7 @@ def test_full_size_tile_cog_has_overviews(tmp_path, tile_world):
     import rasterio
     from rio_cogeo.cogeo import cog_validate
 
-    from geoxai.synthetic_archive import write_cog
+    from geoxai.synthetic.files import write_cog
 
     arr = dict(tile_world.render(0))["B08"]
     path = tmp_path / "B08.tif"
@@ -440,9 +441,10 @@ def test_clear_sky_values_match_a_real_belgian_series(realdata):
 
 def test_items_normalize_and_search_like_earth_search(archive):
     """geoxai.stac reads the archive as it reads Earth Search v1: bands, EPSG, scale/offset."""
-    from geoxai.bands import CUBE_BANDS
     from geoxai.errors import NoDataError
-    from geoxai.stac import band_scaling, search
+    from geoxai.geo.bands import CUBE_BANDS
+    from geoxai.io.stac import search
+    from geoxai.io.stac_items import band_scaling
 
     world, arc = archive
     found = search(
@@ -463,7 +465,7 @@ def test_items_normalize_and_search_like_earth_search(archive):
 
 @pytest.mark.stac
 def test_archive_served_by_a_local_stac_api(archive, rustac_api):
-    from geoxai.stac import search
+    from geoxai.io.stac import search
 
     world, arc = archive
     url = rustac_api(arc.ndjson)

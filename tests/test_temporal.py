@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from geoxai.bands import CUBE_BANDS, S2_BANDS
-from geoxai.clouds import CloudMaskParams
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.indices import NormalizationParams
-from geoxai.temporal import (
+from geoxai.geo.bands import CUBE_BANDS, S2_BANDS
+from geoxai.temporal.clouds import CloudMaskParams
+from geoxai.temporal.indices import NormalizationParams
+from geoxai.temporal.smoothing import (
     PreprocessParams,
     SmoothingParams,
     feature_names,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from geoxai.store import read_dataset, write_dataset
+from geoxai.io.store import read_dataset, write_dataset
 from pipelines.cli import app
 from tests.test_temporal import synthetic_cube
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from geoxai.bands import CUBE_BANDS, S2_BANDS
-from geoxai.clouds import CloudMaskParams
-from geoxai.temporal import (
+from geoxai.geo.bands import CUBE_BANDS, S2_BANDS
+from geoxai.temporal.clouds import CloudMaskParams
+from geoxai.temporal.smoothing import (
     PreprocessParams,
     SmoothingParams,
     observation_weights,

@@ -23,7 +23,7 @@ def _npz(path, n=32, seed=0):
 
 
 def test_two_ray_train_workers_train_the_asos_workflow(tmp_path, monkeypatch):
-    from geoxai.asos import load_asos_bundle
+    from geoxai.xai.asos import load_asos_bundle
     from pipelines.cli import app
 
     monkeypatch.chdir(tmp_path)  # relative paths in the config: workers use the same cwd

@@ -11,16 +11,16 @@ import torch.nn.functional as F
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from geoxai import workflows
 from geoxai.errors import ConfigError
-from geoxai.trainer import BaseTask, fit
-from geoxai.workflows import (
+from geoxai.train import registry as workflows
+from geoxai.train.registry import (
     FitParamsModel,
     example_config,
     load_workflow_config,
     run_workflow,
     save_config,
 )
+from geoxai.train.trainer import BaseTask, fit
 
 # ---- a small real workflow, registered for the registry tests -----------------------------------
 
@@ -154,12 +154,12 @@ def one_thread():
 def syn_cubes(tmp_path_factory):
     """2x2 tiles of 960 m (seed 6: 12-32 % forest per tile), a year every 10 days, through the
     real chain: COGs + STAC items -> build_cube -> preprocess (24 x 15 features) -> stores."""
-    from geoxai.cube import build_cube
-    from geoxai.grid import TileSpec
-    from geoxai.stac import read_items
-    from geoxai.store import write_dataset
-    from geoxai.synthetic import SyntheticWorld, WorldParams
-    from geoxai.temporal import PreprocessParams, SmoothingParams, preprocess
+    from geoxai.geo.grid import TileSpec
+    from geoxai.io.cube import build_cube
+    from geoxai.io.stac import read_items
+    from geoxai.io.store import write_dataset
+    from geoxai.synthetic.world import SyntheticWorld, WorldParams
+    from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, preprocess
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -201,9 +201,9 @@ def _temporal_cfg(syn, out, **kw):
 def test_temporal_learns_tree_cover_on_a_held_out_tile(syn_cubes, tmp_path, one_thread):
     import json
 
-    from geoxai.bundle import load_bundle
-    from geoxai.store import read_cube, read_dataset
-    from geoxai.train import evaluate_map
+    from geoxai.io.store import read_cube, read_dataset
+    from geoxai.models.bundle import load_bundle
+    from geoxai.train.temporal import evaluate_map
 
     bundle = run_workflow("temporal", _temporal_cfg(syn_cubes, tmp_path / "run"))
     hist = json.loads((tmp_path / "run/metrics.json").read_text())
@@ -297,7 +297,7 @@ def _asos_npz(path, n=24, seed=0):
 
 
 def test_asos_workflow_npz(tmp_path, one_thread):
-    from geoxai.asos import load_asos_bundle
+    from geoxai.xai.asos import load_asos_bundle
 
     data = _asos_npz(tmp_path / "train.npz")
     val = _asos_npz(tmp_path / "val.npz", n=8, seed=1)

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from geoxai.errors import ConfigError, InvalidInputError, StoreError
-from geoxai.trainer import BaseTask, FitParams, fit, lr_factor, shard
+from geoxai.train.distributed import shard
+from geoxai.train.trainer import BaseTask, FitParams, fit, lr_factor
 
 
 class TinySeg(BaseTask):

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from geoxai.errors import InvalidInputError
-from geoxai.ui import make_server
-from geoxai.ui.forms import UIPaths, list_dir
+from pipelines.ui import make_server
+from pipelines.ui.forms import UIPaths, list_dir
 
 HOST = "127.0.0.9"
 X0, Y0, RES, N = 500_000.0, 5_600_000.0, 10.0, 192  # image grid, UTM 31N
@@ -334,8 +334,8 @@ def test_page_trains_and_predicts_in_chromium(ui_server, tmp_path, monkeypatch):
 
     import rasterio
 
-    from geoxai.cog import validate_cog
-    from geoxai.workflows import load_workflow_config
+    from geoxai.io.cog import validate_cog
+    from geoxai.train.registry import load_workflow_config
 
     cog = tmp_path / "runs/page/predict/forest.tif"
     validate_cog(cog)

@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.whittaker import HAVE_NUMBA, difference_penalty_bands, whittaker, whittaker_torch
+from geoxai.temporal.whittaker import (
+    HAVE_NUMBA,
+    difference_penalty_bands,
+    whittaker,
+    whittaker_torch,
+)
 
 ENGINES = [
     "numpy",

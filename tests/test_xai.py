@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from geoxai.asos import ASOSNet
 from geoxai.errors import InvalidInputError
-from geoxai.xai import (
+from geoxai.models.asos_net import ASOSNet
+from geoxai.xai.baselines import (
     cause_scenes,
     comparison_figure,
     deeplift_map,

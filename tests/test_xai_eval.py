@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from geoxai.errors import DataAccessError, InvalidInputError
-from geoxai.xai_eval import METHODS, IoUTable, evaluate_attributions, load_eval_images, write_table
+from geoxai.xai.evaluate import (
+    METHODS,
+    IoUTable,
+    evaluate_attributions,
+    load_eval_images,
+    write_table,
+)
 
 
 def test_table_summary_markdown_and_json(tmp_path):

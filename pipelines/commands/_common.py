@@ -41,7 +41,7 @@ def write_and_report(
 ) -> None:
     """Write ``ds`` with its commit marker (:func:`geoxai.store.write_dataset`) and print one
     JSON line: ``{"out": <url>, **summary}``."""
-    from geoxai.store import write_dataset
+    from geoxai.io.store import write_dataset
 
     record = write_dataset(ds, out, attrs=attrs, overwrite=overwrite, extra=extra)
     typer.echo(json.dumps({"out": record["url"], **summary}))

@@ -39,7 +39,9 @@ def train(
     """Train an ASOS network (Adam, BCE, activation occlusion p=0.2 in half the passes)."""
     import torch
 
-    from geoxai.asos import ASOSNet, TrainParams, bundle_spec, save_asos_bundle, train_asos
+    from geoxai.models.asos_net import ASOSNet
+    from geoxai.train.asos import TrainParams, train_asos
+    from geoxai.xai.asos import bundle_spec, save_asos_bundle
     from pipelines.asos_fit import FitData, load_images
 
     fd = FitData(str(data), split=split or None, units=units)
@@ -81,7 +83,7 @@ def fit(
     address: str = typer.Option("", "--ray-address", help="Existing Ray cluster address."),
 ) -> None:
     """Fit the ASOS sensitivity table (sharded on Ray, merged exactly) into a new bundle."""
-    from geoxai.asos import ASOSParams
+    from geoxai.xai.asos import ASOSParams
     from pipelines.asos_fit import (
         FitData,
         fit_local,
@@ -130,8 +132,8 @@ def _read_image(path: Path, index: int) -> tuple:
         return img.astype(np.float32), "reflectance", None, None
     import rasterio
 
-    from geoxai.bands import S2_BANDS
-    from geoxai.eurosat import EUROSAT_FILE_BANDS
+    from geoxai.geo.bands import S2_BANDS
+    from geoxai.io.eurosat import EUROSAT_FILE_BANDS
 
     with rasterio.open(path) as src:
         arr = src.read()
@@ -149,8 +151,8 @@ def _read_cube(url: str, time_index: int | None) -> tuple:
 
     import numpy as np
 
-    from geoxai.bands import S2_BANDS
-    from geoxai.store import read_cube
+    from geoxai.geo.bands import S2_BANDS
+    from geoxai.io.store import read_cube
 
     da = read_cube(url)
     bands = [b for b in S2_BANDS if b in [str(v) for v in da["band"].values]]
@@ -186,8 +188,9 @@ def map_(
     """Map ASOS sensitivity of one image or cube (U-Net once, or blended windows, + lookup)."""
     import numpy as np
 
-    from geoxai.asos import asos_map, load_asos_bundle, to_network_input
     from geoxai.errors import InvalidInputError
+    from geoxai.models.asos_net import to_network_input
+    from geoxai.xai.asos import asos_map, load_asos_bundle
 
     if (image is None) == (not cube):
         raise InvalidInputError("give exactly one of --image and --cube.")
@@ -224,7 +227,7 @@ def map_(
     else:
         np.savez_compressed(out, sensitivity=sens, activations=act)
     if figure is not None:
-        from geoxai.xai import comparison_figure, gradcam_map, occlusion_map
+        from geoxai.xai.baselines import comparison_figure, gradcam_map, occlusion_map
 
         xin, _ = to_network_input(x, u, dn_offset=dn_offset, nan="mask")
         small = max(x.shape[-2:]) <= 512

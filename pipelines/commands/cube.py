@@ -67,9 +67,9 @@ def register(app: typer.Typer) -> None:
         )
         from rich.table import Table
 
-        from geoxai.bands import CUBE_BANDS
-        from geoxai.cube import build_tile_cube
-        from geoxai.grid import tile_from_id
+        from geoxai.geo.bands import CUBE_BANDS
+        from geoxai.geo.grid import tile_from_id
+        from geoxai.io.cube import build_tile_cube
 
         tile = tile_from_id(tile_id, halo, tile_size_m=tile_size)
         chosen = tuple(b.strip() for b in bands.split(",") if b.strip()) if bands else CUBE_BANDS

@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
         )
 
         from geoxai.errors import ConfigError
-        from geoxai.synthetic import SyntheticWorld, WorldParams, block_tiles
+        from geoxai.synthetic.fields import block_tiles
+        from geoxai.synthetic.world import SyntheticWorld, WorldParams
 
         try:
             first = date.fromisoformat(start) if start else None

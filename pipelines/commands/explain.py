@@ -27,9 +27,10 @@ def spacex(
     import numpy as np
     from affine import Affine
 
-    from geoxai.asos import DEFAULT_TRANSFORM, to_network_input
-    from geoxai.cog import write_array_cog
-    from geoxai.spacex import load_spacex_bundle, spacex_attribution, spacex_figure
+    from geoxai.io.cog import write_array_cog
+    from geoxai.models.asos_net import to_network_input
+    from geoxai.xai.asos import DEFAULT_TRANSFORM
+    from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution, spacex_figure
     from pipelines.commands.asos import _read_image
 
     b, _ = load_spacex_bundle(bundle)
@@ -77,7 +78,7 @@ def evaluate(
 ) -> None:
     """IoU of each method's top-q % pixels with the class mask, as a table (+ JSON/markdown)."""
     from geoxai.errors import InvalidInputError
-    from geoxai.xai_eval import evaluate_attributions, load_eval_images, write_table
+    from geoxai.xai.evaluate import evaluate_attributions, load_eval_images, write_table
 
     imgs, masks, labels = load_eval_images(images)
     if label >= 0:

@@ -47,10 +47,11 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from geoxai.bundle import load_bundle, validity_mask
         from geoxai.errors import look_up_option
+        from geoxai.io.store import read_dataset
+        from geoxai.models.bundle import load_bundle
+        from geoxai.models.bundle_spec import validity_mask
         from geoxai.provenance import code_version
-        from geoxai.store import read_dataset
         from pipelines.commands._common import stage_bar, write_and_report
 
         ac = look_up_option(autocast, ["none", "bf16", "fp16"], what="autocast mode")

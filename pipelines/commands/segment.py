@@ -27,7 +27,7 @@ def predict(
     out: str = typer.Option(..., "--out", help="Output COG (.tif) of probabilities."),
 ) -> None:
     """Predict probabilities with Gaussian-blended windows and write a Cloud-Optimized GeoTIFF."""
-    from geoxai.segment import predict_segment, training_rasters
+    from geoxai.train.segment import predict_segment, training_rasters
 
     rasters = training_rasters(bundle, raster) if raster else None
     path = predict_segment(bundle, rasters, out)

@@ -63,12 +63,12 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from geoxai.clouds import CloudMaskParams
         from geoxai.errors import ConfigError
-        from geoxai.indices import NormalizationParams
+        from geoxai.io.store import read_cube
         from geoxai.provenance import code_version, config_hash
-        from geoxai.store import read_cube
-        from geoxai.temporal import (
+        from geoxai.temporal.clouds import CloudMaskParams
+        from geoxai.temporal.indices import NormalizationParams
+        from geoxai.temporal.smoothing import (
             PreprocessParams,
             SmoothingParams,
             preprocess,

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from geoxai.errors import InvalidInputError, look_up_option
-        from geoxai.stac import search
+        from geoxai.io.stac import search
 
         fmt = look_up_option(fmt, ["table", "ids", "geojson"], what="output format")
         box = None

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the 6x6 km UTM tiles that cover an AOI (split by UTM zone)."""
         from geoxai.errors import look_up_option
-        from geoxai.grid import cover_aoi, tiles_to_geojson
+        from geoxai.geo.aoi import cover_aoi, tiles_to_geojson
 
         fmt = look_up_option(fmt, ["json", "geojson"], what="output format")
         found = cover_aoi(aoi, halo)

@@ -43,7 +43,7 @@ def _make_command(name: str):
             "", "--ray-address", help="Existing Ray cluster; default a local one on loopback."
         ),
     ) -> None:
-        from geoxai.workflows import load_workflow_config, run_workflow
+        from geoxai.train.registry import load_workflow_config, run_workflow
 
         if workers > 1:
             from pipelines.train_ray import run_distributed
@@ -67,13 +67,13 @@ def _example(
     name: str = typer.Argument(..., help="Workflow name."),
 ) -> None:
     """Print a commented example config of a workflow (every field, default and meaning)."""
-    from geoxai.workflows import example_config
+    from geoxai.train.registry import example_config
 
     typer.echo(example_config(name), nl=False)
 
 
 def register(app: typer.Typer) -> None:
-    from geoxai.workflows import WORKFLOWS
+    from geoxai.train.registry import WORKFLOWS
 
     for name in WORKFLOWS:
         train_app.command(name)(_make_command(name))

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from geoxai.ui import make_server
+        from pipelines.ui import make_server
 
         console = Console(stderr=True)
         server = make_server(host, port, workdir)

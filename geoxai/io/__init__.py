@@ -1,0 +1,133 @@
+"""Everything that touches network or disk: STAC search and item normalization, raw tile cubes
+(stackstac), Sentinel-1 and DEM reading, Zarr stores and commit markers, zone output stores and
+the run layout, COGs and mosaics, EuroSAT and user rasters. Compute packages never import it.
+
+Modules: ``cog``, ``cube``, ``dem``, ``eurosat``, ``layout``, ``location``, ``rasters``, ``s1``, ``stac``, ``stac_items``, ``store``, ``zonestore``. Names below load on first use.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=[
+        "cog",
+        "cube",
+        "dem",
+        "eurosat",
+        "layout",
+        "location",
+        "rasters",
+        "s1",
+        "stac",
+        "stac_items",
+        "store",
+        "zonestore",
+    ],
+    submod_attrs={
+        "cog": [
+            "COG_BLOCKSIZE",
+            "write_cog",
+            "write_array_cog",
+            "validate_cog",
+            "write_tile_cogs",
+            "build_vrt",
+            "build_mosaics",
+            "gdal_path",
+        ],
+        "cube": [
+            "CUBE_NAME",
+            "RESAMPLING",
+            "CubeRecord",
+            "build_cube",
+            "build_tile_cube",
+            "stack_assets",
+            "is_location",
+            "solar_day",
+            "item_datetime",
+        ],
+        "dem": [
+            "search_dem",
+            "build_dem",
+        ],
+        "eurosat": [
+            "EUROSAT_CLASSES",
+            "EUROSAT_FILE_BANDS",
+            "NATURAL_CLASSES",
+            "ANTHROPOGENIC_CLASSES",
+            "SPLITS",
+            "EuroSAT",
+            "PATCH_SUFFIXES",
+            "list_patches",
+            "natural_label",
+            "read_eurosat",
+        ],
+        "layout": [
+            "RunLayout",
+        ],
+        "location": [
+            "StoreLocation",
+            "URL",
+            "resolve",
+        ],
+        "rasters": [
+            "RasterInput",
+            "MaskInput",
+            "Grid",
+            "Scene",
+            "derive_grid",
+            "stack_rasters",
+            "rasterize_labels",
+            "prepare_scene",
+            "grid_for_rasters",
+            "VECTOR_SUFFIXES",
+        ],
+        "s1": [
+            "OrbitChoice",
+            "orbit_direction",
+            "item_polarizations",
+            "backscatter_encoding",
+            "superblock",
+            "choose_orbit",
+            "search_s1",
+            "build_s1_cube",
+        ],
+        "stac": [
+            "search",
+            "read_items",
+        ],
+        "stac_items": [
+            "S1_POLARIZATIONS",
+            "DEFAULT_S2_SCALE",
+            "BASELINE_OFFSET_START",
+            "normalize_item",
+            "band_scaling",
+            "sensor",
+            "processing_baseline",
+            "check_bands",
+        ],
+        "store": [
+            "COMMIT_MARKER",
+            "STORE_FORMAT",
+            "json_safe",
+            "write_dataset",
+            "read_dataset",
+            "read_cube",
+            "read_commit",
+            "is_committed",
+            "exists",
+            "delete",
+            "write_json",
+            "read_json",
+        ],
+        "zonestore": [
+            "ZONE_FORMAT",
+            "LayerSpec",
+            "ZoneGrid",
+            "ZoneStore",
+            "default_layers",
+            "change_layer_specs",
+            "upload_file",
+            "io_errors",
+        ],
+    },
+)

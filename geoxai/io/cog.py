@@ -1,0 +1,402 @@
+"""Per-tile Cloud-Optimized GeoTIFFs and per-zone VRT mosaics.
+
+Tile COGs (:func:`write_cog`, :func:`write_tile_cogs`): one file per tile and layer, the tile
+core only (600 x 600 px, the tile's UTM CRS), written with GDAL's COG driver (DEFLATE with a
+predictor, 256 px internal tiles, overviews 2x and 4x by averaging, nodata NaN for float layers
+and the layer's fill value otherwise, one band per layer band with its name as description).
+Each file is written to a local temporary file, validated with ``rio_cogeo.cog_validate`` and
+only then moved into place (``os.replace`` locally, one PUT on S3): a COG that exists is valid.
+
+Mosaics (:func:`build_vrt`): a per-zone, per-layer GDAL VRT written by hand (no ``osgeo``
+needed) that places every tile COG at its pixel offset on the zone grid with *relative* source
+paths, so the run folder can be moved or synced to S3 as a whole. Why a VRT and not a mosaic COG:
+it costs nothing to (re)build at the end of a run, holds no copy of the pixels (a country is
+10^10 pixels per layer), always agrees with the tiles, and GDAL reads it at reduced resolution
+through the tiles' own overviews. A pixel mosaic for download is one ``gdal_translate -of COG``
+of the VRT away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from geoxai.errors import CorruptDataError, InvalidInputError, look_up_option
+from geoxai.geo.grid import TileSpec
+from geoxai.io.layout import RunLayout
+from geoxai.io.location import resolve
+from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, upload_file
+
+__all__ = [
+    "COG_BLOCKSIZE",
+    "write_cog",
+    "write_array_cog",
+    "validate_cog",
+    "write_tile_cogs",
+    "build_vrt",
+    "build_mosaics",
+    "gdal_path",
+]
+
+COG_BLOCKSIZE = 256
+
+
+"""Internal tile edge of the COGs, pixels (600 px cores get overviews at 300 and 150 px)."""
+
+
+_GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+
+
+def gdal_path(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The path GDAL/rasterio opens for a store URL (``/vsis3/bucket/key`` for S3).
+
+    For a custom S3 endpoint GDAL needs ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and
+    ``AWS_VIRTUAL_HOSTING`` in the environment (see DESIGN.md).
+    """
+    loc = resolve(url, storage_options)
+    return f"/vsis3/{loc.path}" if loc.is_s3 else loc.path
+
+
+def _as_bands(values: np.ndarray, band_names: Sequence[str], what: str) -> np.ndarray:
+    a = np.asarray(values)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise InvalidInputError(f"{what}: expected (H, W) or (K, H, W), got shape {a.shape}.")
+    if len(band_names) != a.shape[0]:
+        raise InvalidInputError(
+            f"{what}: {a.shape[0]} bands but {len(band_names)} band names {list(band_names)}."
+        )
+    return a
+
+
+def validate_cog(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Validate a COG with rio-cogeo; return ``{"warnings": [...], "overviews": [...]}``.
+
+    Raises:
+        CorruptDataError: the file is not a valid COG (the message lists rio-cogeo's errors).
+    """
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    is_valid, errors, warnings = cog_validate(str(path), quiet=True)
+    if not is_valid:
+        raise CorruptDataError(
+            f"{path} is not a valid Cloud-Optimized GeoTIFF: {'; '.join(errors)}. Rewrite it "
+            "with geoxai.cog.write_cog."
+        )
+    with rasterio.open(path) as src:
+        overviews = src.overviews(1)
+    return {"warnings": list(warnings), "overviews": overviews}
+
+
+def write_cog(
+    values: np.ndarray,
+    tile: TileSpec,
+    url: str,
+    *,
+    band_names: Sequence[str],
+    nodata: float | int | None = None,
+    tags: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    resampling: str = "average",
+) -> dict[str, Any]:
+    """Write a tile core as a validated COG with overviews.
+
+    Args:
+        values: the core, ``(H, W)`` or ``(K, H, W)`` with ``H == W == tile.core_px``.
+        tile: the tile (its core grid is used; the halo is ignored).
+        url: destination path or ``s3://`` URL (``.tif``).
+        band_names: one name per band (stored as band descriptions).
+        nodata: nodata value; None = NaN for float data, none for integers.
+        tags: extra dataset tags (provenance: config hash, code version ...).
+        storage_options: s3fs options; default from the environment.
+        resampling: overview resampling (``average`` for continuous, ``nearest`` for classes).
+
+    Returns:
+        ``{"href": url, "sha256": ..., "bytes": ..., "overviews": [2, 4]}``.
+
+    Raises:
+        InvalidInputError: the array is not core-sized or names do not match the bands.
+        CorruptDataError: GDAL wrote something rio-cogeo does not accept as a COG.
+        StoreError: the file could not be written to ``url``.
+    """
+    from rasterio.transform import from_origin
+
+    a = _as_bands(values, band_names, f"COG {url}")
+    n = tile.core_px
+    if a.shape[1:] != (n, n):
+        raise InvalidInputError(
+            f"COG {url}: tile {tile.id} core is {n}x{n} px, got {a.shape[1:]}; cut the core out "
+            "with tile.core_slice."
+        )
+    x0, _, _, y1 = tile.core_bounds
+    return write_array_cog(
+        a,
+        url,
+        crs=tile.crs,
+        transform=from_origin(x0, y1, tile.resolution_m, tile.resolution_m),
+        band_names=band_names,
+        nodata=nodata,
+        tags={"tile_id": tile.id, **(tags or {})},
+        storage_options=storage_options,
+        resampling=resampling,
+    )
+
+
+def write_array_cog(
+    values: np.ndarray,
+    url: str,
+    *,
+    crs: Any,
+    transform: Any,
+    band_names: Sequence[str],
+    nodata: float | int | None = None,
+    tags: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    resampling: str = "average",
+) -> dict[str, Any]:
+    """Write any georeferenced array as a validated COG with overviews (the core of write_cog).
+
+    Args:
+        values: ``(H, W)`` or ``(K, H, W)`` array of a GDAL dtype (uint8 .. float64).
+        url: destination path or ``s3://`` URL (``.tif``).
+        crs: CRS of the grid (anything rasterio accepts, e.g. ``"EPSG:32631"``).
+        transform: affine of the grid (``affine.Affine``).
+        band_names: one name per band (stored as band descriptions).
+        nodata: nodata value; None = NaN for float data, none for integers.
+        tags: extra dataset tags.
+        storage_options: s3fs options; default from the environment.
+        resampling: overview resampling (``average`` for continuous, ``nearest`` for classes).
+
+    Returns:
+        ``{"href": url, "sha256": ..., "bytes": ..., "overviews": [...]}``.
+
+    Raises:
+        InvalidInputError: wrong rank, dtype, or names that do not match the bands.
+        CorruptDataError: GDAL wrote something rio-cogeo does not accept as a COG.
+        StoreError: the file could not be written to ``url``.
+    """
+    import rasterio
+
+    a = _as_bands(values, band_names, f"COG {url}")
+    h, w = int(a.shape[1]), int(a.shape[2])
+    dtype = a.dtype.name
+    if dtype not in _GDAL_TYPES:
+        raise InvalidInputError(f"COG {url}: dtype {dtype} is not supported; use float32/uint8.")
+    if nodata is None and a.dtype.kind == "f":
+        nodata = math.nan
+    n = max(h, w)
+    profile = {
+        "driver": "COG",
+        "width": w,
+        "height": h,
+        "count": a.shape[0],
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "DEFLATE",
+        "predictor": 3 if a.dtype.kind == "f" else 2,
+        "blocksize": _block(n),
+        "overview_resampling": resampling,
+        "overviews": "AUTO",
+        "overview_count": _overview_count(n),
+        "bigtiff": "NO",
+    }
+    loc = resolve(url, storage_options)
+    with tempfile.TemporaryDirectory(prefix="geoxai-cog-") as tmp:
+        path = Path(tmp) / "cog.tif"
+        with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(path, "w", **profile) as dst:
+            dst.write(a)
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, str(name))
+            dst.update_tags(**{str(k): str(v) for k, v in (tags or {}).items()})
+        info = validate_cog(path)
+        if not info["overviews"]:
+            raise CorruptDataError(f"COG {url}: GDAL wrote no overviews; check the GDAL build.")
+        payload = path.read_bytes()
+        upload_file(path, loc)
+    return {
+        "href": loc.url,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "bytes": len(payload),
+        "overviews": list(info["overviews"]),
+    }
+
+
+def write_tile_cogs(
+    layout: RunLayout,
+    zone: ZoneStore,
+    tile: TileSpec,
+    layers: Mapping[str, np.ndarray] | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Write ``<root>/cogs/<layer>/<tile_id>.tif`` for each layer of a tile.
+
+    Args:
+        layout: the run's layout.
+        zone: the tile's zone store (gives each layer's dtype, bands and fill value).
+        tile: the tile.
+        layers: core arrays to write; None = read them from the zone store (for tiles whose
+            COGs are missing after a crash: they are derived products, rebuilt from Zarr).
+        names: restrict to these layers (default: every layer given, or every layer of the
+            store when ``layers`` is None).
+        tags: provenance tags for every file.
+
+    Returns:
+        layer -> ``{"href": relative to the run root, "sha256", "bytes", "overviews"}``, ready to
+        go into the tile record (``record["cogs"]``).
+    """
+    chosen = list(names) if names is not None else list(layers or zone.layers)
+    out: dict[str, dict[str, Any]] = {}
+    for name in chosen:
+        look_up_option(
+            name, list(zone.layers), what=f"layer of {zone.url}", error=InvalidInputError
+        )
+        spec = zone.layers[name]
+        values = layers[name] if layers is not None else zone.read_tile(tile, name)
+        bands = list(spec.bands) or [spec.name]
+        resampling = "nearest" if np.dtype(spec.dtype).kind in "iu" else "average"
+        url = layout.cog_url(name, tile.id)
+        info = write_cog(
+            np.asarray(values, dtype=spec.dtype),
+            tile,
+            url,
+            band_names=bands,
+            nodata=spec.fill,
+            tags={"layer": name, "units": spec.units, **dict(tags or {})},
+            storage_options=layout.storage_options,
+            resampling=resampling,
+        )
+        info["href"] = f"cogs/{name}/{tile.id}.tif"
+        out[name] = info
+    return out
+
+
+def _fmt(v: float | int) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return repr(float(v)) if isinstance(v, float) else str(int(v))
+
+
+def build_vrt(
+    layout: RunLayout,
+    spec: LayerSpec,
+    tiles: Sequence[TileSpec],
+    *,
+    grid: ZoneGrid | None = None,
+) -> str:
+    """Write ``<root>/mosaics/zone=<epsg>/<layer>.vrt`` over the tiles' COGs; return its URL.
+
+    Args:
+        layout: the run's layout.
+        spec: the layer (dtype, bands, nodata).
+        tiles: tiles of one zone whose COG of the layer exists (typically the done tiles).
+        grid: extent of the mosaic; default the bounding box of ``tiles``.
+
+    Raises:
+        InvalidInputError: no tiles, tiles of several zones, or a tile off ``grid``.
+    """
+    from rasterio.crs import CRS
+
+    if not tiles:
+        raise InvalidInputError(f"build_vrt({spec.name}): no tiles; nothing to mosaic.")
+    zones = {t.epsg for t in tiles}
+    if len(zones) != 1:
+        raise InvalidInputError(
+            f"build_vrt({spec.name}): tiles of several zones {sorted(zones)}; a VRT mosaic holds "
+            "one CRS. Call it once per zone."
+        )
+    if grid is None:
+        grid = ZoneGrid.from_tiles(tiles)[tiles[0].epsg]
+    gdal_type = _GDAL_TYPES.get(spec.dtype)
+    if gdal_type is None:
+        raise InvalidInputError(f"build_vrt: dtype {spec.dtype} of {spec.name!r} unsupported.")
+    n = grid.core_px
+    ny, nx = grid.shape
+    gt = grid.transform
+    geotransform = f"{gt[2]!r}, {gt[0]!r}, {gt[1]!r}, {gt[5]!r}, {gt[3]!r}, {gt[4]!r}"
+    bands = list(spec.bands) or [spec.name]
+    fill = spec.fill
+    ordered = sorted(set(tiles), key=lambda t: (-t.row, t.col))
+    wkt = CRS.from_epsg(grid.epsg).to_wkt()
+    lines = [
+        f'<VRTDataset rasterXSize="{nx}" rasterYSize="{ny}">',
+        f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(wkt)}</SRS>',
+        f"  <GeoTransform>{geotransform}</GeoTransform>",
+    ]
+    for b, band_name in enumerate(bands, start=1):
+        lines.append(f'  <VRTRasterBand dataType="{gdal_type}" band="{b}">')
+        lines.append(f"    <Description>{escape(str(band_name))}</Description>")
+        lines.append(f"    <NoDataValue>{_fmt(fill)}</NoDataValue>")
+        for t in ordered:
+            i, j = grid.chunk_index(t)
+            lines += [
+                "    <SimpleSource>",
+                f'      <SourceFilename relativeToVRT="1">../../cogs/{spec.name}/{t.id}.tif'
+                "</SourceFilename>",
+                f"      <SourceBand>{b}</SourceBand>",
+                f'      <SourceProperties RasterXSize="{n}" RasterYSize="{n}" '
+                f'DataType="{gdal_type}" BlockXSize="{_block(n)}" BlockYSize="{_block(n)}" />',
+                f'      <SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}" />',
+                f'      <DstRect xOff="{j * n}" yOff="{i * n}" xSize="{n}" ySize="{n}" />',
+                "    </SimpleSource>",
+            ]
+        lines.append("  </VRTRasterBand>")
+    lines.append("</VRTDataset>")
+    xml = "\n".join(lines) + "\n"
+    loc = layout.loc("mosaics", f"zone={grid.epsg}", f"{spec.name}.vrt")
+    with tempfile.TemporaryDirectory(prefix="geoxai-vrt-") as tmp:
+        path = Path(tmp) / "mosaic.vrt"
+        path.write_text(xml, encoding="utf-8")
+        upload_file(path, loc)
+    return loc.url
+
+
+def _block(n: int) -> int:
+    """COG block edge for an ``n`` px core: 256, or 128 (GDAL's minimum) for small cores."""
+    return COG_BLOCKSIZE if n >= 2 * COG_BLOCKSIZE else 128
+
+
+def _overview_count(n: int) -> int:
+    """Halvings until a level fits one block; at least one, so every COG has an overview."""
+    count, m = 0, n
+    while m > _block(n):
+        m = math.ceil(m / 2)
+        count += 1
+    return max(count, 1)
+
+
+def build_mosaics(
+    layout: RunLayout,
+    tiles: Sequence[TileSpec],
+    layers: Sequence[LayerSpec],
+) -> dict[int, dict[str, str]]:
+    """One VRT per zone and layer over ``tiles`` (the ones with COGs); epsg -> layer -> URL."""
+    by_zone: dict[int, list[TileSpec]] = {}
+    for t in tiles:
+        by_zone.setdefault(t.epsg, []).append(t)
+    out: dict[int, dict[str, str]] = {}
+    for epsg, ts in sorted(by_zone.items()):
+        out[epsg] = {spec.name: build_vrt(layout, spec, ts) for spec in layers}
+    return out

@@ -1,0 +1,523 @@
+"""STAC items -> the raw tile cube: a lazy ``(time, band, y, x)`` float32 reflectance array.
+
+:func:`build_cube` stacks Sentinel-2 L2A items with stackstac on the tile's own grid (its UTM
+zone, its haloed bounds, 10 m pixels, no snapping), so pixel centres are exactly
+``TileSpec.coords()``. The result follows the raw-cube contract (DESIGN.md):
+
+* name ``"reflectance"``, dims ``("time", "band", "y", "x")``, float32, dask-backed;
+* ``band`` = canonical names (default :data:`geoxai.bands.CUBE_BANDS`, SCL last) whatever the
+  catalog's asset keys; reflectance = DN * scale + offset with the per-item, per-band scaling of
+  :func:`geoxai.stac.band_scaling` (the -0.1 offset of baseline >= 04.00 included); SCL holds
+  the class values 0..11 as floats; NaN = nodata (the COG's nodata value, or outside the
+  scene's footprint);
+* coords ``time`` (datetime64[ns], sorted), ``y``/``x`` (pixel centres, metres, y decreasing),
+  ``id`` along time (the STAC item id; ids joined by ``","`` for a mosaicked day);
+* attrs ``crs`` (``"EPSG:326zz"``), ``transform`` (6 floats of the haloed grid), ``tile_id``,
+  ``halo_px``, ``resolution_m`` and ``item_ids`` (every item used).
+
+Rules a neighbouring tile takes the same way (seamless by construction):
+
+* **Resampling**: 20 m bands are resampled to 10 m with ``resampling`` (bilinear by default,
+  or nearest); SCL always with nearest (classes must not be averaged). GDAL warps in the
+  file's integer type, so interpolated values are whole DN (at most 0.5 DN = 5e-5 off).
+  10 m bands sit exactly on the tile grid (Sentinel-2 grids and the tile lattice are multiples
+  of 10 m), so they are read without interpolation either way.
+* **Other CRS**: items of a neighbouring UTM zone are warped onto the tile's grid by GDAL
+  (stackstac, ``epsg=tile.epsg``), with the same resampling rules.
+* **One day, several items** (two granules, or two zones, of one overpass): they are mosaicked
+  into one time step per *solar day* (UTC time + item centre longitude / 15 h, as odc-stac's
+  ``groupby="solar_day"``). Per pixel and band the first valid value wins, items ordered by
+  ``(datetime, id)``. The time label of every step is the solar day at 00:00, a function of the
+  day only, so two tiles label the same overpass identically.
+* **Errors**: zero items -> :class:`NoDataError`; an item without an asset for a requested band
+  -> :class:`DataAccessError` naming the item and the band (before any pixel is read); a file
+  that cannot be opened or decoded -> :class:`CorruptDataError` (or :class:`DataAccessError`
+  for a missing file / HTTP error) naming the href, raised when the cube is computed or written.
+  stackstac's ``errors_as_nodata`` is empty: no read error ever becomes silent NaN. Reads outside
+  an asset's footprint raise nothing and give NaN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pystac
+import xarray as xr
+from stackstac.rio_reader import AutoParallelRioReader
+
+from geoxai.errors import (
+    CorruptDataError,
+    DataAccessError,
+    GeoXAIError,
+    InvalidInputError,
+    NoDataError,
+    look_up_option,
+)
+from geoxai.geo.bands import CUBE_BANDS, SCL, check_bands
+from geoxai.geo.grid import TileSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+__all__ = [
+    "CUBE_NAME",
+    "RESAMPLING",
+    "CubeRecord",
+    "build_cube",
+    "build_tile_cube",
+    "stack_assets",
+    "is_location",
+    "solar_day",
+    "item_datetime",
+]
+
+CUBE_NAME = "reflectance"
+"""Name of the raw cube DataArray (and of its array in the store)."""
+
+
+RESAMPLING = ("bilinear", "nearest", "cubic", "average")
+
+
+"""Resampling methods accepted for reflectance bands (SCL is always nearest)."""
+
+
+def item_datetime(item: pystac.Item) -> dt.datetime:
+    """The item's acquisition time (UTC, aware): ``datetime`` or else ``start_datetime``."""
+    when = item.datetime
+    if when is None:
+        start = item.properties.get("start_datetime")
+        when = pd.Timestamp(start).to_pydatetime() if start else None
+    if when is None:
+        raise InvalidInputError(
+            f"STAC item {item.id!r} has neither 'datetime' nor 'start_datetime'; cannot place "
+            "it on the time axis. Fix the catalog or drop the item."
+        )
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _centre_lon(item: pystac.Item) -> float:
+    if item.bbox:
+        b = item.bbox
+        x0, x1 = (b[0], b[3]) if len(b) == 6 else (b[0], b[2])
+        return float((x0 + x1) / 2) if x0 <= x1 else float(((x0 + x1 + 360) / 2 + 180) % 360 - 180)
+    if item.geometry:
+        from shapely.geometry import shape
+
+        return float(shape(item.geometry).centroid.x)
+    return 0.0
+
+
+def solar_day(item: pystac.Item) -> dt.date:
+    """Local mean solar date of the acquisition: UTC time + centre longitude / 15 hours."""
+    when = item_datetime(item).astimezone(dt.UTC)
+    return (when + dt.timedelta(hours=_centre_lon(item) / 15.0)).date()
+
+
+def _as_day(value: Any, what: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{what} {value!r} is not a date; use ISO form like '2023-01-31'."
+        ) from exc
+    return ts.date()
+
+
+def _normalized(items: Sequence[pystac.Item | Mapping[str, Any]]) -> list[pystac.Item]:
+    from geoxai.io.stac_items import normalize_item
+
+    out: dict[str, pystac.Item] = {}
+    for it in items:
+        norm = normalize_item(it if isinstance(it, pystac.Item) else dict(it))
+        out.setdefault(norm.id, norm)  # a duplicate id is the same item twice
+    return list(out.values())
+
+
+_MISSING = re.compile(r"no such file|does not exist|not found|http response code: 4\d\d", re.I)
+
+
+def _read_error(url: str, exc: BaseException) -> DataAccessError:
+    """A typed error naming the asset href; CorruptDataError unless the file is missing."""
+    chain: list[str] = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 4:
+        chain.append(str(e))
+        e = e.__cause__
+    detail = " <- ".join(dict.fromkeys(chain))[:600]
+    if _MISSING.search(detail) and "not recognized" not in detail.lower():
+        return DataAccessError(
+            f"Cannot read asset {url}: the file is missing or unreachable ({detail}). Check the "
+            "href in the STAC item, the storage credentials (AWS_* / GDAL options) and network."
+        )
+    return CorruptDataError(
+        f"Cannot decode asset {url}: the file is corrupt or not a readable GeoTIFF ({detail}). "
+        "Re-download or regenerate it, or drop its STAC item from the query."
+    )
+
+
+class _CheckedReader(AutoParallelRioReader):  # type: ignore[misc]
+    """stackstac's reader with read errors turned into typed errors that name the href."""
+
+    def read(self, window: Any, **kwargs: Any) -> np.ndarray:
+        try:
+            return super().read(window, **kwargs)
+        except GeoXAIError:
+            raise
+        except Exception as exc:
+            raise _read_error(self.url, exc) from exc
+
+
+def stack_assets(
+    items: Sequence[pystac.Item | Mapping[str, Any]],
+    tile: TileSpec,
+    assets: Sequence[str],
+    resampling: str,
+    chunk_px: int = 1024,
+) -> xr.DataArray:
+    """Lazy stackstac read of ``assets`` of ``items`` onto the tile's exact grid.
+
+    The one place geoxai calls stackstac (optical cube, Sentinel-1, DEM): the tile's UTM zone,
+    ``tile.bounds`` (its haloed bounds) at ``tile.resolution_m``, no snapping, pixel-centre
+    coords, GDAL ``resampling`` (a :class:`rasterio.enums.Resampling` name), float32 with NaN
+    fill, no rescaling (callers apply scale/offset per item), and read errors raised as typed
+    errors naming the href (:class:`_CheckedReader`; never silent NaN).
+
+    Args:
+        items: STAC items (pystac or dicts; hrefs used as they are).
+        tile: the grid (any halo).
+        assets: asset keys, in band order.
+        resampling: ``"bilinear"``, ``"nearest"``, ``"cubic"``, ``"average"``.
+        chunk_px: spatial dask chunk edge, pixels (one item and one asset per chunk).
+
+    Returns:
+        DataArray ``(time, band, y, x)`` float32, one time step per item (stackstac drops items
+        whose footprint misses the bounds), coord ``id`` along time.
+
+    Raises:
+        ValueError: no item overlaps the bounds (stackstac's message).
+    """
+    import stackstac
+    from rasterio.enums import Resampling
+
+    plain = [
+        it.to_dict(include_self_link=False, transform_hrefs=False)
+        if isinstance(it, pystac.Item)
+        else dict(it)
+        for it in items
+    ]
+    with warnings.catch_warnings():  # stackstac 0.5.1 multiplies Affines with `*`
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        return stackstac.stack(
+            plain,
+            assets=list(assets),
+            epsg=tile.epsg,
+            resolution=tile.resolution_m,
+            bounds=tile.bounds,
+            snap_bounds=False,
+            resampling=Resampling[resampling],
+            chunksize=(1, 1, chunk_px, chunk_px),
+            dtype=np.dtype("float32"),
+            fill_value=np.float32(np.nan),  # numpy float32: numpy 2 refuses a Python float
+            rescale=False,
+            sortby_date=False,
+            xy_coords="center",
+            properties=False,
+            band_coords=False,
+            errors_as_nodata=(),
+            reader=_CheckedReader,
+        )
+
+
+def is_location(
+    source: Any,
+) -> TypeIs[str | os.PathLike[str] | Sequence[str | os.PathLike[str]]]:
+    """True when ``source`` is where to search (a STAC API URL, item file path or a list of
+    such), False when it is the STAC items themselves (pystac Items or dicts)."""
+    if isinstance(source, str | os.PathLike):
+        return True
+    return (
+        isinstance(source, Sequence)
+        and len(source) > 0
+        and isinstance(source[0], str | os.PathLike)
+    )
+
+
+def build_cube(
+    items: Sequence[pystac.Item | Mapping[str, Any]],
+    tile: TileSpec,
+    *,
+    bands: Sequence[str] = CUBE_BANDS,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    resampling: str = "bilinear",
+    chunk_px: int = 1024,
+) -> xr.DataArray:
+    """Build the lazy raw cube of one tile from STAC items (see the module docstring).
+
+    Args:
+        items: STAC items (pystac or dicts; normalized here, duplicates by id dropped).
+        tile: the tile and its halo; the cube covers ``tile.bounds`` at ``tile.resolution_m``.
+        bands: canonical names or aliases; reflectance bands in the given order, SCL allowed.
+        start: first solar day kept (inclusive), ISO date; None = no lower bound.
+        end: last solar day kept (inclusive), ISO date; None = no upper bound.
+        resampling: for reflectance bands on another grid (20 m, other zone): one of
+            :data:`RESAMPLING`. SCL always uses nearest.
+        chunk_px: spatial dask chunk edge, pixels (one date and one band per chunk).
+
+    Returns:
+        DataArray ``reflectance`` of shape ``(n_days, len(bands), *tile.shape)``, float32,
+        dask-backed; nothing is read until it is computed or written.
+
+    Raises:
+        NoDataError: no item in ``[start, end]``.
+        DataAccessError: an item has no asset for a requested band (names item and band).
+        InvalidInputError / ConfigError: bad bands, dates or resampling.
+    """
+    names = check_bands(list(bands))
+    resampling = look_up_option(resampling, RESAMPLING, what="resampling")
+    if chunk_px < 16:
+        raise InvalidInputError(f"chunk_px={chunk_px} is too small; use >= 16 (e.g. 1024).")
+    d0, d1 = _as_day(start, "start"), _as_day(end, "end")
+    if d0 and d1 and d0 > d1:
+        raise InvalidInputError(f"start {d0} is after end {d1}; swap them.")
+
+    norm = _normalized(items)
+    keyed = []
+    for it in norm:
+        day = solar_day(it)
+        if (d0 is None or day >= d0) and (d1 is None or day <= d1):
+            keyed.append(((day, item_datetime(it), it.id), it))
+    if not keyed:
+        span = f"{d0 or '..'}/{d1 or '..'}"
+        raise NoDataError(
+            f"Tile {tile.id}: no STAC item in {span} (got {len(norm)} items in all). Widen the "
+            "date range, raise the cloud limit, or check the collection and the tile's area."
+        )
+    keyed.sort(key=lambda kv: kv[0])
+    chosen = [it for _, it in keyed]
+    from geoxai.io.stac_items import band_scaling
+    from geoxai.io.stac_items import check_bands as require_bands
+
+    require_bands(chosen, list(names), on_missing="raise")
+
+    refl = [b for b in names if b != SCL]
+    parts = []
+    if refl:
+        da = stack_assets(chosen, tile, refl, resampling, chunk_px)
+        scale = np.array([[band_scaling(it, b)[0] for b in refl] for it in chosen], np.float32)
+        offset = np.array([[band_scaling(it, b)[1] for b in refl] for it in chosen], np.float32)
+        da = da * xr.DataArray(scale, dims=("time", "band")) + xr.DataArray(
+            offset, dims=("time", "band")
+        )
+        parts.append(da.astype(np.float32))
+    if SCL in names:
+        parts.append(stack_assets(chosen, tile, [SCL], "nearest", chunk_px))
+    cube = xr.concat(parts, dim="band", coords="minimal", compat="override", join="override")
+    cube = cube.transpose("time", "band", "y", "x")
+    cube = cube.isel(band=[list(refl + ([SCL] if SCL in names else [])).index(b) for b in names])
+
+    _check_grid(cube, tile)
+    y, x = tile.coords()
+    days = [k[0] for k, _ in keyed]
+    cube = xr.DataArray(
+        cube.data,
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": pd.DatetimeIndex(pd.to_datetime(days)).astype("datetime64[ns]").values,
+            "band": list(names),
+            "y": y,
+            "x": x,
+            "id": ("time", np.array([it.id for it in chosen], dtype=object)),
+        },
+        name=CUBE_NAME,
+    )
+    cube = _mosaic_days(cube, days)
+    cube.attrs = {
+        "crs": tile.crs,
+        "transform": [float(v) for v in list(tile.transform)[:6]],
+        "tile_id": tile.id,
+        "halo_px": tile.halo_px,
+        "resolution_m": tile.resolution_m,
+        "item_ids": [it.id for it in chosen],
+        "resampling": resampling,
+    }
+    return cube
+
+
+def _check_grid(cube: xr.DataArray, tile: TileSpec) -> None:
+    """The stackstac grid must be the tile grid; anything else is a bug, said loudly."""
+    y, x = tile.coords()
+    ok = cube.sizes["y"] == len(y) and cube.sizes["x"] == len(x)
+    if ok:
+        tol = 1e-6 * tile.resolution_m
+        ok = bool(
+            np.abs(cube["y"].values - y).max() < tol and np.abs(cube["x"].values - x).max() < tol
+        )
+    if not ok:
+        raise InvalidInputError(
+            f"Tile {tile.id}: stackstac planned a grid of {cube.sizes['y']}x{cube.sizes['x']} px "
+            f"that is not the tile grid {tile.shape} at {tile.bounds}; this is a geoxai bug "
+            "(stackstac version?). Report it with the tile id."
+        )
+
+
+def _mosaic_days(cube: xr.DataArray, days: list[dt.date]) -> xr.DataArray:
+    """One time step per day: first valid value per pixel and band, in item order."""
+    if len(set(days)) == len(days):
+        return cube
+    steps = []
+    i = 0
+    while i < len(days):
+        j = i
+        while j + 1 < len(days) and days[j + 1] == days[i]:
+            j += 1
+        step = cube.isel(time=slice(i, i + 1))
+        for k in range(i + 1, j + 1):
+            nxt = cube.isel(time=slice(k, k + 1)).data
+            step = step.copy(data=xr.where(np.isnan(step.data), nxt, step.data))
+        ids = ",".join(str(v) for v in cube["id"].values[i : j + 1])
+        steps.append(step.assign_coords(id=("time", np.array([ids], dtype=object))))
+        i = j + 1
+    return xr.concat(steps, dim="time")
+
+
+@dataclass(frozen=True)
+class CubeRecord:
+    """What :func:`build_tile_cube` made.
+
+    Attributes:
+        url: the committed store.
+        tile_id: the tile.
+        n_items: STAC items used.
+        item_ids: their ids, in time order.
+        shape: ``(time, band, y, x)`` of the cube (time after mosaicking days).
+        nbytes: bytes stored (compressed).
+        seconds: wall time of search + build + write.
+        marker: the store's commit marker.
+    """
+
+    url: str
+    tile_id: str
+    n_items: int
+    item_ids: tuple[str, ...]
+    shape: tuple[int, int, int, int]
+    nbytes: int
+    seconds: float
+    marker: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+
+def build_tile_cube(
+    source: str | os.PathLike[str] | Sequence[pystac.Item | Mapping[str, Any]],
+    tile: TileSpec,
+    out_url: str,
+    *,
+    collection: str = "sentinel-2-l2a",
+    start: str | dt.date,
+    end: str | dt.date,
+    max_cloud: float | None = None,
+    bands: Sequence[str] = CUBE_BANDS,
+    resampling: str = "bilinear",
+    storage_options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> CubeRecord:
+    """Search (or take) the items of one tile, build its cube and commit it at ``out_url``.
+
+    Args:
+        source: a STAC API URL or local item files (searched with :func:`geoxai.stac.search`
+            over the tile's haloed footprint), or the items themselves.
+        tile: the tile, with its halo.
+        out_url: store URL (local path or ``s3://``), see :mod:`geoxai.store`.
+        collection: STAC collection id (ignored when items are given).
+        start: first day, ISO date (inclusive).
+        end: last day, ISO date (inclusive).
+        max_cloud: keep items with ``eo:cloud_cover`` <= this, percent.
+        bands: cube bands.
+        resampling: for reflectance bands, see :func:`build_cube`.
+        storage_options: s3fs options for the store (default from AWS_* variables).
+        overwrite: replace a committed store at ``out_url``.
+        progress: ``progress(done, total)`` in dask tasks while the cube is computed/written.
+
+    Raises:
+        NoDataError, DataAccessError, CorruptDataError, StacError, StoreError.
+    """
+    from geoxai.io import store
+
+    t0 = time.perf_counter()
+    items: list[Any]
+    if is_location(source):
+        from geoxai.io.stac import search
+
+        items = search(
+            source,
+            collections=collection,
+            bbox=tile.footprint(halo=True).bounds,
+            datetime=(str(_as_day(start, "start")), str(_as_day(end, "end"))),
+            max_cloud=max_cloud,
+            bands=list(bands),
+        )
+    else:
+        items = list(source)
+    cube = build_cube(items, tile, bands=bands, start=start, end=end, resampling=resampling)
+    ids = tuple(cube.attrs["item_ids"])
+    extra = {"tile": tile.to_dict(), "item_ids": list(ids), "start": str(start), "end": str(end)}
+    if progress is None:
+        marker = store.write_dataset(
+            cube, out_url, storage_options=storage_options, overwrite=overwrite, extra=extra
+        )
+    else:
+        with _DaskProgress(progress):
+            marker = store.write_dataset(
+                cube, out_url, storage_options=storage_options, overwrite=overwrite, extra=extra
+            )
+    return CubeRecord(
+        url=str(marker["url"]),
+        tile_id=tile.id,
+        n_items=len(ids),
+        item_ids=ids,
+        shape=tuple(int(n) for n in cube.shape),  # type: ignore[arg-type]
+        nbytes=int(marker["nbytes"]),
+        seconds=time.perf_counter() - t0,
+        marker=marker,
+    )
+
+
+class _DaskProgress:
+    """Report finished dask tasks as ``progress(done, total)`` (a dask local-scheduler callback)."""
+
+    def __init__(self, progress: Callable[[int, int], None]) -> None:
+        from dask.callbacks import Callback
+
+        self._progress = progress
+        self._total = 0
+        self._done = 0
+        outer = self
+
+        class _CB(Callback):  # type: ignore[misc]
+            def _start_state(self, dsk: Any, state: Any) -> None:
+                outer._total += sum(len(state[k]) for k in ("ready", "waiting", "running"))
+                outer._progress(outer._done, outer._total)
+
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+                outer._done += 1
+                outer._progress(outer._done, outer._total)
+
+        self._cb = _CB()
+
+    def __enter__(self) -> _DaskProgress:
+        self._cb.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cb.__exit__(*exc)

@@ -1,0 +1,229 @@
+"""Where a store lives: a local path or an ``s3://`` URL with its fsspec options, and the one
+wrapper that turns storage failures into typed errors (:class:`~geoxai.errors.StoreError`,
+:class:`~geoxai.errors.DataAccessError`) with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geoxai.errors import GeoXAIError, InvalidInputError, StoreError
+
+__all__ = [
+    "StoreLocation",
+    "URL",
+    "resolve",
+]
+
+_SECRET_KEYS = {"key", "secret", "token", "password", "aws_secret_access_key", "session_token"}
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A resolved store URL.
+
+    Attributes:
+        url: the URL as given, normalised (no trailing slash; local paths made absolute).
+        protocol: ``"file"`` or ``"s3"``.
+        path: the path the filesystem uses (``bucket/prefix`` for S3, absolute path locally).
+        storage_options: s3fs keyword arguments (may hold secrets: never print them).
+    """
+
+    url: str
+    protocol: str
+    path: str
+    storage_options: Mapping[str, Any]
+
+    @property
+    def is_s3(self) -> bool:
+        """True for ``s3://`` URLs."""
+        return self.protocol == "s3"
+
+    @property
+    def endpoint(self) -> str:
+        """The S3 endpoint in use (``"AWS default"`` when none is configured); no secrets."""
+        if not self.is_s3:
+            return "local filesystem"
+        so = self.storage_options
+        ep = so.get("endpoint_url") or (so.get("client_kwargs") or {}).get("endpoint_url")
+        return str(ep) if ep else "AWS default endpoint"
+
+    def describe(self) -> str:
+        """A printable description: the URL, and for S3 the endpoint. Never contains secrets."""
+        return f"{self.url} (endpoint {self.endpoint})" if self.is_s3 else self.url
+
+    def child(self, name: str) -> StoreLocation:
+        """The location of ``name`` inside this one."""
+        return StoreLocation(
+            url=f"{self.url}/{name}",
+            protocol=self.protocol,
+            path=posixpath.join(self.path, name) if self.is_s3 else str(Path(self.path) / name),
+            storage_options=self.storage_options,
+        )
+
+    def filesystem(self) -> Any:
+        """The fsspec filesystem for this location (s3fs for S3, local otherwise)."""
+        import fsspec
+
+        if self.is_s3:
+            return fsspec.filesystem("s3", **dict(self.storage_options))
+        return fsspec.filesystem("file")
+
+    def zarr_target(self) -> tuple[str, dict[str, Any] | None]:
+        """``(store, storage_options)`` to hand to xarray's ``to_zarr`` / ``open_zarr``."""
+        if self.is_s3:
+            return self.url, dict(self.storage_options)
+        return self.path, None
+
+
+def _env_storage_options() -> dict[str, Any]:
+    """s3fs options from the standard AWS variables (keys are left to botocore to read)."""
+    so: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        so["endpoint_url"] = endpoint
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        so["client_kwargs"] = {"region_name": region}
+    return so
+
+
+def resolve(
+    url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> StoreLocation:
+    """Turn a URL or path into a :class:`StoreLocation`.
+
+    Args:
+        url: a local path (``/data/x.zarr``, ``file:///data/x.zarr``) or ``s3://bucket/prefix``.
+        storage_options: s3fs keyword arguments; when None they come from the AWS_* variables.
+            Bounded retries and timeouts are added unless given, so an unreachable endpoint
+            fails in seconds rather than minutes.
+
+    Raises:
+        InvalidInputError: an unsupported scheme or an ``s3://`` URL without a bucket.
+    """
+    text = os.fspath(url).strip()
+    if not text:
+        raise InvalidInputError("Store URL is empty; give a local path or s3://bucket/prefix.")
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        scheme = scheme.lower()
+    else:
+        scheme, rest = "file", text
+    if scheme == "file":
+        path = str(Path(rest).expanduser().resolve())
+        return StoreLocation(url=path, protocol="file", path=path, storage_options={})
+    if scheme in ("s3", "s3a"):
+        rest = rest.strip("/")
+        if not rest or rest.startswith("/"):
+            raise InvalidInputError(f"Store URL {text!r} names no bucket; use s3://bucket/prefix.")
+        so = dict(storage_options) if storage_options is not None else _env_storage_options()
+        cfg = dict(so.get("config_kwargs") or {})
+        cfg.setdefault("connect_timeout", 5)
+        cfg.setdefault("read_timeout", 60)
+        cfg.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
+        so["config_kwargs"] = cfg
+        return StoreLocation(url=f"s3://{rest}", protocol="s3", path=rest, storage_options=so)
+    raise InvalidInputError(
+        f"Store URL {text!r} has scheme {scheme!r}; geoxai stores live on a local path or at "
+        "s3://bucket/prefix."
+    )
+
+
+URL = str | os.PathLike[str] | StoreLocation
+"""A store URL, a local path, or an already resolved :class:`StoreLocation`."""
+
+
+def _as_location(url: URL, storage_options: Mapping[str, Any] | None) -> StoreLocation:
+    return url if isinstance(url, StoreLocation) else resolve(url, storage_options)
+
+
+def _redact(text: str, loc: StoreLocation) -> str:
+    """Remove any secret value of ``loc.storage_options`` from ``text``."""
+    for k, v in loc.storage_options.items():
+        if k.lower() in _SECRET_KEYS and isinstance(v, str) and v:
+            text = text.replace(v, "***")
+    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        v = os.environ.get(var)
+        if v:
+            text = text.replace(v, "***")
+    return text
+
+
+def _classify(exc: BaseException, loc: StoreLocation, action: str) -> StoreError:
+    """Translate a filesystem/botocore/aiohttp error into a :class:`StoreError` with a fix."""
+    name = type(exc).__name__
+    msg = _redact(str(exc), loc)
+    chain: list[str] = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 6:
+        chain.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    text = _redact(" | ".join(chain), loc)
+    where = loc.describe()
+    if loc.is_s3:
+        low = text.lower()
+        if any(
+            s in low
+            for s in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "forbidden")
+        ) or isinstance(exc, PermissionError):
+            return StoreError(
+                f"Could not {action} {where}: the S3 server rejected the credentials ({name}). "
+                "Check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the key/secret in "
+                "storage_options) and the bucket policy."
+            )
+        if any(
+            s in low
+            for s in (
+                "could not connect",
+                "connect timeout",
+                "cannot connect",
+                "connection refused",
+                "endpointconnectionerror",
+                "clientconnectorerror",
+                "name or service not known",
+                "connecttimeout",
+            )
+        ):
+            return StoreError(
+                f"Could not {action} {where}: the S3 endpoint is unreachable ({name}: {msg}). "
+                "Check AWS_ENDPOINT_URL (or storage_options['endpoint_url']) and that the "
+                "server is running."
+            )
+        if "nosuchbucket" in low or "bucket does not exist" in low:
+            bucket = loc.path.split("/", 1)[0]
+            return StoreError(
+                f"Could not {action} {where}: bucket {bucket!r} does not exist. Create it "
+                "first or fix the bucket name in the URL."
+            )
+    return StoreError(f"Could not {action} {where}: {name}: {msg}")
+
+
+@contextmanager
+def _guard(loc: StoreLocation, action: str) -> Iterator[None]:
+    """Let geoxai errors through; turn I/O errors into a :class:`StoreError`."""
+    try:
+        yield
+    except GeoXAIError:
+        raise
+    except Exception as exc:
+        if _is_io_error(exc):
+            raise _classify(exc, loc, action) from exc
+        raise
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """True for errors that come from the storage layer rather than from the data."""
+    e: BaseException | None = exc
+    while e is not None:
+        mod = type(e).__module__ or ""
+        if isinstance(e, OSError) or mod.startswith(("botocore", "aiobotocore", "aiohttp", "s3fs")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False

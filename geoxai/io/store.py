@@ -1,0 +1,519 @@
+"""Datasets and JSON records at a URL (local path or ``s3://``), committed by a marker written last.
+
+Every stage of geoxai writes through this module, so a half-written output never looks done.
+
+Commit protocol (no temporary key, no rename: renames are not atomic on S3):
+
+1. If ``<url>`` already holds a *committed* store, refuse unless ``overwrite=True``; then the
+   marker is deleted first (from that instant the old store reads as incomplete), then the data.
+   Leftovers of an *uncommitted* store (a write that failed or was killed) are always replaced:
+   they are not outputs.
+2. The dataset is written as Zarr v3 (``xarray.Dataset.to_zarr(zarr_format=3)``).
+3. The written store is re-opened and checked against the source (variables, shapes, dtypes).
+4. The marker ``<url>/_geoxai_commit.json`` is written last, in one PUT (S3) or one atomic
+   ``os.replace`` (local). It records per-array shape, dtype, chunk shape, number of stored
+   chunk objects and their bytes, the code version and the time.
+
+Readers (:func:`read_dataset`, :func:`read_cube`) refuse a store without a valid marker with
+:class:`~geoxai.errors.IncompleteOutputError`. A failed write is cleaned up on a best-effort
+basis; if the process dies instead, the missing marker is what makes the leftovers harmless.
+
+S3 access goes through s3fs/fsspec, configured by the standard variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``) or an
+explicit ``storage_options`` dict (s3fs keyword arguments, e.g. ``endpoint_url``, ``key``,
+``secret``, ``client_kwargs``). Secrets never appear in messages or logs: URLs are described by
+bucket/prefix and endpoint only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from geoxai.errors import IncompleteOutputError, InvalidInputError, StoreError
+from geoxai.io.location import URL, StoreLocation, _as_location, _guard
+
+__all__ = [
+    "COMMIT_MARKER",
+    "STORE_FORMAT",
+    "json_safe",
+    "write_dataset",
+    "read_dataset",
+    "read_cube",
+    "read_commit",
+    "is_committed",
+    "exists",
+    "delete",
+    "write_json",
+    "read_json",
+]
+
+COMMIT_MARKER = "_geoxai_commit.json"
+
+
+"""Name of the commit marker inside a store; written last."""
+
+
+STORE_FORMAT = "geoxai-store/1"
+
+
+"""Value of the marker's ``format`` field."""
+
+
+
+
+_DROP = object()
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-ready copy of an attribute value, or a private sentinel when it has none.
+
+    Numpy scalars and arrays become Python numbers and lists, ``Affine`` a list of 6 floats,
+    datetimes ISO strings, non-finite floats ``None``. Objects with no JSON form (e.g.
+    stackstac's ``RasterSpec``) are dropped by :func:`_clean_attrs`.
+    """
+    from affine import Affine
+
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, Affine):
+        return [float(v) for v in list(value)[:6]]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, _dt.datetime | _dt.date):
+        return value.isoformat()
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            sv = json_safe(v)
+            if sv is not _DROP:
+                out[str(k)] = sv
+        return out
+    if isinstance(value, list | tuple):
+        items = [json_safe(v) for v in value]
+        return _DROP if any(v is _DROP for v in items) else items
+    return _DROP
+
+
+def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in attrs.items():
+        sv = json_safe(v)
+        if sv is not _DROP:
+            out[str(k)] = sv
+    return out
+
+
+def _prepare(obj: xr.Dataset | xr.DataArray, attrs: Mapping[str, Any] | None) -> xr.Dataset:
+    """A Zarr-v3-ready dataset: JSON-safe attrs, object/str coords as variable-length strings."""
+    if isinstance(obj, xr.DataArray):
+        if obj.name is None:
+            raise InvalidInputError(
+                "write_dataset got an unnamed DataArray; give it a name (da.rename('x')) so "
+                "the store knows what to call the array."
+            )
+        ds = obj.to_dataset(promote_attrs=True)
+        ds[obj.name].attrs = _clean_attrs(obj.attrs)
+    elif isinstance(obj, xr.Dataset):
+        ds = obj.copy()
+    else:
+        raise InvalidInputError(
+            f"write_dataset needs an xarray Dataset or DataArray, got {type(obj).__name__}."
+        )
+    ds.attrs = _clean_attrs({**ds.attrs, **dict(attrs or {})})
+    updates: dict[Any, xr.Variable] = {}
+    for name, var in ds.variables.items():
+        var.attrs = _clean_attrs(var.attrs)
+        var.encoding = {}  # stale Zarr/NetCDF encodings (chunks, codecs) must not leak in
+        if var.dtype.kind in "US" or (var.dtype.kind == "O" and _all_str(var.values)):
+            # variable-length UTF-8 strings: the Zarr v3 string type (fixed-width is unstable)
+            updates[name] = var.copy(data=np.asarray(var.values).astype(object))
+        elif var.dtype.kind == "O":
+            raise InvalidInputError(
+                f"Variable {name!r} holds Python objects that are not strings; Zarr cannot store "
+                "them. Drop it or convert it to a numeric or string dtype before writing."
+            )
+    ds = ds.assign_coords({k: v for k, v in updates.items() if k in ds.coords})
+    for k, v in updates.items():
+        if k in ds.data_vars:
+            ds[k] = v
+    return ds
+
+
+def _all_str(values: np.ndarray) -> bool:
+    return all(isinstance(v, str) for v in np.asarray(values).ravel())
+
+
+def write_dataset(
+    obj: xr.Dataset | xr.DataArray,
+    url: URL,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``obj`` as Zarr v3 at ``url`` and commit it (see the module docstring).
+
+    Args:
+        obj: a Dataset, or a named DataArray (written as a one-variable dataset). Dask-backed
+            data is computed chunk by chunk while writing; Zarr chunks follow the dask chunks.
+        url: local path or ``s3://bucket/prefix``.
+        storage_options: s3fs options; default from the AWS_* environment variables.
+        attrs: extra group attributes (provenance, config); made JSON-safe.
+        overwrite: replace a committed store at ``url``; otherwise that is an error.
+        extra: JSON-safe values recorded in the commit marker under ``"extra"``.
+
+    Returns:
+        The commit marker (a dict): ``url``, ``format``, ``code_version``, ``written_at``,
+        ``variables`` (per array ``shape``, ``dtype``, ``chunks``, ``objects``, ``bytes``),
+        ``nbytes`` (stored bytes in all), ``extra``.
+
+    Raises:
+        StoreError: a committed store exists and ``overwrite`` is False; or the target cannot
+            be written (unreachable endpoint, bad credentials, missing bucket).
+        GeoXAIError: whatever computing the data raised (e.g. ``CorruptDataError`` for an
+            unreadable input), after removing the partial write.
+    """
+    loc = _as_location(url, storage_options)
+    ds = _prepare(obj, attrs)
+    fs = None
+    with _guard(loc, "open"):
+        fs = loc.filesystem()
+        fs.invalidate_cache()
+        marker = loc.child(COMMIT_MARKER)
+        if fs.exists(marker.path):
+            if not overwrite:
+                raise StoreError(
+                    f"A committed store already exists at {loc.describe()}; pass overwrite=True "
+                    "(CLI: --overwrite) to replace it, or delete it first."
+                )
+            fs.rm(marker.path)  # from here on the old store reads as incomplete
+        if fs.exists(loc.path):
+            fs.rm(loc.path, recursive=True)
+            fs.invalidate_cache()
+    store, so = loc.zarr_target()
+    try:
+        with _guard(loc, "write"):
+            ds.to_zarr(store, mode="w", zarr_format=3, consolidated=False, storage_options=so)
+    except BaseException:
+        _best_effort_rm(fs, loc)
+        raise
+    with _guard(loc, "verify"):
+        fs.invalidate_cache()
+        with _quiet_marker():
+            written = xr.open_zarr(store, consolidated=False, storage_options=so, zarr_format=3)
+        variables: dict[str, dict[str, Any]] = {}
+        for name, var in ds.variables.items():
+            if name not in written.variables:
+                raise IncompleteOutputError(
+                    f"Store {loc.describe()}: array {name!r} is missing after the write; the "
+                    "store was not committed. Rerun the write."
+                )
+            got = written.variables[name]
+            if tuple(got.shape) != tuple(var.shape):
+                raise IncompleteOutputError(
+                    f"Store {loc.describe()}: array {name!r} has shape {got.shape} after the "
+                    f"write, expected {var.shape}; not committed. Rerun the write."
+                )
+            objects, nbytes = _stored(fs, loc.child(str(name)).path)
+            chunks = got.encoding.get("chunks") or got.encoding.get("preferred_chunks")
+            variables[str(name)] = {
+                "dims": list(var.dims),
+                "shape": list(var.shape),
+                "dtype": _dtype_name(var.dtype),
+                "chunks": list(chunks) if isinstance(chunks, tuple | list) else None,
+                "objects": objects,
+                "bytes": nbytes,
+            }
+    from geoxai.provenance import code_version
+
+    record = {
+        "format": STORE_FORMAT,
+        "url": loc.url,
+        "code_version": code_version(),
+        "written_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "variables": variables,
+        "nbytes": int(sum(v["bytes"] for v in variables.values())),
+        "extra": _clean_attrs(dict(extra or {})),
+    }
+    _put_json(loc.child(COMMIT_MARKER), record, fs=fs)
+    return record
+
+
+@contextmanager
+def _quiet_marker() -> Iterator[None]:
+    """Silence zarr's warning that the commit marker is not part of the Zarr hierarchy."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f".*{COMMIT_MARKER}.*not recognized")
+        yield
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    return "str" if dtype.kind in "OUST" else np.dtype(dtype).name
+
+
+def _stored(fs: Any, path: str) -> tuple[int, int]:
+    """Number and total size of the chunk objects stored under one array's prefix."""
+    try:
+        found = fs.find(path, detail=True)
+    except FileNotFoundError:
+        return 0, 0
+    sizes = [
+        int(info.get("size") or 0)
+        for key, info in found.items()
+        if not key.endswith("zarr.json") and info.get("type", "file") == "file"
+    ]
+    return len(sizes), int(sum(sizes))
+
+
+def _best_effort_rm(fs: Any, loc: StoreLocation) -> None:
+    if fs is None:
+        return
+    try:
+        fs.invalidate_cache()
+        if fs.exists(loc.path):
+            fs.rm(loc.path, recursive=True)
+    except Exception:  # noqa: BLE001 - cleanup must not hide the original error
+        pass
+
+
+def read_commit(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The commit marker of the store at ``url``.
+
+    Raises:
+        IncompleteOutputError: there is no valid marker (never written, write failed or in
+            flight, or the marker is corrupt). The message names the URL and says to rerun.
+        StoreError: the location cannot be reached.
+    """
+    loc = _as_location(url, storage_options)
+    marker = loc.child(COMMIT_MARKER)
+    with _guard(loc, "read"):
+        fs = loc.filesystem()
+        fs.invalidate_cache()
+        try:
+            raw = fs.cat_file(marker.path)
+        except FileNotFoundError:
+            what = "holds data but was never committed" if fs.exists(loc.path) else "does not exist"
+            raise IncompleteOutputError(
+                f"Store {loc.describe()} {what} (no {COMMIT_MARKER}): its write failed, was "
+                "killed or is still running. Rerun the stage that writes it."
+            ) from None
+    try:
+        record = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IncompleteOutputError(
+            f"Store {loc.describe()}: commit marker is not valid JSON ({exc}); treat the store "
+            "as incomplete and rerun the stage that writes it."
+        ) from exc
+    if not isinstance(record, dict) or record.get("format") != STORE_FORMAT:
+        raise IncompleteOutputError(
+            f"Store {loc.describe()}: commit marker has format "
+            f"{record.get('format') if isinstance(record, dict) else type(record).__name__!r}, "
+            f"expected {STORE_FORMAT!r}; rerun the stage that writes it."
+        )
+    return record
+
+
+def is_committed(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True when ``url`` holds a store with a valid commit marker."""
+    try:
+        read_commit(url, storage_options=storage_options)
+    except IncompleteOutputError:
+        return False
+    return True
+
+
+def exists(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True when anything (committed or not) exists at ``url``."""
+    loc = _as_location(url, storage_options)
+    with _guard(loc, "check"):
+        fs = loc.filesystem()
+        fs.invalidate_cache()
+        return bool(fs.exists(loc.path))
+
+
+def read_dataset(
+    url: URL,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Any = "auto",
+) -> xr.Dataset:
+    """Open a committed store lazily (dask-backed), checked against its commit marker.
+
+    String variables come back as numpy unicode arrays; attrs as written (JSON types).
+
+    Args:
+        url: the store URL.
+        storage_options: s3fs options; default from the environment.
+        chunks: dask chunks for ``xarray.open_zarr`` (``"auto"`` keeps the stored chunks as
+            far as possible; ``{}`` exactly the stored chunks).
+
+    Raises:
+        IncompleteOutputError: no valid marker, or the arrays do not match it.
+    """
+    loc = _as_location(url, storage_options)
+    record = read_commit(loc)
+    store, so = loc.zarr_target()
+    with _guard(loc, "open"), _quiet_marker():
+        ds = xr.open_zarr(
+            store, consolidated=False, storage_options=so, chunks=chunks, zarr_format=3
+        )
+    for name, meta in record.get("variables", {}).items():
+        if name not in ds.variables or list(ds.variables[name].shape) != meta["shape"]:
+            got = None if name not in ds.variables else list(ds.variables[name].shape)
+            raise IncompleteOutputError(
+                f"Store {loc.describe()}: array {name!r} is {got}, its commit marker says "
+                f"{meta['shape']}; the store was modified after commit. Rerun the stage."
+            )
+    for name in list(ds.variables):
+        var = ds.variables[name]
+        if var.dtype.kind in "OT" or type(var.dtype).__name__ == "StringDType":
+            raw = np.asarray(var.values)
+            values = np.array([str(v) for v in raw.ravel()], dtype=str).reshape(raw.shape)
+            if name in ds.coords:
+                ds = ds.assign_coords({name: (var.dims, values, var.attrs)})
+            else:
+                ds[name] = (var.dims, values, var.attrs)
+    return ds
+
+
+def read_cube(
+    url: URL,
+    *,
+    name: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Any = {},  # noqa: B006 - read-only default, means "stored chunks"
+) -> xr.DataArray:
+    """Open one array of a committed store as a lazy DataArray with its grid attrs.
+
+    Args:
+        url: the store URL.
+        name: the array to open; default the only data variable (``"reflectance"`` for a
+            raw cube, ``"features"`` for a model-ready cube).
+        storage_options: s3fs options; default from the environment.
+        chunks: dask chunks; ``{}`` (default) = the stored chunks.
+
+    Returns:
+        The DataArray with attrs ``crs`` (``"EPSG:xxxxx"``), ``transform`` (6 floats),
+        ``tile_id``, ``halo_px``, ``resolution_m`` where the writer set them (dataset-level attrs
+        are merged under the array's own).
+
+    Raises:
+        IncompleteOutputError: the store is not committed.
+        InvalidInputError: ``name`` is not in the store, or it is ambiguous.
+    """
+    ds = read_dataset(url, storage_options=storage_options, chunks=chunks)
+    names = [str(n) for n in ds.data_vars]
+    if name is None:
+        if len(names) != 1:
+            raise InvalidInputError(
+                f"Store {url} holds {len(names)} arrays {names}; pass name= to pick one."
+            )
+        name = names[0]
+    if name not in ds.data_vars:
+        from geoxai.errors import look_up_option
+
+        look_up_option(name, names, what=f"array in store {url}", error=InvalidInputError)
+    da = ds[name]
+    da.attrs = {**ds.attrs, **da.attrs}
+    if "transform" in da.attrs:
+        da.attrs["transform"] = [float(v) for v in da.attrs["transform"]][:6]
+    return da
+
+
+def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Delete the store (marker first, then the data). Returns False when nothing was there."""
+    loc = _as_location(url, storage_options)
+    with _guard(loc, "delete"):
+        fs = loc.filesystem()
+        fs.invalidate_cache()
+        if not fs.exists(loc.path):
+            return False
+        marker = loc.child(COMMIT_MARKER)
+        if fs.exists(marker.path):
+            fs.rm(marker.path)
+        fs.rm(loc.path, recursive=True)
+        fs.invalidate_cache()
+    return True
+
+
+def _put_json(loc: StoreLocation, obj: Any, *, fs: Any = None) -> None:
+    payload = json.dumps(json_safe(obj), indent=1, sort_keys=True).encode()
+    with _guard(loc, "write"):
+        if loc.is_s3:
+            fs = fs or loc.filesystem()
+            fs.pipe_file(loc.path, payload)  # one PUT: the object appears whole or not at all
+            fs.invalidate_cache()
+        else:
+            path = Path(loc.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                tmp.write_bytes(payload)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+
+def write_json(obj: Any, url: URL, *, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write a JSON document atomically: readers see the old one, the new one, or nothing.
+
+    Local files go through a temporary file and ``os.replace``; S3 objects are one PUT.
+    Values are made JSON-safe (:func:`json_safe`); ones with no JSON form are dropped.
+    """
+    if json_safe(obj) is _DROP:
+        raise InvalidInputError(f"write_json got a {type(obj).__name__} with no JSON form.")
+    _put_json(_as_location(url, storage_options), obj)
+
+
+def read_json(
+    url: URL,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    default: Any = _DROP,
+) -> Any:
+    """Read a JSON document written by :func:`write_json`.
+
+    Args:
+        url: its URL.
+        storage_options: s3fs options; default from the environment.
+        default: returned when the document does not exist; without it that raises.
+
+    Raises:
+        StoreError: the document does not exist (and no default), cannot be reached, or is not
+            valid JSON.
+    """
+    loc = _as_location(url, storage_options)
+    with _guard(loc, "read"):
+        fs = loc.filesystem()
+        try:
+            raw = fs.cat_file(loc.path)
+        except FileNotFoundError:
+            if default is not _DROP:
+                return default
+            raise StoreError(f"JSON record {loc.describe()} does not exist.") from None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(
+            f"JSON record {loc.describe()} is not valid JSON ({exc}); delete it and rerun the "
+            "stage that writes it."
+        ) from exc

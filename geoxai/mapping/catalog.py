@@ -1,0 +1,394 @@
+"""A STAC catalog of a run's outputs: one Collection, one Item per mapped tile.
+
+Written by :func:`write_catalog` under ``<run_root>/catalog/`` as a *self-contained* catalog
+(every link and asset href relative), so the run folder can be copied or synced to S3 and still
+resolve::
+
+    catalog/collection.json                       the Collection (root)
+    catalog/<tile_id>/<tile_id>.json              one Item per tile recorded ``done``
+
+Items carry the tile core footprint (WGS84) and bbox, the projection extension v2
+(``proj:code``, ``proj:transform``, ``proj:shape`` of the core), the year as
+``start_datetime``/``end_datetime``, and the provenance of the pixels: ``geoxai:config_hash``,
+``geoxai:code_version``, ``geoxai:input_items`` (the input STAC item ids) and the processing
+time (``created``). Assets: the tile's COGs (role ``data``) and its record (role ``metadata``).
+The Collection's assets are the zone Zarr stores, the mosaics, the config and the report.
+
+Tiles recorded ``empty`` or ``failed`` produced no pixels and get no Item; the report lists them.
+Schema validation with pystac needs the network (schemas are fetched); :func:`check_catalog`
+checks the required fields and that every href resolves, offline.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from geoxai.errors import CorruptDataError, InvalidInputError
+from geoxai.geo.grid import TILE_SIZE_M, tile_from_id
+from geoxai.io.layout import RunLayout
+
+__all__ = [
+    "COG_MEDIA_TYPE",
+    "ZARR_MEDIA_TYPE",
+    "VRT_MEDIA_TYPE",
+    "build_collection",
+    "write_catalog",
+    "check_catalog",
+]
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+"""Media type of the per-tile COG assets."""
+
+
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+
+
+"""Media type of the zone store assets."""
+
+
+VRT_MEDIA_TYPE = "application/xml; profile=gdal-vrt"
+
+
+"""Media type of the mosaic assets."""
+
+
+_ITEM_FIELDS = ("type", "stac_version", "id", "geometry", "bbox", "properties", "links", "assets")
+
+
+_COLLECTION_FIELDS = ("type", "stac_version", "id", "description", "license", "extent", "links")
+
+
+def _year_range(year: int) -> tuple[_dt.datetime, _dt.datetime]:
+    start = _dt.datetime(year, 1, 1, tzinfo=_dt.UTC)
+    end = _dt.datetime(year, 12, 31, 23, 59, 59, tzinfo=_dt.UTC)
+    return start, end
+
+
+def _parse_time(text: Any) -> _dt.datetime | None:
+    try:
+        t = _dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
+
+
+def _config_fields(config: Any) -> dict[str, Any]:
+    """name, year, aoi and output hash of a RunConfig (or a dict with those keys)."""
+    if hasattr(config, "output_hash"):
+        return {
+            "name": config.name,
+            "year": int(config.year),
+            "aoi": str(config.aoi),
+            "config_hash": config.output_hash(),
+        }
+    if isinstance(config, Mapping) and {"name", "year"} <= set(config):
+        return {
+            "name": str(config["name"]),
+            "year": int(config["year"]),
+            "aoi": str(config.get("aoi", "")),
+            "config_hash": str(config.get("config_hash", "")),
+        }
+    raise InvalidInputError(
+        f"write_catalog needs the RunConfig (or a dict with 'name' and 'year'), got "
+        f"{type(config).__name__}."
+    )
+
+
+def build_collection(
+    layout: RunLayout,
+    config: Any,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    staging: Path,
+    mosaics: Mapping[int, Mapping[str, str]] | None = None,
+) -> Any:
+    """The ``pystac.Collection`` of the run with hrefs laid out under ``staging``.
+
+    ``staging`` mirrors the run root (``staging/catalog/...``); asset hrefs point to where the
+    files are relative to it, so saving as self-contained makes them relative.
+    """
+    import pystac
+    from pystac.extensions.projection import ProjectionExtension
+    from shapely.geometry import mapping
+
+    cfg = _config_fields(config)
+    start, end = _year_range(cfg["year"])
+    done = [r for r in records if r.get("status") == "done"]
+    now = _dt.datetime.now(_dt.UTC)
+    items = []
+    for rec in sorted(done, key=lambda r: str(r["tile_id"])):
+        tile = tile_from_id(
+            str(rec["tile_id"]), tile_size_m=int(rec.get("tile_size_m", TILE_SIZE_M))
+        )
+        foot = tile.footprint()
+        created = _parse_time(rec.get("created")) or now
+        item = pystac.Item(
+            id=tile.id,
+            geometry=mapping(foot),
+            bbox=list(foot.bounds),
+            datetime=None,
+            start_datetime=start,
+            end_datetime=end,
+            properties={
+                "title": f"{cfg['name']} {cfg['year']} tile {tile.id}",
+                "geoxai:tile_id": tile.id,
+                "geoxai:config_hash": str(rec.get("config_hash", "")),
+                "geoxai:code_version": str(rec.get("code_version", "")),
+                "geoxai:input_items": list(rec.get("input_items", [])),
+                "geoxai:timings_s": dict(rec.get("timings", {})),
+                "geoxai:layers": sorted(dict(rec.get("layers", {}))),
+                "created": created.isoformat().replace("+00:00", "Z"),
+                "updated": now.isoformat().replace("+00:00", "Z"),
+            },
+        )
+        proj = ProjectionExtension.ext(item, add_if_missing=True)
+        proj.epsg = tile.epsg
+        x0, y0, x1, y1 = tile.core_bounds
+        proj.bbox = [float(x0), float(y0), float(x1), float(y1)]
+        proj.shape = [tile.core_px, tile.core_px]
+        proj.transform = [float(v) for v in list(tile.transform)[:6]]
+        for layer, info in sorted(dict(rec.get("cogs") or {}).items()):
+            meta = rec.get("layers", {}).get(layer, {})
+            extra: dict[str, Any] = {}
+            if info.get("bytes"):
+                extra["file:size"] = int(info["bytes"])
+            if meta.get("bands"):
+                extra["geoxai:bands"] = list(meta["bands"])
+            item.add_asset(
+                layer,
+                pystac.Asset(
+                    href=str(staging / info["href"]),
+                    media_type=COG_MEDIA_TYPE,
+                    roles=["data"],
+                    title=f"{layer} (COG)",
+                    extra_fields=extra,
+                ),
+            )
+        item.add_asset(
+            "record",
+            pystac.Asset(
+                href=str(staging / "records" / f"{tile.id}.json"),
+                media_type="application/json",
+                roles=["metadata"],
+                title="tile record: status, checksums, timings, inputs",
+            ),
+        )
+        items.append(item)
+
+    if items:
+        bboxes = [list(i.bbox) for i in items if i.bbox]
+        spatial = [
+            min(b[0] for b in bboxes),
+            min(b[1] for b in bboxes),
+            max(b[2] for b in bboxes),
+            max(b[3] for b in bboxes),
+        ]
+    else:
+        spatial = [-180.0, -90.0, 180.0, 90.0]
+    collection = pystac.Collection(
+        id=f"geoxai-{cfg['name']}-{cfg['year']}",
+        title=f"geoxai run {cfg['name']}, {cfg['year']}",
+        description=(
+            f"Outputs of the geoxai run '{cfg['name']}' for {cfg['year']} (AOI {cfg['aoi']}): "
+            "per-tile predictions, ASOS sensitivity and quality as COGs, per-zone Zarr stores "
+            "and mosaics. Each item records the config hash, code version and input items."
+        ),
+        extent=pystac.Extent(
+            pystac.SpatialExtent([spatial]), pystac.TemporalExtent([[start, end]])
+        ),
+        license="other",
+        extra_fields={
+            "geoxai:config_hash": cfg["config_hash"],
+            "geoxai:year": cfg["year"],
+            "geoxai:aoi": cfg["aoi"],
+            "geoxai:tiles_done": len(items),
+        },
+    )
+    for epsg in layout.zones():
+        collection.add_asset(
+            f"zarr_{epsg}",
+            pystac.Asset(
+                href=str(staging / f"zone={epsg}" / "outputs.zarr"),
+                media_type=ZARR_MEDIA_TYPE,
+                roles=["data"],
+                title=f"zone EPSG:{epsg} Zarr group (prediction, asos_sensitivity, quality)",
+            ),
+        )
+    for epsg, by_layer in sorted(dict(mosaics or {}).items()):
+        for layer in sorted(by_layer):
+            collection.add_asset(
+                f"mosaic_{layer}_{epsg}",
+                pystac.Asset(
+                    href=str(staging / "mosaics" / f"zone={epsg}" / f"{layer}.vrt"),
+                    media_type=VRT_MEDIA_TYPE,
+                    roles=["data", "overview"],
+                    title=f"{layer} mosaic of zone EPSG:{epsg} (GDAL VRT over the COGs)",
+                ),
+            )
+    for key, name, media, role in (
+        ("config", "config.json", "application/json", "metadata"),
+        ("report", "report.html", "text/html", "overview"),
+    ):
+        if not _exists(layout, name):
+            continue  # only files that exist: every href of the catalog resolves
+        collection.add_asset(
+            key, pystac.Asset(href=str(staging / name), media_type=media, roles=[role])
+        )
+    collection.add_items(items)
+    return collection
+
+
+def write_catalog(
+    layout: RunLayout,
+    config: Any,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    mosaics: Mapping[int, Mapping[str, str]] | None = None,
+    check: bool = True,
+) -> str:
+    """Write the self-contained STAC catalog under ``<run_root>/catalog/``; return its root URL.
+
+    Args:
+        layout: the run's layout.
+        config: the RunConfig (or a dict with ``name``, ``year``, ``aoi``, ``config_hash``).
+        records: the tile records (:func:`geoxai.outputs.read_records`); ``done`` ones get Items.
+        mosaics: epsg -> layer -> mosaic URL (:func:`geoxai.cog.build_mosaics`), for the
+            Collection's assets; None = look for mosaics under the run root.
+        check: run :func:`check_catalog` on the staged catalog first (not hrefs to outputs
+            that live elsewhere) and fail loudly on missing fields.
+
+    Returns:
+        URL of ``catalog/collection.json``.
+    """
+    import pystac
+
+    from geoxai.io.zonestore import upload_file
+
+    if mosaics is None:
+        mosaics = _find_mosaics(layout)
+    with tempfile.TemporaryDirectory(prefix="geoxai-stac-") as tmp:
+        staging = Path(tmp)
+        collection = build_collection(layout, config, records, staging=staging, mosaics=mosaics)
+        collection.normalize_hrefs(str(staging / "catalog"))
+        collection.make_all_asset_hrefs_relative()
+        for asset in collection.assets.values():  # pystac leaves collection assets absolute
+            asset.href = os.path.relpath(asset.href, staging / "catalog").replace(os.sep, "/")
+        collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        if check:
+            problems = check_catalog(staging / "catalog" / "collection.json", hrefs=False)
+            if problems:
+                raise CorruptDataError(
+                    "The STAC catalog of the run is incomplete: " + "; ".join(problems[:10])
+                )
+        for path in sorted((staging / "catalog").rglob("*.json")):
+            rel = path.relative_to(staging / "catalog").as_posix()
+            upload_file(path, layout.loc("catalog", *rel.split("/")))
+    return layout.url("catalog", "collection.json")
+
+
+def _exists(layout: RunLayout, name: str) -> bool:
+    loc = layout.loc(name)
+    fs = loc.filesystem()
+    fs.invalidate_cache()
+    return bool(fs.exists(loc.path))
+
+
+def _find_mosaics(layout: RunLayout) -> dict[int, dict[str, str]]:
+    loc = layout.loc("mosaics")
+    fs = loc.filesystem()
+    out: dict[int, dict[str, str]] = {}
+    try:
+        fs.invalidate_cache()
+        found = fs.glob(f"{loc.path}/zone=*/*.vrt")
+    except FileNotFoundError:
+        return out
+    for p in found:
+        zone_dir, name = p.rstrip("/").rsplit("/", 2)[-2:]
+        if zone_dir[5:].isdigit():
+            epsg = int(zone_dir[5:])
+            out.setdefault(epsg, {})[name[: -len(".vrt")]] = layout.url("mosaics", zone_dir, name)
+    return out
+
+
+def check_catalog(collection_json: str | Path, *, hrefs: bool = True) -> list[str]:
+    """Offline structural check of a self-contained catalog written by :func:`write_catalog`.
+
+    Checks the required fields of the Collection and every Item (STAC 1.x core, projection
+    fields, geoxai provenance), that links are relative, and (``hrefs=True``) that every link
+    and asset href resolves to an existing file or folder. Local paths only.
+
+    Returns:
+        Problems, one line each; empty when the catalog is sound.
+    """
+    root = Path(collection_json)
+    problems: list[str] = []
+    try:
+        coll = json.loads(root.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"{root}: unreadable ({exc})"]
+    for f in _COLLECTION_FIELDS:
+        if f not in coll:
+            problems.append(f"collection: missing {f!r}")
+    if coll.get("type") != "Collection":
+        problems.append(f"collection: type is {coll.get('type')!r}, expected 'Collection'")
+    ext = coll.get("extent", {})
+    if not ext.get("spatial", {}).get("bbox") or not ext.get("temporal", {}).get("interval"):
+        problems.append("collection: extent lacks spatial bbox or temporal interval")
+    problems += _check_links(root, coll, "collection", hrefs)
+    for link in coll.get("links", []):
+        if link.get("rel") != "item":
+            continue
+        path = (root.parent / link["href"]).resolve()
+        try:
+            item = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            problems.append(f"item link {link['href']}: unreadable ({exc})")
+            continue
+        where = f"item {item.get('id', path.name)}"
+        for f in _ITEM_FIELDS:
+            if f not in item:
+                problems.append(f"{where}: missing {f!r}")
+        props = item.get("properties", {})
+        if props.get("datetime") is None and not (
+            props.get("start_datetime") and props.get("end_datetime")
+        ):
+            problems.append(f"{where}: needs datetime or start_datetime/end_datetime")
+        for key in (
+            "proj:code",
+            "proj:transform",
+            "proj:shape",
+            "geoxai:config_hash",
+            "geoxai:code_version",
+            "geoxai:input_items",
+        ):
+            if key not in props:
+                problems.append(f"{where}: missing property {key!r}")
+        if item.get("collection") != coll.get("id"):
+            problems.append(f"{where}: collection is {item.get('collection')!r}")
+        problems += _check_links(path, item, where, hrefs)
+    return problems
+
+
+def _check_links(path: Path, doc: Mapping[str, Any], where: str, hrefs: bool) -> list[str]:
+    out = []
+    targets = [("link", lk.get("rel"), lk.get("href")) for lk in doc.get("links", [])]
+    targets += [("asset", k, a.get("href")) for k, a in doc.get("assets", {}).items()]
+    for kind, name, href in targets:
+        if not href:
+            out.append(f"{where}: {kind} {name!r} has no href")
+            continue
+        if "://" in href or posixpath.isabs(href):
+            out.append(f"{where}: {kind} {name!r} href {href!r} is not relative")
+            continue
+        if hrefs and not (path.parent / href).exists():
+            out.append(f"{where}: {kind} {name!r} href {href!r} does not resolve")
+    return out

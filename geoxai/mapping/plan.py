@@ -1,0 +1,121 @@
+"""Planning a run: the tiles, what is already done, the layers and the checks before any tile starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from geoxai.config import RunConfig
+from geoxai.errors import (
+    ConfigError,
+)
+from geoxai.geo.aoi import cover_aoi
+from geoxai.geo.grid import TileSpec, tile_from_id
+from geoxai.mapping.radar import _check_radar
+from geoxai.mapping.settings import preprocess_params, run_layout
+
+__all__ = [
+    "RunPlan",
+    "plan_run",
+]
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do: every tile of the AOI, split into to-do and already done."""
+
+    run_root: str
+    config_hash: str
+    tiles: tuple[TileSpec, ...]
+    todo: list[TileSpec] = field(default_factory=list)
+    done: list[TileSpec] = field(default_factory=list)
+
+
+
+
+
+def _tiles(config: RunConfig) -> list[TileSpec]:
+    halo, size = config.processing.halo_px, config.processing.tile_size_m
+    tiles = cover_aoi(config.aoi, halo, tile_size_m=size)
+    if config.tiles:
+        wanted = {tile_from_id(t, tile_size_m=size).id for t in config.tiles}
+        unknown = wanted - {t.id for t in tiles}
+        if unknown:
+            raise ConfigError(
+                f"tiles {sorted(unknown)} are not in the AOI {config.aoi!r}; list the AOI's "
+                "tiles with `geoxai tiles --aoi ...`."
+            )
+        tiles = [t for t in tiles if t.id in wanted]
+    return tiles
+
+
+def _layer_specs(config: RunConfig, output_names: list[str]) -> list[Any]:
+    from geoxai.io.zonestore import change_layer_specs, default_layers
+
+    if config.models.spacex:
+        from geoxai.io.zonestore import LayerSpec
+
+        spacex_layer = LayerSpec(
+            "spacex_attribution",
+            "float32",
+            (),
+            description="SpacEX attribution: mean over bands of |G_max(x) - G_min(x)|",
+            units="reflectance",
+        )
+
+    layers = list(default_layers(output_names if len(output_names) > 1 else ()))
+    if config.models.spacex:
+        layers.append(spacex_layer)
+    if config.baseline:
+        layers += list(change_layer_specs(layers[0]))
+    return layers
+
+
+def _check_halo(config: RunConfig, bundle_halo: int) -> None:
+    from geoxai.temporal.smoothing import required_halo_px
+
+    need = max(bundle_halo, required_halo_px(preprocess_params(config)))
+    if config.processing.halo_px < need:
+        raise ConfigError(
+            f"processing.halo_px = {config.processing.halo_px} is too small: the model's "
+            f"windows and the cloud-mask buffer need {need} px of context for seamless tiles; "
+            f"set processing.halo_px: {need} (or more)."
+        )
+
+
+def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
+    """Tiles of the AOI, zone stores created (idempotent), config saved, done tiles found.
+
+    Raises:
+        ConfigError: halo too small for the model, unknown tile ids, bad smoothing keys, a
+            bundle reading VV/VH/slope/DEM without the ``sentinel1``/``dem`` section (or a
+            section no bundle feature uses).
+        ModelBundleError: the prediction bundle cannot be read.
+    """
+    from geoxai.io.zonestore import ZoneGrid, ZoneStore
+    from geoxai.mapping.records import plan_tiles, save_config
+    from geoxai.models.bundle import load_bundle
+
+    tiles = _tiles(config)
+    bundle = load_bundle(config.models.prediction, device="cpu")
+    _check_radar(config, bundle.spec.inputs.features, repr(config.models.prediction))
+    halo = bundle.required_halo(tiles[0].core_px)
+    if config.models.asos:
+        from geoxai.xai.asos import load_asos_bundle
+
+        asos, _ = load_asos_bundle(config.models.asos, device="cpu")  # fails early: fit first
+        halo = max(halo, asos.required_halo(tiles[0].core_px))
+    if config.models.spacex:
+        from geoxai.xai.spacex import load_spacex_bundle
+
+        spacex, _ = load_spacex_bundle(config.models.spacex, device="cpu")
+        halo = max(halo, spacex.required_halo(tiles[0].core_px))
+    _check_halo(config, halo)
+    layout = run_layout(config)
+    save_config(layout, config.model_dump(mode="json"))
+    layers = _layer_specs(config, list(bundle.spec.output.names))
+    for grid in ZoneGrid.from_tiles(tiles).values():
+        ZoneStore.create(layout, grid, layers)
+    h = config.output_hash()
+    todo, done = plan_tiles(layout, tiles, h, force=force)
+    return RunPlan(layout.root, h, tuple(tiles), todo, done)

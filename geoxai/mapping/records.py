@@ -1,0 +1,496 @@
+"""A run's outputs: zone-global Zarr stores, exactly-once tile writes, per-tile records.
+
+Layout of one run and year (``run_root`` = ``RunConfig.run_root()`` =
+``<store.root>/<name>/<year>``, a local path or ``s3://bucket/prefix``)::
+
+    <run_root>/
+        config.json                     the run config (written by the driver, :func:`save_config`)
+        zone=<epsg>/outputs.zarr/       Zarr v3 group, one per UTM zone (:class:`ZoneStore`)
+            prediction/                 float32 (K, Y, X) or (Y, X), fill NaN
+            asos_sensitivity/           float32, fill NaN
+            quality/                    uint8 (Y, X), fill 0 = nodata
+            change/ change_flag/        optional, against a previous year (:func:`change_layers`)
+            x/ y/                       pixel-centre coordinates, metres of the zone CRS
+        records/<tile_id>.json          per-tile record, written LAST (:func:`write_tile`)
+        cogs/<layer>/<tile_id>.tif      per-tile COGs (:mod:`geoxai.cog`)
+        mosaics/zone=<epsg>/<layer>.vrt per-zone mosaics of the COGs (:mod:`geoxai.cog`)
+        catalog/                        self-contained STAC catalog (:mod:`geoxai.catalog`)
+        report.html                     run report (:mod:`geoxai.report`)
+
+Zone grid: the arrays of a zone cover the bounding box of the run's tiles in that zone, on the
+zone lattice (origin at multiples of 6,000 m), chunked ``(600, 600)`` in y/x (a leading band axis
+is one chunk), so one tile core is exactly one chunk of every layer and concurrent writers never
+share a chunk. Chunks that are never written read as the fill value.
+
+Exactly-once protocol of :func:`write_tile`: (1) delete the tile's old record, (2) write the core
+chunks, (3) read them back and compare SHA-256 checksums of the values, (4) hash the stored
+(encoded) chunk objects, (5) write the record atomically (one PUT on S3, ``os.replace`` locally).
+A record therefore implies verified chunks; :func:`tile_state` re-checks the stored chunk hashes
+(one GET per layer, no decoding), so a tile whose record or chunks are missing, corrupt or from
+another config is planned again by :func:`plan_tiles`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoxai.errors import InvalidInputError, NoDataError, StoreError, look_up_option
+from geoxai.geo.grid import TileSpec
+from geoxai.io.layout import RunLayout
+from geoxai.io.store import read_json, write_json
+from geoxai.io.zonestore import (
+    LayerSpec,
+    ZoneStore,
+    io_errors,
+)
+
+__all__ = [
+    "RECORD_FORMAT",
+    "STATUSES",
+    "TileState",
+    "write_tile",
+    "write_status",
+    "read_record",
+    "read_records",
+    "tile_state",
+    "tile_is_done",
+    "plan_tiles",
+    "change_layers",
+    "save_config",
+    "layer_checksum",
+]
+
+RECORD_FORMAT = "geoxai-tile-record/1"
+
+
+"""Value of the ``format`` field of every per-tile record."""
+
+
+STATUSES = ("done", "failed", "empty")
+
+
+"""Statuses a tile record can carry."""
+
+
+_CHANGE_NODATA, _CHANGE_STABLE, _CHANGE_UP, _CHANGE_DOWN = 0, 1, 2, 3
+
+
+def layer_checksum(values: np.ndarray) -> str:
+    """SHA-256 (hex) of an array's dtype, shape and C-order bytes (NaN payloads included)."""
+    a = np.ascontiguousarray(values)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _check_layers(
+    zone: ZoneStore, tile: TileSpec, layers: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    if not layers:
+        raise InvalidInputError(f"write_tile({tile.id}): no layers given; nothing to write.")
+    n = zone.grid.core_px
+    out = {}
+    for name, values in layers.items():
+        look_up_option(
+            name, list(zone.layers), what=f"layer of zone store {zone.url}", error=InvalidInputError
+        )
+        spec = zone.layers[name]
+        a = np.asarray(values)
+        want = spec.core_shape(n)
+        if a.shape != want:
+            hint = (
+                " Cut the core out of a haloed array with tile.core_slice."
+                if a.shape[-2:] != (n, n)
+                else ""
+            )
+            raise InvalidInputError(
+                f"Tile {tile.id}, layer {name!r}: got shape {a.shape}, expected the core "
+                f"{want} (bands {list(spec.bands) or 'none'}).{hint}"
+            )
+        cast = a.astype(spec.dtype, copy=False)
+        if np.dtype(spec.dtype).kind in "iu" and a.dtype.kind == "f":
+            finite = np.isfinite(a)
+            info = np.iinfo(spec.dtype)
+            if (
+                not finite.all()
+                or (a[finite] != np.round(a[finite])).any()
+                or (a[finite].size and (a[finite].min() < info.min or a[finite].max() > info.max))
+            ):
+                raise InvalidInputError(
+                    f"Tile {tile.id}, layer {name!r}: float values do not fit {spec.dtype} "
+                    "exactly (NaN, fractions or out of range); convert them before writing."
+                )
+        out[name] = np.ascontiguousarray(cast)
+    return out
+
+
+def write_tile(
+    zone: ZoneStore,
+    tile: TileSpec,
+    layers: Mapping[str, np.ndarray],
+    record: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write a tile's core chunks, verify them, then write its record (exactly once).
+
+    Args:
+        zone: the zone store of the tile's zone.
+        tile: the tile (any halo).
+        layers: layer name -> core-sized array, ``(n, n)`` or ``(K, n, n)`` (n = 600).
+        record: what made the tile: ``config_hash`` (required), ``code_version`` (default the
+            running code), ``input_items`` (STAC item ids), ``timings`` (stage -> seconds), and
+            any other JSON-able fields to keep.
+
+    Returns:
+        The record as written (``status`` "done", per-layer checksums and chunk keys).
+
+    Raises:
+        InvalidInputError: a layer is unknown or not core-sized, or ``config_hash`` is missing.
+        StoreError: the chunks read back differ from what was written (nothing is marked done).
+    """
+    from geoxai.provenance import code_version
+
+    if tile.epsg != zone.epsg:
+        raise InvalidInputError(
+            f"Tile {tile.id} is in EPSG:{tile.epsg}, the zone store {zone.url} in "
+            f"EPSG:{zone.epsg}; open the store of the tile's zone."
+        )
+    if not record.get("config_hash"):
+        raise InvalidInputError(
+            f"write_tile({tile.id}): record has no 'config_hash'; pass RunConfig.output_hash()."
+        )
+    data = _check_layers(zone, tile, layers)
+    layout = zone.layout
+    rec_loc = layout.loc("records", f"{tile.id}.json")
+    # 1. the old record goes first: from now on the tile reads as not done
+    fs = rec_loc.filesystem()
+    with io_errors(rec_loc, "delete the old record"):
+        try:
+            fs.rm_file(rec_loc.path)
+        except FileNotFoundError:
+            pass
+    rows, cols = zone.grid.region(tile)
+    # 2. write the core chunks (whole chunks: nothing else is read or touched)
+    for name, values in data.items():
+        with io_errors(zone.loc, f"write {name!r} of tile {tile.id} to"):
+            zone.array(name)[..., rows, cols] = values
+    # 3-4. read back, compare, hash the stored objects
+    checks: dict[str, Any] = {}
+    for name, values in data.items():
+        want = layer_checksum(values)
+        got = layer_checksum(zone.read_tile(tile, name))
+        if got != want:
+            raise StoreError(
+                f"Tile {tile.id}, layer {name!r}: the chunk read back from {zone.url} differs "
+                "from what was written (checksum mismatch); the tile is not marked done. Check "
+                "the store for concurrent writers of the same tile and rerun it."
+            )
+        raw = zone.read_chunk_bytes(name, tile)
+        if raw is None:
+            raise StoreError(
+                f"Tile {tile.id}, layer {name!r}: chunk {zone.chunk_key(name, tile)} is absent "
+                f"from {zone.url} after writing; the tile is not marked done. Rerun it."
+            )
+        spec = zone.layers[name]
+        checks[name] = {
+            "sha256": want,
+            "chunk": zone.chunk_key(name, tile),
+            "chunk_sha256": hashlib.sha256(raw).hexdigest(),
+            "chunk_bytes": len(raw),
+            "shape": list(values.shape),
+            "dtype": spec.dtype,
+            "bands": list(spec.bands),
+            "stats": _stats(values, spec),
+        }
+    # 5. the record, last
+    out = _base_record(tile, "done", record, code_version())
+    out["zone"] = {"epsg": zone.epsg, "url": _relative(layout, zone.url)}
+    out["layers"] = {**dict(record.get("layers") or {}), **checks}
+    write_json(out, rec_loc)
+    return out
+
+
+def _stats(values: np.ndarray, spec: LayerSpec) -> dict[str, float | int]:
+    """Valid-pixel count, min, mean, max of a core (for reports; NaN/fill excluded)."""
+    a = values.astype("float64", copy=False)
+    fill = spec.fill
+    valid = np.isfinite(a) if isinstance(fill, float) and math.isnan(fill) else a != fill
+    if np.dtype(spec.dtype).kind == "f":
+        valid &= np.isfinite(a)
+    n = int(valid.sum())
+    if not n:
+        return {"valid_px": 0}
+    v = a[valid]
+    return {"valid_px": n, "min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def _relative(layout: RunLayout, url: str) -> str:
+    root = layout.root.rstrip("/") + "/"
+    return url[len(root) :] if url.startswith(root) else url
+
+
+def _base_record(
+    tile: TileSpec, status: str, record: Mapping[str, Any], version: str
+) -> dict[str, Any]:
+    out = {k: v for k, v in record.items() if k not in ("layers",)}
+    out.update(
+        {
+            "format": RECORD_FORMAT,
+            "status": status,
+            "tile_id": tile.id,
+            "epsg": tile.epsg,
+            "tile_size_m": tile.tile_size_m,
+            "resolution_m": tile.resolution_m,
+            "config_hash": str(record.get("config_hash", "")),
+            "code_version": str(record.get("code_version") or version),
+            "input_items": [str(i) for i in record.get("input_items", [])],
+            "timings": {str(k): float(v) for k, v in dict(record.get("timings") or {}).items()},
+            "created": _now(),
+        }
+    )
+    return out
+
+
+def write_status(
+    layout: RunLayout,
+    tile: TileSpec,
+    status: str,
+    reason: str,
+    record: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record a tile that produced no outputs: ``"failed"`` or ``"empty"``, with the reason.
+
+    Args:
+        layout: the run's layout.
+        tile: the tile.
+        status: ``"failed"`` (an error; rerun retries it) or ``"empty"`` (no usable data).
+        reason: one line for the report (e.g. ``"NoDataError: 0 scenes below 80% cloud"``).
+        record: ``config_hash``, ``input_items``, ``timings`` ... as for :func:`write_tile`.
+    """
+    from geoxai.provenance import code_version
+
+    look_up_option(status, ["failed", "empty"], what="tile status", error=InvalidInputError)
+    if not reason:
+        raise InvalidInputError(f"write_status({tile.id}, {status!r}) needs a reason.")
+    out = _base_record(tile, status, dict(record or {}), code_version())
+    out["reason"] = str(reason)[:4000]
+    write_json(out, layout.loc("records", f"{tile.id}.json"))
+    return out
+
+
+def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
+    """The tile's record, or None when absent.
+
+    Raises:
+        StoreError: the record exists but is not valid JSON (see :func:`tile_state`).
+    """
+    rec = read_json(layout.loc("records", f"{tile_id}.json"), default=None)
+    if rec is not None and not isinstance(rec, dict):
+        raise StoreError(f"Record of tile {tile_id} under {layout.root} is not a JSON object.")
+    return rec
+
+
+def read_records(layout: RunLayout) -> list[dict[str, Any]]:
+    """Every readable record of the run, sorted by tile id (unreadable ones are skipped)."""
+    loc = layout.loc("records")
+    fs = loc.filesystem()
+    try:
+        fs.invalidate_cache()
+        paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
+    except FileNotFoundError:
+        return []
+    out = []
+    for p in paths:
+        tile_id = p.rstrip("/").rsplit("/", 1)[-1][: -len(".json")]
+        try:
+            rec = read_record(layout, tile_id)
+        except StoreError:
+            continue
+        if rec is not None and rec.get("tile_id") == tile_id:
+            out.append(rec)
+    return out
+
+
+@dataclass(frozen=True)
+class TileState:
+    """What the store says about one tile.
+
+    Attributes:
+        tile_id: the tile.
+        state: ``done``, ``empty``, ``failed``, ``missing`` (no record), ``stale`` (another
+            config hash) or ``invalid`` (unreadable record, missing or altered chunks).
+        reason: why, for logs and the report.
+    """
+
+    tile_id: str
+    state: str
+    reason: str = ""
+
+
+def tile_state(
+    layout: RunLayout,
+    tile: TileSpec,
+    config_hash: str,
+    *,
+    zone: ZoneStore | None = None,
+) -> TileState:
+    """Check a tile's record and, for ``done`` tiles, the stored chunks (one GET per layer)."""
+    try:
+        rec = read_record(layout, tile.id)
+    except StoreError as exc:
+        return TileState(tile.id, "invalid", f"record unreadable: {exc}")
+    if rec is None:
+        return TileState(tile.id, "missing", "no record")
+    if rec.get("format") != RECORD_FORMAT or rec.get("tile_id") != tile.id:
+        return TileState(tile.id, "invalid", "record of another format or tile")
+    if rec.get("config_hash") != config_hash:
+        return TileState(
+            tile.id, "stale", f"config hash {rec.get('config_hash')!r} != {config_hash!r}"
+        )
+    status = rec.get("status")
+    if status in ("failed", "empty"):
+        return TileState(tile.id, str(status), str(rec.get("reason", "")))
+    if status != "done":
+        return TileState(tile.id, "invalid", f"unknown status {status!r}")
+    layers = rec.get("layers")
+    if not isinstance(layers, dict) or not layers:
+        return TileState(tile.id, "invalid", "record lists no layers")
+    if zone is None:
+        try:
+            zone = ZoneStore.open(layout, tile.epsg)
+        except StoreError as exc:
+            return TileState(tile.id, "invalid", str(exc))
+    for name, meta in layers.items():
+        if name not in zone.layers or not isinstance(meta, dict):
+            return TileState(tile.id, "invalid", f"layer {name!r} missing from the zone store")
+        try:
+            key = zone.chunk_key(name, tile)
+        except InvalidInputError as exc:
+            return TileState(tile.id, "invalid", str(exc))
+        if meta.get("chunk") != key:
+            return TileState(tile.id, "invalid", f"layer {name!r}: chunk key changed")
+        raw = zone.read_chunk_bytes(name, tile)
+        if raw is None:
+            return TileState(tile.id, "invalid", f"chunk {key} missing")
+        if hashlib.sha256(raw).hexdigest() != meta.get("chunk_sha256"):
+            return TileState(tile.id, "invalid", f"chunk {key} differs from its record")
+    return TileState(tile.id, "done")
+
+
+def tile_is_done(layout: RunLayout, tile: TileSpec, config_hash: str) -> bool:
+    """True when the tile has a ``done`` record of this config and all its chunks check out."""
+    return tile_state(layout, tile, config_hash).state == "done"
+
+
+def plan_tiles(
+    layout: RunLayout,
+    tiles: Sequence[TileSpec],
+    config_hash: str,
+    *,
+    force: bool = False,
+    redo_empty: bool = False,
+) -> tuple[list[TileSpec], list[TileSpec]]:
+    """Split ``tiles`` into ``(todo, done)``.
+
+    ``done`` holds tiles whose record is ``done`` with this config hash and verified chunks,
+    and (unless ``redo_empty``) tiles recorded ``empty`` with this hash: no data is a result.
+    Everything else (missing, failed, stale, invalid) is in ``todo``; ``force`` puts every tile
+    in ``todo``. Order is preserved.
+    """
+    if force:
+        return list(tiles), []
+    zones: dict[int, ZoneStore | None] = {}
+    todo, done = [], []
+    for t in tiles:
+        if t.epsg not in zones:
+            try:
+                zones[t.epsg] = ZoneStore.open(layout, t.epsg)
+            except StoreError:
+                zones[t.epsg] = None
+        st = tile_state(layout, t, config_hash, zone=zones[t.epsg])
+        if st.state == "done" or (st.state == "empty" and not redo_empty):
+            done.append(t)
+        else:
+            todo.append(t)
+    return todo, done
+
+
+def change_layers(
+    previous: RunLayout,
+    tile: TileSpec,
+    prediction: np.ndarray,
+    *,
+    threshold: float,
+    layer: str = "prediction",
+) -> dict[str, np.ndarray]:
+    """``change`` = prediction - previous year's, and ``change_flag``, for one tile core.
+
+    The previous tile must be ``done`` in ``previous`` with verified chunks (any config hash:
+    the years' configs differ by definition). Add the result to ``write_tile``'s layers after
+    ``zone.ensure_layer`` of :func:`change_layer_specs`.
+
+    Args:
+        previous: layout of the previous year's run.
+        tile: the tile.
+        prediction: this year's core, ``(n, n)`` or ``(K, n, n)``, float.
+        threshold: ``|change|`` above which a pixel is flagged (units of the prediction).
+        layer: the layer compared.
+
+    Returns:
+        ``{"change": float32, "change_flag": uint8}`` shaped like ``prediction``; flags:
+        0 nodata (NaN in either year), 1 stable, 2 increase, 3 decrease.
+
+    Raises:
+        NoDataError: the previous run has no verified ``done`` record for the tile.
+        InvalidInputError: shapes differ, or the threshold is negative or not finite.
+    """
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise InvalidInputError(f"change threshold must be finite and >= 0, got {threshold}.")
+    rec = None
+    try:
+        rec = read_record(previous, tile.id)
+    except StoreError:
+        rec = None
+    if rec is None or rec.get("status") != "done":
+        raise NoDataError(
+            f"Tile {tile.id} has no done record in the previous run {previous.root} "
+            f"(found {rec.get('status') if rec else 'none'}); the change layer needs both "
+            "years. Run the previous year for this tile, or drop the baseline."
+        )
+    st = tile_state(previous, tile, str(rec.get("config_hash")))
+    if st.state != "done":
+        raise NoDataError(
+            f"Tile {tile.id} in the previous run {previous.root} is {st.state} ({st.reason}); "
+            "rerun the previous year for this tile."
+        )
+    prev = ZoneStore.open(previous, tile.epsg).read_tile(tile, layer).astype("float32")
+    now = np.asarray(prediction, dtype="float32")
+    if prev.shape != now.shape:
+        raise InvalidInputError(
+            f"Tile {tile.id}: prediction {now.shape} vs previous year {prev.shape}; the change "
+            "layer needs the same model outputs in both years."
+        )
+    diff = now - prev
+    flag = np.full(diff.shape, _CHANGE_NODATA, dtype="uint8")
+    ok = np.isfinite(diff)
+    flag[ok] = _CHANGE_STABLE
+    flag[ok & (diff > threshold)] = _CHANGE_UP
+    flag[ok & (diff < -threshold)] = _CHANGE_DOWN
+    return {"change": diff, "change_flag": flag}
+
+
+def save_config(layout: RunLayout, config: Any) -> str:
+    """Write the run config (a pydantic model or dict) to ``<root>/config.json``; return its URL."""
+    doc = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+    write_json(doc, layout.loc("config.json"))
+    return layout.config_url()

@@ -1,0 +1,544 @@
+"""``report.html``: one self-contained page that says what a run made, how fast, and what failed.
+
+Sections (each a ``<section id=...>``): ``summary`` (tiles total/done/skipped/empty/failed/
+pending, tiles per minute, wall time, config hash, code version, AOI, year), ``failures``
+(tile, status, reason), ``timings`` (mean/median/p95/total seconds per stage across tiles, and a
+bar chart), ``quicklooks`` (prediction and ASOS sensitivity per zone, downsampled, with
+colourbars), ``tile-status`` (a map of every tile of the plan coloured by status, in zone
+coordinates) and ``provenance`` (the run config). Images are PNGs embedded as base64, so the
+file can be mailed or opened from S3 as is. Matplotlib runs with the Agg backend.
+
+Quicklooks read the per-zone VRT mosaics at reduced resolution when they exist (GDAL then reads
+only the COG overviews); otherwise they read the zone Zarr store chunk by chunk (done tiles
+only) and average blocks, so memory stays at one chunk plus the quicklook.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoxai.errors import StoreError
+from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
+from geoxai.io.layout import RunLayout
+from geoxai.io.zonestore import ZoneStore, upload_file
+
+__all__ = [
+    "STATUS_COLOURS",
+    "tile_statuses",
+    "stage_timings",
+    "render_report",
+    "write_report",
+]
+
+STATUS_COLOURS = {
+    "done": "#2e7d32",
+    "skipped": "#81c784",
+    "empty": "#9e9e9e",
+    "failed": "#c62828",
+    "pending": "#ffffff",
+}
+
+
+"""Colour of each tile status in the tile map and the summary."""
+
+
+_QUICKLOOK_PX = 900
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1f2933;
+background:#f5f7fa}
+header{background:#12343b;color:#fff;padding:22px 36px}
+header h1{margin:0;font-size:24px;font-weight:600}
+header p{margin:6px 0 0;opacity:.85;font-size:14px}
+main{max-width:1180px;margin:0 auto;padding:12px 36px 40px}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);
+margin:18px 0;padding:18px 24px}
+h2{font-size:18px;margin:0 0 12px;color:#12343b}
+table{border-collapse:collapse;font-size:14px;width:100%}
+th,td{padding:6px 10px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
+th{background:#f0f4f8;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.kpis{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:14px}
+.kpi{flex:1 1 130px;border-radius:6px;padding:10px 14px;background:#f0f4f8}
+.kpi b{display:block;font-size:24px}
+.kpi span{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#52606d}
+.swatch{display:inline-block;width:11px;height:11px;border:1px solid #888;margin-right:6px;
+vertical-align:-1px}
+figure{margin:10px 0}
+figure img{max-width:100%;border:1px solid #e4e7eb;border-radius:4px}
+figcaption{font-size:13px;color:#52606d}
+code,pre{font-family:SFMono-Regular,Consolas,monospace;font-size:12px}
+pre{background:#f0f4f8;padding:12px;border-radius:6px;overflow:auto;max-height:420px}
+.ok{color:#2e7d32}.bad{color:#c62828}
+"""
+
+
+def tile_statuses(
+    tiles: Sequence[TileSpec],
+    records: Sequence[Mapping[str, Any]],
+    this_run: Mapping[str, Mapping[str, Any]] | None = None,
+    done_before: Sequence[TileSpec] = (),
+) -> dict[str, dict[str, Any]]:
+    """Status of every planned tile: ``done`` (this run), ``skipped`` (done before), ``empty``,
+    ``failed`` or ``pending`` (not reached: interrupted run), with the reason where there is one.
+
+    ``this_run`` (tile id -> outcome of this invocation) wins over the stored records: it also
+    holds failures the driver could not write a record for (a worker that died).
+    """
+    by_id = {str(r.get("tile_id")): r for r in records}
+    before = {t.id for t in done_before}
+    out: dict[str, dict[str, Any]] = {}
+    for t in tiles:
+        rec = (this_run or {}).get(t.id)
+        if rec is not None:
+            status = str(rec.get("status", "failed"))
+        elif t.id in before:
+            rec, status = by_id.get(t.id, {}), "skipped"
+        elif t.id in by_id:
+            rec = by_id[t.id]
+            status = str(rec.get("status"))
+            if status == "done" and this_run is not None:
+                status = "skipped"
+        else:
+            rec, status = {}, "pending"
+        if status not in STATUS_COLOURS:
+            status = "failed"
+        out[t.id] = {"tile": t, "status": status, "reason": str(rec.get("reason", "") or "")}
+    return out
+
+
+def stage_timings(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage: n, mean, median, p95 and total seconds over the records that timed it.
+
+    Stage names drop a trailing ``_s`` (``cube_s`` -> ``cube``). Only ``done`` records count.
+    """
+    values: dict[str, list[float]] = {}
+    for rec in records:
+        if rec.get("status") != "done":
+            continue
+        for k, v in dict(rec.get("timings") or {}).items():
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(f):
+                values.setdefault(str(k).removesuffix("_s"), []).append(f)
+    out = {}
+    for stage, vs in values.items():
+        a = np.asarray(vs)
+        out[stage] = {
+            "n": float(a.size),
+            "mean": float(a.mean()),
+            "median": float(np.median(a)),
+            "p95": float(np.percentile(a, 95)),
+            "total": float(a.sum()),
+        }
+    return out
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(w: float, h: float) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(w, h))
+
+
+def _timings_chart(timings: Mapping[str, Mapping[str, float]]) -> str:
+    stages = sorted(timings, key=lambda s: timings[s]["mean"])
+    fig, ax = _figure(7.5, 0.45 * len(stages) + 1.2)
+    y = np.arange(len(stages))
+    means = [timings[s]["mean"] for s in stages]
+    p95 = [timings[s]["p95"] for s in stages]
+    ax.barh(y, means, color="#12343b", label="mean")
+    ax.scatter(p95, y, color="#e07a1f", zorder=3, marker="|", s=220, linewidths=3, label="p95")
+    ax.set_yticks(y, stages)
+    ax.set_xlabel("seconds per tile")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", frameon=False)
+    ax.set_title("Time per stage across tiles")
+    return _png(fig)
+
+
+def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
+    from matplotlib.patches import Patch, Rectangle
+
+    tiles = [d["tile"] for d in zone_tiles]
+    size_km = tiles[0].tile_size_m / 1000
+    xs = [t.col * size_km for t in tiles]
+    ys = [t.row * size_km for t in tiles]
+    span = max(max(xs) - min(xs), max(ys) - min(ys)) + size_km
+    w = 7.5
+    fig, ax = _figure(w, w * (max(ys) - min(ys) + size_km) / max(span, 1e-9) + 0.8)
+    for d, x, y in zip(zone_tiles, xs, ys, strict=True):
+        ax.add_patch(
+            Rectangle(
+                (x, y),
+                size_km,
+                size_km,
+                facecolor=STATUS_COLOURS[d["status"]],
+                edgecolor="#52606d",
+                linewidth=0.4 if len(tiles) > 200 else 0.8,
+            )
+        )
+    ax.set_xlim(min(xs) - size_km * 0.5, max(xs) + size_km * 1.5)
+    ax.set_ylim(min(ys) - size_km * 0.5, max(ys) + size_km * 1.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"easting, km (EPSG:{epsg})")
+    ax.set_ylabel("northing, km")
+    counts: dict[str, int] = {}
+    for d in zone_tiles:
+        counts[d["status"]] = counts.get(d["status"], 0) + 1
+    handles = [
+        Patch(facecolor=c, edgecolor="#52606d", label=f"{s} ({counts[s]})")
+        for s, c in STATUS_COLOURS.items()
+        if counts.get(s)
+    ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(f"Tile status, UTM EPSG:{epsg} ({len(tiles)} tiles)")
+    return _png(fig)
+
+
+def _quicklook_from_vrt(url: str, shape: tuple[int, int], band: int) -> np.ndarray:
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from geoxai.io.cog import gdal_path
+
+    with rasterio.open(gdal_path(url)) as src:
+        a = src.read(band + 1, out_shape=shape, resampling=Resampling.average, masked=True)
+    return np.ma.filled(a.astype("float32"), np.nan)
+
+
+def _quicklook_from_zarr(
+    zone: ZoneStore, layer: str, band: int, tiles: Sequence[TileSpec], factor: int
+) -> np.ndarray:
+    """Block means (``factor`` px) of the done tiles' chunks, NaN elsewhere."""
+    n = zone.grid.core_px
+    m = max(1, n // factor)
+    ny, nx = zone.grid.nrows * m, zone.grid.ncols * m
+    out = np.full((ny, nx), np.nan, dtype="float32")
+    spec = zone.layers[layer]
+    for t in tiles:
+        core = zone.read_tile(t, layer)
+        a = (core[band] if spec.bands else core).astype("float32")
+        if spec.fill is not None and not (isinstance(spec.fill, float) and math.isnan(spec.fill)):
+            a[a == spec.fill] = np.nan
+        a = a[: m * factor, : m * factor].reshape(m, factor, m, factor)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+            block = np.nanmean(a, axis=(1, 3))
+        i, j = zone.grid.chunk_index(t)
+        out[i * m : (i + 1) * m, j * m : (j + 1) * m] = block
+    return out
+
+
+def _quicklook(
+    layout: RunLayout,
+    epsg: int,
+    layer: str,
+    done: Sequence[TileSpec],
+    mosaics: Mapping[int, Mapping[str, str]],
+) -> tuple[str, str] | None:
+    """(base64 PNG, caption) of the first band of ``layer`` in zone ``epsg``; None if absent."""
+    import matplotlib as mpl
+
+    try:
+        zone = ZoneStore.open(layout, epsg)
+    except StoreError:
+        return None
+    if layer not in zone.layers:
+        return None
+    spec = zone.layers[layer]
+    grid = zone.grid
+    ny, nx = grid.shape
+    factor = max(1, math.ceil(max(ny, nx) / _QUICKLOOK_PX))
+    while grid.core_px % factor:
+        factor += 1
+    url = dict(mosaics.get(epsg, {})).get(layer)
+    if url:
+        a = _quicklook_from_vrt(url, (ny // factor, nx // factor), 0)
+        source = "VRT mosaic (COG overviews)"
+    else:
+        a = _quicklook_from_zarr(zone, layer, 0, [t for t in done if t.epsg == epsg], factor)
+        source = "zone Zarr store"
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        return None
+    if spec.units == "1" and layer == "prediction" and finite.min() >= 0 and finite.max() <= 1:
+        vmin, vmax = 0.0, 1.0
+    else:
+        vmin, vmax = (float(v) for v in np.percentile(finite, [2, 98]))
+        vmax = vmax if vmax > vmin else vmin + 1e-6
+    cmap = mpl.colormaps["YlGn" if layer == "prediction" else "magma"].with_extremes(bad="#e4e7eb")
+    x0, y0, x1, y1 = grid.bounds
+    fig, ax = _figure(7.5, 7.5 * ny / nx + 0.6 if nx else 6)
+    im = ax.imshow(
+        np.ma.masked_invalid(a),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        extent=(x0 / 1000, x1 / 1000, y0 / 1000, y1 / 1000),
+        interpolation="nearest",
+    )
+    band = spec.bands[0] if spec.bands else layer
+    cb = fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
+    cb.set_label(f"{band}" + (f" [{spec.units}]" if spec.units and spec.units != "1" else ""))
+    ax.set_xlabel(f"easting, km (EPSG:{epsg})")
+    ax.set_ylabel("northing, km")
+    ax.set_title(f"{layer} — {band}")
+    caption = (
+        f"{layer} ({band}), zone EPSG:{epsg}, {factor * grid.resolution_m} m pixels "
+        f"(1:{factor} of full resolution), from the {source}; grey = no data."
+    )
+    return _png(fig), caption
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _fmt_s(s: float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.2f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    return f"{s:.1f} s"
+
+
+def _config_doc(config: Any) -> dict[str, Any]:
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    return dict(config) if isinstance(config, Mapping) else {"config": str(config)}
+
+
+def render_report(
+    layout: RunLayout,
+    config: Any,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    tiles: Sequence[TileSpec] | None = None,
+    done_before: Sequence[TileSpec] = (),
+    this_run: Mapping[str, Mapping[str, Any]] | None = None,
+    wall_s: float | None = None,
+    mosaics: Mapping[int, Mapping[str, str]] | None = None,
+) -> str:
+    """The report as an HTML string (see the module docstring for its sections).
+
+    Args:
+        layout: the run's layout (zone stores are read for the quicklooks).
+        config: the RunConfig (or a dict with ``name``, ``year``, ``aoi``, ``config_hash``).
+        records: the stored tile records (:func:`geoxai.outputs.read_records`).
+        tiles: every tile of the plan; default the tiles of the records.
+        done_before: tiles skipped because they were already done.
+        this_run: tile id -> outcome of this invocation (wins over ``records``).
+        wall_s: wall time of the run, seconds (for tiles/min).
+        mosaics: epsg -> layer -> VRT URL (:func:`geoxai.cog.build_mosaics`).
+    """
+    from geoxai.provenance import code_version
+
+    cfg = _config_doc(config)
+    name, year, aoi = cfg.get("name", "run"), cfg.get("year", ""), cfg.get("aoi", "")
+    chash = config.output_hash() if hasattr(config, "output_hash") else cfg.get("config_hash", "")
+    if tiles is None:
+        tiles = [
+            tile_from_id(str(r["tile_id"]), tile_size_m=int(r.get("tile_size_m", TILE_SIZE_M)))
+            for r in records
+        ]
+    status = tile_statuses(tiles, records, this_run, done_before)
+    counts = {s: sum(1 for d in status.values() if d["status"] == s) for s in STATUS_COLOURS}
+    processed = counts["done"] + counts["failed"] + counts["empty"]
+    minutes = (wall_s or 0.0) / 60
+    rate = f"{processed / minutes:.1f}" if minutes > 0 else "n/a"
+    versions = sorted({str(r.get("code_version")) for r in records if r.get("code_version")})
+    timings = stage_timings(records)
+    zones = sorted({t.epsg for t in tiles})
+    done_tiles = [d["tile"] for d in status.values() if d["status"] in ("done", "skipped")]
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>geoxai report — {_e(name)} {_e(year)}</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>{_e(name)} · {_e(year)}</h1><p>geoxai mapping run · AOI {_e(aoi)} · "
+        f"{len(tiles)} tiles in {len(zones)} UTM zone(s) · generated {now}</p></header><main>",
+    ]
+    # summary
+    kpi = [
+        ("tiles total", len(tiles), None),
+        ("done", counts["done"], "done"),
+        ("skipped (done before)", counts["skipped"], "skipped"),
+        ("empty", counts["empty"], "empty"),
+        ("failed", counts["failed"], "failed"),
+        ("pending", counts["pending"], "pending"),
+    ]
+    parts.append("<section id='summary'><h2>Run summary</h2><div class='kpis'>")
+    for label, value, key in kpi:
+        sw = f"<i class='swatch' style='background:{STATUS_COLOURS[key]}'></i>" if key else ""
+        parts.append(f"<div class='kpi'><b>{value}</b><span>{sw}{_e(label)}</span></div>")
+    parts.append("</div><table>")
+    rows = [
+        ("run", name),
+        ("year", year),
+        ("AOI", aoi),
+        (
+            "tiles total / done / skipped / empty / failed / pending",
+            " / ".join(
+                str(v)
+                for v in (
+                    len(tiles),
+                    counts["done"],
+                    counts["skipped"],
+                    counts["empty"],
+                    counts["failed"],
+                    counts["pending"],
+                )
+            ),
+        ),
+        ("tiles per minute (this run)", rate),
+        ("wall time", _fmt_s(wall_s) if wall_s is not None else "n/a"),
+        ("config hash", chash),
+        ("code version (tiles)", ", ".join(versions) or "n/a"),
+        ("code version (report)", code_version()),
+        ("UTM zones", ", ".join(f"EPSG:{z}" for z in zones)),
+        ("run root", layout.root),
+    ]
+    for k, v in rows:
+        parts.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
+    parts.append("</table></section>")
+    # failures
+    bad = [d for d in status.values() if d["status"] in ("failed", "empty")]
+    parts.append(f"<section id='failures'><h2>Failures and empty tiles ({len(bad)})</h2>")
+    if bad:
+        parts.append("<table><tr><th>tile</th><th>status</th><th>reason</th></tr>")
+        for d in sorted(bad, key=lambda d: (d["status"] != "failed", d["tile"].id)):
+            cls = "bad" if d["status"] == "failed" else ""
+            parts.append(
+                f"<tr><td><code>{_e(d['tile'].id)}</code></td><td class='{cls}'>"
+                f"{_e(d['status'])}</td><td>{_e(d['reason'] or '(no reason recorded)')}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p class='ok'>No tile failed and every tile had data.</p>")
+    parts.append("</section>")
+    # timings
+    parts.append("<section id='timings'><h2>Timing per stage</h2>")
+    if timings:
+        parts.append(
+            "<table><tr><th>stage</th><th>tiles</th><th>mean (s)</th><th>median (s)</th>"
+            "<th>p95 (s)</th><th>total</th></tr>"
+        )
+        for stage, t in sorted(timings.items(), key=lambda kv: -kv[1]["total"]):
+            parts.append(
+                f"<tr><td>{_e(stage)}</td><td class='num'>{int(t['n'])}</td>"
+                f"<td class='num'>{t['mean']:.2f}</td><td class='num'>{t['median']:.2f}</td>"
+                f"<td class='num'>{t['p95']:.2f}</td><td class='num'>{_fmt_s(t['total'])}</td></tr>"
+            )
+        parts.append("</table>")
+        parts.append(
+            f"<figure><img alt='time per stage' src='data:image/png;base64,"
+            f"{_timings_chart(timings)}'><figcaption>Mean seconds per tile (bars) and 95th "
+            "percentile (orange) of each stage, over the tiles done.</figcaption></figure>"
+        )
+    else:
+        parts.append("<p>No timings recorded (no tile done).</p>")
+    parts.append("</section>")
+    # quicklooks
+    parts.append("<section id='quicklooks'><h2>Quicklooks</h2>")
+    n_ql = 0
+    for epsg in zones:
+        for layer in ("prediction", "asos_sensitivity", "spacex_attribution"):
+            ql = _quicklook(layout, epsg, layer, done_tiles, mosaics or {})
+            if ql is None:
+                continue
+            png, caption = ql
+            n_ql += 1
+            parts.append(
+                f"<figure class='quicklook' data-layer='{_e(layer)}' data-epsg='{epsg}'>"
+                f"<img alt='{_e(layer)} EPSG:{epsg}' src='data:image/png;base64,{png}'>"
+                f"<figcaption>{_e(caption)}</figcaption></figure>"
+            )
+    if not n_ql:
+        parts.append("<p>No outputs to show yet.</p>")
+    parts.append("</section>")
+    # tile status
+    parts.append("<section id='tile-status'><h2>Tile status</h2>")
+    for epsg in zones:
+        zt = [d for d in status.values() if d["tile"].epsg == epsg]
+        parts.append(
+            f"<figure><img alt='tile status EPSG:{epsg}' src='data:image/png;base64,"
+            f"{_status_map(zt, epsg)}'><figcaption>Every tile of the plan in zone EPSG:{epsg}, "
+            "coloured by status.</figcaption></figure>"
+        )
+    parts.append("</section>")
+    # provenance
+    parts.append(
+        "<section id='provenance'><h2>Provenance</h2><p>Every output is reproducible from "
+        "this config, the code version and the input STAC item ids in each tile record "
+        "(<code>records/&lt;tile&gt;.json</code>) and the STAC catalog "
+        "(<code>catalog/collection.json</code>).</p>"
+        f"<pre>{_e(json.dumps(cfg, indent=2, sort_keys=True, default=str))}</pre></section>"
+    )
+    parts.append("</main></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    layout: RunLayout,
+    config: Any,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    plan: Any = None,
+    this_run: Mapping[str, Mapping[str, Any]] | None = None,
+    wall_s: float | None = None,
+    mosaics: Mapping[int, Mapping[str, str]] | None = None,
+) -> str:
+    """Render the report and write it to ``<run_root>/report.html``; return its URL.
+
+    Args:
+        layout: the run's layout.
+        config: the RunConfig.
+        records: the stored tile records.
+        plan: the run plan (``tiles`` and ``done`` attributes, e.g. ``geoxai.mapping.RunPlan``);
+            None = the tiles of the records.
+        this_run: tile id -> outcome of this invocation.
+        wall_s: wall time of the run, seconds.
+        mosaics: epsg -> layer -> VRT URL.
+    """
+    page = render_report(
+        layout,
+        config,
+        records,
+        tiles=list(plan.tiles) if plan is not None else None,
+        done_before=list(plan.done) if plan is not None else (),
+        this_run=this_run,
+        wall_s=wall_s,
+        mosaics=mosaics,
+    )
+    with tempfile.TemporaryDirectory(prefix="geoxai-report-") as tmp:
+        path = Path(tmp) / "report.html"
+        path.write_text(page, encoding="utf-8")
+        upload_file(path, layout.loc("report.html"))
+    return layout.report_url()

@@ -1,0 +1,425 @@
+"""One mapping run, stage by stage, as plain functions (the Ray driver only chains these).
+
+Stages of a tile (``pipelines/run.py`` runs them on Ray; tests call them directly):
+
+1. :func:`stage_cube` (CPU, I/O bound): STAC search over the tile's haloed footprint for the
+   year plus margins, stackstac cube on the tile grid, committed Zarr under
+   ``<run_root>/cubes/<tile_id>.zarr``. With a ``sentinel1`` / ``dem`` config section (the
+   bundle reads ``VV``/``VH`` / ``slope``/``DEM``) also the tile's S1 layer
+   (:func:`geoxai.s1.s1_steps`: per-step median dB on the optical time axis) and terrain
+   (:func:`geoxai.dem.terrain`, computed with the halo), committed beside it as
+   ``<tile_id>.s1.zarr`` / ``<tile_id>.dem.zarr``. A committed cube of the same query is
+   reused, so a rerun after a crash does not download again.
+2. :func:`map_tile` (GPU or CPU): raw cube -> :func:`geoxai.temporal.preprocess` (cloud
+   weights, Whittaker, 24 x 15-day axis, indices) -> (:func:`geoxai.temporal.fuse` with the S1
+   and terrain layers, in the bundle's feature order) -> Gaussian-blended inference of the
+   prediction bundle -> ASOS map of the yearly median composite -> core-sized layers. A tile
+   without S1 items maps with the flagged nodata S1 layer (its record says so), not a failure.
+3. :func:`map_and_write`: layers (+ change against a baseline year) -> per-tile COGs ->
+   zone Zarr chunks verified, then the tile record (exactly once,
+   :func:`geoxai.outputs.write_tile`).
+4. :func:`finish_run`: per-zone mosaics, STAC catalog of the outputs, ``report.html``.
+
+Everything a tile needs travels as frozen values (:class:`~geoxai.config.RunConfig`,
+:class:`~geoxai.grid.TileSpec`, :class:`CubeStage`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoxai.config import RunConfig
+from geoxai.errors import (
+    ConfigError,
+    DataAccessError,
+    InvalidInputError,
+    ModelBundleError,
+    NoDataError,
+    StacError,
+    StoreError,
+)
+from geoxai.geo.grid import TileSpec
+from geoxai.mapping.cube_stage import _one_line
+from geoxai.mapping.outcomes import CubeStage
+from geoxai.mapping.plan import RunPlan
+from geoxai.mapping.radar import _check_radar, _radar_ids, _radar_info, radar_layers, radar_needs
+from geoxai.mapping.settings import preprocess_params, run_layout
+
+__all__ = [
+    "TileModels",
+    "QUALITY_CODES",
+    "tile_features",
+    "load_models",
+    "asos_composite",
+    "features_with_grid",
+    "map_tile",
+    "map_and_write",
+    "record_empty_or_failed",
+    "finish_run",
+]
+
+QUALITY_CODES = {0: "nodata", 1: "good", 2: "sparse (few clear observations or long gaps)"}
+
+
+"""Values of the ``quality`` layer."""
+
+
+SPARSE_MIN_OBS = 6
+
+
+"""Fewer clear observations than this (year + margins) -> quality 2."""
+
+
+SPARSE_MAX_GAP_DAYS = 90.0
+
+
+"""A gap without clear observations longer than this -> quality 2."""
+
+
+
+
+
+
+@dataclass
+class TileModels:
+    """The models a tile worker holds (loaded once per actor)."""
+
+    device: str
+    prediction: Any
+    asos: Any = None
+    asos_table: Any = None
+    asos_min_evidence: int = 1
+    spacex: Any = None
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("resources.device is 'cuda' but no CUDA device is visible; use 'auto'.")
+    return name
+
+
+def load_models(config: RunConfig) -> TileModels:
+    """Load the prediction bundle (and the ASOS bundle with its table) on the worker's device."""
+    from geoxai.models.bundle import load_bundle
+
+    device = _device(config.resources.device)
+    models = TileModels(device, load_bundle(config.models.prediction, device=device))
+    if config.models.asos:
+        from geoxai.xai.asos import load_asos_bundle
+
+        models.asos, models.asos_table = load_asos_bundle(config.models.asos, device=device)
+    if config.models.spacex:
+        from geoxai.xai.spacex import load_spacex_bundle
+
+        models.spacex, _ = load_spacex_bundle(config.models.spacex, device=device)
+    return models
+
+
+GRID_ATTRS = ("crs", "transform", "tile_id", "halo_px", "resolution_m")
+
+
+def features_with_grid(ds: Any) -> Any:
+    """``ds["features"]`` of :func:`geoxai.temporal.preprocess` carrying the tile grid attrs
+    (``crs``, ``transform`` ...) that the inference lattice needs."""
+    features = ds["features"]
+    features.attrs.update({k: ds.attrs[k] for k in GRID_ATTRS if k in ds.attrs})
+    return features
+
+
+def asos_composite(features: Any, bands: tuple[str, ...]) -> np.ndarray:
+    """The ASOS network's input for a tile: per-pixel median over the year of the smoothed
+    reflectance of ``bands``; ``(len(bands), H, W)`` float32, NaN on nodata pixels."""
+    x = features.sel(band=list(bands)).values  # (T, C, H, W)
+    comp = np.median(x, axis=0).astype(np.float32)
+    return comp
+
+
+def tile_features(
+    raw: Any,
+    tile: TileSpec,
+    config: RunConfig,
+    features: Any,
+    *,
+    s1: Any = None,
+    terrain: Any = None,
+    device: str | None = None,
+) -> tuple[Any, Any]:
+    """Raw haloed cube (+ S1/terrain layers) -> the optical and the model-ready datasets.
+
+    Args:
+        raw: the tile's raw cube (:func:`stage_cube`), loaded.
+        tile: the tile with its halo.
+        config: the run config (smoothing, sentinel1.scale / db_floor).
+        features: the prediction bundle's feature names, in model order.
+        s1: the tile's :func:`geoxai.s1.s1_steps` dataset; None: computed here when
+            ``features`` need it (:func:`radar_layers`).
+        terrain: the tile's :func:`geoxai.dem.terrain` dataset; None: computed here if needed.
+        device: smoothing device (None = numpy, ``"cuda"``).
+
+    Returns:
+        ``(optical, model)``: :func:`geoxai.temporal.preprocess`'s dataset and the dataset the
+        model reads. Without radar features both are the same object; otherwise ``model`` is
+        :func:`geoxai.temporal.fuse`'s: ``features`` ``(24, len(features), y, x)`` in
+        ``features`` order (VV/VH dB or [0, 1] per ``sentinel1.scale``, slope degrees, DEM
+        m), ``valid`` = optical valid | S1 valid, plus ``valid_optical``, ``s1_valid``,
+        ``s1_flags``, ``dem_flags``, and attrs ``s1_items``/``s1_orbit``/``dem_items``.
+    """
+    from geoxai.temporal.fuse import fuse
+    from geoxai.temporal.smoothing import preprocess
+
+    ds = preprocess(raw, preprocess_params(config), device=device)
+    ds = ds.compute() if hasattr(ds, "compute") else ds
+    need_s1, need_dem = radar_needs(features)
+    if not (need_s1 or need_dem):
+        return ds, ds
+    _check_radar(config, features, "of this run")
+    if (need_s1 and s1 is None) or (need_dem and terrain is None):
+        got_s1, got_dem = radar_layers(tile, config)
+        s1 = s1 if s1 is not None else got_s1
+        terrain = terrain if terrain is not None else got_dem
+    kw: dict[str, Any] = {}
+    if config.sentinel1 is not None:
+        kw = {"s1_scale": config.sentinel1.scale, "db_floor": config.sentinel1.db_floor}
+    fused = fuse(
+        ds,
+        s1 if need_s1 else None,
+        terrain if need_dem else None,
+        order=[str(f) for f in features],
+        **kw,
+    )
+    return ds, fused
+
+
+def map_tile(
+    raw: Any,
+    tile: TileSpec,
+    models: TileModels,
+    config: RunConfig,
+    *,
+    s1: Any = None,
+    terrain: Any = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, Any]]:
+    """Raw haloed cube (+ the S1/terrain layers the bundle reads) -> core-sized output layers.
+
+    ``s1`` / ``terrain``: the tile's committed layers (:func:`stage_cube`); None computes them
+    here when the bundle reads VV/VH / slope/DEM (see :func:`tile_features`).
+
+    Returns:
+        ``(layers, timings, info)``: layers ``prediction`` ``(K, 600, 600)`` or ``(600, 600)``
+        float32 (NaN nodata), ``asos_sensitivity`` float32 (NaN masked), ``quality`` uint8
+        (:data:`QUALITY_CODES`; pixels seen by radar only are 2, sparse); stage timings in
+        seconds; info (valid fraction, and with radar ``s1``/``dem`` coverage summaries).
+    """
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+    feats_in = list(models.prediction.spec.inputs.features)
+    ds, mds = tile_features(
+        raw, tile, config, feats_in, s1=s1, terrain=terrain, device=_smooth_device(models.device)
+    )
+    timings["smooth_s"] = time.monotonic() - t
+    valid = np.asarray(mds["valid"].values, dtype=bool)
+    valid_optical = np.asarray(ds["valid"].values, dtype=bool)
+    rs, cs = tile.core_slice
+
+    features = features_with_grid(mds)
+    t = time.monotonic()
+    pred = models.prediction.predict_dataset(features, valid)
+    timings["predict_s"] = time.monotonic() - t
+    p = np.asarray(pred["prediction"].values, dtype=np.float32)[:, rs, cs]
+    layers: dict[str, np.ndarray] = {"prediction": p[0] if p.shape[0] == 1 else p}
+
+    composites: dict[tuple[str, ...], np.ndarray] = {}
+
+    def composite(bands: Any) -> np.ndarray:
+        """The explainers' annual composite of ``bands``, NaN off the optical valid mask; made
+        once per band set (ASOS and SpacEX usually read the same one)."""
+        key = tuple(str(b) for b in bands)
+        if key not in composites:
+            image = asos_composite(features_with_grid(ds), key)
+            image[:, ~valid_optical] = np.nan
+            composites[key] = image
+        return composites[key]
+
+    if models.asos is not None:
+        from geoxai.xai.asos import asos_map
+
+        t = time.monotonic()
+        sens, _ = asos_map(
+            models.asos.net,
+            models.asos_table,
+            composite(models.asos.spec.inputs.features),
+            min_evidence=models.asos_min_evidence,
+            window=models.asos.window_params(pad_edges=False),
+            transform=raw.attrs["transform"],
+        )
+        layers["asos_sensitivity"] = sens[rs, cs].astype(np.float32)
+        timings["asos_s"] = time.monotonic() - t
+
+    if models.spacex is not None:
+        from geoxai.xai.spacex import spacex_attribution
+
+        t = time.monotonic()
+        attr = spacex_attribution(
+            models.spacex,
+            composite(models.spacex.spec.inputs.features),
+            window=models.spacex.window_params(pad_edges=False),
+            transform=raw.attrs["transform"],
+        )
+        layers["spacex_attribution"] = attr[rs, cs].astype(np.float32)
+        timings["spacex_s"] = time.monotonic() - t
+
+    n_obs = np.asarray(ds["n_obs"].values)[rs, cs]
+    gap = np.asarray(ds["max_gap_days"].values)[rs, cs]
+    q = np.where(valid[rs, cs], 1, 0).astype(np.uint8)
+    q[(q == 1) & ((n_obs < SPARSE_MIN_OBS) | (gap > SPARSE_MAX_GAP_DAYS))] = 2
+    layers["quality"] = q
+    info: dict[str, Any] = {
+        "valid_fraction": float((q > 0).mean()),
+        "n_acquisitions": int(raw.sizes["time"]),
+    }
+    info.update(_radar_info(mds, rs, cs))
+    return layers, timings, info
+
+
+def _smooth_device(device: str) -> str | None:
+    return "cuda" if device.startswith("cuda") else None
+
+
+def map_and_write(
+    tile: TileSpec, cube: CubeStage, models: TileModels, config: RunConfig
+) -> dict[str, Any]:
+    """Map one tile from its committed cube and write its outputs exactly once; the record."""
+    from geoxai.io import store
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneStore
+    from geoxai.mapping.records import change_layers, write_tile
+
+    if cube.url is None:
+        raise ValueError(
+            f"tile {tile.id}: map_and_write needs a committed cube (status {cube.status})."
+        )
+    t0 = time.monotonic()
+    layout = run_layout(config)
+    so = config.store.storage_options or None
+    raw = store.read_cube(cube.url, storage_options=so)
+    raw = raw.load()
+    s1 = store.read_dataset(cube.s1_url, storage_options=so).load() if cube.s1_url else None
+    terr = store.read_dataset(cube.dem_url, storage_options=so).load() if cube.dem_url else None
+    timings = {"cube_s": cube.seconds, "read_s": time.monotonic() - t0}
+    try:
+        layers, t_map, info = map_tile(raw, tile, models, config, s1=s1, terrain=terr)
+    except (StacError, StoreError):
+        raise  # transient: the driver retries the tile
+    except NoDataError as exc:  # e.g. no pixel with enough clear observations
+        return _status(layout, tile, "empty", exc, cube, config, timings)
+    except (DataAccessError, InvalidInputError, ModelBundleError) as exc:
+        return _status(layout, tile, "failed", exc, cube, config, timings)
+    timings.update(t_map)
+    if config.baseline:
+        try:
+            layers.update(
+                change_layers(
+                    RunLayout(config.baseline, config.store.storage_options or None),
+                    tile,
+                    layers["prediction"],
+                    threshold=config.processing.change_threshold,
+                )
+            )
+        except NoDataError as exc:
+            info["change"] = f"no baseline for this tile ({_one_line(exc)})"
+    zone = ZoneStore.open(layout, tile.epsg)
+    record: dict[str, Any] = {
+        "config_hash": config.output_hash(),
+        "input_items": list(cube.input_items),
+        "device": models.device,
+        "info": info,
+        **_radar_ids(cube),
+    }
+    if config.processing.write_cogs:
+        from geoxai.io.cog import write_tile_cogs
+
+        t = time.monotonic()
+        record["cogs"] = write_tile_cogs(layout, zone, tile, layers)
+        timings["cog_s"] = time.monotonic() - t
+    t = time.monotonic()
+    record["timings"] = timings
+    out = write_tile(zone, tile, layers, record)
+    out.setdefault("timings", {})["write_s"] = time.monotonic() - t
+    return out
+
+
+def _status(
+    layout: Any,
+    tile: TileSpec,
+    status: str,
+    exc: BaseException,
+    cube: CubeStage,
+    config: RunConfig,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    from geoxai.mapping.records import write_status
+
+    return write_status(
+        layout,
+        tile,
+        status,
+        _one_line(exc),
+        {
+            "config_hash": config.output_hash(),
+            "input_items": list(cube.input_items),
+            "timings": timings,
+            **_radar_ids(cube),
+        },
+    )
+
+
+def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> dict[str, Any]:
+    """Write the record of a tile whose cube stage found no data or failed; return it."""
+    from geoxai.mapping.records import write_status
+
+    return write_status(
+        run_layout(config),
+        tile,
+        cube.status,
+        cube.reason,
+        {
+            "config_hash": config.output_hash(),
+            "input_items": list(cube.input_items),
+            "timings": {"cube_s": cube.seconds},
+            **_radar_ids(cube),
+        },
+    )
+
+
+def finish_run(
+    config: RunConfig, plan: RunPlan, outcomes: dict[str, dict[str, Any]], *, wall_s: float
+) -> str:
+    """Mosaics per zone, the STAC catalog of the outputs and ``report.html``; the report URL."""
+    from geoxai.io.cog import build_mosaics
+    from geoxai.io.zonestore import ZoneStore
+    from geoxai.mapping.catalog import write_catalog
+    from geoxai.mapping.records import read_records
+    from geoxai.mapping.report import write_report
+
+    layout = run_layout(config)
+    records = read_records(layout)
+    done_ids = {r["tile_id"] for r in records if r.get("status") == "done"}
+    done_tiles = [t for t in plan.tiles if t.id in done_ids]
+    mosaics: dict[int, dict[str, str]] = {}
+    if config.processing.write_cogs and done_tiles:
+        zones = {t.epsg for t in done_tiles}
+        specs = list(ZoneStore.open(layout, next(iter(zones))).layers.values())
+        mosaics = build_mosaics(layout, done_tiles, specs)
+    report = write_report(
+        layout, config, records, plan=plan, this_run=outcomes, wall_s=wall_s, mosaics=mosaics
+    )
+    write_catalog(layout, config, records, mosaics=mosaics)  # links report.html: write it first
+    return report

@@ -1,0 +1,220 @@
+"""Per-pixel observation weights from the scene classification (SCL) or a spectral rule.
+
+Everything here is *per pixel* (plus a fixed neighbourhood for the buffer), or *per item*
+(scene-level metadata), never per tile, so two overlapping tiles compute the same weights in
+their overlap (DESIGN.md principle 1):
+
+* :func:`scl_weights`: classes of the L2A scene classification become weight 0 (masked),
+  a reduced weight, or 1; clouds and shadows are buffered by ``buffer_m`` metres (a disk).
+  The buffer reaches ``ceil(buffer_m / resolution_m)`` pixels, so the cube needs at least
+  :func:`required_halo_px` halo pixels for the tile core to be exact.
+* :func:`spectral_weights`: for inputs without SCL, a rule on reflectances: bright and blue
+  is cloud, high NDSI is snow, and a dark drop of NIR and SWIR below the pixel's own temporal
+  median is shadow (per pixel through time, hence seamless). Buffered like SCL.
+* :func:`item_screen`: optional date screening from each item's own ``eo:cloud_cover``, the
+  same answer for every tile that sees the item.
+
+Weights are float32 in ``[0, 1]``, shape ``(time, y, x)``; NaN reflectance always gives 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.geo.bands import SCL_CLASSES
+
+__all__ = [
+    "CloudMaskParams",
+    "SpectralMaskParams",
+    "required_halo_px",
+    "buffer_mask",
+    "scl_weights",
+    "spectral_weights",
+    "item_screen",
+]
+
+@dataclass(frozen=True)
+class SpectralMaskParams:
+    """Thresholds of the rule-based mask used when a cube has no SCL (reflectance units).
+
+    Attributes:
+        cloud_blue: B02 above this (and bright) is cloud.
+        cloud_brightness: mean of B02, B03, B04 above this (and blue) is cloud.
+        snow_ndsi: NDSI = (B03 - B11) / (B03 + B11) above this, with B08 > snow_nir, is snow.
+        snow_nir: minimum B08 of snow (separates snow from water).
+        shadow_ratio: B08 and B11 both below this fraction of the pixel's temporal median is shadow.
+        shadow_nir_max: shadows also need B08 below this.
+    """
+
+    cloud_blue: float = 0.18
+    cloud_brightness: float = 0.20
+    snow_ndsi: float = 0.42
+    snow_nir: float = 0.11
+    shadow_ratio: float = 0.6
+    shadow_nir_max: float = 0.15
+
+
+@dataclass(frozen=True)
+class CloudMaskParams:
+    """How observations become per-pixel weights.
+
+    Attributes:
+        method: "auto" (SCL when the cube has it, else spectral), "scl", "spectral" or "none"
+            (only NaN reflectance is masked).
+        masked_classes: SCL classes with weight 0 (default: no data, saturated, cloud shadow,
+            cloud medium/high probability, thin cirrus, snow).
+        buffered_classes: SCL classes whose masks are grown by ``buffer_m`` (clouds, shadows).
+        reduced_classes: SCL classes kept with ``reduced_weight`` (dark area, unclassified).
+        reduced_weight: weight of ``reduced_classes``, in [0, 1].
+        buffer_m: buffer around clouds and shadows, metres (disk); 0 disables it.
+        max_item_cloud_cover: drop whole acquisitions whose item ``eo:cloud_cover`` (percent)
+            exceeds this; None keeps all (the weights handle clouds per pixel).
+        spectral: thresholds of the spectral rule.
+    """
+
+    method: str = "auto"
+    masked_classes: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
+    buffered_classes: tuple[int, ...] = (3, 8, 9, 10)
+    reduced_classes: tuple[int, ...] = (2, 7)
+    reduced_weight: float = 0.5
+    buffer_m: float = 40.0
+    max_item_cloud_cover: float | None = None
+    spectral: SpectralMaskParams = SpectralMaskParams()
+
+    def __post_init__(self) -> None:
+        if self.method not in ("auto", "scl", "spectral", "none"):
+            raise ConfigError(
+                f"CloudMaskParams.method={self.method!r} is unknown; use 'auto', 'scl', "
+                "'spectral' or 'none'."
+            )
+        for name in ("masked_classes", "buffered_classes", "reduced_classes"):
+            bad = [c for c in getattr(self, name) if c not in SCL_CLASSES]
+            if bad:
+                raise ConfigError(
+                    f"CloudMaskParams.{name} has {bad}, which are not SCL classes; valid "
+                    f"classes are 0..11 ({', '.join(f'{k}={v}' for k, v in SCL_CLASSES.items())})."
+                )
+        if not 0.0 <= self.reduced_weight <= 1.0:
+            raise ConfigError(
+                f"CloudMaskParams.reduced_weight={self.reduced_weight} must lie in [0, 1]."
+            )
+        if not (math.isfinite(self.buffer_m) and self.buffer_m >= 0):
+            raise ConfigError(f"CloudMaskParams.buffer_m={self.buffer_m} must be >= 0 metres.")
+        mcc = self.max_item_cloud_cover
+        if mcc is not None and not 0.0 <= mcc <= 100.0:
+            raise ConfigError(
+                f"CloudMaskParams.max_item_cloud_cover={mcc} must be a percentage 0..100 or None."
+            )
+
+
+def required_halo_px(params: CloudMaskParams, resolution_m: float) -> int:
+    """Halo (pixels) a tile needs so that buffering near its core edge sees its neighbours."""
+    return int(math.ceil(params.buffer_m / resolution_m)) if params.buffer_m > 0 else 0
+
+
+def buffer_mask(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """Grow a ``(time, y, x)`` bool mask by a disk of ``radius_px`` pixels in every frame.
+
+    Uses the Euclidean distance transform per frame (cost independent of the radius). Pixels
+    within ``radius_px`` of the array edge are exact only if the array carries that much halo.
+    """
+    if radius_px <= 0:
+        return mask
+    out = mask.copy()
+    for t in range(mask.shape[0]):
+        frame = mask[t]
+        if frame.all() or not frame.any():
+            continue
+        out[t] = ndimage.distance_transform_edt(~frame) <= radius_px
+    return out
+
+
+def scl_weights(scl: np.ndarray, params: CloudMaskParams, resolution_m: float) -> np.ndarray:
+    """Weights from the SCL layer.
+
+    Args:
+        scl: ``(T, Y, X)`` SCL class values as float (NaN where missing -> weight 0).
+        params: the class lists and buffer.
+        resolution_m: pixel size, metres (converts ``buffer_m`` to pixels).
+
+    Returns:
+        ``(T, Y, X)`` float32 weights in [0, 1]. NaN reflectance is not looked at here: the
+        caller multiplies by its finiteness (see :func:`geoxai.temporal.preprocess`).
+    """
+    if scl.ndim != 3:
+        raise InvalidInputError(f"SCL must be (time, y, x); got shape {scl.shape}.")
+    finite = np.isfinite(scl)
+    cls = np.where(finite, scl, 0).astype(np.int16)
+    buffered = np.isin(cls, params.buffered_classes) & finite
+    masked = np.isin(cls, params.masked_classes) | ~finite
+    masked |= buffer_mask(buffered, params.buffer_m / resolution_m)
+    w = np.ones(scl.shape, dtype=np.float32)
+    w[np.isin(cls, params.reduced_classes)] = np.float32(params.reduced_weight)
+    w[masked] = 0.0
+    return w
+
+
+def spectral_weights(
+    refl: np.ndarray, bands: tuple[str, ...], params: CloudMaskParams, resolution_m: float
+) -> np.ndarray:
+    """Weights from a rule on reflectances (for cubes without SCL).
+
+    Args:
+        refl: ``(T, C, Y, X)`` reflectance, NaN = nodata.
+        bands: the ``C`` canonical band names; needs B02, B03, B04, B08 and B11 (others are
+            only checked for finiteness).
+        params: thresholds (``params.spectral``) and buffer.
+        resolution_m: pixel size, metres.
+
+    Returns:
+        ``(T, Y, X)`` float32 weights in {0, 1}.
+    """
+    need = ("B02", "B03", "B04", "B08", "B11")
+    missing = [b for b in need if b not in bands]
+    if missing:
+        raise InvalidInputError(
+            f"The spectral cloud mask needs bands {list(need)}; the cube lacks {missing}. "
+            "Provide SCL (CloudMaskParams(method='scl')) or use method='none'."
+        )
+    sp = params.spectral
+    b = {name: refl[:, bands.index(name)] for name in need}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bright = (b["B02"] + b["B03"] + b["B04"]) / 3.0
+        cloud = (b["B02"] > sp.cloud_blue) & (bright > sp.cloud_brightness)
+        ndsi = (b["B03"] - b["B11"]) / (b["B03"] + b["B11"])
+        snow = (ndsi > sp.snow_ndsi) & (b["B08"] > sp.snow_nir)
+        cloud &= ~snow
+        clear = ~(cloud | snow) & np.isfinite(refl).all(axis=1)
+        nir_med = np.nanmedian(np.where(clear, b["B08"], np.nan), axis=0)
+        swir_med = np.nanmedian(np.where(clear, b["B11"], np.nan), axis=0)
+        shadow = (
+            (b["B08"] < sp.shadow_ratio * nir_med)
+            & (b["B11"] < sp.shadow_ratio * swir_med)
+            & (b["B08"] < sp.shadow_nir_max)
+        )
+    grown = buffer_mask(cloud | shadow, params.buffer_m / resolution_m)
+    w = np.isfinite(refl).all(axis=1).astype(np.float32)
+    w[grown | snow] = 0.0
+    return w
+
+
+def item_screen(cloud_cover: np.ndarray | None, params: CloudMaskParams) -> np.ndarray | None:
+    """Per-acquisition keep flags from each item's ``eo:cloud_cover`` (percent), or None.
+
+    Depends on item metadata only, so every tile that sees an item decides the same.
+    Returns None when no screening is configured.
+    """
+    if params.max_item_cloud_cover is None:
+        return None
+    if cloud_cover is None:
+        raise InvalidInputError(
+            "CloudMaskParams.max_item_cloud_cover is set but the cube has no 'eo:cloud_cover' "
+            "coordinate along time; build the cube with item properties or set it to None."
+        )
+    cc = np.asarray(cloud_cover, dtype=np.float64)
+    return ~(cc > params.max_item_cloud_cover)  # NaN cover is kept (weights still apply)

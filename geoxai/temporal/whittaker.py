@@ -1,0 +1,491 @@
+"""Weighted Whittaker smoother solved for many series at once (numpy and torch).
+
+For each series ``y`` (length ``n``) with weights ``w >= 0`` the smoother returns ``z``, the
+solution of::
+
+    (W + lambda * D_d' D_d) z = W y
+
+where ``W = diag(w)`` and ``D_d`` is the ``(n - d) x n`` matrix of ``d``-th order differences
+(Eilers 2003). Zero weights are gaps: the smoother interpolates across them (for ``d = 2`` the
+gap is bridged by a cubic-spline-like curve, straight lines at the ends).
+
+The system matrix is symmetric positive definite with bandwidth ``d`` (pentadiagonal for
+``d = 2``). It is factored as ``L D L'`` by a loop over *time* in which every operation is
+vectorized over *pixels* (``O(n d^2)`` vector operations for ``N`` pixels): no Python loop over
+pixels and no dense solve. One factorization serves every band of a pixel, because weights are
+per pixel and time, shared by the bands.
+
+The same factorization loop runs on numpy arrays (:func:`whittaker`) and on torch tensors
+(:func:`whittaker_torch`, CPU or CUDA); both give the same numbers to float64 round-off.
+
+CPU engine: when `numba <https://numba.pydata.org>`_ is installed, :func:`whittaker` runs the
+same arithmetic, operation for operation (``fastmath=False``, no FMA contraction, so the
+numbers are bit-identical to the numpy loops), as one compiled kernel: blocks of a few hundred
+contiguous pixels are spread over the cores, and each block factors once for all bands in
+cache-resident scratch, reads every value once, solves band by band and writes every result
+once, so the kernel runs near the memory bandwidth. The numpy loops (one vector operation per
+time step and band over a chunk of pixels, every one a pass over memory) stay as the fallback
+(``engine="numpy"``, or numba missing). The first call in a fresh environment compiles the
+kernel (~10 s per input dtype); numba caches it on disk (``__pycache__`` or
+``NUMBA_CACHE_DIR``). Measured in benchmarks/bench_whittaker.py.
+
+A pixel whose weights are positive on fewer than ``min_points`` nodes (at least ``d``, below
+which the system is singular) comes back as NaN with ``valid = False``; it is never an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoxai.errors import ConfigError, InvalidInputError
+
+__all__ = [
+    "ENGINES",
+    "WhittakerResult",
+    "difference_penalty_bands",
+    "whittaker",
+    "whittaker_torch",
+    "check_lambda",
+]
+
+try:  # optional compiled CPU engine; the numpy loops below are the fallback
+    from numba import njit as _njit
+    from numba import prange as _prange
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_NUMBA = False
+
+
+_NAN_UNDER_WEIGHT = (
+    "Whittaker values are NaN/inf where the weight is positive; give those observations weight 0."
+)
+
+
+ENGINES = ("auto", "numba", "numpy")
+
+
+"""CPU engines of :func:`whittaker`: "auto" = numba when installed, else numpy."""
+
+
+@dataclass(frozen=True)
+class WhittakerResult:
+    """Smoothed series and their validity.
+
+    Attributes:
+        z: smoothed values, shape ``(n, B, N)`` (or ``(n, N)`` for a 2-D input), NaN where invalid.
+        valid: ``(N,)`` bool, False for pixels with too few weighted points (nodata).
+    """
+
+    z: Any
+    valid: Any
+
+
+def check_lambda(lambda_: float, order: int) -> None:
+    """Raise :class:`ConfigError` unless ``lambda_ > 0`` (finite) and ``order`` is 1..4."""
+    if not (isinstance(lambda_, int | float) and np.isfinite(lambda_) and lambda_ > 0):
+        raise ConfigError(
+            f"Whittaker lambda_={lambda_!r} is invalid: it must be a finite number > 0 "
+            "(the reference uses 100 on a 15-day grid; larger is smoother)."
+        )
+    if not (isinstance(order, int) and 1 <= order <= 4):
+        raise ConfigError(
+            f"Whittaker order={order!r} is invalid: use an integer difference order 1..4 "
+            "(2 is the reference)."
+        )
+
+
+def difference_penalty_bands(n: int, order: int) -> np.ndarray:
+    """Lower bands of ``P = D' D`` for ``d``-th order differences on ``n`` nodes.
+
+    Returns:
+        float64 array ``(order + 1, n)``; row ``k`` holds ``P[i, i - k]`` (zero for ``i < k``).
+    """
+    if n <= order:
+        raise InvalidInputError(
+            f"A series of {n} nodes is too short for order-{order} differences; "
+            f"use at least {order + 1} nodes."
+        )
+    d = np.diff(np.eye(n), n=order, axis=0)  # (n - order, n)
+    p = d.T @ d
+    bands = np.zeros((order + 1, n))
+    for k in range(order + 1):
+        bands[k, k:] = np.diagonal(p, offset=-k)
+    return bands
+
+
+def _check_inputs(y: Any, w: Any) -> tuple[int, int, bool]:
+    """Validate shapes; return (n, N, squeeze)."""
+    if w.ndim != 2:
+        raise InvalidInputError(
+            f"Whittaker weights must be 2-D (time, pixel); got shape {tuple(w.shape)}."
+        )
+    squeeze = y.ndim == 2
+    if y.ndim not in (2, 3):
+        raise InvalidInputError(
+            f"Whittaker values must be (time, pixel) or (time, band, pixel); got {tuple(y.shape)}."
+        )
+    n, npx = int(w.shape[0]), int(w.shape[1])
+    if int(y.shape[0]) != n or int(y.shape[-1]) != npx:
+        raise InvalidInputError(
+            f"Whittaker values {tuple(y.shape)} and weights {tuple(w.shape)} disagree on the "
+            "time or pixel axis; both need (time, ..., pixel) with the same sizes."
+        )
+    return n, npx, squeeze
+
+
+def _factor(ab0: Any, bands: np.ndarray, lam: float, low: Any, dinv: Any) -> Any:
+    """In-place banded ``L D L'`` factorization, generic over numpy arrays and torch tensors.
+
+    Args:
+        ab0: ``(n, N)`` diagonal of ``W + lam P``.
+        bands: ``(d + 1, n)`` float64 penalty bands (read as python floats).
+        lam: lambda.
+        low: ``(d + 1, n, N)`` zeros; filled with the factor, ``low[k, i] = L[i, i - k]``.
+        dinv: ``(n, N)`` scratch; filled with ``1 / D``.
+
+    Returns:
+        ``(n, N)`` the pivots ``D`` (all > 0 for a positive definite system).
+    """
+    n = ab0.shape[0]
+    p = bands.shape[0] - 1
+    piv = ab0 * 0.0
+    for i in range(n):
+        kmax = min(i, p)
+        for k in range(kmax, 0, -1):  # column j = i - k, in increasing j
+            j = i - k
+            s = lam * float(bands[k, i])
+            for m in range(max(i - p, 0), j):
+                s = s - low[i - m, i] * low[j - m, j] * piv[m]
+            low[k, i] = s * dinv[j]
+        di = ab0[i]
+        for k in range(1, kmax + 1):
+            di = di - low[k, i] * low[k, i] * piv[i - k]
+        piv[i] = di
+        dinv[i] = 1.0 / di
+    return piv
+
+
+def _solve_torch(b: Any, low: Any, dinv: Any) -> None:
+    """Solve ``L D L' z = b`` in place on torch tensors; ``b`` is ``(n, B, N)``."""
+    n = b.shape[0]
+    p = low.shape[0] - 1
+    for i in range(1, n):
+        for k in range(1, min(i, p) + 1):
+            b[i].addcmul_(low[k, i], b[i - k], value=-1.0)
+    b.mul_(dinv[:, None, :])
+    for i in range(n - 2, -1, -1):
+        for k in range(1, min(n - 1 - i, p) + 1):
+            b[i].addcmul_(low[k, i + k], b[i + k], value=-1.0)
+
+
+def _solve_numpy(b: np.ndarray, low: np.ndarray, dinv: np.ndarray) -> None:
+    """Numpy twin of :func:`_solve_torch` with a preallocated temporary."""
+    n = b.shape[0]
+    p = low.shape[0] - 1
+    tmp = np.empty_like(b[0])
+    for i in range(1, n):
+        for k in range(1, min(i, p) + 1):
+            np.multiply(low[k, i], b[i - k], out=tmp)
+            np.subtract(b[i], tmp, out=b[i])
+    np.multiply(b, dinv[:, None, :], out=b)
+    for i in range(n - 2, -1, -1):
+        for k in range(1, min(n - 1 - i, p) + 1):
+            np.multiply(low[k, i + k], b[i + k], out=tmp)
+            np.subtract(b[i], tmp, out=b[i])
+
+
+def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-untyped-def]
+    """Compiled engine: smooth blocks of ``blk`` pixels in parallel (see the module doc).
+
+    Same operations in the same order as :func:`_factor` + :func:`_solve_numpy` per pixel, so
+    the results are bit-identical to the numpy engine. ``y`` ``(n, B, N)`` float32/float64,
+    ``w`` ``(n, N)`` float64, ``bands`` ``(d + 1, n)``; fills ``z`` ``(n, B, N)`` float64 and
+    ``valid`` ``(N,)``. Returns the number of values that are NaN/inf under a positive weight
+    (the caller raises if it is not 0).
+    """
+    n, nb, npx = y.shape
+    p = bands.shape[0] - 1
+    nblk = (npx + blk - 1) // blk
+    bad = np.zeros(nblk, dtype=np.int64)
+    for ib in _prange(nblk):
+        s = ib * blk
+        m = min(s + blk, npx) - s
+        ok = np.empty(m, dtype=np.bool_)
+        wc = np.empty((n, m))
+        low = np.zeros((p + 1, n, m))
+        dinv = np.empty((n, m))
+        piv = np.empty((n, m))
+        bb = np.empty((n, m))
+        cnt = np.zeros(m, dtype=np.int64)
+        for i in range(n):  # row order: contiguous, vectorized
+            for q in range(m):
+                cnt[q] += w[i, s + q] > 0
+        for q in range(m):
+            ok[q] = cnt[q] >= need
+        for i in range(n):
+            for q in range(m):
+                wc[i, q] = w[i, s + q] if ok[q] else 1.0  # dummy weights keep it regular
+        # L D L' factorization, once for all bands (order of operations as in _factor)
+        for i in range(n):
+            kmax = min(i, p)
+            for k in range(kmax, 0, -1):
+                j = i - k
+                lb = lam * bands[k, i]
+                for q in range(m):
+                    low[k, i, q] = lb
+                for mm in range(max(i - p, 0), j):
+                    for q in range(m):
+                        low[k, i, q] = (
+                            low[k, i, q] - low[i - mm, i, q] * low[j - mm, j, q] * piv[mm, q]
+                        )
+                for q in range(m):
+                    low[k, i, q] = low[k, i, q] * dinv[j, q]
+            lb0 = lam * bands[0, i]
+            for q in range(m):
+                piv[i, q] = wc[i, q] + lb0
+            for k in range(1, kmax + 1):
+                for q in range(m):
+                    piv[i, q] = piv[i, q] - low[k, i, q] * low[k, i, q] * piv[i - k, q]
+            for q in range(m):
+                dinv[i, q] = 1.0 / piv[i, q]
+        for i in range(n):
+            for q in range(m):
+                ok[q] = ok[q] and piv[i, q] > 0
+        for q in range(m):
+            valid[s + q] = ok[q]
+        nbad = 0
+        for c in range(nb):
+            # right-hand side W y (0 where the value is missing or the pixel is nodata)
+            for i in range(n):
+                for q in range(m):
+                    yv = np.float64(y[i, c, s + q])
+                    wv = w[i, s + q]
+                    if not np.isfinite(yv):
+                        if wv > 0:
+                            nbad += 1
+                        bb[i, q] = 0.0
+                    elif not ok[q]:  # nodata pixel (dummy weights): zero right-hand side
+                        bb[i, q] = 0.0
+                    else:
+                        bb[i, q] = yv * wv
+            for i in range(1, n):  # forward substitution L u = b
+                for k in range(1, min(i, p) + 1):
+                    for q in range(m):
+                        bb[i, q] = bb[i, q] - low[k, i, q] * bb[i - k, q]
+            for i in range(n - 1, -1, -1):  # D^-1, then back substitution L' z = D^-1 u
+                for q in range(m):
+                    bb[i, q] = bb[i, q] * dinv[i, q]
+                for k in range(1, min(n - 1 - i, p) + 1):
+                    for q in range(m):
+                        bb[i, q] = bb[i, q] - low[k, i + k, q] * bb[i + k, q]
+            for i in range(n):
+                for q in range(m):
+                    z[i, c, s + q] = bb[i, q] if ok[q] else np.nan
+        bad[ib] = nbad
+    return bad.sum()
+
+
+if HAVE_NUMBA:
+    _smooth_blocks_nb = _njit(parallel=True, cache=True, fastmath=False, nogil=True)(_smooth_blocks)
+
+
+def _block_px(n: int) -> int:
+    """Pixels per compiled block: scratch ``~6 n blk`` float64 (~1 MB) stays in a core's L2."""
+    return int(min(512, max(32, (24576 // max(n, 1)) // 16 * 16)))
+
+
+def _numba_threads(threads: int | None) -> int:
+    """Threads for the compiled engine: ``threads``, else ``OMP_NUM_THREADS`` when set (Ray
+    sets it to an actor's CPUs), else numba's current setting; capped by numba's pool."""
+    import numba
+
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else numba.get_num_threads()
+    pool = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    return max(1, min(int(threads), pool))
+
+
+_KERNEL_LOCK = threading.Lock()
+
+
+def _run_kernel(*args: Any) -> int:
+    """Run the compiled kernel with the requested threads (restored afterwards).
+
+    numba's "workqueue" threading layer (the one left when neither TBB nor OpenMP is usable)
+    aborts the process on concurrent parallel launches, so calls are serialized unless the
+    layer is known to be thread-safe; the kernel releases the GIL either way.
+    """
+    import numba
+
+    *kargs, threads = args
+    try:
+        safe = numba.threading_layer() in ("tbb", "omp")
+    except ValueError:  # no parallel kernel has run yet: layer unknown
+        safe = False
+    with contextlib.nullcontext() if safe else _KERNEL_LOCK:
+        before = numba.get_num_threads()
+        numba.set_num_threads(_numba_threads(threads))
+        try:
+            return int(_smooth_blocks_nb(*kargs))
+        finally:
+            numba.set_num_threads(before)
+
+
+def whittaker(
+    y: np.ndarray,
+    w: np.ndarray,
+    lambda_: float,
+    order: int = 2,
+    *,
+    min_points: int | None = None,
+    chunk: int = 2048,
+    engine: str = "auto",
+    threads: int | None = None,
+) -> WhittakerResult:
+    """Weighted Whittaker smoothing of many series on one regular grid (CPU, float64).
+
+    Args:
+        y: values ``(n, B, N)`` or ``(n, N)`` (time first, pixels last); may hold NaN/inf where
+            the weight is 0.
+        w: weights ``(n, N)``, finite and ``>= 0``; shared by the ``B`` bands of a pixel.
+        lambda_: smoothing strength on this grid's spacing (> 0).
+        order: difference order ``d`` (2 = the reference).
+        min_points: fewest nodes with positive weight for a valid pixel (default and minimum
+            ``order``, below which the system is singular).
+        chunk: pixels per block of the numpy engine (bounds its scratch memory:
+            ``~8 (d + B + 3) n chunk`` bytes); the numba engine sizes its own blocks.
+        engine: "auto" (numba when installed, else numpy), "numba" or "numpy"; both give
+            bit-identical results.
+        threads: threads of the numba engine (None: ``OMP_NUM_THREADS`` when set, else all
+            of numba's); the numpy engine is single-threaded.
+
+    Returns:
+        :class:`WhittakerResult` with ``z`` float64 shaped like ``y`` (NaN on invalid pixels).
+    """
+    check_lambda(lambda_, order)
+    if engine not in ENGINES:
+        raise ConfigError(
+            f"Whittaker engine={engine!r} is unknown; use one of {', '.join(ENGINES)}."
+        )
+    if engine == "numba" and not HAVE_NUMBA:
+        raise ConfigError(
+            "Whittaker engine='numba' needs the numba package (pip install numba); "
+            "use engine='auto' to fall back to numpy."
+        )
+    y = np.asarray(y)
+    w = np.asarray(w, dtype=np.float64)
+    n, npx, squeeze = _check_inputs(y, w)
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise InvalidInputError(
+            "Whittaker weights must be finite and >= 0; set the weight of a missing "
+            "observation to 0 instead of NaN or a negative value."
+        )
+    yv = y[:, None, :] if squeeze else y
+    nb = yv.shape[1]
+    bands = difference_penalty_bands(n, order)
+    need = max(order, int(min_points or order))
+    z = np.empty((n, nb, npx), dtype=np.float64)
+    valid = np.empty(npx, dtype=bool)
+    if HAVE_NUMBA and engine != "numpy":
+        if yv.dtype not in (np.float32, np.float64):
+            yv = yv.astype(np.float64)
+        nbad = _run_kernel(yv, w, bands, float(lambda_), need, _block_px(n), z, valid, threads)
+        if nbad:
+            raise InvalidInputError(_NAN_UNDER_WEIGHT)
+        return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)
+    for s in range(0, npx, chunk):
+        e = min(s + chunk, npx)
+        wc = w[:, s:e]
+        with np.errstate(invalid="ignore"):  # inf * 0 under zero weight: zeroed below
+            b = np.multiply(yv[:, :, s:e], wc[:, None, :], dtype=np.float64)  # W y
+        pos = wc > 0
+        ok = pos.sum(axis=0) >= need
+        if not np.isfinite(b).all():  # NaN/inf values: allowed only under zero weight
+            finite = np.isfinite(yv[:, :, s:e])
+            if (pos[:, None, :] & ~finite).any():
+                raise InvalidInputError(_NAN_UNDER_WEIGHT)
+            b[~finite] = 0.0
+        if not ok.all():
+            wc = np.where(ok[None, :], wc, 1.0)  # dummy weights keep the system regular
+            b[:, :, ~ok] = 0.0
+        ab0 = wc + lambda_ * bands[0][:, None]
+        low = np.zeros((order + 1, n, e - s))
+        dinv = np.empty((n, e - s))
+        piv = _factor(ab0, bands, float(lambda_), low, dinv)
+        _solve_numpy(b, low, dinv)
+        ok &= np.all(piv > 0, axis=0)
+        if not ok.all():
+            b[:, :, ~ok] = np.nan
+        z[:, :, s:e] = b
+        valid[s:e] = ok
+    return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)
+
+
+def whittaker_torch(
+    y: Any,
+    w: Any,
+    lambda_: float,
+    order: int = 2,
+    *,
+    min_points: int | None = None,
+    chunk: int | None = None,
+) -> WhittakerResult:
+    """Torch twin of :func:`whittaker` on the tensors' device (CPU or CUDA).
+
+    Same arguments and result as :func:`whittaker`, with torch tensors (numpy arrays are
+    converted, on CPU). Computes in the dtype of ``y`` promoted to at least float32; pass
+    float64 to match the numpy path to round-off (1e-10 in tests/test_whittaker.py); float32
+    loses about three digits inside long gaps (2e-3 absolute on reflectance-like values at
+    lambda = 100 in the tests), so the pipeline uses float64 on every device.
+    """
+    import torch
+
+    check_lambda(lambda_, order)
+    y = torch.as_tensor(y)
+    w = torch.as_tensor(w, device=y.device)
+    n, npx, squeeze = _check_inputs(y, w)
+    dtype = y.dtype if y.dtype in (torch.float32, torch.float64) else torch.float32
+    w = w.to(dtype)
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise InvalidInputError(
+            "Whittaker weights must be finite and >= 0; set the weight of a missing "
+            "observation to 0 instead of NaN or a negative value."
+        )
+    yv = (y[:, None, :] if squeeze else y).to(dtype)
+    nb = yv.shape[1]
+    bands = difference_penalty_bands(n, order)
+    bands0 = torch.as_tensor(bands[0], dtype=dtype, device=y.device)
+    need = max(order, int(min_points or order))
+    if chunk is None:  # cache-sized blocks on CPU, few big launches on a GPU
+        chunk = 4096 if y.device.type == "cpu" else 1 << 20
+    z = torch.empty((n, nb, npx), dtype=dtype, device=y.device)
+    valid = torch.empty(npx, dtype=torch.bool, device=y.device)
+    for s in range(0, npx, chunk):
+        e = min(s + chunk, npx)
+        wc = w[:, s:e]
+        yc = yv[:, :, s:e]
+        pos = wc > 0
+        if bool((pos[:, None, :] & ~torch.isfinite(yc)).any()):
+            raise InvalidInputError(_NAN_UNDER_WEIGHT)
+        ok = pos.sum(dim=0) >= need
+        wc = torch.where(ok[None, :], wc, torch.ones_like(wc))
+        keep = pos[:, None, :] & ok[None, None, :]
+        b = torch.where(keep, wc[:, None, :] * torch.nan_to_num(yc), torch.zeros_like(yc))
+        ab0 = wc + float(lambda_) * bands0[:, None]
+        low = torch.zeros((order + 1, n, e - s), dtype=dtype, device=y.device)
+        dinv = torch.empty((n, e - s), dtype=dtype, device=y.device)
+        piv = _factor(ab0, bands, float(lambda_), low, dinv)
+        _solve_torch(b, low, dinv)
+        ok = ok & (piv > 0).all(dim=0)
+        b[:, :, ~ok] = float("nan")
+        z[:, :, s:e] = b
+        valid[s:e] = ok
+    return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)
