@@ -45,7 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geoxai.temporal.whittaker import HAVE_NUMBA, whittaker, whittaker_torch
+from geoxai.temporal.whittaker import HAVE_NUMBA, whittaker, whittaker_torch  # noqa: E402
 
 LAMBDA = 100.0
 BANDS = 10

@@ -37,6 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from geoxai.errors import ConfigError
 from geoxai.provenance import config_hash
+from geoxai.temporal.s1 import S1Params
+from geoxai.temporal.terrain import DemParams
 
 if TYPE_CHECKING:
     from geoxai.temporal.s1 import S1Params
@@ -193,7 +195,6 @@ class Sentinel1Config(_Strict):
 
     def params(self) -> S1Params:
         """The :class:`geoxai.s1.S1Params` of this section."""
-        from geoxai.temporal.s1 import S1Params
 
         return S1Params(**self.model_dump(exclude={"url", "scale"}))
 
@@ -223,7 +224,6 @@ class DemConfig(_Strict):
 
     def params(self) -> DemParams:
         """The :class:`geoxai.dem.DemParams` of this section."""
-        from geoxai.temporal.terrain import DemParams
 
         return DemParams(**self.model_dump(exclude={"url"}))
 

@@ -11,13 +11,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy
+import xarray
+
+from geoxai import __version__
+
 __all__ = ["code_version", "config_hash", "canonical_json", "environment"]
 
 
 @cache
 def code_version() -> str:
     """``"geoxai <version>+g<sha>[.dirty]"`` when run from a git checkout, else the version."""
-    from geoxai import __version__
 
     root = Path(__file__).resolve().parent.parent
     try:
@@ -59,8 +63,6 @@ def config_hash(obj: Any) -> str:
 
 def environment() -> dict[str, str]:
     """Versions of the interpreter and the libraries that shape numbers."""
-    import numpy
-    import xarray
 
     env = {
         "python": platform.python_version(),
@@ -69,7 +71,7 @@ def environment() -> dict[str, str]:
         "platform": platform.platform(),
     }
     try:
-        import torch
+        import torch  # lazy: torch (~1 s import) only on this path
 
         env["torch"] = torch.__version__
     except ImportError:  # pragma: no cover - torch is a dependency

@@ -5,6 +5,8 @@ An AOI is split by UTM zone, then covered by tiles of the zone's lattice (:mod:`
 
 from __future__ import annotations
 
+import difflib
+import importlib.resources
 import json
 import math
 import re
@@ -37,7 +39,6 @@ UTM_MAX_LAT = 84.0
 @cache
 def _country_index() -> dict[str, Path]:
     """Map ISO 3166 alpha-2 and alpha-3 codes to countryinfo's per-country JSON files."""
-    import importlib.resources
 
     index: dict[str, Path] = {}
     data = importlib.resources.files("countryinfo") / "data"
@@ -64,8 +65,6 @@ def country_geometry(code: str) -> BaseGeometry:
     index = _country_index()
     path = index.get(code.upper())
     if path is None:
-        import difflib
-
         close = difflib.get_close_matches(code.upper(), list(index), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise AOIError(

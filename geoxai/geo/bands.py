@@ -23,6 +23,7 @@ __all__ = [
     "check_bands",
 ]
 
+
 @dataclass(frozen=True)
 class Band:
     """One Sentinel-2 band.

@@ -166,7 +166,7 @@ class TileSpec:
     @property
     def geobox(self) -> Any:
         """The haloed grid as an ``odc.geo.geobox.GeoBox``."""
-        from odc.geo.geobox import GeoBox
+        from odc.geo.geobox import GeoBox  # lazy: odc-geo only on this path
 
         return GeoBox(self.shape, self.transform, self.crs)
 

@@ -28,8 +28,6 @@ ModelFn = Callable[[torch.Tensor], torch.Tensor]
 """A model: ``(B, T, C, h, w)`` (or ``(B, C, h, w)``) windows -> ``(B, K, h', w')`` maps."""
 
 
-
-
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -17,11 +17,13 @@ from geoxai.errors import (
     ModelBundleError,
 )
 from geoxai.inference.windows import REFERENCE_SIGMA_RATIO, WindowMerger, gaussian_weights
+from geoxai.io.cog import write_array_cog
 from geoxai.models.bundle import load_bundle
 
 __all__ = [
     "classify_scene",
 ]
+
 
 def _axis_starts(n: int, window: int, stride: int) -> list[int]:
     """Window starts along an axis of ``n`` px: every ``stride`` px, the last flush with the end."""
@@ -70,9 +72,7 @@ def classify_scene(
             stride is out of range.
         DataAccessError: the scene cannot be read.
     """
-    import rasterio
-
-    from geoxai.io.cog import write_array_cog
+    import rasterio  # lazy: rasterio (GDAL) only on this path
 
     b = load_bundle(bundle, device)
     spec = b.spec

@@ -78,8 +78,6 @@ MIN_WEIGHT = 1e-6
 """Floor of the Gaussian weights (relative to the peak 1); only reached for sigma << window."""
 
 
-
-
 @dataclass(frozen=True)
 class WindowParams:
     """How a tile is cut into lattice windows and blended.
@@ -392,6 +390,7 @@ class WindowMerger:
             values=out.to(torch.float32).cpu().numpy(),
             weight=den.to(torch.float32).cpu().numpy(),
         )
+
 
 def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """A CPU tensor as a numpy array without a copy where possible (bf16/fp16 -> float32)."""

@@ -2,7 +2,8 @@
 (stackstac), Sentinel-1 and DEM reading, Zarr stores and commit markers, zone output stores and
 the run layout, COGs and mosaics, EuroSAT and user rasters. Compute packages never import it.
 
-Modules: ``cog``, ``cube``, ``dem``, ``eurosat``, ``layout``, ``location``, ``rasters``, ``s1``, ``stac``, ``stac_items``, ``store``, ``zonestore``. Names below load on first use.
+Modules: ``cog``, ``cube``, ``dem``, ``eurosat``, ``layout``, ``location``, ``rasters``, ``s1``,
+``stac``, ``stac_items``, ``store``, ``zonestore``. Names below load on first use.
 """
 
 import lazy_loader as _lazy

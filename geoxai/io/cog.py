@@ -93,8 +93,8 @@ def validate_cog(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         CorruptDataError: the file is not a valid COG (the message lists rio-cogeo's errors).
     """
-    import rasterio
-    from rio_cogeo.cogeo import cog_validate
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+    from rio_cogeo.cogeo import cog_validate  # lazy: rio-cogeo only when a COG is written
 
     is_valid, errors, warnings = cog_validate(str(path), quiet=True)
     if not is_valid:
@@ -138,7 +138,7 @@ def write_cog(
         CorruptDataError: GDAL wrote something rio-cogeo does not accept as a COG.
         StoreError: the file could not be written to ``url``.
     """
-    from rasterio.transform import from_origin
+    from rasterio.transform import from_origin  # lazy: rasterio (GDAL) only on this path
 
     a = _as_bands(values, band_names, f"COG {url}")
     n = tile.core_px
@@ -194,7 +194,7 @@ def write_array_cog(
         CorruptDataError: GDAL wrote something rio-cogeo does not accept as a COG.
         StoreError: the file could not be written to ``url``.
     """
-    import rasterio
+    import rasterio  # lazy: rasterio (GDAL) only on this path
 
     a = _as_bands(values, band_names, f"COG {url}")
     h, w = int(a.shape[1]), int(a.shape[2])
@@ -317,7 +317,7 @@ def build_vrt(
     Raises:
         InvalidInputError: no tiles, tiles of several zones, or a tile off ``grid``.
     """
-    from rasterio.crs import CRS
+    from rasterio.crs import CRS  # lazy: rasterio (GDAL) only on this path
 
     if not tiles:
         raise InvalidInputError(f"build_vrt({spec.name}): no tiles; nothing to mosaic.")

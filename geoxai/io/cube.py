@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 import pystac
 import xarray as xr
+from shapely.geometry import shape
 from stackstac.rio_reader import AutoParallelRioReader
 
 from geoxai.errors import (
@@ -64,6 +65,10 @@ from geoxai.errors import (
 )
 from geoxai.geo.bands import CUBE_BANDS, SCL, check_bands
 from geoxai.geo.grid import TileSpec
+from geoxai.io import store
+from geoxai.io.stac import search
+from geoxai.io.stac_items import band_scaling, normalize_item
+from geoxai.io.stac_items import check_bands as require_bands
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
@@ -110,8 +115,6 @@ def _centre_lon(item: pystac.Item) -> float:
         x0, x1 = (b[0], b[3]) if len(b) == 6 else (b[0], b[2])
         return float((x0 + x1) / 2) if x0 <= x1 else float(((x0 + x1 + 360) / 2 + 180) % 360 - 180)
     if item.geometry:
-        from shapely.geometry import shape
-
         return float(shape(item.geometry).centroid.x)
     return 0.0
 
@@ -135,7 +138,6 @@ def _as_day(value: Any, what: str) -> dt.date | None:
 
 
 def _normalized(items: Sequence[pystac.Item | Mapping[str, Any]]) -> list[pystac.Item]:
-    from geoxai.io.stac_items import normalize_item
 
     out: dict[str, pystac.Item] = {}
     for it in items:
@@ -207,8 +209,8 @@ def stack_assets(
     Raises:
         ValueError: no item overlaps the bounds (stackstac's message).
     """
-    import stackstac
-    from rasterio.enums import Resampling
+    import stackstac  # lazy: stackstac (dask graph builder) only when a cube is built
+    from rasterio.enums import Resampling  # lazy: rasterio (GDAL) only on this path
 
     plain = [
         it.to_dict(include_self_link=False, transform_hrefs=False)
@@ -306,8 +308,6 @@ def build_cube(
         )
     keyed.sort(key=lambda kv: kv[0])
     chosen = [it for _, it in keyed]
-    from geoxai.io.stac_items import band_scaling
-    from geoxai.io.stac_items import check_bands as require_bands
 
     require_bands(chosen, list(names), on_missing="raise")
 
@@ -452,13 +452,10 @@ def build_tile_cube(
     Raises:
         NoDataError, DataAccessError, CorruptDataError, StacError, StoreError.
     """
-    from geoxai.io import store
 
     t0 = time.perf_counter()
     items: list[Any]
     if is_location(source):
-        from geoxai.io.stac import search
-
         items = search(
             source,
             collections=collection,
@@ -497,7 +494,7 @@ class _DaskProgress:
     """Report finished dask tasks as ``progress(done, total)`` (a dask local-scheduler callback)."""
 
     def __init__(self, progress: Callable[[int, int], None]) -> None:
-        from dask.callbacks import Callback
+        from dask.callbacks import Callback  # lazy: dask only when a graph is computed
 
         self._progress = progress
         self._total = 0

@@ -1,5 +1,4 @@
-"""DEM reading: search the DEM collection for a tile and mosaic/reproject it onto the tile grid.
-"""
+"""DEM reading: search the DEM collection for a tile and mosaic/reproject it onto the tile grid."""
 
 from __future__ import annotations
 
@@ -15,13 +14,13 @@ import xarray as xr
 from geoxai.errors import InvalidInputError, NoDataError
 from geoxai.geo.grid import TileSpec
 from geoxai.io.cube import stack_assets
+from geoxai.io.stac import search
 from geoxai.temporal.terrain import DEM_BAND, DemParams
 
 __all__ = [
     "search_dem",
     "build_dem",
 ]
-
 
 
 def search_dem(
@@ -31,7 +30,6 @@ def search_dem(
     **search_kwargs: Any,
 ) -> list[pystac.Item]:
     """DEM items over the tile's extended footprint (NoDataError when none)."""
-    from geoxai.io.stac import search
 
     ext = tile.with_halo(tile.halo_px + params.extra_px)
     return search(

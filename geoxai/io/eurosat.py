@@ -242,7 +242,7 @@ def read_eurosat(
         CorruptDataError: a GeoTIFF is unreadable or not 13 bands.
         InvalidInputError: unknown split or class name.
     """
-    import rasterio
+    import rasterio  # lazy: rasterio (GDAL) only on this path
 
     base = Path(root)
     if not base.is_dir():

@@ -14,6 +14,7 @@ __all__ = [
     "RunLayout",
 ]
 
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where the outputs of one run and year live (see the module docstring).

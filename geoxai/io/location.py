@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
+
 from geoxai.errors import GeoXAIError, InvalidInputError, StoreError
 
 __all__ = [
@@ -69,7 +71,6 @@ class StoreLocation:
 
     def filesystem(self) -> Any:
         """The fsspec filesystem for this location (s3fs for S3, local otherwise)."""
-        import fsspec
 
         if self.is_s3:
             return fsspec.filesystem("s3", **dict(self.storage_options))

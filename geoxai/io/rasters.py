@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 from affine import Affine
 from pydantic import BaseModel, ConfigDict, Field
+from pyproj import Transformer
 
-from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.errors import ConfigError, DataAccessError, InvalidInputError, look_up_option
 
 __all__ = [
     "RasterInput",
@@ -158,8 +160,8 @@ class _RasterMeta:
 
 
 def _open(path: str, what: str) -> Any:
-    import rasterio
-    from rasterio.errors import RasterioIOError
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+    from rasterio.errors import RasterioIOError  # lazy: rasterio (GDAL) only on this path
 
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise DataAccessError(f"{what} {path!r} does not exist; check the path in the config.")
@@ -204,8 +206,8 @@ def _raster_meta(inp: RasterInput) -> _RasterMeta:
 
 
 def _crs(value: Any) -> Any:
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
+    from rasterio.crs import CRS  # lazy: rasterio (GDAL) only on this path
+    from rasterio.errors import CRSError  # lazy: rasterio (GDAL) only on this path
 
     try:
         return CRS.from_user_input(value)
@@ -215,8 +217,6 @@ def _crs(value: Any) -> Any:
 
 def _to_crs(geom: Any, src_crs: Any, dst_crs: Any) -> Any:
     """``geom`` reprojected (densified first so edges bend like the projection)."""
-    import shapely
-    from pyproj import Transformer
 
     if _crs(src_crs) == _crs(dst_crs):
         return geom
@@ -228,7 +228,6 @@ def _to_crs(geom: Any, src_crs: Any, dst_crs: Any) -> Any:
 
 
 def _footprint(meta: _RasterMeta, dst_crs: Any) -> Any:
-    import shapely
 
     t = meta.transform
     corners = [t * (0, 0), t * (meta.width, 0), t * (meta.width, meta.height), t * (0, meta.height)]
@@ -251,8 +250,7 @@ def _is_vector(path: str) -> bool:
 
 def _read_polygons(mask: MaskInput, dst_crs: Any) -> list[Any]:
     """Mask polygons reprojected to ``dst_crs`` (filtered by attribute/values)."""
-    import pyogrio
-    import shapely
+    import pyogrio  # lazy: pyogrio (GDAL vectors) only when a vector file is read
 
     if not Path(mask.path).exists():
         raise DataAccessError(f"Mask {mask.path!r} does not exist; check mask.path.")
@@ -260,8 +258,6 @@ def _read_polygons(mask: MaskInput, dst_crs: Any) -> list[Any]:
         info = pyogrio.read_info(mask.path)
         cols = [mask.attribute] if mask.attribute else None
         if mask.attribute and mask.attribute not in list(info["fields"]):
-            from geoxai.errors import look_up_option
-
             look_up_option(
                 mask.attribute, [str(f) for f in info["fields"]], what=f"attribute of {mask.path}"
             )
@@ -315,7 +311,6 @@ def derive_grid(
         InvalidInputError: rasters that do not overlap each other or the mask area.
         DataAccessError: a file that is missing or unreadable.
     """
-    import shapely
 
     metas, dst, common = _rasters_overlap(rasters, crs)
     crs_str = dst.to_string()
@@ -419,9 +414,9 @@ def _fmt(b: tuple[float, ...]) -> str:
 
 def _read_band_block(meta: _RasterMeta, grid: Grid) -> tuple[np.ndarray, Affine] | None:
     """The bands over the grid's footprint (+2 px), float32 with NaN nodata, and its transform."""
-    import rasterio
-    from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, from_bounds
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+    from rasterio.warp import transform_bounds  # lazy: rasterio (GDAL) only on this path
+    from rasterio.windows import Window, from_bounds  # lazy: rasterio (GDAL) only on this path
 
     b = transform_bounds(_crs(grid.crs), meta.crs, *grid.bounds, densify_pts=21)
     with rasterio.open(meta.path) as src:
@@ -450,8 +445,8 @@ def stack_rasters(metas: list[_RasterMeta], grid: Grid) -> tuple[np.ndarray, lis
     Resampling: ``average`` for a source finer than the grid (down-sampling), ``bilinear``
     otherwise. Nodata (file value, internal mask, override, NaN) never enters an average.
     """
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
+    from rasterio.enums import Resampling  # lazy: rasterio (GDAL) only on this path
+    from rasterio.warp import reproject  # lazy: rasterio (GDAL) only on this path
 
     h, w = grid.shape
     out = np.full((sum(len(m.bands) for m in metas), h, w), np.nan, np.float32)
@@ -480,9 +475,9 @@ def stack_rasters(metas: list[_RasterMeta], grid: Grid) -> tuple[np.ndarray, lis
 
 def rasterize_labels(mask: MaskInput, grid: Grid, area: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(target uint8 0/1, in_area bool)`` on ``grid`` from the mask and the labelled area."""
-    from rasterio.enums import Resampling
-    from rasterio.features import rasterize
-    from rasterio.warp import reproject
+    from rasterio.enums import Resampling  # lazy: rasterio (GDAL) only on this path
+    from rasterio.features import rasterize  # lazy: rasterio (GDAL) only on this path
+    from rasterio.warp import reproject  # lazy: rasterio (GDAL) only on this path
 
     h, w = grid.shape
     in_area = rasterize(

@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 import pystac
 import xarray as xr
+from shapely.geometry import box, shape
 
 from geoxai.errors import (
     ConfigError,
@@ -68,6 +69,9 @@ from geoxai.errors import (
     NoDataError,
 )
 from geoxai.geo.grid import TileSpec
+from geoxai.io.cube import item_datetime, stack_assets
+from geoxai.io.stac import search
+from geoxai.io.stac_items import S1_POLARIZATIONS, band_scaling, normalize_item, sensor
 from geoxai.temporal.s1 import CUBE_NAME, FLAG_MISSING_POL, FLAG_MIXED_ORBIT, S1Params
 
 __all__ = [
@@ -85,20 +89,6 @@ log = logging.getLogger(__name__)
 
 
 """Canonical names of the backscatter bands (the model features), in cube order."""
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @dataclass(frozen=True)
@@ -130,7 +120,6 @@ def orbit_direction(item: pystac.Item) -> str | None:
 
 
 def _norm(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:
-    from geoxai.io.stac_items import normalize_item, sensor
 
     norm = normalize_item(item if isinstance(item, pystac.Item) else dict(item))
     if sensor(norm) != "sentinel-1":
@@ -144,7 +133,6 @@ def _norm(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:
 
 def item_polarizations(item: pystac.Item) -> tuple[str, ...]:
     """Polarisations with a data asset (``("VV", "VH")``), upper case, after normalization."""
-    from geoxai.io.stac_items import S1_POLARIZATIONS
 
     norm = _norm(item)
     return tuple(p.upper() for p in S1_POLARIZATIONS if p in norm.assets)
@@ -189,7 +177,6 @@ def choose_orbit(
     region: str = "items",
 ) -> OrbitChoice:
     """Apply the orbit rule (module docstring) to the items of one super-block."""
-    from geoxai.io.cube import item_datetime
 
     days: dict[str, set[dt.date]] = {"ascending": set(), "descending": set(), "unknown": set()}
     for it in items:
@@ -239,9 +226,6 @@ def search_s1(
     Raises:
         NoDataError: no S1 item over the super-block (callers turn it into :func:`s1_nodata`).
     """
-    from shapely.geometry import box, shape
-
-    from geoxai.io.stac import search
 
     block = superblock(tile, params.superblock_tiles)
     found = search(
@@ -265,13 +249,11 @@ def search_s1(
 def _stack_pol(
     items: list[pystac.Item], tile: TileSpec, pol: str, params: S1Params
 ) -> xr.DataArray:
-    from geoxai.io.cube import stack_assets
 
     return stack_assets(items, tile, [pol.lower()], params.resampling, 1024)
 
 
 def _to_power(da: xr.DataArray, items: list[pystac.Item], pol: str, params: S1Params):
-    from geoxai.io.stac_items import band_scaling
 
     scale = np.ones(len(items), np.float32)
     offset = np.zeros(len(items), np.float32)
@@ -325,7 +307,6 @@ def build_s1_cube(
         DataAccessError: an item lacks a polarisation and the policy is ``"raise"``.
         ConfigError: GRD amplitude items without ``grd_calibration``.
     """
-    from geoxai.io.cube import item_datetime
 
     d0 = pd.Timestamp(start).date() if start is not None else None
     d1 = pd.Timestamp(end).date() if end is not None else None

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import pystac
+from shapely.geometry import box, shape
 
 from geoxai.errors import DataAccessError, InvalidInputError, NoDataError, StacError
 from geoxai.io.stac_items import _item_datetime, _item_from_dict, check_bands, normalize_item
@@ -144,7 +145,6 @@ def _parse_instant(text: str) -> dt.datetime | None:
 
 
 def _local_filter(items: Iterable[pystac.Item], params: dict[str, Any]) -> Iterator[pystac.Item]:
-    from shapely.geometry import box, shape
 
     collections = set(params.get("collections") or ())
     region = None
@@ -233,11 +233,15 @@ def _api_items(
     timeout: float,
     headers: dict[str, str] | None,
 ) -> Iterator[pystac.Item]:
-    import requests
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
-    from pystac_client.stac_api_io import StacApiIO
-    from urllib3 import Retry
+    import requests  # lazy: requests only for HTTP probes
+    from pystac_client import Client  # lazy: pystac-client only when an API is searched
+    from pystac_client.exceptions import (
+        APIError,  # lazy: pystac-client only when an API is searched
+    )
+    from pystac_client.stac_api_io import (
+        StacApiIO,  # lazy: pystac-client only when an API is searched
+    )
+    from urllib3 import Retry  # lazy: urllib3 only for HTTP retries
 
     retry = Retry(
         total=retries,
@@ -315,7 +319,9 @@ def search(
         StacError: the API was unreachable or answered with an error after all retries.
         DataAccessError: an item lacks one of ``bands`` (``on_missing="raise"``).
     """
-    from pystac_client.item_search import ItemSearch
+    from pystac_client.item_search import (
+        ItemSearch,  # lazy: pystac-client only when an API is searched
+    )
 
     cols = [collections] if isinstance(collections, str) else list(collections or [])
     if not cols:

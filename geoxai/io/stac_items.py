@@ -1,4 +1,5 @@
-"""STAC item normalization: canonical band names, EPSG and reflectance scaling, whatever the catalog.
+"""STAC item normalization: canonical band names, EPSG and reflectance scaling, whatever the
+catalog.
 
 Earth Search v0/v1 (``B04``/``red`` keys, ``proj:code``) and Planetary Computer items are mapped
 to one shape: assets keyed by canonical band (``B02``..``B12``, ``SCL``; ``VV``/``VH``/``HH``/``HV``

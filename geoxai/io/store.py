@@ -40,9 +40,11 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from affine import Affine
 
-from geoxai.errors import IncompleteOutputError, InvalidInputError, StoreError
+from geoxai.errors import IncompleteOutputError, InvalidInputError, StoreError, look_up_option
 from geoxai.io.location import URL, StoreLocation, _as_location, _guard
+from geoxai.provenance import code_version
 
 __all__ = [
     "COMMIT_MARKER",
@@ -71,8 +73,6 @@ STORE_FORMAT = "geoxai-store/1"
 """Value of the marker's ``format`` field."""
 
 
-
-
 _DROP = object()
 
 
@@ -83,7 +83,6 @@ def json_safe(value: Any) -> Any:
     datetimes ISO strings, non-finite floats ``None``. Objects with no JSON form (e.g.
     stackstac's ``RasterSpec``) are dropped by :func:`_clean_attrs`.
     """
-    from affine import Affine
 
     if value is None or isinstance(value, bool | str):
         return value
@@ -243,7 +242,6 @@ def write_dataset(
                 "objects": objects,
                 "bytes": nbytes,
             }
-    from geoxai.provenance import code_version
 
     record = {
         "format": STORE_FORMAT,
@@ -429,8 +427,6 @@ def read_cube(
             )
         name = names[0]
     if name not in ds.data_vars:
-        from geoxai.errors import look_up_option
-
         look_up_option(name, names, what=f"array in store {url}", error=InvalidInputError)
     da = ds[name]
     da.attrs = {**ds.attrs, **da.attrs}

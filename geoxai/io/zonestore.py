@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
+import zarr
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from geoxai.errors import ConfigError, InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import RESOLUTION_M, TILE_SIZE_M, TileSpec
@@ -313,7 +316,6 @@ class ZoneGrid:
 
 
 def _zarr_store(loc: StoreLocation) -> Any:
-    import zarr
 
     if loc.is_s3:
         return zarr.storage.FsspecStore.from_url(loc.url, storage_options=dict(loc.storage_options))
@@ -347,8 +349,6 @@ class ZoneStore:
             ConfigError: the store exists with another grid, or a layer of the same name with
                 another dtype/bands/fill; the message names both.
         """
-        import zarr
-        from zarr.errors import ContainsArrayError, ContainsGroupError
 
         store = cls(layout, grid, {})
         attrs = {
@@ -396,7 +396,6 @@ class ZoneStore:
         Raises:
             StoreError: there is no zone store for ``epsg`` under the run root.
         """
-        import zarr
 
         loc = layout.loc(f"zone={epsg}", "outputs.zarr")
         with io_errors(loc, "open the zone store"):
@@ -441,7 +440,6 @@ class ZoneStore:
         Raises:
             ConfigError: an array of that name exists with another dtype, bands or fill value.
         """
-        from zarr.errors import ContainsArrayError
 
         existing = self.layers.get(spec.name)
         if existing is not None:
@@ -541,7 +539,6 @@ class ZoneStore:
 
     def to_xarray(self) -> Any:
         """The group as a lazy ``xarray.Dataset`` (dims ``y``, ``x``; attrs with CRS/transform)."""
-        import xarray as xr
 
         target, so = self.loc.zarr_target()
         with io_errors(self.loc, "open"):

@@ -3,7 +3,8 @@ features, inference and explanations, exactly-once outputs and records, change l
 the STAC catalog and the report. The only package that chains io -> temporal -> inference/xai ->
 outputs; the Ray driver (``pipelines.run``) calls these functions.
 
-Modules: ``catalog``, ``cube_stage``, ``outcomes``, ``plan``, ``radar``, ``radar_dem``, ``radar_s1``, ``records``, ``report``, ``settings``, ``stages``. Names below load on first use.
+Modules: ``catalog``, ``cube_stage``, ``outcomes``, ``plan``, ``radar``, ``radar_dem``,
+``radar_s1``, ``records``, ``report``, ``settings``, ``stages``. Names below load on first use.
 """
 
 import lazy_loader as _lazy

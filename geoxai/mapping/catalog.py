@@ -30,9 +30,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pystac
+from pystac.extensions.projection import ProjectionExtension
+from shapely.geometry import mapping
+
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.geo.grid import TILE_SIZE_M, tile_from_id
 from geoxai.io.layout import RunLayout
+from geoxai.io.zonestore import upload_file
 
 __all__ = [
     "COG_MEDIA_TYPE",
@@ -116,9 +121,6 @@ def build_collection(
     ``staging`` mirrors the run root (``staging/catalog/...``); asset hrefs point to where the
     files are relative to it, so saving as self-contained makes them relative.
     """
-    import pystac
-    from pystac.extensions.projection import ProjectionExtension
-    from shapely.geometry import mapping
 
     cfg = _config_fields(config)
     start, end = _year_range(cfg["year"])
@@ -269,9 +271,6 @@ def write_catalog(
     Returns:
         URL of ``catalog/collection.json``.
     """
-    import pystac
-
-    from geoxai.io.zonestore import upload_file
 
     if mosaics is None:
         mosaics = _find_mosaics(layout)

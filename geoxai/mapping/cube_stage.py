@@ -1,5 +1,4 @@
-"""The cube stage of a run: a tile's raw cube (and S1/DEM layers) built once and committed.
-"""
+"""The cube stage of a run: a tile's raw cube (and S1/DEM layers) built once and committed."""
 
 from __future__ import annotations
 
@@ -16,6 +15,9 @@ from geoxai.errors import (
     StoreError,
 )
 from geoxai.geo.grid import TileSpec
+from geoxai.io import store
+from geoxai.io.cube import build_cube
+from geoxai.io.stac import search
 from geoxai.mapping.outcomes import CubeStage
 from geoxai.mapping.radar import radar_layers
 from geoxai.mapping.settings import date_range, run_layout
@@ -56,9 +58,6 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     status ``"empty"``/``"failed"`` and a reason; transient errors (:class:`StacError`,
     :class:`StoreError`) are raised so the caller can retry.
     """
-    from geoxai.io import store
-    from geoxai.io.cube import build_cube
-    from geoxai.io.stac import search
 
     t0 = time.monotonic()
     layout = run_layout(config)
@@ -149,7 +148,6 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
 
 def _committed_with(url: str, sig: dict[str, Any], so: Any) -> bool:
     """A committed store at ``url`` written for the query ``sig``."""
-    from geoxai.io import store
 
     if not store.is_committed(url, storage_options=so):
         return False

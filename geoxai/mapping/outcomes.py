@@ -1,11 +1,11 @@
-"""What the stages of a run return: small frozen value objects that travel between Ray processes.
-"""
+"""What the stages of a run return: small frozen value objects that travel between Ray processes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 __all__ = ["CubeStage"]
+
 
 @dataclass(frozen=True)
 class CubeStage:

@@ -1,4 +1,5 @@
-"""Planning a run: the tiles, what is already done, the layers and the checks before any tile starts.
+"""Planning a run: the tiles, what is already done, the layers and the checks before any tile
+starts.
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ from geoxai.errors import (
 )
 from geoxai.geo.aoi import cover_aoi
 from geoxai.geo.grid import TileSpec, tile_from_id
+from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
 from geoxai.mapping.radar import _check_radar
+from geoxai.mapping.records import plan_tiles, save_config
 from geoxai.mapping.settings import preprocess_params, run_layout
+from geoxai.models.bundle import load_bundle
+from geoxai.temporal.smoothing import required_halo_px
+from geoxai.xai.asos import load_asos_bundle
+from geoxai.xai.spacex import load_spacex_bundle
 
 __all__ = [
     "RunPlan",
     "plan_run",
 ]
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -29,9 +37,6 @@ class RunPlan:
     tiles: tuple[TileSpec, ...]
     todo: list[TileSpec] = field(default_factory=list)
     done: list[TileSpec] = field(default_factory=list)
-
-
-
 
 
 def _tiles(config: RunConfig) -> list[TileSpec]:
@@ -50,11 +55,8 @@ def _tiles(config: RunConfig) -> list[TileSpec]:
 
 
 def _layer_specs(config: RunConfig, output_names: list[str]) -> list[Any]:
-    from geoxai.io.zonestore import change_layer_specs, default_layers
 
     if config.models.spacex:
-        from geoxai.io.zonestore import LayerSpec
-
         spacex_layer = LayerSpec(
             "spacex_attribution",
             "float32",
@@ -72,7 +74,6 @@ def _layer_specs(config: RunConfig, output_names: list[str]) -> list[Any]:
 
 
 def _check_halo(config: RunConfig, bundle_halo: int) -> None:
-    from geoxai.temporal.smoothing import required_halo_px
 
     need = max(bundle_halo, required_halo_px(preprocess_params(config)))
     if config.processing.halo_px < need:
@@ -92,22 +93,15 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
             section no bundle feature uses).
         ModelBundleError: the prediction bundle cannot be read.
     """
-    from geoxai.io.zonestore import ZoneGrid, ZoneStore
-    from geoxai.mapping.records import plan_tiles, save_config
-    from geoxai.models.bundle import load_bundle
 
     tiles = _tiles(config)
     bundle = load_bundle(config.models.prediction, device="cpu")
     _check_radar(config, bundle.spec.inputs.features, repr(config.models.prediction))
     halo = bundle.required_halo(tiles[0].core_px)
     if config.models.asos:
-        from geoxai.xai.asos import load_asos_bundle
-
         asos, _ = load_asos_bundle(config.models.asos, device="cpu")  # fails early: fit first
         halo = max(halo, asos.required_halo(tiles[0].core_px))
     if config.models.spacex:
-        from geoxai.xai.spacex import load_spacex_bundle
-
         spacex, _ = load_spacex_bundle(config.models.spacex, device="cpu")
         halo = max(halo, spacex.required_halo(tiles[0].core_px))
     _check_halo(config, halo)

@@ -1,5 +1,4 @@
-"""Radar and terrain in a run: which bundles need S1/DEM, the checks, the per-tile layers.
-"""
+"""Radar and terrain in a run: which bundles need S1/DEM, the checks, the per-tile layers."""
 
 from __future__ import annotations
 
@@ -13,7 +12,11 @@ from geoxai.errors import (
 )
 from geoxai.geo.grid import TileSpec
 from geoxai.mapping.outcomes import CubeStage
+from geoxai.mapping.radar_dem import terrain
+from geoxai.mapping.radar_s1 import s1_steps
 from geoxai.mapping.settings import preprocess_params
+from geoxai.temporal.s1 import FLAG_NO_COVERAGE
+from geoxai.temporal.terrain import FLAG_NO_DEM, FLAG_VOID
 
 __all__ = [
     "S1_FEATURES",
@@ -81,8 +84,6 @@ def radar_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
     """
     s1 = terr = None
     if config.sentinel1 is not None:
-        from geoxai.mapping.radar_s1 import s1_steps
-
         s1 = s1_steps(
             config.sentinel1.url or config.stac.url,
             tile,
@@ -90,16 +91,12 @@ def radar_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
             config.sentinel1.params(),
         )
     if config.dem is not None:
-        from geoxai.mapping.radar_dem import terrain
-
         terr = terrain(config.dem.url or config.stac.url, tile, config.dem.params())
     return s1, terr
 
 
 def _radar_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
     """Coverage of the fused S1/terrain layers over the tile core, for the tile record."""
-    from geoxai.temporal.s1 import FLAG_NO_COVERAGE
-    from geoxai.temporal.terrain import FLAG_NO_DEM, FLAG_VOID
 
     out: dict[str, Any] = {}
     if "s1_flags" in mds:

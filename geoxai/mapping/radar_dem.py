@@ -1,4 +1,5 @@
-"""A tile's terrain layer (DEM, slope) for a run: search, read, fill and derive (io + temporal chained).
+"""A tile's terrain layer (DEM, slope) for a run: search, read, fill and derive (io + temporal
+chained).
 """
 
 from __future__ import annotations

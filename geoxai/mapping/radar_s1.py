@@ -1,5 +1,4 @@
-"""A tile's Sentinel-1 layer for a run: search, read and aggregate (io + temporal chained).
-"""
+"""A tile's Sentinel-1 layer for a run: search, read and aggregate (io + temporal chained)."""
 
 from __future__ import annotations
 
@@ -15,12 +14,15 @@ from geoxai.errors import (
     NoDataError,
 )
 from geoxai.geo.grid import TileSpec
+from geoxai.io.cube import is_location
 from geoxai.io.s1 import _keep_orbit, _norm, build_s1_cube, choose_orbit, log, search_s1
 from geoxai.temporal.s1 import _DAY_NS, FLAG_MIXED_ORBIT, S1Params, aggregate_s1, s1_nodata
+from geoxai.temporal.smoothing import time_axis
 
 __all__ = [
     "s1_steps",
 ]
+
 
 def s1_steps(
     source: str | os.PathLike[str] | Sequence[Any],
@@ -39,13 +41,11 @@ def s1_steps(
         the :func:`aggregate_s1` dataset, with ``attrs["orbit"]`` (the chosen direction) and
         ``attrs["orbit_days"]`` (days per direction over the super-block).
     """
-    from geoxai.temporal.smoothing import time_axis
 
     centres = time_axis(smoothing)
     pad = np.timedelta64(int((params.window_days or smoothing.step_days) * _DAY_NS), "ns")
     start = pd.Timestamp(centres[0] - pad).date()
     end = pd.Timestamp(centres[-1] + pad).date()
-    from geoxai.io.cube import is_location
 
     try:
         if is_location(source):

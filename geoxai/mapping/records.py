@@ -50,6 +50,7 @@ from geoxai.io.zonestore import (
     ZoneStore,
     io_errors,
 )
+from geoxai.provenance import code_version
 
 __all__ = [
     "RECORD_FORMAT",
@@ -158,7 +159,6 @@ def write_tile(
         InvalidInputError: a layer is unknown or not core-sized, or ``config_hash`` is missing.
         StoreError: the chunks read back differ from what was written (nothing is marked done).
     """
-    from geoxai.provenance import code_version
 
     if tile.epsg != zone.epsg:
         raise InvalidInputError(
@@ -277,7 +277,6 @@ def write_status(
         reason: one line for the report (e.g. ``"NoDataError: 0 scenes below 80% cloud"``).
         record: ``config_hash``, ``input_items``, ``timings`` ... as for :func:`write_tile`.
     """
-    from geoxai.provenance import code_version
 
     look_up_option(status, ["failed", "empty"], what="tile status", error=InvalidInputError)
     if not reason:

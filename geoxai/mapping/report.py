@@ -31,8 +31,10 @@ import numpy as np
 
 from geoxai.errors import StoreError
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
+from geoxai.io.cog import gdal_path
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore, upload_file
+from geoxai.provenance import code_version
 
 __all__ = [
     "STATUS_COLOURS",
@@ -150,7 +152,7 @@ def stage_timings(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, f
 
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -159,10 +161,10 @@ def _png(fig: Any) -> str:
 
 
 def _figure(w: float, h: float) -> tuple[Any, Any]:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only for figures (~0.5 s import)
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
 
     return plt.subplots(figsize=(w, h))
 
@@ -184,7 +186,10 @@ def _timings_chart(timings: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import (  # lazy: matplotlib only for figures (~0.5 s import)
+        Patch,
+        Rectangle,
+    )
 
     tiles = [d["tile"] for d in zone_tiles]
     size_km = tiles[0].tile_size_m / 1000
@@ -223,10 +228,8 @@ def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
 
 
 def _quicklook_from_vrt(url: str, shape: tuple[int, int], band: int) -> np.ndarray:
-    import rasterio
-    from rasterio.enums import Resampling
-
-    from geoxai.io.cog import gdal_path
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+    from rasterio.enums import Resampling  # lazy: rasterio (GDAL) only on this path
 
     with rasterio.open(gdal_path(url)) as src:
         a = src.read(band + 1, out_shape=shape, resampling=Resampling.average, masked=True)
@@ -264,7 +267,7 @@ def _quicklook(
     mosaics: Mapping[int, Mapping[str, str]],
 ) -> tuple[str, str] | None:
     """(base64 PNG, caption) of the first band of ``layer`` in zone ``epsg``; None if absent."""
-    import matplotlib as mpl
+    import matplotlib as mpl  # lazy: matplotlib only for figures (~0.5 s import)
 
     try:
         zone = ZoneStore.open(layout, epsg)
@@ -358,7 +361,6 @@ def render_report(
         wall_s: wall time of the run, seconds (for tiles/min).
         mosaics: epsg -> layer -> VRT URL (:func:`geoxai.cog.build_mosaics`).
     """
-    from geoxai.provenance import code_version
 
     cfg = _config_doc(config)
     name, year, aoi = cfg.get("name", "run"), cfg.get("year", ""), cfg.get("aoi", "")

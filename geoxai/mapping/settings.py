@@ -19,7 +19,6 @@ def run_layout(config: RunConfig) -> RunLayout:
     return RunLayout(config.run_root(), config.store.storage_options or None)
 
 
-
 def preprocess_params(config: RunConfig) -> PreprocessParams:
     """The :class:`geoxai.temporal.PreprocessParams` of a run (year from the config)."""
     overrides = dict(config.processing.smoothing)
@@ -33,11 +32,9 @@ def preprocess_params(config: RunConfig) -> PreprocessParams:
     return PreprocessParams(smoothing=smoothing)
 
 
-
 def date_range(config: RunConfig) -> tuple[str, str]:
     """ISO start and end dates the run reads: the year plus ``stac.margin_days`` on each side."""
     m = dt.timedelta(days=config.stac.margin_days)
     start = dt.date(config.year, 1, 1) - m
     end = dt.date(config.year, 12, 31) + m
     return start.isoformat(), end.isoformat()
-

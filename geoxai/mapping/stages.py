@@ -43,11 +43,23 @@ from geoxai.errors import (
     StoreError,
 )
 from geoxai.geo.grid import TileSpec
+from geoxai.io import store
+from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.layout import RunLayout
+from geoxai.io.zonestore import ZoneStore
+from geoxai.mapping.catalog import write_catalog
 from geoxai.mapping.cube_stage import _one_line
 from geoxai.mapping.outcomes import CubeStage
 from geoxai.mapping.plan import RunPlan
 from geoxai.mapping.radar import _check_radar, _radar_ids, _radar_info, radar_layers, radar_needs
+from geoxai.mapping.records import change_layers, read_records, write_status, write_tile
+from geoxai.mapping.report import write_report
 from geoxai.mapping.settings import preprocess_params, run_layout
+from geoxai.models.bundle import load_bundle
+from geoxai.temporal.fuse import fuse
+from geoxai.temporal.smoothing import preprocess
+from geoxai.xai.asos import asos_map, load_asos_bundle
+from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
 
 __all__ = [
     "TileModels",
@@ -80,10 +92,6 @@ SPARSE_MAX_GAP_DAYS = 90.0
 """A gap without clear observations longer than this -> quality 2."""
 
 
-
-
-
-
 @dataclass
 class TileModels:
     """The models a tile worker holds (loaded once per actor)."""
@@ -97,7 +105,7 @@ class TileModels:
 
 
 def _device(name: str) -> str:
-    import torch
+    import torch  # lazy: torch (~1 s import) only on this path
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -108,17 +116,12 @@ def _device(name: str) -> str:
 
 def load_models(config: RunConfig) -> TileModels:
     """Load the prediction bundle (and the ASOS bundle with its table) on the worker's device."""
-    from geoxai.models.bundle import load_bundle
 
     device = _device(config.resources.device)
     models = TileModels(device, load_bundle(config.models.prediction, device=device))
     if config.models.asos:
-        from geoxai.xai.asos import load_asos_bundle
-
         models.asos, models.asos_table = load_asos_bundle(config.models.asos, device=device)
     if config.models.spacex:
-        from geoxai.xai.spacex import load_spacex_bundle
-
         models.spacex, _ = load_spacex_bundle(config.models.spacex, device=device)
     return models
 
@@ -172,8 +175,6 @@ def tile_features(
         m), ``valid`` = optical valid | S1 valid, plus ``valid_optical``, ``s1_valid``,
         ``s1_flags``, ``dem_flags``, and attrs ``s1_items``/``s1_orbit``/``dem_items``.
     """
-    from geoxai.temporal.fuse import fuse
-    from geoxai.temporal.smoothing import preprocess
 
     ds = preprocess(raw, preprocess_params(config), device=device)
     ds = ds.compute() if hasattr(ds, "compute") else ds
@@ -249,8 +250,6 @@ def map_tile(
         return composites[key]
 
     if models.asos is not None:
-        from geoxai.xai.asos import asos_map
-
         t = time.monotonic()
         sens, _ = asos_map(
             models.asos.net,
@@ -264,8 +263,6 @@ def map_tile(
         timings["asos_s"] = time.monotonic() - t
 
     if models.spacex is not None:
-        from geoxai.xai.spacex import spacex_attribution
-
         t = time.monotonic()
         attr = spacex_attribution(
             models.spacex,
@@ -297,10 +294,6 @@ def map_and_write(
     tile: TileSpec, cube: CubeStage, models: TileModels, config: RunConfig
 ) -> dict[str, Any]:
     """Map one tile from its committed cube and write its outputs exactly once; the record."""
-    from geoxai.io import store
-    from geoxai.io.layout import RunLayout
-    from geoxai.io.zonestore import ZoneStore
-    from geoxai.mapping.records import change_layers, write_tile
 
     if cube.url is None:
         raise ValueError(
@@ -344,8 +337,6 @@ def map_and_write(
         **_radar_ids(cube),
     }
     if config.processing.write_cogs:
-        from geoxai.io.cog import write_tile_cogs
-
         t = time.monotonic()
         record["cogs"] = write_tile_cogs(layout, zone, tile, layers)
         timings["cog_s"] = time.monotonic() - t
@@ -365,7 +356,6 @@ def _status(
     config: RunConfig,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    from geoxai.mapping.records import write_status
 
     return write_status(
         layout,
@@ -383,7 +373,6 @@ def _status(
 
 def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> dict[str, Any]:
     """Write the record of a tile whose cube stage found no data or failed; return it."""
-    from geoxai.mapping.records import write_status
 
     return write_status(
         run_layout(config),
@@ -403,11 +392,6 @@ def finish_run(
     config: RunConfig, plan: RunPlan, outcomes: dict[str, dict[str, Any]], *, wall_s: float
 ) -> str:
     """Mosaics per zone, the STAC catalog of the outputs and ``report.html``; the report URL."""
-    from geoxai.io.cog import build_mosaics
-    from geoxai.io.zonestore import ZoneStore
-    from geoxai.mapping.catalog import write_catalog
-    from geoxai.mapping.records import read_records
-    from geoxai.mapping.report import write_report
 
     layout = run_layout(config)
     records = read_records(layout)

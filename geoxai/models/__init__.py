@@ -2,7 +2,8 @@
 and SpacEX networks, losses, and model bundles (``model.json`` + safe weights, registry of
 architectures).
 
-Modules: ``asos_net``, ``backbones``, ``bundle``, ``bundle_spec``, ``losses``, ``spacex_nets``, ``unet``. Names below load on first use.
+Modules: ``asos_net``, ``backbones``, ``bundle``, ``bundle_spec``, ``losses``, ``spacex_nets``,
+``unet``. Names below load on first use.
 """
 
 import lazy_loader as _lazy

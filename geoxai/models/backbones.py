@@ -246,7 +246,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise DataAccessError(f"weights file {p} does not exist.")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import (
+                load_file,  # lazy: safetensors only when weights are read or written
+            )
 
             obj: Any = load_file(str(p))
         else:

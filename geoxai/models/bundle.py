@@ -24,6 +24,7 @@ seamless tiles. :meth:`LoadedBundle.predict` then runs Gaussian-blended lattice 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import io
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 from pydantic import ValidationError
 from torch import nn
 
@@ -269,7 +271,6 @@ class LoadedBundle:
             weights, 0 = nodata), the cube's ``y``/``x`` coords and grid attrs, and the bundle's
             name, SHA-256, window lattice and output kind as attrs.
         """
-        import xarray as xr
 
         out = self.predict(
             cube,
@@ -358,8 +359,6 @@ def _read_spec(src: _Source) -> BundleSpec:
 
 def _resolve(name: str, where: Path) -> type[nn.Module]:
     if name not in ARCHITECTURES:
-        import difflib
-
         close = difflib.get_close_matches(name, [*ARCHITECTURES, "torchscript"], n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ModelBundleError(
@@ -380,8 +379,12 @@ def _resolve(name: str, where: Path) -> type[nn.Module]:
 
 def _load_state_dict(data: bytes, fname: str, where: Path) -> dict[str, torch.Tensor]:
     if fname.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load as st_load
+        from safetensors import (
+            SafetensorError,  # lazy: safetensors only when weights are read or written
+        )
+        from safetensors.torch import (
+            load as st_load,  # lazy: safetensors only when weights are read or written
+        )
 
         try:
             return st_load(data)
@@ -543,7 +546,7 @@ def save_bundle(
     Returns:
         The bundle directory.
     """
-    from safetensors.torch import save
+    from safetensors.torch import save  # lazy: safetensors only when weights are read or written
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)

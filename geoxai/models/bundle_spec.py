@@ -1,5 +1,4 @@
-"""The ``model.json`` of a model bundle: inputs, normalization, window, output (pydantic models).
-"""
+"""The ``model.json`` of a model bundle: inputs, normalization, window, output (pydantic models)."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ __all__ = [
     "from_gan",
 ]
 
+
 def to_gan(x: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
     """Classifier input space ``[lo, hi]`` -> generator space ``[-1, 1]`` (clamped)."""
     return ((x - lo) * (2.0 / (hi - lo)) - 1.0).clamp(-1.0, 1.0)

@@ -40,6 +40,7 @@ __all__ = [
     "UNet2d",
 ]
 
+
 def _norm(kind: str, c: int) -> nn.Module:
     if kind == "group":
         # GroupNorm: independent of the batch (small batches, DDP shards, train == eval)

@@ -2,7 +2,8 @@
 SCL, written as an archive of COGs and STAC items with its truth; Sentinel-1 and DEM layers;
 segmentation scenes.
 
-Modules: ``archive``, ``fields``, ``files``, ``radar``, ``segment``, ``world``. Names below load on first use.
+Modules: ``archive``, ``fields``, ``files``, ``radar``, ``segment``, ``world``. Names below load on
+first use.
 """
 
 import lazy_loader as _lazy

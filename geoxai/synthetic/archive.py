@@ -40,6 +40,7 @@ from affine import Affine
 from geoxai.geo.bands import BANDS, S2_BANDS
 from geoxai.geo.grid import RESOLUTION_M
 from geoxai.synthetic.files import collection_links, write_cog
+from geoxai.synthetic.radar import write_radar
 
 if TYPE_CHECKING:
     from geoxai.synthetic.world import Atmosphere, SyntheticWorld
@@ -50,7 +51,6 @@ __all__ = [
     "stac_item",
     "stac_collection",
 ]
-
 
 
 """COG internal tile size, pixels."""
@@ -192,8 +192,6 @@ def write_archive(
     paths["fc"].write_text(json.dumps({"type": "FeatureCollection", "features": items}))
     radar: dict[str, Any] = {"s1_items": [], "dem_items": [], "files": []}
     if world.params.with_s1 or world.params.with_dem:
-        from geoxai.synthetic.radar import write_radar
-
         radar = write_radar(world, root)
         truth.update(
             {
@@ -371,6 +369,3 @@ def stac_collection(world: SyntheticWorld, root: Path, items: list[dict[str, Any
         },
         "links": collection_links(root, items),
     }
-
-
-

@@ -11,6 +11,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import sparse
 
 from geoxai.errors import ConfigError
 from geoxai.geo.grid import TileSpec, tile_from_id
@@ -41,7 +42,6 @@ def block_tiles(n: int = 4, origin: str | TileSpec = DEFAULT_ORIGIN_TILE) -> tup
 @cache
 def _bspline_matrix(n_out: int, cell: float) -> Any:
     """Sparse (n_out, n_coarse) cubic B-spline weights that upsample coarse knots by ``cell``."""
-    from scipy import sparse
 
     t = (np.arange(n_out) + 0.5) / cell
     base = np.floor(t).astype(np.int64)

@@ -1,4 +1,5 @@
-"""Small file writers of the synthetic archives: COGs of one band and the STAC links of a collection.
+"""Small file writers of the synthetic archives: COGs of one band and the STAC links of a
+collection.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from affine import Affine
 __all__ = ["BLOCK_PX", "collection_links", "write_cog"]
 
 BLOCK_PX = 512
+
 
 def collection_links(root: Path, items: list[dict[str, Any]]) -> list[dict[str, str]]:
     """``self``/``root`` links to ``root/collection.json`` and one ``item`` link per item
@@ -38,9 +40,9 @@ def write_cog(path: Path, arr: np.ndarray, transform: Affine, crs: str, nodata: 
     GDAL's COG driver (``OVERVIEWS=FORCE_USE_EXISTING``): one compression pass, ~40 % faster
     than letting the COG driver make them. Resampling: nearest for uint8, average otherwise.
     """
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.shutil import copy as gdal_copy
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+    from rasterio.enums import Resampling  # lazy: rasterio (GDAL) only on this path
+    from rasterio.shutil import copy as gdal_copy  # lazy: rasterio (GDAL) only on this path
 
     levels, f = [], 2
     while max(arr.shape) // (f // 2) > BLOCK_PX:

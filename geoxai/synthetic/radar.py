@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from affine import Affine
+from pyproj import Transformer
 
 from geoxai.geo.grid import RESOLUTION_M
-from geoxai.synthetic.files import collection_links
+from geoxai.synthetic.files import collection_links, write_cog
 
 if TYPE_CHECKING:
     from geoxai.synthetic.world import SyntheticWorld
@@ -342,7 +343,6 @@ def write_radar(world: SyntheticWorld, root: Path) -> dict[str, Any]:
     Returns:
         ``{"s1_items": [ids], "dem_items": [ids], "files": [paths]}``.
     """
-    from geoxai.synthetic.files import write_cog
 
     p = world.params
     files: list[Path] = []
@@ -371,7 +371,6 @@ def write_radar(world: SyntheticWorld, root: Path) -> dict[str, Any]:
         transform = Affine(_DEM_RES_DEG, 0.0, lon0, 0.0, -_DEM_RES_DEG, lat1)
         lons = lon0 + _DEM_RES_DEG * (np.arange(nx) + 0.5)
         lats = lat1 - _DEM_RES_DEG * (np.arange(ny) + 0.5)
-        from pyproj import Transformer
 
         to_utm = Transformer.from_crs(4326, world.epsg, always_xy=True)
         lon2, lat2 = np.meshgrid(lons, lats)

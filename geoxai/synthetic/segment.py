@@ -11,14 +11,21 @@ import math
 from pathlib import Path
 
 import numpy as np
+import shapely
 from affine import Affine
+from pyproj import Transformer
 
 from geoxai.errors import ConfigError
+from geoxai.geo.grid import TileSpec, tile_from_id
 from geoxai.io.rasters import _to_crs
+from geoxai.synthetic.fields import DEFAULT_ORIGIN_TILE
+from geoxai.synthetic.radar import elevation_at
+from geoxai.synthetic.world import SyntheticWorld, WorldParams
 
 __all__ = [
     "write_synthetic_scene",
 ]
+
 
 def write_synthetic_scene(
     out_dir: str | Path,
@@ -51,16 +58,10 @@ def write_synthetic_scene(
     Returns:
         ``{"image": path, "dem": path, "trees": path}``.
     """
-    import pyogrio
-    import rasterio
-    import shapely
-    from rasterio.features import shapes
-    from rasterio.warp import transform_bounds
-
-    from geoxai.geo.grid import TileSpec, tile_from_id
-    from geoxai.synthetic.fields import DEFAULT_ORIGIN_TILE
-    from geoxai.synthetic.radar import elevation_at
-    from geoxai.synthetic.world import SyntheticWorld, WorldParams
+    import pyogrio  # lazy: pyogrio (GDAL vectors) only when a vector file is read
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+    from rasterio.features import shapes  # lazy: rasterio (GDAL) only on this path
+    from rasterio.warp import transform_bounds  # lazy: rasterio (GDAL) only on this path
 
     if size_px < 32 or size_px % 2:
         raise ConfigError(f"size_px must be an even number >= 32, got {size_px}.")
@@ -99,7 +100,6 @@ def write_synthetic_scene(
     dt = Affine(5.0, 0.0, math.floor(x0), 0.0, -5.0, math.ceil(y1))
     cols, rows = np.meshgrid(np.arange(dw) + 0.5, np.arange(dh) + 0.5)
     ex, ey = dt * (cols, rows)
-    from pyproj import Transformer
 
     ux, uy = Transformer.from_crs("EPSG:3035", world.crs, always_xy=True).transform(ex, ey)
     dem = elevation_at(world, ux, uy).astype(np.float32)

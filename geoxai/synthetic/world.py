@@ -55,10 +55,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from affine import Affine
+from pyproj import Transformer
 
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import BANDS, S2_BANDS
 from geoxai.geo.grid import RESOLUTION_M, TileSpec, tile_from_id
+from geoxai.synthetic.archive import write_archive
 
 if TYPE_CHECKING:
     from geoxai.synthetic.archive import Archive
@@ -392,7 +394,6 @@ class SyntheticWorld:
 
     @cached_property
     def _lonlat(self) -> Any:
-        from pyproj import Transformer
 
         return Transformer.from_crs(self.epsg, 4326, always_xy=True)
 
@@ -788,7 +789,6 @@ class SyntheticWorld:
             workers: threads compressing COGs (GDAL releases the GIL).
             progress: called as ``progress(done, total, item_id)`` after each acquisition.
         """
-        from geoxai.synthetic.archive import write_archive
 
         return write_archive(self, out, workers=workers, progress=progress)
 

@@ -2,7 +2,8 @@
 weighted Whittaker smoother, spectral indices, resampling onto the fixed time axis, Sentinel-1
 aggregation, slope, and fusion into the features a model reads.
 
-Modules: ``clouds``, ``fuse``, ``indices``, ``s1``, ``smoothing``, ``terrain``, ``whittaker``. Names below load on first use.
+Modules: ``clouds``, ``fuse``, ``indices``, ``s1``, ``smoothing``, ``terrain``, ``whittaker``.
+Names below load on first use.
 """
 
 import lazy_loader as _lazy

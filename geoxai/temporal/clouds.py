@@ -38,6 +38,7 @@ __all__ = [
     "item_screen",
 ]
 
+
 @dataclass(frozen=True)
 class SpectralMaskParams:
     """Thresholds of the rule-based mask used when a cube has no SCL (reflectance units).

@@ -1,4 +1,5 @@
-"""Fusion of optical features with Sentinel-1 and terrain layers into the features a bundle reads, by name.
+"""Fusion of optical features with Sentinel-1 and terrain layers into the features a bundle reads,
+by name.
 """
 
 from __future__ import annotations
@@ -6,17 +7,19 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from geoxai.errors import InvalidInputError
+from geoxai.errors import InvalidInputError, look_up_option
 from geoxai.geo.bands import S2_BANDS
 from geoxai.temporal.indices import (
     NormalizationParams,
     normalize,
 )
+from geoxai.temporal.s1 import db_to_unit
 
 __all__ = [
     "fused_feature_names",
     "fuse",
 ]
+
 
 def fused_feature_names(
     optical: tuple[str, ...] | list[str], *, s1: bool = True, slope: bool = True
@@ -64,7 +67,6 @@ def fuse(
         InvalidInputError: grids or time axes differ, a requested feature is missing, or the
             optical features are already normalized.
     """
-    from geoxai.errors import look_up_option
 
     if not isinstance(features, xr.Dataset) or "features" not in features:
         raise InvalidInputError("fuse needs the Dataset returned by preprocess (with 'features').")
@@ -101,7 +103,6 @@ def fuse(
                 f"than the optical features ({nt} steps); aggregate it with the same "
                 "SmoothingParams."
             )
-        from geoxai.temporal.s1 import db_to_unit
 
         for pol in [str(b) for b in s1["band"].values]:
             db = np.asarray(s1["backscatter"].sel(band=pol).values, np.float32)

@@ -32,6 +32,7 @@ __all__ = [
     "normalize",
 ]
 
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = num / den

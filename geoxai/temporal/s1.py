@@ -18,6 +18,7 @@ from geoxai.errors import (
     look_up_option,
 )
 from geoxai.geo.grid import TileSpec
+from geoxai.temporal.smoothing import time_axis
 
 __all__ = [
     "S1_BANDS",
@@ -197,7 +198,6 @@ def aggregate_s1(
         value of every band inside the axis windows) and ``s1_flags`` ``(y, x)`` uint8 (bits
         ``FLAG_*``); y/x coords and the cube's attrs (``units="dB"``).
     """
-    from geoxai.temporal.smoothing import time_axis
 
     if tuple(cube.dims) != ("time", "band", "y", "x"):
         raise InvalidInputError(
@@ -276,7 +276,6 @@ def s1_nodata(
     tile: TileSpec, smoothing: Any, params: S1Params = S1Params(), *, reason: str = ""
 ) -> xr.Dataset:
     """The flagged nodata S1 layer of a tile without coverage (all NaN, FLAG_NO_COVERAGE)."""
-    from geoxai.temporal.smoothing import time_axis
 
     centres = time_axis(smoothing)
     ny, nx = tile.shape

@@ -48,6 +48,7 @@ import xarray as xr
 
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import S2_BANDS, SCL, check_bands
+from geoxai.provenance import canonical_json
 from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, spectral_weights
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
 from geoxai.temporal.indices import (
@@ -292,7 +293,7 @@ def smooth_series(
         res = whittaker(ybar, wsum, lam, params.order)
         z, valid = res.z, res.valid
     else:
-        import torch
+        import torch  # lazy: torch (~1 s import) only on this path
 
         res = whittaker_torch(
             torch.as_tensor(ybar, dtype=torch.float64, device=device),
@@ -485,7 +486,6 @@ def _as_dataset(
     max_gap: np.ndarray,
     ti: np.ndarray,
 ) -> xr.Dataset:
-    from geoxai.provenance import canonical_json
 
     coords = {
         "time": time_axis(params.smoothing),

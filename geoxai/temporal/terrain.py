@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
+from scipy.ndimage import convolve
 
 from geoxai.errors import ConfigError, InvalidInputError, look_up_option
 from geoxai.geo.grid import TileSpec
@@ -141,7 +142,6 @@ def fill_voids(elevation: np.ndarray, radius_px: int) -> tuple[np.ndarray, np.nd
         ``(filled, was_void)``: float32 elevation (voids farther than ``radius_px`` from any
         valid pixel stay NaN) and the bool mask of the input voids.
     """
-    from scipy.ndimage import convolve
 
     z = np.asarray(elevation, dtype=np.float32)
     void = ~np.isfinite(z)

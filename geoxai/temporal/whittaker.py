@@ -304,7 +304,7 @@ def _block_px(n: int) -> int:
 def _numba_threads(threads: int | None) -> int:
     """Threads for the compiled engine: ``threads``, else ``OMP_NUM_THREADS`` when set (Ray
     sets it to an actor's CPUs), else numba's current setting; capped by numba's pool."""
-    import numba
+    import numba  # lazy: numba JIT only when the kernel runs
 
     if threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
@@ -323,7 +323,7 @@ def _run_kernel(*args: Any) -> int:
     aborts the process on concurrent parallel launches, so calls are serialized unless the
     layer is known to be thread-safe; the kernel releases the GIL either way.
     """
-    import numba
+    import numba  # lazy: numba JIT only when the kernel runs
 
     *kargs, threads = args
     try:
@@ -446,7 +446,7 @@ def whittaker_torch(
     loses about three digits inside long gaps (2e-3 absolute on reflectance-like values at
     lambda = 100 in the tests), so the pipeline uses float64 on every device.
     """
-    import torch
+    import torch  # lazy: torch (~1 s import) only on this path
 
     check_lambda(lambda_, order)
     y = torch.as_tensor(y)

@@ -3,7 +3,9 @@ stopping, schedules, gradient averaging under torch.distributed), the workflow r
 ``geoxai train NAME CONFIG``, and one module per task, each a
 :class:`~geoxai.train.trainer.BaseTask`.
 
-Modules: ``asos``, ``classify``, ``distributed``, ``history``, ``registry``, ``segment``, ``segment_data``, ``spacex``, ``temporal``, ``temporal_workflow``, ``trainer``. Names below load on first use.
+Modules: ``asos``, ``classify``, ``distributed``, ``history``, ``registry``, ``segment``,
+``segment_data``, ``spacex``, ``temporal``, ``temporal_workflow``, ``trainer``. Names below load on
+first use.
 """
 
 import lazy_loader as _lazy

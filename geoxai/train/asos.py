@@ -5,6 +5,7 @@ labels, activation occlusion during training, then the sensitivity table is fitt
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,19 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.models.asos_net import ASOSNet
+from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.io.eurosat import read_eurosat
+from geoxai.models.asos_net import (
+    ASOSNet,
+    _as_tensor,
+    check_image,
+    predict_scores,
+    to_network_input,
+)
 from geoxai.train.distributed import is_main_process, shard
 from geoxai.train.registry import BundleOptions, FitParamsModel, _Strict, save_config
 from geoxai.train.trainer import BaseTask, FitParams, fit, prepare_out_dir
+from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
 __all__ = [
     "TrainParams",
@@ -30,6 +39,7 @@ __all__ = [
     "train_asos_workflow",
     "train_asos_images",
 ]
+
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -80,7 +90,6 @@ def train_asos(
         One dict per epoch: ``epoch``, ``loss`` (mean BCE), ``accuracy`` (threshold 0.5) and,
         with ``val``, ``val_loss`` and ``val_accuracy``.
     """
-    from geoxai.train.asos import train_asos_images
 
     return train_asos_images(net, images, labels, params, val=val, on_epoch=on_epoch)
 
@@ -91,8 +100,6 @@ def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     if torch.rand((), generator=gen).item() < 0.5:
         xb = torch.flip(xb, dims=(-1,))
     return xb
-
-
 
 
 class AsosTask(BaseTask):
@@ -118,7 +125,6 @@ class AsosTask(BaseTask):
         val: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch: Any = None,
     ) -> None:
-        from geoxai.models.asos_net import _as_tensor, check_image
 
         x = _as_tensor(images)
         y = _as_tensor(labels).reshape(-1)
@@ -151,7 +157,6 @@ class AsosTask(BaseTask):
         self, epoch: int, generator: torch.Generator, rank: int, world_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
         """``(images, labels, occluded)`` batches of a seeded permutation."""
-        from geoxai.train.asos import _augment
 
         device = next(self.net.parameters()).device
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) + rank
@@ -184,7 +189,6 @@ class AsosTask(BaseTask):
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         """``val_loss`` / ``val_accuracy`` with ``val``; records the epoch in ``history``."""
-        from geoxai.models.asos_net import _as_tensor, predict_scores
 
         self.net.occlusion_p = 0.0
         n = max(self._sums[2], 1)
@@ -233,8 +237,6 @@ def load_labelled_images(
         DataAccessError: the path is neither an ``.npz`` file nor a folder.
         InvalidInputError: no ``images`` or ``labels`` array.
     """
-    from geoxai.errors import DataAccessError
-    from geoxai.models.asos_net import to_network_input
 
     p = Path(path)
     bands: list[str] | None = None
@@ -253,8 +255,6 @@ def load_labelled_images(
         if split is not None:
             raise ConfigError(f"split {split!r} applies to EuroSAT folders, not to {p}.")
     elif p.is_dir():
-        from geoxai.io.eurosat import read_eurosat
-
         ds = read_eurosat(p, split=split)
         imgs, labels, bands, units = ds.images, ds.labels, list(ds.bands), "reflectance"
     else:
@@ -305,8 +305,6 @@ class AsosConfig(_Strict):
 
 def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
     """Train (and table-fit) an ASOS network per ``config``; returns the bundle directory."""
-    from geoxai.models.asos_net import ASOSNet
-    from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
     out = prepare_out_dir(config.out_dir)
     x, labels, valid, bands = load_labelled_images(
@@ -357,7 +355,6 @@ def train_asos_images(
     on_epoch: Any = None,
 ) -> list[dict[str, float]]:
     """:func:`geoxai.asos.train_asos` through :func:`geoxai.trainer.fit` (temporary checkpoints)."""
-    import tempfile
 
     task = AsosTask(
         net, images, labels, batch_size=params.batch_size, occlusion_p=params.occlusion_p,

@@ -59,6 +59,7 @@ from geoxai.models.backbones import (
     SimpleCNN,
     find_cached_resnet18,
     load_pretrained_resnet18,
+    read_state_dict,
 )
 from geoxai.models.bundle import save_bundle
 from geoxai.models.bundle_spec import (
@@ -223,7 +224,7 @@ def resolve_bands(bands: str | Sequence[str], file_bands: Sequence[str]) -> list
 
 
 def _file_layout(path: Path) -> tuple[str, ...]:
-    import rasterio
+    import rasterio  # lazy: rasterio (GDAL) only on this path
 
     try:
         with rasterio.open(path) as src:
@@ -259,7 +260,7 @@ def read_patches(
         ConfigError: a bad band selection (:func:`resolve_bands`).
         CorruptDataError: an unreadable patch.
     """
-    import rasterio
+    import rasterio  # lazy: rasterio (GDAL) only on this path
 
     rows = list_patches(root, splits)
     file_bands = _file_layout(rows[0][0])
@@ -486,8 +487,10 @@ def evaluate_classifier(
 
 def plot_confusion(evaluation: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """The confusion matrix of :func:`evaluate_classifier` as a PNG (counts in the cells)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import (
+        FigureCanvasAgg,  # lazy: matplotlib only for figures (~0.5 s import)
+    )
+    from matplotlib.figure import Figure  # lazy: matplotlib only for figures (~0.5 s import)
 
     cm = np.asarray(evaluation["confusion_matrix"])
     classes = evaluation["classes"]
@@ -563,8 +566,6 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
     params: FitParams = config.training.to_params()
     pretrained = _resolve_pretrained(config)
     if pretrained is not None:  # fail on an unreadable file before reading any pixel
-        from geoxai.models.backbones import read_state_dict
-
         read_state_dict(pretrained)
     data = read_patches(
         config.data,

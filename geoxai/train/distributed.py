@@ -15,6 +15,7 @@ __all__ = [
     "shard",
 ]
 
+
 def shard(items: Any, rank: int, world_size: int) -> Any:
     """Rank ``rank``'s share of a sequence: ``items[rank::world_size]``, truncated so every rank
     gets the same count (collectives must match). Raises when a rank would get nothing."""
@@ -28,7 +29,7 @@ def shard(items: Any, rank: int, world_size: int) -> Any:
 
 
 def _dist() -> tuple[int, int]:
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch (~1 s import) only on this path
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -42,7 +43,7 @@ def is_main_process() -> bool:
 
 
 def _flat_allreduce_mean(tensors: list[torch.Tensor], world: int) -> None:
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch (~1 s import) only on this path
 
     if not tensors or world == 1:
         return
@@ -65,7 +66,7 @@ def _grad_average_hook(world: int):
 
 
 def _broadcast_state(model: torch.nn.Module) -> None:
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch (~1 s import) only on this path
 
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):

@@ -1,5 +1,4 @@
-"""Training history: ``metrics.json``, ``metrics.png`` and the live progress bar.
-"""
+"""Training history: ``metrics.json``, ``metrics.png`` and the live progress bar."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["plot_history", "progress_bar", "write_metrics"]
+
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:
     """Write ``metrics.json`` (atomically) and ``metrics.png`` of the epochs so far."""
@@ -21,8 +21,10 @@ def write_metrics(out_dir: Path, history: list[dict]) -> None:
 def plot_history(history: list[dict], path: str | Path) -> Path:
     """Loss curves (left) and other metric curves (right) of a history to a PNG (Agg canvas,
     no global matplotlib backend change)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import (
+        FigureCanvasAgg,  # lazy: matplotlib only for figures (~0.5 s import)
+    )
+    from matplotlib.figure import Figure  # lazy: matplotlib only for figures (~0.5 s import)
 
     skip = {"epoch", "seconds"}
     keys = sorted(
@@ -55,9 +57,7 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
 
 def progress_bar(epochs: int, show: bool, rank: int, start: int):
     """A tqdm bar over epochs, shown on rank 0 only and only on a terminal."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: tqdm only when a bar is shown
 
     disable = not show or rank != 0 or not sys.stderr.isatty()
-    return tqdm(
-        total=epochs, initial=start, unit="epoch", disable=disable, dynamic_ncols=True
-    )
+    return tqdm(total=epochs, initial=start, unit="epoch", disable=disable, dynamic_ncols=True)

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from geoxai.config import did_you_mean, read_config_file
 from geoxai.errors import ConfigError, look_up_option
+from geoxai.train.trainer import FitParams
 
 if TYPE_CHECKING:  # torch stays out of `geoxai --help`
     from geoxai.train.trainer import FitParams
@@ -48,7 +49,6 @@ __all__ = [
     "run_workflow",
     "save_config",
     "example_config",
-
 ]
 
 WORKFLOWS: dict[str, str] = {
@@ -102,7 +102,6 @@ class FitParamsModel(BaseModel):
 
     def to_params(self) -> FitParams:
         """The :class:`FitParams` :func:`geoxai.trainer.fit` takes."""
-        from geoxai.train.trainer import FitParams
 
         return FitParams(**self.model_dump())
 
@@ -241,8 +240,6 @@ def example_config(name: str) -> str:
     if doc:
         head.append(f"# {doc[0]}")
     return "\n".join(head + _template(cls, 0)) + "\n"
-
-
 
 
 class _Strict(BaseModel):

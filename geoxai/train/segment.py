@@ -40,13 +40,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, StoreError
+from geoxai.io.cog import write_array_cog
 from geoxai.io.rasters import (
     Grid,
     MaskInput,
     RasterInput,
+    _raster_meta,
     grid_for_rasters,
     prepare_scene,
     stack_rasters,
@@ -60,6 +63,7 @@ from geoxai.models.bundle_spec import (
     WindowSpec,
 )
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
+from geoxai.models.unet import UNet2d
 from geoxai.train.distributed import shard
 from geoxai.train.registry import FitParamsModel, save_config
 from geoxai.train.segment_data import TileSplit, band_statistics, split_tiles
@@ -195,7 +199,6 @@ class SegmentTask(BaseTask):
         self.base, self.depth, self.batch_size = base, depth, batch_size
 
     def build_model(self) -> torch.nn.Module:
-        from geoxai.models.unet import UNet2d
 
         return UNet2d(int(self.x.shape[0]), 1, self.base, self.depth)
 
@@ -319,7 +322,6 @@ def _window_spec(tile_size: int) -> WindowSpec:
 
 def _predict_scene(bundle_dir: Path, data: np.ndarray, valid: np.ndarray, grid: Grid) -> np.ndarray:
     """Blended ``(H, W)`` probabilities of a stacked scene (NaN where no data)."""
-    import xarray as xr
 
     b = load_bundle(bundle_dir)
     cube = xr.DataArray(
@@ -333,7 +335,6 @@ def _predict_scene(bundle_dir: Path, data: np.ndarray, valid: np.ndarray, grid: 
 
 
 def _write_prediction(prob: np.ndarray, grid: Grid, out: Path, tags: dict[str, Any]) -> Path:
-    from geoxai.io.cog import write_array_cog
 
     write_array_cog(
         prob[None].astype(np.float32),
@@ -529,7 +530,6 @@ def predict_segment(bundle: str | Path, rasters: list[RasterInput] | None, out: 
     features = list(b.spec.inputs.features)
     if rasters is None:
         grid = Grid.from_json(info["grid"])
-        from geoxai.io.rasters import _raster_meta
 
         metas = [_raster_meta(r) for r in trained]
     else:

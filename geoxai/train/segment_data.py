@@ -1,4 +1,5 @@
-"""Training tiles of a stacked scene: spatially separated train/validation split and band statistics.
+"""Training tiles of a stacked scene: spatially separated train/validation split and band
+statistics.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ __all__ = [
     "split_tiles",
     "band_statistics",
 ]
+
 
 @dataclass(frozen=True)
 class TileSplit:

@@ -57,7 +57,11 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.io.eurosat import read_eurosat
+from geoxai.models.asos_net import to_network_input
+from geoxai.models.bundle import save_bundle
+from geoxai.models.bundle_spec import BundleSpec
 from geoxai.models.spacex_nets import (
     ImageBuffer,
     PatchDiscriminator,
@@ -66,7 +70,9 @@ from geoxai.models.spacex_nets import (
     from_gan,
     to_gan,
 )
+from geoxai.train.distributed import shard
 from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.trainer import fit
 from geoxai.xai.spacex import (
     META_FILE,
     META_KEY,
@@ -96,8 +102,6 @@ __all__ = [
 ]
 
 """Key of the SpacEX description in ``model.json``'s ``extra_files``."""
-
-
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,6 @@ class SpacexTask:
         self, epoch: int, generator: torch.Generator, rank: int, world_size: int
     ) -> Any:
         """Shuffled batches of this rank's share (random flips / 90-degree turns per batch)."""
-        from geoxai.train.distributed import shard
 
         order = shard(torch.randperm(self.x.shape[0], generator=generator), rank, world_size)
         for s in range(0, len(order), self.batch_size):
@@ -410,7 +413,6 @@ def train_gan(
         generators' validation metrics are not returned as ``val_loss``, so ``fit`` keeps the
         last weights unless ``monitor`` names one of them).
     """
-    from geoxai.train.trainer import fit
 
     task = SpacexTask(
         classifier, images, params, batch_size=fit_params.batch_size, val_images=val_images,
@@ -424,8 +426,6 @@ def train_gan(
 
 def _load_images(config: SpacexConfig) -> np.ndarray:
     """``(N, C, H, W)`` float32 classifier input (reflectance clipped to [0, 1]) of the config."""
-    from geoxai.errors import DataAccessError
-    from geoxai.models.asos_net import to_network_input
 
     p = Path(config.data)
     if p.suffix == ".npz" and p.is_file():
@@ -436,8 +436,6 @@ def _load_images(config: SpacexConfig) -> np.ndarray:
                 )
             imgs = np.asarray(z["images"], np.float32)
     elif p.is_dir():
-        from geoxai.io.eurosat import read_eurosat
-
         imgs = read_eurosat(p, split=config.split).images
     else:
         raise DataAccessError(
@@ -576,6 +574,7 @@ def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
     save_spacex_bundle(out, rep.generators, cb.spec, meta=meta, train_config=config)
     return out
 
+
 def save_spacex_bundle(
     path: str | Path,
     gens: SpacexGenerators,
@@ -594,8 +593,6 @@ def save_spacex_bundle(
         meta: what ``spacex.json`` records (classifier bundle path and SHA-256 ...).
         train_config: the workflow config, saved as ``train_config.yaml``.
     """
-    from geoxai.models.bundle import save_bundle
-    from geoxai.models.bundle_spec import BundleSpec
 
     spec = BundleSpec.model_validate(
         {

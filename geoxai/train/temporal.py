@@ -10,6 +10,8 @@ algorithms``).
 
 from __future__ import annotations
 
+import math
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.inference.predict import predict_windows
+from geoxai.inference.windows import WindowParams
+from geoxai.models.bundle import save_bundle
+from geoxai.models.bundle_spec import BundleSpec
+from geoxai.models.unet import TemporalUNet
 from geoxai.train.distributed import shard
-from geoxai.train.trainer import BaseTask
+from geoxai.train.trainer import BaseTask, FitParams, fit
 
 __all__ = [
     "TemporalTrainParams",
@@ -32,6 +39,7 @@ __all__ = [
     "save_temporal_bundle",
     "evaluate_map",
 ]
+
 
 @dataclass(frozen=True)
 class TemporalTrainParams:
@@ -244,7 +252,6 @@ class TemporalTask(BaseTask):
 
     def build_model(self) -> torch.nn.Module:
         """A fresh TemporalUNet for the cubes' T and C."""
-        from geoxai.models.unet import TemporalUNet
 
         return TemporalUNet(in_features=self.c, time_steps=self.t, **self.net_kwargs)
 
@@ -294,8 +301,6 @@ class TemporalTask(BaseTask):
 
     def predict(self, model: torch.nn.Module, cube: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(H, W)`` probabilities of one cube by Gaussian-blended windows (NaN = nodata)."""
-        from geoxai.inference.predict import predict_windows
-        from geoxai.inference.windows import WindowParams
 
         x = self._norm(torch.from_numpy(np.ascontiguousarray(cube, np.float32))[None])[0]
         size = min(self.window, *np.shape(valid))
@@ -359,10 +364,6 @@ def train_temporal(
         ``(net, history)``: the trained network (eval mode) and ``[{"step", "loss"}]`` every
         10 steps (``loss``: mean over those steps).
     """
-    import math
-    import tempfile
-
-    from geoxai.train.trainer import FitParams, fit
 
     if not cubes or len(cubes) != len(targets) or len(cubes) != len(valid):
         raise InvalidInputError("give as many cubes as targets and valid masks (at least one).")
@@ -412,8 +413,6 @@ def save_temporal_bundle(
     extra: dict[str, tuple[str, bytes]] | None = None,
 ) -> Path:
     """Write a TemporalUNet as a model bundle (sigmoid probability output)."""
-    from geoxai.models.bundle import save_bundle
-    from geoxai.models.bundle_spec import BundleSpec
 
     off, sc = normalization
     spec = BundleSpec.model_validate(

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from affine import Affine
 from pydantic import Field, model_validator
 
-from geoxai.errors import InvalidInputError
+from geoxai.errors import DataAccessError, InvalidInputError, look_up_option
+from geoxai.io.store import read_dataset
 from geoxai.train.distributed import is_main_process
 from geoxai.train.registry import BundleOptions, FitParamsModel, _Strict, save_config
+from geoxai.train.temporal import TemporalTask, fit_normalization, save_temporal_bundle
 from geoxai.train.trainer import fit, prepare_out_dir
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "load_training_tile",
     "train_temporal_workflow",
 ]
+
 
 class TemporalTile(_Strict):
     """One model-ready cube and its per-pixel labels."""
@@ -93,11 +97,8 @@ class TemporalConfig(_Strict):
 
 
 def _labels_on_grid(tile: TemporalTile, crs: str, transform: Sequence[float], shape) -> np.ndarray:
-    import rasterio
-    from affine import Affine
-    from rasterio.warp import Resampling, reproject
-
-    from geoxai.errors import DataAccessError
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+    from rasterio.warp import Resampling, reproject  # lazy: rasterio (GDAL) only on this path
 
     dst = np.full(shape, np.nan, np.float32)
     try:
@@ -128,8 +129,6 @@ def load_training_tile(tile: TemporalTile, features: Sequence[str] | None = None
         InvalidInputError: no ``features``/``valid`` arrays, missing features, labels outside
             [0, 1] after ``label_scale``, no overlap.
     """
-    from geoxai.errors import look_up_option
-    from geoxai.io.store import read_dataset
 
     ds = read_dataset(tile.cube)
     for name in ("features", "valid"):
@@ -199,7 +198,6 @@ def train_temporal_workflow(config: TemporalConfig, *, resume: bool = True) -> P
     pixels; metrics (``val_loss``, ``val_iou``, ``val_mae`` on held-out pixels) are in
     ``out_dir/metrics.json``.
     """
-    from geoxai.train.temporal import TemporalTask, fit_normalization, save_temporal_bundle
 
     out = prepare_out_dir(config.out_dir)
     train = [load_training_tile(t, config.features) for t in config.tiles]

@@ -372,7 +372,7 @@ def fit(
     if rank == 0:
         prepare_out_dir(out_dir)
     if world > 1:
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: torch (~1 s import) only on this path
 
         dist.barrier()
     last_path = out_dir / "checkpoints" / "last.pt"
@@ -525,7 +525,7 @@ def fit(
         if rank == 0 and history and not (out_dir / "metrics.json").exists():
             write_metrics(out_dir, history)
         if world > 1:
-            import torch.distributed as dist
+            import torch.distributed as dist  # lazy: torch (~1 s import) only on this path
 
             dist.barrier()
         if best_state is not None:

@@ -43,9 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoxai.errors import ConfigError, InvalidInputError, look_up_option
+from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, look_up_option
+from geoxai.geo.bands import S2_BANDS
+from geoxai.inference.predict import predict_windows
 from geoxai.inference.windows import WindowParams
 from geoxai.models.asos_net import ASOSNet, _as_tensor, check_image, occlude, to_network_input
+from geoxai.models.bundle import load_bundle, save_bundle
+from geoxai.models.bundle_spec import BundleSpec
 
 __all__ = [
     "ASOSParams",
@@ -435,7 +439,6 @@ def activation_map(
     device = next(net.parameters()).device
     if window is None:
         return net.activations(torch.from_numpy(x)[None].to(device))[0].float().cpu().numpy()
-    from geoxai.inference.predict import predict_windows
 
     blended = predict_windows(
         net.activations,
@@ -521,8 +524,6 @@ def bundle_spec(
     "activations"``, kind ``activation``), which is what tiles blend; ``forward`` gives the
     image score logit.
     """
-    from geoxai.geo.bands import S2_BANDS
-    from geoxai.models.bundle_spec import BundleSpec
 
     feats = list(bands or S2_BANDS)
     if len(feats) != net.in_bands:
@@ -551,7 +552,6 @@ def save_asos_bundle(
     path: str | Path, net: ASOSNet, spec: Any = None, table: ASOSTable | None = None
 ) -> Path:
     """Write an ASOS bundle (weights, ``model.json``, and the table when given)."""
-    from geoxai.models.bundle import save_bundle
 
     spec = spec if spec is not None else bundle_spec(net)
     extra = {TABLE_KEY: (TABLE_FILE, table.to_bytes())} if table is not None else None
@@ -569,8 +569,6 @@ def load_asos_bundle(
         ModelBundleError: not an ASOS bundle, or (with ``need_table``) no fitted table: the
             message says to run ``geoxai asos fit`` first.
     """
-    from geoxai.errors import ModelBundleError
-    from geoxai.models.bundle import load_bundle
 
     b = load_bundle(path, device)
     if not isinstance(b.net, ASOSNet):

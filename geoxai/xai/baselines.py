@@ -16,6 +16,7 @@ draws image, activation map (as RGB), ASOS, OSM and Grad-CAM side by side as a P
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoxai.errors import InvalidInputError
+from geoxai.errors import InvalidInputError, look_up_option
 
 __all__ = [
     "ScoreModel",
@@ -39,6 +40,7 @@ __all__ = [
     "CLASS_SPECTRA",
     "cause_scenes",
 ]
+
 
 class ScoreModel(nn.Module):
     """``x -> sigmoid(net(x))``: the ``(N, 1)`` score Captum attributes (target 0)."""
@@ -93,7 +95,7 @@ def occlusion_map(
     Returns:
         Per pixel the mean of ``score(x) - score(x occluded)`` over the patches covering it.
     """
-    from captum.attr import Occlusion
+    from captum.attr import Occlusion  # lazy: captum only for the attribution baselines
 
     t = _input(net, x)
     c = int(t.shape[1])
@@ -120,7 +122,10 @@ def gradcam_map(
         x: ``(C, H, W)`` network input.
         layer: the convolutional block to attribute to.
     """
-    from captum.attr import LayerAttribution, LayerGradCam
+    from captum.attr import (  # lazy: captum only for the attribution baselines
+        LayerAttribution,
+        LayerGradCam,
+    )
 
     t = _input(net, x)
     target_layer = layer if layer is not None else getattr(net, "last_unet_layer", None)
@@ -142,9 +147,8 @@ def deeplift_map(
 
     Attributions sum (over pixels and bands) to ``score(x) - score(baseline)``.
     """
-    import warnings
 
-    from captum.attr import DeepLift
+    from captum.attr import DeepLift  # lazy: captum only for the attribution baselines
 
     t = _input(net, x)
     net.eval()
@@ -231,10 +235,10 @@ def comparison_figure(
         title: figure title.
         mask: optional ``(H, W)`` bool (e.g. the class that causes the label), contoured.
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only for figures (~0.5 s import)
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
 
     rgb = image if np.ndim(image) == 3 and np.shape(image)[-1] == 3 else image_rgb(image)
     panels: list[tuple[str, np.ndarray, str | None]] = [
@@ -267,7 +271,7 @@ def comparison_figure(
 
 def save_figure(fig: Any, path: str | Path, title: str = "") -> Path:
     """Title (if any), tight layout, write ``path`` as a 110 dpi PNG (folders created), close."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
 
     if title:
         fig.suptitle(title, fontsize=10)
@@ -314,7 +318,6 @@ def cause_scenes(
         ``(images, labels, masks)``: ``(n, 10, size, size)`` float32 reflectance, ``(n,)``
         float32 labels in {0, 1}, ``(n, size, size)`` bool masks of the ``cause`` class.
     """
-    from geoxai.errors import look_up_option
 
     look_up_option(cause, list(CLASS_SPECTRA), what="land-cover class", error=InvalidInputError)
     rng = np.random.default_rng(seed)

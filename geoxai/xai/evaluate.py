@@ -32,6 +32,10 @@ from typing import Any
 import numpy as np
 
 from geoxai.errors import DataAccessError, InvalidInputError, ModelBundleError, look_up_option
+from geoxai.models.asos_net import to_network_input
+from geoxai.xai.asos import asos_map, load_asos_bundle
+from geoxai.xai.baselines import deeplift_map, gradcam_map, occlusion_map, top_iou
+from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
 
 __all__ = [
     "METHODS",
@@ -178,9 +182,6 @@ def evaluate_attributions(
             with a non-empty mask.
         ModelBundleError: missing table (fit first), not a SpacEX bundle.
     """
-    from geoxai.models.asos_net import to_network_input
-    from geoxai.xai.asos import asos_map, load_asos_bundle
-    from geoxai.xai.baselines import deeplift_map, gradcam_map, occlusion_map, top_iou
 
     if not 0 < q <= 100:
         raise InvalidInputError(f"q={q} must be a percentage in (0, 100].")
@@ -205,7 +206,6 @@ def evaluate_attributions(
     if "spacex" in methods:
         if spacex_bundle is None:
             raise InvalidInputError("method 'spacex' needs a SpacEX bundle (--spacex-bundle).")
-        from geoxai.xai.spacex import load_spacex_bundle
 
         sb, meta = load_spacex_bundle(spacex_bundle, ab.device)
         want = meta.get("classifier_weights_sha256")
@@ -223,7 +223,6 @@ def evaluate_attributions(
         raise InvalidInputError("every class mask is empty; the IoU is undefined.")
 
     def spacex_fn(img: np.ndarray, x: np.ndarray) -> np.ndarray:
-        from geoxai.xai.spacex import spacex_attribution
 
         return spacex_attribution(sb, img, units=units, dn_offset=dn_offset)
 

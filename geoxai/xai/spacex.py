@@ -14,14 +14,18 @@ import torch
 from torch import nn
 
 from geoxai.errors import InvalidInputError, ModelBundleError
+from geoxai.inference.predict import predict_windows
+from geoxai.models.asos_net import check_image, to_network_input
+from geoxai.models.bundle import load_bundle
 from geoxai.models.spacex_nets import SpacexGenerators
+from geoxai.xai.asos import DEFAULT_TRANSFORM, load_asos_bundle
+from geoxai.xai.baselines import save_figure
 
 __all__ = [
     "ScoreShift",
     "score_shift",
     "attribution",
     "spacex_figure",
-
     "freeze",
     "set_grad",
     "load_classifier",
@@ -31,6 +35,7 @@ __all__ = [
     "META_KEY",
     "META_FILE",
 ]
+
 
 def _as_images(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     t = x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, np.float32))
@@ -150,10 +155,10 @@ def spacex_figure(
         title: figure title.
         mask: optional ``(H, W)`` bool class mask, contoured.
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only for figures (~0.5 s import)
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
 
     t = torch.from_numpy(np.asarray(x, np.float32))[None].to(_device_of(gens))
     gens.eval()
@@ -177,9 +182,9 @@ def spacex_figure(
         if mask is not None:
             ax.contour(np.asarray(mask, float), levels=[0.5], colors="lime", linewidths=0.8)
         ax.set_axis_off()
-    from geoxai.xai.baselines import save_figure
 
     return save_figure(fig, path, title)
+
 
 META_KEY = "spacex"
 
@@ -217,7 +222,6 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     Raises:
         ModelBundleError: not a bundle, or not an ASOS network.
     """
-    from geoxai.xai.asos import load_asos_bundle
 
     b, _ = load_asos_bundle(path, device, need_table=False)
     return b, freeze(b.net)
@@ -226,7 +230,6 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
 def _input_range(spec: Any) -> tuple[float, float]:
     clip = spec.normalization.clip
     return (float(clip[0]), float(clip[1])) if clip is not None else (0.0, 1.0)
-
 
 
 def load_spacex_bundle(
@@ -238,7 +241,6 @@ def load_spacex_bundle(
         ModelBundleError: not a bundle, or not a SpacEX bundle (train one with
             ``geoxai train spacex CONFIG``).
     """
-    from geoxai.models.bundle import load_bundle
 
     b = load_bundle(path, device)
     if not isinstance(b.net, SpacexGenerators) or META_KEY not in b.spec.extra_files:
@@ -278,8 +280,6 @@ def spacex_attribution(
     Returns:
         Per pixel the mean over bands of ``|G_max(x) - G_min(x)|``, reflectance units.
     """
-    from geoxai.models.asos_net import check_image, to_network_input
-    from geoxai.xai.asos import DEFAULT_TRANSFORM
 
     b = load_spacex_bundle(bundle)[0] if isinstance(bundle, str | Path) else bundle
     gens: SpacexGenerators = b.net
@@ -293,8 +293,6 @@ def spacex_attribution(
     if window is None:
         out = attribution(gens, x)
     else:
-        from geoxai.inference.predict import predict_windows
-
         with torch.no_grad():
             blended = predict_windows(
                 gens, x, list(transform or DEFAULT_TRANSFORM), valid, window, device=b.device
