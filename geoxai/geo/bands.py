@@ -65,8 +65,6 @@ BANDS: dict[str, Band] = {
 
 
 S2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-
-
 """The ten 10/20 m reflectance bands every cube carries, in this order."""
 
 
@@ -74,8 +72,6 @@ SCL = "SCL"
 
 
 CUBE_BANDS: tuple[str, ...] = (*S2_BANDS, SCL)
-
-
 """Band axis of a raw tile cube: the ten reflectance bands, then the scene classification."""
 
 
@@ -93,8 +89,6 @@ SCL_CLASSES: dict[int, str] = {
     10: "thin_cirrus",
     11: "snow",
 }
-
-
 """Sentinel-2 L2A scene classification (SCL) values."""
 
 

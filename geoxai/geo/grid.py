@@ -45,14 +45,10 @@ __all__ = [
 ]
 
 TILE_SIZE_M = 6000
-
-
 """Edge of a tile core, metres."""
 
 
 RESOLUTION_M = 10
-
-
 """Pixel size, metres."""
 
 

@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "predict_windows",
         ],
         "scene": [
-            "classify_scene",
+            "scene_probabilities",
         ],
         "windows": [
             "REFERENCE_SIGMA_RATIO",

@@ -33,7 +33,8 @@ intra-op thread pool, which costs milliseconds (over 100 ms measured) when other
 the cores; numpy has no pool. With the built-in TemporalUNet the total stays within ~5 % of
 the bare forward passes (benchmarks/bench_blending.py). Accelerators, and dtypes numpy lacks
 (bfloat16), take the general path: one indexing op per batch to gather, one scatter-add to merge.
-The two paths do the same float64 arithmetic (tests/test_inference.py checks them bit for bit).
+The two paths do the same float64 arithmetic (tests/inference/test_inference.py checks them bit for
+bit).
 
 Exactness: accumulation is in float64 and the result is rounded to float32 once, so a model that
 returns its input comes back bit-exact in float32 (the float64 relative error of the weighted
@@ -67,14 +68,10 @@ __all__ = [
 ]
 
 REFERENCE_SIGMA_RATIO = 36.0 / 158.0
-
-
 """Gaussian sigma per kept-window pixel in WRI's tree cover pipeline (sigma 36 px, window 158)."""
 
 
 MIN_WEIGHT = 1e-6
-
-
 """Floor of the Gaussian weights (relative to the peak 1); only reached for sigma << window."""
 
 

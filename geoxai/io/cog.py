@@ -47,8 +47,6 @@ __all__ = [
 ]
 
 COG_BLOCKSIZE = 256
-
-
 """Internal tile edge of the COGs, pixels (600 px cores get overviews at 300 and 150 px)."""
 
 

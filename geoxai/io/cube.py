@@ -90,8 +90,6 @@ CUBE_NAME = "reflectance"
 
 
 RESAMPLING = ("bilinear", "nearest", "cubic", "average")
-
-
 """Resampling methods accepted for reflectance bands (SCL is always nearest)."""
 
 

@@ -53,34 +53,24 @@ EUROSAT_CLASSES: tuple[str, ...] = (
     "River",
     "SeaLake",
 )
-
-
 """The ten EuroSAT land-cover classes (folder names)."""
 
 
 EUROSAT_FILE_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
 )  # fmt: skip
-
-
 """Band order inside the EuroSAT GeoTIFFs (B8A last)."""
 
 
 NATURAL_CLASSES: frozenset[str] = frozenset({"Forest", "HerbaceousVegetation", "River", "SeaLake"})
-
-
 """Classes labelled natural (1)."""
 
 
 ANTHROPOGENIC_CLASSES: frozenset[str] = frozenset(EUROSAT_CLASSES) - NATURAL_CLASSES
-
-
 """Classes labelled anthropogenic (0)."""
 
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
-
-
 """Upstream split names of ``splits.csv``."""
 
 
@@ -154,8 +144,6 @@ def _listing(root: Path) -> list[tuple[str, str, str]]:
 
 
 PATCH_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
-
-
 """File endings :func:`list_patches` takes as patches (EuroSAT MS: .tif; EuroSAT RGB: .jpg)."""
 
 

@@ -56,8 +56,6 @@ __all__ = [
 ]
 
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".kml", ".gml", ".zip")
-
-
 """Mask files read as polygons; anything else is opened as a raster."""
 
 

@@ -86,8 +86,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
 """Canonical names of the backscatter bands (the model features), in cube order."""
 
 

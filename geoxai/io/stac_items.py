@@ -36,26 +36,18 @@ __all__ = [
 ]
 
 S1_POLARIZATIONS: tuple[str, ...] = ("vv", "vh", "hh", "hv")
-
-
 """Canonical (lower-case) asset keys of Sentinel-1 polarisation assets."""
 
 
 DEFAULT_S2_SCALE = 1e-4
-
-
 """Reflectance per DN of Sentinel-2 L1C/L2A (QUANTIFICATION_VALUE 10000)."""
 
 
 BASELINE_OFFSET = -0.1
-
-
 """Reflectance offset of processing baseline >= 04.00 (BOA/RADIO_ADD_OFFSET -1000 DN)."""
 
 
 BASELINE_OFFSET_START = dt.datetime(2022, 1, 25, tzinfo=dt.UTC)
-
-
 """First acquisitions processed with baseline 04.00 (used only when no baseline is recorded)."""
 
 

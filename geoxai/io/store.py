@@ -62,14 +62,10 @@ __all__ = [
 ]
 
 COMMIT_MARKER = "_geoxai_commit.json"
-
-
 """Name of the commit marker inside a store; written last."""
 
 
 STORE_FORMAT = "geoxai-store/1"
-
-
 """Value of the marker's ``format`` field."""
 
 

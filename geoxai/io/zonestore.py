@@ -43,8 +43,6 @@ __all__ = [
 ]
 
 ZONE_FORMAT = "geoxai-zone/1"
-
-
 """Value of ``attrs["geoxai:format"]`` of a zone group."""
 
 

@@ -4,7 +4,8 @@ the STAC catalog and the report. The only package that chains io -> temporal -> 
 outputs; the Ray driver (``pipelines.run``) calls these functions.
 
 Modules: ``catalog``, ``cube_stage``, ``outcomes``, ``plan``, ``radar``, ``radar_dem``,
-``radar_s1``, ``records``, ``report``, ``settings``, ``stages``. Names below load on first use.
+``radar_s1``, ``records``, ``report``, ``scene``, ``settings``, ``stages``. Names below load on
+first use.
 """
 
 import lazy_loader as _lazy
@@ -21,6 +22,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "radar_s1",
         "records",
         "report",
+        "scene",
         "settings",
         "stages",
     ],
@@ -76,6 +78,9 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "stage_timings",
             "render_report",
             "write_report",
+        ],
+        "scene": [
+            "classify_scene",
         ],
         "settings": [
             "run_layout",

@@ -49,20 +49,14 @@ __all__ = [
 ]
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-
-
 """Media type of the per-tile COG assets."""
 
 
 ZARR_MEDIA_TYPE = "application/vnd+zarr"
-
-
 """Media type of the zone store assets."""
 
 
 VRT_MEDIA_TYPE = "application/xml; profile=gdal-vrt"
-
-
 """Media type of the mosaic assets."""
 
 

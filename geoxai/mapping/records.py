@@ -69,14 +69,10 @@ __all__ = [
 ]
 
 RECORD_FORMAT = "geoxai-tile-record/1"
-
-
 """Value of the ``format`` field of every per-tile record."""
 
 
 STATUSES = ("done", "failed", "empty")
-
-
 """Statuses a tile record can carry."""
 
 

@@ -51,8 +51,6 @@ STATUS_COLOURS = {
     "failed": "#c62828",
     "pending": "#ffffff",
 }
-
-
 """Colour of each tile status in the tile map and the summary."""
 
 

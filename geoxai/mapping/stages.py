@@ -75,20 +75,14 @@ __all__ = [
 ]
 
 QUALITY_CODES = {0: "nodata", 1: "good", 2: "sparse (few clear observations or long gaps)"}
-
-
 """Values of the ``quality`` layer."""
 
 
 SPARSE_MIN_OBS = 6
-
-
 """Fewer clear observations than this (year + margins) -> quality 2."""
 
 
 SPARSE_MAX_GAP_DAYS = 90.0
-
-
 """A gap without clear observations longer than this -> quality 2."""
 
 

@@ -44,14 +44,10 @@ __all__ = [
 ]
 
 BAND_ADAPTERS = ("mix1x1", "widen")
-
-
 """Ways to feed C != 3 bands to an RGB backbone (see the module docstring)."""
 
 
 RGB_BANDS = ("B04", "B03", "B02")
-
-
 """Sentinel-2 bands of the R, G, B input channels of an ImageNet backbone, in that order."""
 
 

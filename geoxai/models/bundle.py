@@ -58,13 +58,10 @@ __all__ = [
     "save_bundle",
     "wrap_module",
 ]
-
 """Names looked up, in order, for the (y, x) validity layer beside a model-ready cube."""
 
 
 MODEL_JSON = "model.json"
-
-
 """Name of the bundle's description file."""
 
 
@@ -76,8 +73,6 @@ ARCHITECTURES: dict[str, str] = {
     "scene_simple_cnn": "geoxai.models.backbones:SimpleCNN",
     "scene_resnet18": "geoxai.models.backbones:ResNet18Classifier",
 }
-
-
 """Registry name -> ``"module:Class"``; imported only when a bundle naming it is loaded."""
 
 

@@ -40,14 +40,10 @@ __all__ = [
 ]
 
 LOSSES = ("bce", "weighted_bce", "dice", "bce_dice", "focal")
-
-
 """Names accepted by :func:`make_loss` (and ``SegmentConfig.loss``)."""
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-
-
 """``loss(logits, target, valid) -> scalar``."""
 
 

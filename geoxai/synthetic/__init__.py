@@ -2,15 +2,15 @@
 SCL, written as an archive of COGs and STAC items with its truth; Sentinel-1 and DEM layers;
 segmentation scenes.
 
-Modules: ``archive``, ``fields``, ``files``, ``radar``, ``segment``, ``world``. Names below load on
-first use.
+Modules: ``archive``, ``fields``, ``files``, ``params``, ``radar``, ``segment``, ``spectra``,
+``world``. Names below load on first use.
 """
 
 import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
-    submodules=["archive", "fields", "files", "radar", "segment", "world"],
+    submodules=["archive", "fields", "files", "params", "radar", "segment", "spectra", "world"],
     submod_attrs={
         "archive": [
             "Archive",
@@ -27,6 +27,10 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "collection_links",
             "write_cog",
         ],
+        "params": [
+            "WorldParams",
+            "Atmosphere",
+        ],
         "radar": [
             "S1_COLLECTION",
             "DEM_COLLECTION",
@@ -42,14 +46,22 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "segment": [
             "write_synthetic_scene",
         ],
-        "world": [
+        "spectra": [
+            "FOREST",
+            "CROPLAND",
+            "GRASSLAND",
+            "WATER",
+            "BUILT",
+            "BARE",
             "LANDCOVER_CLASSES",
             "NATURAL_CLASSES",
             "CROP_GROUPS",
             "CLOUD_FLAG",
             "SHADOW_FLAG",
-            "WorldParams",
-            "Atmosphere",
+            "SCALE",
+            "OFFSET",
+        ],
+        "world": [
             "SyntheticWorld",
             "make_world",
             "load_world",

@@ -43,7 +43,8 @@ from geoxai.synthetic.files import collection_links, write_cog
 from geoxai.synthetic.radar import write_radar
 
 if TYPE_CHECKING:
-    from geoxai.synthetic.world import Atmosphere, SyntheticWorld
+    from geoxai.synthetic.params import Atmosphere
+    from geoxai.synthetic.world import SyntheticWorld
 
 __all__ = [
     "Archive",
@@ -51,8 +52,6 @@ __all__ = [
     "stac_item",
     "stac_collection",
 ]
-
-
 """COG internal tile size, pixels."""
 
 

@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 DEFAULT_ORIGIN_TILE = "32631_E0096_N0938"
+"""South-west tile of the default block (zone 31N, ~50.8 N 4.1 E, near Brussels)."""
 
 
 def block_tiles(n: int = 4, origin: str | TileSpec = DEFAULT_ORIGIN_TILE) -> tuple[TileSpec, ...]:

@@ -66,20 +66,14 @@ __all__ = [
 ]
 
 S1_COLLECTION = "sentinel-1-rtc"
-
-
 """Collection id of the synthetic S1 items (Planetary Computer RTC layout)."""
 
 
 DEM_COLLECTION = "cop-dem-glo-30"
-
-
 """Collection id of the synthetic DEM item (Copernicus GLO-30 layout)."""
 
 
 ENL = 4.4
-
-
 """Equivalent number of looks of the speckle (IW GRDH)."""
 
 

@@ -19,8 +19,9 @@ from geoxai.errors import ConfigError
 from geoxai.geo.grid import TileSpec, tile_from_id
 from geoxai.io.rasters import _to_crs
 from geoxai.synthetic.fields import DEFAULT_ORIGIN_TILE
+from geoxai.synthetic.params import WorldParams
 from geoxai.synthetic.radar import elevation_at
-from geoxai.synthetic.world import SyntheticWorld, WorldParams
+from geoxai.synthetic.world import SyntheticWorld
 
 __all__ = [
     "write_synthetic_scene",

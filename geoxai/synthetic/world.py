@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -57,9 +57,9 @@ import numpy as np
 from affine import Affine
 from pyproj import Transformer
 
-from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.errors import InvalidInputError
 from geoxai.geo.bands import BANDS, S2_BANDS
-from geoxai.geo.grid import RESOLUTION_M, TileSpec, tile_from_id
+from geoxai.geo.grid import RESOLUTION_M, TileSpec
 from geoxai.synthetic.archive import write_archive
 
 if TYPE_CHECKING:
@@ -74,277 +74,37 @@ from geoxai.synthetic.fields import (
     _up2,
     block_tiles,
 )
+from geoxai.synthetic.params import Atmosphere, WorldParams
+from geoxai.synthetic.spectra import (
+    _BG_TABLE,
+    _CANOPY,
+    _CIRRUS,
+    _CLOUD,
+    _GREEN,
+    _LITTER,
+    _MAX_SHADOW_M,
+    _NOISE,
+    _PHENOLOGY,
+    _UTC_TIME,
+    BARE,
+    BUILT,
+    CLOUD_FLAG,
+    CROP_GROUPS,
+    CROPLAND,
+    FOREST,
+    GRASSLAND,
+    NATURAL_CLASSES,
+    OFFSET,
+    SCALE,
+    SHADOW_FLAG,
+    WATER,
+)
 
 __all__ = [
-    "LANDCOVER_CLASSES",
-    "NATURAL_CLASSES",
-    "CROP_GROUPS",
-    "CLOUD_FLAG",
-    "SHADOW_FLAG",
-    "WorldParams",
-    "Atmosphere",
     "SyntheticWorld",
     "make_world",
     "load_world",
 ]
-
-"""South-west tile of the default block (zone 31N, ~50.8 N 4.1 E, near Brussels)."""
-
-
-FOREST, CROPLAND, GRASSLAND, WATER, BUILT, BARE = 1, 2, 3, 4, 5, 6
-
-
-LANDCOVER_CLASSES: dict[int, str] = {
-    FOREST: "forest",
-    CROPLAND: "cropland",
-    GRASSLAND: "grassland",
-    WATER: "water",
-    BUILT: "built_up",
-    BARE: "bare",
-}
-
-
-"""Codes of ``truth/landcover.tif`` (0 is never used)."""
-
-
-NATURAL_CLASSES: tuple[int, ...] = (FOREST, GRASSLAND, WATER)
-
-
-"""Classes labelled natural (1) in ``truth/natural.tif``; every other class is anthropogenic."""
-
-
-CROP_GROUPS: dict[str, tuple[float, float]] = {
-    "winter_cereal": (135.0, 35.0),
-    "maize": (215.0, 28.0),
-    "sugar_beet": (205.0, 38.0),
-    "potato": (185.0, 25.0),
-}
-
-
-"""Crop group -> (day of year of peak greenness, Gaussian width in days)."""
-
-
-# ---- spectra: reflectance at B02 B03 B04 B05 B06 B07 B08 B8A B11 B12 ---------------------------
-_GREEN = (0.030, 0.075, 0.035, 0.120, 0.340, 0.440, 0.480, 0.500, 0.220, 0.110)
-
-
-_CANOPY = (0.020, 0.045, 0.022, 0.075, 0.220, 0.280, 0.310, 0.320, 0.150, 0.065)
-
-
-_LITTER = (0.040, 0.060, 0.070, 0.090, 0.120, 0.140, 0.150, 0.160, 0.200, 0.130)
-
-
-_SOIL = (0.070, 0.100, 0.130, 0.160, 0.180, 0.200, 0.210, 0.220, 0.270, 0.210)
-
-
-_DRYVEG = (0.050, 0.080, 0.100, 0.130, 0.170, 0.200, 0.220, 0.230, 0.250, 0.170)
-
-
-_URBAN = (0.090, 0.110, 0.130, 0.150, 0.170, 0.180, 0.190, 0.200, 0.270, 0.240)
-
-
-_BARE = (0.110, 0.150, 0.190, 0.220, 0.240, 0.260, 0.270, 0.280, 0.360, 0.310)
-
-
-_WATER = (0.045, 0.050, 0.030, 0.022, 0.014, 0.011, 0.009, 0.008, 0.004, 0.003)
-
-
-_CLOUD = (0.550, 0.540, 0.530, 0.540, 0.550, 0.550, 0.550, 0.550, 0.420, 0.300)
-
-
-_CIRRUS = (1.000, 0.950, 0.900, 0.850, 0.820, 0.800, 0.780, 0.780, 0.550, 0.400)
-
-
-_NOISE = (0.003, 0.003, 0.003, 0.004, 0.004, 0.004, 0.004, 0.004, 0.005, 0.005)
-
-
-_BACKGROUND = {
-    FOREST: _DRYVEG,
-    CROPLAND: _SOIL,
-    GRASSLAND: _DRYVEG,
-    WATER: _WATER,
-    BUILT: _URBAN,
-    BARE: _BARE,
-}
-
-
-# class -> (green base, green amplitude, peak day of year, width days)
-_BG_TABLE = np.array(
-    [[_BACKGROUND.get(c, _SOIL)[k] for c in range(7)] for k in range(10)], np.float32
-)
-
-
-"""(band, class) background reflectance lookup."""
-
-
-_PHENOLOGY = {
-    FOREST: (0.45, 0.40, 150.0, 80.0),  # understory of the non-tree part
-    CROPLAND: (0.03, 0.90, 180.0, 30.0),  # peak/width replaced per crop group
-    GRASSLAND: (0.45, 0.40, 150.0, 80.0),
-    WATER: (0.0, 0.0, 180.0, 60.0),
-    BUILT: (0.08, 0.08, 180.0, 60.0),
-    BARE: (0.02, 0.04, 180.0, 50.0),
-}
-
-
-CLOUD_FLAG = 0.35
-
-
-"""Cloud opacity from which SCL says cloud (8; 9 from 0.75); below: unflagged haze rim."""
-
-
-SHADOW_FLAG = 0.1
-
-
-"""Shadow darkening above which SCL says cloud shadow (3)."""
-
-
-SCALE, OFFSET = 1e-4, -0.1
-
-
-"""DN -> reflectance: ``reflectance = DN * SCALE + OFFSET`` (processing baseline >= 04.00)."""
-
-
-_UTC_TIME = (10, 50, 31)
-
-
-_MAX_SHADOW_M = 2000.0
-
-
-@dataclass(frozen=True)
-class WorldParams:
-    """Everything that defines a synthetic world (the seed included).
-
-    Attributes:
-        tiles: the tiles the world must cover (one UTM zone); the data block is their bounding
-            rectangle plus the margin.
-        year: target year; acquisitions cover it plus ``pad_days`` on each side.
-        seed: random seed; same params -> same world, byte for byte.
-        margin_px: extra 10 m pixels of data around the tiles (>= the halo you will use; even).
-        revisit_days: days between acquisitions (S2A + S2B: 5).
-        pad_days: days of acquisitions before 1 January and after 31 December.
-        start: first acquisition date override (tests: a short period), ``None`` = year - pad.
-        end: last acquisition date override (inclusive), ``None`` = year end + pad.
-        clouds: False gives a cloud-free, shadow-free archive (noise and swath edges remain).
-        noise: multiplier of the per-band sensor noise (0 = none; 1 = 0.003..0.005 reflectance).
-        swath_edge_prob: probability that a date has a no-data swath edge across the block.
-        corrupt: ``(acquisition index, band)`` pairs whose COG is truncated after writing.
-        collection_id: STAC collection id of the items.
-        with_s1: also write Sentinel-1 VV/VH (:mod:`geoxai.synthetic_radar`, own collection).
-        with_dem: also write a DEM (EPSG:4326 COG, own collection) and elevation/slope truth.
-        s1_revisit_days: days between S1 acquisitions (directions alternate).
-        overcast_tiles: ids of tiles whose cores (+16 px) are under thick cloud on a share
-            ``overcast_prob`` of the dates (a persistently cloudy region, as in the tropics).
-        overcast_prob: probability per date and overcast tile of the thick cloud.
-    """
-
-    tiles: tuple[TileSpec, ...] = field(default_factory=block_tiles)
-    year: int = 2023
-    seed: int = 0
-    margin_px: int = 64
-    revisit_days: int = 5
-    pad_days: int = 30
-    start: date | None = None
-    end: date | None = None
-    clouds: bool = True
-    noise: float = 1.0
-    swath_edge_prob: float = 0.1
-    corrupt: tuple[tuple[int, str], ...] = ()
-    collection_id: str = "sentinel-2-l2a"
-    with_s1: bool = False
-    with_dem: bool = False
-    s1_revisit_days: int = 6
-    overcast_tiles: tuple[str, ...] = ()
-    overcast_prob: float = 0.9
-
-    def __post_init__(self) -> None:
-        tiles = tuple(t.with_halo(0) for t in self.tiles)
-        object.__setattr__(self, "tiles", tiles)
-        object.__setattr__(self, "overcast_tiles", tuple(str(t) for t in self.overcast_tiles))
-        unknown = sorted(set(self.overcast_tiles) - {t.id for t in tiles})
-        if unknown:
-            raise ConfigError(
-                f"overcast_tiles {unknown} are not tiles of the world ({[t.id for t in tiles]})."
-            )
-        if not 0.0 <= self.overcast_prob <= 1.0 or self.s1_revisit_days < 1:
-            raise ConfigError("overcast_prob must be in [0, 1] and s1_revisit_days >= 1.")
-        if not tiles:
-            raise ConfigError("WorldParams.tiles is empty; give at least one TileSpec.")
-        if len({t.epsg for t in tiles}) != 1:
-            raise ConfigError(
-                f"World tiles span several UTM zones {sorted({t.crs for t in tiles})}; a "
-                "synthetic world lives in one zone: pass tiles of one EPSG code."
-            )
-        if any(t.resolution_m != RESOLUTION_M for t in tiles):
-            raise ConfigError(f"World tiles must have resolution_m={RESOLUTION_M}.")
-        if self.margin_px < 0 or self.margin_px % 2:
-            raise ConfigError(
-                f"margin_px must be an even number >= 0 (20 m bands), got {self.margin_px}."
-            )
-        if any((t.tile_size_m // RESOLUTION_M) % 2 for t in tiles):
-            raise ConfigError("tile_size_m must be a multiple of 20 m so 20 m bands align.")
-        if self.revisit_days < 1 or self.pad_days < 0:
-            raise ConfigError(
-                f"revisit_days must be >= 1 and pad_days >= 0, got {self.revisit_days}, "
-                f"{self.pad_days}."
-            )
-        if not 0.0 <= self.swath_edge_prob <= 1.0 or self.noise < 0:
-            raise ConfigError("swath_edge_prob must be in [0, 1] and noise >= 0.")
-        for _, b in self.corrupt:
-            if b not in (*S2_BANDS, "SCL"):
-                raise ConfigError(f"corrupt band {b!r} is not one of {(*S2_BANDS, 'SCL')}.")
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (tiles as ids); :meth:`from_json` inverts it."""
-        d = asdict(self)
-        d["tiles"] = [t.id for t in self.tiles]
-        d["tile_size_m"] = self.tiles[0].tile_size_m
-        d["start"] = self.start.isoformat() if self.start else None
-        d["end"] = self.end.isoformat() if self.end else None
-        d["corrupt"] = [list(c) for c in self.corrupt]
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> WorldParams:
-        """Parameters from :meth:`to_json` output."""
-        d = dict(d)
-        size = d.pop("tile_size_m", 6000)
-        d["tiles"] = tuple(tile_from_id(t, tile_size_m=size) for t in d["tiles"])
-        d["start"] = date.fromisoformat(d["start"]) if d.get("start") else None
-        d["end"] = date.fromisoformat(d["end"]) if d.get("end") else None
-        d["corrupt"] = tuple((int(i), str(b)) for i, b in d.get("corrupt", ()))
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise ConfigError(f"Synthetic world parameters {sorted(d)} do not fit: {exc}.") from exc
-
-
-@dataclass(frozen=True)
-class Atmosphere:
-    """Clouds, shadows and no-data of one acquisition on the block's 20 m grid.
-
-    Attributes:
-        cloud: (H/2, W/2) float32 cloud opacity 0..1; SCL flags >= ``CLOUD_FLAG`` (8, 9 from
-            0.75); below it a thin haze rim (<= 0.1) around clouds that SCL misses, as real
-            SCL misses cloud edges.
-        cirrus: (H/2, W/2) float32 thin-cirrus thickness (reflectance added in blue), 0..~0.1.
-        shadow: (H/2, W/2) float32 darkening by cloud shadow 0..0.7; SCL 3 above
-            ``SHADOW_FLAG`` (faint rim shadows stay unflagged).
-        nodata: (H/2, W/2) bool, outside the swath.
-        shadow_offset_px: (rows, cols) displacement of shadows from clouds, 20 m pixels.
-        sun_azimuth: degrees clockwise from north.
-        sun_elevation: degrees above the horizon.
-        cloud_height_m: cloud-base height used for the shadow displacement, metres.
-    """
-
-    cloud: np.ndarray
-    cirrus: np.ndarray
-    shadow: np.ndarray
-    nodata: np.ndarray
-    shadow_offset_px: tuple[int, int]
-    sun_azimuth: float
-    sun_elevation: float
-    cloud_height_m: float
 
 
 class SyntheticWorld:

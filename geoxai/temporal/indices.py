@@ -78,8 +78,6 @@ INDICES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {
     "MSAVI2": msavi2,
     "GRNDVI": grndvi,
 }
-
-
 """Index name -> function of a band mapping."""
 
 
@@ -90,8 +88,6 @@ INDEX_BANDS: dict[str, tuple[str, ...]] = {
     "MSAVI2": ("B04", "B08"),
     "GRNDVI": ("B03", "B04", "B08"),
 }
-
-
 """The bands each index reads."""
 
 

@@ -522,7 +522,5 @@ REFERENCE_FEATURES: tuple[str, ...] = (
     "MSAVI2",
     "GRNDVI",
 )
-
-
 """The 17 features per pixel and step of the reference tree cover model, in its order
 (preprocess with ``IndexParams(indices=("EVI", "BI", "MSAVI2", "GRNDVI"))``, then :func:`fuse`)."""

@@ -59,20 +59,14 @@ SLOPE_BAND = "slope"
 
 
 FLAG_VOID_FILLED = 1
-
-
 """Pixel flag: the DEM had a void here (or in the slope's 3 x 3 window), filled from neighbours."""
 
 
 FLAG_VOID = 2
-
-
 """Pixel flag: void too large to fill; elevation and/or slope are NaN."""
 
 
 FLAG_NO_DEM = 4
-
-
 """Pixel flag (whole tile): no DEM item covers the tile."""
 
 

@@ -69,8 +69,6 @@ _NAN_UNDER_WEIGHT = (
 
 
 ENGINES = ("auto", "numba", "numpy")
-
-
 """CPU engines of :func:`whittaker`: "auto" = numba when installed, else numpy."""
 
 
@@ -442,7 +440,8 @@ def whittaker_torch(
 
     Same arguments and result as :func:`whittaker`, with torch tensors (numpy arrays are
     converted, on CPU). Computes in the dtype of ``y`` promoted to at least float32; pass
-    float64 to match the numpy path to round-off (1e-10 in tests/test_whittaker.py); float32
+    float64 to match the numpy path to round-off (1e-10 in tests/temporal/test_whittaker.py);
+    float32
     loses about three digits inside long gaps (2e-3 absolute on reflectance-like values at
     lambda = 100 in the tests), so the pipeline uses float64 on every device.
     """

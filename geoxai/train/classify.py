@@ -88,26 +88,18 @@ __all__ = [
 ]
 
 MODELS = ("simple_cnn", "resnet18")
-
-
 """Classifier networks (see :mod:`geoxai.backbones`)."""
 
 
 BAND_PRESETS = ("all13", "rgb")
-
-
 """Named band selections: all 13 EuroSAT bands (file order) or B04, B03, B02 (R, G, B)."""
 
 
 FILE_LAYOUTS: dict[int, tuple[str, ...]] = {13: EUROSAT_FILE_BANDS, 3: RGB_BANDS}
-
-
 """Band names of a patch file by its band count: EuroSAT MS (B8A last) or RGB."""
 
 
 CACHE_KEYWORD = "torchvision-cache"
-
-
 """``pretrained`` value that takes ``resnet18-*.pth`` from torch's hub cache folder."""
 
 

@@ -58,14 +58,10 @@ WORKFLOWS: dict[str, str] = {
     "asos": "geoxai.train.asos:AsosConfig:train_asos_workflow",
     "spacex": "geoxai.train.spacex:SpacexConfig:train_spacex",
 }
-
-
 """Workflow name -> ``"module:ConfigClass:train_function"``."""
 
 
 CONFIG_FILE = "train_config.yaml"
-
-
 """Name of the saved config inside a bundle directory."""
 
 

@@ -81,14 +81,10 @@ __all__ = [
 ]
 
 ARCHITECTURE = "unet2d"
-
-
 """Bundle architecture name of :class:`geoxai.models.UNet2d`."""
 
 
 GRID_FILE = "grid.json"
-
-
 """Bundle extra file: training grid, band names, rasters, split and normalization."""
 
 

@@ -100,7 +100,6 @@ __all__ = [
     "TrainReport",
     "train_spacex",
 ]
-
 """Key of the SpacEX description in ``model.json``'s ``extra_files``."""
 
 
@@ -453,8 +452,6 @@ def _training_default() -> FitParamsModel:
 
 
 _SPACEX_TRAINING: dict[str, Any] = {"lr": 2e-4, "lr_schedule": "linear_decay", "batch_size": 4}
-
-
 """Trainer settings SpacEX changes from the trainer's defaults (CycleGAN's Adam rate, decay)."""
 
 

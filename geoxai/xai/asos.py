@@ -23,7 +23,7 @@ records and the number of occluded pixels. Integer sums are associative and comm
 a fit over N shards merged in any order equals the single-process fit exactly (tolerance 0);
 the price is a rounding of each score change by at most ``2**-33`` (1.2e-10).
 
-Measured (tests/test_asos_synthetic.py; scenes whose label is caused by forest cover): the
+Measured (tests/xai/test_asos_synthetic.py; scenes whose label is caused by forest cover): the
 top-q IoU of the ASOS map with the forest mask is 0.44 (chance 0.18; 0.21-0.62 over five
 training seeds), image-space occlusion (8 px, stride 4) 0.43, Grad-CAM 0.59. ASOS costs about
 one forward pass per image, OSM thousands (benchmarks/bench_asos.py).
@@ -66,25 +66,18 @@ __all__ = [
     "asos_map",
     "DEFAULT_TRANSFORM",
 ]
-
 """Accepted units of input images: surface reflectance (~0..1) or digital numbers (~0..10000)."""
 
 
 QUANTUM: float = 2.0**-32
-
-
 """Fixed-point step of the table's sums (score change units); each record rounds by <= QUANTUM/2."""
 
 
 TABLE_SIZE_WARN: int = 100_000
-
-
 """Number of activation-space cubes above which building a table warns (dense storage)."""
 
 
 _TABLE_SIZE_MAX: int = 50_000_000
-
-
 """Number of cubes above which a dense table (32 bytes per cube) is refused."""
 
 
@@ -414,8 +407,6 @@ def lookup(table: ASOSTable, a: np.ndarray | torch.Tensor, *, min_evidence: int 
 
 
 DEFAULT_TRANSFORM: tuple[float, ...] = (10.0, 0.0, 0.0, 0.0, -10.0, 0.0)
-
-
 """Grid of a plain image without georeference: 10 m pixels, origin at zone pixel (0, 0)."""
 
 
@@ -495,14 +486,10 @@ def asos_map(
 
 
 TABLE_KEY = "asos_table"
-
-
 """Key of the fitted table in ``model.json``'s ``extra_files``."""
 
 
 TABLE_FILE = "asos_table.npz"
-
-
 """File name of the fitted table inside a bundle."""
 
 

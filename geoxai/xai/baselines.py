@@ -291,8 +291,6 @@ CLASS_SPECTRA: dict[str, tuple[float, ...]] = {
     "water": (0.060, 0.050, 0.030, 0.020, 0.012, 0.010, 0.010, 0.008, 0.005, 0.003),
     "bare": (0.120, 0.150, 0.180, 0.210, 0.230, 0.240, 0.250, 0.260, 0.320, 0.280),
 }
-
-
 """Typical surface reflectance of a few land covers in B02..B12 (canonical order)."""
 
 

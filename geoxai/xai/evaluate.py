@@ -46,8 +46,6 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("spacex", "asos", "osm", "gradcam", "deeplift")
-
-
 """Explanation methods of the table, in column order."""
 
 

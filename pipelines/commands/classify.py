@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         Band 1 of the COG is the class index (uint8, 255 = no data; the names are in the
         'classes' tag); --probabilities adds one band per class in percent.
         """
-        from geoxai.inference.scene import classify_scene
+        from geoxai.mapping.scene import classify_scene
 
         res = classify_scene(
             bundle,

@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
 
         from geoxai.errors import ConfigError
         from geoxai.synthetic.fields import block_tiles
-        from geoxai.synthetic.world import SyntheticWorld, WorldParams
+        from geoxai.synthetic.params import WorldParams
+        from geoxai.synthetic.world import SyntheticWorld
 
         try:
             first = date.fromisoformat(start) if start else None

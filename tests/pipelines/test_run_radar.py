@@ -5,7 +5,7 @@ directions, a Copernicus-style DEM in EPSG:4326), served by a real local STAC AP
 127.0.0.5) with all three collections. The S1 items' footprints are cut to the west tile (the
 east tile's haloed footprint misses them): the east tile is a tile without S1 coverage. A tiny
 TemporalUNet bundle reads S2 + ``slope`` + ``VV`` + ``VH`` in a shuffled order (seeded
-initialisation: these tests check the wiring, not skill; skill is tests/test_s1_fusion.py).
+initialisation: these tests check the wiring, not skill; skill is tests/train/test_s1_fusion.py).
 
 Each tile goes plan_run -> stage_cube -> map_and_write as the Ray driver chains them.
 """

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.geo.bands import CUBE_BANDS, S2_BANDS
+from geoxai.geo.bands import S2_BANDS
 from geoxai.temporal.clouds import CloudMaskParams
 from geoxai.temporal.indices import NormalizationParams
 from geoxai.temporal.smoothing import (
@@ -20,54 +19,7 @@ from geoxai.temporal.smoothing import (
     required_halo_px,
     time_axis,
 )
-
-BASE = np.array([0.04, 0.07, 0.05, 0.10, 0.15, 0.17, 0.20, 0.22, 0.20, 0.12])
-AMP = np.array([-0.01, 0.0, -0.03, 0.08, 0.12, 0.18, 0.25, 0.25, 0.02, -0.04])
-
-
-def truth(days: np.ndarray, amp: np.ndarray) -> np.ndarray:
-    """(T, 10, N) clean reflectance: a growing season peaking mid-year, per-pixel amplitude."""
-    season = np.exp(-0.5 * ((days - 190.0) / 55.0) ** 2)  # days from 2021-01-01
-    return BASE[None, :, None] + AMP[None, :, None] * season[:, None, None] * amp[None, None, :]
-
-
-def synthetic_cube(seed: int = 0, ny: int = 24, nx: int = 30, cloud: float = 0.3):
-    """Irregular cloudy series with SCL; returns (raw cube, amp (ny, nx))."""
-    rng = np.random.default_rng(seed)
-    days = np.cumsum(rng.choice([3, 5, 5, 7, 10], size=90)) - 70.0  # from ~2020-10-25
-    days = days[days < 440]
-    t = days.size
-    amp = rng.uniform(0.5, 1.0, size=(ny, nx))
-    clean = truth(days, amp.ravel()).reshape(t, 10, ny, nx)
-    refl = clean + rng.normal(0, 0.004, size=clean.shape)
-    scl = np.full((t, ny, nx), 4.0)
-    u = rng.random((t, ny, nx))
-    cloudy = u < cloud
-    shadow = (u >= cloud) & (u < cloud + 0.05)
-    refl = np.where(cloudy[:, None], 0.45 + rng.normal(0, 0.05, size=refl.shape), refl)
-    refl = np.where(shadow[:, None], refl * 0.4, refl)
-    scl[cloudy] = 9.0
-    scl[shadow] = 3.0
-    gone = rng.random((t, ny, nx)) < 0.05
-    refl[np.broadcast_to(gone[:, None], refl.shape)] = np.nan
-    scl[gone] = np.nan
-    data = np.concatenate([refl, scl[:, None]], axis=1).astype(np.float32)
-    times = np.datetime64("2021-01-01", "ns") + (days * 86400e9).astype("timedelta64[ns]")
-    raw = xr.DataArray(
-        data,
-        dims=("time", "band", "y", "x"),
-        coords={
-            "time": times,
-            "band": list(CUBE_BANDS),
-            "y": 5_600_005.0 - 10.0 * np.arange(ny),
-            "x": 500_005.0 + 10.0 * np.arange(nx),
-            "id": ("time", [f"S2_{i:03d}" for i in range(t)]),
-        },
-        name="reflectance",
-        attrs={"crs": "EPSG:32631", "tile_id": "32631_E0083_N0933", "resolution_m": 10},
-    )
-    return raw, amp
-
+from tests.fixtures.cubes import AMP, synthetic_cube, truth
 
 PARAMS = PreprocessParams(
     clouds=CloudMaskParams(buffer_m=0.0), smoothing=SmoothingParams(year=2021)

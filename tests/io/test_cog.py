@@ -20,7 +20,7 @@ from geoxai.io.cog import (
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.records import write_tile
-from tests.test_outputs import layers_for, small_tile
+from tests.fixtures.zones import layers_for, small_tile
 
 
 def test_tile_cog_is_valid_with_overviews_and_georeferenced(tmp_path):

@@ -22,32 +22,7 @@ from geoxai.mapping.records import (
     write_status,
     write_tile,
 )
-
-SMALL = 600  # tile_size_m of the small test lattice: 60 x 60 px cores, fast on S3
-
-
-def small_tile(col: int, row: int, epsg: int = 32631) -> TileSpec:
-    return TileSpec(epsg, col, row, 0, tile_size_m=SMALL)
-
-
-def small_tiles() -> list[TileSpec]:
-    """A 2 x 2 block plus an isolated tile (the grid spans 4 columns, 2 rows)."""
-    return [small_tile(10, 20), small_tile(11, 20), small_tile(10, 21), small_tile(11, 21)] + [
-        small_tile(13, 20)
-    ]
-
-
-def layers_for(tile: TileSpec, seed: int = 0) -> dict[str, np.ndarray]:
-    """Distinct, tile-dependent values; some NaN to check nodata round trips."""
-    n = tile.core_px
-    rng = np.random.default_rng(tile.col * 1000 + tile.row + seed)
-    pred = rng.random((2, n, n), dtype=np.float32)
-    pred[:, :3, :3] = np.nan
-    return {
-        "prediction": pred,
-        "asos_sensitivity": rng.random((n, n), dtype=np.float32),
-        "quality": rng.integers(1, 4, (n, n), dtype=np.uint8),
-    }
+from tests.fixtures.zones import SMALL, layers_for, small_tile, small_tiles
 
 
 def record_for(config_hash: str = "cfg-a") -> dict:

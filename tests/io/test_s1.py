@@ -1,7 +1,7 @@
 """Sentinel-1: dB conversion, aggregation on the optical axis, orbit rule, bad input, real data.
 
 Real series (../shared/realdata via the ``realdata`` fixture) are read with GDAL's netCDF
-driver (rasterio), as in tests/test_temporal_realdata.py.
+driver (rasterio), as in tests/temporal/test_temporal_realdata.py.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from geoxai.io.stac import read_items
 from geoxai.io.stac_items import normalize_item
 from geoxai.mapping.radar_s1 import s1_steps
 from geoxai.synthetic.files import write_cog
-from geoxai.synthetic.world import SyntheticWorld, WorldParams
+from geoxai.synthetic.params import WorldParams
+from geoxai.synthetic.world import SyntheticWorld
 from geoxai.temporal.fuse import fuse
 from geoxai.temporal.indices import IndexParams
 from geoxai.temporal.s1 import (

@@ -18,8 +18,9 @@ from geoxai.io.stac import read_items
 from geoxai.io.stac_items import normalize_item
 from geoxai.mapping.radar_dem import terrain
 from geoxai.synthetic.files import write_cog
+from geoxai.synthetic.params import WorldParams
 from geoxai.synthetic.radar import slope_at
-from geoxai.synthetic.world import SyntheticWorld, WorldParams
+from geoxai.synthetic.world import SyntheticWorld
 from geoxai.temporal.terrain import (
     FLAG_NO_DEM,
     FLAG_VOID,

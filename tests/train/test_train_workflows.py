@@ -158,7 +158,8 @@ def syn_cubes(tmp_path_factory):
     from geoxai.io.cube import build_cube
     from geoxai.io.stac import read_items
     from geoxai.io.store import write_dataset
-    from geoxai.synthetic.world import SyntheticWorld, WorldParams
+    from geoxai.synthetic.params import WorldParams
+    from geoxai.synthetic.world import SyntheticWorld
     from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, preprocess
 
     n = torch.get_num_threads()

@@ -402,7 +402,8 @@ def clean_world(tmp_path_factory):
     """A cloud-free, noise-free 2x2 world of 600 m tiles, four acquisitions in June 2023."""
     from datetime import date
 
-    from geoxai.synthetic.world import SyntheticWorld, WorldParams
+    from geoxai.synthetic.params import WorldParams
+    from geoxai.synthetic.world import SyntheticWorld
 
     world = SyntheticWorld(
         WorldParams(

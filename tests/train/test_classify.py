@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
-from geoxai.inference.scene import classify_scene
 from geoxai.io.eurosat import EUROSAT_FILE_BANDS
+from geoxai.mapping.scene import classify_scene
 from geoxai.models.backbones import (
     RGB_BANDS,
     ResNet18Classifier,

@@ -15,7 +15,7 @@ from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.catalog import COG_MEDIA_TYPE, check_catalog, write_catalog
 from geoxai.mapping.records import read_records, save_config, write_status, write_tile
-from tests.test_outputs import layers_for, small_tile
+from tests.fixtures.zones import layers_for, small_tile
 
 ITEMS = ["S2A_31UFS_20240101_0_L2A", "S2B_31UFS_20240106_0_L2A"]
 

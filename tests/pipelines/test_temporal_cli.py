@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from geoxai.io.store import read_dataset, write_dataset
 from pipelines.cli import app
-from tests.test_temporal import synthetic_cube
+from tests.fixtures.cubes import synthetic_cube
 
 
 def test_smooth_command_writes_a_nan_free_model_ready_cube(store_root, tmp_path):

@@ -13,16 +13,9 @@ from geoxai.geo.aoi import cover_aoi
 from geoxai.geo.bands import S2_BANDS, canonical_band_name
 from geoxai.geo.grid import TileSpec
 from geoxai.synthetic.fields import block_tiles
-from geoxai.synthetic.world import (
-    CLOUD_FLAG,
-    CROPLAND,
-    FOREST,
-    NATURAL_CLASSES,
-    WATER,
-    SyntheticWorld,
-    WorldParams,
-    load_world,
-)
+from geoxai.synthetic.params import WorldParams
+from geoxai.synthetic.spectra import CLOUD_FLAG, CROPLAND, FOREST, NATURAL_CLASSES, WATER
+from geoxai.synthetic.world import SyntheticWorld, load_world
 
 # 2 x 2 tiles of 600 m (60 px) + 16 px margin: a 152 x 152 px block, fast to make.
 SMALL_TILES = tuple(

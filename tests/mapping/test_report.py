@@ -15,7 +15,7 @@ from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.records import read_records, write_status, write_tile
 from geoxai.mapping.report import render_report, stage_timings, tile_statuses, write_report
-from tests.test_outputs import layers_for, small_tile
+from tests.fixtures.zones import layers_for, small_tile
 
 CONFIG = {"name": "demo-run", "year": 2024, "aoi": "4.0,50.0,5.0,51.0", "config_hash": "c0ffee"}
 
