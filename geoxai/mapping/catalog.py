@@ -14,9 +14,13 @@ Items carry the tile core footprint (WGS84) and bbox, the projection extension v
 time (``created``). Assets: the tile's COGs (role ``data``) and its record (role ``metadata``).
 The Collection's assets are the zone Zarr stores, the mosaics, the config and the report.
 
-Tiles recorded ``empty`` or ``failed`` produced no pixels and get no Item; the report lists them.
-Schema validation with pystac needs the network (schemas are fetched); :func:`check_catalog`
-checks the required fields and that every href resolves, offline.
+COG assets carry the raster extension (``raster:bands``: data type, nodata, unit of each band)
+and the file extension (``file:size``, ``file:checksum`` as a SHA2-256 multihash of the bytes the
+record verified). Tiles recorded ``empty`` or ``failed`` produced no pixels and get no Item; the
+report lists them. The catalog validates against the published STAC 1.1 core, projection v2.0,
+raster v1.1 and file v2.1 schemas (``tests/mapping/test_catalog.py`` runs pystac's validator on
+local copies of them); :func:`check_catalog` checks the required fields and that every href
+resolves, offline.
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import pystac
+from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from shapely.geometry import mapping
 
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.geo.grid import TILE_SIZE_M, tile_from_id
 from geoxai.io.layout import RunLayout
-from geoxai.io.zonestore import upload_file
+from geoxai.io.zonestore import LayerSpec, ZoneStore, upload_file
 
 __all__ = [
     "COG_MEDIA_TYPE",
@@ -119,6 +125,7 @@ def build_collection(
     cfg = _config_fields(config)
     start, end = _year_range(cfg["year"])
     done = [r for r in records if r.get("status") == "done"]
+    specs = _layer_specs(layout)
     now = _dt.datetime.now(_dt.UTC)
     items = []
     for rec in sorted(done, key=lambda r: str(r["tile_id"])):
@@ -155,20 +162,17 @@ def build_collection(
         for layer, info in sorted(dict(rec.get("cogs") or {}).items()):
             meta = rec.get("layers", {}).get(layer, {})
             extra: dict[str, Any] = {}
-            if info.get("bytes"):
-                extra["file:size"] = int(info["bytes"])
             if meta.get("bands"):
                 extra["geoxai:bands"] = list(meta["bands"])
-            item.add_asset(
-                layer,
-                pystac.Asset(
-                    href=str(staging / info["href"]),
-                    media_type=COG_MEDIA_TYPE,
-                    roles=["data"],
-                    title=f"{layer} (COG)",
-                    extra_fields=extra,
-                ),
+            asset = pystac.Asset(
+                href=str(staging / info["href"]),
+                media_type=COG_MEDIA_TYPE,
+                roles=["data"],
+                title=f"{layer} (COG)",
+                extra_fields=extra,
             )
+            item.add_asset(layer, asset)
+            _describe_cog(asset, info, meta, specs.get(tile.epsg, {}).get(layer))
         item.add_asset(
             "record",
             pystac.Asset(
@@ -241,6 +245,38 @@ def build_collection(
         )
     collection.add_items(items)
     return collection
+
+
+def _layer_specs(layout: RunLayout) -> dict[int, dict[str, LayerSpec]]:
+    """epsg -> layer -> :class:`LayerSpec` of every zone store of the run (nodata and units)."""
+    return {epsg: dict(ZoneStore.open(layout, epsg).layers) for epsg in layout.zones()}
+
+
+def _describe_cog(
+    asset: pystac.Asset,
+    info: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    spec: LayerSpec | None,
+) -> None:
+    """Raster and file extension fields of a tile COG asset, from its record and layer spec."""
+    if info.get("bytes") or info.get("sha256"):
+        file_ext = FileExtension.ext(asset, add_if_missing=True)
+        if info.get("bytes"):
+            file_ext.size = int(info["bytes"])
+        if info.get("sha256"):
+            file_ext.checksum = "1220" + str(info["sha256"])  # multihash: sha2-256, 32 bytes
+    dtype = str(meta.get("dtype") or (spec.dtype if spec else ""))
+    if not dtype:
+        return
+    nodata: float | int | str | None = spec.fill if spec is not None else None
+    if isinstance(nodata, float) and nodata != nodata:
+        nodata = "nan"
+    unit = spec.units if spec is not None and spec.units else None
+    n_bands = len(meta.get("bands") or (spec.bands if spec else ())) or 1
+    RasterExtension.ext(asset, add_if_missing=True).bands = [
+        RasterBand.create(data_type=DataType(dtype), nodata=nodata, unit=unit)
+        for _ in range(n_bands)
+    ]
 
 
 def write_catalog(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pystac
+import pystac.validation
 import pytest
 from shapely.geometry import Point, shape
 
@@ -116,3 +117,50 @@ def test_catalog_on_each_store(store_root):
     coll = json.loads(fs.cat_file(f"{base}/collection.json"))
     assert coll["type"] == "Collection"
     assert all(not lk["href"].startswith(("s3:", "/")) for lk in coll["links"])
+
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "stac-schemas"
+
+
+def _offline_validator() -> pystac.validation.JsonSchemaSTACValidator:
+    """pystac's jsonschema validator with the published extension schemas read from
+    tests/data/stac-schemas (copies of stac-extensions' json-schema/schema.json at the tags
+    pystac writes: projection v2.0.0, raster v1.1.0, file v2.1.0); pystac ships the STAC 1.1
+    core and GeoJSON schemas itself. Nothing is fetched."""
+    validator = pystac.validation.JsonSchemaSTACValidator()
+    for path in sorted(SCHEMAS.glob("*.json")):
+        schema = json.loads(path.read_text())
+        uri = schema["$id"].rstrip("#")
+        validator.schema_cache[uri] = schema
+    return validator
+
+
+def test_catalog_validates_against_the_published_schemas(tmp_path):
+    config, layout, done = make_run(str(tmp_path / "store"))
+    url = write_catalog(layout, config, read_records(layout))
+    coll = pystac.Collection.from_file(url)
+    validator = _offline_validator()
+    pystac.validation.set_validator(validator)
+    try:
+        assert coll.validate()  # the Collection against collection.json
+        n = coll.validate_all()  # and every Item, with its extensions
+        assert n == len(done)
+        item = next(coll.get_items())
+        uris = set(item.stac_extensions)
+        assert {
+            "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+        } <= uris
+        pred = item.assets["prediction"].extra_fields
+        assert pred["raster:bands"] == [{"data_type": "float32", "nodata": "nan", "unit": "1"}]
+        assert pred["file:checksum"].startswith("1220") and len(pred["file:checksum"]) == 68
+        quality = item.assets["quality"].extra_fields["raster:bands"]
+        assert quality[0]["data_type"] == "uint8" and quality[0]["nodata"] == 0
+        # a broken item is caught by the same validator (the check can fail)
+        bad = item.clone()
+        bad.properties["proj:shape"] = "60x60"
+        with pytest.raises(pystac.errors.STACValidationError, match="projection"):
+            bad.validate()
+    finally:
+        pystac.validation.set_validator(pystac.validation.JsonSchemaSTACValidator())
