@@ -24,6 +24,7 @@ __all__ = [
     "StoreError",
     "IncompleteOutputError",
     "ModelBundleError",
+    "GraphImportError",
     "look_up_option",
 ]
 
@@ -77,6 +78,11 @@ class IncompleteOutputError(StoreError):
 
 class ModelBundleError(GeoXAIError, ValueError):
     """A model bundle is missing, corrupt, untrusted or does not fit its input."""
+
+
+class GraphImportError(ModelBundleError):
+    """A frozen TensorFlow graph cannot be imported: truncated or not a GraphDef, an op or
+    attribute outside the supported set, or inputs that do not match the declared bands."""
 
 
 _E = TypeVar("_E", bound=GeoXAIError)

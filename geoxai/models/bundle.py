@@ -72,6 +72,8 @@ ARCHITECTURES: dict[str, str] = {
     "unet2d": "geoxai.models.unet:UNet2d",
     "scene_simple_cnn": "geoxai.models.backbones:SimpleCNN",
     "scene_resnet18": "geoxai.models.backbones:ResNet18Classifier",
+    "tf-graph": "geoxai.models.tf_graph_torch:TFGraphNet",
+    "wri-dsen2-lite": "geoxai.models.dsen2:DSen2Lite",
 }
 """Registry name -> ``"module:Class"``; imported only when a bundle naming it is loaded."""
 

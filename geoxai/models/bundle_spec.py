@@ -17,6 +17,7 @@ __all__ = [
     "NormalizationSpec",
     "WindowSpec",
     "OutputSpec",
+    "SourceSpec",
     "BundleSpec",
     "BundleModel",
     "VALIDITY_NAMES",
@@ -80,6 +81,16 @@ class OutputSpec(_Strict):
     )
 
 
+class SourceSpec(_Strict):
+    """Where imported weights came from (e.g. a frozen TensorFlow graph)."""
+
+    file: str = Field(description="File name the weights were imported from.")
+    sha256: str = Field(description="SHA-256 of that file.")
+    url: str | None = Field(None, description="Where to get the file.")
+    licence: str | None = Field(None, description="Licence of the weights (e.g. GPL-3.0).")
+    note: str = ""
+
+
 class BundleSpec(_Strict):
     """``model.json``."""
 
@@ -97,6 +108,12 @@ class BundleSpec(_Strict):
     output: OutputSpec
     extra_files: dict[str, str] = Field(default_factory=dict, description="Key -> file name.")
     description: str = ""
+    source: SourceSpec | None = Field(None, description="Origin of imported weights.")
+    preparation: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Input preparation before the network (architecture-specific, e.g. the "
+        "resampling of the 20 m bands for wri-dsen2-lite; see geoxai.temporal.superres).",
+    )
 
     @field_validator("weights")
     @classmethod
