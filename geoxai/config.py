@@ -49,6 +49,7 @@ __all__ = [
     "StoreConfig",
     "ModelsConfig",
     "ProcessingConfig",
+    "SuperResolutionConfig",
     "ResourcesConfig",
     "Sentinel1Config",
     "DemConfig",
@@ -109,6 +110,18 @@ class ModelsConfig(_Strict):
     )
 
 
+class SuperResolutionConfig(_Strict):
+    """Super-resolution of B05 B06 B07 B8A B11 B12 to 10 m per date (geoxai.superres).
+
+    Replaces the bilinear 20 m -> 10 m resampling with WRI's DSen2-lite network, before cloud
+    weights and smoothing; the cube then reads the 20 m bands as they are (nearest).
+    """
+
+    bundle: str = Field(
+        description="A wri-dsen2-lite bundle (`geoxai models import-tf superresolve_graph.pb`)."
+    )
+
+
 class ProcessingConfig(_Strict):
     """Per-tile processing parameters (they change pixels, so they enter the output hash)."""
 
@@ -125,6 +138,9 @@ class ProcessingConfig(_Strict):
     )
     inference: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of inference parameters (stride, sigma...)."
+    )
+    super_resolution: SuperResolutionConfig | None = Field(
+        None, description="Network super-resolution of the 20 m bands; None = bilinear (off)."
     )
     write_cogs: bool = Field(True, description="Write per-tile COGs and a mosaic per zone.")
     change_threshold: float = Field(
@@ -280,7 +296,10 @@ class RunConfig(_Strict):
             "year": self.year,
             "stac": self.stac.model_dump(mode="json"),
             "models": self.models.model_dump(mode="json"),
-            "processing": self.processing.model_dump(mode="json"),
+            "processing": self.processing.model_dump(
+                mode="json",  # off: absent, so a run without it keeps its hash
+                exclude={"super_resolution"} if self.processing.super_resolution is None else None,
+            ),
         }
         for key in ("sentinel1", "dem"):
             section = getattr(self, key)

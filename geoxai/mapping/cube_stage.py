@@ -38,6 +38,8 @@ def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
         "tile": tile.id,
         "halo_px": tile.halo_px,
     }
+    if config.processing.super_resolution is not None:  # 20 m bands as read, not bilinear
+        sig["resampling"] = "nearest"
     if config.sentinel1 is not None or config.dem is not None:  # absent: optical sig unchanged
         sig["radar"] = {
             "smoothing": dict(config.processing.smoothing),  # the S1 steps' time axis
@@ -98,7 +100,8 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
             datetime=(start, end),
             max_cloud=config.stac.max_cloud,
         )
-        cube = build_cube(items, tile, start=start, end=end)
+        resampling = "nearest" if config.processing.super_resolution else "bilinear"
+        cube = build_cube(items, tile, start=start, end=end, resampling=resampling)
         ids = tuple(str(i) for i in cube.attrs.get("item_ids") or cube["id"].values)
         for key, layer in zip(("s1", "dem"), radar_layers(tile, config), strict=True):
             target = radar_urls[key]

@@ -18,7 +18,9 @@ from geoxai.mapping.radar import _check_radar
 from geoxai.mapping.records import plan_tiles, save_config
 from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
+from geoxai.models.dsen2 import load_superres_bundle
 from geoxai.temporal.smoothing import required_halo_px
+from geoxai.temporal.superres import required_halo_px as superres_halo_px
 from geoxai.xai.asos import load_asos_bundle
 from geoxai.xai.spacex import load_spacex_bundle
 
@@ -76,10 +78,13 @@ def _layer_specs(config: RunConfig, output_names: list[str]) -> list[Any]:
 def _check_halo(config: RunConfig, bundle_halo: int) -> None:
 
     need = max(bundle_halo, required_halo_px(preprocess_params(config)))
+    if config.processing.super_resolution is not None:
+        need = max(need, superres_halo_px())
     if config.processing.halo_px < need:
         raise ConfigError(
             f"processing.halo_px = {config.processing.halo_px} is too small: the model's "
-            f"windows and the cloud-mask buffer need {need} px of context for seamless tiles; "
+            f"windows, the cloud-mask buffer (and super-resolution) need {need} px of context "
+            "for seamless tiles; "
             f"set processing.halo_px: {need} (or more)."
         )
 
@@ -104,6 +109,8 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
     if config.models.spacex:
         spacex, _ = load_spacex_bundle(config.models.spacex, device="cpu")
         halo = max(halo, spacex.required_halo(tiles[0].core_px))
+    if config.processing.super_resolution is not None:
+        load_superres_bundle(config.processing.super_resolution.bundle)  # fails before downloads
     _check_halo(config, halo)
     layout = run_layout(config)
     save_config(layout, config.model_dump(mode="json"))

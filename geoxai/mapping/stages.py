@@ -56,8 +56,10 @@ from geoxai.mapping.records import change_layers, read_records, write_status, wr
 from geoxai.mapping.report import write_report
 from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
+from geoxai.models.dsen2 import load_superres_bundle
 from geoxai.temporal.fuse import fuse
 from geoxai.temporal.smoothing import preprocess
+from geoxai.temporal.superres import superresolve_cube
 from geoxai.xai.asos import asos_map, load_asos_bundle
 from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
 
@@ -96,6 +98,7 @@ class TileModels:
     asos_table: Any = None
     asos_min_evidence: int = 1
     spacex: Any = None
+    superres: Any = None
 
 
 def _device(name: str) -> str:
@@ -117,6 +120,8 @@ def load_models(config: RunConfig) -> TileModels:
         models.asos, models.asos_table = load_asos_bundle(config.models.asos, device=device)
     if config.models.spacex:
         models.spacex, _ = load_spacex_bundle(config.models.spacex, device=device)
+    if config.processing.super_resolution is not None:
+        models.superres = load_superres_bundle(config.processing.super_resolution.bundle, device)
     return models
 
 
@@ -148,6 +153,7 @@ def tile_features(
     s1: Any = None,
     terrain: Any = None,
     device: str | None = None,
+    superres: Any = None,
 ) -> tuple[Any, Any]:
     """Raw haloed cube (+ S1/terrain layers) -> the optical and the model-ready datasets.
 
@@ -160,6 +166,9 @@ def tile_features(
             ``features`` need it (:func:`radar_layers`).
         terrain: the tile's :func:`geoxai.dem.terrain` dataset; None: computed here if needed.
         device: smoothing device (None = numpy, ``"cuda"``).
+        superres: a loaded wri-dsen2-lite bundle: B05..B12 super-resolved per date first
+            (:func:`geoxai.temporal.superres.superresolve_cube`); None = the cube's bands as
+            they are.
 
     Returns:
         ``(optical, model)``: :func:`geoxai.temporal.preprocess`'s dataset and the dataset the
@@ -170,6 +179,8 @@ def tile_features(
         ``s1_flags``, ``dem_flags``, and attrs ``s1_items``/``s1_orbit``/``dem_items``.
     """
 
+    if superres is not None:
+        raw = superresolve_cube(raw, superres)
     ds = preprocess(raw, preprocess_params(config), device=device)
     ds = ds.compute() if hasattr(ds, "compute") else ds
     need_s1, need_dem = radar_needs(features)
@@ -217,7 +228,14 @@ def map_tile(
     t = time.monotonic()
     feats_in = list(models.prediction.spec.inputs.features)
     ds, mds = tile_features(
-        raw, tile, config, feats_in, s1=s1, terrain=terrain, device=_smooth_device(models.device)
+        raw,
+        tile,
+        config,
+        feats_in,
+        s1=s1,
+        terrain=terrain,
+        device=_smooth_device(models.device),
+        superres=models.superres,
     )
     timings["smooth_s"] = time.monotonic() - t
     valid = np.asarray(mds["valid"].values, dtype=bool)

@@ -1,6 +1,6 @@
 """Networks and what makes them portable: the TemporalUNet/U-Net core, scene backbones, the ASOS
-and SpacEX networks, losses, and model bundles (``model.json`` + safe weights, registry of
-architectures).
+and SpacEX networks, losses, model bundles (``model.json`` + safe weights, registry of
+architectures), and frozen TensorFlow graphs imported without TensorFlow (WRI's DSen2-lite).
 """
 
 import lazy_loader as _lazy
@@ -22,5 +22,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "spacex_nets": ["SpacexGenerators"],
         "backbones": ["ResNet18Classifier", "SimpleCNN"],
         "losses": ["make_loss"],
+        "dsen2": ["DSen2Lite", "import_dsen2_lite", "load_superres_bundle"],
+        "tf_graph": ["read_graph"],
+        "tf_graph_torch": ["GraphModule", "import_tf_bundle"],
     },
 )

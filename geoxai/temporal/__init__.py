@@ -1,6 +1,7 @@
 """Time series, arrays in and arrays out: observation weights from SCL or a spectral rule, the
 weighted Whittaker smoother, spectral indices, resampling onto the fixed time axis, Sentinel-1
-aggregation, slope, and fusion into the features a model reads.
+aggregation, slope, fusion into the features a model reads, and the 20 m bands super-resolved to
+10 m per date (WRI's DSen2-lite).
 """
 
 import lazy_loader as _lazy
@@ -15,5 +16,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "indices": ["IndexParams", "NormalizationParams", "compute_indices"],
         "s1": ["S1Params", "aggregate_s1"],
         "terrain": ["DemParams", "slope_degrees"],
+        "superres": ["superresolve_cube", "prepare_tile", "wald_protocol"],
     },
 )

@@ -1,13 +1,7 @@
-"""WRI's DSen2-lite: super-resolution of the 20 m Sentinel-2 bands to 10 m, imported from its graph.
+"""Super-resolution of the 20 m Sentinel-2 bands with WRI's DSen2-lite, per date, on tile cubes.
 
-The tropical tree cover pipeline (github.com/wri/sentinel-tree-cover, GPL-3.0) sharpens
-B05 B06 B07 B8A B11 B12 with a small network (a light DSen2, Lanaras et al. 2018) released as a
-frozen TensorFlow graph (``models-release/supres-40k-swir/superresolve_graph.pb``). geoxai runs
-it with torch through :mod:`geoxai.tf_graph`; :func:`import_dsen2_lite` (CLI ``geoxai models
-import-tf``) turns a user's copy of the graph into a model bundle. The repository never holds
-the graph or weights derived from it.
-
-Input preparation, as the reference does it (``download_and_predict_job.py``, ``process_tile``):
+The network (:mod:`geoxai.models.dsen2`) expects the reference pipeline's input preparation
+(``download_and_predict_job.py``, ``process_tile``):
 
 * channels ``B02 B03 B04 B08 B05 B06 B07 B8A B11 B12`` (:data:`DSEN2_BANDS`), reflectance
   clipped to [0, 1];
@@ -19,41 +13,32 @@ Input preparation, as the reference does it (``download_and_predict_job.py``, ``
   replaces them.
 
 WRI runs the graph on 110 px windows with 4 px reflect padding. Here the graph runs on windows
-whose margins cover its reach (``GraphModule.reach``, 6 px), which is provably identical to one
+whose margins cover its reach (``GraphModule.reach``: 6 px), which is provably identical to one
 pass over the whole array (:func:`apply_windows`), so results do not depend on where windows
-fall. On a tile cube the 20 m / 40 m blocks sit on the UTM zone's 20 m / 40 m lattice (not the
-tile's), so two tiles compute the same value for a pixel whenever both hold its
-neighbourhood: :func:`required_halo_px` (14 px). That equals WRI's result away from WRI's window
-edges (inside each 110 px window farther than 2 px from its edge, where its 4 px padding no
-longer reaches); WRI's own windows are not seamless.
+fall; they equal WRI's at every pixel at least 6 px from WRI's window edges (nearer, WRI's
+output depends on its reflect padding, so WRI's own windows are not seamless). On a tile cube
+the 20 m / 40 m blocks sit on the UTM zone's 20 m / 40 m lattice (not the tile's), so two tiles
+compute the same value for a pixel whenever both hold its neighbourhood:
+:func:`required_halo_px` (14 px).
 
 A tile cube must carry the 20 m bands as read (``resampling="nearest"`` onto the 10 m grid: each
 20 m pixel is a 2x2 block, nothing interpolated yet); :func:`superresolve_cube` refuses a cube
-already resampled bilinearly.
+already resampled bilinearly. A run does this with ``processing.super_resolution``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from geoxai.errors import GraphImportError, InvalidInputError
-from geoxai.tf_graph import TFGraphNet, read_graph
+from geoxai.errors import InvalidInputError
+from geoxai.models.dsen2 import ARCHITECTURE, DSEN2_BANDS, DSEN2_OUTPUTS, Preparation
 
 __all__ = [
-    "ARCHITECTURE",
-    "DSEN2_BANDS",
-    "DSEN2_OUTPUTS",
-    "GRAPH_URL",
-    "Preparation",
-    "DSen2Lite",
-    "import_dsen2_lite",
     "block_mean",
     "upsample_bilinear",
     "prepare_reference",
@@ -65,131 +50,6 @@ __all__ = [
     "required_halo_px",
     "wald_protocol",
 ]
-
-ARCHITECTURE: Literal["wri-dsen2-lite"] = "wri-dsen2-lite"
-DSEN2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
-"""Channel order of the network's first input."""
-DSEN2_OUTPUTS = ("B05", "B06", "B07", "B8A", "B11", "B12")
-"""Bands the network returns (and receives as its bilinear base), in order."""
-GRAPH_URL = (
-    "https://github.com/wri/sentinel-tree-cover/raw/master/models-release/supres-40k-swir/"
-    "superresolve_graph.pb"
-)
-LICENCE = "GPL-3.0"
-
-
-class Preparation(BaseModel):
-    """``model.json`` ``preparation`` of a wri-dsen2-lite bundle (what the network expects)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["wri-dsen2-lite"] = ARCHITECTURE
-    bands_10m: tuple[str, ...] = DSEN2_BANDS[:4]
-    bands_bilinear_from_20m: tuple[str, ...] = DSEN2_OUTPUTS[:4]
-    bands_mean_to_40m_then_bilinear: tuple[str, ...] = DSEN2_OUTPUTS[4:]
-    bilinear: str = Field(
-        "pixel centres aligned (scipy.ndimage.zoom order=1, grid_mode=True), edge values held",
-        description="How coarse bands are upsampled to 10 m.",
-    )
-    lattice: str = Field(
-        "20 m / 40 m blocks on the UTM zone's 20 m / 40 m lattice",
-        description="Where the 2x2 / 4x4 blocks of a tile cube sit.",
-    )
-    clip: tuple[float, float] = Field((0.0, 1.0), description="Reflectance clipped to this.")
-    units: str = "surface reflectance"
-    reach_px: int = Field(ge=0, description="Output px depend on inputs within this distance.")
-    reference_window_px: int = Field(110, description="WRI's window (for the record).")
-    reference_pad_px: int = Field(4, description="WRI's reflect padding (for the record).")
-
-
-class DSen2Lite(TFGraphNet):
-    """The imported graph as a bundle network: ``(N, 10, H, W)`` in :data:`DSEN2_BANDS` order
-    -> ``(N, 6, H, W)`` super-resolved :data:`DSEN2_OUTPUTS` (reflectance).
-
-    Raises:
-        GraphImportError: the graph's inputs are not one 10-band and one 6-band image.
-    """
-
-    def __init__(self, program: dict[str, Any], feeds: list[list[int]] | None = None) -> None:
-        chans = [int(i["shape"][-1]) for i in program["inputs"]]
-        names = [i["name"] for i in program["inputs"]]
-        if sorted(chans) != [len(DSEN2_OUTPUTS), len(DSEN2_BANDS)]:
-            raise GraphImportError(
-                f"The graph's inputs {names} take {chans} channels; {ARCHITECTURE} needs one "
-                f"input of {len(DSEN2_BANDS)} bands {list(DSEN2_BANDS)} and one of "
-                f"{len(DSEN2_OUTPUTS)} {list(DSEN2_OUTPUTS)} (the bilinear base). This is not "
-                "WRI's superresolve_graph.pb; import other graphs as architecture 'tf-graph'."
-            )
-        full, base = list(range(len(DSEN2_BANDS))), list(range(4, len(DSEN2_BANDS)))
-        if feeds is None:
-            feeds = [full if c == len(DSEN2_BANDS) else base for c in chans]
-        super().__init__(program, feeds)
-
-
-def import_dsen2_lite(
-    graph: str | Path,
-    out: str | Path,
-    *,
-    url: str | None = GRAPH_URL,
-    name: str = "WRI DSen2-lite super-resolution (supres-40k-swir)",
-    window_px: int = 256,
-) -> Path:
-    """Import WRI's ``superresolve_graph.pb`` as a ``wri-dsen2-lite`` model bundle.
-
-    Args:
-        graph: the user's copy of the frozen graph.
-        out: bundle directory to create.
-        url: where the graph comes from (recorded in ``model.json``).
-        name: bundle name.
-        window_px: core edge of the windows the graph runs on (any value gives the same
-            result; larger = less overlap, more memory).
-
-    Returns:
-        The bundle directory (``model.json`` + ``weights.safetensors``).
-
-    Raises:
-        GraphImportError: unreadable/truncated graph, unsupported op, inputs that do not match
-            :data:`DSEN2_BANDS` / :data:`DSEN2_OUTPUTS`, or outputs of another size or band count.
-    """
-    from geoxai.bundle import BundleSpec, InputSpec, OutputSpec, SourceSpec, WindowSpec, save_bundle
-
-    g = read_graph(graph)
-    net = DSen2Lite(g.program)
-    net.load_state_dict({f"graph.{k}": v for k, v in g.state_dict.items()}, strict=True)
-    net.eval()
-    lo, hi = net.reach()
-    reach = max(-lo, hi)
-    with torch.no_grad():
-        probe = net(torch.zeros(1, len(DSEN2_BANDS), 2 * reach + 8, 2 * reach + 8))
-    if isinstance(probe, tuple) or probe.shape[1] != len(DSEN2_OUTPUTS):
-        got = [tuple(p.shape) for p in probe] if isinstance(probe, tuple) else tuple(probe.shape)
-        raise GraphImportError(
-            f"{graph}: the graph returns {got}; {ARCHITECTURE} returns one image of "
-            f"{len(DSEN2_OUTPUTS)} bands {list(DSEN2_OUTPUTS)}."
-        )
-    prep = Preparation(reach_px=reach)
-    spec = BundleSpec(
-        name=name,
-        architecture=ARCHITECTURE,
-        weights="weights.safetensors",
-        inputs=InputSpec(features=list(DSEN2_BANDS), time_steps=1, layout="CHW"),
-        window=WindowSpec(window=window_px, stride=window_px, context=reach),
-        output=OutputSpec(kind="regression", names=list(DSEN2_OUTPUTS)),
-        source=SourceSpec(
-            file=Path(graph).name,
-            sha256=g.sha256,
-            url=url,
-            licence=LICENCE,
-            note="(c) World Resources Institute; imported without TensorFlow by geoxai.tf_graph. "
-            "Do not commit this bundle to a repository under another licence.",
-        ),
-        preparation=prep.model_dump(mode="json"),
-        description=(
-            f"Frozen TF graph, {g.n_weights} float weights; output = bilinear base + learned "
-            "residual, per date, before cloud weights and smoothing (processing.super_resolution)."
-        ),
-    )
-    return save_bundle(out, net, spec)
 
 
 # ---- resampling on a lattice --------------------------------------------------------------------
