@@ -19,7 +19,7 @@ from geoxai.models.tf_graph_torch import GraphModule, import_tf_bundle
 RNG = np.random.default_rng(0)
 
 
-# ---- writing GraphDefs ---------------------------------------------------------------------------
+# ---- writing GraphDefs -------------------------------------------------------------------------
 
 
 def _node(name: str, op: str, inputs=(), **attrs):
@@ -74,7 +74,7 @@ def run(data: bytes, *inputs: np.ndarray) -> np.ndarray:
     return y.permute(0, 2, 3, 1).numpy()
 
 
-# ---- NumPy references of TensorFlow's semantics ----------------------------------------------------
+# ---- NumPy references of TensorFlow's semantics ---------------------------------------------
 
 
 def tf_conv2d(x, w, strides, dilations, padding):
