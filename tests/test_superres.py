@@ -1,4 +1,4 @@
-"""WRI's DSen2-lite imported without TensorFlow (geoxai.superres), on the real graph and data.
+"""WRI's DSen2-lite without TensorFlow (geoxai.models.dsen2, geoxai.temporal.superres), real data.
 
 The graph and TensorFlow's own outputs come from ../shared/realdata/wri_superresolve (GPL-3.0,
 read there, never copied: bundles are made in tmp dirs); Wald's protocol runs on the real
@@ -16,12 +16,15 @@ import pytest
 import torch
 
 from geoxai.errors import ConfigError, GraphImportError, InvalidInputError, ModelBundleError
-from geoxai.superres import (
+from geoxai.models.dsen2 import (
     DSEN2_BANDS,
     DSEN2_OUTPUTS,
     import_dsen2_lite,
-    lattice_phase,
     load_superres_bundle,
+)
+from geoxai.models.tf_graph import read_graph
+from geoxai.temporal.superres import (
+    lattice_phase,
     prepare_reference,
     prepare_tile,
     required_halo_px,
@@ -29,7 +32,6 @@ from geoxai.superres import (
     superresolve_cube,
     wald_protocol,
 )
-from geoxai.tf_graph import read_graph
 
 pytestmark = pytest.mark.realdata
 
@@ -169,8 +171,8 @@ HALO = 23  # odd: tile origins are not on the 20 m / 40 m lattice
 
 @pytest.fixture(scope="module")
 def sr_world(tmp_path_factory):
-    from geoxai.grid import TileSpec
-    from geoxai.synthetic import SyntheticWorld, WorldParams
+    from geoxai.geo.grid import TileSpec
+    from geoxai.synthetic.world import SyntheticWorld, WorldParams
 
     tiles = tuple(TileSpec(32631, 960 + c, 9380, tile_size_m=600) for c in range(2))
     world = SyntheticWorld(
@@ -212,19 +214,21 @@ def test_adjacent_tiles_agree_in_their_overlap(bundle, sr_world, tmp_path):
     required_halo_px from either array's edge, and so do the smoothed features of the run path
     (mapping.stage_cube with the option reads the 20 m bands as blocks, tile_features applies
     the network before smoothing)."""
-    from geoxai import mapping, store
+    from geoxai.io import store
+    from geoxai.mapping.cube_stage import stage_cube
+    from geoxai.mapping.stages import tile_features
 
     tiles, archive = sr_world
     cfg = _run_config(archive, bundle.path, tmp_path / "store")
     west, east = (t.with_halo(HALO) for t in tiles)
     cubes, feats, valid = [], [], []
     for tile in (west, east):
-        stage = mapping.stage_cube(tile, cfg)
+        stage = stage_cube(tile, cfg)
         assert stage.status == "ok", stage.reason
         raw = store.read_cube(stage.url).load()
         assert raw.attrs["resampling"] == "nearest"
         cubes.append(superresolve_cube(raw, bundle))
-        ds, _ = mapping.tile_features(raw, tile, cfg, list(DSEN2_BANDS), superres=bundle)
+        ds, _ = tile_features(raw, tile, cfg, list(DSEN2_BANDS), superres=bundle)
         feats.append(ds["features"].values)
         valid.append(ds["valid"].values)
     k = required_halo_px()
@@ -238,13 +242,13 @@ def test_adjacent_tiles_agree_in_their_overlap(bundle, sr_world, tmp_path):
     np.testing.assert_allclose(feats[0][..., sl_a], feats[1][..., sl_b], atol=1e-5)
     bands = list(cubes[0].band.values)
     i = bands.index("B11")  # the network changed the SWIR blocks
-    raw_w = store.read_cube(mapping.stage_cube(west, cfg).url).values
+    raw_w = store.read_cube(stage_cube(west, cfg).url).values
     assert np.nanmax(np.abs(a[:, i] - raw_w[:, i])) > 1e-3
 
 
 def test_refuses_a_cube_resampled_bilinearly(bundle, sr_world):
-    from geoxai.cube import build_cube
-    from geoxai.stac import read_items
+    from geoxai.io.cube import build_cube
+    from geoxai.io.stac import read_items
 
     tiles, archive = sr_world
     raw = build_cube(read_items(archive.ndjson), tiles[0].with_halo(4), resampling="bilinear")
@@ -267,7 +271,7 @@ def test_run_config_option(bundle, sr_world, tmp_path):
 
 
 def test_other_bundles_are_refused(tmp_path):
-    from geoxai.tf_graph_torch import import_tf_bundle
+    from geoxai.models.tf_graph_torch import import_tf_bundle
     from tests.test_tf_graph import _small_net
 
     pb = tmp_path / "net.pb"
