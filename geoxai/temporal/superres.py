@@ -267,6 +267,7 @@ def superresolve_cube(raw: Any, bundle: Any, *, batch: int = 4) -> Any:
     Returns:
         A copy of ``raw`` (numpy-backed) with the six bands super-resolved (NaN kept where
         any of the ten bands is NaN) and ``attrs["super_resolution"]`` naming the bundle.
+        Memory: the copy plus ~10x one batch of dates (float64 resampling).
 
     Raises:
         InvalidInputError: missing bands, a cube resampled bilinearly, or a grid not on 10 m.
@@ -297,20 +298,19 @@ def superresolve_cube(raw: Any, bundle: Any, *, batch: int = 4) -> Any:
         raise InvalidInputError(f"Raw cube of tile {tile} has no 'transform' attribute.")
     phase = lattice_phase(raw.attrs["transform"], float(raw.attrs.get("resolution_m", 10.0)))
     idx = [have.index(b) for b in DSEN2_BANDS]
-    values = np.asarray(raw.values, dtype=np.float32)
-    x = prepare_tile(values[:, idx], phase)
-    y = run_network(
-        bundle.net,
-        x,
-        margin=prep.reach_px,
-        window=spec.window.window,
-        clip=prep.clip,
-        device=bundle.device,
-        batch=batch,
-    )
-    out = values.copy()
-    for k, b in enumerate(DSEN2_OUTPUTS):
-        out[:, have.index(b)] = y[:, k]
+    out_idx = [have.index(b) for b in DSEN2_OUTPUTS]
+    out = np.array(raw.values, dtype=np.float32)  # a copy: the caller's cube stays as read
+    for t0 in range(0, out.shape[0], batch):  # memory: one batch of dates at a time
+        x = prepare_tile(out[t0 : t0 + batch][:, idx], phase)
+        out[t0 : t0 + batch, out_idx] = run_network(
+            bundle.net,
+            x,
+            margin=prep.reach_px,
+            window=spec.window.window,
+            clip=prep.clip,
+            device=bundle.device,
+            batch=batch,
+        )
     res = raw.copy(data=out)
     res.attrs["super_resolution"] = {
         "bundle": spec.name,
