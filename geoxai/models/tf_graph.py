@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from geoxai.errors import GraphImportError
 
@@ -104,8 +106,7 @@ def parse_graphdef(data: bytes, where: str = "graph") -> Any:
     Raises:
         GraphImportError: not a protobuf GraphDef (truncated or another file), or no nodes.
     """
-    from google.protobuf.message import DecodeError
-    from tensorboardX.proto.graph_pb2 import GraphDef
+    from tensorboardX.proto.graph_pb2 import GraphDef  # lazy: tensorboardX loads in seconds
 
     g = GraphDef()
     try:
@@ -120,8 +121,6 @@ def parse_graphdef(data: bytes, where: str = "graph") -> Any:
         raise GraphImportError(
             f"{where} ({len(data)} bytes) holds no graph nodes; it is empty or not a GraphDef."
         )
-    from google.protobuf.unknown_fields import UnknownFieldSet
-
     # TensorFlow writes the function library (field 2, even when empty) and/or the versions
     # (field 4) after the nodes; a file cut between two nodes still parses, but lacks both.
     has_library = any(f.field_number == 2 for f in UnknownFieldSet(g))

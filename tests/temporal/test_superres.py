@@ -272,7 +272,7 @@ def test_run_config_option(bundle, sr_world, tmp_path):
 
 def test_other_bundles_are_refused(tmp_path):
     from geoxai.models.tf_graph_torch import import_tf_bundle
-    from tests.test_tf_graph import _small_net
+    from tests.models.test_tf_graph import _small_net
 
     pb = tmp_path / "net.pb"
     pb.write_bytes(_small_net())
