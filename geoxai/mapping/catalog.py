@@ -37,7 +37,7 @@ from typing import Any
 import pystac
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
-from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
 from shapely.geometry import mapping
 
 from geoxai.errors import CorruptDataError, InvalidInputError
@@ -268,9 +268,10 @@ def _describe_cog(
     dtype = str(meta.get("dtype") or (spec.dtype if spec else ""))
     if not dtype:
         return
-    nodata: float | int | str | None = spec.fill if spec is not None else None
-    if isinstance(nodata, float) and nodata != nodata:
-        nodata = "nan"
+    fill = spec.fill if spec is not None else None
+    nodata: float | NoDataStrings | None = (
+        NoDataStrings.NAN if isinstance(fill, float) and fill != fill else fill
+    )
     unit = spec.units if spec is not None and spec.units else None
     n_bands = len(meta.get("bands") or (spec.bands if spec else ())) or 1
     RasterExtension.ext(asset, add_if_missing=True).bands = [
