@@ -36,6 +36,7 @@ from shapely.geometry.base import BaseGeometry
 from geoxai.errors import ConfigError, UnknownTileError
 
 __all__ = [
+    "GRID_ATTRS",
     "TILE_SIZE_M",
     "RESOLUTION_M",
     "TileSpec",
@@ -53,6 +54,10 @@ RESOLUTION_M = 10
 
 
 _ID_RE = re.compile(r"^(32[67])(\d{2})_E(\d{4})_N(\d{4})$")
+
+
+GRID_ATTRS = ("crs", "transform", "tile_id", "halo_px", "resolution_m")
+"""Names of :meth:`TileSpec.grid_attrs` (the tile grid carried by every tile array)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -179,6 +184,18 @@ class TileSpec:
     def neighbour(self, dcol: int, drow: int) -> TileSpec:
         """The tile ``dcol`` columns east and ``drow`` rows north of this one (same halo)."""
         return replace(self, col=self.col + dcol, row=self.row + drow)
+
+    def grid_attrs(self) -> dict[str, Any]:
+        """The grid attributes every array of this tile carries (cubes, features, S1, terrain):
+        ``crs``, ``transform`` (6 floats, halo included), ``tile_id``, ``halo_px``,
+        ``resolution_m``; what the inference lattice and the stores read back."""
+        return {
+            "crs": self.crs,
+            "transform": [float(v) for v in list(self.transform)[:6]],
+            "tile_id": self.id,
+            "halo_px": self.halo_px,
+            "resolution_m": self.resolution_m,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (id, CRS, bounds, shape, transform, lon/lat bbox)."""

@@ -342,11 +342,7 @@ def build_cube(
     )
     cube = _mosaic_days(cube, days)
     cube.attrs = {
-        "crs": tile.crs,
-        "transform": [float(v) for v in list(tile.transform)[:6]],
-        "tile_id": tile.id,
-        "halo_px": tile.halo_px,
-        "resolution_m": tile.resolution_m,
+        **tile.grid_attrs(),
         "item_ids": [it.id for it in chosen],
         "resampling": resampling,
     }

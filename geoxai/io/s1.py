@@ -378,11 +378,7 @@ def build_s1_cube(
     if len(directions) > 1:
         flags |= FLAG_MIXED_ORBIT
     cube.attrs = {
-        "crs": tile.crs,
-        "transform": [float(v) for v in list(tile.transform)[:6]],
-        "tile_id": tile.id,
-        "halo_px": tile.halo_px,
-        "resolution_m": tile.resolution_m,
+        **tile.grid_attrs(),
         "units": "linear",
         "item_ids": [it.id for it in chosen],
         "orbit_directions": directions,

@@ -42,7 +42,7 @@ from geoxai.errors import (
     StacError,
     StoreError,
 )
-from geoxai.geo.grid import TileSpec
+from geoxai.geo.grid import GRID_ATTRS, TileSpec
 from geoxai.io import store
 from geoxai.io.cog import build_mosaics, write_tile_cogs
 from geoxai.io.layout import RunLayout
@@ -123,9 +123,6 @@ def load_models(config: RunConfig) -> TileModels:
     if config.processing.super_resolution is not None:
         models.superres = load_superres_bundle(config.processing.super_resolution.bundle, device)
     return models
-
-
-GRID_ATTRS = ("crs", "transform", "tile_id", "halo_px", "resolution_m")
 
 
 def features_with_grid(ds: Any) -> Any:

@@ -282,11 +282,7 @@ def s1_nodata(
     y, x = tile.coords()
     nb = len(params.polarizations)
     attrs = {
-        "crs": tile.crs,
-        "transform": [float(v) for v in list(tile.transform)[:6]],
-        "tile_id": tile.id,
-        "halo_px": tile.halo_px,
-        "resolution_m": tile.resolution_m,
+        **tile.grid_attrs(),
         "item_ids": [],
         "s1_missing_reason": reason,
     }

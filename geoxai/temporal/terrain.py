@@ -178,11 +178,7 @@ def _dataset(tile, dem, slope, flags, attrs) -> xr.Dataset:
         },
         coords={"y": y, "x": x},
         attrs={
-            "crs": tile.crs,
-            "transform": [float(v) for v in list(tile.transform)[:6]],
-            "tile_id": tile.id,
-            "halo_px": tile.halo_px,
-            "resolution_m": tile.resolution_m,
+            **tile.grid_attrs(),
             **attrs,
         },
     )
