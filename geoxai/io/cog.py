@@ -116,25 +116,20 @@ def write_cog(
     storage_options: Mapping[str, Any] | None = None,
     resampling: str = "average",
 ) -> dict[str, Any]:
-    """Write a tile core as a validated COG with overviews.
+    """Write a tile core as a validated COG with overviews: :func:`write_array_cog` on the
+    tile's core grid, tagged with the tile id.
 
     Args:
         values: the core, ``(H, W)`` or ``(K, H, W)`` with ``H == W == tile.core_px``.
         tile: the tile (its core grid is used; the halo is ignored).
-        url: destination path or ``s3://`` URL (``.tif``).
-        band_names: one name per band (stored as band descriptions).
-        nodata: nodata value; None = NaN for float data, none for integers.
-        tags: extra dataset tags (provenance: config hash, code version ...).
-        storage_options: s3fs options; default from the environment.
-        resampling: overview resampling (``average`` for continuous, ``nearest`` for classes).
+        url, band_names, nodata, tags, storage_options, resampling: as
+            :func:`write_array_cog`.
 
     Returns:
         ``{"href": url, "sha256": ..., "bytes": ..., "overviews": [2, 4]}``.
 
     Raises:
-        InvalidInputError: the array is not core-sized or names do not match the bands.
-        CorruptDataError: GDAL wrote something rio-cogeo does not accept as a COG.
-        StoreError: the file could not be written to ``url``.
+        InvalidInputError: the array is not core-sized, or as :func:`write_array_cog`.
     """
     from rasterio.transform import from_origin  # lazy: rasterio (GDAL) only on this path
 
