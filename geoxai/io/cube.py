@@ -69,6 +69,7 @@ from geoxai.io import store
 from geoxai.io.stac import search
 from geoxai.io.stac_items import band_scaling, normalize_item
 from geoxai.io.stac_items import check_bands as require_bands
+from geoxai.spectral_mask import SUN_AZIMUTH, SUN_ELEVATION, item_sun_angles
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
@@ -307,9 +308,10 @@ def build_cube(
     keyed.sort(key=lambda kv: kv[0])
     chosen = [it for _, it in keyed]
 
-    require_bands(chosen, list(names), on_missing="raise")
-
+    _require_bands(chosen, names, tile)
     refl = [b for b in names if b != SCL]
+    keyed, chosen = _overlapping(keyed, tile, refl, names, resampling, chunk_px)
+
     parts = []
     if refl:
         da = stack_assets(chosen, tile, refl, resampling, chunk_px)
@@ -328,6 +330,7 @@ def build_cube(
     _check_grid(cube, tile)
     y, x = tile.coords()
     days = [k[0] for k, _ in keyed]
+    suns = [item_sun_angles(it.properties) for it in chosen]
     cube = xr.DataArray(
         cube.data,
         dims=("time", "band", "y", "x"),
@@ -337,6 +340,8 @@ def build_cube(
             "y": y,
             "x": x,
             "id": ("time", np.array([it.id for it in chosen], dtype=object)),
+            SUN_AZIMUTH: ("time", np.array([sun[0] for sun in suns], dtype=np.float64)),
+            SUN_ELEVATION: ("time", np.array([sun[1] for sun in suns], dtype=np.float64)),
         },
         name=CUBE_NAME,
     )
@@ -347,6 +352,62 @@ def build_cube(
         "resampling": resampling,
     }
     return cube
+
+
+def _require_bands(items: list[pystac.Item], names: Sequence[str], tile: TileSpec) -> None:
+    """Every item has every band; a missing SCL gets the switches for inputs without SCL."""
+    if SCL in names:
+        lacking = [it.id for it in items if SCL not in it.assets]
+        if lacking:
+            raise DataAccessError(
+                f"Tile {tile.id}: {len(lacking)} of {len(items)} STAC items have no SCL "
+                f"(scene classification) asset, e.g. {lacking[:3]}. For inputs without SCL "
+                "use the spectral cloud mask: `geoxai cube --no-scl`, `geoxai run --cloud-mask "
+                "spectral` (or `processing.cloud_mask: spectral` in the run config), or in "
+                "Python build_cube(..., bands=geoxai.bands.S2_BANDS)."
+            )
+    require_bands(items, list(names), on_missing="raise")
+
+
+def _overlapping(
+    keyed: list[Any],
+    tile: TileSpec,
+    refl: list[str],
+    names: Sequence[str],
+    resampling: str,
+    chunk_px: int,
+) -> tuple[list[Any], list[pystac.Item]]:
+    """Drop items whose raster misses the tile (stackstac leaves them out of its stack).
+
+    An item's footprint may overlap the tile while its raster (``proj:transform``/``shape``)
+    lies elsewhere (bad metadata); such an item has no pixel here, as it has none for any tile
+    the raster misses, so it is left out with a warning naming it. When no item is left:
+    :class:`NoDataError` naming them.
+    """
+    chosen = [it for _, it in keyed]
+    ids = [it.id for it in chosen]
+    kept = set(ids)
+    for assets, method in ((refl[:1], resampling), ([SCL] if SCL in names else [], "nearest")):
+        if assets:  # lazy: only the items' metadata is read here
+            da = stack_assets(chosen, tile, assets, method, chunk_px)
+            kept &= {str(v) for v in np.atleast_1d(da["id"].values)}
+    missed = [i for i in ids if i not in kept]
+    if not missed:
+        return keyed, chosen
+    if len(missed) == len(ids):
+        raise NoDataError(
+            f"Tile {tile.id}: none of the {len(ids)} STAC items has raster data over the tile "
+            f"{tile.bounds} (EPSG:{tile.epsg}), though their footprints overlap it: {missed[:5]}"
+            f"{' ...' if len(missed) > 5 else ''}. Their assets' proj:transform/proj:shape "
+            "place the rasters elsewhere; fix the items' geometry or projection metadata."
+        )
+    warnings.warn(
+        f"Tile {tile.id}: STAC items {missed[:5]}{' ...' if len(missed) > 5 else ''} have a "
+        "footprint over the tile but no raster there (proj:transform/proj:shape); left out.",
+        stacklevel=3,
+    )
+    keyed = [kv for kv in keyed if kv[1].id in kept]
+    return keyed, [it for _, it in keyed]
 
 
 def _check_grid(cube: xr.DataArray, tile: TileSpec) -> None:

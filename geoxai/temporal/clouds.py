@@ -8,9 +8,12 @@ their overlap (DESIGN.md principle 1):
   a reduced weight, or 1; clouds and shadows are buffered by ``buffer_m`` metres (a disk).
   The buffer reaches ``ceil(buffer_m / resolution_m)`` pixels, so the cube needs at least
   :func:`required_halo_px` halo pixels for the tile core to be exact.
-* :func:`spectral_weights`: for inputs without SCL, a rule on reflectances: bright and blue
-  is cloud, high NDSI is snow, and a dark drop of NIR and SWIR below the pixel's own temporal
-  median is shadow (per pixel through time, hence seamless). Buffered like SCL.
+* :func:`spectral_weights`: for inputs without SCL, the classes of
+  :func:`geoxai.spectral_mask.spectral_classes` (clouds by brightness, shadows by projecting
+  each date's clouds along its sun direction and, where a series exists, by a drop below the
+  pixel's temporal median; snow, water) become weights (:func:`class_weights`), clouds and
+  shadows buffered like SCL. The projection reaches ``max_shadow_distance_m``, which
+  :func:`required_halo_px` adds to the buffer for the spectral (and "auto") method.
 * :func:`item_screen`: optional date screening from each item's own ``eo:cloud_cover``, the
   same answer for every tile that sees the item.
 
@@ -27,6 +30,15 @@ from scipy import ndimage
 
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import SCL_CLASSES
+from geoxai.spectral_mask import (
+    CLOUD,
+    NODATA,
+    SHADOW,
+    SNOW,
+    SpectralMaskParams,
+    shadow_reach_px,
+    spectral_classes,
+)
 
 __all__ = [
     "CloudMaskParams",
@@ -35,29 +47,9 @@ __all__ = [
     "buffer_mask",
     "scl_weights",
     "spectral_weights",
+    "class_weights",
     "item_screen",
 ]
-
-
-@dataclass(frozen=True)
-class SpectralMaskParams:
-    """Thresholds of the rule-based mask used when a cube has no SCL (reflectance units).
-
-    Attributes:
-        cloud_blue: B02 above this (and bright) is cloud.
-        cloud_brightness: mean of B02, B03, B04 above this (and blue) is cloud.
-        snow_ndsi: NDSI = (B03 - B11) / (B03 + B11) above this, with B08 > snow_nir, is snow.
-        snow_nir: minimum B08 of snow (separates snow from water).
-        shadow_ratio: B08 and B11 both below this fraction of the pixel's temporal median is shadow.
-        shadow_nir_max: shadows also need B08 below this.
-    """
-
-    cloud_blue: float = 0.18
-    cloud_brightness: float = 0.20
-    snow_ndsi: float = 0.42
-    snow_nir: float = 0.11
-    shadow_ratio: float = 0.6
-    shadow_nir_max: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -114,8 +106,16 @@ class CloudMaskParams:
 
 
 def required_halo_px(params: CloudMaskParams, resolution_m: float) -> int:
-    """Halo (pixels) a tile needs so that buffering near its core edge sees its neighbours."""
-    return int(math.ceil(params.buffer_m / resolution_m)) if params.buffer_m > 0 else 0
+    """Halo (pixels) a tile needs so that buffering near its core edge sees its neighbours.
+
+    The buffer's reach, plus for the spectral mask ("spectral", and "auto", which may fall back
+    to it) the reach of the shadow projection (:func:`geoxai.spectral_mask.shadow_reach_px`):
+    a shadow pixel's cloud lies up to that far away, and its buffer reaches on from there.
+    """
+    buf = int(math.ceil(params.buffer_m / resolution_m)) if params.buffer_m > 0 else 0
+    if params.method in ("spectral", "auto"):
+        return buf + shadow_reach_px(params.spectral, resolution_m)
+    return buf
 
 
 def buffer_mask(mask: np.ndarray, radius_px: float) -> np.ndarray:
@@ -161,46 +161,41 @@ def scl_weights(scl: np.ndarray, params: CloudMaskParams, resolution_m: float) -
 
 
 def spectral_weights(
-    refl: np.ndarray, bands: tuple[str, ...], params: CloudMaskParams, resolution_m: float
+    refl: np.ndarray,
+    bands: tuple[str, ...],
+    params: CloudMaskParams,
+    resolution_m: float,
+    *,
+    sun: tuple[np.ndarray, np.ndarray] | None = None,
+    y_ascending: bool = False,
 ) -> np.ndarray:
-    """Weights from a rule on reflectances (for cubes without SCL).
+    """Weights from the spectral classes (for cubes without SCL).
 
     Args:
         refl: ``(T, C, Y, X)`` reflectance, NaN = nodata.
-        bands: the ``C`` canonical band names; needs B02, B03, B04, B08 and B11 (others are
-            only checked for finiteness).
+        bands: the ``C`` canonical band names; needs B02 (or B01), B04 and B08; B03 and B11
+            add snow and sharpen shadows (see :func:`geoxai.spectral_mask.spectral_classes`).
         params: thresholds (``params.spectral``) and buffer.
-        resolution_m: pixel size, metres.
+        resolution_m: pixel size, metres (buffer and projection distance to pixels).
+        sun: ``(T,)`` solar azimuth and elevation per date, degrees; None or NaN: no projected
+            shadows on those dates (a warning says so; the temporal test still applies).
+        y_ascending: rows run south to north.
 
     Returns:
         ``(T, Y, X)`` float32 weights in {0, 1}.
     """
-    need = ("B02", "B03", "B04", "B08", "B11")
-    missing = [b for b in need if b not in bands]
-    if missing:
-        raise InvalidInputError(
-            f"The spectral cloud mask needs bands {list(need)}; the cube lacks {missing}. "
-            "Provide SCL (CloudMaskParams(method='scl')) or use method='none'."
-        )
-    sp = params.spectral
-    b = {name: refl[:, bands.index(name)] for name in need}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bright = (b["B02"] + b["B03"] + b["B04"]) / 3.0
-        cloud = (b["B02"] > sp.cloud_blue) & (bright > sp.cloud_brightness)
-        ndsi = (b["B03"] - b["B11"]) / (b["B03"] + b["B11"])
-        snow = (ndsi > sp.snow_ndsi) & (b["B08"] > sp.snow_nir)
-        cloud &= ~snow
-        clear = ~(cloud | snow) & np.isfinite(refl).all(axis=1)
-        nir_med = np.nanmedian(np.where(clear, b["B08"], np.nan), axis=0)
-        swir_med = np.nanmedian(np.where(clear, b["B11"], np.nan), axis=0)
-        shadow = (
-            (b["B08"] < sp.shadow_ratio * nir_med)
-            & (b["B11"] < sp.shadow_ratio * swir_med)
-            & (b["B08"] < sp.shadow_nir_max)
-        )
-    grown = buffer_mask(cloud | shadow, params.buffer_m / resolution_m)
-    w = np.isfinite(refl).all(axis=1).astype(np.float32)
-    w[grown | snow] = 0.0
+    classes = spectral_classes(
+        refl, bands, params.spectral, resolution_m, sun=sun, y_ascending=y_ascending
+    )
+    return class_weights(classes, params, resolution_m)
+
+
+def class_weights(classes: np.ndarray, params: CloudMaskParams, resolution_m: float) -> np.ndarray:
+    """``(T, Y, X)`` float32 weights from mask classes: cloud and shadow (grown by
+    ``buffer_m``), snow and nodata get 0; clear and water 1."""
+    grown = buffer_mask((classes == CLOUD) | (classes == SHADOW), params.buffer_m / resolution_m)
+    w = np.ones(classes.shape, dtype=np.float32)
+    w[grown | (classes == SNOW) | (classes == NODATA)] = 0.0
     return w
 
 

@@ -49,6 +49,7 @@ import xarray as xr
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import S2_BANDS, SCL, check_bands
 from geoxai.provenance import canonical_json
+from geoxai.spectral_mask import MASK_BANDS, cube_sun_angles
 from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, spectral_weights
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
 from geoxai.temporal.indices import (
@@ -333,6 +334,16 @@ def _check_cube(raw: xr.DataArray, params: PreprocessParams, need_scl: bool) -> 
         )
 
 
+def pixel_size_m(raw: xr.DataArray) -> float:
+    """Pixel size, metres: ``attrs["resolution_m"]``, else the spacing of the ``x`` coordinate
+    (a projected grid), else 10. Converts the cloud buffer (and shadow reach) to pixels."""
+    if "resolution_m" in raw.attrs:
+        return float(raw.attrs["resolution_m"])
+    x = np.asarray(raw["x"].values, dtype=np.float64) if "x" in raw.coords else np.zeros(0)
+    step = float(abs(x[1] - x[0])) if x.size > 1 else 0.0
+    return step if step >= 0.5 else 10.0  # < 0.5: degrees or pixel indices, not metres
+
+
 def observation_weights(
     raw: xr.DataArray, params: PreprocessParams, keep: np.ndarray | None = None
 ) -> np.ndarray:
@@ -344,22 +355,24 @@ def observation_weights(
     method = params.clouds.method
     if method == "auto":
         method = "scl" if SCL in have else "spectral"
-    res = float(raw.attrs.get("resolution_m", 10.0))
+    res = pixel_size_m(raw)
     tsel = slice(None) if keep is None else np.nonzero(keep)[0]
     nt = raw.sizes["time"] if keep is None else int(np.count_nonzero(keep))
     if method == "scl":  # pick the band first: never copy the whole cube
         scl = np.asarray(raw.sel(band=SCL).isel(time=tsel).values, dtype=np.float32)
         w = scl_weights(scl, params.clouds, res)
-    elif method == "spectral":
-        names = ("B02", "B03", "B04", "B08", "B11")
-        missing = [b for b in names if b not in have]
-        if missing:
-            raise InvalidInputError(
-                f"The spectral cloud mask needs {list(names)}; the cube lacks {missing}. "
-                "Use CloudMaskParams(method='none') for clean composites."
-            )
+    elif method == "spectral":  # the mask's bands that the cube has; it says what it lacks
+        names = tuple(b for b in MASK_BANDS if b in have) or ("B02", "B04", "B08")
         refl = np.asarray(raw.sel(band=list(names)).isel(time=tsel).values, dtype=np.float32)
-        w = spectral_weights(refl, names, params.clouds, res)
+        y = np.asarray(raw["y"].values) if "y" in raw.coords else np.zeros(0)
+        w = spectral_weights(
+            refl,
+            names,
+            params.clouds,
+            res,
+            sun=cube_sun_angles(raw, None if keep is None else np.nonzero(keep)[0]),
+            y_ascending=bool(y.size > 1 and y[1] > y[0]),
+        )
     else:
         w = np.ones((nt, raw.sizes["y"], raw.sizes["x"]), dtype=np.float32)
     return w
