@@ -133,6 +133,13 @@ class ProcessingConfig(_Strict):
         multiple_of=20,
         description="Tile core edge, metres (6,000 = the standard grid; smaller for tests).",
     )
+    cloud_mask: Literal["scl", "spectral", "none"] = Field(
+        "scl",
+        description="Observation weights: 'scl' (the L2A scene classification; cubes read "
+        "SCL), 'spectral' (inputs without SCL: cubes read no SCL, clouds/shadows/snow from "
+        "the reflectances and the items' sun angles; needs halo_px >= 124 at 10 m for the "
+        "shadow projection) or 'none'.",
+    )
     smoothing: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of geoxai.temporal parameters."
     )

@@ -20,7 +20,7 @@ from geoxai.io.cube import build_cube
 from geoxai.io.stac import search
 from geoxai.mapping.outcomes import CubeStage
 from geoxai.mapping.radar import radar_layers
-from geoxai.mapping.settings import date_range, run_layout
+from geoxai.mapping.settings import cube_bands, date_range, run_layout
 
 __all__ = [
     "stage_cube",
@@ -40,6 +40,8 @@ def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
     }
     if config.processing.super_resolution is not None:  # 20 m bands as read, not bilinear
         sig["resampling"] = "nearest"
+    if config.processing.cloud_mask != "scl":  # cubes without SCL (absent: sig unchanged)
+        sig["bands"] = list(cube_bands(config))
     if config.sentinel1 is not None or config.dem is not None:  # absent: optical sig unchanged
         sig["radar"] = {
             "smoothing": dict(config.processing.smoothing),  # the S1 steps' time axis
@@ -101,7 +103,9 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
             max_cloud=config.stac.max_cloud,
         )
         resampling = "nearest" if config.processing.super_resolution else "bilinear"
-        cube = build_cube(items, tile, start=start, end=end, resampling=resampling)
+        cube = build_cube(
+            items, tile, bands=cube_bands(config), start=start, end=end, resampling=resampling
+        )
         ids = tuple(str(i) for i in cube.attrs.get("item_ids") or cube["id"].values)
         for key, layer in zip(("s1", "dem"), radar_layers(tile, config), strict=True):
             target = radar_urls[key]

@@ -77,14 +77,16 @@ def _layer_specs(config: RunConfig, output_names: list[str]) -> list[Any]:
 
 def _check_halo(config: RunConfig, bundle_halo: int) -> None:
 
-    need = max(bundle_halo, required_halo_px(preprocess_params(config)))
-    if config.processing.super_resolution is not None:
-        need = max(need, superres_halo_px())
+    mask = required_halo_px(preprocess_params(config))
+    need = max(bundle_halo, mask)
+    sr = superres_halo_px() if config.processing.super_resolution is not None else 0
+    need = max(need, sr)
     if config.processing.halo_px < need:
         raise ConfigError(
             f"processing.halo_px = {config.processing.halo_px} is too small: the model's "
-            f"windows, the cloud-mask buffer (and super-resolution) need {need} px of context "
-            "for seamless tiles; "
+            f"windows need {bundle_halo} px, the cloud mask "
+            f"(processing.cloud_mask: {config.processing.cloud_mask}) {mask} px"
+            f"{f' and super-resolution {sr} px' if sr else ''} of context for seamless tiles; "
             f"set processing.halo_px: {need} (or more)."
         )
 

@@ -8,10 +8,12 @@ import datetime as dt
 
 from geoxai.config import RunConfig
 from geoxai.errors import ConfigError
+from geoxai.geo.bands import CUBE_BANDS, S2_BANDS
 from geoxai.io.layout import RunLayout
+from geoxai.temporal.clouds import CloudMaskParams
 from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams
 
-__all__ = ["run_layout", "preprocess_params", "date_range"]
+__all__ = ["run_layout", "preprocess_params", "date_range", "cube_bands"]
 
 
 def run_layout(config: RunConfig) -> RunLayout:
@@ -29,7 +31,14 @@ def preprocess_params(config: RunConfig) -> PreprocessParams:
             f"processing.smoothing has an unknown key ({exc}); see SmoothingParams in the "
             "README's config reference."
         ) from None
-    return PreprocessParams(smoothing=smoothing)
+    return PreprocessParams(
+        clouds=CloudMaskParams(method=config.processing.cloud_mask), smoothing=smoothing
+    )
+
+
+def cube_bands(config: RunConfig) -> tuple[str, ...]:
+    """Bands of a run's raw cubes: with SCL unless ``processing.cloud_mask`` does without."""
+    return CUBE_BANDS if config.processing.cloud_mask == "scl" else S2_BANDS
 
 
 def date_range(config: RunConfig) -> tuple[str, str]:

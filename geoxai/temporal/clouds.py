@@ -23,6 +23,7 @@ Weights are float32 in ``[0, 1]``, shape ``(time, y, x)``; NaN reflectance alway
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,15 +106,21 @@ class CloudMaskParams:
             )
 
 
-def required_halo_px(params: CloudMaskParams, resolution_m: float) -> int:
+def required_halo_px(
+    params: CloudMaskParams, resolution_m: float, bands: Sequence[str] | None = None
+) -> int:
     """Halo (pixels) a tile needs so that buffering near its core edge sees its neighbours.
 
-    The buffer's reach, plus for the spectral mask ("spectral", and "auto", which may fall back
-    to it) the reach of the shadow projection (:func:`geoxai.spectral_mask.shadow_reach_px`):
-    a shadow pixel's cloud lies up to that far away, and its buffer reaches on from there.
+    The buffer's reach, plus for the spectral mask ("spectral", and "auto", which falls back to
+    it when the cube has no SCL) the reach of the shadow projection
+    (:func:`geoxai.spectral_mask.shadow_reach_px`): a shadow pixel's cloud lies up to that far
+    away, and its buffer reaches on from there. ``bands``, the cube's bands, resolves "auto".
     """
     buf = int(math.ceil(params.buffer_m / resolution_m)) if params.buffer_m > 0 else 0
-    if params.method in ("spectral", "auto"):
+    method = params.method
+    if method == "auto" and bands is not None:
+        method = "scl" if "SCL" in [str(b) for b in bands] else "spectral"
+    if method in ("spectral", "auto"):
         return buf + shadow_reach_px(params.spectral, resolution_m)
     return buf
 

@@ -40,7 +40,7 @@ a 660 x 660 x 10 x 73 raw cube stays well under 4 GB (see benchmarks/bench_whitt
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -190,9 +190,12 @@ def feature_names(params: PreprocessParams) -> tuple[str, ...]:
     return (*params.bands, *params.indices.indices)
 
 
-def required_halo_px(params: PreprocessParams, resolution_m: float = 10.0) -> int:
-    """Halo pixels a tile needs for its core to be exact (the cloud buffer's reach)."""
-    return _cloud_halo(params.clouds, resolution_m)
+def required_halo_px(
+    params: PreprocessParams, resolution_m: float = 10.0, bands: Sequence[str] | None = None
+) -> int:
+    """Halo pixels a tile needs for its core to be exact (the cloud mask's reach; ``bands``,
+    the cube's bands, tells whether "auto" uses SCL or the spectral mask)."""
+    return _cloud_halo(params.clouds, resolution_m, bands)
 
 
 def time_axis(params: SmoothingParams) -> np.ndarray:

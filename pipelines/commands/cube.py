@@ -24,7 +24,14 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option(
             ..., "--out", help="Store URL: a local path or s3://bucket/prefix (Zarr v3)."
         ),
-        halo: int = typer.Option(32, "--halo", min=0, help="Halo width in 10 m pixels."),
+        halo: int | None = typer.Option(
+            None,
+            "--halo",
+            min=0,
+            help="Halo width in 10 m pixels (default: the run config's default "
+            "processing.halo_px, 64, which fits the demo bundles; with --no-scl at least the "
+            "spectral mask's halo, 124).",
+        ),
         tile_size: int = typer.Option(
             6000,
             "--tile-size",
@@ -39,6 +46,12 @@ def register(app: typer.Typer) -> None:
             "--bands",
             help="Comma-separated bands (default: B02..B12, B8A and SCL; aliases like red ok).",
         ),
+        no_scl: bool = typer.Option(
+            False,
+            "--no-scl",
+            help="Inputs without SCL (e.g. L1C or other processors): read no SCL; smooth "
+            "such cubes with `--clouds spectral` (run config: processing.cloud_mask: spectral).",
+        ),
         resampling: str = typer.Option(
             "bilinear",
             "--resampling",
@@ -51,7 +64,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search STAC for one tile, stack it on the tile's 10 m UTM grid and commit it as Zarr.
 
-        The cube is float32 reflectance (DN * scale + offset) with SCL, NaN = nodata; it is
+        The cube is float32 reflectance (DN * scale + offset) with SCL (none with --no-scl),
+        and the items' sun angles along time, NaN = nodata; it is
         committed with a marker written last, so an interrupted run leaves nothing that reads
         as complete. Credentials for s3:// come from AWS_* variables.
         """
@@ -67,12 +81,19 @@ def register(app: typer.Typer) -> None:
         )
         from rich.table import Table
 
-        from geoxai.geo.bands import CUBE_BANDS
+        from geoxai.errors import ConfigError
+        from geoxai.geo.bands import CUBE_BANDS, S2_BANDS, SCL, canonical_band_name
         from geoxai.geo.grid import tile_from_id
         from geoxai.io.cube import build_tile_cube
 
-        tile = tile_from_id(tile_id, halo, tile_size_m=tile_size)
         chosen = tuple(b.strip() for b in bands.split(",") if b.strip()) if bands else CUBE_BANDS
+        if no_scl:
+            if bands and any(canonical_band_name(b) == SCL for b in chosen):
+                raise ConfigError("--no-scl and --bands with SCL contradict each other; drop one.")
+            chosen = chosen if bands else S2_BANDS
+        tile = tile_from_id(
+            tile_id, default_halo(no_scl) if halo is None else halo, tile_size_m=tile_size
+        )
         console = Console(stderr=True)
         t0 = time.perf_counter()
         with Progress(
@@ -108,3 +129,15 @@ def register(app: typer.Typer) -> None:
         table.add_row("stored", f"{record.nbytes / 2**20:.1f} MiB")
         table.add_row("wall time", f"{time.perf_counter() - t0:.1f} s")
         Console().print(table)
+
+
+def default_halo(no_scl: bool) -> int:
+    """``geoxai cube``'s default halo: the run config's default ``processing.halo_px`` (which
+    the demo bundles fit), raised to the spectral mask's halo for cubes without SCL."""
+    from geoxai.config import ProcessingConfig
+    from geoxai.temporal.clouds import CloudMaskParams, required_halo_px
+
+    halo = int(ProcessingConfig.model_fields["halo_px"].default)
+    if no_scl:
+        halo = max(halo, required_halo_px(CloudMaskParams(method="spectral"), 10.0))
+    return halo

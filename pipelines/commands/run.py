@@ -20,6 +20,13 @@ def register(app: typer.Typer) -> None:
         ),
         force: bool = typer.Option(False, "--force", help="Redo tiles already done."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bar."),
+        cloud_mask: str = typer.Option(
+            None,
+            "--cloud-mask",
+            help="Override processing.cloud_mask: scl (default; inputs with SCL), spectral "
+            "(inputs without SCL: clouds, shadows, snow from the reflectances and the items' "
+            "sun angles; needs processing.halo_px >= 124) or none.",
+        ),
     ) -> None:
         """Map an AOI for a year: cubes -> smoothing -> inference -> ASOS -> Zarr/COG/STAC/report.
 
@@ -34,6 +41,8 @@ def register(app: typer.Typer) -> None:
             updates["resources"] = cfg.resources.model_copy(update={"address": address})
         if baseline_year is not None:
             updates["baseline"] = f"{cfg.store.root.rstrip('/')}/{cfg.name}/{baseline_year}"
+        if cloud_mask is not None:
+            updates["processing"] = with_cloud_mask(cfg.processing, cloud_mask)
         if updates:
             cfg = cfg.model_copy(update=updates)
         summary = run(cfg, force=force, progress=not no_progress)
@@ -68,6 +77,15 @@ def register(app: typer.Typer) -> None:
             wait=wait,
         )
         typer.echo(f"submitted job {job_id} to {address}")
+
+
+def with_cloud_mask(processing, method: str):
+    """``processing`` with ``cloud_mask`` replaced, validated like the config file's value."""
+    from geoxai.config import ProcessingConfig
+    from geoxai.errors import look_up_option
+
+    method = look_up_option(method, ("scl", "spectral", "none"), what="--cloud-mask")
+    return ProcessingConfig.model_validate({**processing.model_dump(), "cloud_mask": method})
 
 
 def _print_summary(summary) -> None:

@@ -107,12 +107,13 @@ def register(app: typer.Typer) -> None:
         )
         raw = read_cube(cube, name=variable)
         res = float(raw.attrs.get("resolution_m", 10.0))
-        need = required_halo_px(params, res)
+        need = required_halo_px(params, res, [str(b) for b in raw["band"].values])
         halo = raw.attrs.get("halo_px")
         if halo is not None and int(halo) < need:
             console.print(
-                f"[yellow]warning:[/] cube halo {halo} px < {need} px reached by the "
-                f"{buffer_m:g} m cloud buffer; the core edge may differ from its neighbours."
+                f"[yellow]warning:[/] cube halo {halo} px < {need} px reached by the cloud "
+                f"mask ({buffer_m:g} m buffer, and the shadow projection of the spectral mask); "
+                "the core edge may differ from its neighbours."
             )
         tile_name = str(raw.attrs.get("tile_id", cube))
         with stage_bar(console, "smooth", "rows", tile_name, raw.sizes["y"]) as cb:

@@ -47,7 +47,7 @@ def test_overlapping_tiles_agree_in_their_cores_given_the_halo():
     """Two crops of one scene with halo >= required_halo_px give the same core weights."""
     rng = np.random.default_rng(0)
     scl = rng.choice([4.0, 5.0, 8.0, 9.0, 3.0], p=[0.6, 0.3, 0.04, 0.03, 0.03], size=(6, 80, 120))
-    p = CloudMaskParams(buffer_m=60.0)
+    p = CloudMaskParams(method="scl", buffer_m=60.0)
     halo = required_halo_px(p, 10.0)
     assert halo == 6
     full = scl_weights(scl, p, 10.0)
@@ -96,8 +96,8 @@ def test_spectral_rule_keeps_water():
 
 
 def test_spectral_rule_needs_its_bands():
-    with pytest.raises(InvalidInputError, match="lacks \\['B11'\\]"):
-        spectral_weights(_scene()[:, :4], S2[:4], CloudMaskParams(), 10.0)
+    with pytest.raises(InvalidInputError, match="lacks \\['B08'\\]"):
+        spectral_weights(_scene()[:, :3], S2[:3], CloudMaskParams(), 10.0)
 
 
 def test_item_screen_depends_only_on_item_metadata():

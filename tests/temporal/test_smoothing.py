@@ -100,7 +100,7 @@ def test_nodata_pixels_and_tiles_are_flagged_not_raised():
 def test_overlapping_tiles_agree_in_their_cores():
     raw, _ = synthetic_cube(3, ny=20, nx=40)
     p = PreprocessParams(smoothing=SmoothingParams(year=2021))  # with the default 40 m buffer
-    halo = required_halo_px(p)
+    halo = required_halo_px(p, 10.0, raw["band"].values)  # "auto" with SCL: the buffer only
     assert halo == 4
     full = preprocess(raw, p)["features"].values
     for xs in (slice(0, 24), slice(16, 40)):
