@@ -94,8 +94,10 @@ def openeo(root: Path, name: str) -> MaskCase:
     path = root / "openeo_gfmap_cubes" / f"{name}.nc"
     import rasterio
 
-    with rasterio.open(path) as src:
-        subs = [s.rsplit(":", 1)[1] for s in src.subdatasets]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the container has no geotransform
+        with rasterio.open(path) as src:
+            subs = [s.rsplit(":", 1)[1] for s in src.subdatasets]
     bands = tuple(
         s.replace("S2-L2A-", "")
         for s in subs
