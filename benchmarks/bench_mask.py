@@ -40,14 +40,14 @@ from scipy import ndimage  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geoxai.clouds import (  # noqa: E402
+from geoxai.temporal.clouds import (  # noqa: E402
     CloudMaskParams,
     required_halo_px,
     scl_weights,
     spectral_weights,
 )
-from geoxai.spectral_mask import SpectralMaskParams  # noqa: E402
-from geoxai.temporal import SmoothingParams, smooth_series  # noqa: E402
+from geoxai.temporal.masks import SpectralMaskParams  # noqa: E402
+from geoxai.temporal.smoothing import SmoothingParams, smooth_series  # noqa: E402
 
 BANDS = ("B02", "B03", "B04", "B08", "B11")
 FEATURES = 15
@@ -102,7 +102,7 @@ def kernel_seconds(t: int, n: int, blocks: int, repeat: int) -> float:
 
 
 def context() -> dict:
-    from geoxai.whittaker import HAVE_NUMBA
+    from geoxai.temporal.whittaker import HAVE_NUMBA
 
     return {
         "cores": os.cpu_count(),

@@ -2,8 +2,8 @@
 
 Each loader returns a :class:`MaskCase`: reflectance ``(T, C, Y, X)`` float32 (NaN = nodata),
 band names, solar angles per date, pixel size and the reference classes
-(:data:`geoxai.spectral_mask.CLASS_NAMES`). Solar angles: the real files carry none, so they
-are computed (:func:`geoxai.spectral_mask.solar_angles`) from the acquisition time and the
+(:data:`geoxai.temporal.masks.CLASS_NAMES`). Solar angles: the real files carry none, so they
+are computed (:func:`geoxai.temporal.masks.solar_angles`) from the acquisition time and the
 patch centre; where a file stores only the day, the overpass is taken at 11:00 local mean
 solar time (Sentinel-2 passes 10:55-11:05 local solar time over these patches, as the
 timestamped WorldCereal and eo-learn series show).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoxai.spectral_mask import CLEAR, CLOUD, NODATA, scl_classes, solar_angles
+from geoxai.temporal.masks import CLEAR, CLOUD, NODATA, scl_classes, solar_angles
 
 STEM = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from geoxai import store
-from geoxai.bands import S2_BANDS
 from geoxai.config import ProcessingConfig
-from geoxai.cube import build_cube, build_tile_cube
 from geoxai.errors import ConfigError, DataAccessError, NoDataError
-from geoxai.spectral_mask import SUN_AZIMUTH, SUN_ELEVATION
+from geoxai.geo.bands import S2_BANDS, SUN_AZIMUTH, SUN_ELEVATION
+from geoxai.io import store
+from geoxai.io.cube import build_cube, build_tile_cube
 from pipelines.cli import app
 from tests.test_cube import SCENE_ORIGIN, SYN_TILES, TILE, WHEN, _scene, clean_world  # noqa: F401
 
@@ -69,7 +68,7 @@ def test_cube_carries_the_items_sun_angles(tmp_path):
 
 
 def test_cli_cube_no_scl_and_default_halo(clean_world, tmp_path):  # noqa: F811
-    from geoxai.inference import required_halo
+    from geoxai.inference.windows import required_halo
     from pipelines.commands.cube import default_halo
     from pipelines.demo import HALO_PX, WINDOW
 
@@ -94,7 +93,9 @@ def test_cli_cube_no_scl_and_default_halo(clean_world, tmp_path):  # noqa: F811
 
 def test_run_config_cloud_mask_switch():
     from geoxai.config import RunConfig
-    from geoxai.mapping import _check_halo, _query_signature, cube_bands, preprocess_params
+    from geoxai.mapping.cube_stage import _query_signature
+    from geoxai.mapping.plan import _check_halo
+    from geoxai.mapping.settings import cube_bands, preprocess_params
     from pipelines.commands.run import with_cloud_mask
 
     cfg = RunConfig.model_validate(

@@ -11,19 +11,20 @@ import pytest
 import xarray as xr
 
 from geoxai.errors import ConfigError, InvalidInputError
-from geoxai.spectral_mask import (
+from geoxai.geo.bands import SUN_AZIMUTH, SUN_ELEVATION
+from geoxai.io.stac_items import item_sun_angles
+from geoxai.temporal.clouds import CloudMaskParams, required_halo_px, spectral_weights
+from geoxai.temporal.indices import IndexParams
+from geoxai.temporal.masks import (
     CLEAR,
     CLOUD,
     NODATA,
     SHADOW,
     SNOW,
-    SUN_AZIMUTH,
-    SUN_ELEVATION,
     WATER,
     MissingSunAnglesWarning,
     SpectralMaskParams,
     cube_sun_angles,
-    item_sun_angles,
     mask_scores,
     project_clouds,
     scl_classes,
@@ -31,8 +32,6 @@ from geoxai.spectral_mask import (
     solar_angles,
     spectral_classes,
 )
-from geoxai.temporal.clouds import CloudMaskParams, required_halo_px, spectral_weights
-from geoxai.temporal.indices import IndexParams
 from geoxai.temporal.smoothing import (
     PreprocessParams,
     SmoothingParams,

@@ -43,8 +43,8 @@ import warnings
 import numpy as np
 import pytest
 
-from geoxai.clouds import CloudMaskParams, class_weights
-from geoxai.spectral_mask import (
+from geoxai.temporal.clouds import CloudMaskParams, class_weights
+from geoxai.temporal.masks import (
     CLOUD,
     NODATA,
     SHADOW,

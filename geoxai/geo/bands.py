@@ -18,6 +18,8 @@ __all__ = [
     "CUBE_BANDS",
     "SCL",
     "SCL_CLASSES",
+    "SUN_AZIMUTH",
+    "SUN_ELEVATION",
     "band",
     "canonical_band_name",
     "check_bands",
@@ -73,6 +75,11 @@ SCL = "SCL"
 
 CUBE_BANDS: tuple[str, ...] = (*S2_BANDS, SCL)
 """Band axis of a raw tile cube: the ten reflectance bands, then the scene classification."""
+
+SUN_AZIMUTH = "view:sun_azimuth"
+"""Raw-cube coordinate along time: solar azimuth, degrees clockwise from north (NaN = unknown)."""
+SUN_ELEVATION = "view:sun_elevation"
+"""Raw-cube coordinate along time: solar elevation above the horizon, degrees (NaN = unknown)."""
 
 
 SCL_CLASSES: dict[int, str] = {

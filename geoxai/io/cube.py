@@ -63,13 +63,12 @@ from geoxai.errors import (
     NoDataError,
     look_up_option,
 )
-from geoxai.geo.bands import CUBE_BANDS, SCL, check_bands
+from geoxai.geo.bands import CUBE_BANDS, SCL, SUN_AZIMUTH, SUN_ELEVATION, check_bands
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
 from geoxai.io.stac import search
-from geoxai.io.stac_items import band_scaling, normalize_item
+from geoxai.io.stac_items import band_scaling, item_sun_angles, normalize_item
 from geoxai.io.stac_items import check_bands as require_bands
-from geoxai.spectral_mask import SUN_AZIMUTH, SUN_ELEVATION, item_sun_angles
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs

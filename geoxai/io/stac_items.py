@@ -12,15 +12,23 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
+import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pystac
 
 from geoxai.errors import DataAccessError, InvalidInputError
-from geoxai.geo.bands import BANDS, S2_BANDS, SCL, canonical_band_name
+from geoxai.geo.bands import (
+    BANDS,
+    S2_BANDS,
+    SCL,
+    SUN_AZIMUTH,
+    SUN_ELEVATION,
+    canonical_band_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ __all__ = [
     "sensor",
     "processing_baseline",
     "check_bands",
+    "item_sun_angles",
 ]
 
 S1_POLARIZATIONS: tuple[str, ...] = ("vv", "vh", "hh", "hv")
@@ -354,3 +363,27 @@ def check_bands(
             continue
         kept.append(item)
     return kept
+
+
+def _num(value: object) -> float:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) else math.nan
+
+
+def item_sun_angles(properties: Mapping[str, object]) -> tuple[float, float]:
+    """``(azimuth, elevation)`` degrees from STAC item properties; NaN where absent.
+
+    Reads ``view:sun_azimuth`` / ``view:sun_elevation`` (the view extension), else
+    ``s2:mean_solar_azimuth`` / ``s2:mean_solar_zenith`` (elevation = 90 - zenith). The cube
+    carries them as coordinates :data:`geoxai.geo.bands.SUN_AZIMUTH` / ``SUN_ELEVATION``.
+    """
+    az = _num(properties.get(SUN_AZIMUTH))
+    el = _num(properties.get(SUN_ELEVATION))
+    if math.isnan(az):
+        az = _num(properties.get("s2:mean_solar_azimuth"))
+    if math.isnan(el):
+        el = 90.0 - _num(properties.get("s2:mean_solar_zenith"))
+    return az, el

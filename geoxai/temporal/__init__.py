@@ -1,4 +1,5 @@
-"""Time series, arrays in and arrays out: observation weights from SCL or a spectral rule, the
+"""Time series, arrays in and arrays out: observation weights from SCL or a single-date spectral
+cloud/shadow mask (classes and scores against a reference mask), the
 weighted Whittaker smoother, spectral indices, resampling onto the fixed time axis, Sentinel-1
 aggregation, slope, fusion into the features a model reads, and the 20 m bands super-resolved to
 10 m per date (WRI's DSen2-lite).
@@ -13,6 +14,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "smoothing": ["preprocess", "PreprocessParams", "SmoothingParams", "feature_names"],
         "whittaker": ["whittaker", "whittaker_torch"],
         "clouds": ["CloudMaskParams", "scl_weights", "spectral_weights"],
+        "masks": ["SpectralMaskParams", "spectral_classes", "mask_scores"],
         "indices": ["IndexParams", "NormalizationParams", "compute_indices"],
         "s1": ["S1Params", "aggregate_s1"],
         "terrain": ["DemParams", "slope_degrees"],

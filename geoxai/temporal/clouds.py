@@ -9,7 +9,7 @@ their overlap (DESIGN.md principle 1):
   The buffer reaches ``ceil(buffer_m / resolution_m)`` pixels, so the cube needs at least
   :func:`required_halo_px` halo pixels for the tile core to be exact.
 * :func:`spectral_weights`: for inputs without SCL, the classes of
-  :func:`geoxai.spectral_mask.spectral_classes` (clouds by brightness, shadows by projecting
+  :func:`geoxai.temporal.masks.spectral_classes` (clouds by brightness, shadows by projecting
   each date's clouds along its sun direction and, where a series exists, by a drop below the
   pixel's temporal median; snow, water) become weights (:func:`class_weights`), clouds and
   shadows buffered like SCL. The projection reaches ``max_shadow_distance_m``, which
@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import SCL_CLASSES
-from geoxai.spectral_mask import (
+from geoxai.temporal.masks import (
     CLOUD,
     NODATA,
     SHADOW,
@@ -113,7 +113,7 @@ def required_halo_px(
 
     The buffer's reach, plus for the spectral mask ("spectral", and "auto", which falls back to
     it when the cube has no SCL) the reach of the shadow projection
-    (:func:`geoxai.spectral_mask.shadow_reach_px`): a shadow pixel's cloud lies up to that far
+    (:func:`geoxai.temporal.masks.shadow_reach_px`): a shadow pixel's cloud lies up to that far
     away, and its buffer reaches on from there. ``bands``, the cube's bands, resolves "auto".
     """
     buf = int(math.ceil(params.buffer_m / resolution_m)) if params.buffer_m > 0 else 0
@@ -181,7 +181,7 @@ def spectral_weights(
     Args:
         refl: ``(T, C, Y, X)`` reflectance, NaN = nodata.
         bands: the ``C`` canonical band names; needs B02 (or B01), B04 and B08; B03 and B11
-            add snow and sharpen shadows (see :func:`geoxai.spectral_mask.spectral_classes`).
+            add snow and sharpen shadows (see :func:`geoxai.temporal.masks.spectral_classes`).
         params: thresholds (``params.spectral``) and buffer.
         resolution_m: pixel size, metres (buffer and projection distance to pixels).
         sun: ``(T,)`` solar azimuth and elevation per date, degrees; None or NaN: no projected

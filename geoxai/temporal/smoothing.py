@@ -49,7 +49,6 @@ import xarray as xr
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import S2_BANDS, SCL, check_bands
 from geoxai.provenance import canonical_json
-from geoxai.spectral_mask import MASK_BANDS, cube_sun_angles
 from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, spectral_weights
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
 from geoxai.temporal.indices import (
@@ -59,6 +58,7 @@ from geoxai.temporal.indices import (
     compute_indices,
     normalize,
 )
+from geoxai.temporal.masks import MASK_BANDS, cube_sun_angles
 from geoxai.temporal.whittaker import check_lambda, whittaker, whittaker_torch
 
 __all__ = [

@@ -1,8 +1,9 @@
 """A single-date spectral cloud / shadow / snow / water mask for cubes without SCL.
 
 :func:`spectral_classes` gives every pixel and acquisition one class of :data:`CLASS_NAMES`
-(clear, cloud, shadow, snow, water, nodata) from its reflectances; :mod:`geoxai.clouds` turns
-the classes into weights (clouds and shadows grown by ``buffer_m``).
+(clear, cloud, shadow, snow, water, nodata) from its reflectances;
+:mod:`geoxai.temporal.clouds` turns the classes into weights (clouds and shadows grown by
+``buffer_m``).
 
 The rules (reflectance units; every one reads only the pixel, except the shadow projection):
 
@@ -30,9 +31,11 @@ The rules (reflectance units; every one reads only the pixel, except the shadow 
   projection's reach and of dates without solar angles.
 
 Solar angles come from the items (``view:sun_azimuth`` / ``view:sun_elevation``, or
-``s2:mean_solar_azimuth`` / ``s2:mean_solar_zenith``), carried by the cube as coordinates
-along time (:func:`cube_sun_angles`). A date without them has no projected shadows: a
-:class:`MissingSunAnglesWarning` names the dates, and the temporal test alone is used.
+``s2:mean_solar_azimuth`` / ``s2:mean_solar_zenith``; read by
+:func:`geoxai.io.stac_items.item_sun_angles`), carried by the cube as coordinates along time
+(:data:`geoxai.geo.bands.SUN_AZIMUTH`, ``SUN_ELEVATION``; :func:`cube_sun_angles`). A date
+without them has no projected shadows: a :class:`MissingSunAnglesWarning` says how many, and
+the temporal test alone is used.
 :func:`solar_angles` computes the angles from the acquisition time and place (NOAA's
 formulas, ~0.1 degree) for data that lost its metadata.
 
@@ -44,13 +47,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from geoxai.errors import ConfigError, InvalidInputError
+from geoxai.geo.bands import SUN_AZIMUTH, SUN_ELEVATION
 
 __all__ = [
     "CLEAR",
@@ -67,7 +71,6 @@ __all__ = [
     "spectral_classes",
     "shadow_reach_px",
     "project_clouds",
-    "item_sun_angles",
     "cube_sun_angles",
     "solar_angles",
     "scl_classes",
@@ -77,11 +80,6 @@ __all__ = [
 CLEAR, CLOUD, SHADOW, SNOW, WATER, NODATA = 0, 1, 2, 3, 4, 5
 CLASS_NAMES: tuple[str, ...] = ("clear", "cloud", "shadow", "snow", "water", "nodata")
 """Class names, indexed by the class value (uint8) of :func:`spectral_classes`."""
-
-SUN_AZIMUTH = "view:sun_azimuth"
-"""Cube coordinate along time: solar azimuth, degrees clockwise from north (NaN = unknown)."""
-SUN_ELEVATION = "view:sun_elevation"
-"""Cube coordinate along time: solar elevation above the horizon, degrees (NaN = unknown)."""
 
 MASK_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B08", "B11")
 """Bands the rules can read (B01 only stands in for a missing B02)."""
@@ -155,29 +153,6 @@ def shadow_reach_px(params: SpectralMaskParams, resolution_m: float) -> int:
 
 
 # ---- solar angles ------------------------------------------------------------------------------
-
-
-def _num(value: object) -> float:
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return out if math.isfinite(out) else math.nan
-
-
-def item_sun_angles(properties: Mapping[str, object]) -> tuple[float, float]:
-    """``(azimuth, elevation)`` degrees from STAC item properties; NaN where absent.
-
-    Reads ``view:sun_azimuth`` / ``view:sun_elevation`` (the view extension), else
-    ``s2:mean_solar_azimuth`` / ``s2:mean_solar_zenith`` (elevation = 90 - zenith).
-    """
-    az = _num(properties.get(SUN_AZIMUTH))
-    el = _num(properties.get(SUN_ELEVATION))
-    if math.isnan(az):
-        az = _num(properties.get("s2:mean_solar_azimuth"))
-    if math.isnan(el):
-        el = 90.0 - _num(properties.get("s2:mean_solar_zenith"))
-    return az, el
 
 
 def cube_sun_angles(raw: Any, time_index: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -388,7 +363,7 @@ def spectral_classes(
                 f"{int((no_sun & cloudy).sum())} of {t} dates with clouds have no solar angles "
                 "(view:sun_azimuth / view:sun_elevation): their shadows are not projected, "
                 "only the temporal shadow test applies there. Build the cube from STAC items "
-                "that carry the view extension, or add the angles (geoxai.spectral_mask."
+                "that carry the view extension, or add the angles (geoxai.temporal.masks."
                 "solar_angles) as cube coordinates.",
                 MissingSunAnglesWarning,
                 stacklevel=2,
