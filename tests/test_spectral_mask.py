@@ -312,3 +312,47 @@ def test_bands_and_shapes_are_checked():
     sun = (np.array([180.0]), np.array([45.0]))
     cls = spectral_classes(refl, ("B01", "B04", "B08"), NOTEMP, 10.0, sun=sun)
     assert cls[0, 0, 0] == CLOUD and (cls[0].ravel()[1:] == CLEAR).all()
+
+
+def test_synthetic_world_single_date_shadows_through_the_cube(tmp_path):
+    """End to end: items with view:sun_* -> build_cube coords -> single-date shadows.
+
+    The synthetic world casts each date's clouds 500-1,500 m away from the sun (its own SCL
+    is the truth). Measured on this 2 km tile, 13 dates, each date alone: cloud P/R/F1
+    1.00/0.78/0.88, shadow 0.91/0.50/0.64.
+    """
+    from datetime import date
+
+    from geoxai.geo.grid import TileSpec
+    from geoxai.io.cube import build_cube
+    from geoxai.io.stac import read_items
+    from geoxai.synthetic.world import SyntheticWorld, WorldParams
+
+    tile = TileSpec(32631, 288, 2814, tile_size_m=2000)
+    params = WorldParams(
+        tiles=(tile,),
+        margin_px=130,
+        start=date(2023, 6, 1),
+        end=date(2023, 7, 31),
+        swath_edge_prob=0.0,
+    )
+    archive = SyntheticWorld(params).write(tmp_path)
+    halo = required_halo_px(CloudMaskParams(method="spectral"), 10.0)
+    raw = build_cube(read_items(archive.ndjson), tile.with_halo(halo), resampling="nearest")
+    raw = raw.load()
+    az, el = cube_sun_angles(raw)
+    assert np.isfinite(az).all() and np.isfinite(el).all()
+    refl = raw.sel(band=list(BANDS)).values
+    cls = np.concatenate(
+        [
+            spectral_classes(
+                refl[i : i + 1], BANDS, NOTEMP, 10.0, sun=(az[i : i + 1], el[i : i + 1])
+            )
+            for i in range(refl.shape[0])
+        ]
+    )
+    core = (slice(None), slice(halo, -halo), slice(halo, -halo))
+    s = mask_scores(cls[core], scl_classes(raw.sel(band="SCL").values)[core])
+    print({k: {m: round(v[m], 3) for m in ("precision", "recall", "f1")} for k, v in s.items()})
+    assert s["cloud"]["precision"] > 0.95 and s["cloud"]["recall"] > 0.7
+    assert s["shadow"]["precision"] > 0.8 and s["shadow"]["recall"] > 0.4
