@@ -297,16 +297,20 @@ class RunConfig(_Strict):
     def output_hash(self) -> str:
         """Hash of what changes pixels: inputs, models, processing, year (not resources).
 
-        The radar/terrain sections enter only when set, so an optical-only run keeps its hash.
+        The radar/terrain sections enter only when set, so an optical-only run keeps its hash;
+        ``processing.cloud_mask`` only when it is not the default "scl" (what runs did before
+        the switch existed), ``processing.super_resolution`` only when set.
         """
+        same = set()  # settings at their former behaviour stay out, so old runs keep their hash
+        if self.processing.cloud_mask == "scl":
+            same.add("cloud_mask")
+        if self.processing.super_resolution is None:
+            same.add("super_resolution")
         doc: dict[str, Any] = {
             "year": self.year,
             "stac": self.stac.model_dump(mode="json"),
             "models": self.models.model_dump(mode="json"),
-            "processing": self.processing.model_dump(
-                mode="json",  # off: absent, so a run without it keeps its hash
-                exclude={"super_resolution"} if self.processing.super_resolution is None else None,
-            ),
+            "processing": self.processing.model_dump(mode="json", exclude=same),
         }
         for key in ("sentinel1", "dem"):
             section = getattr(self, key)

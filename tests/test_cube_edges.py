@@ -117,6 +117,13 @@ def test_run_config_cloud_mask_switch():
     assert "bands" not in _query_signature(cfg, tile) and "bands" in _query_signature(spec, tile)
     with pytest.raises(ConfigError, match="cloud_mask: spectral.*124 px.*halo_px: 124"):
         _check_halo(spec, 64)
+    # the default keeps the output hash runs had before the switch; another value changes it
+    from geoxai.provenance import config_hash
+
+    before = cfg.model_dump(mode="json", include={"year", "stac", "models", "processing"})
+    del before["processing"]["cloud_mask"]  # the hash as computed before the field existed
+    assert cfg.output_hash() == config_hash(before)
+    assert spec.output_hash() != cfg.output_hash()
     with pytest.raises(ConfigError, match="Did you mean 'spectral'"):
         with_cloud_mask(cfg.processing, "spectal")
     with pytest.raises(ValueError, match="cloud_mask"):
