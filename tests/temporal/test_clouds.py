@@ -14,6 +14,7 @@ from geoxai.temporal.clouds import (
     scl_weights,
     spectral_weights,
 )
+from geoxai.temporal.masks import MissingSunAnglesWarning
 
 S2 = ("B02", "B03", "B04", "B08", "B11")
 
@@ -81,7 +82,8 @@ def test_spectral_rule_flags_cloud_shadow_snow_and_nan():
     refl[5] = np.array([0.02, 0.03, 0.02, 0.08, 0.05])[:, None, None]  # shadow
     refl[7] = np.array([0.6, 0.6, 0.6, 0.55, 0.05])[:, None, None]  # snow
     refl[9, 2, 1, 1] = np.nan
-    w = spectral_weights(refl, S2, CloudMaskParams(buffer_m=0.0), 10.0)
+    with pytest.warns(MissingSunAnglesWarning):  # no angles: the temporal test finds the shadow
+        w = spectral_weights(refl, S2, CloudMaskParams(buffer_m=0.0), 10.0)
     assert (w[[3, 5, 7]] == 0).all()
     assert w[9, 1, 1] == 0 and w[9].sum() == 15
     assert (w[[0, 1, 2, 4, 6, 8, 10]] == 1).all()

@@ -15,7 +15,7 @@ from geoxai.geo.bands import S2_BANDS, SUN_AZIMUTH, SUN_ELEVATION
 from geoxai.io import store
 from geoxai.io.cube import build_cube, build_tile_cube
 from pipelines.cli import app
-from tests.test_cube import SCENE_ORIGIN, SYN_TILES, TILE, WHEN, _scene, clean_world  # noqa: F401
+from tests.io.test_cube import SCENE_ORIGIN, SYN_TILES, TILE, WHEN, _scene, clean_world  # noqa: F401
 
 
 def _misplaced(tmp_path, item_id: str, days: int) -> dict:
@@ -121,7 +121,8 @@ def test_run_config_cloud_mask_switch():
     from geoxai.provenance import config_hash
 
     before = cfg.model_dump(mode="json", include={"year", "stac", "models", "processing"})
-    del before["processing"]["cloud_mask"]  # the hash as computed before the field existed
+    for key in ("cloud_mask", "super_resolution"):  # the hash before cloud_mask existed
+        del before["processing"][key]
     assert cfg.output_hash() == config_hash(before)
     assert spec.output_hash() != cfg.output_hash()
     with pytest.raises(ConfigError, match="Did you mean 'spectral'"):

@@ -4,7 +4,7 @@ References: the L2A scene classification (SCL, mapped by :func:`scl_classes`: 3 
 8/9/10 -> cloud) of the WorldCereal patch (118 dates, Belgium 2017/18, SCL at 20 m) and of
 three openEO GFMAP cubes (CDSE 2022/23; ``bap_quintad`` is a best-available-pixel composite,
 not single acquisitions), and the s2cloudless mask (CLM) of eo-learn's 5 L1C scenes. Solar
-angles from acquisition time and place (:func:`solar_angles`; ``tests/realmasks.py``).
+angles from acquisition time and place (:func:`solar_angles`; ``tests/temporal/realmasks.py``).
 
 Measured with the defaults (``SpectralMaskParams()``), each date classified **alone** (no
 series: the projected shadow test only), precision / recall / F1:
@@ -54,7 +54,7 @@ from geoxai.temporal.masks import (
     project_clouds,
     spectral_classes,
 )
-from tests import realmasks
+from tests.temporal import realmasks
 
 pytestmark = pytest.mark.realdata
 
