@@ -8,7 +8,7 @@ Per image (default 256x256, 10 bands, ASOSNet k=3):
   and scaled by the ratio of perturbation counts (printed as "extrapolated"); ``--full-osm``
   measures it on the full image.
 
-Fit: images/s of :func:`geoxai.asos.fit_partial` in-process (one thread), then the Ray fit
+Fit: images/s of :func:`geoxai.xai.asos.fit_partial` in-process (one thread), then the Ray fit
 (:func:`pipelines.asos_fit.fit_sharded`) with 1 and 2 workers on a local loopback Ray.
 
 Run: ``.venv/bin/python benchmarks/bench_asos.py [--size 256] [--full-osm]``; writes

@@ -1,4 +1,4 @@
-"""Cube build for one tile from a local STAC API + local S3: geoxai.cube vs odc-stac.
+"""Cube build for one tile from a local STAC API + local S3: geoxai.io.cube vs odc-stac.
 
 Run: ``.venv/bin/python benchmarks/bench_cube.py [--quick] [--start 2023-01-01 --end
 2023-12-31] [--halo 32] [--repeats 1]``
@@ -10,7 +10,7 @@ Run: ``.venv/bin/python benchmarks/bench_cube.py [--quick] [--start 2023-01-01 -
    ``AWS_HTTPS=NO``, ``AWS_VIRTUAL_HOSTING=FALSE`` and fake keys.
 2. Times, interleaved ``--repeats`` times each, on the same items and the same tile grid:
 
-   * **geoxai**: ``geoxai.stac.search`` + ``geoxai.cube.build_cube`` (stackstac, float32,
+   * **geoxai**: ``geoxai.io.stac.search`` + ``geoxai.io.cube.build_cube`` (stackstac, float32,
      scale/offset applied, bilinear 20 m, SCL nearest) + compute;
    * **odc-stac**: ``odc.stac.load`` with ``geobox=tile.geobox``, the same bands, float32,
      bilinear (SCL nearest), NaN nodata; DN are left unscaled (odc-stac does not apply

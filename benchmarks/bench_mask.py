@@ -7,10 +7,10 @@ mask needs at 10 m), ``--dates`` acquisitions (91 = a year plus the 45-day margi
 5-day revisit), ~35 % of the pixel-dates under cloud blobs, solar elevations 20-60 degrees.
 Timed in one run, one thread each (``OMP_NUM_THREADS=1``, ``NUMBA_NUM_THREADS=1``):
 
-* **spectral mask**: :func:`geoxai.clouds.spectral_weights` with the defaults (classes, the
+* **spectral mask**: :func:`geoxai.temporal.clouds.spectral_weights` with the defaults (classes, the
   single-date shadow projection up to 1,200 m, the temporal extra, the 40 m buffer);
 * the same **without the projection** (``max_shadow_distance_m=0``: the old rule's cost);
-* **SCL weights**: :func:`geoxai.clouds.scl_weights` on the same tile;
+* **SCL weights**: :func:`geoxai.temporal.clouds.scl_weights` on the same tile;
 * **smoothing kernel**: :func:`geoxai.temporal.smooth_series` (binning to the 5-day grid,
   weighted Whittaker, sampling to 24 steps) of the 15 features (10 bands + 5 indices) that
   :func:`geoxai.temporal.preprocess` smooths, on blocks of 16 rows; ``--kernel-blocks`` blocks

@@ -156,10 +156,10 @@ class ProcessingConfig(_Strict):
 
 
 class Sentinel1Config(_Strict):
-    """Sentinel-1 backscatter for the features ``VV``/``VH`` (:mod:`geoxai.s1`; changes pixels).
+    """Sentinel-1 backscatter for the features ``VV``/``VH`` (:mod:`geoxai.io.s1`; changes pixels).
 
     Per tile: items searched over the tile's super-block, one orbit direction chosen by the
-    rule of :func:`geoxai.s1.choose_orbit`, linear power -> dB floored at ``db_floor``, median
+    rule of :func:`geoxai.io.s1.choose_orbit`, linear power -> dB floored at ``db_floor``, median
     per step of the optical time axis. A tile without S1 items gets a flagged nodata layer.
     """
 
@@ -217,13 +217,13 @@ class Sentinel1Config(_Strict):
         return v
 
     def params(self) -> S1Params:
-        """The :class:`geoxai.s1.S1Params` of this section."""
+        """The :class:`geoxai.temporal.s1.S1Params` of this section."""
 
         return S1Params(**self.model_dump(exclude={"url", "scale"}))
 
 
 class DemConfig(_Strict):
-    """Terrain for the features ``slope``/``DEM`` (:mod:`geoxai.dem`; changes pixels).
+    """Terrain for the features ``slope``/``DEM`` (:mod:`geoxai.io.dem`; changes pixels).
 
     Per tile: DEM items mosaicked and warped onto the tile grid (with its halo), voids filled,
     Horn slope in degrees. A tile without DEM items gets a flagged nodata layer (slope 0).
@@ -246,7 +246,7 @@ class DemConfig(_Strict):
     )
 
     def params(self) -> DemParams:
-        """The :class:`geoxai.dem.DemParams` of this section."""
+        """The :class:`geoxai.temporal.terrain.DemParams` of this section."""
 
         return DemParams(**self.model_dump(exclude={"url"}))
 

@@ -1,7 +1,7 @@
 """Fit an ASOS table on Ray: one task per shard of the training set, then a tree of merges.
 
 Each task loads the bundle and only its shard of the images (from the data source, not
-through the object store), computes a partial table with :func:`geoxai.asos.fit_partial` and
+through the object store), computes a partial table with :func:`geoxai.xai.asos.fit_partial` and
 returns it (a few hundred kB). Partial tables are merged pairwise in remote tasks (a tree of
 depth ``log2(n_shards)``). The tables hold fixed-point integer sums, so the result equals the
 single-process fit (:func:`fit_local`) exactly, whatever the sharding and merge order.

@@ -5,12 +5,12 @@ Two real servers, both started here as subprocesses and stopped on exit (also on
 - :func:`local_stac_api`: ``rustac serve`` with an in-memory backend. Instant, loads a few
   hundred items in well under a second. POST search works (bbox, datetime, collections, paging);
   GET search with filters does not, and ``query``/``filter`` are ignored, so
-  :func:`geoxai.stac.search` uses POST and filters cloud cover itself.
+  :func:`geoxai.io.stac.search` uses POST and filters cloud cover itself.
 - :func:`local_pgstac_api`: the reference stack, stac-fastapi-pgstac on PostgreSQL 15 + PostGIS
   3, data in a temporary directory that is deleted afterwards. Needs ``bash infra/setup.sh
   --test`` (apt packages and ``.venv-pgstac``). About 5-15 s to start.
 
-Items are given as pystac Items, item dicts, or a path (anything :func:`geoxai.stac.read_items`
+Items are given as pystac Items, item dicts, or a path (anything :func:`geoxai.io.stac.read_items`
 reads). ``collection`` decides the collection the items are served under: an id, a
 ``pystac.Collection`` or a collection dict puts *every* item into it; ``None`` keeps each item's
 own ``collection`` and creates a minimal collection for each id.
@@ -270,7 +270,7 @@ def local_stac_api(
 
     Args:
         items_or_path: pystac Items, item dicts, or a path readable by
-            :func:`geoxai.stac.read_items`.
+            :func:`geoxai.io.stac.read_items`.
         collection: collection id / dict / pystac.Collection that every item is served
             under, or None to keep the items' own collections.
         host: loopback address to bind.

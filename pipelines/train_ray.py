@@ -3,8 +3,8 @@
 The driver validates the config (before anything starts), connects to Ray (a local instance
 pinned to loopback through :func:`pipelines.run.init_ray`, or ``--ray-address``) and runs a
 :class:`ray.train.torch.TorchTrainer` with ``N`` CPU workers. Each worker calls
-:func:`geoxai.workflows.run_workflow` on the same config; Ray Train has initialized
-``torch.distributed`` (gloo), so :func:`geoxai.trainer.fit` shards the batches over the ranks,
+:func:`geoxai.train.registry.run_workflow` on the same config; Ray Train has initialized
+``torch.distributed`` (gloo), so :func:`geoxai.train.trainer.fit` shards the batches over the ranks,
 averages gradients and metrics, and only rank 0 writes checkpoints, metrics and the bundle.
 Every rank reads the same input files and ``out_dir`` (resume), so on a multi-node cluster
 they must be on storage every node sees. Ray Train's own run records, and a copy of the

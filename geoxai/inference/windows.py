@@ -143,7 +143,7 @@ def _check_int(value: float, what: str) -> int:
     if abs(value - r) > 1e-6:
         raise InvalidInputError(
             f"{what} is {value!r} pixels, not on the zone pixel lattice; the grid transform must "
-            "have its origin at a multiple of the pixel size (tiles of geoxai.grid do)."
+            "have its origin at a multiple of the pixel size (tiles of geoxai.geo.grid do)."
         )
     return int(r)
 

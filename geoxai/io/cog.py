@@ -98,7 +98,7 @@ def validate_cog(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not is_valid:
         raise CorruptDataError(
             f"{path} is not a valid Cloud-Optimized GeoTIFF: {'; '.join(errors)}. Rewrite it "
-            "with geoxai.cog.write_cog."
+            "with geoxai.io.cog.write_cog."
         )
     with rasterio.open(path) as src:
         overviews = src.overviews(1)

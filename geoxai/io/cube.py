@@ -5,10 +5,10 @@ zone, its haloed bounds, 10 m pixels, no snapping), so pixel centres are exactly
 ``TileSpec.coords()``. The result follows the raw-cube contract (DESIGN.md):
 
 * name ``"reflectance"``, dims ``("time", "band", "y", "x")``, float32, dask-backed;
-* ``band`` = canonical names (default :data:`geoxai.bands.CUBE_BANDS`, SCL last) whatever the
+* ``band`` = canonical names (default :data:`geoxai.geo.bands.CUBE_BANDS`, SCL last) whatever the
   catalog's asset keys; reflectance = DN * scale + offset with the per-item, per-band scaling of
-  :func:`geoxai.stac.band_scaling` (the -0.1 offset of baseline >= 04.00 included); SCL holds
-  the class values 0..11 as floats; NaN = nodata (the COG's nodata value, or outside the
+  :func:`geoxai.io.stac_items.band_scaling` (the -0.1 offset of baseline >= 04.00 included); SCL
+  holds the class values 0..11 as floats; NaN = nodata (the COG's nodata value, or outside the
   scene's footprint);
 * coords ``time`` (datetime64[ns], sorted), ``y``/``x`` (pixel centres, metres, y decreasing),
   ``id`` along time (the STAC item id; ids joined by ``","`` for a mosaicked day);
@@ -363,7 +363,7 @@ def _require_bands(items: list[pystac.Item], names: Sequence[str], tile: TileSpe
                 f"(scene classification) asset, e.g. {lacking[:3]}. For inputs without SCL "
                 "use the spectral cloud mask: `geoxai cube --no-scl`, `geoxai run --cloud-mask "
                 "spectral` (or `processing.cloud_mask: spectral` in the run config), or in "
-                "Python build_cube(..., bands=geoxai.bands.S2_BANDS)."
+                "Python build_cube(..., bands=geoxai.geo.bands.S2_BANDS)."
             )
     require_bands(items, list(names), on_missing="raise")
 
@@ -489,10 +489,10 @@ def build_tile_cube(
     """Search (or take) the items of one tile, build its cube and commit it at ``out_url``.
 
     Args:
-        source: a STAC API URL or local item files (searched with :func:`geoxai.stac.search`
+        source: a STAC API URL or local item files (searched with :func:`geoxai.io.stac.search`
             over the tile's haloed footprint), or the items themselves.
         tile: the tile, with its halo.
-        out_url: store URL (local path or ``s3://``), see :mod:`geoxai.store`.
+        out_url: store URL (local path or ``s3://``), see :mod:`geoxai.io.store`.
         collection: STAC collection id (ignored when items are given).
         start: first day, ISO date (inclusive).
         end: last day, ISO date (inclusive).

@@ -5,8 +5,8 @@ EuroSAT (Helber et al. 2019) holds 64x64 px Sentinel-2 L1C patches of 13 bands i
 one folder per land-cover class, plus (in the shared subset) ``splits.csv`` with the upstream
 train / validate / test split. The scenes are from 2015-2017, before processing baseline 04.00,
 so ``DN / 10000`` is reflectance: :func:`read_eurosat` returns the ten canonical bands
-``B02 .. B12`` (:data:`geoxai.bands.S2_BANDS`) as reflectance, the input convention of
-:mod:`geoxai.asos`.
+``B02 .. B12`` (:data:`geoxai.geo.bands.S2_BANDS`) as reflectance, the input convention of
+:mod:`geoxai.xai.asos`.
 
 Natural vs anthropogenic grouping (label 1 = natural, after the wilderness-vs-human-influence
 question of Stomberg et al. 2022):

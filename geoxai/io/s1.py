@@ -16,7 +16,7 @@ stage runs in four pure steps (:func:`s1_steps` chains them):
    has, else every item ("both", flagged :data:`FLAG_MIXED_ORBIT`). Items without
    ``sat:orbit_state`` are only used in "both".
 3. **cube** (:func:`build_s1_cube`): the polarisation assets (``vv``/``vh`` after
-   :func:`geoxai.stac.normalize_item`) are warped by stackstac/GDAL onto the tile's grid
+   :func:`geoxai.io.stac_items.normalize_item`) are warped by stackstac/GDAL onto the tile's grid
    (its UTM zone, 10 m, haloed bounds): S1 in another CRS (GRD in EPSG:4326, a neighbouring
    zone) or another resolution (20 m) lands on the same pixel centres as the optical cube.
    Values are **linear power** (sigma0/gamma0), float32, NaN = nodata:
@@ -210,12 +210,12 @@ def search_s1(
     """Search S1 over the tile's super-block, choose the orbit, keep the tile's items.
 
     Args:
-        source: STAC API URL or local item files (see :func:`geoxai.stac.search`).
+        source: STAC API URL or local item files (see :func:`geoxai.io.stac.search`).
         tile: the tile (its haloed footprint selects the items it reads).
         start: first day (inclusive), ISO date.
         end: last day (inclusive), ISO date.
         params: S1 parameters (collection, orbit rule, super-block size).
-        search_kwargs: passed to :func:`geoxai.stac.search` (retries, headers ...).
+        search_kwargs: passed to :func:`geoxai.io.stac.search` (retries, headers ...).
 
     Returns:
         ``(items, choice)``: the normalized items of the chosen direction that intersect the

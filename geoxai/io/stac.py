@@ -9,7 +9,7 @@ ignore ``query`` (``rustac serve``).
 :func:`normalize_item` returns a copy of an item that every later stage can read the same way:
 
 - **canonical asset keys**: each data asset is also available under its canonical band name
-  (``B02 ... B12, B8A, SCL``; :mod:`geoxai.bands`), the original keys are kept. The name comes
+  (``B02 ... B12, B8A, SCL``; :mod:`geoxai.geo.bands`), the original keys are kept. The name comes
   from the asset key (Earth Search v1 ``red``/``nir08``/``scl``; Earth Search v0 and Planetary
   Computer ``B04``/``SCL``), else from ``eo:bands[0].name``, else from an unambiguous
   ``eo:bands[0].common_name`` (``rededge`` names three bands and, on Planetary Computer, B8A

@@ -1,12 +1,12 @@
 """Zone stores: the zone-global Zarr v3 group of a run, its grid, its layers, and the run layout.
 
-See :mod:`geoxai.outputs` for the layout of a run folder and the exactly-once tile protocol that
-writes into these stores. A :class:`ZoneStore` covers the bounding box of the run's tiles in one
-UTM zone (:class:`ZoneGrid`, origin on the 6,000 m lattice), one array per :class:`LayerSpec`,
+See :mod:`geoxai.mapping.records` for the layout of a run folder and the exactly-once tile protocol
+that writes into these stores. A :class:`ZoneStore` covers the bounding box of the run's tiles in
+one UTM zone (:class:`ZoneGrid`, origin on the 6,000 m lattice), one array per :class:`LayerSpec`,
 chunked ``(600, 600)`` in y/x with the band axis whole, so a tile core is exactly one chunk of
-every layer and concurrent writers of different tiles never share a chunk. Creation is
-idempotent and safe when workers race (identical metadata, nothing deleted); a grid or layer
-mismatch is a :class:`~geoxai.errors.ConfigError` naming both.
+every layer and concurrent writers of different tiles never share a chunk. Creation is idempotent
+and safe when workers race (identical metadata, nothing deleted); a grid or layer mismatch is a
+:class:`~geoxai.errors.ConfigError` naming both.
 """
 
 from __future__ import annotations

@@ -293,8 +293,8 @@ def write_catalog(
     Args:
         layout: the run's layout.
         config: the RunConfig (or a dict with ``name``, ``year``, ``aoi``, ``config_hash``).
-        records: the tile records (:func:`geoxai.outputs.read_records`); ``done`` ones get Items.
-        mosaics: epsg -> layer -> mosaic URL (:func:`geoxai.cog.build_mosaics`), for the
+        records: the tile records (:func:`geoxai.mapping.records.read_records`); ``done`` ones get
+        Items. mosaics: epsg -> layer -> mosaic URL (:func:`geoxai.io.cog.build_mosaics`), for the
             Collection's assets; None = look for mosaics under the run root.
         check: run :func:`check_catalog` on the staged catalog first (not hrefs to outputs
             that live elsewhere) and fail loudly on missing fields.

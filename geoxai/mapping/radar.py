@@ -77,10 +77,11 @@ def radar_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
     """The tile's S1 steps and terrain as the config asks (None for an absent section).
 
     Returns:
-        ``(s1, terrain)``: :func:`geoxai.s1.s1_steps` dataset (``backscatter`` ``(24, P, y, x)``
-        dB on the optical time axis, ``s1_valid``/``s1_n_obs``/``s1_flags``; the flagged
-        nodata layer when no S1 item covers the tile) and :func:`geoxai.dem.terrain` dataset
-        (``DEM`` m, ``slope`` degrees, ``dem_flags``), both on ``tile``'s haloed grid, loaded.
+        ``(s1, terrain)``: :func:`geoxai.mapping.radar_s1.s1_steps` dataset (``backscatter`` ``(24,
+        P, y, x)`` dB on the optical time axis, ``s1_valid``/``s1_n_obs``/``s1_flags``; the flagged
+        nodata layer when no S1 item covers the tile) and :func:`geoxai.mapping.radar_dem.terrain`
+        dataset (``DEM`` m, ``slope`` degrees, ``dem_flags``), both on ``tile``'s haloed grid,
+        loaded.
     """
     s1 = terr = None
     if config.sentinel1 is not None:

@@ -38,7 +38,7 @@ def terrain(
             items themselves.
         tile: the tile with its halo; outputs are on ``tile.shape`` / ``tile.coords()``.
         params: DEM parameters.
-        search_kwargs: passed to :func:`geoxai.stac.search`.
+        search_kwargs: passed to :func:`geoxai.io.stac.search`.
 
     Returns:
         Dataset of ``(y, x)`` layers; no DEM coverage -> :func:`terrain_nodata`, not an error.

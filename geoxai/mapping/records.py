@@ -12,10 +12,10 @@ Layout of one run and year (``run_root`` = ``RunConfig.run_root()`` =
             change/ change_flag/        optional, against a previous year (:func:`change_layers`)
             x/ y/                       pixel-centre coordinates, metres of the zone CRS
         records/<tile_id>.json          per-tile record, written LAST (:func:`write_tile`)
-        cogs/<layer>/<tile_id>.tif      per-tile COGs (:mod:`geoxai.cog`)
-        mosaics/zone=<epsg>/<layer>.vrt per-zone mosaics of the COGs (:mod:`geoxai.cog`)
-        catalog/                        self-contained STAC catalog (:mod:`geoxai.catalog`)
-        report.html                     run report (:mod:`geoxai.report`)
+        cogs/<layer>/<tile_id>.tif      per-tile COGs (:mod:`geoxai.io.cog`)
+        mosaics/zone=<epsg>/<layer>.vrt per-zone mosaics of the COGs (:mod:`geoxai.io.cog`)
+        catalog/                        self-contained STAC catalog (:mod:`geoxai.mapping.catalog`)
+        report.html                     run report (:mod:`geoxai.mapping.report`)
 
 Zone grid: the arrays of a zone cover the bounding box of the run's tiles in that zone, on the
 zone lattice (origin at multiples of 6,000 m), chunked ``(600, 600)`` in y/x (a leading band axis

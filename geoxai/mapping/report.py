@@ -352,12 +352,12 @@ def render_report(
     Args:
         layout: the run's layout (zone stores are read for the quicklooks).
         config: the RunConfig (or a dict with ``name``, ``year``, ``aoi``, ``config_hash``).
-        records: the stored tile records (:func:`geoxai.outputs.read_records`).
+        records: the stored tile records (:func:`geoxai.mapping.records.read_records`).
         tiles: every tile of the plan; default the tiles of the records.
         done_before: tiles skipped because they were already done.
         this_run: tile id -> outcome of this invocation (wins over ``records``).
         wall_s: wall time of the run, seconds (for tiles/min).
-        mosaics: epsg -> layer -> VRT URL (:func:`geoxai.cog.build_mosaics`).
+        mosaics: epsg -> layer -> VRT URL (:func:`geoxai.io.cog.build_mosaics`).
     """
 
     cfg = _config_doc(config)

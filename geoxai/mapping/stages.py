@@ -6,10 +6,10 @@ Stages of a tile (``pipelines/run.py`` runs them on Ray; tests call them directl
    year plus margins, stackstac cube on the tile grid, committed Zarr under
    ``<run_root>/cubes/<tile_id>.zarr``. With a ``sentinel1`` / ``dem`` config section (the
    bundle reads ``VV``/``VH`` / ``slope``/``DEM``) also the tile's S1 layer
-   (:func:`geoxai.s1.s1_steps`: per-step median dB on the optical time axis) and terrain
-   (:func:`geoxai.dem.terrain`, computed with the halo), committed beside it as
-   ``<tile_id>.s1.zarr`` / ``<tile_id>.dem.zarr``. A committed cube of the same query is
-   reused, so a rerun after a crash does not download again.
+   (:func:`geoxai.mapping.radar_s1.s1_steps`: per-step median dB on the optical time axis) and
+   terrain (:func:`geoxai.mapping.radar_dem.terrain`, computed with the halo), committed beside it
+   as ``<tile_id>.s1.zarr`` / ``<tile_id>.dem.zarr``. A committed cube of the same query is reused,
+   so a rerun after a crash does not download again.
 2. :func:`map_tile` (GPU or CPU): raw cube -> :func:`geoxai.temporal.preprocess` (cloud
    weights, Whittaker, 24 x 15-day axis, indices) -> (:func:`geoxai.temporal.fuse` with the S1
    and terrain layers, in the bundle's feature order) -> Gaussian-blended inference of the
@@ -17,11 +17,11 @@ Stages of a tile (``pipelines/run.py`` runs them on Ray; tests call them directl
    without S1 items maps with the flagged nodata S1 layer (its record says so), not a failure.
 3. :func:`map_and_write`: layers (+ change against a baseline year) -> per-tile COGs ->
    zone Zarr chunks verified, then the tile record (exactly once,
-   :func:`geoxai.outputs.write_tile`).
+   :func:`geoxai.mapping.records.write_tile`).
 4. :func:`finish_run`: per-zone mosaics, STAC catalog of the outputs, ``report.html``.
 
 Everything a tile needs travels as frozen values (:class:`~geoxai.config.RunConfig`,
-:class:`~geoxai.grid.TileSpec`, :class:`CubeStage`).
+:class:`~geoxai.geo.grid.TileSpec`, :class:`CubeStage`).
 """
 
 from __future__ import annotations
@@ -159,11 +159,11 @@ def tile_features(
         tile: the tile with its halo.
         config: the run config (smoothing, sentinel1.scale / db_floor).
         features: the prediction bundle's feature names, in model order.
-        s1: the tile's :func:`geoxai.s1.s1_steps` dataset; None: computed here when
+        s1: the tile's :func:`geoxai.mapping.radar_s1.s1_steps` dataset; None: computed here when
             ``features`` need it (:func:`radar_layers`).
-        terrain: the tile's :func:`geoxai.dem.terrain` dataset; None: computed here if needed.
-        device: smoothing device (None = numpy, ``"cuda"``).
-        superres: a loaded wri-dsen2-lite bundle: B05..B12 super-resolved per date first
+        terrain: the tile's :func:`geoxai.mapping.radar_dem.terrain` dataset; None: computed here
+        if needed. device: smoothing device (None = numpy, ``"cuda"``). superres: a loaded
+        wri-dsen2-lite bundle: B05..B12 super-resolved per date first
             (:func:`geoxai.temporal.superres.superresolve_cube`); None = the cube's bands as
             they are.
 

@@ -2,7 +2,7 @@
 
 Both take ``(B, C, h, w)`` patches (normalized bands, e.g. 64 x 64 px EuroSAT patches) and
 return ``(B, K)`` class logits. Their ``config`` dict is the constructor's keyword arguments, so
-a model bundle (:mod:`geoxai.bundle`) rebuilds them from ``model.json``.
+a model bundle (:mod:`geoxai.models.bundle`) rebuilds them from ``model.json``.
 
 :class:`ResNet18Classifier` is a torch-only re-implementation of torchvision's ``resnet18``
 (He et al. 2016) whose ``state_dict`` uses torchvision's key names (``conv1.weight``,

@@ -180,7 +180,7 @@ class LoadedBundle:
         if "transform" not in cube.attrs:
             raise ModelBundleError(
                 f"{where}: the cube has no 'transform' attribute, so the zone window lattice is "
-                "unknown; write cubes with geoxai.store (attrs crs/transform/halo_px)."
+                "unknown; write cubes with geoxai.io.store (attrs crs/transform/halo_px)."
             )
         halo = cube.attrs.get("halo_px")
         if halo is not None and "tile_id" in cube.attrs:
@@ -260,7 +260,7 @@ class LoadedBundle:
         method: str = "forward",
         progress: Callable[[int, int], None] | None = None,
     ) -> Any:
-        """Predict a tile cube and package it as an ``xarray.Dataset`` ready for geoxai.store.
+        """Predict a tile cube and package it as an ``xarray.Dataset`` ready for geoxai.io.store.
 
         Returns:
             Dataset with ``prediction`` ``(output, y, x)`` float32 (NaN = nodata; ``output`` =
@@ -341,7 +341,8 @@ def _read_spec(src: _Source) -> BundleSpec:
     except ModelBundleError as exc:
         raise ModelBundleError(
             f"{src.path} has no {MODEL_JSON}; a bundle is a folder with {MODEL_JSON} (see "
-            "geoxai.bundle.BundleSpec) and its weights. Create one with save_bundle/wrap_module."
+            "geoxai.models.bundle_spec.BundleSpec) and its weights. Create one with "
+            "save_bundle/wrap_module."
         ) from exc
     try:
         return BundleSpec.model_validate(json.loads(raw))

@@ -19,9 +19,9 @@ Everything is convolutional, so the network is translation-equivariant up to its
 the output cropped back.
 
 :class:`UNet2d` is the same U-Net for single-date inputs ``(B, C, H, W)`` (stacked feature
-rasters, :mod:`geoxai.segment`), with group normalization instead of batch normalization.
+rasters, :mod:`geoxai.train.segment`), with group normalization instead of batch normalization.
 
-The ASOS network lives in :mod:`geoxai.asos` (``ASOSNet``); bundles resolve both by name.
+The ASOS network lives in :mod:`geoxai.xai.asos` (``ASOSNet``); bundles resolve both by name.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Layout written by :func:`write_archive` (``SyntheticWorld.write``)::
     OUT/truth/landcover.tif    uint8 codes of ``geoxai.synthetic.LANDCOVER_CLASSES``
     OUT/truth/natural.tif      uint8 1 natural / 0 anthropogenic (``NATURAL_CLASSES``)
     OUT/s1/, OUT/dem/          Sentinel-1 and DEM collections when the world has ``with_s1`` /
-                               ``with_dem`` (layout in :mod:`geoxai.synthetic_radar`)
+                               ``with_dem`` (layout in :mod:`geoxai.synthetic.radar`)
     OUT/world.json             ``WorldParams.to_json()``; ``load_world(OUT)`` rebuilds the world.
                                Written last: an archive without it is incomplete (rewrite it)
 

@@ -2,7 +2,7 @@
 
 Made when :class:`geoxai.synthetic.WorldParams` has ``with_s1`` / ``with_dem`` (both off by
 default so the optical archive keeps its speed and bytes); :func:`write_radar` is called by
-:func:`geoxai.synthetic_archive.write_archive`. Layout under the archive folder::
+:func:`geoxai.synthetic.archive.write_archive`. Layout under the archive folder::
 
     OUT/s1/collection.json, OUT/s1/items.ndjson, OUT/s1/items/<id>.json
                                    Planetary Computer ``sentinel-1-rtc`` style items: assets
@@ -223,7 +223,7 @@ def _collection(cid: str, title: str, root: Path, items: list[dict], bbox: list[
         "stac_version": "1.0.0",
         "id": cid,
         "title": title,
-        "description": f"{title} made by geoxai.synthetic_radar.",
+        "description": f"{title} made by geoxai.synthetic.radar.",
         "license": "CC-BY-4.0",
         "extent": {
             "spatial": {"bbox": [bbox]},

@@ -2,7 +2,7 @@
 
 :func:`write_synthetic_scene` writes two feature rasters in two CRSs and resolutions, with two
 nodata conventions, and tree-cover polygons from the world's truth layer: the inputs of
-``geoxai train segment`` (:mod:`geoxai.segment`) with a known answer.
+``geoxai train segment`` (:mod:`geoxai.train.segment`) with a known answer.
 """
 
 from __future__ import annotations

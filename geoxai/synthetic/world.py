@@ -38,7 +38,7 @@ SCL: 0 no data, 3 shadow, 4 vegetation, 5 not vegetated, 6 water, 7 unclassified
 8/9 medium/high probability cloud, 10 cirrus. ``eo:cloud_cover`` is the share of 8/9/10 among
 valid pixels of the block.
 
-The archive writer (COGs, STAC items, truth files) lives in :mod:`geoxai.synthetic_archive`;
+The archive writer (COGs, STAC items, truth files) lives in :mod:`geoxai.synthetic.archive`;
 :meth:`SyntheticWorld.write` calls it.
 """
 
@@ -542,7 +542,7 @@ class SyntheticWorld:
     ) -> Archive:
         """Write the archive (COGs, STAC, truth) under ``out``, streaming one date at a time.
 
-        See :mod:`geoxai.synthetic_archive` for the layout.
+        See :mod:`geoxai.synthetic.archive` for the layout.
 
         Args:
             out: output folder (created; existing files of the same names are replaced).

@@ -45,9 +45,11 @@ def fuse(
 
     Args:
         features: output of :func:`preprocess` in physical units (``normalization=None``).
-        s1: output of :func:`geoxai.s1.aggregate_s1` / :func:`geoxai.s1.s1_steps` on the same
+        s1: output of :func:`geoxai.temporal.s1.aggregate_s1` /
+        :func:`geoxai.mapping.radar_s1.s1_steps` on the same
             grid and time axis: ``backscatter`` ``(time, band, y, x)`` in dB.
-        terrain: output of :func:`geoxai.dem.terrain` on the same grid: ``slope`` (degrees) and
+        terrain: output of :func:`geoxai.mapping.radar_dem.terrain` on the same grid: ``slope``
+        (degrees) and
             ``DEM`` (metres), repeated over every time step when listed in ``order``.
         order: feature names of the result (any of the optical features, ``VV``, ``VH``,
             ``slope``, ``DEM``); default :func:`fused_feature_names` of what is given.

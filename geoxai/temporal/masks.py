@@ -160,7 +160,7 @@ def cube_sun_angles(raw: Any, time_index: Any = None) -> tuple[np.ndarray, np.nd
 
     Args:
         raw: an xarray object with a ``time`` dimension and optional :data:`SUN_AZIMUTH` /
-            :data:`SUN_ELEVATION` coordinates along it (as :func:`geoxai.cube.build_cube`
+            :data:`SUN_ELEVATION` coordinates along it (as :func:`geoxai.io.cube.build_cube`
             writes them).
         time_index: optional positions along time (as for ``isel``).
     """

@@ -2,17 +2,19 @@
 
 :func:`preprocess` chains, for every pixel independently:
 
-1. **weights** (:mod:`geoxai.clouds`): SCL classes (or a spectral rule) with a buffer of
+1. **weights** (:mod:`geoxai.temporal.clouds`): SCL classes (or a spectral rule) with a buffer of
    ``buffer_m`` around clouds and shadows -> a weight in [0, 1] per pixel and acquisition;
    NaN reflectance -> 0. Optional date screening uses only the item's own ``eo:cloud_cover``.
-2. **indices** (:mod:`geoxai.indices`) per observation (NDVI, EVI, BI, MSAVI2, GRNDVI), as the
+2. **indices** (:mod:`geoxai.temporal.indices`) per observation (NDVI, EVI, BI, MSAVI2, GRNDVI), as
+the
    reference computes them from the observations before smoothing them.
 3. **binning** to a fine regular grid of ``grid_days`` (default 5 days, the Sentinel-2
    revisit) that spans the target window plus ``margin_days`` on each side: every acquisition
    goes to its nearest node; a node holds the weighted mean of its observations and the sum of
    their weights. This is exactly the weighted least-squares data term of the acquisitions
    snapped to the grid, so nothing is dropped or decided per tile.
-4. **weighted Whittaker** (:mod:`geoxai.whittaker`) on that grid, all pixels at once: gaps are
+4. **weighted Whittaker** (:mod:`geoxai.temporal.whittaker`) on that grid, all pixels at once: gaps
+are
    bridged, the year edges are held by the acquisitions of the margins (data from just
    before/after the year).
 5. **sampling** of the smooth curve at the centres of the ``n_steps`` steps of ``step_days``
@@ -393,7 +395,7 @@ def preprocess(
 
     Args:
         raw: ``(time, band, y, x)`` float32 reflectance cube with SCL (the raw cube contract
-            of geoxai.cube); may be dask-backed (read block by block).
+            of geoxai.io.cube); may be dask-backed (read block by block).
         params: what to do.
         device: None for the numpy path, "cpu" or "cuda" for the torch path.
         rows_per_block: image rows solved together (bounds memory).

@@ -261,7 +261,7 @@ def superresolve_cube(raw: Any, bundle: Any, *, batch: int = 4) -> Any:
     Args:
         raw: ``(time, band, y, x)`` DataArray at 10 m with the ten :data:`DSEN2_BANDS` (+ SCL),
             attrs ``transform`` and ``resampling = "nearest"`` (the 20 m bands as read).
-        bundle: a loaded ``wri-dsen2-lite`` :class:`~geoxai.bundle.LoadedBundle`.
+        bundle: a loaded ``wri-dsen2-lite`` :class:`~geoxai.models.bundle.LoadedBundle`.
         batch: dates per network call.
 
     Returns:

@@ -74,7 +74,7 @@ def train_asos(
 ) -> list[dict[str, float]]:
     """Train ``net`` in place on network-input images; return the per-epoch history.
 
-    Runs :class:`geoxai.train_workflows.AsosTask` through :func:`geoxai.trainer.fit`
+    Runs :class:`geoxai.train.asos.AsosTask` through :func:`geoxai.train.trainer.fit`
     (checkpoints in a temporary directory; deterministic on CPU for a given seed). With
     ``val`` the network ends with the weights of the epoch of lowest ``val_loss``.
 
@@ -103,9 +103,9 @@ def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 class AsosTask(BaseTask):
-    """Train an :class:`geoxai.asos.ASOSNet` on labelled images (Adam, BCE on the image logit,
-    activation occlusion with probability ``occlusion_p`` in a share ``occlusion_every`` of the
-    batches, random 90-degree rotations and flips).
+    """Train an :class:`geoxai.models.asos_net.ASOSNet` on labelled images (Adam, BCE on the image
+    logit, activation occlusion with probability ``occlusion_p`` in a share ``occlusion_every`` of
+    the batches, random 90-degree rotations and flips).
 
     The network is trained in place (``build_model`` returns it). ``history`` holds one record
     per epoch (``epoch``, ``loss``, ``accuracy`` weighted by batch size, and with ``val``
@@ -270,7 +270,7 @@ def load_labelled_images(
 
 
 class AsosTableOptions(_Strict):
-    """The sensitivity table fitted after training (:class:`geoxai.asos.ASOSParams`)."""
+    """The sensitivity table fitted after training (:class:`geoxai.xai.asos.ASOSParams`)."""
 
     fit: bool = Field(True, description="Fit the table on the training images (else: no table).")
     edge: float = Field(0.2, gt=0, le=2, description="Activation-space cube edge (paper 0.2).")
@@ -354,7 +354,8 @@ def train_asos_images(
     val: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Any = None,
 ) -> list[dict[str, float]]:
-    """:func:`geoxai.asos.train_asos` through :func:`geoxai.trainer.fit` (temporary checkpoints)."""
+    """:func:`geoxai.train.asos.train_asos` through :func:`geoxai.train.trainer.fit` (temporary
+    checkpoints)."""
 
     task = AsosTask(
         net, images, labels, batch_size=params.batch_size, occlusion_p=params.occlusion_p,

@@ -5,22 +5,22 @@ sub-folders of 64 x 64 px patches (13-band Sentinel-2 GeoTIFFs in EuroSAT's band
 3-band RGB), splits them (the folder's ``splits.csv`` or a given split file; else a seeded
 stratified split), normalizes every band by the mean and standard deviation of the *training*
 patches, augments with the 8 rotations/flips of the square, and trains with
-:func:`geoxai.trainer.fit` (early stopping, checkpoints, resume, metrics). Models
-(:mod:`geoxai.backbones`): ``simple_cnn`` from scratch, or ``resnet18``, from scratch or from a
-local torchvision ResNet-18 weights file (``pretrained``) adapted to the bands by a 1 x 1
+:func:`geoxai.train.trainer.fit` (early stopping, checkpoints, resume, metrics). Models
+(:mod:`geoxai.models.backbones`): ``simple_cnn`` from scratch, or ``resnet18``, from scratch or
+from a local torchvision ResNet-18 weights file (``pretrained``) adapted to the bands by a 1 x 1
 band-mixing layer or by widening the first convolution, optionally with the backbone frozen for
 the first epochs. Nothing is downloaded.
 
 Files in ``out_dir``::
 
-    checkpoints/ metrics.json metrics.png   the trainer's (see geoxai.trainer)
+    checkpoints/ metrics.json metrics.png   the trainer's (see geoxai.train.trainer)
     evaluation.json                         confusion matrix, per-class and overall accuracy
     confusion_matrix.png                    the confusion matrix (rows true, columns predicted)
     bundle/                                 model.json, model.safetensors, classify.json,
                                             train_config.yaml
 
-The bundle is a :mod:`geoxai.bundle` bundle: ``inputs.features`` is the band list (model channel
-order, layout CHW, one time step), ``normalization`` the training mean (offset) and standard
+The bundle is a :mod:`geoxai.models.bundle` bundle: ``inputs.features`` is the band list (model
+channel order, layout CHW, one time step), ``normalization`` the training mean (offset) and standard
 deviation (scale) in the files' units (DN), ``window.window`` the patch size, ``output.names``
 the classes (softmax probabilities); ``classify.json`` adds the files' band layout and the
 evaluation.
@@ -88,7 +88,7 @@ __all__ = [
 ]
 
 MODELS = ("simple_cnn", "resnet18")
-"""Classifier networks (see :mod:`geoxai.backbones`)."""
+"""Classifier networks (see :mod:`geoxai.models.backbones`)."""
 
 
 BAND_PRESETS = ("all13", "rgb")
@@ -247,7 +247,7 @@ def read_patches(
     3 or more patches).
 
     Raises:
-        DataAccessError / InvalidInputError: see :func:`geoxai.eurosat.list_patches`; patches
+        DataAccessError / InvalidInputError: see :func:`geoxai.io.eurosat.list_patches`; patches
             with another band count or size than the first; no training or validation patch.
         ConfigError: a bad band selection (:func:`resolve_bands`).
         CorruptDataError: an unreadable patch.
@@ -345,7 +345,7 @@ def dihedral_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 class ClassifyTask(BaseTask):
-    """The :class:`geoxai.trainer.TrainTask` of a scene classifier (cross-entropy).
+    """The :class:`geoxai.train.trainer.TrainTask` of a scene classifier (cross-entropy).
 
     Batches are ``(x, y)``: ``x`` ``(B, C, P, P)`` float32 normalized bands, ``y`` ``(B,)``
     int64 class indices; training batches are shuffled per epoch and augmented.

@@ -2,8 +2,8 @@
 
 Each workflow is a pydantic config class (``extra="forbid"``, with an ``out_dir: str`` and a
 ``training:`` :class:`FitParamsModel` section) and a function ``train_x(config, *, resume=True)
--> Path`` that runs :func:`geoxai.trainer.fit` and writes a model bundle (with the config saved
-as ``train_config.yaml``, see :func:`save_config`). The command line knows nothing about any
+-> Path`` that runs :func:`geoxai.train.trainer.fit` and writes a model bundle (with the config
+saved as ``train_config.yaml``, see :func:`save_config`). The command line knows nothing about any
 workflow: it looks the name up in :data:`WORKFLOWS`, loads the config with
 :func:`load_workflow_config` and calls :func:`run_workflow`.
 
@@ -97,7 +97,7 @@ class FitParamsModel(BaseModel):
         return self
 
     def to_params(self) -> FitParams:
-        """The :class:`FitParams` :func:`geoxai.trainer.fit` takes."""
+        """The :class:`FitParams` :func:`geoxai.train.trainer.fit` takes."""
 
         return FitParams(**self.model_dump())
 

@@ -3,13 +3,13 @@
 The geoscience workflow of issue 7. Given feature rasters of any resolution and CRS (e.g. a DEM
 at 5 m and a 5-band image at 10 m) and a mask (polygons or a raster), :func:`train_segment`
 
-1. stacks all bands on one grid and rasterizes the mask (:mod:`geoxai.segment_data`: grid,
+1. stacks all bands on one grid and rasterizes the mask (:mod:`geoxai.io.rasters`: grid,
    nodata conventions, labelled area = convex hull of the mask polygons or ``bounds``);
 2. cuts ``tile_size`` px tiles, holds out a compact region of them for validation with a
    one-tile gap (no training tile touches a validation tile), normalizes every band with the
    mean / standard deviation of the training tiles;
-3. trains a :class:`geoxai.models.UNet2d` (GroupNorm) with :func:`geoxai.trainer.fit`: random
-   flips and 90 degree rotations, a loss for imbalanced masks (:mod:`geoxai.losses`), the
+3. trains a :class:`geoxai.models.UNet2d` (GroupNorm) with :func:`geoxai.train.trainer.fit`: random
+   flips and 90 degree rotations, a loss for imbalanced masks (:mod:`geoxai.models.losses`), the
    validation IoU after every epoch, the best epoch by validation IoU;
 4. writes a model bundle (``model.json`` + safetensors + ``grid.json`` + ``train_config.yaml``)
    and predicts the whole stacked area to ``prediction.tif`` (a COG of probabilities) with the
@@ -22,7 +22,7 @@ rasters overlap).
 
 Output directory (``out_dir``)::
 
-    checkpoints/last.pt, checkpoints/best.pt, metrics.json, metrics.png   (geoxai.trainer)
+    checkpoints/last.pt, checkpoints/best.pt, metrics.json, metrics.png   (geoxai.train.trainer)
     bundle/        model.json, model.safetensors, grid.json, train_config.yaml
     prediction.tif probability of the positive class, float32 COG, NaN = no data
     evaluation.json held-out IoU / precision / recall of prediction.tif, tile counts, pos_weight
@@ -162,7 +162,7 @@ def iou_counts(prob: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[s
 
 
 class SegmentTask(BaseTask):
-    """The :class:`~geoxai.trainer.TrainTask` of the workflow: tiles of one in-memory scene.
+    """The :class:`~geoxai.train.trainer.TrainTask` of the workflow: tiles of one in-memory scene.
 
     Args:
         x: ``(C, H, W)`` float32 normalized bands, 0 where nodata.
@@ -356,14 +356,14 @@ def _training_counts(scene: Any, split: Any, ts: int) -> tuple[int, int]:
 def check_segment(config: SegmentConfig) -> tuple[Any, Any]:
     """Every check :func:`train_segment` makes before training, writing nothing.
 
-    ``out_dir`` can be created and written; :func:`geoxai.segment_data.prepare_scene` (files
+    ``out_dir`` can be created and written; :func:`geoxai.io.rasters.prepare_scene` (files
     exist and overlap, the tile fits the area, bands have data, the mask has positives and
-    negatives); :func:`~geoxai.segment_data.split_tiles` (enough tiles for a separated
+    negatives); :func:`~geoxai.train.segment_data.split_tiles` (enough tiles for a separated
     validation region); the training tiles hold a positive pixel. Reads the rasters over the
     training grid (what training reads first anyway).
 
     Returns:
-        ``(scene, split)``: the stacked :class:`~geoxai.segment_data.Scene` and the tile split.
+        ``(scene, split)``: the stacked :class:`~geoxai.io.rasters.Scene` and the tile split.
 
     Raises:
         StoreError: ``out_dir`` is not writable.
@@ -406,7 +406,8 @@ def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
     Raises:
         StoreError: ``out_dir`` is not writable.
         ConfigError, InvalidInputError, DataAccessError: bad inputs (see
-            :func:`geoxai.segment_data.prepare_scene` and :func:`~geoxai.segment_data.split_tiles`).
+            :func:`geoxai.io.rasters.prepare_scene` and
+            :func:`~geoxai.train.segment_data.split_tiles`).
     """
     out = Path(config.out_dir)
     _check_writable_dir(out, "out_dir")

@@ -1,8 +1,8 @@
 """SpacEX: pattern-enhancement explanations with a cycle-consistent GAN (Emam et al., GRSL 2024).
 
-For a frozen classifier (the ASOS network of :mod:`geoxai.asos`: image -> one logit, e.g.
+For a frozen classifier (the ASOS network of :mod:`geoxai.xai.asos`: image -> one logit, e.g.
 natural vs anthropogenic), two ResNet generators are trained on the classifier's images
-(:mod:`geoxai.spacex_nets`): a **pattern maximizer** ``G_max`` whose outputs the classifier
+(:mod:`geoxai.models.spacex_nets`): a **pattern maximizer** ``G_max`` whose outputs the classifier
 scores higher and a **pattern minimizer** ``G_min`` whose outputs it scores lower, each with a
 PatchGAN discriminator. Both generators map the image distribution to itself (every training
 image is a real example for both discriminators), so the generators' only reason to change an
@@ -28,7 +28,7 @@ image: its activation term had no gradient at all). The classifier's parameters 
 (``requires_grad=False``, eval mode) and never updated.
 Each discriminator is trained with the least-squares loss on real images against generated
 ones drawn from an image replay buffer (50 images). Adam 2e-4, betas (0.5, 0.999), learning
-rate constant for the first half of the epochs, then linearly to 0 (:func:`geoxai.trainer.fit`
+rate constant for the first half of the epochs, then linearly to 0 (:func:`geoxai.train.trainer.fit`
 with ``lr_schedule="linear_decay"``).
 
 The attribution map of an image ``x`` is the per-pixel mean over bands of
@@ -36,10 +36,11 @@ The attribution map of an image ``x`` is the per-pixel mean over bands of
 generators disagree most is where the pattern the classifier responds to lives.
 
 Bundles (:func:`save_spacex_bundle`): a model bundle of architecture ``"spacex"``
-(:class:`~geoxai.spacex_nets.SpacexGenerators`, both generators in one safetensors file, whose
-``forward`` is the attribution), with ``spacex.json`` (the classifier bundle's path and weights
-SHA-256, the loss weights, the score shifts measured after training) and ``train_config.yaml``.
-A run tile can blend it like any other bundle (``LoadedBundle.predict``), or call
+(:class:`~geoxai.models.spacex_nets.SpacexGenerators`, both generators in one safetensors file,
+whose ``forward`` is the attribution), with ``spacex.json`` (the classifier bundle's path and
+weights SHA-256, the loss weights, the score shifts measured after training) and
+``train_config.yaml``. A run tile can blend it like any other bundle (``LoadedBundle.predict``), or
+call
 :func:`spacex_attribution` on a ``(bands, y, x)`` image.
 """
 
@@ -219,7 +220,7 @@ def generator_losses(
 
 
 class SpacexTask:
-    """:class:`geoxai.trainer.TrainTask` of SpacEX (manual optimization: a G step, a D step).
+    """:class:`geoxai.train.trainer.TrainTask` of SpacEX (manual optimization: a G step, a D step).
 
     Args:
         classifier: the classifier to explain (frozen here: eval mode, no gradients).
@@ -397,15 +398,15 @@ def train_gan(
     hi: float = 1.0,
     resume: bool = True,
 ) -> TrainReport:
-    """Train the SpacEX generators of ``classifier`` with :func:`geoxai.trainer.fit`.
+    """Train the SpacEX generators of ``classifier`` with :func:`geoxai.train.trainer.fit`.
 
     Args:
         classifier: the classifier to explain (frozen).
         images: ``(N, C, H, W)`` training images in the classifier's input space.
         params: networks, loss weights, replay buffer, Adam betas.
-        fit_params: :class:`geoxai.trainer.FitParams` (epochs, lr, batch size, seed, schedule).
-        out_dir: checkpoints and metrics (``checkpoints/last.pt`` resumes).
-        val_images: images for the per-epoch score shifts (and the final :class:`ScoreShift`).
+        fit_params: :class:`geoxai.train.trainer.FitParams` (epochs, lr, batch size, seed,
+        schedule). out_dir: checkpoints and metrics (``checkpoints/last.pt`` resumes). val_images:
+        images for the per-epoch score shifts (and the final :class:`ScoreShift`).
 
     Returns:
         :class:`TrainReport` with the last epoch's generators (a GAN has no "best" epoch: the
@@ -497,7 +498,7 @@ class SpacexConfig(BaseModel):
     )
     training: FitParamsModel = Field(
         default_factory=_training_default,
-        description="Trainer settings (geoxai.workflows.FitParamsModel); SpacEX defaults: lr "
+        description="Trainer settings (geoxai.train.registry.FitParamsModel); SpacEX defaults: lr "
         "2e-4, lr_schedule linear_decay, batch_size 4.",
     )
     out_dir: str = Field(description="Checkpoints, metrics and the bundle (out_dir/bundle).")
@@ -585,7 +586,8 @@ def save_spacex_bundle(
     Args:
         path: bundle directory to create.
         gens: the trained generators.
-        classifier_spec: the classifier bundle's :class:`~geoxai.bundle.BundleSpec` (its input
+        classifier_spec: the classifier bundle's :class:`~geoxai.models.bundle_spec.BundleSpec`
+        (its input
             bands, normalization and window lattice are reused).
         meta: what ``spacex.json`` records (classifier bundle path and SHA-256 ...).
         train_config: the workflow config, saved as ``train_config.yaml``.

@@ -156,7 +156,7 @@ def window_origins(
 
 
 class TemporalTask(BaseTask):
-    """A :class:`geoxai.trainer.TrainTask` for a TemporalUNet on per-pixel targets.
+    """A :class:`geoxai.train.trainer.TrainTask` for a TemporalUNet on per-pixel targets.
 
     Every batch draws its windows uniformly from the qualifying windows of *all* training
     tiles (:func:`window_origins`), so a batch mixes tiles: BatchNorm statistics are those of
@@ -349,7 +349,7 @@ def train_temporal(
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[Any, list[dict[str, float]]]:
     """Train a TemporalUNet on per-pixel targets (a :class:`TemporalTask` through
-    :func:`geoxai.trainer.fit`, epochs of 10 steps, checkpoints in a temporary directory).
+    :func:`geoxai.train.trainer.fit`, epochs of 10 steps, checkpoints in a temporary directory).
 
     Args:
         cubes: ``(T, C, H, W)`` float32 model-ready features per training tile (physical units).

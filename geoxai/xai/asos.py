@@ -10,7 +10,7 @@ records the score change. Mapping any image then costs one U-Net pass plus a tab
 Input convention (one for every source): the network sees **surface reflectance clipped to
 [0, 1]** (:func:`to_network_input`). The paper scales L1C/L2A digital numbers as ``DN / 10000``;
 that is reflectance for data before processing baseline 04.00 (EuroSAT). Cubes from
-:mod:`geoxai.cube` already hold reflectance (``DN * 1e-4 - 0.1`` for baselines >= 04.00), so
+:mod:`geoxai.io.cube` already hold reflectance (``DN * 1e-4 - 0.1`` for baselines >= 04.00), so
 they pass with ``units="reflectance"``; raw DNs pass with ``units="dn"`` (and ``dn_offset=-0.1``
 for baselines >= 04.00).
 
@@ -503,7 +503,7 @@ def bundle_spec(
     context: int = 16,
     description: str = "",
 ) -> Any:
-    """The ``model.json`` (:class:`geoxai.bundle.BundleSpec`) of an ASOS network.
+    """The ``model.json`` (:class:`geoxai.models.bundle_spec.BundleSpec`) of an ASOS network.
 
     Input: ``bands`` (default the ten S2 bands) of one date as ``(C, H, W)`` reflectance
     (layout ``CHW``, one time step), clipped to [0, 1] by the bundle normalization (the input

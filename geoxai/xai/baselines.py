@@ -1,6 +1,6 @@
 """Image-space explanation baselines (through Captum), overlap scores and the comparison figure.
 
-Baselines for ASOS (:mod:`geoxai.asos`), as in the comparison of Stomberg et al. 2022:
+Baselines for ASOS (:mod:`geoxai.xai.asos`), as in the comparison of Stomberg et al. 2022:
 
 - :func:`occlusion_map`: image-space occlusion sensitivity (OSM), Captum ``Occlusion`` with
   square patches (default 8 px, stride 4, fill 0 in network-input space) over all bands;

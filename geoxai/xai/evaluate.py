@@ -8,8 +8,8 @@ paper's comparison (IoU of high-attribution pixels with the wetland / bare-land 
 Methods, all on the same frozen classifier (the ASOS network):
 
 - ``spacex``: mean over bands of ``|G_max(x) - G_min(x)|``
-  (:func:`geoxai.spacex.spacex_attribution`);
-- ``asos``: activation space occlusion sensitivity (:func:`geoxai.asos.asos_map`);
+  (:func:`geoxai.xai.spacex.spacex_attribution`);
+- ``asos``: activation space occlusion sensitivity (:func:`geoxai.xai.asos.asos_map`);
 - ``osm``: image-space occlusion, 8 px patches, stride 4 (:func:`geoxai.xai.occlusion_map`);
 - ``gradcam``: Grad-CAM on the last U-Net block (:func:`geoxai.xai.gradcam_map`);
 - ``deeplift``: DeepLIFT against a zero image, summed over bands (:func:`geoxai.xai.deeplift_map`).

@@ -39,7 +39,7 @@ def write_and_report(
     extra: dict[str, Any],
     summary: dict[str, Any],
 ) -> None:
-    """Write ``ds`` with its commit marker (:func:`geoxai.store.write_dataset`) and print one
+    """Write ``ds`` with its commit marker (:func:`geoxai.io.store.write_dataset`) and print one
     JSON line: ``{"out": <url>, **summary}``."""
     from geoxai.io.store import write_dataset
 

@@ -1,6 +1,6 @@
 """``geoxai segment predict``: run a rasters+mask U-Net bundle over rasters to a COG.
 
-Training is ``geoxai train segment CONFIG`` (see geoxai.segment.SegmentConfig).
+Training is ``geoxai train segment CONFIG`` (see geoxai.train.segment.SegmentConfig).
 """
 
 from __future__ import annotations

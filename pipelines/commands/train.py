@@ -1,6 +1,6 @@
 """``geoxai train NAME CONFIG``: every training workflow through one command.
 
-The sub-commands come from :data:`geoxai.workflows.WORKFLOWS`; this module holds no
+The sub-commands come from :data:`geoxai.train.registry.WORKFLOWS`; this module holds no
 per-workflow code. ``geoxai train example NAME`` prints a commented config to start from.
 """
 

@@ -1,6 +1,6 @@
 """What the UI page reads and checks: files under the workdir, raster/mask metadata, the form.
 
-The form is turned into a :class:`geoxai.segment.SegmentConfig` here (one place, server side),
+The form is turned into a :class:`geoxai.train.segment.SegmentConfig` here (one place, server side),
 then the library's own pre-training checks run on it; every problem comes back keyed by the id
 of the control it concerns (``tile_size``, ``training.epochs``, ``rasters.0`` ...) so the page
 shows it next to that control.
@@ -308,7 +308,7 @@ def config_yaml(config: BaseModel) -> str:
 
 
 def _library_checks(config: Any) -> dict[str, Any]:
-    """:func:`geoxai.segment.check_segment` (what ``train_segment`` checks before training),
+    """:func:`geoxai.train.segment.check_segment` (what ``train_segment`` checks before training),
     summarised for the page."""
     from geoxai.train.segment import check_segment
 

@@ -1,4 +1,4 @@
-"""geoxai.cube: STAC items -> raw tile cube, on small local COGs with known DN and on real items.
+"""geoxai.io.cube: STAC items -> raw tile cube, on small local COGs with known DN and on real items.
 
 Local scenes are Earth Search v1 style items (asset keys ``red``/``nir08``/``scl``,
 ``proj:code`` only, raster:bands scale 1e-4 offset -0.1, nodata 0) pointing at GeoTIFFs written

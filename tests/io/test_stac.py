@@ -1,4 +1,4 @@
-"""geoxai.stac.search against REAL local STAC APIs: rustac serve (in memory) and
+"""geoxai.io.stac.search against REAL local STAC APIs: rustac serve (in memory) and
 stac-fastapi-pgstac (PostgreSQL 15 + PostGIS), both loaded with items made from real STAC JSON
 (tests/fixtures/stac.py), plus a tiny flaky HTTP server for retry behaviour."""
 

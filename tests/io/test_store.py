@@ -1,4 +1,5 @@
-"""geoxai.store: commit protocol, round trips and errors, on the local filesystem and local S3."""
+"""geoxai.io.store: commit protocol, round trips and errors, on the local filesystem and local
+S3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation losses against hand computations (geoxai.losses)."""
+"""Segmentation losses against hand computations (geoxai.models.losses)."""
 
 from __future__ import annotations
 

@@ -433,7 +433,7 @@ def test_clear_sky_values_match_a_real_belgian_series(realdata):
 
 
 def test_items_normalize_and_search_like_earth_search(archive):
-    """geoxai.stac reads the archive as it reads Earth Search v1: bands, EPSG, scale/offset."""
+    """geoxai.io.stac reads the archive as it reads Earth Search v1: bands, EPSG, scale/offset."""
     from geoxai.errors import NoDataError
     from geoxai.geo.bands import CUBE_BANDS
     from geoxai.io.stac import search

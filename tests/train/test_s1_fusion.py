@@ -10,7 +10,7 @@ learn tree cover from the clear tile and from the cloudy tile minus one 16 px bl
 (a block checkerboard); they are scored on the held-out blocks of the cloudy tile, halo
 excluded (4,096 px).
 
-Figures on this machine (CPU, deterministic, trainer of ``geoxai.trainer.fit``): S2 alone MAE
+Figures on this machine (CPU, deterministic, trainer of ``geoxai.train.trainer.fit``): S2 alone MAE
 0.261, IoU 0.00 (it predicts no forest at all under the clouds); S2+VV+VH MAE 0.056, IoU
 0.955. (Before the shared trainer, with a 16 px half-and-half checkerboard: 0.222 vs 0.067;
 the trainer keeps only windows more than half labelled, which that checkerboard never gives.)

@@ -1,4 +1,4 @@
-"""Rasters + mask -> U-Net workflow (geoxai.segment, geoxai.segment_data)."""
+"""Rasters + mask -> U-Net workflow (geoxai.train.segment, geoxai.io.rasters)."""
 
 from __future__ import annotations
 
