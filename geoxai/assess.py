@@ -74,7 +74,8 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         """JSON form (NaN -> None)."""
         lo, hi = self.ci95
-        d = {"value": _num(self.value), "se": _num(self.se), "ci95": [_num(lo), _num(hi)]}
+        d: dict[str, Any] = {"value": _num(self.value), "se": _num(self.se)}
+        d["ci95"] = [_num(lo), _num(hi)]
         if self.note:
             d["note"] = self.note
         return d
@@ -116,7 +117,8 @@ class StratifiedDesign:
         empty = [h for h, ix in index.items() if ix.size == 0]
         if empty:
             raise SampleDesignError(
-                "Stratum " + ", ".join(f"{h!r} ({sizes[h]} px)" for h in empty)
+                "Stratum "
+                + ", ".join(f"{h!r} ({sizes[h]} px)" for h in empty)
                 + " has no sample point: the estimates and their variance are undefined without "
                 "it. Add (label) at least 2 points in each such stratum (good practice: >= 50 in "
                 "rare classes), e.g. `geoxai assess sample ... --min-per-stratum 50`."

@@ -37,6 +37,7 @@ from geoxai.io.zonestore import ZoneStore, upload_file
 from geoxai.provenance import code_version
 
 __all__ = [
+    "ACCURACY_SECTION_FILE",
     "STATUS_COLOURS",
     "tile_statuses",
     "stage_timings",
@@ -54,6 +55,8 @@ STATUS_COLOURS = {
 """Colour of each tile status in the tile map and the summary."""
 
 
+ACCURACY_SECTION_FILE = "assessment.html"
+"""The accuracy section (an HTML fragment) written by ``geoxai assess`` under the run root."""
 _QUICKLOOK_PX = 900
 
 
@@ -318,6 +321,16 @@ def _quicklook(
     return _png(fig), caption
 
 
+def _accuracy(layout: RunLayout) -> str:
+    """The ``accuracy`` section that ``geoxai assess`` left in ``<root>/assessment.html`` (an
+    HTML fragment, see :mod:`geoxai.mapping.assess_report`), or nothing."""
+    loc = layout.loc(ACCURACY_SECTION_FILE)
+    try:
+        return bytes(loc.filesystem().cat_file(loc.path)).decode("utf-8")
+    except FileNotFoundError:
+        return ""
+
+
 def _e(v: Any) -> str:
     return html.escape(str(v))
 
@@ -493,6 +506,8 @@ def render_report(
             "coloured by status.</figcaption></figure>"
         )
     parts.append("</section>")
+    # accuracy from a reference sample (`geoxai assess`), when one was assessed
+    parts.append(_accuracy(layout))
     # provenance
     parts.append(
         "<section id='provenance'><h2>Provenance</h2><p>Every output is reproducible from "
