@@ -28,15 +28,8 @@ from geoxai.assess import (
     assess_categorical,
     assess_continuous,
 )
-from geoxai.assess_io import (
-    LABEL_COLUMN,
-    Census,
-    PointTable,
-    RunMap,
-    StrataSpec,
-    census,
-    map_at_points,
-)
+from geoxai.assess_io import Census, RunMap, StrataSpec, census, map_at_points
+from geoxai.assess_points import LABEL_COLUMN, PointTable
 from geoxai.errors import InvalidInputError
 from geoxai.zonestore import upload_file
 

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from geoxai.assess import SampleDesignError
-from geoxai.assess_io import RunMap, StrataSpec, census, read_points
+from geoxai.assess_io import RunMap, StrataSpec, census
+from geoxai.assess_points import read_points
 from geoxai.assess_report import assess_run
 from geoxai.errors import InvalidInputError
 from pipelines.cli import app
@@ -317,3 +318,26 @@ def test_cli_reports_typed_errors_in_one_line(fake_run, tmp_path):
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert r.returncode == 2 and "InvalidInputError" in r.stderr and "--crs" in r.stderr
+
+
+def test_strata_crossed_with_quality_are_not_the_map_classes(fake_run, tmp_path):
+    """Strata = map class x quality (Stehman 2014: strata need not be the map classes)."""
+    out = tmp_path / "crossed.gpkg"
+    res = CliRunner().invoke(
+        app,
+        ["assess", "sample", str(fake_run.root), "--n", "300", "--strata", "prediction:0.5",
+         "--strata", "quality", "--out", str(out), "--seed", "5"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert set(summary["stratum_n"]) == {
+        "prediction<0.5|good", "prediction<0.5|sparse", "prediction>=0.5|good",
+        "prediction>=0.5|sparse",
+    }  # fmt: skip
+    labelled = _label(fake_run, out, tmp_path / "crossed_l.gpkg", crs="EPSG:32631")
+    doc = assess_run(RunMap.open(fake_run.root), read_points(labelled))
+    assert doc["design"]["strata"] == ["prediction:0.5", "quality"]
+    assert len(doc["design"]["stratum_px"]) == 4 and len(doc["overall"]["classes"]) == 2
+    tree = next(c for c in doc["overall"]["per_class"] if c["code"] == 1)
+    lo, hi = tree["area_ha"]["ci95"]
+    assert lo <= fake_run.true_tree_ha() <= hi

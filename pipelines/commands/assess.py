@@ -67,7 +67,8 @@ def sample_cmd(
     """Stratified random sample of the run's valid pixels, for interpreters to label."""
     import numpy as np
 
-    from geoxai.assess_io import LABEL_COLUMN, RunMap, census, draw_sample, write_points
+    from geoxai.assess_io import RunMap, census, draw_sample
+    from geoxai.assess_points import LABEL_COLUMN, write_points
 
     specs = _strata(strata)
     rm = RunMap.open(_run_root(run))
@@ -108,7 +109,8 @@ def estimate_cmd(
     """Error matrix, overall/user's/producer's accuracy, class areas with 95 % CIs."""
     from rich.console import Console
 
-    from geoxai.assess_io import RunMap, read_points
+    from geoxai.assess_io import RunMap
+    from geoxai.assess_points import read_points
     from geoxai.assess_report import assess_run, write_assessment
 
     rm = RunMap.open(_run_root(run))
