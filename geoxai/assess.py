@@ -197,7 +197,7 @@ class ClassAccuracy:
         area_fraction: estimated share of the population in this class (reference), fraction.
         area_ha: estimated area, hectares (``area_fraction * total``).
         mapped_ha: area mapped as this class (pixel count x pixel area), hectares; the naive,
-            biased estimate.
+            biased estimate (NaN when not given, e.g. for a domain).
         n_mapped: sample points mapped as this class.
         n_reference: sample points labelled as this class.
     """
@@ -221,7 +221,7 @@ class ClassAccuracy:
             "producers_accuracy": self.producers.to_dict(),
             "area_fraction": self.area_fraction.to_dict(),
             "area_ha": self.area_ha.to_dict(),
-            "mapped_ha": self.mapped_ha,
+            "mapped_ha": _num(self.mapped_ha),
             "n_mapped": self.n_mapped,
             "n_reference": self.n_reference,
         }
@@ -304,7 +304,8 @@ def assess_categorical(
         classes: class code -> name (the rows/columns of the error matrix, in this order).
         pixel_area_m2: area of one pixel, square metres (100 for 10 m pixels).
         mapped_px: class code -> pixels mapped as the class (for the naive mapped area);
-            default the stratum sizes when the strata are the class codes.
+            default the stratum sizes when the strata are the class codes; classes missing
+            from it get a NaN mapped area.
         domain: optional ``(n,)`` bool: estimate for the sub-population where it is True
             (e.g. quality class "good"); areas are then those of the domain.
         domain_name: label of the domain in the output.
@@ -355,7 +356,7 @@ def assess_categorical(
                 producers=producers,
                 area_fraction=frac,
                 area_ha=frac.scaled(total_px * ha),
-                mapped_ha=float(mapped_px.get(c, 0)) * ha,
+                mapped_ha=float(mapped_px[c]) * ha if c in mapped_px else math.nan,
                 n_mapped=int(((m == c) & (d > 0)).sum()),
                 n_reference=int(((r == c) & (d > 0)).sum()),
             )

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from geoxai.assess import SampleDesignError
-from geoxai.assess_io import RunMap, StrataSpec, census
+from geoxai.assess_io import RunMap, StrataSpec, census, map_at_points
 from geoxai.assess_points import read_points
 from geoxai.assess_report import assess_run
 from geoxai.errors import InvalidInputError
@@ -341,3 +341,40 @@ def test_strata_crossed_with_quality_are_not_the_map_classes(fake_run, tmp_path)
     tree = next(c for c in doc["overall"]["per_class"] if c["code"] == 1)
     lo, hi = tree["area_ha"]["ci95"]
     assert lo <= fake_run.true_tree_ha() <= hi
+
+
+def test_a_run_across_two_utm_zones_is_sampled_and_read_in_each_zone(tmp_path):
+    """Tiles on both sides of 6 E (zones 31N and 32N): points go out in EPSG:4326 and each is
+    read back in its own zone's store."""
+    from pyproj import Transformer
+
+    from geoxai.grid import TileSpec
+    from geoxai.outputs import RunLayout, ZoneGrid, ZoneStore, default_layers, write_tile
+
+    root = tmp_path / "store" / "two-zones" / "2024"
+    layout = RunLayout(str(root))
+    for epsg, lon, v in ((32631, 5.98, 0.8), (32632, 6.02, 0.2)):
+        x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, 50.8)
+        t = TileSpec(epsg, int(x // 2000), int(y // 2000), 0, 2000)
+        (grid,) = ZoneGrid.from_tiles([t]).values()
+        zone = ZoneStore.create(layout, grid, default_layers())
+        p = np.full((200, 200), v, np.float32)
+        p[:, :100] -= 0.5  # two classes in each tile
+        write_tile(zone, t, {"prediction": p, "quality": np.ones((200, 200), np.uint8)},
+                   {"config_hash": "zones"})  # fmt: skip
+    out = tmp_path / "zones.gpkg"
+    res = CliRunner().invoke(
+        app,
+        ["assess", "sample", str(root), "--n", "60", "--strata", "prediction:0.5", "--out",
+         str(out), "--seed", "1"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    pts = read_points(out)
+    assert _epsg(pts.crs[0]) == 4326  # two zones: lon/lat
+    assert set(pts.fields["epsg"].astype(int)) == {32631, 32632}
+    rm = RunMap.open(root)
+    at = map_at_points(rm, [StrataSpec.parse("prediction:0.5")], pts)
+    assert (at["status"] == "ok").all()
+    np.testing.assert_array_equal(at["epsg"], pts.fields["epsg"].astype(int))
+    np.testing.assert_array_equal(at["tile"], pts.fields["tile"])
+    np.testing.assert_allclose(at["map_value"], pts.fields["map_value"].astype(float))
