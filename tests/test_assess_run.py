@@ -269,7 +269,7 @@ def test_projected_points_without_their_crs_are_an_error(fake_run, sample, tmp_p
     assert doc["design"]["kind"].startswith("simple random") and doc["points"]["used"] == 300
 
 
-def test_points_outside_the_run_or_unlabelled_are_reported(fake_run, sample, tmp_path):
+def test_points_outside_the_run_on_nodata_or_unlabelled_are_reported(fake_run, sample, tmp_path):
     out, _ = sample
     lab = _label(fake_run, out, tmp_path / "l.gpkg", crs="EPSG:32631")
 
@@ -278,6 +278,8 @@ def test_points_outside_the_run_or_unlabelled_are_reported(fake_run, sample, tmp
 
         g = shapely.from_wkb(wkb)
         g[0] = shapely.points(shapely.get_x(g[0]) + 50_000, shapely.get_y(g[0]))  # far away
+        strip = world_fixture.test_tiles()[3]  # its top 10 rows are nodata (quality 0)
+        g[2] = shapely.points(strip.col * 2000 + 505, (strip.row + 1) * 2000 - 45)
         ref = cols["reference"].copy()
         ref[1] = ""
         return shapely.to_wkb(g), {**cols, "reference": ref}, crs
@@ -285,9 +287,11 @@ def test_points_outside_the_run_or_unlabelled_are_reported(fake_run, sample, tmp
     doc = assess_run(
         RunMap.open(fake_run.root), read_points(_rewrite(lab, tmp_path / "o.gpkg", edit))
     )
-    assert doc["points"]["by_status"] == {"ok": 298, "outside": 1, "unlabelled": 1}
-    assert [e["status"] for e in doc["points"]["excluded"]] == ["outside", "unlabelled"]
+    assert doc["points"]["by_status"] == {"ok": 297, "outside": 1, "unlabelled": 1, "nodata": 1}
+    assert [e["status"] for e in doc["points"]["excluded"]] == ["outside", "unlabelled", "nodata"]
+    assert [e["row"] for e in doc["points"]["excluded"]] == [0, 1, 2]
     assert any("outside the run" in w for w in doc["warnings"])
+    assert any("on nodata" in w for w in doc["warnings"])
 
 
 def test_a_stratum_left_without_labels_says_what_to_add(fake_run, sample, tmp_path):
