@@ -382,3 +382,16 @@ def test_a_run_across_two_utm_zones_is_sampled_and_read_in_each_zone(tmp_path):
     np.testing.assert_array_equal(at["epsg"], pts.fields["epsg"].astype(int))
     np.testing.assert_array_equal(at["tile"], pts.fields["tile"])
     np.testing.assert_allclose(at["map_value"], pts.fields["map_value"].astype(float))
+
+
+def test_strata_specs_that_cannot_make_classes_are_errors(fake_run):
+    rm = RunMap.open(fake_run.root)
+    with pytest.raises(InvalidInputError, match="prediction"):  # did you mean
+        census(rm, [StrataSpec.parse("predicton:0.5")])
+    with pytest.raises(InvalidInputError, match=r"continuous .*'prediction:0.5'"):
+        census(rm, [StrataSpec.parse("prediction")])
+    with pytest.raises(InvalidInputError, match="increasing"):
+        StrataSpec.parse("prediction:0.6,0.3")
+    with pytest.raises(InvalidInputError, match="LAYER"):
+        StrataSpec.parse("prediction>0.5")
+    assert StrataSpec.parse("prediction:0.3,0.6").class_name(1) == "prediction[0.3,0.6)"
