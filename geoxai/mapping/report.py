@@ -5,10 +5,10 @@ pending, tiles per minute, wall time, config hash, code version, AOI, year), ``f
 (tile, status, reason), ``timings`` (mean/median/p95/total seconds per stage across tiles, and a
 bar chart), ``quicklooks`` (prediction and ASOS sensitivity per zone, downsampled, with
 colourbars), ``tile-status`` (a map of every tile of the plan coloured by status, in zone
-coordinates), ``accuracy`` (when ``geoxai assess`` wrote ``assessment.json``: error matrix,
-accuracies and areas with 95 % intervals, :mod:`geoxai.assess_report`) and ``provenance`` (the
-run config). Images are PNGs embedded as base64, so the
-file can be mailed or opened from S3 as is. Matplotlib runs with the Agg backend.
+coordinates), ``accuracy`` (when ``geoxai assess`` left its section in ``assessment.html``:
+error matrix, accuracies and areas with 95 % intervals, :mod:`geoxai.mapping.assess_report`)
+and ``provenance`` (the run config). Images are PNGs embedded as base64, so the file can be
+mailed or opened from S3 as is. Matplotlib runs with the Agg backend.
 
 Quicklooks read the per-zone VRT mosaics at reduced resolution when they exist (GDAL then reads
 only the COG overviews); otherwise they read the zone Zarr store chunk by chunk (done tiles

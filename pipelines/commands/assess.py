@@ -46,7 +46,7 @@ def _run_root(run: str) -> str:
 
 
 def _strata(values: list[str] | None) -> list[Any]:
-    from geoxai.assess_io import StrataSpec
+    from geoxai.mapping.assess import StrataSpec
 
     return [StrataSpec.parse(v) for v in values or []]
 
@@ -67,8 +67,8 @@ def sample_cmd(
     """Stratified random sample of the run's valid pixels, for interpreters to label."""
     import numpy as np
 
-    from geoxai.assess_io import RunMap, census, draw_sample
-    from geoxai.assess_points import LABEL_COLUMN, write_points
+    from geoxai.io.points import LABEL_COLUMN, write_points
+    from geoxai.mapping.assess import RunMap, census, draw_sample
 
     specs = _strata(strata)
     rm = RunMap.open(_run_root(run))
@@ -109,9 +109,9 @@ def estimate_cmd(
     """Error matrix, overall/user's/producer's accuracy, class areas with 95 % CIs."""
     from rich.console import Console
 
-    from geoxai.assess_io import RunMap
-    from geoxai.assess_points import read_points
-    from geoxai.assess_report import assess_run, write_assessment
+    from geoxai.io.points import read_points
+    from geoxai.mapping.assess import RunMap
+    from geoxai.mapping.assess_report import assess_run, write_assessment
 
     rm = RunMap.open(_run_root(run))
     pts = read_points(reference, crs=crs)

@@ -1,13 +1,14 @@
 """``geoxai assess``: a labelled reference sample against a run -> JSON + a report section.
 
-:func:`assess_run` reads the map at each reference point (:mod:`geoxai.assess_io`), builds the
+:func:`assess_run` reads the map at each reference point (:mod:`geoxai.mapping.assess`), builds the
 stratified design (the sample's own strata and stratum sizes when the points come from
 ``geoxai assess sample``; otherwise the map classes as post-strata of a simple random sample)
-and runs the estimators of :mod:`geoxai.assess` on the whole map and per quality class.
+and runs the estimators of :mod:`geoxai.assess.estimators` on the whole map and per quality class.
 :func:`accuracy_section` renders the result as the ``accuracy`` section of ``report.html``
 (tables and a figure of estimated vs mapped area with 95 % intervals);
-:func:`write_assessment` writes ``<run_root>/assessment.json`` and puts the section in the
-run's report.
+:func:`write_assessment` writes ``<run_root>/assessment.json`` and ``assessment.html`` (the
+section, which the report embeds whenever it is rewritten) and puts the section in the run's
+current ``report.html``.
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from geoxai.assess import (
+from geoxai.assess.estimators import (
     SampleDesignError,
     StratifiedDesign,
     assess_categorical,
     assess_continuous,
 )
-from geoxai.assess_io import Census, RunMap, StrataSpec, census, map_at_points
-from geoxai.assess_points import LABEL_COLUMN, PointTable
-from geoxai.errors import InvalidInputError
-from geoxai.zonestore import upload_file
+from geoxai.errors import InvalidInputError, look_up_option
+from geoxai.io.points import LABEL_COLUMN, PointTable
+from geoxai.io.store import write_json
+from geoxai.io.zonestore import upload_file
+from geoxai.mapping.assess import Census, RunMap, StrataSpec, census, map_at_points
+from geoxai.mapping.report import _CSS, ACCURACY_SECTION_FILE, _figure, _png
 
 __all__ = ["assess_run", "accuracy_section", "write_assessment", "ASSESSMENT_FILE"]
 
@@ -128,8 +131,6 @@ def assess_run(
             "column); pass --strata LAYER[:THRESHOLDS], e.g. --strata prediction:0.5."
         )
     if label_column not in points.fields:
-        from geoxai.errors import look_up_option
-
         look_up_option(label_column, list(points.fields), what=f"column of {points.source}",
                        error=InvalidInputError)  # fmt: skip
     warnings: list[str] = []
@@ -311,8 +312,6 @@ def _pct(d: Mapping[str, Any] | None) -> str:
 
 
 def _area_figure(doc: Mapping[str, Any]) -> str:
-    from geoxai.report import _figure, _png
-
     per = doc["overall"]["per_class"]
     names = [c["name"] for c in per]
     y = np.arange(len(per))
@@ -411,36 +410,37 @@ def accuracy_section(doc: Mapping[str, Any]) -> str:
 _SECTION_RE = re.compile(r"<section id='accuracy'>.*?</section>\s*(?=<section|</main>)", re.S)
 
 
+def _upload_text(text: str, loc: Any, name: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="geoxai-assess-") as tmp:
+        p = Path(tmp) / name
+        p.write_text(text, encoding="utf-8")
+        upload_file(p, loc)
+
+
 def write_assessment(run: RunMap, doc: Mapping[str, Any]) -> tuple[str, str]:
-    """Write ``<root>/assessment.json`` and put the accuracy section into ``report.html``.
-
-    The section replaces an older one; a run without a report gets a page with this section
-    only. Returns ``(json_url, report_url)``.
+    """Write ``<root>/assessment.json``, the section fragment ``<root>/assessment.html`` (that
+    :func:`geoxai.mapping.report.render_report` embeds whenever it rewrites the report), and
+    put the section into the current ``report.html`` (replacing an older one; a run without a
+    report gets a page with this section only). Returns ``(json_url, report_url)``.
     """
-    from geoxai.store import write_json
-
     layout = run.layout
     write_json(dict(doc), layout.loc(ASSESSMENT_FILE))
     section = accuracy_section(doc)
+    _upload_text(section, layout.loc(ACCURACY_SECTION_FILE), ACCURACY_SECTION_FILE)
     loc = layout.loc("report.html")
-    fs = loc.filesystem()
     try:
-        page = fs.cat_file(loc.path).decode("utf-8")
+        page = bytes(loc.filesystem().cat_file(loc.path)).decode("utf-8")
     except FileNotFoundError:
         page = ""
     if "</main>" in page:
         page = _SECTION_RE.sub("", page)
-        page = page.replace("</main>", section + "\n</main>", 1)
+        anchor = "<section id='provenance'>" if "<section id='provenance'>" in page else "</main>"
+        page = page.replace(anchor, section + "\n" + anchor, 1)
     else:
-        from geoxai.report import _CSS
-
         page = (
             f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>geoxai "
             f"assessment</title><style>{_CSS}</style></head><body><main>{section}</main>"
             "</body></html>"
         )
-    with tempfile.TemporaryDirectory(prefix="geoxai-assess-") as tmp:
-        p = Path(tmp) / "report.html"
-        p.write_text(page, encoding="utf-8")
-        upload_file(p, loc)
+    _upload_text(page, loc, "report.html")
     return layout.url(ASSESSMENT_FILE), layout.report_url()

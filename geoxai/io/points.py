@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
+from pyproj import CRS, Transformer
 
 from geoxai.errors import DataAccessError, InvalidInputError
 
@@ -50,8 +52,6 @@ class PointTable:
 
 
 def _is_geographic(crs: str) -> bool:
-    from pyproj import CRS
-
     return bool(CRS.from_user_input(str(crs)).is_geographic)  # np.str_ confuses pyproj
 
 
@@ -86,8 +86,7 @@ def read_points(path: str | Path, *, crs: str | None = None) -> PointTable:
         raise DataAccessError(f"Reference points {str(p)!r} do not exist.")
     if p.suffix.lower() == ".csv":
         return _read_csv(p, crs)
-    import pyogrio
-    import shapely
+    import pyogrio  # lazy: pyogrio (GDAL vectors) only when a vector file is read
 
     try:
         meta, _, wkb, fields = pyogrio.raw.read(str(p))
@@ -125,8 +124,6 @@ def read_points(path: str | Path, *, crs: str | None = None) -> PointTable:
 
 
 def _same_crs(a: str, b: str) -> bool:
-    from pyproj import CRS
-
     return bool(CRS.from_user_input(str(a)) == CRS.from_user_input(str(b)))
 
 
@@ -185,8 +182,6 @@ def write_points(
     ext = p.suffix.lower()
     if ext not in (".gpkg", ".geojson", ".json", ".csv"):
         raise InvalidInputError(f"--out {str(p)!r}: write .gpkg, .geojson or .csv.")
-    from pyproj import Transformer
-
     n = len(columns["x"])
     cols = {k: np.asarray(v) for k, v in columns.items()}
     cols[label_column] = np.full(n, "", dtype=object)
@@ -206,8 +201,7 @@ def write_points(
             for k in range(n):
                 w.writerow([f"{lon[k]:.8f}", f"{lat[k]:.8f}", *(_cell(cols[c][k]) for c in cols)])
         return str(p)
-    import pyogrio
-    import shapely
+    import pyogrio  # lazy: pyogrio (GDAL vectors) only when a vector file is read
 
     if ext == ".gpkg" and len(epsgs) == 1:
         gx, gy, crs = cols["x"], cols["y"], f"EPSG:{int(epsgs[0])}"

@@ -20,7 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from tests.test_temporal_realdata import STEM, TS, _read, worldcereal_ts_cube
+
+try:  # the real-data reader of the temporal tests (moving into tests/temporal/)
+    from tests.temporal.test_temporal_realdata import STEM, TS, _read, worldcereal_ts_cube
+except ImportError:
+    from tests.test_temporal_realdata import STEM, TS, _read, worldcereal_ts_cube
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -30,10 +34,12 @@ THRESHOLD = 0.15
 
 @pytest.fixture(scope="module")
 def real_run(realdata, tmp_path_factory):
-    from geoxai.grid import TileSpec
-    from geoxai.mapping import SPARSE_MAX_GAP_DAYS, SPARSE_MIN_OBS
-    from geoxai.outputs import RunLayout, ZoneGrid, ZoneStore, default_layers, write_tile
-    from geoxai.temporal import PreprocessParams, SmoothingParams, preprocess
+    from geoxai.geo.grid import TileSpec
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
+    from geoxai.mapping.records import write_tile
+    from geoxai.mapping.stages import SPARSE_MAX_GAP_DAYS, SPARSE_MIN_OBS
+    from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, preprocess
 
     raw, _ = worldcereal_ts_cube(realdata)
     lc = _read(realdata / TS / f"OUTPUT_POLY-110_10m_{STEM}", "LC")[0][0]

@@ -1,6 +1,6 @@
 """Reference points against a finished run: strata from its layers, sampling, map values at points.
 
-A run (see :mod:`geoxai.outputs`) is read through its done tile records and its zone Zarr
+A run (see :mod:`geoxai.mapping.records`) is read through its done tile records and its zone Zarr
 stores, one UTM zone at a time, one tile core (one chunk per layer) at a time, so memory stays
 at one tile whatever the size of the country.
 
@@ -11,7 +11,7 @@ value; a multi-band float layer without thresholds gives the arg-max band. The f
 the map classes; further specs split the strata (e.g. class x change flag). A pixel is in the
 population when every strata layer has data there and ``quality`` (when present) is not 0.
 
-Points (:mod:`geoxai.assess_points`, any CRS) are read at their pixel across UTM zones; points
+Points (:mod:`geoxai.io.points`, any CRS) are read at their pixel across UTM zones; points
 outside the run's done tiles or on nodata are returned with a status, never dropped silently.
 """
 
@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyproj import Transformer
 
-from geoxai.assess import SampleDesignError, allocate
-from geoxai.assess_points import PointTable
-from geoxai.errors import InvalidInputError, StoreError
-from geoxai.grid import TileSpec, tile_from_id
-from geoxai.outputs import read_records
-from geoxai.zonestore import LayerSpec, RunLayout, ZoneStore
+from geoxai.assess.estimators import SampleDesignError
+from geoxai.assess.sampling import allocate
+from geoxai.errors import InvalidInputError, StoreError, look_up_option
+from geoxai.geo.grid import TileSpec, tile_from_id
+from geoxai.io.layout import RunLayout
+from geoxai.io.points import PointTable
+from geoxai.io.zonestore import LayerSpec, ZoneStore
+from geoxai.mapping.records import read_records
 
 __all__ = [
     "StrataSpec",
@@ -120,8 +123,6 @@ class StrataSpec:
         if spec.bands:
             if self.band is not None:
                 if self.band not in spec.bands:
-                    from geoxai.errors import look_up_option
-
                     look_up_option(self.band, list(spec.bands), what=f"band of {spec.name!r}")
                 a = a[list(spec.bands).index(self.band)]
             elif self.thresholds:
@@ -224,8 +225,6 @@ class RunMap:
         Raises:
             InvalidInputError: no zone has the layer (did-you-mean on the names).
         """
-        from geoxai.errors import look_up_option
-
         names = sorted({n for z in self.zones.values() for n in z.layers})
         look_up_option(name, names, what="run layer", error=InvalidInputError)
         return next(z.layers[name] for z in self.zones.values() if name in z.layers)
@@ -347,9 +346,9 @@ def draw_sample(
 ) -> dict[str, np.ndarray]:
     """A stratified random sample of pixels (without replacement), reproducible by ``seed``.
 
-    Per stratum ``h``, ``n_h`` (:func:`geoxai.assess.allocate`) distinct ranks are drawn among
-    its ``N_h`` pixels, counted in a fixed order (zone, tile id, row-major in the tile); a
-    second pass over the tiles that hold drawn ranks turns them into pixel centres.
+    Per stratum ``h``, ``n_h`` (:func:`geoxai.assess.sampling.allocate`) distinct ranks are
+    drawn among its ``N_h`` pixels, counted in a fixed order (zone, tile id, row-major in the
+    tile); a second pass over the tiles that hold drawn ranks turns them into pixel centres.
 
     Returns:
         Columns (``(n,)`` each): ``point_id``, ``stratum``, ``stratum_px``, ``map_class``,
@@ -443,8 +442,6 @@ def map_at_points(
         in the tile core), ``key`` (stratum key, -1 unless ok), ``map_class`` (-1 unless ok),
         ``map_value`` (first strata layer, NaN unless ok) and ``quality`` (-1 where absent).
     """
-    from pyproj import Transformer
-
     specs = _check_specs(specs)
     n = points.n
     to_ll = np.empty((2, n))

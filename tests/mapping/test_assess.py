@@ -1,7 +1,7 @@
 """``geoxai assess sample`` / ``geoxai assess`` over a run's outputs, with synthetic truth.
 
 The run is written the way ``geoxai run`` writes one (zone Zarr store, exactly-once tile writes
-and records, :func:`geoxai.outputs.write_tile`) over the 2 x 2 test tiles of
+and records, :func:`geoxai.mapping.records.write_tile`) over the 2 x 2 test tiles of
 ``tests/fixtures/world.py``; its prediction is the synthetic world's tree cover degraded like a
 real model's (blurred, under-predicted, smooth noise), with a sparse-quality quarter and a
 nodata strip. The interpreters are the world's truth.
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from geoxai.assess import SampleDesignError
-from geoxai.assess_io import RunMap, StrataSpec, census, map_at_points
-from geoxai.assess_points import read_points
-from geoxai.assess_report import assess_run
+from geoxai.assess.estimators import SampleDesignError
 from geoxai.errors import InvalidInputError
+from geoxai.io.points import read_points
+from geoxai.mapping.assess import RunMap, StrataSpec, census, map_at_points
+from geoxai.mapping.assess_report import assess_run, write_assessment
 from pipelines.cli import app
 from tests.fixtures import world as world_fixture
 
@@ -45,8 +45,10 @@ class _Run:
 def fake_run(tmp_path_factory):
     from scipy.ndimage import gaussian_filter
 
-    from geoxai.outputs import RunLayout, ZoneGrid, ZoneStore, default_layers, write_tile
-    from geoxai.synthetic import SyntheticWorld, WorldParams
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
+    from geoxai.mapping.records import write_tile
+    from geoxai.synthetic.world import SyntheticWorld, WorldParams
 
     tiles = world_fixture.test_tiles()
     world = SyntheticWorld(WorldParams(tiles=tuple(tiles), year=2024, seed=3, margin_px=0))
@@ -165,14 +167,13 @@ def test_assess_gives_intervals_containing_the_true_area_and_a_report_section(
 
 def test_report_renderer_keeps_the_accuracy_section(fake_run, sample, tmp_path):
     """A later `geoxai run` that rewrites report.html keeps the assessment in it."""
-    from geoxai.outputs import RunLayout, read_records
-    from geoxai.report import render_report
+    from geoxai.io.layout import RunLayout
+    from geoxai.mapping.records import read_records
+    from geoxai.mapping.report import render_report
 
     out, _ = sample
     labelled = _label(fake_run, out, tmp_path / "l.gpkg", crs="EPSG:3035")
     rm = RunMap.open(fake_run.root)
-    from geoxai.assess_report import write_assessment
-
     write_assessment(rm, assess_run(rm, read_points(labelled)))
     layout = RunLayout(str(fake_run.root))
     page = render_report(layout, {"name": "t", "year": 2024}, read_records(layout))
@@ -319,7 +320,7 @@ def test_cli_reports_typed_errors_in_one_line(fake_run, tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "assess", str(fake_run.root), "--reference",
          str(bad), "--strata", "prediction:0.5"],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert r.returncode == 2 and "InvalidInputError" in r.stderr and "--crs" in r.stderr
 
@@ -352,8 +353,10 @@ def test_a_run_across_two_utm_zones_is_sampled_and_read_in_each_zone(tmp_path):
     read back in its own zone's store."""
     from pyproj import Transformer
 
-    from geoxai.grid import TileSpec
-    from geoxai.outputs import RunLayout, ZoneGrid, ZoneStore, default_layers, write_tile
+    from geoxai.geo.grid import TileSpec
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
+    from geoxai.mapping.records import write_tile
 
     root = tmp_path / "store" / "two-zones" / "2024"
     layout = RunLayout(str(root))

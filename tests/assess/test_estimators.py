@@ -149,7 +149,7 @@ def _demo_like_map(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     shows 18.1 % tree cover at 0.5 where the truth has 22.1 %; MAE 0.05, the demo's is 0.08)."""
     from scipy.ndimage import gaussian_filter
 
-    from geoxai.synthetic import SyntheticWorld, WorldParams
+    from geoxai.synthetic.world import SyntheticWorld, WorldParams
 
     world = SyntheticWorld(WorldParams(year=2024, seed=seed, margin_px=0))
     tc = world.tree_cover().astype(np.float64)
