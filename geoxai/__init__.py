@@ -12,8 +12,10 @@ The library is pure compute on numpy/xarray/torch plus thin I/O adapters; it nev
     inference/  lattice windows, Gaussian blending, scene class maps
     xai/        ASOS table/fit/map, SpacEX attribution, Captum baselines, evaluation
     train/      the trainer, the workflow registry, one module per task (each a BaseTask)
-    mapping/    plan, cube stage, tile stages, records, change, COGs, catalog, report: the
-                only place that chains io -> temporal -> inference/xai -> outputs
+    mapping/    plan, cube stage, tile stages, records, change, COGs, catalog, report, the
+                assessment of a run against reference points: the only place that chains
+                io -> temporal -> inference/xai -> outputs
+    assess/     accuracy and area estimators with confidence intervals (Olofsson 2014)  pure
     synthetic/  demo and test worlds
     config.py   the run config; errors.py typed errors; provenance.py code version, hashes
 

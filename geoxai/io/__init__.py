@@ -21,5 +21,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "dem": ["search_dem", "build_dem"],
         "eurosat": ["read_eurosat"],
         "rasters": ["stack_rasters", "prepare_scene"],
+        "points": ["read_points", "write_points"],
     },
 )

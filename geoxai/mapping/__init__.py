@@ -28,6 +28,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "records": ["write_tile", "read_records", "plan_tiles"],
         "report": ["write_report"],
         "catalog": ["write_catalog"],
+        "assess": ["RunMap", "StrataSpec", "census", "draw_sample", "map_at_points"],
+        "assess_report": ["assess_run", "write_assessment"],
         "scene": ["classify_scene"],
     },
 )
