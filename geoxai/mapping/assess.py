@@ -37,6 +37,7 @@ from geoxai.io.zonestore import LayerSpec, ZoneStore
 from geoxai.mapping.records import read_records
 
 __all__ = [
+    "SIMPLE_STRATUM",
     "StrataSpec",
     "RunMap",
     "Census",
@@ -50,6 +51,9 @@ _CATEGORY_NAMES = {
     "change_flag": {1: "stable", 2: "increase", 3: "decrease"},
 }
 _BASE = 1 << 16
+_ALL = -2  # the one stratum of a simple random sample
+SIMPLE_STRATUM = "all"
+"""Stratum name of every point of a simple random sample (``draw_sample(simple=True)``)."""
 _SPEC_RE = re.compile(r"^(?P<layer>\w+)(\[(?P<band>[^\]]+)\])?(:(?P<thr>[-+0-9.eE, ]+))?$")
 
 
@@ -343,30 +347,36 @@ def draw_sample(
     *,
     seed: int = 0,
     min_per_stratum: int | None = None,
+    simple: bool = False,
 ) -> dict[str, np.ndarray]:
     """A stratified random sample of pixels (without replacement), reproducible by ``seed``.
 
     Per stratum ``h``, ``n_h`` (:func:`geoxai.assess.sampling.allocate`) distinct ranks are
     drawn among its ``N_h`` pixels, counted in a fixed order (zone, tile id, row-major in the
     tile); a second pass over the tiles that hold drawn ranks turns them into pixel centres.
+    ``simple=True`` draws a simple random sample of all valid pixels instead (one stratum,
+    named :data:`SIMPLE_STRATUM`); the census still gives each point its map class.
 
     Returns:
         Columns (``(n,)`` each): ``point_id``, ``stratum``, ``stratum_px``, ``map_class``,
         ``map_class_name``, ``map_value``, ``quality``, ``tile``, ``epsg``, ``x``, ``y``
         (pixel centre, metres of the zone CRS).
     """
-    alloc = allocate(cen.strata, n, min_per_stratum=min_per_stratum)
+    strata = {_ALL: sum(cen.strata.values())} if simple else cen.strata
+    alloc = allocate(strata, n, min_per_stratum=n if simple else min_per_stratum)
     rng = np.random.default_rng(seed)
     ranks = {
-        h: np.sort(rng.choice(cen.strata[h], size=k, replace=False))
+        h: np.sort(rng.choice(strata[h], size=k, replace=False))
         for h, k in sorted(alloc.items())
         if k > 0
     }
-    seen = {h: 0 for h in cen.strata}
+    seen = {h: 0 for h in strata}
     rows: list[tuple[Any, ...]] = []
     specs = list(cen.specs)
     for zone, tile in run.iter_tiles():
         counts = cen.per_tile.get(tile.id, {})
+        if simple:
+            counts = {_ALL: sum(counts.values())}
         want = {}
         for h, c in counts.items():
             r = ranks.get(h)
@@ -382,7 +392,7 @@ def draw_sample(
         size, res = tile.tile_size_m, zone.grid.resolution_m
         npx = size // res
         for h, sel in want.items():
-            idx = np.flatnonzero(flat == h)
+            idx = np.flatnonzero(flat >= 0 if h == _ALL else flat == h)
             if idx.size != counts[h]:
                 raise StoreError(
                     f"Tile {tile.id} changed between the census and the draw ({idx.size} != "
@@ -399,16 +409,20 @@ def draw_sample(
                         tile.epsg,
                         tile.col * size + (j + 0.5) * res,
                         (tile.row + 1) * size - (i + 0.5) * res,
+                        int(flat[p]),
                     )
                 )
     order = sorted(range(len(rows)), key=lambda k: (rows[k][0], rows[k][3], rows[k][6], rows[k][5]))
     rows = [rows[k] for k in order]
     keys_arr = np.array([r[0] for r in rows], dtype=np.int64)
-    cls = np.array([_key_codes(k, len(specs))[0] for k in keys_arr], dtype=np.int64)
+    cls = np.array([_key_codes(r[7], len(specs))[0] for r in rows], dtype=np.int64)
     return {
         "point_id": np.arange(len(rows), dtype=np.int64),
-        "stratum": np.array([cen.stratum_name(int(k)) for k in keys_arr], dtype=object),
-        "stratum_px": np.array([cen.strata[int(k)] for k in keys_arr], dtype=np.int64),
+        "stratum": np.array(
+            [SIMPLE_STRATUM if k == _ALL else cen.stratum_name(int(k)) for k in keys_arr],
+            dtype=object,
+        ),
+        "stratum_px": np.array([strata[int(k)] for k in keys_arr], dtype=np.int64),
         "map_class": cls,
         "map_class_name": np.array([cen.class_names[int(c)] for c in cls], dtype=object),
         "map_value": np.array([r[1] for r in rows], dtype=np.float64),

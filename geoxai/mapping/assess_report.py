@@ -33,7 +33,14 @@ from geoxai.errors import InvalidInputError, look_up_option
 from geoxai.io.points import LABEL_COLUMN, PointTable
 from geoxai.io.store import write_json
 from geoxai.io.zonestore import upload_file
-from geoxai.mapping.assess import Census, RunMap, StrataSpec, census, map_at_points
+from geoxai.mapping.assess import (
+    SIMPLE_STRATUM,
+    Census,
+    RunMap,
+    StrataSpec,
+    census,
+    map_at_points,
+)
 from geoxai.mapping.report import _CSS, ACCURACY_SECTION_FILE, _figure, _png
 
 __all__ = ["assess_run", "accuracy_section", "write_assessment", "ASSESSMENT_FILE"]
@@ -209,7 +216,10 @@ def assess_run(
         )
         names = {dcen.stratum_name(k): v for k, v in dcen.strata.items()}
         st = np.array([str(v) for v in points.fields["stratum"][idx]], dtype=object)
-        if file_specs is not specs:
+        simple = bool((st == SIMPLE_STRATUM).all())
+        if simple:  # a simple random sample: one stratum, all valid pixels
+            names = {SIMPLE_STRATUM: sum(dcen.strata.values())}
+        if file_specs is not specs and not simple:
             now = map_at_points(run, file_specs, points)["key"][idx]
             moved = int(sum(dcen.stratum_name(int(k)) != s for k, s in zip(now, st, strict=True)))
             if moved:
@@ -226,7 +236,7 @@ def assess_run(
                         f"stratum {s!r}: {names[s]} px in the run now, {sorted(drawn)} when "
                         "the sample was drawn; the run's count is used."
                     )
-        design_kind = "stratified (as drawn)"
+        design_kind = "simple random (as drawn)" if simple else "stratified (as drawn)"
         design = StratifiedDesign(st, names)
         strata_specs = file_specs
     else:

@@ -63,20 +63,27 @@ def sample_cmd(
     min_per_stratum: int = typer.Option(
         None, "--min-per-stratum", help="Points at least per stratum (default min(50, n/2H))."
     ),
+    simple: bool = typer.Option(
+        False, "--simple", help="Simple random sample (one stratum); --strata gives the classes."
+    ),
 ) -> None:
-    """Stratified random sample of the run's valid pixels, for interpreters to label."""
+    """Stratified (or simple) random sample of the run's valid pixels, for interpreters."""
     import numpy as np
 
     from geoxai.io.points import LABEL_COLUMN, write_points
-    from geoxai.mapping.assess import RunMap, census, draw_sample
+    from geoxai.mapping.assess import SIMPLE_STRATUM, RunMap, census, draw_sample
 
     specs = _strata(strata)
     rm = RunMap.open(_run_root(run))
     cen = census(rm, specs)
-    cols = draw_sample(rm, cen, n, seed=seed, min_per_stratum=min_per_stratum)
+    cols = draw_sample(rm, cen, n, seed=seed, min_per_stratum=min_per_stratum, simple=simple)
     cols["strata_spec"] = np.full(len(cols["x"]), ";".join(str(s) for s in specs), dtype=object)
     path = write_points(out, cols)
-    per = {cen.stratum_name(k): int(v) for k, v in cen.strata.items()}
+    per = (
+        {SIMPLE_STRATUM: sum(cen.strata.values())}
+        if simple
+        else {cen.stratum_name(k): int(v) for k, v in cen.strata.items()}
+    )
     drawn = {s: int((cols["stratum"] == s).sum()) for s in per}
     typer.echo(
         json.dumps(

@@ -398,3 +398,26 @@ def test_strata_specs_that_cannot_make_classes_are_errors(fake_run):
     with pytest.raises(InvalidInputError, match="LAYER"):
         StrataSpec.parse("prediction>0.5")
     assert StrataSpec.parse("prediction:0.3,0.6").class_name(1) == "prediction[0.3,0.6)"
+
+
+def test_a_simple_random_sample_is_one_stratum_over_the_run(fake_run, tmp_path):
+    out = tmp_path / "srs.gpkg"
+    res = CliRunner().invoke(
+        app,
+        ["assess", "sample", str(fake_run.root), "--n", "300", "--strata", "prediction:0.5",
+         "--simple", "--out", str(out), "--seed", "3"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["stratum_n"] == {"all": 300}
+    labelled = _label(fake_run, out, tmp_path / "srs_l.gpkg", crs="EPSG:32631")
+    pts = read_points(labelled)
+    doc = assess_run(RunMap.open(fake_run.root), pts)
+    assert doc["design"]["kind"] == "simple random (as drawn)"
+    assert doc["design"]["stratum_n"] == {"all": 300}
+    agree = pts.fields["map_class"].astype(int) == pts.fields["reference"].astype(int)
+    oa = doc["overall"]["overall_accuracy"]
+    assert oa["value"] == pytest.approx(agree.mean())  # one stratum: the plain proportion
+    assert oa["se"] == pytest.approx(np.sqrt(agree.mean() * (1 - agree.mean()) / 299))
+    tree = next(c for c in doc["overall"]["per_class"] if c["code"] == 1)
+    lo, hi = tree["area_ha"]["ci95"]
+    assert lo <= fake_run.true_tree_ha() <= hi
