@@ -241,3 +241,24 @@ def test_labels_not_in_the_map_classes_are_named():
             StratifiedDesign(m, {0: 10, 1: 10}), m, np.array([0, 7, 1, 1]), {0: "a", 1: "b"},
             pixel_area_m2=1.0,
         )  # fmt: skip
+
+
+def test_olofsson_2013_example_matrix_and_accuracies():
+    """Olofsson, Foody, Stehman, Woodcock (2013), RSE 129:122-131, example 1 (3 classes), as
+    transcribed in the tests of the R package gfcanalysis: the error matrix of area proportions
+    (3 decimals), user's 0.97/0.93/0.97, producer's 0.48/0.99/0.88, overall 0.94. The third
+    producer's accuracy there (0.88) disagrees with the same table's own column
+    (0.337 / 0.376 = 0.90); it is checked against the table."""
+    counts = np.array([[97, 0, 3], [3, 279, 18], [2, 1, 97]])
+    px = {1: 22_353, 2: 1_122_543, 3: 610_228}
+    m = np.concatenate([[i + 1] * int(counts[i].sum()) for i in range(3)])
+    r = np.concatenate([np.repeat(np.arange(1, 4), counts[i]) for i in range(3)])
+    a = assess_categorical(
+        StratifiedDesign(m, px), m, r, {1: "a", 2: "b", 3: "c"}, pixel_area_m2=900.0
+    )
+    published = np.array([[0.012, 0, 0.0004], [0.006, 0.595, 0.038], [0.007, 0.003, 0.337]])
+    np.testing.assert_allclose(a.error_matrix, published, atol=0.0006)
+    assert [round(c.users.value, 2) for c in a.per_class] == [0.97, 0.93, 0.97]
+    assert [round(c.producers.value, 2) for c in a.per_class[:2]] == [0.48, 0.99]
+    assert a.per_class[2].producers.value == pytest.approx(0.337 / 0.376, abs=0.005)
+    assert round(a.overall.value, 2) == 0.94
