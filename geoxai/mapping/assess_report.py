@@ -221,7 +221,9 @@ def assess_run(
             names = {SIMPLE_STRATUM: sum(dcen.strata.values())}
         if file_specs is not specs and not simple:
             now = map_at_points(run, file_specs, points)["key"][idx]
-            moved = int(sum(dcen.stratum_name(int(k)) != s for k, s in zip(now, st, strict=True)))
+            moved = sum(
+                k < 0 or dcen.stratum_name(int(k)) != s for k, s in zip(now, st, strict=True)
+            )
             if moved:
                 warnings.append(
                     f"{moved} points are now in another stratum than when drawn (the map "

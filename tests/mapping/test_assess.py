@@ -346,6 +346,14 @@ def test_strata_crossed_with_quality_are_not_the_map_classes(fake_run, tmp_path)
     tree = next(c for c in doc["overall"]["per_class"] if c["code"] == 1)
     lo, hi = tree["area_ha"]["ci95"]
     assert lo <= fake_run.true_tree_ha() <= hi
+    # other map classes than the strata: the design stays the one drawn, nothing moved
+    again = assess_run(
+        RunMap.open(fake_run.root), read_points(labelled),
+        strata=[StrataSpec.parse("prediction:0.5")],
+    )  # fmt: skip
+    assert again["design"]["strata"] == ["prediction:0.5", "quality"]
+    assert again["overall"]["per_class"][1]["area_ha"] == tree["area_ha"]
+    assert not any("another stratum" in w for w in again["warnings"])
 
 
 def test_a_run_across_two_utm_zones_is_sampled_and_read_in_each_zone(tmp_path):
