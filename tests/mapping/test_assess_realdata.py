@@ -20,11 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-
-try:  # the real-data reader of the temporal tests (moving into tests/temporal/)
-    from tests.temporal.test_temporal_realdata import STEM, TS, _read, worldcereal_ts_cube
-except ImportError:
-    from tests.test_temporal_realdata import STEM, TS, _read, worldcereal_ts_cube
+from tests.temporal.test_temporal_realdata import STEM, TS, _read, worldcereal_ts_cube
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
