@@ -39,7 +39,7 @@ def _grep(root: Path, needles: list[str]) -> list[str]:
 
 
 def test_run_with_expiring_tokens_completes_without_leaking_them(
-    run_world, pc_standin, tmp_path, capfd
+    run_world, pc_standin, tmp_path, capfd, monkeypatch
 ):
     from geoxai.io.layout import RunLayout
     from geoxai.mapping.records import read_records
@@ -62,7 +62,7 @@ def test_run_with_expiring_tokens_completes_without_leaking_them(
     pc_standin.tokens.ttl_s = TTL_S
 
     ray_tmp = f"/tmp/gxs-{os.getpid()}"
-    os.environ["GEOXAI_RAY_TMPDIR"] = ray_tmp
+    monkeypatch.setenv("GEOXAI_RAY_TMPDIR", ray_tmp)
     import ray
 
     init_ray(None, num_cpus=2)  # after PC_SDK_SAS_URL is set: the workers inherit it
@@ -92,10 +92,6 @@ def test_run_with_expiring_tokens_completes_without_leaking_them(
     bound = 2 * 2 * (wall / (0.75 * TTL_S) + 1)
     assert n_req <= bound, (n_req, bound, wall)
     assert served > 10 * n_req, (served, n_req)
-    print(
-        f"signing run: {wall:.0f} s, {n_req} token requests, {served} blob reads served, "
-        f"{pc_standin.blob_stats['refused']} refused (expired) and retried"
-    )
     # no token anywhere: run outputs (records, config, STAC, report, Zarr attrs), Ray's
     # session logs, this process's output
     sigs = pc_standin.tokens.signatures()
@@ -104,4 +100,8 @@ def test_run_with_expiring_tokens_completes_without_leaking_them(
     assert _grep(Path(ray_tmp), sigs) == []
     out, err = capfd.readouterr()
     assert not any(s in out or s in err for s in sigs)
+    print(
+        f"signing run: {wall:.0f} s, {n_req} token requests, {served} blob reads served, "
+        f"{pc_standin.blob_stats['refused']} refused (expired) and retried"
+    )
     assert "sig=" not in json.dumps(recs)
