@@ -248,6 +248,11 @@ def _check_io(sess: Any, spec: BundleSpec, where: str) -> _Io:
     methods = dict(cfg.outputs) if cfg is not None else {}
     methods.setdefault("forward", outs[0])
     for m, o in methods.items():
+        if m != "forward" and (not m.isidentifier() or hasattr(nn.Module, m)):
+            raise OnnxInputError(
+                f"{where}: model.json onnx.outputs names a method {m!r}; use 'forward' or a "
+                "plain name that is not a torch.nn.Module attribute (e.g. 'activations')."
+            )
         if o not in outs:
             raise OnnxInputError(
                 f"{where}: model.json onnx.outputs maps {m!r} to {o!r} but the graph's outputs "

@@ -256,6 +256,7 @@ def test_named_input_and_outputs_are_checked(tmp_path):
     for onnx_cfg, word in (
         ({"input": "pixels"}, "'pixels'"),
         ({"outputs": {"forward": "logits"}}, "'logits'"),
+        ({"outputs": {"eval": "out"}}, "not a torch.nn.Module attribute"),
     ):
         (d / MODEL_JSON).write_text(json.dumps({**doc, "onnx": onnx_cfg}))
         with pytest.raises(OnnxInputError, match=word):
