@@ -73,6 +73,11 @@ class StacConfig(_Strict):
     margin_days: int = Field(
         30, ge=0, le=120, description="Days of data read before and after the year (edges)."
     )
+    signing: Literal["auto", "planetary-computer", "none"] = Field(
+        "auto",
+        description="Sign asset hrefs when reading (SAS tokens, geoxai.signing): 'auto' = for "
+        "Planetary Computer's STAC URL only. Never enters the output hash.",
+    )
 
 
 class StoreConfig(_Strict):
@@ -268,6 +273,12 @@ class ResourcesConfig(_Strict):
     )
     max_retries: int = Field(3, ge=0, description="Retries of a tile on transient errors.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="What runs the prediction model's forward pass: 'auto' = onnxruntime on CPU "
+        "when it agrees with torch to 1e-4 (faster, benchmarks/bench_onnx.py), torch on GPU; "
+        "ONNX bundles always run on onnxruntime.",
+    )
 
 
 class RunConfig(_Strict):
@@ -308,7 +319,7 @@ class RunConfig(_Strict):
             same.add("super_resolution")
         doc: dict[str, Any] = {
             "year": self.year,
-            "stac": self.stac.model_dump(mode="json"),
+            "stac": self.stac.model_dump(mode="json", exclude={"signing"}),
             "models": self.models.model_dump(mode="json"),
             "processing": self.processing.model_dump(mode="json", exclude=same),
         }

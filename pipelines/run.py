@@ -113,7 +113,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
 
 def _forwarded_env() -> dict[str, str]:
     """Environment the workers need to reach the same stores (names only in logs)."""
-    keys = [k for k in os.environ if k.startswith(("AWS_", "GDAL_", "CPL_", "GEOXAI_"))]
+    keys = [k for k in os.environ if k.startswith(("AWS_", "GDAL_", "CPL_", "GEOXAI_", "PC_SDK_"))]
     return {k: os.environ[k] for k in keys}
 
 

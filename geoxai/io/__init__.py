@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "stac": ["search", "read_items"],
         "stac_items": ["normalize_item"],
         "cube": ["build_cube", "build_tile_cube"],
+        "signing": ["resolve_signing"],
         "store": ["write_dataset", "read_dataset", "read_cube"],
         "location": ["StoreLocation", "resolve"],
         "layout": ["RunLayout"],

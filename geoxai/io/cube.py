@@ -66,6 +66,7 @@ from geoxai.errors import (
 from geoxai.geo.bands import CUBE_BANDS, SCL, SUN_AZIMUTH, SUN_ELEVATION, check_bands
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
+from geoxai.io.signing import SIGNER, redact
 from geoxai.io.stac import search
 from geoxai.io.stac_items import band_scaling, item_sun_angles, normalize_item
 from geoxai.io.stac_items import check_bands as require_bands
@@ -154,7 +155,7 @@ def _read_error(url: str, exc: BaseException) -> DataAccessError:
     while e is not None and len(chain) < 4:
         chain.append(str(e))
         e = e.__cause__
-    detail = " <- ".join(dict.fromkeys(chain))[:600]
+    detail = redact(" <- ".join(dict.fromkeys(chain)))[:600]
     if _MISSING.search(detail) and "not recognized" not in detail.lower():
         return DataAccessError(
             f"Cannot read asset {url}: the file is missing or unreachable ({detail}). Check the "
@@ -178,12 +179,62 @@ class _CheckedReader(AutoParallelRioReader):  # type: ignore[misc]
             raise _read_error(self.url, exc) from exc
 
 
+_REFUSED = re.compile(r"http response code: 403|\b403\b.*forbidden|authenticationfailed", re.I)
+
+
+class _SignedReader(_CheckedReader):
+    """A reader that signs its href for Planetary Computer when it opens the asset (in the
+    process that reads, with :data:`geoxai.io.signing.SIGNER`'s cached container token) and, when
+    a read is refused (HTTP 403: token expired or revoked), drops that token and retries once
+    with a fresh one. ``self.url`` stays the unsigned href; messages never hold a token."""
+
+    _token: str | None = None
+
+    def _open(self) -> Any:
+        href: str = str(self.url)  # type: ignore[has-type]  # set by stackstac
+        signed, self._token = SIGNER.sign(href)
+        self.url = signed
+        try:
+            return super()._open()
+        finally:
+            self.url = href
+
+    def read(self, window: Any, **kwargs: Any) -> np.ndarray:
+        try:
+            return AutoParallelRioReader.read(self, window, **kwargs)
+        except GeoXAIError:
+            raise
+        except Exception as exc:
+            if not _REFUSED.search(_chain(exc)):
+                raise _read_error(self.url, exc) from None
+        SIGNER.invalidate(self.url, used=self._token)
+        with self._dataset_lock:
+            self._dataset = None  # reopened (signed anew) by the next access
+        try:
+            return AutoParallelRioReader.read(self, window, **kwargs)
+        except GeoXAIError:
+            raise
+        except Exception as exc:
+            raise _read_error(self.url, exc) from None
+
+
+def _chain(exc: BaseException) -> str:
+    parts: list[str] = []
+    e: BaseException | None = exc
+    while e is not None and len(parts) < 4:
+        parts.append(str(e))
+        e = e.__cause__ or e.__context__
+    return " ".join(parts)
+
+
 def stack_assets(
     items: Sequence[pystac.Item | Mapping[str, Any]],
     tile: TileSpec,
     assets: Sequence[str],
     resampling: str,
     chunk_px: int = 1024,
+    *,
+    signing: str = "none",
 ) -> xr.DataArray:
     """Lazy stackstac read of ``assets`` of ``items`` onto the tile's exact grid.
 
@@ -199,6 +250,9 @@ def stack_assets(
         assets: asset keys, in band order.
         resampling: ``"bilinear"``, ``"nearest"``, ``"cubic"``, ``"average"``.
         chunk_px: spatial dask chunk edge, pixels (one item and one asset per chunk).
+        signing: ``"none"`` or ``"planetary-computer"``: hrefs are signed when each asset is
+            opened, by the process that reads it (:mod:`geoxai.io.signing`); the array's hrefs
+            stay unsigned.
 
     Returns:
         DataArray ``(time, band, y, x)`` float32, one time step per item (stackstac drops items
@@ -235,7 +289,7 @@ def stack_assets(
             properties=False,
             band_coords=False,
             errors_as_nodata=(),
-            reader=_CheckedReader,
+            reader=_SignedReader if signing == "planetary-computer" else _CheckedReader,
         )
 
 
@@ -262,6 +316,7 @@ def build_cube(
     end: str | dt.date | None = None,
     resampling: str = "bilinear",
     chunk_px: int = 1024,
+    signing: str = "none",
 ) -> xr.DataArray:
     """Build the lazy raw cube of one tile from STAC items (see the module docstring).
 
@@ -274,6 +329,7 @@ def build_cube(
         resampling: for reflectance bands on another grid (20 m, other zone): one of
             :data:`RESAMPLING`. SCL always uses nearest.
         chunk_px: spatial dask chunk edge, pixels (one date and one band per chunk).
+        signing: ``"none"`` or ``"planetary-computer"`` (see :func:`stack_assets`).
 
     Returns:
         DataArray ``reflectance`` of shape ``(n_days, len(bands), *tile.shape)``, float32,
@@ -313,7 +369,7 @@ def build_cube(
 
     parts = []
     if refl:
-        da = stack_assets(chosen, tile, refl, resampling, chunk_px)
+        da = stack_assets(chosen, tile, refl, resampling, chunk_px, signing=signing)
         scale = np.array([[band_scaling(it, b)[0] for b in refl] for it in chosen], np.float32)
         offset = np.array([[band_scaling(it, b)[1] for b in refl] for it in chosen], np.float32)
         da = da * xr.DataArray(scale, dims=("time", "band")) + xr.DataArray(
@@ -321,7 +377,7 @@ def build_cube(
         )
         parts.append(da.astype(np.float32))
     if SCL in names:
-        parts.append(stack_assets(chosen, tile, [SCL], "nearest", chunk_px))
+        parts.append(stack_assets(chosen, tile, [SCL], "nearest", chunk_px, signing=signing))
     cube = xr.concat(parts, dim="band", coords="minimal", compat="override", join="override")
     cube = cube.transpose("time", "band", "y", "x")
     cube = cube.isel(band=[list(refl + ([SCL] if SCL in names else [])).index(b) for b in names])

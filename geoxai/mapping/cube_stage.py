@@ -17,6 +17,7 @@ from geoxai.errors import (
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
 from geoxai.io.cube import build_cube
+from geoxai.io.signing import resolve_signing
 from geoxai.io.stac import search
 from geoxai.mapping.outcomes import CubeStage
 from geoxai.mapping.radar import radar_layers
@@ -103,8 +104,15 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
             max_cloud=config.stac.max_cloud,
         )
         resampling = "nearest" if config.processing.super_resolution else "bilinear"
+        signing = resolve_signing(config.stac.signing, config.stac.url)
         cube = build_cube(
-            items, tile, bands=cube_bands(config), start=start, end=end, resampling=resampling
+            items,
+            tile,
+            bands=cube_bands(config),
+            start=start,
+            end=end,
+            resampling=resampling,
+            signing=signing,
         )
         ids = tuple(str(i) for i in cube.attrs.get("item_ids") or cube["id"].values)
         for key, layer in zip(("s1", "dem"), radar_layers(tile, config), strict=True):

@@ -115,7 +115,8 @@ def load_models(config: RunConfig) -> TileModels:
     """Load the prediction bundle (and the ASOS bundle with its table) on the worker's device."""
 
     device = _device(config.resources.device)
-    models = TileModels(device, load_bundle(config.models.prediction, device=device))
+    runtime = config.resources.runtime
+    models = TileModels(device, load_bundle(config.models.prediction, device, runtime=runtime))
     if config.models.asos:
         models.asos, models.asos_table = load_asos_bundle(config.models.asos, device=device)
     if config.models.spacex:
@@ -290,6 +291,7 @@ def map_tile(
     info: dict[str, Any] = {
         "valid_fraction": float((q > 0).mean()),
         "n_acquisitions": int(raw.sizes["time"]),
+        "prediction_runtime": models.prediction.runtime,
     }
     info.update(_radar_info(mds, rs, cs))
     return layers, timings, info

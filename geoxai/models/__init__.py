@@ -18,6 +18,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "register_architecture",
         ],
         "bundle_spec": ["BundleSpec"],
+        "onnx_export": ["export_onnx"],
         "asos_net": ["ASOSNet"],
         "spacex_nets": ["SpacexGenerators"],
         "backbones": ["ResNet18Classifier", "SimpleCNN"],

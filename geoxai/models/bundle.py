@@ -8,8 +8,9 @@ A bundle is a directory (or a ``.zip`` of one) holding:
   stride, context, sigma), the output kind and layer names, optional extra files (e.g. the ASOS
   sensitivity table) and the SHA-256 of the weights;
 - the weights: ``*.safetensors`` (preferred; never unpickled), a state_dict ``*.pt`` loaded with
-  ``torch.load(weights_only=True)`` (a pickle of arbitrary objects is refused, not run), or a
-  TorchScript archive for ``architecture = "torchscript"`` (bring-your-own models).
+  ``torch.load(weights_only=True)`` (a pickle of arbitrary objects is refused, not run), a
+  TorchScript archive for ``architecture = "torchscript"`` (bring-your-own models), or an ONNX
+  graph for ``"onnx"`` (:mod:`geoxai.models.onnx`; a geoxai ``.onnx`` file is a bundle too).
 
 Architectures are resolved lazily from import strings in :data:`ARCHITECTURES` (so loading a
 bundle never imports a module that ``model.json`` names freely); add your own with
@@ -48,6 +49,7 @@ from geoxai.errors import ConfigError, GeoXAIError, ModelBundleError
 from geoxai.inference.predict import predict_windows
 from geoxai.inference.windows import Blended, WindowParams, required_halo
 from geoxai.models.bundle_spec import BundleModel, BundleSpec
+from geoxai.models.onnx import forward_runtime, onnx_network, read_onnx_file
 
 __all__ = [
     "MODEL_JSON",
@@ -82,8 +84,8 @@ def register_architecture(name: str, target: str) -> None:
     """Make ``architecture = name`` in ``model.json`` build ``target`` (``"pkg.module:Class"``)."""
     if ":" not in target:
         raise ConfigError(f"Architecture target {target!r} must look like 'pkg.module:Class'.")
-    if name == "torchscript":
-        raise ConfigError("'torchscript' is reserved for TorchScript bundles.")
+    if name in ("torchscript", "onnx"):
+        raise ConfigError(f"{name!r} is reserved for {name} bundles.")
     ARCHITECTURES[name] = target
 
 
@@ -95,8 +97,9 @@ class LoadedBundle:
         spec: the parsed ``model.json``.
         path: where it was loaded from.
         net: the bare network (eval mode, on ``device``).
-        model: :class:`BundleModel` around ``net`` (the callable inference runs).
+        model: :class:`BundleModel` around ``net`` or its onnxruntime twin (what inference runs).
         device: torch device of the weights.
+        runtime: ``"torch"`` or ``"onnxruntime"``: what runs ``model``.
     """
 
     spec: BundleSpec
@@ -104,6 +107,7 @@ class LoadedBundle:
     net: nn.Module
     model: BundleModel
     device: torch.device
+    runtime: str = "torch"
 
     def window_params(self, *, batch_size: int = 16, pad_edges: bool = True) -> WindowParams:
         """Window lattice of the bundle."""
@@ -357,11 +361,11 @@ def _read_spec(src: _Source) -> BundleSpec:
 
 def _resolve(name: str, where: Path) -> type[nn.Module]:
     if name not in ARCHITECTURES:
-        close = difflib.get_close_matches(name, [*ARCHITECTURES, "torchscript"], n=2)
+        close = difflib.get_close_matches(name, [*ARCHITECTURES, "torchscript", "onnx"], n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ModelBundleError(
             f"Bundle {where}: unknown architecture {name!r}.{hint} Known: "
-            f"{', '.join([*ARCHITECTURES, 'torchscript'])}; register others with "
+            f"{', '.join([*ARCHITECTURES, 'torchscript', 'onnx'])}; register others with "
             "geoxai.models.bundle.register_architecture."
         )
     mod_name, cls_name = ARCHITECTURES[name].split(":")
@@ -412,25 +416,33 @@ def _load_state_dict(data: bytes, fname: str, where: Path) -> dict[str, torch.Te
 
 
 def load_bundle(
-    path: str | Path, device: str | torch.device = "cpu", *, trust_torchscript: bool = True
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    trust_torchscript: bool = True,
+    runtime: str = "torch",
 ) -> LoadedBundle:
-    """Load a model bundle (directory or zip) onto ``device``.
+    """Load a model bundle (directory, zip or geoxai ``.onnx`` file) onto ``device``.
 
     Args:
-        path: the bundle directory or ``.zip``.
+        path: the bundle directory, ``.zip`` or ``.onnx`` file (model.json in its metadata).
         device: torch device for the weights (the caller chooses, e.g. ``"cuda:0"``).
         trust_torchscript: allow ``architecture = "torchscript"`` (TorchScript archives carry
             their own code; set False to accept only weights-only bundles).
+        runtime: ``"torch"``, ``"auto"`` or ``"onnxruntime"``: what runs a torch bundle's
+            forward pass (see :func:`geoxai.models.onnx.forward_runtime`).
 
     Raises:
         ModelBundleError: no/invalid ``model.json``, unknown architecture, missing, corrupt,
             tampered (SHA-256) or untrusted weights, or weights that do not fit the network.
     """
     p = Path(path)
-    src = _Source(p)
-    spec = _read_spec(src)
     dev = torch.device(device)
-    data = src.read(spec.weights)
+    if p.is_file() and p.suffix.lower() == ".onnx":
+        spec, data = read_onnx_file(p)
+    else:
+        spec = _read_spec(_Source(p))
+        data = _Source(p).read(spec.weights)
     if spec.weights_sha256 is not None:
         got = hashlib.sha256(data).hexdigest()
         if got != spec.weights_sha256.lower():
@@ -457,7 +469,9 @@ def load_bundle(
         )
 
     net: nn.Module
-    if spec.architecture == "torchscript":
+    if spec.architecture == "onnx":
+        net = onnx_network(data, spec, f"Bundle {p}", dev)
+    elif spec.architecture == "torchscript":
         if not trust_torchscript:
             raise ModelBundleError(
                 f"Bundle {p} is a TorchScript program and trust_torchscript=False; only "
@@ -490,8 +504,9 @@ def load_bundle(
             ) from exc
         _check_arch_inputs(net, spec, p)
     net = net.to(dev).eval()
-    model = BundleModel(net, spec).to(dev).eval()
-    return LoadedBundle(spec=spec, path=p, net=net, model=model, device=dev)
+    fwd, rt = forward_runtime(net, spec, f"Bundle {p}", dev, runtime)
+    model = BundleModel(fwd, spec).to(dev).eval()
+    return LoadedBundle(spec=spec, path=p, net=net, model=model, device=dev, runtime=rt)
 
 
 def _check_arch_inputs(net: nn.Module, spec: BundleSpec, where: Path) -> None:

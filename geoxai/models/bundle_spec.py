@@ -18,6 +18,7 @@ __all__ = [
     "WindowSpec",
     "OutputSpec",
     "SourceSpec",
+    "OnnxSpec",
     "BundleSpec",
     "BundleModel",
     "VALIDITY_NAMES",
@@ -91,12 +92,26 @@ class SourceSpec(_Strict):
     note: str = ""
 
 
+class OnnxSpec(_Strict):
+    """How an ONNX graph (``architecture = "onnx"``) is called; both fields optional."""
+
+    input: str | None = Field(None, description="Graph input fed the windows; None = the only one.")
+    outputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Network method -> graph output (e.g. {'activations': 'activations'}); "
+        "'forward' defaults to the first output; output.names names the maps of the first "
+        "method listed here (forward when empty).",
+    )
+
+
 class BundleSpec(_Strict):
     """``model.json``."""
 
     format_version: Literal[1] = Field(1, description="Schema version of model.json.")
     name: str = Field(description="Human name of the model.")
-    architecture: str = Field(description="Registry name (see ARCHITECTURES) or 'torchscript'.")
+    architecture: str = Field(
+        description="Registry name (see ARCHITECTURES), 'torchscript' or 'onnx'."
+    )
     arch_kwargs: dict[str, Any] = Field(default_factory=dict, description="Constructor kwargs.")
     weights: str = Field(description="Weights file inside the bundle.")
     weights_sha256: str | None = Field(None, description="Checked before loading when set.")
@@ -109,6 +124,7 @@ class BundleSpec(_Strict):
     extra_files: dict[str, str] = Field(default_factory=dict, description="Key -> file name.")
     description: str = ""
     source: SourceSpec | None = Field(None, description="Origin of imported weights.")
+    onnx: OnnxSpec | None = Field(None, description="Graph input/outputs of an 'onnx' bundle.")
     preparation: dict[str, Any] = Field(
         default_factory=dict,
         description="Input preparation before the network (architecture-specific, e.g. the "

@@ -1,4 +1,5 @@
-"""``geoxai models``: model bundles from other frameworks (a frozen TensorFlow graph)."""
+"""``geoxai models``: model bundles from and to other frameworks (a frozen TensorFlow graph in,
+ONNX out) and a bundle's description."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import typer
 
 models_app = typer.Typer(
-    help="Create model bundles from other frameworks' files.",
+    help="Model bundles from and to other frameworks: import a TensorFlow graph, export to "
+    "ONNX, show what a bundle (or .onnx file) reads and returns.",
     no_args_is_help=True,
 )
 
@@ -60,6 +62,40 @@ def import_tf(
         f"bundle {path}: {spec['architecture']}, inputs {','.join(spec['inputs']['features'])} "
         f"-> {','.join(spec['output']['names'])}; graph sha256 {spec['source']['sha256'][:16]}..."
     )
+
+
+@models_app.command("export-onnx")
+def export_onnx_cmd(
+    bundle: str = typer.Argument(..., help="Torch bundle: directory or .zip with model.json."),
+    out: str = typer.Argument(..., help="The .onnx file to write."),
+    opset: int = typer.Option(17, "--opset", min=7, help="ai.onnx opset of the graph."),
+    atol: float = typer.Option(
+        1e-4, "--atol", min=0, help="Largest allowed |onnxruntime - torch| on the check batch."
+    ),
+) -> None:
+    """Export a TemporalUNet, ASOS, U-Net or scene-classifier bundle to ONNX.
+
+    The graph carries the bundle's model.json (bands, normalization, window, output) as
+    metadata 'geoxai.model_json', passes onnx.checker, and is compared with torch through
+    onnxruntime before it is written; the .onnx file itself is a bundle for `geoxai run`.
+    Prints one JSON line (path, size, SHA-256, opset, outputs, max |onnx - torch|).
+    """
+    from geoxai.models.onnx_export import export_onnx
+
+    typer.echo(json.dumps(export_onnx(bundle, out, opset=opset, atol=atol)))
+
+
+@models_app.command("show")
+def show_cmd(
+    bundle: str = typer.Argument(..., help="Bundle directory, .zip or .onnx file."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch, auto or onnxruntime."),
+) -> None:
+    """Load a bundle (all checks run) and print its model.json and the runtime that runs it."""
+    from geoxai.models.bundle import load_bundle
+
+    b = load_bundle(bundle, "cpu", runtime=runtime)
+    doc = {"path": str(b.path), "runtime": b.runtime, "model_json": b.spec.model_dump(mode="json")}
+    typer.echo(json.dumps(doc, indent=1))
 
 
 def register(app: typer.Typer) -> None:

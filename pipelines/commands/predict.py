@@ -37,6 +37,12 @@ def register(app: typer.Typer) -> None:
             "forward", "--method", help="Network method to blend (e.g. 'activations' for ASOS)."
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a committed output."),
+        runtime: str = typer.Option(
+            "auto",
+            "--runtime",
+            help="Forward pass on: auto (onnxruntime on CPU when it agrees with torch), torch, "
+            "onnxruntime. ONNX bundles always run on onnxruntime.",
+        ),
     ) -> None:
         """Predict one tile: lattice windows, Gaussian blending, written with a commit marker.
 
@@ -57,7 +63,8 @@ def register(app: typer.Typer) -> None:
         ac = look_up_option(autocast, ["none", "bf16", "fp16"], what="autocast mode")
         console = Console(stderr=True)
         t0 = time.perf_counter()
-        b = load_bundle(bundle, device)
+        rt = look_up_option(runtime, ["auto", "torch", "onnxruntime"], what="runtime")
+        b = load_bundle(bundle, device, runtime=rt)
         ds = read_dataset(cube, chunks=None)
         if variable not in ds.data_vars:
             from geoxai.errors import InvalidInputError
@@ -88,7 +95,12 @@ def register(app: typer.Typer) -> None:
             out,
             attrs={"code_version": code_version(), "bundle_spec": b.spec.model_dump(mode="json")},
             overwrite=overwrite,
-            extra={"seconds": round(seconds, 3), "cube": cube, "device": str(b.device)},
+            extra={
+                "seconds": round(seconds, 3),
+                "cube": cube,
+                "device": str(b.device),
+                "runtime": b.runtime,
+            },
             summary={
                 "tile_id": result.attrs.get("tile_id"),
                 "outputs": [str(n) for n in result["output"].values],

@@ -89,8 +89,8 @@ def test_predict_command_writes_committed_prediction(tmp_path, store_root):
     assert np.isnan(pred[:6]).all() and (got["weight"].values[:6] == 0).all()
     core = pred[halo:-halo, halo:-halo]
     assert np.isfinite(core).all() and ((core >= 0) & (core <= 1)).all()
-    # same numbers as the library call
-    direct = load_bundle(bundle).predict(
+    # same numbers as the library call with the CLI's default runtime (onnxruntime on CPU)
+    direct = load_bundle(bundle, runtime="auto").predict(
         ds["features"].assign_attrs(ds.attrs), ds.quality.values > 0
     )
     np.testing.assert_array_equal(pred, direct.values[0])
