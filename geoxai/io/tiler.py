@@ -1,0 +1,267 @@
+"""Web Mercator map tiles and point values of a run's mosaics, read with rio-tiler.
+
+A run keeps one VRT mosaic per UTM zone and layer (:func:`geoxai.io.cog.build_vrt`) over
+per-tile COGs with internal overviews. :func:`render_tile` reads the part of every zone's
+mosaic that falls into one XYZ tile (``WebMercatorQuad``), reprojected by rio-tiler
+(``WarpedVRT``; GDAL picks the overview level whose resolution is just finer than the tile's,
+so a country-zoom tile reads overviews, never full-resolution blocks), and composites the zones
+with the *home-zone rule*: an output pixel takes its value from the zone whose 6-degree strip
+holds its longitude, and only where that zone has no data from another zone. Tiles of several
+zones therefore meet at the zone meridian without overlap, and without gaps where only one zone
+has data. :func:`point_values` applies the same rule to one point.
+
+S3 mosaics are read through GDAL's ``/vsis3/``; :func:`gdal_env` turns the store's s3fs options
+(endpoint) into the GDAL options GDAL needs (the run's credential conventions: keys only from
+the environment).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from geoxai.errors import CorruptDataError, StoreError
+from geoxai.io.location import StoreLocation
+
+__all__ = [
+    "TILE_PX",
+    "ZoneMosaic",
+    "gdal_env",
+    "render_tile",
+    "point_values",
+    "overview_level",
+    "tile_bounds_lonlat",
+]
+
+TILE_PX = 256
+"""Edge of a served map tile, pixels."""
+
+
+@dataclass(frozen=True)
+class ZoneMosaic:
+    """One zone's mosaic of one layer.
+
+    Attributes:
+        epsg: the zone's EPSG code (326xx / 327xx).
+        path: what GDAL opens (a local path or ``/vsis3/bucket/key.vrt``).
+        bounds_lonlat: ``(west, south, east, north)`` of the mosaic, degrees.
+        nodata: the layer's fill value (NaN for float layers).
+    """
+
+    epsg: int
+    path: str
+    bounds_lonlat: tuple[float, float, float, float]
+    nodata: float | int
+
+
+def gdal_env(loc: StoreLocation) -> dict[str, str]:
+    """GDAL config options to read ``loc`` through ``/vsis3/`` (empty for local stores).
+
+    A custom endpoint in the store options (``endpoint_url``) becomes ``AWS_S3_ENDPOINT`` with
+    ``AWS_HTTPS`` from its scheme and path-style addressing; variables already set in the
+    environment win (GDAL reads them itself). Keys are never passed: GDAL reads
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` from the environment like the run does.
+    """
+    if not loc.is_s3:
+        return {}
+    import os
+
+    so = loc.storage_options
+    endpoint = so.get("endpoint_url") or (so.get("client_kwargs") or {}).get("endpoint_url")
+    env: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    if endpoint and not os.environ.get("AWS_S3_ENDPOINT"):
+        parts = urlsplit(str(endpoint))
+        env["AWS_S3_ENDPOINT"] = parts.netloc or parts.path
+        env["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"
+        env["AWS_VIRTUAL_HOSTING"] = "FALSE"
+    return env
+
+
+@contextmanager
+def _reading(path: str, env: Mapping[str, str]) -> Iterator[None]:
+    """GDAL options for the read; a GDAL failure becomes a typed error naming the file."""
+    import rasterio  # lazy: rasterio (GDAL) only when tiles are read
+    from rasterio.errors import RasterioError  # lazy: rasterio (GDAL) only when tiles are read
+
+    try:
+        with rasterio.Env(**env):
+            yield
+    except RasterioError as exc:
+        text = str(exc)
+        if "No such file" in text or "does not exist" in text:
+            raise StoreError(
+                f"Could not read {path}: {text}. A COG the mosaic names is missing: rebuild "
+                "it from the zone store (`geoxai view --write-cogs RUN_ROOT`)."
+            ) from exc
+        raise CorruptDataError(
+            f"Could not read {path} (or a COG it names): {text}. The file is damaged: rewrite "
+            "the tile's COGs from the zone store with `geoxai view --write-cogs RUN_ROOT`."
+        ) from exc
+
+
+def tile_bounds_lonlat(x: int, y: int, z: int) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` in degrees of the Web Mercator tile ``z/x/y``."""
+    n = 2.0**z
+
+    def lat(row: float) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * row / n))))
+
+    return x / n * 360.0 - 180.0, lat(y + 1), (x + 1) / n * 360.0 - 180.0, lat(y)
+
+
+def _home_zone(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """EPSG code of the plain UTM zone of each point (same rule as ``geoxai.geo.grid``)."""
+    zone = np.minimum(np.floor((lon + 180.0) / 6.0).astype(int) + 1, 60)
+    return np.where(lat >= 0, 32600, 32700) + zone
+
+
+def _pixel_lonlat(x: int, y: int, z: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude, latitude (degrees) of the pixel centres of tile ``z/x/y``, ``(size, size)``."""
+    n = 2.0**z
+    cols = x + (np.arange(size) + 0.5) / size
+    rows = y + (np.arange(size) + 0.5) / size
+    lon = cols / n * 360.0 - 180.0
+    lat = np.degrees(np.arctan(np.sinh(np.pi * (1 - 2 * rows / n))))
+    return np.broadcast_to(lon[None, :], (size, size)), np.broadcast_to(lat[:, None], (size, size))
+
+
+def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def render_tile(
+    mosaics: Sequence[ZoneMosaic],
+    x: int,
+    y: int,
+    z: int,
+    *,
+    band: int = 0,
+    resampling: str = "nearest",
+    env: Mapping[str, str] | None = None,
+    size: int = TILE_PX,
+) -> tuple[np.ma.MaskedArray, dict[str, Any]]:
+    """Values of one band of a layer in the Web Mercator tile ``z/x/y``, every zone composited.
+
+    Args:
+        mosaics: the layer's mosaic in each zone.
+        x, y, z: the XYZ tile.
+        band: 0-based band of the layer.
+        resampling: GDAL resampling for the reprojection (``nearest`` for classes and native
+            zoom, ``bilinear`` for smooth layers).
+        env: GDAL options (:func:`gdal_env`).
+        size: tile edge, pixels.
+
+    Returns:
+        ``(values, info)``: a float64 masked array ``(size, size)`` (masked = no data, the
+        whole tile masked outside the run) and ``{"zones": [epsg read], "overview": {epsg: level}}``
+        (level 0 = full resolution, k = the k-th overview; see :func:`overview_level`).
+
+    Raises:
+        CorruptDataError: a mosaic or a COG it names cannot be decoded.
+        StoreError: a COG the mosaic names is missing.
+    """
+    from rio_tiler.errors import TileOutsideBounds  # lazy: rio-tiler only in the viewer
+    from rio_tiler.io import Reader  # lazy: rio-tiler only in the viewer
+
+    out = np.ma.masked_all((size, size), dtype="float64")
+    info: dict[str, Any] = {"zones": [], "overview": {}}
+    bbox = tile_bounds_lonlat(x, y, z)
+    hits = [m for m in mosaics if _intersects(m.bounds_lonlat, bbox)]
+    if not hits:
+        return out, info
+    lon, lat = _pixel_lonlat(x, y, z, size)
+    home = _home_zone(lon, lat)
+    parts: list[tuple[ZoneMosaic, np.ma.MaskedArray]] = []
+    for m in hits:
+        with _reading(m.path, env or {}), Reader(m.path) as src:
+            try:
+                img = src.tile(
+                    x,
+                    y,
+                    z,
+                    tilesize=size,
+                    indexes=band + 1,
+                    reproject_method=resampling,
+                    resampling_method=resampling,
+                    nodata=m.nodata,
+                )
+            except TileOutsideBounds:
+                continue
+            info["overview"][m.epsg] = overview_level(src.dataset, bbox, size)
+        a = img.array[0].astype("float64")
+        parts.append((m, a))
+        info["zones"].append(m.epsg)
+    filled = np.zeros((size, size), dtype=bool)
+    for pass_home in (True, False):  # home-zone pixels first, then fill gaps from other zones
+        for m, a in parts:
+            take = ~np.ma.getmaskarray(a) & ~filled
+            if pass_home:
+                take &= home == m.epsg
+            out[take] = a.data[take]
+            filled |= take
+    return out, info
+
+
+def overview_level(dataset: Any, bbox_lonlat: Sequence[float], size: int) -> int:
+    """The overview level GDAL reads for a ``size`` px tile over ``bbox_lonlat`` (0 = full).
+
+    GDAL's rule (``GDALBandGetBestOverviewLevel2``): the coarsest overview whose resolution is
+    still at least as fine as the requested one (within GDAL's 1.2 tolerance of ``AUTO``).
+    """
+    from pyproj import Transformer  # lazy: pyproj only with rasterio
+
+    t = Transformer.from_crs("EPSG:4326", dataset.crs, always_xy=True)
+    xs, ys = t.transform(
+        [bbox_lonlat[0], bbox_lonlat[2], bbox_lonlat[0], bbox_lonlat[2]],
+        [bbox_lonlat[1], bbox_lonlat[1], bbox_lonlat[3], bbox_lonlat[3]],
+    )
+    want = max((max(xs) - min(xs)) / size, (max(ys) - min(ys)) / size)
+    native = abs(dataset.transform.a)
+    level = 0
+    for k, factor in enumerate(dataset.overviews(1), start=1):
+        if native * factor <= want * 1.2:
+            level = k
+    return level
+
+
+def point_values(
+    mosaics: Sequence[ZoneMosaic],
+    lon: float,
+    lat: float,
+    *,
+    env: Mapping[str, str] | None = None,
+    prefer: int | None = None,
+) -> tuple[int | None, list[float | None]]:
+    """Every band of a layer at ``(lon, lat)``, from the home zone's mosaic (else another zone).
+
+    ``prefer``: the zone to try first (so every layer of a click comes from one zone).
+
+    Returns:
+        ``(epsg, values)``: the zone read and one value per band (None = no data), or
+        ``(None, [])`` when no zone has data there.
+    """
+    from rio_tiler.errors import PointOutsideBounds  # lazy: rio-tiler only in the viewer
+    from rio_tiler.io import Reader  # lazy: rio-tiler only in the viewer
+
+    home = prefer or int(_home_zone(np.array([lon]), np.array([lat]))[0])
+    ordered = sorted(mosaics, key=lambda m: m.epsg != home)
+    for m in ordered:
+        b = m.bounds_lonlat
+        if not (b[0] <= lon <= b[2] and b[1] <= lat <= b[3]):
+            continue
+        with _reading(m.path, env or {}), Reader(m.path) as src:
+            try:
+                pt = src.point(lon, lat, nodata=m.nodata)
+            except PointOutsideBounds:
+                continue
+        mask = np.ma.getmaskarray(pt.array)
+        if mask.all():
+            continue
+        return m.epsg, [None if k else float(v) for v, k in zip(pt.array.data, mask, strict=True)]
+    return None, []
