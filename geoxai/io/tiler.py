@@ -37,6 +37,8 @@ __all__ = [
     "point_values",
     "overview_level",
     "tile_bounds_lonlat",
+    "encode_png",
+    "empty_png",
 ]
 
 TILE_PX = 256
@@ -265,3 +267,16 @@ def point_values(
             continue
         return m.epsg, [None if k else float(v) for v, k in zip(pt.array.data, mask, strict=True)]
     return None, []
+
+
+def encode_png(rgba: np.ndarray) -> bytes:
+    """PNG bytes of an RGBA ``(H, W, 4)`` uint8 image (alpha kept: transparent = no data)."""
+    from rio_tiler.utils import render  # lazy: rio-tiler only in the viewer
+
+    a = np.ascontiguousarray(np.moveaxis(np.asarray(rgba, dtype=np.uint8), -1, 0))
+    return render(a[:3], mask=a[3], img_format="PNG")
+
+
+def empty_png(size: int = TILE_PX) -> bytes:
+    """A fully transparent ``size`` px PNG (a tile outside the run)."""
+    return encode_png(np.zeros((size, size, 4), dtype=np.uint8))

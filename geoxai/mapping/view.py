@@ -11,8 +11,12 @@ part of the run viewable (no COGs, a zone without mosaics) are listed in
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import os
+import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +33,7 @@ from geoxai.mapping.records import read_records
 from geoxai.mapping.report import STATUS_COLOURS, tile_statuses
 from geoxai.mapping.styles import LayerStyle, layer_style
 
-__all__ = ["VIEW_LAYERS", "RunView", "NotARunError"]
+__all__ = ["VIEW_LAYERS", "RunView", "NotARunError", "LayerError", "write_missing_cogs"]
 
 VIEW_LAYERS = (
     "prediction",
@@ -136,6 +140,13 @@ class RunView:
                     missing.append(f"{name} (EPSG:{epsg})")
                     continue
                 path = f"/vsis3/{vrt.path}" if vrt.is_s3 else vrt.path
+                outside = _sources_outside(fs, vrt.path, loc.path, local=not loc.is_s3)
+                if outside:
+                    problems.append(
+                        f"Mosaic {vrt.url} names {outside}, outside the run root; it is not "
+                        f"served. Rebuild it with `geoxai view --write-cogs {layout.root}`."
+                    )
+                    continue
                 mosaics[name].append(ZoneMosaic(epsg, path, z.bounds_lonlat, spec.fill))
         done = [r for r in records if r.get("status") == "done"]
         if missing and done:
@@ -390,6 +401,33 @@ def _grid_index(store: ZoneStore, epsg: int, lon: float, lat: float) -> tuple[An
     return None, None
 
 
+_SOURCE_RE = re.compile(r"<SourceFilename[^>]*>([^<]*)</SourceFilename>")
+
+
+def _sources_outside(fs: Any, vrt_path: str, root_path: str, *, local: bool) -> str | None:
+    """The first file a VRT names (or the VRT itself) that resolves outside the run root.
+
+    Locally symlinks are resolved (``os.path.realpath``), so a linked COG or mosaic that points
+    elsewhere is refused like ``../`` or an absolute source path.
+    """
+    text = fs.cat_file(vrt_path).decode("utf-8", "replace")
+    base = posixpath.dirname(vrt_path)
+    if local:
+        root = os.path.realpath(root_path)
+        names = [vrt_path] + [os.path.join(base, html.unescape(n)) for n in _SOURCE_RE.findall(text)]
+        for n in names:
+            real = os.path.realpath(n)
+            if os.path.commonpath([real, root]) != root:
+                return n
+        return None
+    for n in _SOURCE_RE.findall(text):
+        n = html.unescape(n)
+        full = posixpath.normpath(posixpath.join(base, n))
+        if n.startswith(("/", "\\")) or "://" in n or not full.startswith(root_path.rstrip("/") + "/"):
+            return n
+    return None
+
+
 def _lonlat_bounds(epsg: int, bounds: Sequence[float]) -> tuple[float, float, float, float]:
     from pyproj import Transformer  # lazy: pyproj only with rasterio
 
@@ -409,3 +447,37 @@ def _nan_to_none(obj: Any) -> Any:
         return _nan_to_none(obj.item())
     return obj
 
+
+
+def write_missing_cogs(
+    root: str, storage_options: Mapping[str, Any] | None = None
+) -> dict[int, dict[str, str]]:
+    """Write every done tile's COGs from the zone stores and rebuild the zone mosaics.
+
+    For a run made with ``processing.write_cogs: false`` (or whose COGs were damaged): COGs
+    are derived products, read back from the verified zone-store chunks
+    (:func:`geoxai.io.cog.write_tile_cogs` with ``layers=None``). Records are not rewritten.
+
+    Returns:
+        epsg -> layer -> mosaic URL.
+    """
+    from geoxai.io.cog import build_mosaics, write_tile_cogs
+
+    view = RunView.open(root, storage_options)
+    size = view._tile_size()
+    done = [
+        tile_from_id(str(r["tile_id"]), tile_size_m=int(r.get("tile_size_m", size)))
+        for r in view.records
+        if r.get("status") == "done"
+    ]
+    if not done:
+        raise NotARunError(f"{view.layout.root} has no done tile; there is nothing to write.")
+    out: dict[int, dict[str, str]] = {}
+    for epsg, z in view.zones.items():
+        tiles = [t for t in done if t.epsg == epsg]
+        if not tiles:
+            continue
+        for t in tiles:
+            write_tile_cogs(view.layout, z.store, t)
+        out.update(build_mosaics(view.layout, tiles, list(z.store.layers.values())))
+    return out
