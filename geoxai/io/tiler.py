@@ -39,6 +39,7 @@ __all__ = [
     "tile_bounds_lonlat",
     "encode_png",
     "empty_png",
+    "Pyramid",
 ]
 
 TILE_PX = 256
@@ -54,12 +55,14 @@ class ZoneMosaic:
         path: what GDAL opens (a local path or ``/vsis3/bucket/key.vrt``).
         bounds_lonlat: ``(west, south, east, north)`` of the mosaic, degrees.
         nodata: the layer's fill value (NaN for float layers).
+        name: the mosaic's URL, for messages (default ``path``).
     """
 
     epsg: int
     path: str
     bounds_lonlat: tuple[float, float, float, float]
     nodata: float | int
+    name: str = ""
 
 
 def gdal_env(loc: StoreLocation) -> dict[str, str]:
@@ -181,7 +184,7 @@ def render_tile(
     home = _home_zone(lon, lat)
     parts: list[tuple[ZoneMosaic, np.ma.MaskedArray]] = []
     for m in hits:
-        with _reading(m.path, env or {}), Reader(m.path) as src:
+        with _reading(m.name or m.path, env or {}), Reader(m.path) as src:
             try:
                 img = src.tile(
                     x,
@@ -257,7 +260,7 @@ def point_values(
         b = m.bounds_lonlat
         if not (b[0] <= lon <= b[2] and b[1] <= lat <= b[3]):
             continue
-        with _reading(m.path, env or {}), Reader(m.path) as src:
+        with _reading(m.name or m.path, env or {}), Reader(m.path) as src:
             try:
                 pt = src.point(lon, lat, nodata=m.nodata)
             except PointOutsideBounds:
@@ -280,3 +283,87 @@ def encode_png(rgba: np.ndarray) -> bytes:
 def empty_png(size: int = TILE_PX) -> bytes:
     """A fully transparent ``size`` px PNG (a tile outside the run)."""
     return encode_png(np.zeros((size, size, 4), dtype=np.uint8))
+
+
+class Pyramid:
+    """An in-memory copy of a zone mosaic VRT with explicit overviews (GDAL ``/vsimem/``).
+
+    The run's mosaics place full-resolution COGs side by side; GDAL's VRT exposes implicit
+    overviews only for single-source VRTs, so a warped read of a mosaic at country zoom would
+    read every COG at full resolution. This copy adds, per overview level ``k`` of the COGs
+    (factors 2, 4 ...), an ``<Overview>`` VRT whose sources open each COG at
+    ``OVERVIEW_LEVEL=k-1``: GDAL's warper then reads the COGs' internal overviews. Source paths
+    become absolute (local paths, or ``/vsis3/`` for S3 mosaics); nothing is written to the run.
+
+    Attributes:
+        path: the ``/vsimem/`` path to open instead of the mosaic.
+        factors: overview factors (e.g. ``[2, 4]``); empty when the COGs have none.
+    """
+
+    def __init__(self, xml: str, mosaic_path: str, env: Mapping[str, str] | None = None) -> None:
+        import xml.etree.ElementTree as ET  # noqa: N817 - stdlib alias
+
+        import rasterio  # lazy: rasterio (GDAL) only when tiles are read
+        from rasterio.io import MemoryFile  # lazy: rasterio (GDAL) only when tiles are read
+
+        root = ET.fromstring(xml)
+        base = mosaic_path.rsplit("/", 1)[0]
+        first: str | None = None
+        for fn in root.iter("SourceFilename"):
+            name = fn.text or ""
+            if fn.get("relativeToVRT") == "1":
+                name = _join(base, name)
+            fn.text, first = name, first or name
+            fn.attrib.pop("relativeToVRT", None)
+        self.factors: list[int] = []
+        if first is not None:
+            with _reading(first, env or {}), rasterio.open(first) as src:
+                self.factors = list(src.overviews(1))
+        self._files: list[Any] = []
+        gt = [float(v) for v in (root.findtext("GeoTransform") or "").split(",")]
+        nx, ny = int(root.get("rasterXSize", "0")), int(root.get("rasterYSize", "0"))
+        ovr_paths = []
+        for level, f in enumerate(self.factors):
+            ovr = ET.fromstring(ET.tostring(root))
+            ovr.set("rasterXSize", str(math.ceil(nx / f)))
+            ovr.set("rasterYSize", str(math.ceil(ny / f)))
+            g = [gt[0], gt[1] * f, gt[2], gt[3], gt[4], gt[5] * f]
+            gt_el = ovr.find("GeoTransform")
+            if gt_el is not None:
+                gt_el.text = ", ".join(repr(v) for v in g)
+            for src_el in ovr.iter("SimpleSource"):
+                oo = ET.SubElement(src_el, "OpenOptions")
+                ET.SubElement(oo, "OOI", key="OVERVIEW_LEVEL").text = str(level)
+                for tag in ("SrcRect", "DstRect"):
+                    r = src_el.find(tag)
+                    if r is not None:
+                        for k in r.attrib:
+                            r.set(k, str(int(r.get(k, "0")) // f))
+                props = src_el.find("SourceProperties")
+                if props is not None:
+                    src_el.remove(props)
+            mf = MemoryFile(ET.tostring(ovr), ext=".vrt")
+            self._files.append(mf)
+            ovr_paths.append(mf.name)
+        for band in root.iter("VRTRasterBand"):
+            b = band.get("band", "1")
+            for p in ovr_paths:
+                o = ET.SubElement(band, "Overview")
+                ET.SubElement(o, "SourceFilename").text = p
+                ET.SubElement(o, "SourceBand").text = b
+        main = MemoryFile(ET.tostring(root), ext=".vrt")
+        self._files.append(main)
+        self.path: str = main.name
+
+    def close(self) -> None:
+        """Free the in-memory files."""
+        for f in self._files:
+            f.close()
+        self._files = []
+
+
+def _join(base: str, rel: str) -> str:
+    """``rel`` resolved against the folder ``base`` (POSIX rules; keeps ``/vsis3/``)."""
+    import posixpath
+
+    return posixpath.normpath(posixpath.join(base, rel))

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from geoxai.errors import InvalidInputError, StoreError, look_up_option
+from geoxai.errors import DataAccessError, InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
 from geoxai.io.layout import RunLayout
 from geoxai.io.store import read_json
-from geoxai.io.tiler import ZoneMosaic, gdal_env, point_values, render_tile
+from geoxai.io.tiler import Pyramid, ZoneMosaic, gdal_env, point_values, render_tile
 from geoxai.io.zonestore import LayerSpec, ZoneStore
 from geoxai.mapping.records import read_records
 from geoxai.mapping.report import STATUS_COLOURS, tile_statuses
@@ -131,6 +131,7 @@ class RunView:
         env = gdal_env(loc)
         mosaics: dict[str, list[ZoneMosaic]] = {n: [] for n in layers}
         missing: list[str] = []
+        pyramids: list[Pyramid] = []
         for epsg, z in zones.items():
             for name, spec in layers.items():
                 if name not in z.store.layers:
@@ -140,14 +141,23 @@ class RunView:
                     missing.append(f"{name} (EPSG:{epsg})")
                     continue
                 path = f"/vsis3/{vrt.path}" if vrt.is_s3 else vrt.path
-                outside = _sources_outside(fs, vrt.path, loc.path, local=not loc.is_s3)
+                xml = fs.cat_file(vrt.path).decode("utf-8", "replace")
+                outside = _sources_outside(xml, vrt.path, loc.path, local=not loc.is_s3)
                 if outside:
                     problems.append(
                         f"Mosaic {vrt.url} names {outside}, outside the run root; it is not "
                         f"served. Rebuild it with `geoxai view --write-cogs {layout.root}`."
                     )
                     continue
-                mosaics[name].append(ZoneMosaic(epsg, path, z.bounds_lonlat, spec.fill))
+                try:
+                    pyr = Pyramid(xml, path, env)
+                except DataAccessError as exc:
+                    problems.append(f"Mosaic {vrt.url}: {exc}")
+                    continue
+                pyramids.append(pyr)
+                mosaics[name].append(
+                    ZoneMosaic(epsg, pyr.path, z.bounds_lonlat, spec.fill, name=vrt.url)
+                )
         done = [r for r in records if r.get("status") == "done"]
         if missing and done:
             no_cogs = not any(r.get("cogs") for r in done) and not any(mosaics.values())
@@ -165,7 +175,13 @@ class RunView:
                 )
         view = cls(layout, dict(config), records, zones, layers, styles, mosaics, problems)
         view._env = env
+        view._pyramids = pyramids
         return view
+
+    def close(self) -> None:
+        """Free the in-memory overview VRTs."""
+        for p in self._pyramids:
+            p.close()
 
     # ---- map tiles ----------------------------------------------------------------------
 
@@ -378,6 +394,7 @@ class RunView:
         return json.dumps(_nan_to_none(obj), default=str).encode()
 
     _env: dict[str, str] = field(default_factory=dict, repr=False)
+    _pyramids: list[Pyramid] = field(default_factory=list, repr=False)
 
 
 class LayerError(InvalidInputError):
@@ -404,13 +421,12 @@ def _grid_index(store: ZoneStore, epsg: int, lon: float, lat: float) -> tuple[An
 _SOURCE_RE = re.compile(r"<SourceFilename[^>]*>([^<]*)</SourceFilename>")
 
 
-def _sources_outside(fs: Any, vrt_path: str, root_path: str, *, local: bool) -> str | None:
+def _sources_outside(text: str, vrt_path: str, root_path: str, *, local: bool) -> str | None:
     """The first file a VRT names (or the VRT itself) that resolves outside the run root.
 
     Locally symlinks are resolved (``os.path.realpath``), so a linked COG or mosaic that points
     elsewhere is refused like ``../`` or an absolute source path.
     """
-    text = fs.cat_file(vrt_path).decode("utf-8", "replace")
     base = posixpath.dirname(vrt_path)
     if local:
         root = os.path.realpath(root_path)

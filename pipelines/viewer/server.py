@@ -81,6 +81,12 @@ class ViewerServer(ThreadingHTTPServer):
         host, port = str(self.server_address[0]), int(self.server_address[1])
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
+    def server_close(self) -> None:
+        """Close the socket and free the run's in-memory overview VRTs."""
+        super().server_close()
+        if self.view is not None:
+            self.view.close()
+
     def report(self, message: str) -> None:
         """Print a problem on the terminal once."""
         with self._lock:
