@@ -17,7 +17,9 @@ the environment).
 
 from __future__ import annotations
 
+import functools
 import math
+import queue
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,6 +112,39 @@ def _reading(path: str, env: Mapping[str, str]) -> Iterator[None]:
         ) from exc
 
 
+_POOL: dict[str, queue.SimpleQueue[Any]] = {}
+"""Open datasets per path, reused across requests (one user at a time: GDAL datasets are not
+safe for concurrent use, sequential use from several threads is fine)."""
+
+
+@contextmanager
+def _dataset(path: str) -> Iterator[Any]:
+    """An open rasterio dataset of ``path``: from the pool, or opened; returned after use."""
+    import rasterio  # lazy: rasterio (GDAL) only when tiles are read
+
+    pool = _POOL.setdefault(path, queue.SimpleQueue())
+    try:
+        ds = pool.get_nowait()
+    except queue.Empty:
+        ds = rasterio.open(path)
+    ok = False
+    try:
+        yield ds
+        ok = True
+    finally:
+        if ok:
+            pool.put(ds)
+        else:
+            ds.close()  # a failed read may leave GDAL's state dirty: do not reuse
+
+
+def release(path: str) -> None:
+    """Close the pooled datasets of ``path`` (before its file goes away)."""
+    pool = _POOL.pop(path, None)
+    while pool is not None and not pool.empty():
+        pool.get_nowait().close()
+
+
 def tile_bounds_lonlat(x: int, y: int, z: int) -> tuple[float, float, float, float]:
     """``(west, south, east, north)`` in degrees of the Web Mercator tile ``z/x/y``."""
     n = 2.0**z
@@ -184,7 +219,11 @@ def render_tile(
     home = _home_zone(lon, lat)
     parts: list[tuple[ZoneMosaic, np.ma.MaskedArray]] = []
     for m in hits:
-        with _reading(m.name or m.path, env or {}), Reader(m.path) as src:
+        with (
+            _reading(m.name or m.path, env or {}),
+            _dataset(m.path) as ds,
+            Reader(m.path, dataset=ds) as src,
+        ):
             try:
                 img = src.tile(
                     x,
@@ -219,9 +258,7 @@ def overview_level(dataset: Any, bbox_lonlat: Sequence[float], size: int) -> int
     GDAL's rule (``GDALBandGetBestOverviewLevel2``): the coarsest overview whose resolution is
     still at least as fine as the requested one (within GDAL's 1.2 tolerance of ``AUTO``).
     """
-    from pyproj import Transformer  # lazy: pyproj only with rasterio
-
-    t = Transformer.from_crs("EPSG:4326", dataset.crs, always_xy=True)
+    t = _from_lonlat(dataset.crs.to_string())
     xs, ys = t.transform(
         [bbox_lonlat[0], bbox_lonlat[2], bbox_lonlat[0], bbox_lonlat[2]],
         [bbox_lonlat[1], bbox_lonlat[1], bbox_lonlat[3], bbox_lonlat[3]],
@@ -233,6 +270,13 @@ def overview_level(dataset: Any, bbox_lonlat: Sequence[float], size: int) -> int
         if native * factor <= want * 1.2:
             level = k
     return level
+
+
+@functools.lru_cache(maxsize=64)
+def _from_lonlat(crs: str) -> Any:
+    from pyproj import Transformer  # lazy: pyproj only with rasterio
+
+    return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
 
 
 def point_values(
@@ -260,7 +304,11 @@ def point_values(
         b = m.bounds_lonlat
         if not (b[0] <= lon <= b[2] and b[1] <= lat <= b[3]):
             continue
-        with _reading(m.name or m.path, env or {}), Reader(m.path) as src:
+        with (
+            _reading(m.name or m.path, env or {}),
+            _dataset(m.path) as ds,
+            Reader(m.path, dataset=ds) as src,
+        ):
             try:
                 pt = src.point(lon, lat, nodata=m.nodata)
             except PointOutsideBounds:
@@ -273,11 +321,20 @@ def point_values(
 
 
 def encode_png(rgba: np.ndarray) -> bytes:
-    """PNG bytes of an RGBA ``(H, W, 4)`` uint8 image (alpha kept: transparent = no data)."""
-    from rio_tiler.utils import render  # lazy: rio-tiler only in the viewer
+    """PNG bytes of an RGBA ``(H, W, 4)`` uint8 image (alpha kept: transparent = no data).
 
-    a = np.ascontiguousarray(np.moveaxis(np.asarray(rgba, dtype=np.uint8), -1, 0))
-    return render(a[:3], mask=a[3], img_format="PNG")
+    Pillow at zlib level 1: about 3x faster than GDAL's PNG driver at its default level for
+    a 256 px tile, for tiles about twice the size (still a few kB for a map tile).
+    """
+    import io
+
+    from PIL import Image  # lazy: Pillow only in the viewer
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8), "RGBA").save(
+        buf, "PNG", compress_level=1
+    )
+    return buf.getvalue()
 
 
 def empty_png(size: int = TILE_PX) -> bytes:
@@ -356,8 +413,9 @@ class Pyramid:
         self.path: str = main.name
 
     def close(self) -> None:
-        """Free the in-memory files."""
+        """Close pooled datasets of the in-memory files and free them."""
         for f in self._files:
+            release(f.name)
             f.close()
         self._files = []
 

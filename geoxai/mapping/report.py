@@ -464,7 +464,13 @@ def render_report(
         parts.append("<p>No timings recorded (no tile done).</p>")
     parts.append("</section>")
     # quicklooks
-    parts.append("<section id='quicklooks'><h2>Quicklooks</h2>")
+    parts.append(
+        "<section id='quicklooks'><h2>Quicklooks</h2><p id='viewer'>Pan and zoom every layer at "
+        "full resolution, toggle the explanations over the prediction and inspect a pixel "
+        "(values, quality, smoothed series, tile record) in the viewer on your machine: "
+        f"<code>geoxai view {_e(layout.root)}</code> (add <code>--write-cogs</code> for a run "
+        "written with <code>write_cogs: false</code>).</p>"
+    )
     n_ql = 0
     for epsg in zones:
         for layer in ("prediction", "asos_sensitivity", "spacex_attribution"):

@@ -60,6 +60,9 @@ def value_range(layer: str, units: str, lo: float, hi: float) -> tuple[float, fl
     return lo, hi if hi > lo else lo + 1e-6
 
 
+_LUTS: dict[Any, np.ndarray] = {}
+
+
 @dataclass(frozen=True)
 class LayerStyle:
     """The colouring of one layer.
@@ -84,18 +87,24 @@ class LayerStyle:
     bands: tuple[str, ...] = ()
 
     def lut(self) -> np.ndarray:
-        """RGBA look-up table ``(256, 4)`` uint8: index 0..255 spans vmin..vmax (continuous), or
+        """RGBA look-up table (computed once per style) ``(256, 4)`` uint8: index 0..255 spans vmin..vmax (continuous), or
         the class code (classes; codes without a colour are transparent)."""
+        key = (self.kind, self.cmap, tuple(sorted(self.classes.items())))
+        cached = _LUTS.get(key)
+        if cached is not None:
+            return cached
         out = np.zeros((256, 4), dtype=np.uint8)
         if self.kind == "classes":
             for code, (_, colour) in self.classes.items():
                 c = colour.lstrip("#")
                 out[int(code)] = [int(c[i : i + 2], 16) for i in (0, 2, 4)] + [255]
-            return out
-        import matplotlib as mpl  # lazy: matplotlib only for colour maps (~0.5 s import)
+        else:
+            import matplotlib as mpl  # lazy: matplotlib only for colour maps (~0.5 s import)
 
-        rgba = mpl.colormaps[self.cmap](np.linspace(0, 1, 256))
-        return np.round(rgba * 255).astype(np.uint8)
+            rgba = mpl.colormaps[self.cmap](np.linspace(0, 1, 256))
+            out = np.round(rgba * 255).astype(np.uint8)
+        _LUTS[key] = out
+        return out
 
     def colourize(self, values: np.ma.MaskedArray) -> np.ndarray:
         """RGBA ``(H, W, 4)`` uint8 of a masked ``(H, W)`` array; masked pixels transparent."""

@@ -103,9 +103,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # a map asks for dozens of tiles per pan
 
-    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        ctype: str,
+        cache: str = "no-store",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
@@ -226,15 +235,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, self.server.empty_tile, "image/png")
         try:
             band = int(q.get("band", "0"))
-            rgba, _ = view.tile(layer, x, y, z, band=band)
+            rgba, info = view.tile(layer, x, y, z, band=band)
         except (ValueError, LayerError) as exc:
             return self._error(HTTPStatus.NOT_FOUND, str(exc))
         except DataAccessError as exc:
             self.server.report(str(exc))
             return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+        # which zones and overview levels were read (0 = full resolution): benchmarks, debugging
+        read = {"X-Geoxai-Overview": ",".join(f"{e}:{k}" for e, k in info["overview"].items())}
         if not rgba[..., 3].any():
-            return self._send(200, self.server.empty_tile, "image/png")
-        return self._send(200, encode_png(rgba), "image/png")
+            return self._send(200, self.server.empty_tile, "image/png", extra=read)
+        return self._send(200, encode_png(rgba), "image/png", extra=read)
 
 
 def make_server(
