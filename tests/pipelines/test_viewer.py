@@ -70,6 +70,20 @@ def _zarr_value(root: Path, epsg: int, layer: str, lon: float, lat: float) -> np
     return np.asarray(zone.array(layer)[..., row, col]).reshape(-1)
 
 
+def _n_obs(view_run, px: dict) -> int:
+    """Clear observations of the pixel: the whole kept cube preprocessed by the library."""
+    from geoxai.config import load_run_config
+    from geoxai.io import store
+    from geoxai.mapping.settings import preprocess_params
+    from geoxai.temporal.smoothing import preprocess
+
+    raw = store.read_cube(str(view_run.root / "cubes" / f"{px['tile_id']}.zarr")).load()
+    ds = preprocess(raw, preprocess_params(load_run_config(view_run.config)))
+    r = int(np.abs(raw["y"].values - px["y"]).argmin())
+    c = int(np.abs(raw["x"].values - px["x"]).argmin())
+    return int(ds["n_obs"].values[r, c])
+
+
 def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
     n = 2**z
     x = int((lon + 180) / 360 * n)
@@ -114,6 +128,7 @@ def test_zones_meet_at_the_meridian_without_gaps_or_overlaps(view_run):
     both = v31 & v32
     east, west = lon >= 6.0, lon < 6.0
     assert (both & east).sum() > 100 and (both & west).sum() > 100  # the zones do overlap
+    assert (a31[both] != a32[both]).mean() > 0.99  # and differ there (zone 32N is +0.05)
     np.testing.assert_array_equal(values[both & east], a32[both & east])
     np.testing.assert_array_equal(values[both & west], a31[both & west])
     np.testing.assert_array_equal(values[v31 & ~v32], a31[v31 & ~v32])
@@ -180,7 +195,10 @@ def test_api_tiles_pixel_and_errors(viewer, view_run):
     assert out == {"inside": False, "lon": 0.0, "lat": 0.0}
     assert _get(viewer, "/api/pixel?lon=a&lat=1")[0] == 400
     series = json.loads(_get(viewer, f"/api/series?lon={lon}&lat={lat}")[2])
-    assert series["kept"] is False and "not kept" in series["message"]
+    assert series["kept"] and series["n_obs"] == _n_obs(view_run, px) and series["valid"]
+    assert len(series["times"]) == 24 and len(series["series"]["NDVI"]) == 24
+    other = json.loads(_get(viewer, "/api/series?lon=5.995&lat=50.8")[2])
+    assert other["kept"] is False and "not kept" in other["message"]
 
 
 def test_loopback_only_and_path_jail(viewer, view_run, tmp_path, monkeypatch):
@@ -327,6 +345,11 @@ def test_page_shows_layers_and_pixel_values_in_chromium(viewer, view_run, monkey
         wait.until(lambda d: d.execute_script(
             "return document.querySelector('.layer[data-layer=asos_sensitivity]').dataset.loaded"
         ))  # fmt: skip
+        d.execute_script(
+            "const o = document.getElementById('opacity-asos_sensitivity'); o.value = '0.45';"
+            "o.dispatchEvent(new Event('input'))"
+        )
+        assert d.execute_script("return state.layers.asos_sensitivity.options.opacity") == 0.45
         srcs = d.execute_script(
             "return [...document.querySelectorAll('img.leaflet-tile')].map(i => i.src)"
         )
@@ -361,11 +384,18 @@ def test_page_shows_layers_and_pixel_values_in_chromium(viewer, view_run, monkey
             np.testing.assert_allclose(vals, want, rtol=1e-6, err_msg=layer)
         q = int(_zarr_value(view_run.root, epsg, "quality", got_lon, got_lat)[0])
         assert d.find_element(By.ID, "pixel-quality").get_attribute("data-code") == str(q)
-        assert "not kept" in d.find_element(By.ID, "series-status").text
+        status = d.find_element(By.ID, "series-status")
+        px = json.loads(_get(viewer, f"/api/pixel?lon={got_lon}&lat={got_lat}")[2])
+        assert status.get_attribute("data-nobs") == str(_n_obs(view_run, px)), status.text
+        assert f"clear observations: {_n_obs(view_run, px)}" in status.text
+        points = d.find_element(By.CSS_SELECTOR, "#series-plot polyline").get_attribute("points")
+        assert len(points.split()) == 24
         d.find_element(By.CSS_SELECTOR, "#record summary").click()
         assert "feedc0de" in d.find_element(By.ID, "record-json").text
         shot = os.environ.get("GEOXAI_VIEW_SCREENSHOT")
         if shot:  # README figure: GEOXAI_VIEW_SCREENSHOT=examples/viewer.png pytest -k chromium
+            d.set_window_size(1400, 1500)
+            d.execute_script("document.getElementById('panel').scrollTop = 0")
             d.save_screenshot(shot)
     finally:
         d.quit()

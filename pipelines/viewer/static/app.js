@@ -9,6 +9,8 @@ const el = (tag, attrs = {}, text = "") => {
   return e;
 };
 const fmt = (v) => (v === null || v === undefined ? "no data" : Number(v).toPrecision(5));
+const fmtScale = (v) => (v !== 0 && Math.abs(v) < 1e-3 ? Number(v).toExponential(1) :
+  String(Number(Number(v).toPrecision(3))));
 
 async function getJSON(url) {
   const r = await fetch(url);
@@ -42,9 +44,9 @@ function legend(layer) {
       style: `background:linear-gradient(to right,${layer.stops.join(",")})` }));
     const lab = el("div", { class: "ramp-labels" });
     const units = layer.units && layer.units !== "1" ? ` ${layer.units}` : "";
-    lab.appendChild(el("span", {}, fmt(layer.vmin) + units));
+    lab.appendChild(el("span", {}, fmtScale(layer.vmin) + units));
     lab.appendChild(el("span", {}, `${layer.cmap}`));
-    lab.appendChild(el("span", {}, fmt(layer.vmax) + units));
+    lab.appendChild(el("span", {}, fmtScale(layer.vmax) + units));
     box.appendChild(lab);
   }
   return box;
@@ -165,11 +167,13 @@ async function inspect(latlng) {
   $("pixel-where").textContent = `${lat.toFixed(5)} N, ${lon.toFixed(5)} E — tile ` +
     `${px.tile_id}, EPSG:${px.epsg} row ${px.row} col ${px.col} (x ${px.x.toFixed(1)}, ` +
     `y ${px.y.toFixed(1)} m)`;
+  const kinds = Object.fromEntries(state.run.layers.map((l) => [l.layer, l.kind]));
   for (const [layer, bands] of Object.entries(px.values)) {
     for (const [band, v] of Object.entries(bands)) {
       const tr = el("tr");
       const td = el("td", { class: "num", "data-layer": layer, "data-band": band,
-        "data-value": v === null ? "" : String(v) }, fmt(v));
+        "data-value": v === null ? "" : String(v) },
+        v !== null && kinds[layer] === "classes" ? String(v) : fmt(v));
       tr.append(el("td", {}, layer), el("td", {}, band === layer ? "" : band), td);
       body.appendChild(tr);
     }
