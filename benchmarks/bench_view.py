@@ -131,9 +131,7 @@ def main() -> None:
         zc = z - 3
         ctiles = _tiles_over(bounds, zc)
         pyr = view.mosaics["prediction"]
-        plain = [
-            ZoneMosaic(m.epsg, m.name, m.bounds_lonlat, m.nodata, name=m.name) for m in pyr
-        ]
+        plain = [ZoneMosaic(m.epsg, m.name, m.bounds_lonlat, m.nodata, name=m.name) for m in pyr]
         out = {}
         for name, mos in (("plain_vrt", plain), ("pyramid", pyr)):
             ms, read, lv = [], [], []
@@ -154,11 +152,11 @@ def main() -> None:
             }
         out["tiles"] = len(ctiles)
         out["zoom"] = zc
-        out["bytes_ratio_plain_over_pyramid"] = (
-            out["plain_vrt"]["median_bytes_read"] / max(out["pyramid"]["median_bytes_read"], 1)
+        out["bytes_ratio_plain_over_pyramid"] = out["plain_vrt"]["median_bytes_read"] / max(
+            out["pyramid"]["median_bytes_read"], 1
         )
-        out["time_ratio_plain_over_pyramid"] = (
-            out["plain_vrt"]["median_ms"] / max(out["pyramid"]["median_ms"], 1e-9)
+        out["time_ratio_plain_over_pyramid"] = out["plain_vrt"]["median_ms"] / max(
+            out["pyramid"]["median_ms"], 1e-9
         )
         res["country"] = out
         # native zoom over HTTP

@@ -18,8 +18,12 @@ the environment).
 from __future__ import annotations
 
 import functools
+import io
 import math
+import os
+import posixpath
 import queue
+import xml.etree.ElementTree as ET  # noqa: N817 - the stdlib's customary alias
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,8 +81,6 @@ def gdal_env(loc: StoreLocation) -> dict[str, str]:
     """
     if not loc.is_s3:
         return {}
-    import os
-
     so = loc.storage_options
     endpoint = so.get("endpoint_url") or (so.get("client_kwargs") or {}).get("endpoint_url")
     env: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
@@ -326,8 +328,6 @@ def encode_png(rgba: np.ndarray) -> bytes:
     Pillow at zlib level 1: about 3x faster than GDAL's PNG driver at its default level for
     a 256 px tile, for tiles about twice the size (still a few kB for a map tile).
     """
-    import io
-
     from PIL import Image  # lazy: Pillow only in the viewer
 
     buf = io.BytesIO()
@@ -358,8 +358,6 @@ class Pyramid:
     """
 
     def __init__(self, xml: str, mosaic_path: str, env: Mapping[str, str] | None = None) -> None:
-        import xml.etree.ElementTree as ET  # noqa: N817 - stdlib alias
-
         import rasterio  # lazy: rasterio (GDAL) only when tiles are read
         from rasterio.io import MemoryFile  # lazy: rasterio (GDAL) only when tiles are read
 
@@ -422,6 +420,4 @@ class Pyramid:
 
 def _join(base: str, rel: str) -> str:
     """``rel`` resolved against the folder ``base`` (POSIX rules; keeps ``/vsis3/``)."""
-    import posixpath
-
     return posixpath.normpath(posixpath.join(base, rel))

@@ -87,8 +87,9 @@ class LayerStyle:
     bands: tuple[str, ...] = ()
 
     def lut(self) -> np.ndarray:
-        """RGBA look-up table (computed once per style) ``(256, 4)`` uint8: index 0..255 spans vmin..vmax (continuous), or
-        the class code (classes; codes without a colour are transparent)."""
+        """RGBA look-up table ``(256, 4)`` uint8 (computed once per colour map): index 0..255
+        spans vmin..vmax (continuous), or is the class code (classes; codes without a colour are
+        transparent)."""
         key = (self.kind, self.cmap, tuple(sorted(self.classes.items())))
         cached = _LUTS.get(key)
         if cached is not None:
@@ -135,7 +136,7 @@ class LayerStyle:
                 cmap=self.cmap,
                 vmin=self.vmin,
                 vmax=self.vmax,
-                stops=["#%02x%02x%02x" % tuple(int(c) for c in s[:3]) for s in stops],
+                stops=["#" + "".join(f"{int(c):02x}" for c in s[:3]) for s in stops],
             )
         return doc
 
@@ -156,7 +157,9 @@ def layer_style(
         stats: per-tile ``{"min", "max"}`` of the layer (``record["stats"][layer]``).
     """
     if layer in _CLASSES:
-        return LayerStyle(layer, "classes", classes=_CLASSES[layer], units=units, bands=tuple(bands))
+        return LayerStyle(
+            layer, "classes", classes=_CLASSES[layer], units=units, bands=tuple(bands)
+        )
     lows = [float(s["min"]) for s in stats if "min" in s and math.isfinite(float(s["min"]))]
     highs = [float(s["max"]) for s in stats if "max" in s and math.isfinite(float(s["max"]))]
     lo, hi = (min(lows), max(highs)) if lows and highs else (0.0, 1.0)

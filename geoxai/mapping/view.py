@@ -25,6 +25,7 @@ import numpy as np
 
 from geoxai.errors import DataAccessError, InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
+from geoxai.io.cog import build_mosaics, write_tile_cogs
 from geoxai.io.layout import RunLayout
 from geoxai.io.store import read_json
 from geoxai.io.tiler import Pyramid, ZoneMosaic, gdal_env, point_values, render_tile
@@ -242,7 +243,7 @@ class RunView:
         """
         from pyproj import Transformer  # lazy: pyproj only with rasterio
 
-        epsg = None
+        epsg: int | None = None
         ref = "quality" if self.mosaics.get("quality") else "prediction"
         if self.mosaics.get(ref):
             epsg, _ = point_values(self.mosaics[ref], lon, lat, env=self._env)
@@ -266,10 +267,10 @@ class RunView:
             bands = list(spec.bands) or [name]
             got: list[float | None] | None = None
             if self.mosaics.get(name):
-                e, vals = point_values(self.mosaics[name], lon, lat, env=self._env, prefer=epsg)
-                if e == epsg:
+                hit, vals = point_values(self.mosaics[name], lon, lat, env=self._env, prefer=epsg)
+                if hit == epsg:
                     got, sources[name] = vals, "COG mosaic"
-                elif e is None:
+                elif hit is None:
                     got, sources[name] = [None] * len(bands), "COG mosaic"
             if got is None and name in zone.store.layers and col is not None:
                 a = np.asarray(zone.store.array(name)[..., row, col]).reshape(-1)
@@ -430,7 +431,9 @@ def _sources_outside(text: str, vrt_path: str, root_path: str, *, local: bool) -
     base = posixpath.dirname(vrt_path)
     if local:
         root = os.path.realpath(root_path)
-        names = [vrt_path] + [os.path.join(base, html.unescape(n)) for n in _SOURCE_RE.findall(text)]
+        names = [vrt_path] + [
+            os.path.join(base, html.unescape(n)) for n in _SOURCE_RE.findall(text)
+        ]
         for n in names:
             real = os.path.realpath(n)
             if os.path.commonpath([real, root]) != root:
@@ -439,7 +442,11 @@ def _sources_outside(text: str, vrt_path: str, root_path: str, *, local: bool) -
     for n in _SOURCE_RE.findall(text):
         n = html.unescape(n)
         full = posixpath.normpath(posixpath.join(base, n))
-        if n.startswith(("/", "\\")) or "://" in n or not full.startswith(root_path.rstrip("/") + "/"):
+        if (
+            n.startswith(("/", "\\"))
+            or "://" in n
+            or not full.startswith(root_path.rstrip("/") + "/")
+        ):
             return n
     return None
 
@@ -448,7 +455,8 @@ def _lonlat_bounds(epsg: int, bounds: Sequence[float]) -> tuple[float, float, fl
     from pyproj import Transformer  # lazy: pyproj only with rasterio
 
     t = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
-    w, s, e, n = t.transform_bounds(*bounds, densify_pts=21)
+    x0, y0, x1, y1 = (float(v) for v in bounds)
+    w, s, e, n = t.transform_bounds(x0, y0, x1, y1, densify_pts=21)
     return float(w), float(s), float(e), float(n)
 
 
@@ -464,7 +472,6 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-
 def write_missing_cogs(
     root: str, storage_options: Mapping[str, Any] | None = None
 ) -> dict[int, dict[str, str]]:
@@ -477,8 +484,6 @@ def write_missing_cogs(
     Returns:
         epsg -> layer -> mosaic URL.
     """
-    from geoxai.io.cog import build_mosaics, write_tile_cogs
-
     view = RunView.open(root, storage_options)
     size = view._tile_size()
     done = [

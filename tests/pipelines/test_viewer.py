@@ -202,7 +202,8 @@ def test_api_tiles_pixel_and_errors(viewer, view_run):
 
 
 def test_loopback_only_and_path_jail(viewer, view_run, tmp_path, monkeypatch):
-    from pipelines.viewer import make_server, server as srv
+    from pipelines.viewer import make_server
+    from pipelines.viewer import server as srv
 
     with pytest.raises(InvalidInputError, match="loopback"):
         make_server(str(view_run.root), "0.0.0.0", 0)
@@ -369,7 +370,10 @@ def test_page_shows_layers_and_pixel_values_in_chromium(viewer, view_run, monkey
         wait.until(lambda d: d.find_element(By.ID, "pixel").get_attribute("data-ready") == "done")
         box = d.find_element(By.ID, "pixel")
         epsg = int(box.get_attribute("data-epsg"))
-        got_lon, got_lat = float(box.get_attribute("data-lon")), float(box.get_attribute("data-lat"))
+        got_lon, got_lat = (
+            float(box.get_attribute("data-lon")),
+            float(box.get_attribute("data-lat")),
+        )
         assert abs(got_lon - lon) < 5e-5 and abs(got_lat - lat) < 5e-5
         assert epsg == 32632
         cells = d.find_elements(By.CSS_SELECTOR, "#pixel-values td[data-layer]")
@@ -400,3 +404,62 @@ def test_page_shows_layers_and_pixel_values_in_chromium(viewer, view_run, monkey
     finally:
         d.quit()
     assert SIZE == 600
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+
+def _start_cli(root: Path, *extra: str):
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "view", str(root), "--host", HOST, "--port", "0",
+         *extra],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    lines, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "geoxai view on" in line:
+            url = line.split("geoxai view on", 1)[1].split()[0]
+            return proc, url, "".join(lines)
+    proc.kill()
+    raise AssertionError("geoxai view did not start: " + "".join(lines))
+
+
+def _stop(proc) -> None:
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+def test_cli_serves_and_says_what_is_wrong(view_run, tmp_path):
+    proc, url, out = _start_cli(view_run.root)
+    try:
+        assert url.startswith(f"http://{HOST}:")
+        with urllib.request.urlopen(url + "api/run", timeout=60) as r:
+            assert json.loads(r.read())["name"] == "view-demo"
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    (tmp_path / "nothing").mkdir()
+    proc, url, out = _start_cli(tmp_path / "nothing")
+    try:
+        assert "not a geoxai run root" in out  # in the terminal, and on the page
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(url + "api/run", timeout=60)
+        assert "not a geoxai run root" in json.loads(exc.value.read())["error"]
+    finally:
+        _stop(proc)
+    run = make_view_run(tmp_path / "nocogs", cogs=False)
+    proc, url, out = _start_cli(run.root)
+    _stop(proc)
+    assert "write_cogs: false" in out and "--write-cogs" in out
