@@ -463,3 +463,47 @@ def test_cli_serves_and_says_what_is_wrong(view_run, tmp_path):
     proc, url, out = _start_cli(run.root)
     _stop(proc)
     assert "write_cogs: false" in out and "--write-cogs" in out
+
+
+@pytest.mark.s3
+def test_a_run_on_s3_is_viewed_like_a_local_one(view_run, s3_bucket, monkeypatch):
+    """The run copied to the local S3 server; GDAL's endpoint options are *not* set, so the
+    viewer must derive them from AWS_ENDPOINT_URL like the run's s3fs does."""
+    import s3fs
+
+    for var in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(var, raising=False)
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    fs.put(str(view_run.root) + "/", f"{s3_bucket}/view-demo/2024/", recursive=True)
+    root = f"s3://{s3_bucket}/view-demo/2024"
+    from pipelines.viewer import make_server
+
+    server = make_server(root, HOST, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert server.view is not None, server.error
+        run = json.loads(_get(server, "/api/run")[2])
+        assert run["zones"] == [32631, 32632] and run["problems"] == [], run["problems"]
+        z = run["native_zoom"]
+        x, y = _tile_of(6.0, 50.8, z)
+        status, ctype, body = _get(server, f"/tiles/prediction/{z}/{x}/{y}.png")
+        assert status == 200, body[:300]
+        local, _ = _serve(view_run.root)
+        try:
+            same = _get(local, f"/tiles/prediction/{z}/{x}/{y}.png")[2]
+        finally:
+            local.shutdown()
+            local.server_close()
+        np.testing.assert_array_equal(_png(body), _png(same))
+        lon, lat = 6.0004, 50.8
+        px = json.loads(_get(server, f"/api/pixel?lon={lon}&lat={lat}")[2])
+        assert px["sources"]["prediction"] == "COG mosaic"
+        want = _zarr_value(view_run.root, 32632, "prediction", lon, lat)
+        np.testing.assert_allclose(list(px["values"]["prediction"].values()), want, rtol=1e-6)
+        series = json.loads(_get(server, f"/api/series?lon={lon}&lat={lat}")[2])
+        assert series["kept"] and series["n_obs"] == _n_obs(view_run, px)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
