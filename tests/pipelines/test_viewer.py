@@ -396,6 +396,11 @@ def test_page_shows_layers_and_pixel_values_in_chromium(viewer, view_run, monkey
         assert len(points.split()) == 24
         d.find_element(By.CSS_SELECTOR, "#record summary").click()
         assert "feedc0de" in d.find_element(By.ID, "record-json").text
+        # everything the page loaded came from the viewer itself (nothing from the internet)
+        urls = d.execute_script(
+            "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
+        )
+        assert len(urls) > 5 and all(u.startswith(viewer.url) for u in urls), urls
         shot = os.environ.get("GEOXAI_VIEW_SCREENSHOT")
         if shot:  # README figure: GEOXAI_VIEW_SCREENSHOT=examples/viewer.png pytest -k chromium
             d.set_window_size(1400, 1500)
@@ -507,3 +512,34 @@ def test_a_run_on_s3_is_viewed_like_a_local_one(view_run, s3_bucket, monkeypatch
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@pytest.mark.slow
+def test_page_says_what_is_wrong_in_chromium(view_run, tmp_path, monkeypatch):
+    """Not a run root, and a corrupted COG: the reason appears on the page."""
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    (tmp_path / "nothing").mkdir()
+    root = tmp_path / "corrupt"
+    shutil.copytree(view_run.root, root)
+    for t in view_run.tiles:  # every prediction COG damaged: the first view shows it
+        cog = root / "cogs" / "prediction" / f"{t.id}.tif"
+        data = cog.read_bytes()
+        cog.write_bytes(data[:400] + b"\0" * (len(data) - 400))
+    d = _chrome()
+    try:
+        wait = WebDriverWait(d, 60)
+        for where, expect in ((tmp_path / "nothing", "not a geoxai run root"), (root, "damaged")):
+            server, thread = _serve(where)
+            try:
+                d.get(server.url)
+                wait.until(lambda d, e=expect: e in d.find_element(By.ID, "problems").text)
+                assert d.find_element(By.ID, "problems").is_displayed()
+            finally:
+                server.shutdown()
+                server.server_close()
+                thread.join(10)
+    finally:
+        d.quit()
