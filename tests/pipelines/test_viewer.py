@@ -320,6 +320,20 @@ def test_messages_for_bad_runs(tmp_path, view_run):
 # ---- the page in headless Chromium -----------------------------------------------------------
 
 
+def click_map(d, lon: float, lat: float) -> None:
+    """A real click event on the map element at the screen point of (lon, lat)."""
+    pt = d.execute_script(
+        f"const p = state.map.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y]"
+    )
+    d.execute_script(
+        "const m = document.getElementById('map'); const r = m.getBoundingClientRect();"
+        "const ev = new MouseEvent('click', {bubbles: true, clientX: r.left + arguments[0],"
+        " clientY: r.top + arguments[1]}); m.dispatchEvent(ev);",
+        pt[0],
+        pt[1],
+    )
+
+
 @pytest.mark.slow
 def test_page_shows_layers_and_pixel_values_in_chromium(viewer, view_run, monkeypatch):
     monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must not go online
@@ -357,16 +371,7 @@ def test_page_shows_layers_and_pixel_values_in_chromium(viewer, view_run, monkey
         assert any("/tiles/asos_sensitivity/" in s for s in srcs)
         # click a pixel of zone 32N east of the meridian
         lon, lat = 6.0004, 50.8003
-        pt = d.execute_script(
-            f"const p = state.map.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y]"
-        )
-        d.execute_script(
-            "const m = document.getElementById('map'); const r = m.getBoundingClientRect();"
-            "const ev = new MouseEvent('click', {bubbles: true, clientX: r.left + arguments[0],"
-            " clientY: r.top + arguments[1]}); m.dispatchEvent(ev);",
-            pt[0],
-            pt[1],
-        )
+        click_map(d, lon, lat)
         wait.until(lambda d: d.find_element(By.ID, "pixel").get_attribute("data-ready") == "done")
         box = d.find_element(By.ID, "pixel")
         epsg = int(box.get_attribute("data-epsg"))
