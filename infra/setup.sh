@@ -33,6 +33,20 @@ if [[ ! -f $stamp || "$(cat $stamp)" != "$want_hash" ]]; then
   echo "$want_hash" > $stamp
 fi
 
+# the viewer's web map library (Leaflet, pinned in package-lock.json), served by `geoxai view`
+# itself so the page never loads anything from the internet
+web=pipelines/viewer/web
+if [[ ! -f $web/node_modules/leaflet/dist/leaflet.js ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "[setup] installing Node.js + npm (apt; the viewer's Leaflet comes from npm)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  echo "[setup] installing Leaflet from npm into $web/node_modules"
+  npm ci --prefix "$web" --no-audit --no-fund --silent
+fi
+
 if [[ $want_test == 1 ]]; then
   if ! dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1 || ! dpkg -s postgresql-15 >/dev/null 2>&1; then
     echo "[setup] installing PostgreSQL 15 + PostGIS 3 (apt)"

@@ -36,6 +36,7 @@ from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
 from geoxai.io.cog import gdal_path
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore, upload_file
+from geoxai.mapping.styles import layer_cmap, value_range
 from geoxai.provenance import code_version
 
 __all__ = [
@@ -294,12 +295,9 @@ def _quicklook(
     finite = a[np.isfinite(a)]
     if finite.size == 0:
         return None
-    if spec.units == "1" and layer == "prediction" and finite.min() >= 0 and finite.max() <= 1:
-        vmin, vmax = 0.0, 1.0
-    else:
-        vmin, vmax = (float(v) for v in np.percentile(finite, [2, 98]))
-        vmax = vmax if vmax > vmin else vmin + 1e-6
-    cmap = mpl.colormaps["YlGn" if layer == "prediction" else "magma"].with_extremes(bad="#e4e7eb")
+    lo, hi = (float(v) for v in np.percentile(finite, [2, 98]))
+    vmin, vmax = value_range(layer, spec.units, lo, hi)
+    cmap = mpl.colormaps[layer_cmap(layer)].with_extremes(bad="#e4e7eb")
     x0, y0, x1, y1 = grid.bounds
     fig, ax = _figure(7.5, 7.5 * ny / nx + 0.6 if nx else 6)
     im = ax.imshow(
@@ -481,7 +479,13 @@ def render_report(
         parts.append("<p>No timings recorded (no tile done).</p>")
     parts.append("</section>")
     # quicklooks
-    parts.append("<section id='quicklooks'><h2>Quicklooks</h2>")
+    parts.append(
+        "<section id='quicklooks'><h2>Quicklooks</h2><p id='viewer'>Pan and zoom every layer at "
+        "full resolution, toggle the explanations over the prediction and inspect a pixel "
+        "(values, quality, smoothed series, tile record) in the viewer on your machine: "
+        f"<code>geoxai view {_e(layout.root)}</code> (add <code>--write-cogs</code> for a run "
+        "written with <code>write_cogs: false</code>).</p>"
+    )
     n_ql = 0
     for epsg in zones:
         for layer in ("prediction", "asos_sensitivity", "spacex_attribution"):

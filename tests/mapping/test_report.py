@@ -131,6 +131,8 @@ def test_report_sections_counts_and_images(tmp_path, cogs):
             h, w = _png_shape(data)[:2]
             assert h > 100 and w > 100
     assert len(page.images["quicklooks"]) == 2 and len(page.images["tile-status"]) == 1
+    html_text = open(url, encoding="utf-8").read()
+    assert f"<code>geoxai view {layout.root}</code>" in html_text  # the viewer command
 
 
 def test_report_on_each_store(store_root):
