@@ -87,11 +87,17 @@ class RunSummary:
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` or start a local Ray pinned to loopback (127.0.0.2).
+    """Connect to ``address`` or start a closed local Ray (:mod:`pipelines.ray_local`).
 
-    The local instance has token auth disabled (nothing listens beyond this machine's
-    loopback traffic); ``GEOXAI_RAY_NODE_IP`` and ``GEOXAI_RAY_TMPDIR`` override its node
-    address and temp dir.
+    The local instance has token auth on with a fresh random token, binds every socket to
+    127.0.0.1 and keeps its temp dir private (0700, under ``GEOXAI_RAY_TMPDIR``);
+    ``GEOXAI_RAY_NODE_IP`` overrides its node address. A remote cluster's token comes from the
+    environment (``RAY_AUTH_TOKEN``) or Ray's token file, as for any Ray client.
+
+    No credential travels in the runtime env (Ray writes it to its logs): workers of a local
+    cluster inherit this process's environment, cluster nodes use their own (instance role,
+    Kubernetes secret). Only non-secret ``AWS_*`` (endpoint, region), ``GDAL_*``, ``CPL_*``
+    and ``GEOXAI_*`` variables are forwarded.
     """
     if ray.is_initialized():
         return
@@ -99,22 +105,16 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, loopback-only instance
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=False,
-        _node_ip_address=os.environ.get("GEOXAI_RAY_NODE_IP", "127.0.0.2"),
-        _temp_dir=os.environ.get("GEOXAI_RAY_TMPDIR"),
-        runtime_env=runtime_env,
-        log_to_driver=False,
-    )
+    from pipelines.ray_local import init_local
+
+    init_local(num_cpus=num_cpus, runtime_env=runtime_env)
 
 
 def _forwarded_env() -> dict[str, str]:
-    """Environment the workers need to reach the same stores (names only in logs)."""
-    keys = [k for k in os.environ if k.startswith(("AWS_", "GDAL_", "CPL_", "GEOXAI_"))]
-    return {k: os.environ[k] for k in keys}
+    """Non-secret environment the workers need to reach the same stores."""
+    from geoxai.secrets import non_secret_env
+
+    return non_secret_env(os.environ, ("AWS_", "GDAL_", "CPL_", "GEOXAI_"))
 
 
 # ---- remote pieces -------------------------------------------------------------------------------

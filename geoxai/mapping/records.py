@@ -485,7 +485,12 @@ def change_layers(
 
 
 def save_config(layout: RunLayout, config: Any) -> str:
-    """Write the run config (a pydantic model or dict) to ``<root>/config.json``; return its URL."""
+    """Write the run config (a pydantic model or dict) to ``<root>/config.json``; return its URL.
+
+    The value of any secret-named key, at any depth, is written as ``***``
+    (:func:`geoxai.secrets.scrub`)."""
+    from geoxai.secrets import scrub
+
     doc = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
-    write_json(doc, layout.loc("config.json"))
+    write_json(scrub(doc), layout.loc("config.json"))
     return layout.config_url()

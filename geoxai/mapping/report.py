@@ -331,9 +331,11 @@ def _fmt_s(s: float) -> str:
 
 
 def _config_doc(config: Any) -> dict[str, Any]:
+    from geoxai.secrets import scrub  # no credential reaches the report, at any depth
+
     if hasattr(config, "model_dump"):
-        return config.model_dump(mode="json")
-    return dict(config) if isinstance(config, Mapping) else {"config": str(config)}
+        return scrub(config.model_dump(mode="json"))
+    return scrub(dict(config)) if isinstance(config, Mapping) else {"config": str(config)}
 
 
 def render_report(

@@ -62,7 +62,10 @@ def register(app: typer.Typer) -> None:
         forward_credentials: bool = typer.Option(
             False,
             "--forward-credentials",
-            help="Also send AWS_ACCESS_KEY_ID/SECRET to the job (default: cluster's own).",
+            help=(
+                "Also send AWS_ACCESS_KEY_ID/SECRET to the job (default: the cluster's own "
+                "role or environment). Ray writes a job's runtime env to its logs: avoid."
+            ),
         ),
     ) -> None:
         """Submit a run to a Ray cluster with `ray job submit` semantics (runtime env included)."""

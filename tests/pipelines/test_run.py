@@ -297,8 +297,8 @@ def test_worker_node_dies_mid_run(run_world, reference_run, ray_two_nodes, tmp_p
     cfg = run_world.config(tmp_path / "store", resources={"num_workers": 2})
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    job = submit(cfg_file, ray_two_nodes.dashboard_url)
-    client = JobSubmissionClient(ray_two_nodes.dashboard_url)
+    job = submit(cfg_file, ray_two_nodes.dashboard_url, headers=ray_two_nodes.headers())
+    client = JobSubmissionClient(ray_two_nodes.dashboard_url, headers=ray_two_nodes.headers())
     layout = RunLayout(cfg.run_root())
     killed = 0
     deadline = time.monotonic() + 420
