@@ -37,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from geoxai.errors import ConfigError
 from geoxai.provenance import config_hash
+from geoxai.secrets import check_no_secrets
 from geoxai.temporal.s1 import S1Params
 from geoxai.temporal.terrain import DemParams
-from geoxai.secrets import check_no_secrets
 
 if TYPE_CHECKING:
     from geoxai.temporal.s1 import S1Params

@@ -18,6 +18,7 @@ __all__ = [
     "REDACTED",
     "is_secret_name",
     "secret_paths",
+    "secret_values",
     "scrub",
     "check_no_secrets",
     "non_secret_env",
@@ -48,6 +49,21 @@ def secret_paths(obj: Any, prefix: str = "") -> list[str]:
         for i, v in enumerate(obj):
             found.extend(secret_paths(v, f"{prefix}[{i}]"))
     return found
+
+
+def secret_values(obj: Any) -> list[str]:
+    """Every non-empty string held under a secret-named key of ``obj``, at any depth."""
+    out: list[str] = []
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if is_secret_name(str(k)):
+                out += [v] if isinstance(v, str) and v else secret_values(v)
+            else:
+                out += secret_values(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            out += secret_values(v)
+    return out
 
 
 def scrub(obj: Any) -> Any:

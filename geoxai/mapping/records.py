@@ -51,6 +51,7 @@ from geoxai.io.zonestore import (
     io_errors,
 )
 from geoxai.provenance import code_version
+from geoxai.secrets import scrub
 
 __all__ = [
     "RECORD_FORMAT",
@@ -489,8 +490,6 @@ def save_config(layout: RunLayout, config: Any) -> str:
 
     The value of any secret-named key, at any depth, is written as ``***``
     (:func:`geoxai.secrets.scrub`)."""
-    from geoxai.secrets import scrub
-
     doc = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
     write_json(scrub(doc), layout.loc("config.json"))
     return layout.config_url()

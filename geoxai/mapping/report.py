@@ -35,6 +35,7 @@ from geoxai.io.cog import gdal_path
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore, upload_file
 from geoxai.provenance import code_version
+from geoxai.secrets import scrub
 
 __all__ = [
     "STATUS_COLOURS",
@@ -331,8 +332,6 @@ def _fmt_s(s: float) -> str:
 
 
 def _config_doc(config: Any) -> dict[str, Any]:
-    from geoxai.secrets import scrub  # no credential reaches the report, at any depth
-
     if hasattr(config, "model_dump"):
         return scrub(config.model_dump(mode="json"))
     return scrub(dict(config)) if isinstance(config, Mapping) else {"config": str(config)}
