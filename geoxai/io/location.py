@@ -146,12 +146,9 @@ def _as_location(url: URL, storage_options: Mapping[str, Any] | None) -> StoreLo
 
 def _redact(text: str, loc: StoreLocation) -> str:
     """Remove any secret value of ``loc.storage_options`` (at any depth) from ``text``."""
-    for v in secret_values(loc.storage_options):
-        text = text.replace(v, "***")
-    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        v = os.environ.get(var)
-        if v:
-            text = text.replace(v, "***")
+    env = (os.environ.get(var) for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+    for value in [*secret_values(loc.storage_options), *(v for v in env if v)]:
+        text = text.replace(value, "***")
     return text
 
 
