@@ -48,6 +48,8 @@ from geoxai import mapping
 from geoxai.config import RunConfig
 from geoxai.errors import GeoXAIError, StacError, StoreError
 from geoxai.geo.grid import TileSpec
+from geoxai.io.layout import RunLayout
+from geoxai.io.lease import DEFAULT_TTL_S, RunLease
 
 __all__ = ["RunSummary", "run", "init_ray"]
 
@@ -151,8 +153,12 @@ def run(
     progress: bool = True,
     finish: bool = True,
     stages: Any = mapping,
+    lease_ttl_s: float = DEFAULT_TTL_S,
 ) -> RunSummary:
     """Map every tile of ``config`` that is not already done; return the summary.
+
+    The driver holds the run root's lease (:mod:`geoxai.io.lease`) from before planning to
+    the end: a second driver on the same root stops with :class:`RunLockedError`.
 
     Args:
         config: the validated run config.
@@ -162,7 +168,16 @@ def run(
         stages: the stage functions (``plan_run``, ``stage_cube``, ``load_models``,
             ``map_and_write``, ``record_empty_or_failed``, ``finish_run``); default
             :mod:`geoxai.mapping`. Benchmarks pass no-op stages to time the scheduling.
+        lease_ttl_s: seconds the root's lease outlives a killed driver.
     """
+    layout = RunLayout(config.run_root(), config.store.storage_options or None)
+    with RunLease(layout, lease_ttl_s):
+        return _run_held(config, force, progress, finish, stages)
+
+
+def _run_held(
+    config: RunConfig, force: bool, progress: bool, finish: bool, stages: Any
+) -> RunSummary:
     t0 = time.monotonic()
     plan = stages.plan_run(config, force=force)
     summary = RunSummary(run_root=plan.run_root, total=len(plan.tiles), skipped=len(plan.done))
