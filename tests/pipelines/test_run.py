@@ -1,7 +1,7 @@
 """The main job on Ray, end to end on loopback: seams, exactly-once, resume, failures, node loss.
 
 All runs use the ``run_world`` fixture (a 2x2-tile synthetic world of 2024 served by a local
-rustac STAC API, tiny bundles) and a local Ray pinned to 127.0.0.2 (or a two-node cluster on
+rustac STAC API, tiny bundles) and a closed local Ray on 127.0.0.1 (or a two-node cluster on
 127.0.0.2/127.0.0.3).
 """
 
