@@ -289,6 +289,16 @@ class RunConfig(_Strict):
         None, description="Restrict the run to these tile ids (default: all tiles of the AOI)."
     )
 
+    @field_validator("tiles")
+    @classmethod
+    def _some_tiles(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:  # [] must not fall back to "every tile of the AOI"
+            raise ValueError(
+                "tiles: [] selects no tile; omit the key (or set it to null) to map every "
+                "tile of the AOI, or list tile ids (`geoxai tiles --aoi ...`)"
+            )
+        return v
+
     def output_hash(self) -> str:
         """Hash of what changes pixels: inputs, models, processing, year (not resources).
 
