@@ -78,6 +78,8 @@ class RunSummary:
     requeued: int = 0
     wall_s: float = 0.0
     report: str | None = None
+    error: str | None = None
+    """What stopped the run or its report (e.g. the store went away), one line; None if nothing."""
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values() if o.get("status") == status)
@@ -187,12 +189,28 @@ def _run_held(
         n_workers = res.num_workers or _default_workers(res.gpus_per_worker)
         n_workers = max(1, min(n_workers, len(plan.todo)))
         n_workers, cube_cpus = _fit_to_cluster(n_workers, res.cpus_per_worker)
-        _drive(plan.todo, config, n_workers, summary, progress, stages, cube_cpus)
+        try:
+            _drive(plan.todo, config, n_workers, summary, progress, stages, cube_cpus)
+        except OSError as exc:  # StoreError/DataAccessError: the store died under the driver
+            summary.error = _short(exc, "the run stopped")
+            log.error("%s", summary.error)
     summary.wall_s = time.monotonic() - t0
     if finish:
         _ensure_cwd()
-        summary.report = stages.finish_run(config, plan, summary.outcomes, wall_s=summary.wall_s)
+        try:
+            summary.report = stages.finish_run(
+                config, plan, summary.outcomes, wall_s=summary.wall_s
+            )
+        except OSError as exc:  # outputs/records unreadable: the summary still comes out
+            summary.error = summary.error or _short(exc, "mosaics/catalog/report not written")
+            log.error("%s", summary.error)
     return summary
+
+
+def _short(exc: BaseException, what: str) -> str:
+    """``what: ErrorName: first line of the message`` (no traceback, at most 400 characters)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{what}: {type(exc).__name__}: {first}"[:400]
 
 
 def _ensure_cwd() -> None:
