@@ -201,7 +201,7 @@ def _run_held(
             summary.report = stages.finish_run(
                 config, plan, summary.outcomes, wall_s=summary.wall_s
             )
-        except OSError as exc:  # outputs/records unreadable: the summary still comes out
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the summary still comes out
             summary.error = summary.error or _short(exc, "mosaics/catalog/report not written")
             log.error("%s", summary.error)
     return summary

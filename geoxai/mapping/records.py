@@ -44,6 +44,7 @@ import numpy as np
 from geoxai.errors import InvalidInputError, NoDataError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
+from geoxai.io.location import _guard
 from geoxai.io.store import read_json, write_json
 from geoxai.io.zonestore import (
     LayerSpec,
@@ -301,8 +302,9 @@ def read_records(layout: RunLayout) -> list[dict[str, Any]]:
     loc = layout.loc("records")
     fs = loc.filesystem()
     try:
-        fs.invalidate_cache()
-        paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
+        with _guard(loc, "list"):  # an unreachable store: a StoreError with the fix
+            fs.invalidate_cache()
+            paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
     except FileNotFoundError:
         return []
     out = []

@@ -54,8 +54,8 @@ def test_store_killed_mid_run_gives_summary_then_rerun_completes(run_world, tmp_
     bucket = "gx-dies"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))},
-        "AWS_ACCESS_KEY_ID": "k",
-        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_ACCESS_KEY_ID": "gx-dies-key",
+        "AWS_SECRET_ACCESS_KEY": "gx-dies-secret",
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": url,
