@@ -301,12 +301,12 @@ def read_records(layout: RunLayout) -> list[dict[str, Any]]:
     """Every readable record of the run, sorted by tile id (unreadable ones are skipped)."""
     loc = layout.loc("records")
     fs = loc.filesystem()
-    try:
-        with _guard(loc, "list"):  # an unreachable store: a StoreError with the fix
+    with _guard(loc, "list"):  # an unreachable store: a StoreError with the fix
+        try:
             fs.invalidate_cache()
             paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
-    except FileNotFoundError:
-        return []
+        except FileNotFoundError:
+            return []
     out = []
     for p in paths:
         tile_id = p.rstrip("/").rsplit("/", 1)[-1][: -len(".json")]
