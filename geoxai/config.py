@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from geoxai.errors import ConfigError
 from geoxai.provenance import config_hash
+from geoxai.secrets import check_no_secrets
 from geoxai.temporal.s1 import S1Params
 from geoxai.temporal.terrain import DemParams
 
@@ -92,13 +93,7 @@ class StoreConfig(_Strict):
     @field_validator("storage_options")
     @classmethod
     def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in v if any(s in k.lower() for s in ("secret", "key", "token", "password"))]
-        if bad:
-            raise ValueError(
-                f"storage_options must not hold credentials ({bad}): set AWS_ACCESS_KEY_ID / "
-                "AWS_SECRET_ACCESS_KEY in the environment instead, so they never reach a "
-                "saved config or a log."
-            )
+        check_no_secrets(v, "store.storage_options")  # at any depth (client_kwargs ...)
         return v
 
 
@@ -305,6 +300,16 @@ class RunConfig(_Strict):
         None, description="Restrict the run to these tile ids (default: all tiles of the AOI)."
     )
 
+    @field_validator("tiles")
+    @classmethod
+    def _some_tiles(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:  # [] must not fall back to "every tile of the AOI"
+            raise ValueError(
+                "tiles: [] selects no tile; omit the key (or set it to null) to map every "
+                "tile of the AOI, or list tile ids (`geoxai tiles --aoi ...`)"
+            )
+        return v
+
     def output_hash(self) -> str:
         """Hash of what changes pixels: inputs, models, processing, year (not resources).
 
@@ -389,6 +394,9 @@ def load_run_config(source: str | Path | dict[str, Any], **overrides: Any) -> Ru
         where = str(source)
         data = read_config_file(source, "Run config")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    store = data.get("store")
+    if isinstance(store, dict):  # typed error naming the key, before pydantic wraps it
+        check_no_secrets(store.get("storage_options") or {}, "store.storage_options")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

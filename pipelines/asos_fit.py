@@ -189,7 +189,7 @@ def _merge(a: ASOSTable, b: ASOSTable) -> ASOSTable:
 
 
 def init_local_ray(num_cpus: int | None = None, address: str | None = None) -> None:
-    """Connect to ``address``, or start a local Ray pinned to loopback (127.0.0.2, no auth).
+    """Connect to ``address``, or start a closed local Ray (loopback, token auth).
 
     The same set-up as the mapping run's (:func:`pipelines.run.init_ray`).
     """

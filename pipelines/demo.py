@@ -186,7 +186,7 @@ def run_demo(out: Path, *, tiles: int = 4, year: int = 2024, seed: int = 0) -> d
         (out / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         if not (Path(cfg.models.asos) / "model.json").exists():
             _train_models(cfg, world, console)
-        console.print("[bold]mapping run[/] on local Ray (127.0.0.2)")
+        console.print("[bold]mapping run[/] on local Ray (127.0.0.1, token auth)")
         summary = run(cfg)
     rows = _accuracy(cfg, world)
     from rich.table import Table

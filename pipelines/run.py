@@ -48,6 +48,8 @@ from geoxai import mapping
 from geoxai.config import RunConfig
 from geoxai.errors import GeoXAIError, StacError, StoreError
 from geoxai.geo.grid import TileSpec
+from geoxai.io.layout import RunLayout
+from geoxai.io.lease import DEFAULT_TTL_S, RunLease
 
 __all__ = ["RunSummary", "run", "init_ray"]
 
@@ -76,6 +78,8 @@ class RunSummary:
     requeued: int = 0
     wall_s: float = 0.0
     report: str | None = None
+    error: str | None = None
+    """What stopped the run or its report (e.g. the store went away), one line; None if nothing."""
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values() if o.get("status") == status)
@@ -87,11 +91,17 @@ class RunSummary:
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` or start a local Ray pinned to loopback (127.0.0.2).
+    """Connect to ``address`` or start a closed local Ray (:mod:`pipelines.ray_local`).
 
-    The local instance has token auth disabled (nothing listens beyond this machine's
-    loopback traffic); ``GEOXAI_RAY_NODE_IP`` and ``GEOXAI_RAY_TMPDIR`` override its node
-    address and temp dir.
+    The local instance has token auth on with a fresh random token, binds every socket to
+    127.0.0.1 and keeps its temp dir private (0700, under ``GEOXAI_RAY_TMPDIR``);
+    ``GEOXAI_RAY_NODE_IP`` overrides its node address. A remote cluster's token comes from the
+    environment (``RAY_AUTH_TOKEN``) or Ray's token file, as for any Ray client.
+
+    No credential travels in the runtime env (Ray writes it to its logs): workers of a local
+    cluster inherit this process's environment, cluster nodes use their own (instance role,
+    Kubernetes secret). Only non-secret ``AWS_*`` (endpoint, region), ``GDAL_*``, ``CPL_*``
+    and ``GEOXAI_*`` variables are forwarded.
     """
     if ray.is_initialized():
         return
@@ -99,22 +109,16 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, loopback-only instance
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=False,
-        _node_ip_address=os.environ.get("GEOXAI_RAY_NODE_IP", "127.0.0.2"),
-        _temp_dir=os.environ.get("GEOXAI_RAY_TMPDIR"),
-        runtime_env=runtime_env,
-        log_to_driver=False,
-    )
+    from pipelines.ray_local import init_local
+
+    init_local(num_cpus=num_cpus, runtime_env=runtime_env)
 
 
 def _forwarded_env() -> dict[str, str]:
-    """Environment the workers need to reach the same stores (names only in logs)."""
-    keys = [k for k in os.environ if k.startswith(("AWS_", "GDAL_", "CPL_", "GEOXAI_", "PC_SDK_"))]
-    return {k: os.environ[k] for k in keys}
+    """Non-secret environment the workers need to reach the same stores."""
+    from geoxai.secrets import non_secret_env
+
+    return non_secret_env(os.environ, ("AWS_", "GDAL_", "CPL_", "GEOXAI_", "PC_SDK_"))
 
 
 # ---- remote pieces -------------------------------------------------------------------------------
@@ -151,8 +155,12 @@ def run(
     progress: bool = True,
     finish: bool = True,
     stages: Any = mapping,
+    lease_ttl_s: float = DEFAULT_TTL_S,
 ) -> RunSummary:
     """Map every tile of ``config`` that is not already done; return the summary.
+
+    The driver holds the run root's lease (:mod:`geoxai.io.lease`) from before planning to
+    the end: a second driver on the same root stops with :class:`RunLockedError`.
 
     Args:
         config: the validated run config.
@@ -162,7 +170,16 @@ def run(
         stages: the stage functions (``plan_run``, ``stage_cube``, ``load_models``,
             ``map_and_write``, ``record_empty_or_failed``, ``finish_run``); default
             :mod:`geoxai.mapping`. Benchmarks pass no-op stages to time the scheduling.
+        lease_ttl_s: seconds the root's lease outlives a killed driver.
     """
+    layout = RunLayout(config.run_root(), config.store.storage_options or None)
+    with RunLease(layout, lease_ttl_s):
+        return _run_held(config, force, progress, finish, stages)
+
+
+def _run_held(
+    config: RunConfig, force: bool, progress: bool, finish: bool, stages: Any
+) -> RunSummary:
     t0 = time.monotonic()
     plan = stages.plan_run(config, force=force)
     summary = RunSummary(run_root=plan.run_root, total=len(plan.tiles), skipped=len(plan.done))
@@ -172,12 +189,28 @@ def run(
         n_workers = res.num_workers or _default_workers(res.gpus_per_worker)
         n_workers = max(1, min(n_workers, len(plan.todo)))
         n_workers, cube_cpus = _fit_to_cluster(n_workers, res.cpus_per_worker)
-        _drive(plan.todo, config, n_workers, summary, progress, stages, cube_cpus)
+        try:
+            _drive(plan.todo, config, n_workers, summary, progress, stages, cube_cpus)
+        except OSError as exc:  # StoreError/DataAccessError: the store died under the driver
+            summary.error = _short(exc, "the run stopped")
+            log.error("%s", summary.error)
     summary.wall_s = time.monotonic() - t0
     if finish:
         _ensure_cwd()
-        summary.report = stages.finish_run(config, plan, summary.outcomes, wall_s=summary.wall_s)
+        try:
+            summary.report = stages.finish_run(
+                config, plan, summary.outcomes, wall_s=summary.wall_s
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the summary still comes out
+            summary.error = summary.error or _short(exc, "mosaics/catalog/report not written")
+            log.error("%s", summary.error)
     return summary
+
+
+def _short(exc: BaseException, what: str) -> str:
+    """``what: ErrorName: first line of the message`` (no traceback, at most 400 characters)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{what}: {type(exc).__name__}: {first}"[:400]
 
 
 def _ensure_cwd() -> None:

@@ -87,8 +87,7 @@ def job_spec(
         args += ["--baseline-year", str(baseline_year)]
     names = _NON_SECRET_ENV + (_SECRET_ENV if forward_credentials else ())
     env = {k: os.environ[k] for k in names if k in os.environ}
-    if _is_loopback(address):
-        env.setdefault("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
+    # no RAY_AUTH_*: the job's driver inherits the cluster's token auth from its node
     return {"entrypoint": shlex.join(args), "runtime_env": {"env_vars": env}}, cfg
 
 
@@ -115,8 +114,12 @@ def submit(
     baseline_year: int | None = None,
     forward_credentials: bool = False,
     wait: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> str:
-    """Submit the run to the cluster at ``address`` and return the job id."""
+    """Submit the run to the cluster at ``address`` and return the job id.
+
+    ``headers`` go with every Jobs API request (e.g. ``{"Authorization": "Bearer <token>"}``);
+    without them the token comes from ``RAY_AUTH_TOKEN`` or Ray's token file."""
     from ray.job_submission import JobSubmissionClient
 
     spec, cfg = job_spec(
@@ -126,7 +129,7 @@ def submit(
         baseline_year=baseline_year,
         forward_credentials=forward_credentials,
     )
-    client = JobSubmissionClient(address)
+    client = JobSubmissionClient(address, headers=headers)
     with tempfile.TemporaryDirectory(prefix="geoxai-job-") as tmp:
         (Path(tmp) / "run.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
         spec["runtime_env"]["working_dir"] = tmp

@@ -16,14 +16,13 @@ from typing import Any
 import fsspec
 
 from geoxai.errors import GeoXAIError, InvalidInputError, StoreError
+from geoxai.secrets import secret_values
 
 __all__ = [
     "StoreLocation",
     "URL",
     "resolve",
 ]
-
-_SECRET_KEYS = {"key", "secret", "token", "password", "aws_secret_access_key", "session_token"}
 
 
 @dataclass(frozen=True)
@@ -146,14 +145,10 @@ def _as_location(url: URL, storage_options: Mapping[str, Any] | None) -> StoreLo
 
 
 def _redact(text: str, loc: StoreLocation) -> str:
-    """Remove any secret value of ``loc.storage_options`` from ``text``."""
-    for k, v in loc.storage_options.items():
-        if k.lower() in _SECRET_KEYS and isinstance(v, str) and v:
-            text = text.replace(v, "***")
-    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        v = os.environ.get(var)
-        if v:
-            text = text.replace(v, "***")
+    """Remove any secret value of ``loc.storage_options`` (at any depth) from ``text``."""
+    env = (os.environ.get(var) for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+    for value in [*secret_values(loc.storage_options), *(v for v in env if v)]:
+        text = text.replace(value, "***")
     return text
 
 

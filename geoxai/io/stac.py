@@ -213,6 +213,13 @@ def _stac_error(url: str, exc: Exception, retries: int) -> StacError:
             "the collection names, bbox (minlon,minlat,maxlon,maxlat) and datetime; the "
             "server may not support this search (try method='GET' or 'POST')."
         )
+    if isinstance(exc, json.JSONDecodeError):  # it answered, but not with STAC JSON
+        return StacError(
+            f"{url} answered, but not with JSON ({detail}): it is not a STAC API, or it "
+            "served an HTML page (a login or proxy page, a web viewer, a wrong path). Fix: "
+            "pass the STAC API root URL (its landing page is JSON with a link to /search), "
+            "and check any proxy or authentication in front of it."
+        )
     what = f"HTTP {status}" if status is not None else "no connection"
     return StacError(
         f"STAC API {url} failed after {retries} retries ({what}): {detail}. Fix: check that "

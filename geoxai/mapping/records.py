@@ -44,6 +44,7 @@ import numpy as np
 from geoxai.errors import InvalidInputError, NoDataError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
+from geoxai.io.location import _guard
 from geoxai.io.store import read_json, write_json
 from geoxai.io.zonestore import (
     LayerSpec,
@@ -51,6 +52,7 @@ from geoxai.io.zonestore import (
     io_errors,
 )
 from geoxai.provenance import code_version
+from geoxai.secrets import scrub
 
 __all__ = [
     "RECORD_FORMAT",
@@ -299,11 +301,12 @@ def read_records(layout: RunLayout) -> list[dict[str, Any]]:
     """Every readable record of the run, sorted by tile id (unreadable ones are skipped)."""
     loc = layout.loc("records")
     fs = loc.filesystem()
-    try:
-        fs.invalidate_cache()
-        paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
-    except FileNotFoundError:
-        return []
+    with _guard(loc, "list"):  # an unreachable store: a StoreError with the fix
+        try:
+            fs.invalidate_cache()
+            paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
+        except FileNotFoundError:
+            return []
     out = []
     for p in paths:
         tile_id = p.rstrip("/").rsplit("/", 1)[-1][: -len(".json")]
@@ -485,7 +488,10 @@ def change_layers(
 
 
 def save_config(layout: RunLayout, config: Any) -> str:
-    """Write the run config (a pydantic model or dict) to ``<root>/config.json``; return its URL."""
+    """Write the run config (a pydantic model or dict) to ``<root>/config.json``; return its URL.
+
+    The value of any secret-named key, at any depth, is written as ``***``
+    (:func:`geoxai.secrets.scrub`)."""
     doc = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
-    write_json(doc, layout.loc("config.json"))
+    write_json(scrub(doc), layout.loc("config.json"))
     return layout.config_url()

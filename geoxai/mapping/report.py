@@ -38,6 +38,7 @@ from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore, upload_file
 from geoxai.mapping.styles import layer_cmap, value_range
 from geoxai.provenance import code_version
+from geoxai.secrets import scrub
 
 __all__ = [
     "ACCURACY_SECTION_FILE",
@@ -345,8 +346,8 @@ def _fmt_s(s: float) -> str:
 
 def _config_doc(config: Any) -> dict[str, Any]:
     if hasattr(config, "model_dump"):
-        return config.model_dump(mode="json")
-    return dict(config) if isinstance(config, Mapping) else {"config": str(config)}
+        return scrub(config.model_dump(mode="json"))
+    return scrub(dict(config)) if isinstance(config, Mapping) else {"config": str(config)}
 
 
 def render_report(

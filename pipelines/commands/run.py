@@ -47,7 +47,11 @@ def register(app: typer.Typer) -> None:
             cfg = cfg.model_copy(update=updates)
         summary = run(cfg, force=force, progress=not no_progress)
         _print_summary(summary)
-        if summary.count("failed"):
+        if summary.error:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[bold red]error:[/] {summary.error}", highlight=False)
+        if summary.count("failed") or summary.error:
             raise typer.Exit(code=1)
 
     @app.command("submit")
@@ -62,7 +66,10 @@ def register(app: typer.Typer) -> None:
         forward_credentials: bool = typer.Option(
             False,
             "--forward-credentials",
-            help="Also send AWS_ACCESS_KEY_ID/SECRET to the job (default: cluster's own).",
+            help=(
+                "Also send AWS_ACCESS_KEY_ID/SECRET to the job (default: the cluster's own "
+                "role or environment). Ray writes a job's runtime env to its logs: avoid."
+            ),
         ),
     ) -> None:
         """Submit a run to a Ray cluster with `ray job submit` semantics (runtime env included)."""
@@ -93,13 +100,15 @@ def _print_summary(summary) -> None:
     from rich.table import Table
 
     table = Table(title=f"run {summary.run_root}")
-    for col in ("tiles", "done", "empty", "failed", "skipped (already done)", "wall s"):
+    cols = ("tiles", "done", "empty", "failed", "not processed", "skipped (already done)", "wall s")
+    for col in cols:
         table.add_column(col)
     table.add_row(
         str(summary.total),
         str(summary.count("done")),
         str(summary.count("empty")),
         str(summary.count("failed")),
+        str(summary.total - summary.skipped - summary.processed),
         str(summary.skipped),
         f"{summary.wall_s:.1f}",
     )
@@ -110,3 +119,5 @@ def _print_summary(summary) -> None:
             console.print(f"  [yellow]{tile_id}[/] {o['status']}: {o.get('reason', '')}")
     if summary.report:
         console.print(f"report: [bold]{summary.report}[/]")
+    else:
+        console.print("report: not written")

@@ -108,9 +108,13 @@ def list_dir(paths: UIPaths, rel: str = "") -> dict[str, Any]:
     if not d.is_dir():
         raise InvalidInputError(f"{rel!r} is not a folder.")
     entries = []
+    root = paths.root.resolve()
     for p in sorted(d.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower())):
         if p.name.startswith("."):
             continue
+        target = p.resolve()
+        if not target.exists() or (target != root and root not in target.parents):
+            continue  # a broken link, or a link out of the workdir: the jail refuses it anyway
         kind = "dir" if p.is_dir() else _kind(p)
         if kind == "other":
             continue
@@ -227,25 +231,44 @@ def form_to_config(paths: UIPaths, form: dict[str, Any]) -> tuple[dict[str, Any]
     """The page's form -> a SegmentConfig-shaped dict with absolute paths, plus path errors."""
     errors: dict[str, str] = {}
     rasters = []
-    for i, r in enumerate(form.get("rasters") or []):
+    given = form.get("rasters") or []
+    if not isinstance(given, list):  # a malformed request, not the page's form
+        errors["rasters"] = f"rasters must be a list of {{path, bands}} objects, got {given!r:.60}"
+        given = []
+    for i, r in enumerate(given):
+        if not isinstance(r, dict):
+            errors[f"rasters.{i}"] = f"raster {i} must be a {{path, bands}} object, got {r!r:.60}"
+            continue
         try:
-            p = paths.resolve(r.get("path", ""), must_exist=True)
+            p = paths.resolve(str(r.get("path") or ""), must_exist=True)
+            item: dict[str, Any] = {"path": str(p)}
+            if r.get("bands") is not None:
+                bands = r["bands"]
+                if not isinstance(bands, list) or not all(
+                    isinstance(b, int) or (isinstance(b, str) and b.strip().isdigit())
+                    for b in bands
+                ):
+                    raise InvalidInputError(
+                        f"bands of raster {i} must be a list of band numbers (1-based), "
+                        f"got {bands!r:.60}"
+                    )
+                item["bands"] = [int(b) for b in bands]
         except InvalidInputError as exc:
             errors[f"rasters.{i}"] = str(exc)
             continue
-        item: dict[str, Any] = {"path": str(p)}
-        if r.get("bands") is not None:
-            item["bands"] = [int(b) for b in r["bands"]]
         rasters.append(item)
-    if not (form.get("rasters") or []):
+    if not given and "rasters" not in errors:
         errors["rasters"] = "Add at least one raster (the features the model learns from)."
     m = form.get("mask") or {}
+    if not isinstance(m, dict):
+        errors["mask"] = f"mask must be a {{path, attribute, values}} object, got {m!r:.60}"
+        m = {"path": None}
     mask: dict[str, Any] = {}
     if _blank(m.get("path")):
         errors["mask"] = "Choose the mask: polygons of the class to map (or a 0/1 raster)."
     else:
         try:
-            mask["path"] = str(paths.resolve(m["path"], must_exist=True))
+            mask["path"] = str(paths.resolve(str(m["path"]), must_exist=True))
         except InvalidInputError as exc:
             errors["mask"] = str(exc)
     if not _blank(m.get("attribute")):
@@ -262,6 +285,10 @@ def form_to_config(paths: UIPaths, form: dict[str, Any]) -> tuple[dict[str, Any]
         errors["out_dir"] = "Name an output folder (created under the working folder)."
     else:
         try:
+            if not isinstance(form["out_dir"], str):
+                raise InvalidInputError(
+                    f"out_dir must be a folder name, got {form['out_dir']!r:.60}"
+                )
             data["out_dir"] = str(paths.resolve(form["out_dir"]))
         except InvalidInputError as exc:
             errors["out_dir"] = str(exc)

@@ -163,10 +163,16 @@ class _Handler(BaseHTTPRequestHandler):
         return {k: v[-1] for k, v in q.items()}
 
     def _body(self) -> dict[str, Any]:
-        n = int(self.headers.get("Content-Length") or 0)
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise InvalidInputError("Content-Length must be a number of bytes") from None
         if n > 1_000_000:
             raise InvalidInputError("request body over 1 MB")
-        data = json.loads(self.rfile.read(n) or b"{}")
+        try:
+            data = json.loads(self.rfile.read(n) or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"request body is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidInputError("request body must be a JSON object")
         return data

@@ -1,7 +1,7 @@
 """The main job on Ray, end to end on loopback: seams, exactly-once, resume, failures, node loss.
 
 All runs use the ``run_world`` fixture (a 2x2-tile synthetic world of 2024 served by a local
-rustac STAC API, tiny bundles) and a local Ray pinned to 127.0.0.2 (or a two-node cluster on
+rustac STAC API, tiny bundles) and a closed local Ray on 127.0.0.1 (or a two-node cluster on
 127.0.0.2/127.0.0.3).
 """
 
@@ -297,8 +297,8 @@ def test_worker_node_dies_mid_run(run_world, reference_run, ray_two_nodes, tmp_p
     cfg = run_world.config(tmp_path / "store", resources={"num_workers": 2})
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    job = submit(cfg_file, ray_two_nodes.dashboard_url)
-    client = JobSubmissionClient(ray_two_nodes.dashboard_url)
+    job = submit(cfg_file, ray_two_nodes.dashboard_url, headers=ray_two_nodes.headers())
+    client = JobSubmissionClient(ray_two_nodes.dashboard_url, headers=ray_two_nodes.headers())
     layout = RunLayout(cfg.run_root())
     killed = 0
     deadline = time.monotonic() + 420
