@@ -85,7 +85,7 @@ def _check_halo(config: RunConfig, bundle_halo: int) -> None:
         raise ConfigError(
             f"processing.halo_px = {config.processing.halo_px} is too small: the model's "
             f"windows need {bundle_halo} px, the cloud mask "
-            f"(processing.cloud_mask: {config.processing.cloud_mask}) {mask} px"
+            f"(processing.cloud_mask: {config.processing.cloud_mask}) and smoothing {mask} px"
             f"{f' and super-resolution {sr} px' if sr else ''} of context for seamless tiles; "
             f"set processing.halo_px: {need} (or more)."
         )

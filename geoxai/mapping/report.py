@@ -3,12 +3,14 @@
 Sections (each a ``<section id=...>``): ``summary`` (tiles total/done/skipped/empty/failed/
 pending, tiles per minute, wall time, config hash, code version, AOI, year), ``failures``
 (tile, status, reason), ``timings`` (mean/median/p95/total seconds per stage across tiles, and a
-bar chart), ``quicklooks`` (prediction and ASOS sensitivity per zone, downsampled, with
-colourbars), ``tile-status`` (a map of every tile of the plan coloured by status, in zone
-coordinates), ``accuracy`` (when ``geoxai assess`` left its section in ``assessment.html``:
-error matrix, accuracies and areas with 95 % intervals, :mod:`geoxai.mapping.assess_report`)
-and ``provenance`` (the run config). Images are PNGs embedded as base64, so the file can be
-mailed or opened from S3 as is. Matplotlib runs with the Agg backend.
+bar chart), ``smoothing`` (held-out RMSE of the smoothing per tile against four baselines,
+:mod:`geoxai.temporal.heldout`), ``quicklooks`` (prediction and ASOS sensitivity per zone,
+downsampled, with colourbars), ``tile-status`` (a map of every tile of the plan coloured by
+status, in zone coordinates), ``accuracy`` (when ``geoxai assess`` left its section in
+``assessment.html``: error matrix, accuracies and areas with 95 % intervals,
+:mod:`geoxai.mapping.assess_report`) and ``provenance`` (the run config). Images are PNGs
+embedded as base64, so the file can be mailed or opened from S3 as is. Matplotlib runs with the
+Agg backend.
 
 Quicklooks read the per-zone VRT mosaics at reduced resolution when they exist (GDAL then reads
 only the COG overviews); otherwise they read the zone Zarr store chunk by chunk (done tiles
@@ -39,6 +41,7 @@ from geoxai.io.zonestore import ZoneStore, upload_file
 from geoxai.mapping.styles import layer_cmap, value_range
 from geoxai.provenance import code_version
 from geoxai.secrets import scrub
+from geoxai.temporal.heldout import METHODS
 
 __all__ = [
     "ACCURACY_SECTION_FILE",
@@ -350,6 +353,52 @@ def _config_doc(config: Any) -> dict[str, Any]:
     return scrub(dict(config)) if isinstance(config, Mapping) else {"config": str(config)}
 
 
+def _smoothing_section(records: Sequence[Mapping[str, Any]]) -> str:
+    """Held-out error of the temporal smoothing per tile (``info.heldout`` of the records)."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for r in records:
+        h = (r.get("info") or {}).get("heldout")
+        if isinstance(h, dict) and h.get("n_held"):
+            rows.append((str(r["tile_id"]), h))
+    out = [
+        "<section id='smoothing'><h2>Smoothing: held-out error</h2><p>In each tile a lattice "
+        "sample of pixels has every third clear observation hidden, the series smoothed "
+        "without it and the hidden values predicted; RMSE in reflectance, mean over bands, "
+        "against nearest acquisition (clouds included), nearest clear one, linear "
+        "interpolation of clear dates and the reference lambda (100).</p>"
+    ]
+    if not rows:
+        return "".join(out) + "<p>No held-out score recorded.</p></section>"
+    head = "".join(f"<th>{_e(m)}</th>" for m in METHODS)
+    out.append(
+        f"<table><tr><th>tile</th><th>pixels</th><th>hidden</th>{head}"
+        "<th>bands better than linear</th></tr>"
+    )
+    total = {m: np.zeros(len(rows[0][1]["channels"])) for m in METHODS}
+    n_all = 0
+    for tile, h in sorted(rows):
+        rm = {m: np.asarray(h["rmse"][m], dtype=np.float64) for m in METHODS}
+        wins = int((rm["smooth"] < rm["linear"]).sum())
+        cells = "".join(f"<td class='num'>{h['mean_rmse'][m]:.4f}</td>" for m in METHODS)
+        out.append(
+            f"<tr><td><code>{_e(tile)}</code></td><td class='num'>{int(h['n_pixels'])}</td>"
+            f"<td class='num'>{int(h['n_held'])}</td>{cells}"
+            f"<td class='num'>{wins}/{rm['smooth'].size}</td></tr>"
+        )
+        if all(total[m].shape == rm[m].shape for m in METHODS):
+            for m in METHODS:
+                total[m] += rm[m] ** 2 * int(h["n_held"])
+            n_all += int(h["n_held"])
+    if n_all:
+        cells = "".join(
+            f"<td class='num'><b>{np.sqrt(total[m] / n_all).mean():.4f}</b></td>" for m in METHODS
+        )
+        out.append(
+            f"<tr><th>all tiles</th><td></td><td class='num'>{n_all}</td>{cells}<td></td></tr>"
+        )
+    return "".join(out) + "</table></section>"
+
+
 def render_report(
     layout: RunLayout,
     config: Any,
@@ -479,6 +528,7 @@ def render_report(
     else:
         parts.append("<p>No timings recorded (no tile done).</p>")
     parts.append("</section>")
+    parts.append(_smoothing_section(records))
     # quicklooks
     parts.append(
         "<section id='quicklooks'><h2>Quicklooks</h2><p id='viewer'>Pan and zoom every layer at "

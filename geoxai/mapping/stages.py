@@ -26,6 +26,7 @@ Everything a tile needs travels as frozen values (:class:`~geoxai.config.RunConf
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
 from geoxai.models.dsen2 import load_superres_bundle
 from geoxai.temporal.fuse import fuse
+from geoxai.temporal.heldout import TileHeldout
 from geoxai.temporal.smoothing import preprocess
 from geoxai.temporal.superres import superresolve_cube
 from geoxai.xai.asos import asos_map, load_asos_bundle
@@ -66,6 +68,8 @@ from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
 __all__ = [
     "TileModels",
     "QUALITY_CODES",
+    "SPARSE_MAX_EDGE_GAP_DAYS",
+    "quality_layer",
     "tile_features",
     "load_models",
     "asos_composite",
@@ -86,6 +90,29 @@ SPARSE_MIN_OBS = 6
 
 SPARSE_MAX_GAP_DAYS = 90.0
 """A gap without clear observations longer than this -> quality 2."""
+
+
+SPARSE_MAX_EDGE_GAP_DAYS = 60.0
+"""A leading or trailing stretch of the axis without clear observations (margins count) longer
+than this -> quality 2: there the series holds its first/last values (no extrapolation)."""
+
+
+def quality_layer(ds: Any, valid: np.ndarray | None = None) -> np.ndarray:
+    """``(Y, X)`` uint8 :data:`QUALITY_CODES` of :func:`geoxai.temporal.smoothing.preprocess`'s
+    dataset.
+
+    0 where not ``valid`` (default ``ds["valid"]``); 2 (sparse) where fewer than
+    :data:`SPARSE_MIN_OBS` clear observations, a gap over :data:`SPARSE_MAX_GAP_DAYS`, or a
+    leading/trailing gap over :data:`SPARSE_MAX_EDGE_GAP_DAYS` (held values, not data); else 1.
+    """
+    valid = np.asarray(ds["valid"].values if valid is None else valid, dtype=bool)
+    n_obs = np.asarray(ds["n_obs"].values)
+    gap = np.asarray(ds["max_gap_days"].values)
+    edge = np.asarray(ds["edge_gap_days"].values)
+    q = np.where(valid, 1, 0).astype(np.uint8)
+    sparse = (n_obs < SPARSE_MIN_OBS) | (gap > SPARSE_MAX_GAP_DAYS)
+    q[(q == 1) & (sparse | (edge > SPARSE_MAX_EDGE_GAP_DAYS))] = 2
+    return q
 
 
 @dataclass
@@ -179,7 +206,11 @@ def tile_features(
 
     if superres is not None:
         raw = superresolve_cube(raw, superres)
-    ds = preprocess(raw, preprocess_params(config), device=device)
+    params = preprocess_params(config)
+    heldout = TileHeldout(raw, params.smoothing, device=device)
+    ds = preprocess(raw, params, device=device, block_hook=heldout.add)
+    if heldout.to_dict() is not None:
+        ds.attrs["heldout"] = json.dumps(heldout.to_dict())
     ds = ds.compute() if hasattr(ds, "compute") else ds
     need_s1, need_dem = radar_needs(features)
     if not (need_s1 or need_dem):
@@ -283,10 +314,7 @@ def map_tile(
         layers["spacex_attribution"] = attr[rs, cs].astype(np.float32)
         timings["spacex_s"] = time.monotonic() - t
 
-    n_obs = np.asarray(ds["n_obs"].values)[rs, cs]
-    gap = np.asarray(ds["max_gap_days"].values)[rs, cs]
-    q = np.where(valid[rs, cs], 1, 0).astype(np.uint8)
-    q[(q == 1) & ((n_obs < SPARSE_MIN_OBS) | (gap > SPARSE_MAX_GAP_DAYS))] = 2
+    q = quality_layer(ds, valid)[rs, cs]
     layers["quality"] = q
     info: dict[str, Any] = {
         "valid_fraction": float((q > 0).mean()),
@@ -294,6 +322,8 @@ def map_tile(
         "prediction_runtime": models.prediction.runtime,
     }
     info.update(_radar_info(mds, rs, cs))
+    if "heldout" in ds.attrs:
+        info["heldout"] = json.loads(ds.attrs["heldout"])
     return layers, timings, info
 
 
@@ -412,7 +442,10 @@ def finish_run(
     if config.processing.write_cogs and done_tiles:
         zones = {t.epsg for t in done_tiles}
         specs = list(ZoneStore.open(layout, next(iter(zones))).layers.values())
-        mosaics = build_mosaics(layout, done_tiles, specs)
+        # only layers every done tile wrote a COG of (no ASOS bundle: no asos_sensitivity COGs)
+        written = [set(r.get("cogs") or {}) for r in records if r["tile_id"] in done_ids]
+        common = set.intersection(*written) if written else set()
+        mosaics = build_mosaics(layout, done_tiles, [s for s in specs if s.name in common])
     report = write_report(
         layout, config, records, plan=plan, this_run=outcomes, wall_s=wall_s, mosaics=mosaics
     )

@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "smoothing": ["preprocess", "PreprocessParams", "SmoothingParams", "feature_names"],
         "whittaker": ["whittaker", "whittaker_torch"],
+        "heldout": ["heldout_score", "HeldoutParams"],
         "clouds": ["CloudMaskParams", "scl_weights", "spectral_weights"],
         "masks": ["SpectralMaskParams", "spectral_classes", "mask_scores"],
         "indices": ["IndexParams", "NormalizationParams", "compute_indices"],

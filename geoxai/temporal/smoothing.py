@@ -2,37 +2,32 @@
 
 :func:`preprocess` chains, for every pixel independently:
 
-1. **weights** (:mod:`geoxai.temporal.clouds`): SCL classes (or a spectral rule) with a buffer of
-   ``buffer_m`` around clouds and shadows -> a weight in [0, 1] per pixel and acquisition;
+1. **weights** (:mod:`geoxai.temporal.clouds`): SCL classes (or a spectral rule) with a buffer
+   of ``buffer_m`` around clouds and shadows -> a weight in [0, 1] per pixel and acquisition;
    NaN reflectance -> 0. Optional date screening uses only the item's own ``eo:cloud_cover``.
-2. **indices** (:mod:`geoxai.temporal.indices`) per observation (NDVI, EVI, BI, MSAVI2, GRNDVI), as
-the
-   reference computes them from the observations before smoothing them.
+2. **indices** (:mod:`geoxai.temporal.indices`) per observation (NDVI, EVI, BI, MSAVI2,
+   GRNDVI), as the reference computes them from the observations before smoothing them.
 3. **binning** to a fine regular grid of ``grid_days`` (default 5 days, the Sentinel-2
    revisit) that spans the target window plus ``margin_days`` on each side: every acquisition
    goes to its nearest node; a node holds the weighted mean of its observations and the sum of
    their weights. This is exactly the weighted least-squares data term of the acquisitions
    snapped to the grid, so nothing is dropped or decided per tile.
-4. **weighted Whittaker** (:mod:`geoxai.temporal.whittaker`) on that grid, all pixels at once: gaps
-are
-   bridged, the year edges are held by the acquisitions of the margins (data from just
-   before/after the year).
+4. **weighted Whittaker** (:mod:`geoxai.temporal.whittaker`) on that grid, all pixels at once:
+   gaps are bridged, the year edges are held by the acquisitions of the margins (data from just
+   before/after the year). By default each pixel's ``(order, lambda)`` is chosen by leave-one-out
+   cross-validation (:mod:`geoxai.temporal.lambda_select`), pooled over its 3 x 3 neighbours.
+   Beyond a pixel's first/last clear observation the curve holds its end value
+   (:func:`~geoxai.temporal.axis.hold_ends`): no extrapolated trend, no invented values.
 5. **sampling** of the smooth curve at the centres of the ``n_steps`` steps of ``step_days``
    (default 24 x 15 days from 1 January; the centres are grid nodes when ``step_days`` is a
    multiple of ``grid_days``, otherwise linear interpolation between nodes).
 6. **clip** reflectance to ``clip``, indices to their ranges; optional normalization to [-1, 1].
 
-What ``lambda_`` means. The reference (WRI) smooths a series already interpolated to 24 steps of
-15 days with ``lambda = 100`` and ``d = 2``. A difference penalty on spacing ``h`` behaves, for
-smooth curves, like ``lambda h^(2d-1) * integral (z^(d))^2 dt`` while the data term is
-``sum w_i (y_i - z(t_i))^2``. ``SmoothingParams.lambda_`` is therefore stated on a grid of
-``lambda_step_days`` (15) and used on the fine grid as
-``lambda_grid = lambda_ * (lambda_step_days / grid_days) ** (2 d - 1)`` (2700 for the defaults):
-with one unit-weight observation per 15 days this equals the reference's smoothing exactly (in
-the continuous limit); denser clear observations are fitted more closely, as they should.
+What ``lambda_`` means, and the per-pixel choice when it is None: :mod:`geoxai.temporal.axis`.
 
 Seamlessness: every step is per pixel except the cloud buffer, which reaches
-``ceil(buffer_m / resolution_m)`` pixels (4 for the defaults): tiles need at least that halo
+``ceil(buffer_m / resolution_m)`` pixels (4 for the defaults), and the pooling of the lambda
+choice (``lambda_pool_px``, 1): tiles need at least that halo
 (:func:`required_halo_px`) for their cores to agree with neighbours to float round-off.
 
 Memory: weights for the whole tile (``4 T Y X`` bytes), then rows in blocks of ``rows_per_block``;
@@ -41,7 +36,7 @@ a 660 x 660 x 10 x 73 raw cube stays well under 4 GB (see benchmarks/bench_whitt
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -51,6 +46,17 @@ import xarray as xr
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import S2_BANDS, SCL, check_bands
 from geoxai.provenance import canonical_json
+from geoxai.temporal.axis import (
+    SmoothingParams,
+    _days,
+    bin_series,
+    binning_matrix,
+    fine_grid,
+    grid_lambda,
+    hold_ends,
+    sampling_matrix,
+    time_axis,
+)
 from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, spectral_weights
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
 from geoxai.temporal.indices import (
@@ -60,8 +66,9 @@ from geoxai.temporal.indices import (
     compute_indices,
     normalize,
 )
+from geoxai.temporal.lambda_select import choose, lambda_cv, select_lambda, smooth_selected
 from geoxai.temporal.masks import MASK_BANDS, cube_sun_angles
-from geoxai.temporal.whittaker import check_lambda, whittaker, whittaker_torch
+from geoxai.temporal.whittaker import whittaker, whittaker_torch
 
 __all__ = [
     "SmoothingParams",
@@ -72,83 +79,15 @@ __all__ = [
     "binning_matrix",
     "sampling_matrix",
     "observation_weights",
+    "bin_series",
+    "criterion_channels",
     "smooth_series",
+    "hold_ends",
     "preprocess",
     "required_halo_px",
     "feature_names",
     "REFERENCE_FEATURES",
 ]
-
-_DAY_NS = 86_400 * 10**9
-
-
-@dataclass(frozen=True)
-class SmoothingParams:
-    """The fixed time axis and the Whittaker smoother.
-
-    Attributes:
-        year: target calendar year; the axis starts on 1 January (unless ``start`` is set).
-        start: ISO date the axis starts on, instead of 1 January of ``year``.
-        n_steps: number of output time steps.
-        step_days: length of one output step, days; outputs sit at step centres.
-        lambda_: smoothing strength stated on a grid of ``lambda_step_days`` (> 0; 100 = WRI).
-        lambda_step_days: grid spacing, days, that ``lambda_`` refers to (15 = WRI).
-        order: difference order d of the penalty (2 = WRI).
-        grid_days: spacing, days, of the fine grid the smoother is solved on.
-        margin_days: days before the start and after the end whose acquisitions are used.
-        min_obs: fewest weighted observations (in axis + margins) for a valid pixel (>= order).
-        clip: (min, max) reflectance of the smoothed bands.
-    """
-
-    year: int | None = None
-    start: str | None = None
-    n_steps: int = 24
-    step_days: float = 15.0
-    lambda_: float = 100.0
-    lambda_step_days: float = 15.0
-    order: int = 2
-    grid_days: float = 5.0
-    margin_days: float = 45.0
-    min_obs: int = 3
-    clip: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_lambda(self.lambda_, self.order)
-        for name in ("step_days", "lambda_step_days", "grid_days"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(
-                    f"SmoothingParams.{name}={v!r} must be a positive number of days."
-                )
-        if not (isinstance(self.n_steps, int) and self.n_steps >= 1):
-            raise ConfigError(f"SmoothingParams.n_steps={self.n_steps!r} must be an integer >= 1.")
-        if not (math.isfinite(self.margin_days) and self.margin_days >= 0):
-            raise ConfigError(f"SmoothingParams.margin_days={self.margin_days!r} must be >= 0.")
-        if self.min_obs < self.order:
-            raise ConfigError(
-                f"SmoothingParams.min_obs={self.min_obs} is below order={self.order}: the "
-                "smoother is singular with fewer points than the difference order."
-            )
-        if not self.clip[0] < self.clip[1]:
-            raise ConfigError(f"SmoothingParams.clip={self.clip} needs min < max.")
-        if self.start is not None:
-            try:
-                np.datetime64(self.start, "D")
-            except ValueError as exc:
-                raise ConfigError(
-                    f"SmoothingParams.start={self.start!r} is not an ISO date like '2021-01-01'."
-                ) from exc
-
-    def axis_start(self) -> np.datetime64:
-        """First instant of the axis (datetime64[ns])."""
-        if self.start is not None:
-            return np.datetime64(self.start, "D").astype("datetime64[ns]")
-        if self.year is None:
-            raise ConfigError(
-                "SmoothingParams needs the target year (year=2021) or a start date "
-                "(start='2020-11-01'); it is never guessed per tile."
-            )
-        return np.datetime64(f"{int(self.year):04d}-01-01", "D").astype("datetime64[ns]")
 
 
 @dataclass(frozen=True)
@@ -195,67 +134,11 @@ def feature_names(params: PreprocessParams) -> tuple[str, ...]:
 def required_halo_px(
     params: PreprocessParams, resolution_m: float = 10.0, bands: Sequence[str] | None = None
 ) -> int:
-    """Halo pixels a tile needs for its core to be exact (the cloud mask's reach; ``bands``,
-    the cube's bands, tells whether "auto" uses SCL or the spectral mask)."""
-    return _cloud_halo(params.clouds, resolution_m, bands)
-
-
-def time_axis(params: SmoothingParams) -> np.ndarray:
-    """``(n_steps,)`` datetime64[ns] step centres of the fixed axis."""
-    start = params.axis_start()
-    offs = (np.arange(params.n_steps) + 0.5) * params.step_days * _DAY_NS
-    return start + offs.round().astype("timedelta64[ns]")
-
-
-def _days(times: np.ndarray, origin: np.datetime64) -> np.ndarray:
-    return (times.astype("datetime64[ns]") - origin).astype(np.int64) / _DAY_NS
-
-
-def fine_grid(params: SmoothingParams) -> np.ndarray:
-    """Node positions of the fine grid, days from :meth:`SmoothingParams.axis_start`.
-
-    Nodes sit at ``step_days / 2 + k * grid_days`` (so step centres are nodes when
-    ``step_days`` is a multiple of ``grid_days``) and cover the axis plus the margins.
-    """
-    span = params.n_steps * params.step_days
-    c0 = params.step_days / 2.0
-    k_lo = math.floor((c0 + params.margin_days) / params.grid_days)
-    k_hi = math.ceil((span - c0 + params.margin_days) / params.grid_days)
-    nodes = c0 + np.arange(-k_lo, k_hi + 1) * params.grid_days
-    return nodes
-
-
-def grid_lambda(params: SmoothingParams) -> float:
-    """Lambda used on the fine grid (see the module docstring)."""
-    return params.lambda_ * (params.lambda_step_days / params.grid_days) ** (2 * params.order - 1)
-
-
-def binning_matrix(obs_days: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One-hot ``(G, T)`` matrix sending each observation to its nearest node.
-
-    Returns:
-        (matrix, inside): ``inside`` is ``(T,)`` bool, False for observations more than half a
-        grid step beyond the first/last node (their column is all zero).
-    """
-    step = float(nodes[1] - nodes[0])
-    idx = np.rint((obs_days - nodes[0]) / step).astype(np.int64)
-    inside = (idx >= 0) & (idx < nodes.size)
-    m = np.zeros((nodes.size, obs_days.size))
-    m[idx[inside], np.nonzero(inside)[0]] = 1.0
-    return m, inside
-
-
-def sampling_matrix(nodes: np.ndarray, at_days: np.ndarray) -> np.ndarray:
-    """``(S, G)`` linear-interpolation matrix from node values to ``at_days``."""
-    step = float(nodes[1] - nodes[0])
-    pos = np.clip((at_days - nodes[0]) / step, 0, nodes.size - 1)
-    lo = np.minimum(np.floor(pos).astype(np.int64), nodes.size - 2)
-    frac = pos - lo
-    m = np.zeros((at_days.size, nodes.size))
-    rows = np.arange(at_days.size)
-    m[rows, lo] += 1.0 - frac
-    m[rows, lo + 1] += frac
-    return m
+    """Halo pixels a tile needs for its core to be exact: the cloud mask's reach (``bands``,
+    the cube's bands, tells whether "auto" uses SCL or the spectral mask), plus the pooling
+    window of the per-pixel lambda choice (``lambda_pool_px``) when it is on."""
+    pool = params.smoothing.lambda_pool_px if params.smoothing.lambda_ is None else 0
+    return _cloud_halo(params.clouds, resolution_m, bands) + pool
 
 
 def smooth_series(
@@ -266,8 +149,10 @@ def smooth_series(
     *,
     at_days: np.ndarray | None = None,
     device: str | None = None,
+    criterion_channels: list[int] | None = None,
+    choice: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bin irregular observations to the fine grid, smooth, and sample.
+    """Bin irregular observations to the fine grid, smooth, hold the ends, and sample.
 
     Args:
         values: ``(T, C, N)`` observations (anything where the weight is 0).
@@ -276,27 +161,28 @@ def smooth_series(
         params: smoothing parameters.
         at_days: where to sample, days from the axis start (default: the step centres).
         device: None for the numpy path; "cpu"/"cuda" for the torch path (float64).
+        criterion_channels: channels whose leave-one-out error chooses the per-pixel
+            ``(order, lambda)`` when ``params.lambda_`` is None (default: all).
+        choice: ``(N,)`` index into ``params.lambda_candidates`` chosen beforehand (e.g.
+            pooled over neighbours by :func:`preprocess`); None chooses per pixel here.
 
     Returns:
         ``(S, C, N)`` float64 smoothed values (NaN on invalid pixels), ``(N,)`` valid, and
         ``(N,)`` number of observations with positive weight inside the grid.
     """
-    nodes = fine_grid(params)
+    nodes, ybar, wsum, n_obs = bin_series(values, weights, obs_days, params)
+    c, n = values.shape[1], values.shape[2]
     if at_days is None:
         at_days = (np.arange(params.n_steps) + 0.5) * params.step_days
-    bmat, inside = binning_matrix(np.asarray(obs_days, dtype=np.float64), nodes)
-    t, c, n = values.shape
-    w = np.where(inside[:, None], weights, 0.0)
-    pos = w > 0
-    yv = np.where(pos[:, None, :], values, 0.0)
-    wsum = bmat @ w  # (G, N)
-    wy = (bmat @ (w[:, None, :] * yv).reshape(t, c * n)).reshape(nodes.size, c, n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ybar = wy / wsum[:, None, :]
-    n_obs = pos.sum(axis=0)
-    lam = grid_lambda(params)
-    if device is None:
-        res = whittaker(ybar, wsum, lam, params.order)
+    if params.lambda_ is None:
+        scale = params.lambda_step_days / params.grid_days
+        cands = params.lambda_candidates
+        if choice is None:
+            crit = list(criterion_channels) if criterion_channels is not None else None
+            choice = select_lambda(ybar, wsum, cands, scale=scale, channels=crit).index
+        z, valid = smooth_selected(ybar, wsum, cands, choice, scale=scale, device=device)
+    elif device is None:
+        res = whittaker(ybar, wsum, grid_lambda(params), params.order)
         z, valid = res.z, res.valid
     else:
         import torch  # lazy: torch (~1 s import) only on this path
@@ -304,11 +190,12 @@ def smooth_series(
         res = whittaker_torch(
             torch.as_tensor(ybar, dtype=torch.float64, device=device),
             torch.as_tensor(wsum, dtype=torch.float64, device=device),
-            lam,
+            grid_lambda(params),
             params.order,
         )
         z, valid = res.z.cpu().numpy(), res.valid.cpu().numpy()
     valid = valid & (n_obs >= params.min_obs)
+    z = hold_ends(z, wsum)
     smat = sampling_matrix(nodes, np.asarray(at_days, dtype=np.float64))
     out = (smat @ np.nan_to_num(z).reshape(nodes.size, c * n)).reshape(smat.shape[0], c, n)
     out[:, :, ~valid] = np.nan
@@ -390,6 +277,7 @@ def preprocess(
     device: str | None = None,
     rows_per_block: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    block_hook: Callable[[xr.DataArray, np.ndarray, np.ndarray, int], None] | None = None,
 ) -> xr.Dataset:
     """Raw tile cube -> model-ready features on the fixed time axis, plus a quality layer.
 
@@ -400,6 +288,10 @@ def preprocess(
         device: None for the numpy path, "cpu" or "cuda" for the torch path.
         rows_per_block: image rows solved together (bounds memory).
         progress: called as ``progress(rows_done, rows_total)``.
+        block_hook: called per row block as ``block_hook(block, w, days, r0)`` with the raw
+            bands ``(T, B, rows, X)``, their weights ``(T, rows * X)``, the acquisition days
+            and the block's first row (e.g. :class:`geoxai.temporal.heldout.TileHeldout` scores a
+            sample of pixels there).
 
     Returns:
         Dataset with
@@ -411,6 +303,12 @@ def preprocess(
         * ``n_obs`` ``(y, x)`` int16: observations with positive weight in axis + margins.
         * ``max_gap_days`` ``(y, x)`` float32: longest stretch of the axis without a clear
           observation (axis edges count as gap ends).
+        * ``edge_gap_days`` ``(y, x)`` float32: the longer of the stretches from the axis start
+          to the first clear observation and from the last one to the axis end (observations
+          in the margins count); there the series is held at its end values
+          (:func:`hold_ends`), never extrapolated.
+        * ``lambda_choice`` ``(y, x)`` int8 (when ``lambda_`` is None): index of each pixel's
+          ``(order, lambda)`` in ``attrs["candidates"]`` (JSON).
 
         y/x coords and the raw cube's attrs are kept; ``attrs["preprocess"]`` holds the params.
 
@@ -450,9 +348,13 @@ def preprocess(
     valid = np.zeros((ny, nx), dtype=bool)
     n_obs = np.zeros((ny, nx), dtype=np.int16)
     max_gap = np.zeros((ny, nx), dtype=np.float32)
+    edge_gap = np.zeros((ny, nx), dtype=np.float32)
+    span = sp.n_steps * sp.step_days
+    choice = None
     if ti.size:
         weights = observation_weights(raw, params, keep)
-    span = sp.n_steps * sp.step_days
+        if sp.lambda_ is None:
+            choice = _lambda_choice(raw, ti, weights, days_k, params, rows_per_block)
     lo_clip, hi_clip = sp.clip
     idx_lim = np.array([1.5 if n == "EVI" else 1.0 for n in params.indices.indices])
     for r0 in range(0, ny, rows_per_block):
@@ -465,7 +367,10 @@ def preprocess(
         refl = np.where(w[:, None, :] > 0, refl, 0.0).astype(np.float32)
         idx = compute_indices(refl, params.bands, params.indices, axis=1)
         values = np.concatenate([refl, idx], axis=1)
-        sm, ok, cnt = smooth_series(values, w, days_k, sp, device=device)
+        pick = None if choice is None else choice[r0:r1].ravel()
+        sm, ok, cnt = smooth_series(values, w, days_k, sp, device=device, choice=pick)
+        if block_hook is not None:
+            block_hook(block, w, days_k, r0)
         sm[:, :nb] = np.clip(sm[:, :nb], lo_clip, hi_clip)
         sm[:, nb:] = np.clip(sm[:, nb:], -idx_lim[None, :, None], idx_lim[None, :, None])
         sm[:, :, ~ok] = 0.0
@@ -474,14 +379,71 @@ def preprocess(
         valid[r0:r1] = ok.reshape(shape)
         n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
         max_gap[r0:r1] = _max_gap(w > 0, days_k, span).reshape(shape)
+        edge_gap[r0:r1] = _edge_gap(w > 0, days_k, span).reshape(shape)
         if progress is not None:
             progress(r1, ny)
     if ti.size == 0:
         max_gap[:] = span
+        edge_gap[:] = span
     if params.normalization is not None:
         out = normalize(out, feats, params.normalization, axis=1)
         out[:, :, ~valid] = 0.0
-    return _as_dataset(raw, params, out, valid, n_obs, max_gap, ti)
+    ds = _as_dataset(raw, params, out, valid, n_obs, max_gap, ti)
+    ds["edge_gap_days"] = (("y", "x"), edge_gap)
+    ds["edge_gap_days"].attrs["units"] = "days"
+    if choice is not None:
+        ds["lambda_choice"] = (("y", "x"), choice.astype(np.int8))
+        ds["lambda_choice"].attrs["candidates"] = json.dumps(sp.lambda_candidates)
+    return ds
+
+
+_CRITERION_BANDS = ("B04", "B08", "B11")
+"""Bands whose leave-one-out error chooses lambda per pixel (visible, NIR, SWIR): one solve
+each per candidate instead of one per feature."""
+
+
+def criterion_channels(names: tuple[str, ...] | list[str]) -> list[int]:
+    """Indices of the channels whose leave-one-out error chooses lambda: B04, B08, B11 where
+    present, else every channel."""
+    names = [str(n) for n in names]
+    crit = [names.index(b) for b in _CRITERION_BANDS if b in names]
+    return crit or list(range(len(names)))
+
+
+def _lambda_choice(
+    raw: xr.DataArray,
+    ti: np.ndarray,
+    weights: np.ndarray,
+    days: np.ndarray,
+    params: PreprocessParams,
+    rows: int,
+) -> np.ndarray:
+    """``(Y, X)`` per-pixel candidate index, pooled over ``lambda_pool_px`` (first pass)."""
+    sp = params.smoothing
+    crit = criterion_channels(params.bands)
+    ny, nx = raw.sizes["y"], raw.sizes["x"]
+    cv = np.empty((len(sp.lambda_candidates), ny, nx))
+    for r0 in range(0, ny, rows):
+        r1 = min(r0 + rows, ny)
+        block = raw.isel(time=ti, y=slice(r0, r1)).sel(band=list(params.bands))
+        refl = np.asarray(block.values, dtype=np.float32).reshape(ti.size, len(params.bands), -1)
+        w = weights[:, r0:r1].reshape(ti.size, -1) * np.isfinite(refl).all(axis=1)
+        _, ybar, wsum, _ = bin_series(refl[:, crit], w, days, sp)
+        scale = sp.lambda_step_days / sp.grid_days
+        cv[:, r0:r1] = lambda_cv(ybar, wsum, sp.lambda_candidates, scale=scale).reshape(
+            -1, r1 - r0, nx
+        )
+    return choose(cv, sp.lambda_pool_px)
+
+
+def _edge_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:
+    """``(N,)`` days from the axis start to the first and from the last positive observation
+    to the axis end, the longer of the two (margins count; ``span`` without any)."""
+    t = np.asarray(days, dtype=np.float64)[:, None]
+    first = np.where(pos, t, np.inf).min(axis=0)
+    last = np.where(pos, t, -np.inf).max(axis=0)
+    gap = np.maximum(np.maximum(first, 0.0), np.maximum(span - last, 0.0))
+    return np.minimum(gap, span).astype(np.float32)
 
 
 def _max_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             min=0,
             help="Halo width in 10 m pixels (default: the run config's default "
             "processing.halo_px, 64, which fits the demo bundles; with --no-scl at least the "
-            "spectral mask's halo, 124).",
+            "halo smoothing needs without SCL, 125).",
         ),
         tile_size: int = typer.Option(
             6000,
@@ -133,11 +133,14 @@ def register(app: typer.Typer) -> None:
 
 def default_halo(no_scl: bool) -> int:
     """``geoxai cube``'s default halo: the run config's default ``processing.halo_px`` (which
-    the demo bundles fit), raised to the spectral mask's halo for cubes without SCL."""
+    the demo bundles fit), raised to what smoothing needs for cubes without SCL (the spectral
+    mask's reach + the pooling of the per-pixel lambda choice)."""
     from geoxai.config import ProcessingConfig
-    from geoxai.temporal.clouds import CloudMaskParams, required_halo_px
+    from geoxai.temporal.clouds import CloudMaskParams
+    from geoxai.temporal.smoothing import PreprocessParams, required_halo_px
 
     halo = int(ProcessingConfig.model_fields["halo_px"].default)
     if no_scl:
-        halo = max(halo, required_halo_px(CloudMaskParams(method="spectral"), 10.0))
+        params = PreprocessParams(clouds=CloudMaskParams(method="spectral"))
+        halo = max(halo, required_halo_px(params, 10.0))
     return halo

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
             "--cloud-mask",
             help="Override processing.cloud_mask: scl (default; inputs with SCL), spectral "
             "(inputs without SCL: clouds, shadows, snow from the reflectances and the items' "
-            "sun angles; needs processing.halo_px >= 124) or none.",
+            "sun angles; needs processing.halo_px >= 125) or none.",
         ),
     ) -> None:
         """Map an AOI for a year: cubes -> smoothing -> inference -> ASOS -> Zarr/COG/STAC/report.

@@ -28,7 +28,10 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(24, "--steps", min=1, help="Number of output time steps."),
         step_days: float = typer.Option(15.0, "--step-days", help="Days per output step."),
         lambda_: float = typer.Option(
-            100.0, "--lambda", help="Whittaker lambda on the 15-day scale (100 = the reference)."
+            None,
+            "--lambda",
+            help="Fixed Whittaker lambda on the 15-day scale (100 = the reference); default: "
+            "(order, lambda) chosen per pixel by leave-one-out cross-validation.",
         ),
         order: int = typer.Option(2, "--order", help="Difference order of the penalty."),
         margin_days: float = typer.Option(

@@ -73,7 +73,7 @@ def test_cli_cube_no_scl_and_default_halo(clean_world, tmp_path):  # noqa: F811
     from pipelines.demo import HALO_PX, WINDOW
 
     assert default_halo(False) == 64 == HALO_PX >= required_halo(**WINDOW)
-    assert default_halo(True) == 124  # the spectral mask's projection reach + buffer
+    assert default_halo(True) == 125  # the mask's projection reach + buffer, + lambda pooling
     _, archive = clean_world
     tile = SYN_TILES[0]
     base = ["cube", "--stac", str(archive.ndjson), "--tile", tile.id, "--start", "2023-06-01"]
@@ -86,7 +86,7 @@ def test_cli_cube_no_scl_and_default_halo(clean_world, tmp_path):  # noqa: F811
     result = CliRunner().invoke(app, [*base, "--out", str(out2), "--no-scl"])
     assert result.exit_code == 0, result.output
     cube = store.read_cube(str(out2))
-    assert list(cube.band.values) == list(S2_BANDS) and cube.attrs["halo_px"] == 124
+    assert list(cube.band.values) == list(S2_BANDS) and cube.attrs["halo_px"] == 125
     bad = CliRunner().invoke(app, [*base, "--out", str(out2), "--no-scl", "--bands", "red,scl"])
     assert isinstance(bad.exception, ConfigError)
 
@@ -115,7 +115,7 @@ def test_run_config_cloud_mask_switch():
     assert cube_bands(spec) == S2_BANDS and preprocess_params(spec).clouds.method == "spectral"
     tile = SYN_TILES[0]
     assert "bands" not in _query_signature(cfg, tile) and "bands" in _query_signature(spec, tile)
-    with pytest.raises(ConfigError, match="cloud_mask: spectral.*124 px.*halo_px: 124"):
+    with pytest.raises(ConfigError, match="cloud_mask: spectral.*smoothing 125 px.*halo_px: 125"):
         _check_halo(spec, 64)
     # the default keeps the output hash runs had before the switch; another value changes it
     from geoxai.provenance import config_hash

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from types import SimpleNamespace
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
 from geoxai.io.cog import build_mosaics, write_tile_cogs
@@ -15,6 +16,8 @@ from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.records import read_records, write_status, write_tile
 from geoxai.mapping.report import render_report, stage_timings, tile_statuses, write_report
+from geoxai.temporal.heldout import heldout_score
+from geoxai.temporal.smoothing import SmoothingParams
 from tests.fixtures.zones import layers_for, small_tile
 
 CONFIG = {"name": "demo-run", "year": 2024, "aoi": "4.0,50.0,5.0,51.0", "config_hash": "c0ffee"}
@@ -55,6 +58,17 @@ class _Page(HTMLParser):
             self.cells[self.sections[-1]][-1] += data
 
 
+def _heldout(seed: int):
+    """A real held-out score of a small noisy seasonal series (3 bands, 50 pixels)."""
+    rng = np.random.default_rng(seed)
+    days = np.sort(rng.uniform(-40, 400, 70))
+    season = 0.2 + 0.15 * np.sin(2 * np.pi * days / 365.0)
+    vals = season[:, None, None] + rng.normal(0, 0.01, (70, 3, 50))
+    w = (rng.random((70, 50)) > 0.3).astype(float)
+    sp = SmoothingParams(year=2024)
+    return heldout_score(vals, w, days, sp, channels=("B04", "B08", "B11"))
+
+
 def make_run(root: str, *, cogs: bool):
     layout = RunLayout(root + "/demo-run/2024")
     tiles = [small_tile(c, r) for r in (20, 21) for c in (10, 11, 12)]
@@ -67,6 +81,8 @@ def make_run(root: str, *, cogs: bool):
             "config_hash": "c0ffee",
             "timings": {"cube_s": 10.0 + i, "predict_s": 2.0 * (i + 1), "asos_s": 5.0},
         }
+        if i < 2:  # two tiles with a held-out score of their smoothing
+            record["info"] = {"heldout": _heldout(i).to_dict()}
         if cogs:
             record["cogs"] = write_tile_cogs(layout, zone, t, layers)
         write_tile(zone, t, layers, record)
@@ -99,10 +115,18 @@ def test_report_sections_counts_and_images(tmp_path, cogs):
         "summary",
         "failures",
         "timings",
+        "smoothing",
         "quicklooks",
         "tile-status",
         "provenance",
     ]
+    smoothing = page.cells["smoothing"]
+    assert tiles[0].id in smoothing and tiles[1].id in smoothing and tiles[2].id not in smoothing
+    pooled = _heldout(0) + _heldout(1)
+    i = smoothing.index("all tiles")
+    assert smoothing[i + 2] == str(pooled.n_held)  # after the empty pixels cell
+    assert smoothing[i + 3] == f"{pooled.mean_rmse('smooth'):.4f}"
+    assert smoothing[i + 6] == f"{pooled.mean_rmse('linear'):.4f}"
     summary = page.cells["summary"]
     row = summary[summary.index("tiles total / done / skipped / empty / failed / pending") + 1]
     assert row == "6 / 2 / 1 / 1 / 1 / 1"

@@ -2,7 +2,8 @@
 
 The ``run_world`` archive (synthetic, 2 km tiles, served by a local rustac STAC API) is mapped
 with the spectral mask: cubes carry no SCL but the items' sun angles; the halo the mask needs
-(124 px) is asked for by the halo check and given in the config.
+(124 px, + 1 for the 3x3 pooling of the per-pixel lambda choice) is asked for by the halo check
+and given in the config.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def test_run_with_the_spectral_cloud_mask(run_world, ray_local, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     small = CliRunner().invoke(app, ["run", str(path), "--cloud-mask", "spectral", "--no-progress"])
-    assert "halo_px: 124" in str(small.exception), small.output  # the mask's halo is asked for
+    assert "halo_px: 125" in str(small.exception), small.output  # the mask's halo is asked for
 
     doc = cfg.model_dump(mode="json")
-    doc["processing"]["halo_px"] = 124
+    doc["processing"]["halo_px"] = 125
     path.write_text(yaml.safe_dump(doc))
     result = CliRunner().invoke(
         app, ["run", str(path), "--cloud-mask", "spectral", "--no-progress"]
@@ -57,7 +58,7 @@ def test_run_with_the_spectral_cloud_mask(run_world, ray_local, tmp_path):
     cube = store.read_cube(layout.url("cubes", f"{tile.id}.zarr"))
     assert "SCL" not in list(cube.band.values)
     assert np.isfinite(cube["view:sun_azimuth"].values).all()
-    pred = ZoneStore.open(layout, tile.epsg).read_tile(tile.with_halo(124), "prediction")
+    pred = ZoneStore.open(layout, tile.epsg).read_tile(tile.with_halo(125), "prediction")
     assert np.isfinite(pred).mean() > 0.95
     rec = read_record(layout, tile.id)
     assert rec["status"] == "done"

@@ -72,7 +72,7 @@ def test_output_axis_and_quality_layers():
 
 
 def test_lambda_is_scaled_to_the_fine_grid():
-    sp = SmoothingParams(year=2021)
+    sp = SmoothingParams(year=2021, lambda_=100.0)
     assert grid_lambda(sp) == pytest.approx(100.0 * 3**3)
     nodes = fine_grid(sp)
     assert np.allclose(np.diff(nodes), 5.0)
@@ -97,14 +97,26 @@ def test_nodata_pixels_and_tiles_are_flagged_not_raised():
     assert np.isfinite(ds["features"].values).all() and (ds["features"].values == 0).all()
 
 
-def test_overlapping_tiles_agree_in_their_cores():
+@pytest.mark.parametrize("lam", [None, 100.0])
+def test_overlapping_tiles_agree_in_their_cores(lam):
+    """Per-pixel lambda choice (None, pooled over 3x3) or a fixed lambda: seamless cores."""
     raw, _ = synthetic_cube(3, ny=20, nx=40)
-    p = PreprocessParams(smoothing=SmoothingParams(year=2021))  # with the default 40 m buffer
-    halo = required_halo_px(p, 10.0, raw["band"].values)  # "auto" with SCL: the buffer only
-    assert halo == 4
-    full = preprocess(raw, p)["features"].values
+    sp = SmoothingParams(year=2021, lambda_=lam)
+    bands = raw["band"].values  # "auto" with SCL: the buffer only
+    assert required_halo_px(PreprocessParams(smoothing=sp), 10.0, bands) == (
+        5 if lam is None else 4
+    )
+    # a 10 m buffer (1 px): with the default 40 m one this 30 %-cloudy cube has no valid pixel
+    p = PreprocessParams(clouds=CloudMaskParams(buffer_m=10.0), smoothing=sp)
+    halo = required_halo_px(p, 10.0, bands)
+    assert halo == (2 if lam is None else 1)  # the 3x3 pooling of the choice reaches 1 px
+    whole = preprocess(raw, p)
+    assert whole["valid"].values.all()
+    differ = []
+    full = whole["features"].values
     for xs in (slice(0, 24), slice(16, 40)):
-        part = preprocess(raw.isel(x=xs), p, rows_per_block=7)["features"].values
+        ds = preprocess(raw.isel(x=xs), p, rows_per_block=7)
+        part = ds["features"].values
         core = slice(halo, -halo)
         np.testing.assert_allclose(
             part[..., core, :][..., core],
@@ -112,6 +124,18 @@ def test_overlapping_tiles_agree_in_their_cores():
             rtol=0,
             atol=1e-6,
         )
+        if lam is None:
+            choice = ds["lambda_choice"].values[core, core]
+            np.testing.assert_array_equal(
+                choice, whole["lambda_choice"].values[halo:-halo, xs][:, core]
+            )
+            # one pixel less of halo (the cloud buffer's alone): the pooled choice differs
+            short = slice(halo - 1, -(halo - 1))
+            cut = ds["lambda_choice"].values[short, short]
+            differ.append((cut != whole["lambda_choice"].values[short, xs][:, short]).any())
+    if lam is None:  # the choice is per pixel, not one for the tile; the check has teeth
+        assert np.unique(whole["lambda_choice"].values).size > 1
+        assert any(differ)
 
 
 def test_torch_path_gives_the_same_numbers():
