@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from geoxai.errors import ConfigError
-from geoxai.provenance import config_hash
+from geoxai.provenance import PIXEL_VERSION, config_hash
 from geoxai.secrets import check_no_secrets
 from geoxai.temporal.s1 import S1Params
 from geoxai.temporal.terrain import DemParams
@@ -315,7 +315,9 @@ class RunConfig(_Strict):
 
         The radar/terrain sections enter only when set, so an optical-only run keeps its hash;
         ``processing.cloud_mask`` only when it is not the default "scl" (what runs did before
-        the switch existed), ``processing.super_resolution`` only when set.
+        the switch existed), ``processing.super_resolution`` only when set. It also holds
+        :data:`geoxai.provenance.PIXEL_VERSION`, so code that makes other pixels from the
+        same config gets another hash.
         """
         same = set()  # settings at their former behaviour stay out, so old runs keep their hash
         if self.processing.cloud_mask == "scl":
@@ -323,6 +325,7 @@ class RunConfig(_Strict):
         if self.processing.super_resolution is None:
             same.add("super_resolution")
         doc: dict[str, Any] = {
+            "pixels": PIXEL_VERSION,
             "year": self.year,
             "stac": self.stac.model_dump(mode="json", exclude={"signing"}),
             "models": self.models.model_dump(mode="json"),

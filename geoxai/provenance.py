@@ -16,7 +16,16 @@ import xarray
 
 from geoxai import __version__
 
-__all__ = ["code_version", "config_hash", "canonical_json", "environment"]
+__all__ = ["PIXEL_VERSION", "code_version", "config_hash", "canonical_json", "environment"]
+
+#: Version of the algorithms that turn inputs into pixels. Bump it in the commit whose code
+#: changes the pixels one config makes (a new default, a fixed bug in a stage), and say why
+#: here. It enters :meth:`geoxai.config.RunConfig.output_hash`, so a rerun over a run made by
+#: older code recomputes its tiles instead of mixing two algorithms in one map.
+#:
+#: - 1: until 2026-12 (one lambda per tile, series ends extrapolated).
+#: - 2: per-pixel ``(order, lambda)`` by pooled leave-one-out CV; series held at their ends.
+PIXEL_VERSION = 2
 
 
 @cache

@@ -91,7 +91,7 @@ def test_cli_cube_no_scl_and_default_halo(clean_world, tmp_path):  # noqa: F811
     assert isinstance(bad.exception, ConfigError)
 
 
-def test_run_config_cloud_mask_switch():
+def test_run_config_cloud_mask_switch(monkeypatch):
     from geoxai.config import RunConfig
     from geoxai.mapping.cube_stage import _query_signature
     from geoxai.mapping.plan import _check_halo
@@ -118,13 +118,19 @@ def test_run_config_cloud_mask_switch():
     with pytest.raises(ConfigError, match="cloud_mask: spectral.*smoothing 125 px.*halo_px: 125"):
         _check_halo(spec, 64)
     # the default keeps the output hash runs had before the switch; another value changes it
-    from geoxai.provenance import config_hash
+    import geoxai.config
+    from geoxai.provenance import PIXEL_VERSION, config_hash
 
     before = cfg.model_dump(mode="json", include={"year", "stac", "models", "processing"})
     for key in ("cloud_mask", "super_resolution"):  # the hash before cloud_mask existed
         del before["processing"][key]
     del before["stac"]["signing"]  # how assets are signed never changes pixels
-    assert cfg.output_hash() == config_hash(before)
+    assert cfg.output_hash() == config_hash({"pixels": PIXEL_VERSION, **before})
+    # code that makes other pixels from the same config gets another hash: no tile is skipped
+    # on a rerun because older code made it
+    monkeypatch.setattr(geoxai.config, "PIXEL_VERSION", PIXEL_VERSION + 1)
+    assert cfg.output_hash() != config_hash({"pixels": PIXEL_VERSION, **before})
+    monkeypatch.undo()
     assert spec.output_hash() != cfg.output_hash()
     with pytest.raises(ConfigError, match="Did you mean 'spectral'"):
         with_cloud_mask(cfg.processing, "spectal")
