@@ -24,7 +24,8 @@ _NON_SECRET_ENV = (
     "AWS_HTTPS",
     "AWS_VIRTUAL_HOSTING",
 )
-_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) never travel: Ray writes
+# a job's runtime env to its logs. Cluster nodes use their own role, Secret or environment.
 
 
 def _is_loopback(address: str) -> bool:
@@ -62,13 +63,13 @@ def job_spec(
     *,
     year: int | None = None,
     baseline_year: int | None = None,
-    forward_credentials: bool = False,
 ) -> tuple[dict, RunConfig]:
     """Entrypoint, runtime env and resolved config of the job (validated locally first).
 
     The resolved config (local paths made absolute) travels as ``run.json`` in the job's
     ``working_dir``; the entrypoint is ``geoxai run run.json --address auto``. Local paths are
-    refused unless the cluster is on this machine (a loopback address).
+    refused unless the cluster is on this machine (a loopback address). The runtime env holds
+    only the non-secret storage settings (endpoint, region); never credentials.
     """
     cfg = _absolute(load_run_config(config_path, year=year), config_path.resolve().parent)
     local = [
@@ -85,8 +86,7 @@ def job_spec(
     args = [python, "-m", "pipelines.cli", "run", "run.json", "--address", "auto", "--no-progress"]
     if baseline_year is not None:
         args += ["--baseline-year", str(baseline_year)]
-    names = _NON_SECRET_ENV + (_SECRET_ENV if forward_credentials else ())
-    env = {k: os.environ[k] for k in names if k in os.environ}
+    env = {k: os.environ[k] for k in _NON_SECRET_ENV if k in os.environ}
     # no RAY_AUTH_*: the job's driver inherits the cluster's token auth from its node
     return {"entrypoint": shlex.join(args), "runtime_env": {"env_vars": env}}, cfg
 
@@ -112,7 +112,6 @@ def submit(
     *,
     year: int | None = None,
     baseline_year: int | None = None,
-    forward_credentials: bool = False,
     wait: bool = False,
     headers: dict[str, str] | None = None,
 ) -> str:
@@ -127,7 +126,6 @@ def submit(
         address,
         year=year,
         baseline_year=baseline_year,
-        forward_credentials=forward_credentials,
     )
     client = JobSubmissionClient(address, headers=headers)
     with tempfile.TemporaryDirectory(prefix="geoxai-job-") as tmp:

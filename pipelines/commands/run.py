@@ -63,14 +63,6 @@ def register(app: typer.Typer) -> None:
         year: int = typer.Option(None, "--year", help="Override the config's year."),
         baseline_year: int = typer.Option(None, "--baseline-year", help="Change layer baseline."),
         wait: bool = typer.Option(False, "--wait", help="Follow the job's logs until it ends."),
-        forward_credentials: bool = typer.Option(
-            False,
-            "--forward-credentials",
-            help=(
-                "Also send AWS_ACCESS_KEY_ID/SECRET to the job (default: the cluster's own "
-                "role or environment). Ray writes a job's runtime env to its logs: avoid."
-            ),
-        ),
     ) -> None:
         """Submit a run to a Ray cluster with `ray job submit` semantics (runtime env included)."""
         from pipelines.submit import submit
@@ -80,7 +72,6 @@ def register(app: typer.Typer) -> None:
             address,
             year=year,
             baseline_year=baseline_year,
-            forward_credentials=forward_credentials,
             wait=wait,
         )
         typer.echo(f"submitted job {job_id} to {address}")
