@@ -4,19 +4,23 @@ starts.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from geoxai.config import RunConfig
 from geoxai.errors import (
     ConfigError,
+    NoDataError,
+    StacError,
 )
-from geoxai.geo.aoi import cover_aoi
+from geoxai.geo.aoi import cover_aoi, parse_aoi
 from geoxai.geo.grid import TileSpec, tile_from_id
+from geoxai.io.stac import search
 from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
 from geoxai.mapping.radar import _check_radar
 from geoxai.mapping.records import plan_tiles, save_config
-from geoxai.mapping.settings import preprocess_params, run_layout
+from geoxai.mapping.settings import date_range, preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
 from geoxai.models.dsen2 import load_superres_bundle
 from geoxai.temporal.smoothing import required_halo_px
@@ -27,7 +31,13 @@ from geoxai.xai.spacex import load_spacex_bundle
 __all__ = [
     "RunPlan",
     "plan_run",
+    "check_stac",
 ]
+
+log = logging.getLogger(__name__)
+
+PREFLIGHT_TIMEOUT_S = 10.0
+"""Seconds the pre-flight STAC search waits per request (one retry)."""
 
 
 @dataclass(frozen=True)
@@ -121,4 +131,36 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
         ZoneStore.create(layout, grid, layers)
     h = config.output_hash()
     todo, done = plan_tiles(layout, tiles, h, force=force)
+    if todo:
+        check_stac(config)
     return RunPlan(layout.root, h, tuple(tiles), todo, done)
+
+
+def check_stac(config: RunConfig) -> None:
+    """Pre-flight: the run's STAC source answers a search over the AOI and the run's dates.
+
+    One search for one item (``PREFLIGHT_TIMEOUT_S`` per request, one retry), so a wrong URL
+    or a server that is down stops the run within seconds, before any tile starts, instead of
+    every cube task spending its retries. An AOI with no item at all is only a warning: its
+    tiles are then recorded ``empty``.
+
+    Raises:
+        StacError: the STAC API is unreachable, answers with an error or not with STAC JSON.
+    """
+    start, end = date_range(config)
+    try:
+        search(
+            config.stac.url,
+            collections=config.stac.collection,
+            bbox=parse_aoi(config.aoi).bounds,
+            datetime=(start, end),
+            max_cloud=config.stac.max_cloud,
+            limit=1,
+            max_items=1,
+            retries=1,
+            timeout=PREFLIGHT_TIMEOUT_S,
+        )
+    except NoDataError as exc:
+        log.warning("pre-flight: %s Every tile will be recorded empty.", exc)
+    except StacError as exc:
+        raise StacError(f"Pre-flight check before any tile: {exc}") from None
