@@ -302,6 +302,18 @@ def _check_out_file(out: Path) -> None:
         raise StoreError(f"Output {str(out)!r} exists and is not writable; remove it first.")
 
 
+def _check_not_an_input(out: Path, inputs: list[Any]) -> None:
+    """Refuse an output file that is one of the inputs: writing it would destroy the input."""
+    target = out.resolve()
+    for item in inputs:
+        path = getattr(item, "path", None) or (item.get("path") if isinstance(item, dict) else None)
+        if path and Path(path).resolve() == target:
+            raise InvalidInputError(
+                f"Output {str(out)!r} is the input raster {path!r}: predicting would overwrite "
+                "it. Give another --out file."
+            )
+
+
 def _absolute(config: SegmentConfig) -> SegmentConfig:
     """The config with absolute input paths (the saved config works from any folder)."""
     rasters = [r.model_copy(update={"path": str(Path(r.path).resolve())}) for r in config.rasters]
@@ -517,7 +529,8 @@ def predict_segment(bundle: str | Path, rasters: list[RasterInput] | None, out: 
     Raises:
         StoreError: ``out`` is not writable (checked first).
         ModelBundleError: not a segmentation bundle, or the rasters' bands do not fit it.
-        InvalidInputError: the new rasters do not overlap or are smaller than one window.
+        InvalidInputError: the new rasters do not overlap or are smaller than one window, or
+            ``out`` is one of the input rasters.
     """
     out_path = Path(out)
     _check_out_file(out_path)
@@ -525,9 +538,9 @@ def predict_segment(bundle: str | Path, rasters: list[RasterInput] | None, out: 
     info = _bundle_info(b)
     trained = [RasterInput.model_validate(r) for r in info["rasters"]]
     features = list(b.spec.inputs.features)
+    _check_not_an_input(out_path, list(rasters or trained))
     if rasters is None:
         grid = Grid.from_json(info["grid"])
-
         metas = [_raster_meta(r) for r in trained]
     else:
         tgrid = Grid.from_json(info["grid"])

@@ -58,8 +58,9 @@ def register(app: typer.Typer) -> None:
         from geoxai.models.bundle import load_bundle
         from geoxai.models.bundle_spec import validity_mask
         from geoxai.provenance import code_version
-        from pipelines.commands._common import stage_bar, write_and_report
+        from pipelines.commands._common import check_out_is_not_input, stage_bar, write_and_report
 
+        check_out_is_not_input(out, {"--cube": cube})
         ac = look_up_option(autocast, ["none", "bf16", "fp16"], what="autocast mode")
         console = Console(stderr=True)
         t0 = time.perf_counter()

@@ -77,8 +77,13 @@ def register(app: typer.Typer) -> None:
             preprocess,
             required_halo_px,
         )
-        from pipelines.commands._common import stage_bar, write_and_report
+        from pipelines.commands._common import (
+            check_out_is_not_input,
+            stage_bar,
+            write_and_report,
+        )
 
+        check_out_is_not_input(out, {"--cube": cube})
         console = Console(stderr=True)
         t0 = time.perf_counter()
         if year is None and start is None:

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 from typer.testing import CliRunner
 
-from geoxai.errors import ModelBundleError, StoreError
+from geoxai.errors import InvalidInputError, ModelBundleError, StoreError
 from geoxai.geo.grid import TileSpec
 from geoxai.inference.windows import required_halo
 from geoxai.io.store import read_dataset, write_dataset
@@ -99,6 +99,11 @@ def test_predict_command_writes_committed_prediction(tmp_path, store_root):
     res2 = CliRunner().invoke(app, args)
     assert isinstance(res2.exception, StoreError)
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
+    # --out naming the input cube is refused, even with --overwrite: the cube stays
+    same = [*args[:-1], f"{store_root}/cube/", "--overwrite"]
+    res3 = CliRunner().invoke(app, same)
+    assert isinstance(res3.exception, InvalidInputError) and "--cube input" in str(res3.exception)
+    assert read_dataset(f"{store_root}/cube")["features"].shape == ds["features"].shape
 
 
 def test_predict_command_refuses_mismatched_cube_before_work(tmp_path):

@@ -44,6 +44,12 @@ def test_smooth_command_writes_a_nan_free_model_ready_cube(store_root, tmp_path)
     # a rerun without --overwrite refuses to replace the committed output
     again = runner.invoke(app, ["smooth", "--cube", src, "--out", dst, "--year", "2021"])
     assert again.exit_code != 0
+    # --out naming the input cube is refused before any work, even with --overwrite
+    own = runner.invoke(
+        app, ["smooth", "--cube", src, "--out", src, "--year", "2021", "--overwrite"]
+    )
+    assert own.exit_code != 0 and "--cube input" in str(own.exception)
+    assert read_dataset(src, chunks=None).attrs["tile_id"] == raw.attrs["tile_id"]
 
 
 @pytest.mark.parametrize(

@@ -454,6 +454,11 @@ def test_predict_again_and_on_new_rasters(trained: dict[str, object], tmp_path: 
         ],
     )
     assert res.exit_code != 0 and "trained on 2 rasters" in str(res.exception)
+    # an output that is one of its own inputs is refused before anything is written
+    before = half.read_bytes()
+    with pytest.raises(InvalidInputError, match="is the input raster.*another --out"):
+        predict_segment(bundle, [RasterInput(path=str(half)), RasterInput(path=scene["dem"])], half)
+    assert half.read_bytes() == before
 
 
 @pytest.mark.slow
