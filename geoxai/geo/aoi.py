@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import shapely
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import MultiPolygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
@@ -151,11 +151,17 @@ def _bbox_geometry(values: list[float], *, source: str) -> BaseGeometry:
             f"AOI bbox {source!r} must be four finite numbers minlon,minlat,maxlon,maxlat."
         )
     x0, y0, x1, y1 = values
-    if not (x0 < x1 and y0 < y1):
+    # minlon > maxlon crosses the antimeridian (RFC 7946 section 5.2); taken as such only when
+    # the box is then narrower than half the globe, so swapped longitudes stay an error
+    across = x0 > x1 and x0 - x1 > 180.0 and -180 <= x1 and x0 <= 180
+    if not ((x0 < x1 or across) and y0 < y1):
         raise AOIError(
             f"AOI bbox {source!r} is empty or inverted: need minlon < maxlon and minlat < maxlat "
-            "(order: minlon,minlat,maxlon,maxlat)."
+            "(order: minlon,minlat,maxlon,maxlat). A bbox across 180 degrees has minlon > "
+            "maxlon, e.g. '179.5,-17,-179.5,-16'."
         )
+    if across:  # its two halves, one per side of the antimeridian
+        return MultiPolygon([box(x0, y0, 180.0, y1), box(-180.0, y0, x1, y1)])
     return box(x0, y0, x1, y1)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
+import antimeridian
 import numpy as np
 import shapely
 from affine import Affine
@@ -172,10 +173,24 @@ class TileSpec:
         return GeoBox(self.shape, self.transform, self.crs)
 
     def footprint(self, *, halo: bool = False) -> BaseGeometry:
-        """Core (or haloed) footprint as a WGS84 lon/lat polygon (edges densified)."""
+        """Core (or haloed) footprint as a WGS84 lon/lat polygon (edges densified).
+
+        A tile that crosses the antimeridian (zones 1 and 60) is a MultiPolygon split at
+        +-180 degrees (RFC 7946, as STAC items are), never a polygon around the globe."""
         b = self.bounds if halo else self.core_bounds
         poly = shapely.segmentize(box(*b), self.tile_size_m / 20)
-        return _reproject(poly, _to_lonlat(self.epsg))
+        lonlat = _reproject(poly, _to_lonlat(self.epsg))
+        x0, _, x1, _ = lonlat.bounds
+        if x1 - x0 <= 180.0:
+            return lonlat
+        return antimeridian.fix_polygon(lonlat, great_circle=False)
+
+    def lonlat_bbox(self, *, halo: bool = False) -> tuple[float, float, float, float]:
+        """``(minlon, minlat, maxlon, maxlat)`` of :meth:`footprint`, degrees. For a tile across
+        the antimeridian ``minlon > maxlon`` (RFC 7946 section 5.2);
+        :func:`geoxai.io.stac.search` splits such a bbox into its two halves."""
+        x0, y0, x1, y1 = antimeridian.bbox(self.footprint(halo=halo))
+        return (float(x0), float(y0), float(x1), float(y1))
 
     def with_halo(self, halo_px: int) -> TileSpec:
         """The same tile with another halo width."""
@@ -210,7 +225,7 @@ class TileSpec:
             "bounds": list(self.bounds),
             "shape": list(self.shape),
             "transform": list(self.transform)[:6],
-            "bbox_lonlat": list(self.footprint().bounds),
+            "bbox_lonlat": list(self.lonlat_bbox()),
         }
 
 

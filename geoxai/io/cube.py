@@ -569,7 +569,7 @@ def build_tile_cube(
         items = search(
             source,
             collections=collection,
-            bbox=tile.footprint(halo=True).bounds,
+            bbox=tile.lonlat_bbox(halo=True),
             datetime=(str(_as_day(start, "start")), str(_as_day(end, "end"))),
             max_cloud=max_cloud,
             bands=list(bands),

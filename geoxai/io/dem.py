@@ -33,7 +33,7 @@ def search_dem(
 
     ext = tile.with_halo(tile.halo_px + params.extra_px)
     return search(
-        source, collections=params.collection, bbox=ext.footprint(halo=True).bounds, **search_kwargs
+        source, collections=params.collection, bbox=ext.lonlat_bbox(halo=True), **search_kwargs
     )
 
 

@@ -229,7 +229,7 @@ def search_s1(
     found = search(
         source,
         collections=params.collection,
-        bbox=block.footprint().bounds,
+        bbox=block.lonlat_bbox(),
         datetime=(str(pd.Timestamp(start).date()), str(pd.Timestamp(end).date())),
         **search_kwargs,
     )

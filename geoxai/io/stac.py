@@ -46,6 +46,7 @@ neighbouring tiles still see the same dates.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -181,6 +182,19 @@ def _local_filter(items: Iterable[pystac.Item], params: dict[str, Any]) -> Itera
         yield item
 
 
+def _antimeridian_halves(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """``params`` once, or twice when its bbox crosses the antimeridian (minlon > maxlon,
+    RFC 7946 section 5.2): one bbox per side of 180 degrees, as not every API (nor the local
+    filter) reads such a bbox."""
+    b = params.get("bbox")
+    if not b or b[0] <= b[len(b) // 2]:
+        return [params]
+    n = len(b) // 2
+    east = [*b[:n], 180.0, *b[n + 1 :]]
+    west = [-180.0, *b[1:]]
+    return [{**params, "bbox": east}, {**params, "bbox": west}]
+
+
 def _is_url(source: Any) -> bool:
     return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
 
@@ -303,7 +317,8 @@ def search(
         url: STAC API root (``http(s)://...``), or local item files / an ndjson or
             FeatureCollection file / a static catalog (a path or a list of paths).
         collections: collection id(s), e.g. ``"sentinel-2-l2a"``.
-        bbox: ``(minlon, minlat, maxlon, maxlat)`` in degrees (EPSG:4326).
+        bbox: ``(minlon, minlat, maxlon, maxlat)`` in degrees (EPSG:4326); ``minlon > maxlon``
+            crosses the antimeridian and is searched as its two halves.
         intersects: a GeoJSON geometry dict (or anything with ``__geo_interface__``).
         datetime: an RFC 3339 instant or interval (``"2023-01-01/2023-12-31"``, ``"2023"``,
             open ends ``".."``), a datetime, or a ``(start, end)`` pair.
@@ -374,20 +389,22 @@ def search(
     if "bbox" in params:
         params["bbox"] = list(params["bbox"])
 
-    if _is_url(url):
-        source: Iterable[pystac.Item] = _api_items(
-            str(url),
-            params,
-            max_cloud=max_cloud,
-            limit=limit,
-            method=method,
-            retries=retries,
-            backoff=backoff,
-            timeout=timeout,
-            headers=headers,
-        )
-    else:
-        source = _local_filter(read_items(url), params)  # type: ignore[arg-type]
+    def one(part: dict[str, Any]) -> Iterable[pystac.Item]:
+        if _is_url(url):
+            return _api_items(
+                str(url),
+                part,
+                max_cloud=max_cloud,
+                limit=limit,
+                method=method,
+                retries=retries,
+                backoff=backoff,
+                timeout=timeout,
+                headers=headers,
+            )
+        return _local_filter(read_items(url), part)  # type: ignore[arg-type]
+
+    source = itertools.chain.from_iterable(one(p) for p in _antimeridian_halves(params))
 
     seen: dict[str, pystac.Item] = {}
     n_total = 0

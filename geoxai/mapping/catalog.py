@@ -137,7 +137,7 @@ def build_collection(
         item = pystac.Item(
             id=tile.id,
             geometry=mapping(foot),
-            bbox=list(foot.bounds),
+            bbox=list(tile.lonlat_bbox()),
             datetime=None,
             start_datetime=start,
             end_datetime=end,

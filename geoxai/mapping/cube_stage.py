@@ -99,7 +99,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
         items = search(
             config.stac.url,
             collections=config.stac.collection,
-            bbox=tile.footprint(halo=True).bounds,
+            bbox=tile.lonlat_bbox(halo=True),
             datetime=(start, end),
             max_cloud=config.stac.max_cloud,
         )

@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import antimeridian
 import numpy as np
 from affine import Affine
+from shapely.geometry import Polygon, mapping
 
 from geoxai.geo.bands import BANDS, S2_BANDS
 from geoxai.geo.grid import RESOLUTION_M
@@ -255,6 +257,22 @@ def _asset(name: str, href: Path, bounds: tuple[float, ...], shape10: tuple[int,
     return asset
 
 
+def _lonlat_polygon(lon: Any, lat: Any) -> dict[str, Any]:
+    """GeoJSON of a footprint ring; split at the antimeridian when it crosses (RFC 7946)."""
+    ring = [[a, b] for a, b in zip(lon, lat, strict=True)]
+    if max(lon) - min(lon) > 180.0:
+        split = antimeridian.fix_polygon(Polygon(ring), great_circle=False)
+        return json.loads(json.dumps(mapping(split)))
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def _lonlat_bbox(lon: Any, lat: Any) -> list[float]:
+    """``[minlon, minlat, maxlon, maxlat]``; ``minlon > maxlon`` across 180 (RFC 7946)."""
+    if max(lon) - min(lon) > 180.0:
+        return [float(v) for v in antimeridian.bbox(_lonlat_polygon(lon, lat))]
+    return [min(lon), min(lat), max(lon), max(lat)]
+
+
 def stac_item(
     world: SyntheticWorld, i: int, root: Path, atm: Atmosphere, scl: np.ndarray
 ) -> dict[str, Any]:
@@ -319,10 +337,7 @@ def stac_item(
         "stac_extensions": list(_ES_EXTENSIONS),
         "id": item_id,
         "properties": props,
-        "geometry": {
-            "type": "Polygon",
-            "coordinates": [[[a, b] for a, b in zip(lon, lat, strict=True)]],
-        },
+        "geometry": _lonlat_polygon(lon, lat),
         "links": [
             *({"rel": r, "type": "application/json", "href": coll} for r in ("collection", "root")),
             {"rel": "parent", "type": "application/json", "href": coll},
@@ -336,7 +351,7 @@ def stac_item(
             BANDS[n].common_name: _asset(n, folder / f"{n}.tif", world.bounds, world.shape)
             for n in (*S2_BANDS, "SCL")
         },
-        "bbox": [min(lon), min(lat), max(lon), max(lat)],
+        "bbox": _lonlat_bbox(lon, lat),
         "collection": world.params.collection_id,
     }
 
