@@ -43,7 +43,7 @@ import xarray as xr
 from affine import Affine
 
 from geoxai.errors import IncompleteOutputError, InvalidInputError, StoreError, look_up_option
-from geoxai.io.location import URL, StoreLocation, _as_location, _guard
+from geoxai.io.location import URL, StoreLocation, _as_location, storage_errors
 from geoxai.provenance import code_version
 
 __all__ = [
@@ -190,7 +190,7 @@ def write_dataset(
     loc = _as_location(url, storage_options)
     ds = _prepare(obj, attrs)
     fs = None
-    with _guard(loc, "open"):
+    with storage_errors(loc, "open"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         marker = loc.child(COMMIT_MARKER)
@@ -206,12 +206,12 @@ def write_dataset(
             fs.invalidate_cache()
     store, so = loc.zarr_target()
     try:
-        with _guard(loc, "write"):
+        with storage_errors(loc, "write"):
             ds.to_zarr(store, mode="w", zarr_format=3, consolidated=False, storage_options=so)
     except BaseException:
         _best_effort_rm(fs, loc)
         raise
-    with _guard(loc, "verify"):
+    with storage_errors(loc, "verify"):
         fs.invalidate_cache()
         with _quiet_marker():
             written = xr.open_zarr(store, consolidated=False, storage_options=so, zarr_format=3)
@@ -299,7 +299,7 @@ def read_commit(url: URL, *, storage_options: Mapping[str, Any] | None = None) -
     """
     loc = _as_location(url, storage_options)
     marker = loc.child(COMMIT_MARKER)
-    with _guard(loc, "read"):
+    with storage_errors(loc, "read"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         try:
@@ -338,7 +338,7 @@ def is_committed(url: URL, *, storage_options: Mapping[str, Any] | None = None) 
 def exists(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when anything (committed or not) exists at ``url``."""
     loc = _as_location(url, storage_options)
-    with _guard(loc, "check"):
+    with storage_errors(loc, "check"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         return bool(fs.exists(loc.path))
@@ -366,7 +366,7 @@ def read_dataset(
     loc = _as_location(url, storage_options)
     record = read_commit(loc)
     store, so = loc.zarr_target()
-    with _guard(loc, "open"), _quiet_marker():
+    with storage_errors(loc, "open"), _quiet_marker():
         ds = xr.open_zarr(
             store, consolidated=False, storage_options=so, chunks=chunks, zarr_format=3
         )
@@ -434,7 +434,7 @@ def read_cube(
 def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Delete the store (marker first, then the data). Returns False when nothing was there."""
     loc = _as_location(url, storage_options)
-    with _guard(loc, "delete"):
+    with storage_errors(loc, "delete"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         if not fs.exists(loc.path):
@@ -449,7 +449,7 @@ def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> boo
 
 def _put_json(loc: StoreLocation, obj: Any, *, fs: Any = None) -> None:
     payload = json.dumps(json_safe(obj), indent=1, sort_keys=True).encode()
-    with _guard(loc, "write"):
+    with storage_errors(loc, "write"):
         if loc.is_s3:
             fs = fs or loc.filesystem()
             fs.pipe_file(loc.path, payload)  # one PUT: the object appears whole or not at all
@@ -494,7 +494,7 @@ def read_json(
             valid JSON.
     """
     loc = _as_location(url, storage_options)
-    with _guard(loc, "read"):
+    with storage_errors(loc, "read"):
         fs = loc.filesystem()
         try:
             raw = fs.cat_file(loc.path)

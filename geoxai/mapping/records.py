@@ -44,13 +44,9 @@ import numpy as np
 from geoxai.errors import InvalidInputError, NoDataError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
-from geoxai.io.location import _guard
+from geoxai.io.location import storage_errors
 from geoxai.io.store import read_json, write_json
-from geoxai.io.zonestore import (
-    LayerSpec,
-    ZoneStore,
-    io_errors,
-)
+from geoxai.io.zonestore import LayerSpec, ZoneStore
 from geoxai.provenance import code_version
 from geoxai.secrets import scrub
 
@@ -172,7 +168,7 @@ def write_tile(
     rec_loc = layout.loc("records", f"{tile.id}.json")
     # 1. the old record goes first: from now on the tile reads as not done
     fs = rec_loc.filesystem()
-    with io_errors(rec_loc, "delete the old record"):
+    with storage_errors(rec_loc, "delete the old record", passthrough=(FileNotFoundError,)):
         try:
             fs.rm_file(rec_loc.path)
         except FileNotFoundError:
@@ -180,7 +176,9 @@ def write_tile(
     rows, cols = zone.grid.region(tile)
     # 2. write the core chunks (whole chunks: nothing else is read or touched)
     for name, values in data.items():
-        with io_errors(zone.loc, f"write {name!r} of tile {tile.id} to"):
+        with storage_errors(
+            zone.loc, f"write {name!r} of tile {tile.id} to", passthrough=(FileNotFoundError,)
+        ):
             zone.array(name)[..., rows, cols] = values
     # 3-4. read back, compare, hash the stored objects
     checks: dict[str, Any] = {}
@@ -301,7 +299,7 @@ def read_records(layout: RunLayout) -> list[dict[str, Any]]:
     """Every readable record of the run, sorted by tile id (unreadable ones are skipped)."""
     loc = layout.loc("records")
     fs = loc.filesystem()
-    with _guard(loc, "list"):  # an unreachable store: a StoreError with the fix
+    with storage_errors(loc, "list"):  # an unreachable store: a StoreError with the fix
         try:
             fs.invalidate_cache()
             paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
