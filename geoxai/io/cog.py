@@ -33,7 +33,8 @@ from geoxai.errors import CorruptDataError, InvalidInputError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
 from geoxai.io.location import resolve
-from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, upload_file
+from geoxai.io.store import upload_file
+from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore
 
 __all__ = [
     "COG_BLOCKSIZE",

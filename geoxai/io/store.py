@@ -31,7 +31,7 @@ import datetime as _dt
 import json
 import math
 import os
-import uuid
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +42,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from geoxai.atomic import atomic_write, atomic_write_bytes
 from geoxai.errors import IncompleteOutputError, InvalidInputError, StoreError, look_up_option
 from geoxai.io.location import URL, StoreLocation, _as_location, storage_errors
 from geoxai.provenance import code_version
@@ -59,6 +60,8 @@ __all__ = [
     "delete",
     "write_json",
     "read_json",
+    "put_atomic",
+    "upload_file",
 ]
 
 COMMIT_MARKER = "_geoxai_commit.json"
@@ -447,22 +450,40 @@ def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> boo
     return True
 
 
-def _put_json(loc: StoreLocation, obj: Any, *, fs: Any = None) -> None:
-    payload = json.dumps(json_safe(obj), indent=1, sort_keys=True).encode()
+def put_atomic(loc: StoreLocation, payload: bytes, *, fs: Any = None) -> None:
+    """Write one object whole: one PUT on S3, :func:`geoxai.atomic.atomic_write_bytes` locally.
+
+    Raises:
+        StoreError: the destination cannot be written.
+    """
     with storage_errors(loc, "write"):
         if loc.is_s3:
             fs = fs or loc.filesystem()
             fs.pipe_file(loc.path, payload)  # one PUT: the object appears whole or not at all
             fs.invalidate_cache()
         else:
-            path = Path(loc.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                tmp.write_bytes(payload)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_write_bytes(loc.path, payload, parents=True)
+
+
+def upload_file(src: str | os.PathLike[str], loc: StoreLocation) -> None:
+    """Move a finished local file to ``loc`` whole: one PUT on S3, an atomic copy locally.
+
+    Raises:
+        StoreError: the destination cannot be written.
+    """
+    src = Path(src)
+    with storage_errors(loc, "write"):
+        if loc.is_s3:
+            fs = loc.filesystem()
+            fs.put_file(str(src), loc.path)
+            fs.invalidate_cache()
+        else:
+            atomic_write(loc.path, lambda tmp: shutil.copyfile(src, tmp), parents=True)
+
+
+def _put_json(loc: StoreLocation, obj: Any, *, fs: Any = None) -> None:
+    payload = json.dumps(json_safe(obj), indent=1, sort_keys=True).encode()
+    put_atomic(loc, payload, fs=fs)
 
 
 def write_json(obj: Any, url: URL, *, storage_options: Mapping[str, Any] | None = None) -> None:

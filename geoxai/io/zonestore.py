@@ -12,12 +12,8 @@ and safe when workers race (identical metadata, nothing deleted); a grid or laye
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +33,6 @@ __all__ = [
     "ZoneStore",
     "default_layers",
     "change_layer_specs",
-    "upload_file",
 ]
 
 ZONE_FORMAT = "geoxai-zone/1"
@@ -546,26 +541,3 @@ class ZoneStore:
             return xr.open_zarr(
                 target, consolidated=False, zarr_format=3, storage_options=so, chunks={}
             )
-
-
-def upload_file(src: str | os.PathLike[str], loc: StoreLocation) -> None:
-    """Move a finished local file to ``loc`` whole: ``os.replace`` locally, one PUT on S3.
-
-    Raises:
-        StoreError: the destination cannot be written.
-    """
-    src = Path(src)
-    with storage_errors(loc, "write"):
-        if loc.is_s3:
-            fs = loc.filesystem()
-            fs.put_file(str(src), loc.path)
-            fs.invalidate_cache()
-        else:
-            dst = Path(loc.path)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-            finally:
-                tmp.unlink(missing_ok=True)

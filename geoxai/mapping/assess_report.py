@@ -31,8 +31,7 @@ from geoxai.assess.estimators import (
 )
 from geoxai.errors import InvalidInputError, look_up_option
 from geoxai.io.points import LABEL_COLUMN, PointTable
-from geoxai.io.store import write_json
-from geoxai.io.zonestore import upload_file
+from geoxai.io.store import upload_file, write_json
 from geoxai.mapping.assess import (
     SIMPLE_STRATUM,
     Census,

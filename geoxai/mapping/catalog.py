@@ -43,7 +43,8 @@ from shapely.geometry import mapping
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.geo.grid import TILE_SIZE_M, tile_from_id
 from geoxai.io.layout import RunLayout
-from geoxai.io.zonestore import LayerSpec, ZoneStore, upload_file
+from geoxai.io.store import upload_file
+from geoxai.io.zonestore import LayerSpec, ZoneStore
 
 __all__ = [
     "COG_MEDIA_TYPE",

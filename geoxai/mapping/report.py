@@ -37,7 +37,8 @@ from geoxai.errors import StoreError
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
 from geoxai.io.cog import gdal_path
 from geoxai.io.layout import RunLayout
-from geoxai.io.zonestore import ZoneStore, upload_file
+from geoxai.io.store import upload_file
+from geoxai.io.zonestore import ZoneStore
 from geoxai.mapping.styles import layer_cmap, value_range
 from geoxai.provenance import code_version
 from geoxai.secrets import scrub
