@@ -4,7 +4,7 @@ Layout of one run and year (``run_root`` = ``RunConfig.run_root()`` =
 ``<store.root>/<name>/<year>``, a local path or ``s3://bucket/prefix``)::
 
     <run_root>/
-        config.json                     the run config (written by the driver, :func:`save_config`)
+        config.json                     the run config (driver, ``io.config_file.save_config``)
         zone=<epsg>/outputs.zarr/       Zarr v3 group, one per UTM zone (:class:`ZoneStore`)
             prediction/                 float32 (K, Y, X) or (Y, X), fill NaN
             asos_sensitivity/           float32, fill NaN
@@ -48,7 +48,6 @@ from geoxai.io.location import storage_errors
 from geoxai.io.store import read_json, write_json
 from geoxai.io.zonestore import LayerSpec, ZoneStore
 from geoxai.provenance import code_version
-from geoxai.secrets import scrub
 
 __all__ = [
     "RECORD_FORMAT",
@@ -62,7 +61,6 @@ __all__ = [
     "tile_is_done",
     "plan_tiles",
     "change_layers",
-    "save_config",
     "layer_checksum",
 ]
 
@@ -483,13 +481,3 @@ def change_layers(
     flag[ok & (diff > threshold)] = _CHANGE_UP
     flag[ok & (diff < -threshold)] = _CHANGE_DOWN
     return {"change": diff, "change_flag": flag}
-
-
-def save_config(layout: RunLayout, config: Any) -> str:
-    """Write the run config (a pydantic model or dict) to ``<root>/config.json``; return its URL.
-
-    The value of any secret-named key, at any depth, is written as ``***``
-    (:func:`geoxai.secrets.scrub`)."""
-    doc = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
-    write_json(scrub(doc), layout.loc("config.json"))
-    return layout.config_url()

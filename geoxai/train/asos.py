@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.io.config_file import save_config
 from geoxai.io.eurosat import read_eurosat
 from geoxai.models.asos_net import (
     ASOSNet,
@@ -26,7 +27,7 @@ from geoxai.models.asos_net import (
     to_network_input,
 )
 from geoxai.train.distributed import is_main_process, shard
-from geoxai.train.registry import BundleOptions, FitParamsModel, _Strict, save_config
+from geoxai.train.registry import CONFIG_FILE, BundleOptions, FitParamsModel, _Strict
 from geoxai.train.trainer import BaseTask, FitParams, fit, prepare_out_dir
 from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
@@ -341,7 +342,7 @@ def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
     bundle = out / "bundle"
     if is_main_process():  # every rank holds the same weights; one writes
         save_asos_bundle(bundle, net, spec, table)
-        save_config(config, bundle)
+        save_config(config, Path(bundle) / CONFIG_FILE)
     return bundle
 
 

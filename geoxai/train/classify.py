@@ -52,6 +52,7 @@ from geoxai.errors import (
     InvalidInputError,
     look_up_option,
 )
+from geoxai.io.config_file import save_config
 from geoxai.io.eurosat import EUROSAT_FILE_BANDS, list_patches
 from geoxai.models.backbones import (
     RGB_BANDS,
@@ -71,7 +72,7 @@ from geoxai.models.bundle_spec import (
 )
 from geoxai.train.distributed import shard
 from geoxai.train.history import plot_history
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
 __all__ = [
@@ -625,5 +626,5 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
         spec,
         extra_files={"classify": ("classify.json", json.dumps(info, indent=1).encode())},
     )
-    save_config(config, bundle)
+    save_config(config, Path(bundle) / CONFIG_FILE)
     return bundle

@@ -3,9 +3,9 @@
 Each workflow is a pydantic config class (``extra="forbid"``, with an ``out_dir: str`` and a
 ``training:`` :class:`FitParamsModel` section) and a function ``train_x(config, *, resume=True)
 -> Path`` that runs :func:`geoxai.train.trainer.fit` and writes a model bundle (with the config
-saved as ``train_config.yaml``, see :func:`save_config`). The command line knows nothing about any
-workflow: it looks the name up in :data:`WORKFLOWS`, loads the config with
-:func:`load_workflow_config` and calls :func:`run_workflow`.
+saved as ``train_config.yaml``, see :func:`geoxai.io.config_file.save_config`). The command
+line knows nothing about any workflow: it looks the name up in :data:`WORKFLOWS`, loads the
+config with :func:`load_workflow_config` and calls :func:`run_workflow`.
 
 The ``training:`` section every config has (all optional)::
 
@@ -47,7 +47,6 @@ __all__ = [
     "workflow_config_class",
     "load_workflow_config",
     "run_workflow",
-    "save_config",
     "example_config",
 ]
 
@@ -170,14 +169,6 @@ def run_workflow(name: str, config: BaseModel, *, resume: bool = True) -> Path:
             f"with load_workflow_config({name!r}, path)."
         )
     return Path(getattr(module, fn_name)(config, resume=resume))
-
-
-def save_config(config: BaseModel, directory: str | Path) -> Path:
-    """Write ``config`` as ``directory/train_config.yaml`` (what the bundle was trained with)."""
-    path = Path(directory) / CONFIG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return path
 
 
 def _model_of(ann: Any) -> tuple[type[BaseModel] | None, bool]:

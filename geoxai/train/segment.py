@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, StoreError
 from geoxai.io.cog import write_array_cog
+from geoxai.io.config_file import save_config
 from geoxai.io.rasters import (
     Grid,
     MaskInput,
@@ -65,7 +66,7 @@ from geoxai.models.bundle_spec import (
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
 from geoxai.models.unet import UNet2d
 from geoxai.train.distributed import shard
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.segment_data import TileSplit, band_statistics, split_tiles
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
@@ -468,7 +469,7 @@ def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
         spec,
         extra_files={"grid": (GRID_FILE, json.dumps(info).encode())},
     )
-    save_config(config, bundle_dir)
+    save_config(config, Path(bundle_dir) / CONFIG_FILE)
 
     prob = _predict_scene(bundle_dir, scene.data, scene.valid, scene.grid)
     _write_prediction(prob, scene.grid, out / "prediction.tif", {"bundle": str(bundle_dir)})

@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.io.config_file import save_config
 from geoxai.io.eurosat import read_eurosat
 from geoxai.models.asos_net import to_network_input
 from geoxai.models.bundle import save_bundle
@@ -72,7 +73,7 @@ from geoxai.models.spacex_nets import (
     to_gan,
 )
 from geoxai.train.distributed import shard
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.trainer import fit
 from geoxai.xai.spacex import (
     META_FILE,
@@ -610,5 +611,5 @@ def save_spacex_bundle(
     doc = json.dumps({"format": "geoxai.spacex/1", **(meta or {})}, indent=2, default=str)
     out = save_bundle(path, gens, spec, extra_files={META_KEY: (META_FILE, doc.encode())})
     if train_config is not None:
-        save_config(train_config, out)
+        save_config(train_config, Path(out) / CONFIG_FILE)
     return out

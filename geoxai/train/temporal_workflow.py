@@ -13,9 +13,10 @@ from affine import Affine
 from pydantic import Field, model_validator
 
 from geoxai.errors import DataAccessError, InvalidInputError, look_up_option
+from geoxai.io.config_file import save_config
 from geoxai.io.store import read_dataset
 from geoxai.train.distributed import is_main_process
-from geoxai.train.registry import BundleOptions, FitParamsModel, _Strict, save_config
+from geoxai.train.registry import CONFIG_FILE, BundleOptions, FitParamsModel, _Strict
 from geoxai.train.temporal import TemporalTask, fit_normalization, save_temporal_bundle
 from geoxai.train.trainer import fit, prepare_out_dir
 
@@ -239,5 +240,5 @@ def train_temporal_workflow(config: TemporalConfig, *, resume: bool = True) -> P
             f"TemporalUNet trained on {len(train)} tile(s) by geoxai train temporal."
         ),
     )  # fmt: skip
-    save_config(config, bundle)
+    save_config(config, Path(bundle) / CONFIG_FILE)
     return bundle
