@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from geoxai.errors import (
     ConfigError,
@@ -70,6 +70,7 @@ from geoxai.models.bundle_spec import (
     OutputSpec,
     WindowSpec,
 )
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
 from geoxai.train.history import plot_history
 from geoxai.train.registry import CONFIG_FILE, FitParamsModel
@@ -107,10 +108,8 @@ CACHE_KEYWORD = "torchvision-cache"
 _ARCH = {"simple_cnn": "scene_simple_cnn", "resnet18": "scene_resnet18"}
 
 
-class ClassifyConfig(BaseModel):
+class ClassifyConfig(StrictModel):
     """``geoxai train classify CONFIG``: a scene classifier on EuroSAT-format patch folders."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(
         description="Folder with one sub-folder per class of 64x64 patches (13-band GeoTIFFs "

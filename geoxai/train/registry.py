@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from geoxai.config import did_you_mean, read_config_file
 from geoxai.errors import ConfigError, look_up_option
+from geoxai.strict import StrictModel
 from geoxai.train.trainer import FitParams
 
 if TYPE_CHECKING:  # torch stays out of `geoxai --help`
@@ -64,10 +65,8 @@ CONFIG_FILE = "train_config.yaml"
 """Name of the saved config inside a bundle directory."""
 
 
-class FitParamsModel(BaseModel):
+class FitParamsModel(StrictModel):
     """The ``training:`` section of a workflow config (mirror of :class:`FitParams`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(10, ge=1, description="Passes over the training data.")
     lr: float = Field(1e-3, gt=0, description="Learning rate (base of the schedule).")
@@ -229,11 +228,7 @@ def example_config(name: str) -> str:
     return "\n".join(head + _template(cls, 0)) + "\n"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BundleOptions(_Strict):
+class BundleOptions(StrictModel):
     """How the written bundle is described and run (inference windows)."""
 
     name: str | None = Field(None, description="Bundle name (default from out_dir).")

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, StoreError
 from geoxai.io.cog import write_array_cog
@@ -65,6 +65,7 @@ from geoxai.models.bundle_spec import (
 )
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
 from geoxai.models.unet import UNet2d
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
 from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.segment_data import TileSplit, band_statistics, split_tiles
@@ -89,10 +90,8 @@ GRID_FILE = "grid.json"
 """Bundle extra file: training grid, band names, rasters, split and normalization."""
 
 
-class SegmentConfig(BaseModel):
+class SegmentConfig(StrictModel):
     """Train a U-Net on feature rasters and a mask (``geoxai train segment CONFIG``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rasters: list[RasterInput] = Field(
         min_length=1, description="Feature rasters (any CRS/resolution); bands are stacked."

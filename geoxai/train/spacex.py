@@ -55,7 +55,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from torch import nn
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
@@ -72,6 +72,7 @@ from geoxai.models.spacex_nets import (
     from_gan,
     to_gan,
 )
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
 from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.trainer import fit
@@ -457,7 +458,7 @@ _SPACEX_TRAINING: dict[str, Any] = {"lr": 2e-4, "lr_schedule": "linear_decay", "
 """Trainer settings SpacEX changes from the trainer's defaults (CycleGAN's Adam rate, decay)."""
 
 
-class SpacexConfig(BaseModel):
+class SpacexConfig(StrictModel):
     """``geoxai train spacex CONFIG``: explain a frozen ASOS classifier with two generators.
 
     Example::
@@ -469,8 +470,6 @@ class SpacexConfig(BaseModel):
         training: {epochs: 50, batch_size: 4}   # lr 2e-4 and linear_decay unless given
         out_dir: runs/spacex
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     classifier: str = Field(description="ASOS bundle whose network is explained (kept frozen).")
     data: str = Field(description=".npz with 'images' (N, C, H, W), or a EuroSAT folder.")
