@@ -359,7 +359,7 @@ def build_vrt(
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>")
     xml = "\n".join(lines) + "\n"
-    loc = layout.loc("mosaics", f"zone={grid.epsg}", f"{spec.name}.vrt")
+    loc = layout.at(layout.mosaic_url(spec.name, grid.epsg))
     with tempfile.TemporaryDirectory(prefix="geoxai-vrt-") as tmp:
         path = Path(tmp) / "mosaic.vrt"
         path.write_text(xml, encoding="utf-8")

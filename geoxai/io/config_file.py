@@ -27,7 +27,7 @@ def save_config(config: Any, url: URL, *, storage_options: Mapping[str, Any] | N
 
     Args:
         config: the config; pydantic models are dumped in JSON mode.
-        url: the file to write (local path or ``s3://``), e.g. ``layout.loc("config.json")``.
+        url: the file to write (local path or ``s3://``), e.g. ``layout.at(layout.config_url())``.
         storage_options: s3fs options; default from the environment.
 
     Raises:

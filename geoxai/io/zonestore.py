@@ -328,7 +328,7 @@ class ZoneStore:
         self.layout = layout
         self.grid = grid
         self.layers = dict(layers)
-        self.loc = layout.loc(f"zone={grid.epsg}", "outputs.zarr")
+        self.loc = layout.at(layout.zone_url(grid.epsg))
         self._group: Any = None
 
     # -- construction --
@@ -391,7 +391,7 @@ class ZoneStore:
             StoreError: there is no zone store for ``epsg`` under the run root.
         """
 
-        loc = layout.loc(f"zone={epsg}", "outputs.zarr")
+        loc = layout.at(layout.zone_url(epsg))
         with storage_errors(loc, "open the zone store", passthrough=_MISSING):
             try:
                 group = zarr.open_group(_zarr_store(loc), mode="r+", zarr_format=3)

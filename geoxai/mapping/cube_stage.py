@@ -66,9 +66,9 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
 
     t0 = time.monotonic()
     layout = run_layout(config)
-    url = layout.url("cubes", f"{tile.id}.zarr")
+    url = layout.cube_url(tile.id)
     radar_urls = {
-        key: layout.url("cubes", f"{tile.id}.{key}.zarr") if getattr(config, section) else None
+        key: layout.cube_layer_url(tile.id, key) if getattr(config, section) else None
         for key, section in (("s1", "sentinel1"), ("dem", "dem"))
     }
     sig = _query_signature(config, tile)

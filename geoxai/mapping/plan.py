@@ -116,7 +116,7 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
         load_superres_bundle(config.processing.super_resolution.bundle)  # fails before downloads
     _check_halo(config, halo)
     layout = run_layout(config)
-    save_config(config.model_dump(mode="json"), layout.loc("config.json"))
+    save_config(config.model_dump(mode="json"), layout.at(layout.config_url()))
     layers = _layer_specs(config, list(bundle.spec.output.names))
     for grid in ZoneGrid.from_tiles(tiles).values():
         ZoneStore.create(layout, grid, layers)

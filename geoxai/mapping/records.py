@@ -163,7 +163,7 @@ def write_tile(
         )
     data = _check_layers(zone, tile, layers)
     layout = zone.layout
-    rec_loc = layout.loc("records", f"{tile.id}.json")
+    rec_loc = layout.at(layout.record_url(tile.id))
     # 1. the old record goes first: from now on the tile reads as not done
     fs = rec_loc.filesystem()
     with storage_errors(rec_loc, "delete the old record", passthrough=(FileNotFoundError,)):
@@ -277,7 +277,7 @@ def write_status(
         raise InvalidInputError(f"write_status({tile.id}, {status!r}) needs a reason.")
     out = _base_record(tile, status, dict(record or {}), code_version())
     out["reason"] = str(reason)[:4000]
-    write_json(out, layout.loc("records", f"{tile.id}.json"))
+    write_json(out, layout.at(layout.record_url(tile.id)))
     return out
 
 
@@ -287,7 +287,7 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
     Raises:
         StoreError: the record exists but is not valid JSON (see :func:`tile_state`).
     """
-    rec = read_json(layout.loc("records", f"{tile_id}.json"), default=None)
+    rec = read_json(layout.at(layout.record_url(tile_id)), default=None)
     if rec is not None and not isinstance(rec, dict):
         raise StoreError(f"Record of tile {tile_id} under {layout.root} is not a JSON object.")
     return rec
@@ -295,7 +295,7 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
 
 def read_records(layout: RunLayout) -> list[dict[str, Any]]:
     """Every readable record of the run, sorted by tile id (unreadable ones are skipped)."""
-    loc = layout.loc("records")
+    loc = layout.at(layout.records_url())
     fs = loc.filesystem()
     with storage_errors(loc, "list"):  # an unreachable store: a StoreError with the fix
         try:
