@@ -11,7 +11,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "stac": ["search", "read_items"],
         "stac_items": ["normalize_item"],
-        "cube": ["build_cube", "build_tile_cube"],
+        "cube": ["build_cube"],
+        "tile_cube": ["build_tile_cube"],
         "signing": ["resolve_signing"],
         "store": ["write_dataset", "read_dataset", "read_cube"],
         "location": ["StoreLocation", "resolve"],
