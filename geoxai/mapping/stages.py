@@ -52,7 +52,13 @@ from geoxai.mapping.catalog import write_catalog
 from geoxai.mapping.cube_stage import _one_line
 from geoxai.mapping.outcomes import CubeStage
 from geoxai.mapping.plan import RunPlan
-from geoxai.mapping.radar import _check_radar, _radar_ids, _radar_info, radar_layers, radar_needs
+from geoxai.mapping.radar import (
+    _check_radar,
+    _radar_ids,
+    _radar_info,
+    committed_radar_layers,
+    radar_needs,
+)
 from geoxai.mapping.records import change_layers, read_records, write_status, write_tile
 from geoxai.mapping.report import write_report
 from geoxai.mapping.settings import preprocess_params, run_layout
@@ -187,11 +193,13 @@ def tile_features(
         tile: the tile with its halo.
         config: the run config (smoothing, sentinel1.scale / db_floor).
         features: the prediction bundle's feature names, in model order.
-        s1: the tile's :func:`geoxai.mapping.radar_s1.s1_steps` dataset; None: computed here when
-            ``features`` need it (:func:`radar_layers`).
-        terrain: the tile's :func:`geoxai.mapping.radar_dem.terrain` dataset; None: computed here
-        if needed. device: smoothing device (None = numpy, ``"cuda"``). superres: a loaded
-        wri-dsen2-lite bundle: B05..B12 super-resolved per date first
+        s1: the tile's :func:`geoxai.mapping.radar_s1.s1_steps` dataset; None: the layer the cube
+            stage committed is read when ``features`` need it (:func:`committed_radar_layers`;
+            no STAC search here).
+        terrain: the tile's :func:`geoxai.mapping.radar_dem.terrain` dataset; None: the
+            committed one, if needed.
+        device: smoothing device (None = numpy, ``"cuda"``).
+        superres: a loaded wri-dsen2-lite bundle: B05..B12 super-resolved per date first
             (:func:`geoxai.temporal.superres.superresolve_cube`); None = the cube's bands as
             they are.
 
@@ -217,7 +225,9 @@ def tile_features(
         return ds, ds
     _check_radar(config, features, "of this run")
     if (need_s1 and s1 is None) or (need_dem and terrain is None):
-        got_s1, got_dem = radar_layers(tile, config)
+        got_s1, got_dem = committed_radar_layers(
+            tile, config, s1=bool(need_s1) and s1 is None, dem=bool(need_dem) and terrain is None
+        )
         s1 = s1 if s1 is not None else got_s1
         terrain = terrain if terrain is not None else got_dem
     kw: dict[str, Any] = {}
@@ -244,8 +254,8 @@ def map_tile(
 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, Any]]:
     """Raw haloed cube (+ the S1/terrain layers the bundle reads) -> core-sized output layers.
 
-    ``s1`` / ``terrain``: the tile's committed layers (:func:`stage_cube`); None computes them
-    here when the bundle reads VV/VH / slope/DEM (see :func:`tile_features`).
+    ``s1`` / ``terrain``: the tile's committed layers (:func:`stage_cube`); None reads the
+    committed ones when the bundle reads VV/VH / slope/DEM (see :func:`tile_features`).
 
     Returns:
         ``(layers, timings, info)``: layers ``prediction`` ``(K, 600, 600)`` or ``(600, 600)``
