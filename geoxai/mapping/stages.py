@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,7 +51,7 @@ from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore
 from geoxai.mapping.catalog import write_catalog
 from geoxai.mapping.cube_stage import _one_line
-from geoxai.mapping.outcomes import CubeStage
+from geoxai.mapping.outcomes import CubeStage, TileOutcome
 from geoxai.mapping.plan import RunPlan
 from geoxai.mapping.radar import (
     _check_radar,
@@ -62,13 +63,14 @@ from geoxai.mapping.radar import (
 from geoxai.mapping.records import change_layers, read_records, write_status, write_tile
 from geoxai.mapping.report import write_report
 from geoxai.mapping.settings import preprocess_params, run_layout
-from geoxai.models.bundle import load_bundle
+from geoxai.models.asos_net import ASOSNet
+from geoxai.models.bundle import LoadedBundle, load_bundle
 from geoxai.models.dsen2 import load_superres_bundle
 from geoxai.temporal.fuse import fuse
 from geoxai.temporal.heldout import TileHeldout
 from geoxai.temporal.smoothing import preprocess
 from geoxai.temporal.superres import superresolve_cube
-from geoxai.xai.asos import asos_map, load_asos_bundle
+from geoxai.xai.asos import ASOSTable, asos_map, load_asos_bundle
 from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
 
 __all__ = [
@@ -123,15 +125,24 @@ def quality_layer(ds: Any, valid: np.ndarray | None = None) -> np.ndarray:
 
 @dataclass
 class TileModels:
-    """The models a tile worker holds (loaded once per actor)."""
+    """The models a tile worker holds (loaded once per actor).
+
+    Attributes:
+        device: torch device name (``"cpu"``, ``"cuda"``).
+        prediction: the prediction bundle.
+        asos: the ASOS bundle (None: no ASOS layer). asos_table: its fitted table.
+        asos_min_evidence: fewest table entries behind a sensitivity value.
+        spacex: the SpacEX bundle (None: no attribution layer).
+        superres: the wri-dsen2-lite bundle (None: 20 m bands resampled as read).
+    """
 
     device: str
-    prediction: Any
-    asos: Any = None
-    asos_table: Any = None
+    prediction: LoadedBundle
+    asos: LoadedBundle | None = None
+    asos_table: ASOSTable | None = None
     asos_min_evidence: int = 1
-    spacex: Any = None
-    superres: Any = None
+    spacex: LoadedBundle | None = None
+    superres: LoadedBundle | None = None
 
 
 def _device(name: str) -> str:
@@ -301,9 +312,14 @@ def map_tile(
         return composites[key]
 
     if models.asos is not None:
+        if models.asos_table is None:
+            raise ModelBundleError(
+                "TileModels.asos has no fitted ASOS table; load the bundle with "
+                "load_asos_bundle(path) (it needs the table), as load_models does."
+            )
         t = time.monotonic()
         sens, _ = asos_map(
-            models.asos.net,
+            cast(ASOSNet, models.asos.net),  # load_asos_bundle checked the architecture
             models.asos_table,
             composite(models.asos.spec.inputs.features),
             min_evidence=models.asos_min_evidence,
@@ -343,8 +359,9 @@ def _smooth_device(device: str) -> str | None:
 
 def map_and_write(
     tile: TileSpec, cube: CubeStage, models: TileModels, config: RunConfig
-) -> dict[str, Any]:
-    """Map one tile from its committed cube and write its outputs exactly once; the record."""
+) -> TileOutcome:
+    """Map one tile from its committed cube and write its outputs exactly once; its outcome
+    (the record written: :meth:`TileOutcome.to_dict`)."""
 
     if cube.url is None:
         raise ValueError(
@@ -395,7 +412,7 @@ def map_and_write(
     record["timings"] = timings
     out = write_tile(zone, tile, layers, record)
     out.setdefault("timings", {})["write_s"] = time.monotonic() - t
-    return out
+    return TileOutcome.from_dict(out)
 
 
 def _status(
@@ -406,9 +423,9 @@ def _status(
     cube: CubeStage,
     config: RunConfig,
     timings: dict[str, float],
-) -> dict[str, Any]:
+) -> TileOutcome:
 
-    return write_status(
+    rec = write_status(
         layout,
         tile,
         status,
@@ -420,12 +437,13 @@ def _status(
             **_radar_ids(cube),
         },
     )
+    return TileOutcome.from_dict(rec)
 
 
-def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> dict[str, Any]:
-    """Write the record of a tile whose cube stage found no data or failed; return it."""
+def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> TileOutcome:
+    """Write the record of a tile whose cube stage found no data or failed; its outcome."""
 
-    return write_status(
+    rec = write_status(
         run_layout(config),
         tile,
         cube.status,
@@ -437,10 +455,11 @@ def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -
             **_radar_ids(cube),
         },
     )
+    return TileOutcome.from_dict(rec)
 
 
 def finish_run(
-    config: RunConfig, plan: RunPlan, outcomes: dict[str, dict[str, Any]], *, wall_s: float
+    config: RunConfig, plan: RunPlan, outcomes: Mapping[str, TileOutcome], *, wall_s: float
 ) -> str:
     """Mosaics per zone, the STAC catalog of the outputs and ``report.html``; the report URL."""
 
@@ -457,7 +476,13 @@ def finish_run(
         common = set.intersection(*written) if written else set()
         mosaics = build_mosaics(layout, done_tiles, [s for s in specs if s.name in common])
     report = write_report(
-        layout, config, records, plan=plan, this_run=outcomes, wall_s=wall_s, mosaics=mosaics
+        layout,
+        config,
+        records,
+        plan=plan,
+        this_run={k: o.to_dict() for k, o in outcomes.items()},
+        wall_s=wall_s,
+        mosaics=mosaics,
     )
     write_catalog(layout, config, records, mosaics=mosaics)  # links report.html: write it first
     return report

@@ -143,7 +143,7 @@ def radar_run(radar_world):
     for tile in plan.todo:
         cubes[tile.id] = mapping.stage_cube(tile, cfg)
         assert cubes[tile.id].status == "ok", cubes[tile.id].reason
-        records[tile.id] = mapping.map_and_write(tile, cubes[tile.id], models, cfg)
+        records[tile.id] = mapping.map_and_write(tile, cubes[tile.id], models, cfg).to_dict()
     return cfg, plan, cubes, records
 
 
