@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "store": ["write_dataset", "read_dataset", "read_cube"],
         "location": ["StoreLocation", "resolve"],
         "layout": ["RunLayout"],
+        "config_file": ["save_config"],
         "zonestore": ["ZoneStore", "ZoneGrid", "LayerSpec"],
         "cog": ["write_cog", "build_mosaics"],
         "s1": ["search_s1", "build_s1_cube"],
