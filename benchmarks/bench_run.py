@@ -56,11 +56,15 @@ class NoopStages:
 
     @staticmethod
     def map_and_write(tile, cube, models, config):
-        return {"tile_id": tile.id, "status": "done"}
+        from geoxai.mapping.outcomes import TileOutcome
+
+        return TileOutcome(tile.id, "done")
 
     @staticmethod
     def record_empty_or_failed(tile, cube, config):
-        return {"tile_id": tile.id, "status": cube.status}
+        from geoxai.mapping.outcomes import TileOutcome
+
+        return TileOutcome(tile.id, cube.status)
 
     @staticmethod
     def finish_run(config, plan, outcomes, wall_s):
@@ -146,7 +150,7 @@ def bench_e2e(n_tiles: int, revisit: int, workdir: Path) -> dict:
             wall = time.perf_counter() - t0
             stages: dict[str, list[float]] = {}
             for rec in s.outcomes.values():
-                for k, v in rec.get("timings", {}).items():
+                for k, v in rec.timings.items():
                     stages.setdefault(k, []).append(float(v))
             out[f"workers_{workers}"] = {
                 "wall_s": wall,
@@ -154,7 +158,7 @@ def bench_e2e(n_tiles: int, revisit: int, workdir: Path) -> dict:
                 "stage_median_s": {k: statistics.median(v) for k, v in stages.items()},
                 "done": s.count("done"),
             }
-            failed = {t: o.get("reason") for t, o in s.outcomes.items() if o["status"] != "done"}
+            failed = {t: o.reason for t, o in s.outcomes.items() if o.status != "done"}
             if failed:
                 raise SystemExit(f"{workers} actor(s): tiles not done: {failed}")
     r1, r2 = out["workers_1"]["tiles_per_hour"], out["workers_2"]["tiles_per_hour"]

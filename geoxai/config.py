@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from geoxai.errors import ConfigError
 from geoxai.provenance import PIXEL_VERSION, config_hash
 from geoxai.secrets import check_no_secrets
+from geoxai.strict import StrictModel
 from geoxai.temporal.s1 import S1Params
 from geoxai.temporal.terrain import DemParams
 
@@ -59,11 +60,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StacConfig(_Strict):
+class StacConfig(StrictModel):
     """Where the Sentinel-2 scenes come from."""
 
     url: str = Field(description="STAC API root URL (or a local .json/.ndjson item file).")
@@ -81,7 +78,7 @@ class StacConfig(_Strict):
     )
 
 
-class StoreConfig(_Strict):
+class StoreConfig(StrictModel):
     """Where everything is written (local path or ``s3://bucket/prefix``)."""
 
     root: str = Field(description="Run root URL; outputs go under <root>/<name>/<year>/.")
@@ -97,7 +94,7 @@ class StoreConfig(_Strict):
         return v
 
 
-class ModelsConfig(_Strict):
+class ModelsConfig(StrictModel):
     """Model bundles (directories or zips) used by the tile workers."""
 
     prediction: str = Field(description="Bundle of the per-pixel model (e.g. tree cover).")
@@ -110,7 +107,7 @@ class ModelsConfig(_Strict):
     )
 
 
-class SuperResolutionConfig(_Strict):
+class SuperResolutionConfig(StrictModel):
     """Super-resolution of B05 B06 B07 B8A B11 B12 to 10 m per date (geoxai.superres).
 
     Replaces the bilinear 20 m -> 10 m resampling with WRI's DSen2-lite network, before cloud
@@ -122,7 +119,7 @@ class SuperResolutionConfig(_Strict):
     )
 
 
-class ProcessingConfig(_Strict):
+class ProcessingConfig(StrictModel):
     """Per-tile processing parameters (they change pixels, so they enter the output hash)."""
 
     halo_px: int = Field(64, ge=0, le=300, description="Context pixels around each tile core.")
@@ -155,7 +152,7 @@ class ProcessingConfig(_Strict):
     )
 
 
-class Sentinel1Config(_Strict):
+class Sentinel1Config(StrictModel):
     """Sentinel-1 backscatter for the features ``VV``/``VH`` (:mod:`geoxai.io.s1`; changes pixels).
 
     Per tile: items searched over the tile's super-block, one orbit direction chosen by the
@@ -222,7 +219,7 @@ class Sentinel1Config(_Strict):
         return S1Params(**self.model_dump(exclude={"url", "scale"}))
 
 
-class DemConfig(_Strict):
+class DemConfig(StrictModel):
     """Terrain for the features ``slope``/``DEM`` (:mod:`geoxai.io.dem`; changes pixels).
 
     Per tile: DEM items mosaicked and warped onto the tile grid (with its halo), voids filled,
@@ -251,7 +248,7 @@ class DemConfig(_Strict):
         return DemParams(**self.model_dump(exclude={"url"}))
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(StrictModel):
     """How the run is scheduled (never enters the output hash)."""
 
     address: str | None = Field(
@@ -276,7 +273,7 @@ class ResourcesConfig(_Strict):
     )
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """A whole mapping run. See the module docstring for an example."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (path-safe).")

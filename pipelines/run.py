@@ -50,6 +50,8 @@ from geoxai.errors import GeoXAIError, StacError, StoreError
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
 from geoxai.io.lease import DEFAULT_TTL_S, RunLease
+from geoxai.mapping.outcomes import TileOutcome
+from geoxai.mapping.protocol import STAGES, RunStages
 
 __all__ = ["RunSummary", "run", "init_ray"]
 
@@ -69,12 +71,13 @@ _LOST = (
 
 @dataclass
 class RunSummary:
-    """What a run did. ``outcomes`` maps tile id -> record dict (status, reason, timings)."""
+    """What a run did. ``outcomes`` maps tile id -> :class:`TileOutcome` (status, reason,
+    timings, the record)."""
 
     run_root: str
     total: int
     skipped: int
-    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[str, TileOutcome] = field(default_factory=dict)
     requeued: int = 0
     wall_s: float = 0.0
     report: str | None = None
@@ -82,7 +85,7 @@ class RunSummary:
     """What stopped the run or its report (e.g. the store went away), one line; None if nothing."""
 
     def count(self, status: str) -> int:
-        return sum(1 for o in self.outcomes.values() if o.get("status") == status)
+        return sum(1 for o in self.outcomes.values() if o.status == status)
 
     @property
     def processed(self) -> int:
@@ -125,7 +128,7 @@ def _forwarded_env() -> dict[str, str]:
 
 
 @ray.remote(num_cpus=1, max_retries=3, retry_exceptions=[StacError, StoreError])
-def _cube_task(tile: TileSpec, config: RunConfig, stages: Any) -> mapping.CubeStage:
+def _cube_task(tile: TileSpec, config: RunConfig, stages: RunStages) -> mapping.CubeStage:
     return stages.stage_cube(tile, config)
 
 
@@ -133,7 +136,7 @@ def _cube_task(tile: TileSpec, config: RunConfig, stages: Any) -> mapping.CubeSt
 class TileWorker:
     """Holds the models on its device; maps one tile per call."""
 
-    def __init__(self, config: RunConfig, stages: Any) -> None:
+    def __init__(self, config: RunConfig, stages: RunStages) -> None:
         self.config = config
         self.stages = stages
         self.models = stages.load_models(config)
@@ -141,7 +144,7 @@ class TileWorker:
     def device(self) -> str:
         return str(getattr(self.models, "device", "cpu"))
 
-    def process(self, tile: TileSpec, cube: mapping.CubeStage) -> dict[str, Any]:
+    def process(self, tile: TileSpec, cube: mapping.CubeStage) -> TileOutcome:
         return self.stages.map_and_write(tile, cube, self.models, self.config)
 
 
@@ -154,7 +157,7 @@ def run(
     force: bool = False,
     progress: bool = True,
     finish: bool = True,
-    stages: Any = mapping,
+    stages: RunStages = STAGES,
     lease_ttl_s: float = DEFAULT_TTL_S,
 ) -> RunSummary:
     """Map every tile of ``config`` that is not already done; return the summary.
@@ -167,9 +170,9 @@ def run(
         force: redo every tile even when its record says done.
         progress: show a live progress bar.
         finish: write mosaics, the STAC catalog and report.html at the end.
-        stages: the stage functions (``plan_run``, ``stage_cube``, ``load_models``,
-            ``map_and_write``, ``record_empty_or_failed``, ``finish_run``); default
-            :mod:`geoxai.mapping`. Benchmarks pass no-op stages to time the scheduling.
+        stages: the stage functions (:class:`~geoxai.mapping.protocol.RunStages`); default
+            :data:`~geoxai.mapping.protocol.STAGES`, geoxai's own. Benchmarks pass no-op
+            stages to time the scheduling.
         lease_ttl_s: seconds the root's lease outlives a killed driver.
     """
     layout = RunLayout(config.run_root(), config.store.storage_options or None)
@@ -178,7 +181,7 @@ def run(
 
 
 def _run_held(
-    config: RunConfig, force: bool, progress: bool, finish: bool, stages: Any
+    config: RunConfig, force: bool, progress: bool, finish: bool, stages: RunStages
 ) -> RunSummary:
     t0 = time.monotonic()
     plan = stages.plan_run(config, force=force)
@@ -262,7 +265,7 @@ def _drive(
     n_workers: int,
     summary: RunSummary,
     progress: bool,
-    stages: Any,
+    stages: RunStages,
     cube_cpus: float = 1.0,
 ) -> None:
     """Schedule cube tasks and actor calls until every tile has an outcome.
@@ -356,7 +359,7 @@ def _drive(
                         summary.outcomes[tile.id] = stages.record_empty_or_failed(
                             tile, cube, config
                         )
-                        bar.advance(summary.outcomes[tile.id]["status"])
+                        bar.advance(summary.outcomes[tile.id].status)
                     else:
                         built.append((tile, attempt, cube))
                 else:
@@ -374,7 +377,7 @@ def _drive(
                         _record_failure(summary, tile, exc, bar)
                         continue
                     summary.outcomes[tile.id] = outcome
-                    bar.advance(outcome.get("status", "done"))
+                    bar.advance(outcome.status)
     finally:
         bar.close()
         for w in workers:
@@ -424,11 +427,9 @@ def _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar) 
 
 def _record_failure(summary: RunSummary, tile: TileSpec, exc: BaseException, bar) -> None:
     cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-    summary.outcomes[tile.id] = {
-        "tile_id": tile.id,
-        "status": "failed",
-        "reason": f"{type(cause).__name__}: {cause}".strip()[:2000],
-    }
+    summary.outcomes[tile.id] = TileOutcome(
+        tile.id, "failed", f"{type(cause).__name__}: {cause}".strip()[:2000]
+    )
     bar.advance("failed")
 
 

@@ -66,13 +66,13 @@ def test_scrub_replaces_every_secret_value_at_any_depth_and_copies():
 
 
 def test_saved_config_and_store_errors_hold_no_secret(tmp_path, monkeypatch):
+    from geoxai.io.config_file import save_config
     from geoxai.io.layout import RunLayout
     from geoxai.io.location import _redact, resolve
-    from geoxai.mapping.records import save_config
 
     doc = _doc({"client_kwargs": {"aws_secret_access_key": "gx-nested-secret"}})
     layout = RunLayout(str(tmp_path / "run"))
-    save_config(layout, doc)  # a dict that never went through validation
+    save_config(doc, layout.loc("config.json"))  # a dict that never went through validation
     text = (tmp_path / "run" / "config.json").read_text()
     assert "gx-nested-secret" not in text
     assert json.loads(text)["store"]["storage_options"]["client_kwargs"] == {

@@ -33,7 +33,8 @@ from geoxai.errors import CorruptDataError, InvalidInputError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
 from geoxai.io.location import resolve
-from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, upload_file
+from geoxai.io.store import upload_file
+from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore
 
 __all__ = [
     "COG_BLOCKSIZE",
@@ -358,7 +359,7 @@ def build_vrt(
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>")
     xml = "\n".join(lines) + "\n"
-    loc = layout.loc("mosaics", f"zone={grid.epsg}", f"{spec.name}.vrt")
+    loc = layout.at(layout.mosaic_url(spec.name, grid.epsg))
     with tempfile.TemporaryDirectory(prefix="geoxai-vrt-") as tmp:
         path = Path(tmp) / "mosaic.vrt"
         path.write_text(xml, encoding="utf-8")

@@ -42,10 +42,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,9 +63,7 @@ from geoxai.errors import (
 )
 from geoxai.geo.bands import CUBE_BANDS, SCL, SUN_AZIMUTH, SUN_ELEVATION, check_bands
 from geoxai.geo.grid import TileSpec
-from geoxai.io import store
 from geoxai.io.signing import SIGNER, redact
-from geoxai.io.stac import search
 from geoxai.io.stac_items import band_scaling, item_sun_angles, normalize_item
 from geoxai.io.stac_items import check_bands as require_bands
 
@@ -77,9 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CUBE_NAME",
     "RESAMPLING",
-    "CubeRecord",
     "build_cube",
-    "build_tile_cube",
     "stack_assets",
     "is_location",
     "solar_day",
@@ -500,131 +494,3 @@ def _mosaic_days(cube: xr.DataArray, days: list[dt.date]) -> xr.DataArray:
         steps.append(step.assign_coords(id=("time", np.array([ids], dtype=object))))
         i = j + 1
     return xr.concat(steps, dim="time")
-
-
-@dataclass(frozen=True)
-class CubeRecord:
-    """What :func:`build_tile_cube` made.
-
-    Attributes:
-        url: the committed store.
-        tile_id: the tile.
-        n_items: STAC items used.
-        item_ids: their ids, in time order.
-        shape: ``(time, band, y, x)`` of the cube (time after mosaicking days).
-        nbytes: bytes stored (compressed).
-        seconds: wall time of search + build + write.
-        marker: the store's commit marker.
-    """
-
-    url: str
-    tile_id: str
-    n_items: int
-    item_ids: tuple[str, ...]
-    shape: tuple[int, int, int, int]
-    nbytes: int
-    seconds: float
-    marker: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
-
-
-def build_tile_cube(
-    source: str | os.PathLike[str] | Sequence[pystac.Item | Mapping[str, Any]],
-    tile: TileSpec,
-    out_url: str,
-    *,
-    collection: str = "sentinel-2-l2a",
-    start: str | dt.date,
-    end: str | dt.date,
-    max_cloud: float | None = None,
-    bands: Sequence[str] = CUBE_BANDS,
-    resampling: str = "bilinear",
-    storage_options: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> CubeRecord:
-    """Search (or take) the items of one tile, build its cube and commit it at ``out_url``.
-
-    Args:
-        source: a STAC API URL or local item files (searched with :func:`geoxai.io.stac.search`
-            over the tile's haloed footprint), or the items themselves.
-        tile: the tile, with its halo.
-        out_url: store URL (local path or ``s3://``), see :mod:`geoxai.io.store`.
-        collection: STAC collection id (ignored when items are given).
-        start: first day, ISO date (inclusive).
-        end: last day, ISO date (inclusive).
-        max_cloud: keep items with ``eo:cloud_cover`` <= this, percent.
-        bands: cube bands.
-        resampling: for reflectance bands, see :func:`build_cube`.
-        storage_options: s3fs options for the store (default from AWS_* variables).
-        overwrite: replace a committed store at ``out_url``.
-        progress: ``progress(done, total)`` in dask tasks while the cube is computed/written.
-
-    Raises:
-        NoDataError, DataAccessError, CorruptDataError, StacError, StoreError.
-    """
-
-    t0 = time.perf_counter()
-    items: list[Any]
-    if is_location(source):
-        items = search(
-            source,
-            collections=collection,
-            bbox=tile.lonlat_bbox(halo=True),
-            datetime=(str(_as_day(start, "start")), str(_as_day(end, "end"))),
-            max_cloud=max_cloud,
-            bands=list(bands),
-        )
-    else:
-        items = list(source)
-    cube = build_cube(items, tile, bands=bands, start=start, end=end, resampling=resampling)
-    ids = tuple(cube.attrs["item_ids"])
-    extra = {"tile": tile.to_dict(), "item_ids": list(ids), "start": str(start), "end": str(end)}
-    if progress is None:
-        marker = store.write_dataset(
-            cube, out_url, storage_options=storage_options, overwrite=overwrite, extra=extra
-        )
-    else:
-        with _DaskProgress(progress):
-            marker = store.write_dataset(
-                cube, out_url, storage_options=storage_options, overwrite=overwrite, extra=extra
-            )
-    return CubeRecord(
-        url=str(marker["url"]),
-        tile_id=tile.id,
-        n_items=len(ids),
-        item_ids=ids,
-        shape=tuple(int(n) for n in cube.shape),  # type: ignore[arg-type]
-        nbytes=int(marker["nbytes"]),
-        seconds=time.perf_counter() - t0,
-        marker=marker,
-    )
-
-
-class _DaskProgress:
-    """Report finished dask tasks as ``progress(done, total)`` (a dask local-scheduler callback)."""
-
-    def __init__(self, progress: Callable[[int, int], None]) -> None:
-        from dask.callbacks import Callback  # lazy: dask only when a graph is computed
-
-        self._progress = progress
-        self._total = 0
-        self._done = 0
-        outer = self
-
-        class _CB(Callback):  # type: ignore[misc]
-            def _start_state(self, dsk: Any, state: Any) -> None:
-                outer._total += sum(len(state[k]) for k in ("ready", "waiting", "running"))
-                outer._progress(outer._done, outer._total)
-
-            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
-                outer._done += 1
-                outer._progress(outer._done, outer._total)
-
-        self._cb = _CB()
-
-    def __enter__(self) -> _DaskProgress:
-        self._cb.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._cb.__exit__(*exc)

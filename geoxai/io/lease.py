@@ -27,14 +27,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from geoxai.errors import GeoXAIError, StoreError
-from geoxai.io.layout import RunLayout
+from geoxai.io.layout import LEASE_NAME, RunLayout
 from geoxai.io.store import read_json, write_json
 
 __all__ = ["LEASE_NAME", "DEFAULT_TTL_S", "RunLease", "RunLockedError"]
 
 log = logging.getLogger("geoxai.lease")
 
-LEASE_NAME = "_driver_lease.json"
 DEFAULT_TTL_S = 120.0
 """Seconds a lease outlives its driver's last renewal."""
 
@@ -84,11 +83,11 @@ class RunLease:
 
     @property
     def url(self) -> str:
-        return self.layout.url(LEASE_NAME)
+        return self.layout.lease_url()
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            doc = read_json(self.layout.loc(LEASE_NAME), default=None)
+            doc = read_json(self.layout.at(self.layout.lease_url()), default=None)
         except StoreError as exc:
             if "not valid JSON" not in str(exc):
                 raise
@@ -108,7 +107,7 @@ class RunLease:
                 "expires_at": now + self.ttl_s,
                 "ttl_s": self.ttl_s,
             },
-            self.layout.loc(LEASE_NAME),
+            self.layout.at(self.layout.lease_url()),
         )
 
     def _refuse(self, held: dict[str, Any]) -> RunLockedError:
@@ -178,7 +177,7 @@ class RunLease:
         try:
             held = self._read()
             if held and held.get("owner") == self.owner:
-                loc = self.layout.loc(LEASE_NAME)
+                loc = self.layout.at(self.layout.lease_url())
                 fs = loc.filesystem()
                 fs.rm_file(loc.path)
                 if hasattr(fs, "invalidate_cache"):

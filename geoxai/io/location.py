@@ -22,6 +22,7 @@ __all__ = [
     "StoreLocation",
     "URL",
     "resolve",
+    "storage_errors",
 ]
 
 
@@ -202,13 +203,32 @@ def _classify(exc: BaseException, loc: StoreLocation, action: str) -> StoreError
 
 
 @contextmanager
-def _guard(loc: StoreLocation, action: str) -> Iterator[None]:
-    """Let geoxai errors through; turn I/O errors into a :class:`StoreError`."""
+def storage_errors(
+    loc: StoreLocation,
+    action: str,
+    *,
+    passthrough: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """The one storage-error wrapper: turn storage-layer failures into a :class:`StoreError`.
+
+    geoxai errors pass through unchanged, and so do the exception types in ``passthrough``
+    (e.g. ``FileNotFoundError`` where the caller decides what "missing" means). Any other error
+    whose chain holds an ``OSError`` or an exception of botocore/aiobotocore/aiohttp/s3fs becomes
+    ``StoreError("Could not <action> <where>: ...")`` with the fix (credentials, endpoint,
+    bucket) and secrets redacted; everything else (data errors) passes through.
+
+    Args:
+        loc: the place being read or written (named in the message).
+        action: the verb phrase of the message (``"read"``, ``"write 'x' of tile T to"``).
+        passthrough: exception types to re-raise as they are.
+    """
     try:
         yield
     except GeoXAIError:
         raise
     except Exception as exc:
+        if passthrough and isinstance(exc, passthrough):
+            raise
         if _is_io_error(exc):
             raise _classify(exc, loc, action) from exc
         raise

@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 import shapely
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from pyproj import Transformer
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError, look_up_option
+from geoxai.strict import StrictModel
 
 __all__ = [
     "RasterInput",
@@ -59,11 +60,7 @@ VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".kml", ".gml",
 """Mask files read as polygons; anything else is opened as a raster."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RasterInput(_Strict):
+class RasterInput(StrictModel):
     """One feature raster (any GDAL format, any CRS and resolution)."""
 
     path: str = Field(description="Raster file (GeoTIFF/COG, or anything GDAL opens).")
@@ -80,7 +77,7 @@ class RasterInput(_Strict):
     )
 
 
-class MaskInput(_Strict):
+class MaskInput(StrictModel):
     """The target mask: polygons (positive inside) or a raster (> 0 = positive)."""
 
     path: str = Field(description="GeoJSON / GeoPackage / Shapefile polygons, or a raster.")

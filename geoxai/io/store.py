@@ -31,7 +31,7 @@ import datetime as _dt
 import json
 import math
 import os
-import uuid
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -42,8 +42,9 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from geoxai.atomic import atomic_write, atomic_write_bytes
 from geoxai.errors import IncompleteOutputError, InvalidInputError, StoreError, look_up_option
-from geoxai.io.location import URL, StoreLocation, _as_location, _guard
+from geoxai.io.location import URL, StoreLocation, _as_location, storage_errors
 from geoxai.provenance import code_version
 
 __all__ = [
@@ -59,6 +60,8 @@ __all__ = [
     "delete",
     "write_json",
     "read_json",
+    "put_atomic",
+    "upload_file",
 ]
 
 COMMIT_MARKER = "_geoxai_commit.json"
@@ -190,7 +193,7 @@ def write_dataset(
     loc = _as_location(url, storage_options)
     ds = _prepare(obj, attrs)
     fs = None
-    with _guard(loc, "open"):
+    with storage_errors(loc, "open"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         marker = loc.child(COMMIT_MARKER)
@@ -206,12 +209,12 @@ def write_dataset(
             fs.invalidate_cache()
     store, so = loc.zarr_target()
     try:
-        with _guard(loc, "write"):
+        with storage_errors(loc, "write"):
             ds.to_zarr(store, mode="w", zarr_format=3, consolidated=False, storage_options=so)
     except BaseException:
         _best_effort_rm(fs, loc)
         raise
-    with _guard(loc, "verify"):
+    with storage_errors(loc, "verify"):
         fs.invalidate_cache()
         with _quiet_marker():
             written = xr.open_zarr(store, consolidated=False, storage_options=so, zarr_format=3)
@@ -299,7 +302,7 @@ def read_commit(url: URL, *, storage_options: Mapping[str, Any] | None = None) -
     """
     loc = _as_location(url, storage_options)
     marker = loc.child(COMMIT_MARKER)
-    with _guard(loc, "read"):
+    with storage_errors(loc, "read"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         try:
@@ -338,7 +341,7 @@ def is_committed(url: URL, *, storage_options: Mapping[str, Any] | None = None) 
 def exists(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when anything (committed or not) exists at ``url``."""
     loc = _as_location(url, storage_options)
-    with _guard(loc, "check"):
+    with storage_errors(loc, "check"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         return bool(fs.exists(loc.path))
@@ -366,7 +369,7 @@ def read_dataset(
     loc = _as_location(url, storage_options)
     record = read_commit(loc)
     store, so = loc.zarr_target()
-    with _guard(loc, "open"), _quiet_marker():
+    with storage_errors(loc, "open"), _quiet_marker():
         ds = xr.open_zarr(
             store, consolidated=False, storage_options=so, chunks=chunks, zarr_format=3
         )
@@ -434,7 +437,7 @@ def read_cube(
 def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Delete the store (marker first, then the data). Returns False when nothing was there."""
     loc = _as_location(url, storage_options)
-    with _guard(loc, "delete"):
+    with storage_errors(loc, "delete"):
         fs = loc.filesystem()
         fs.invalidate_cache()
         if not fs.exists(loc.path):
@@ -447,22 +450,40 @@ def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> boo
     return True
 
 
-def _put_json(loc: StoreLocation, obj: Any, *, fs: Any = None) -> None:
-    payload = json.dumps(json_safe(obj), indent=1, sort_keys=True).encode()
-    with _guard(loc, "write"):
+def put_atomic(loc: StoreLocation, payload: bytes, *, fs: Any = None) -> None:
+    """Write one object whole: one PUT on S3, :func:`geoxai.atomic.atomic_write_bytes` locally.
+
+    Raises:
+        StoreError: the destination cannot be written.
+    """
+    with storage_errors(loc, "write"):
         if loc.is_s3:
             fs = fs or loc.filesystem()
             fs.pipe_file(loc.path, payload)  # one PUT: the object appears whole or not at all
             fs.invalidate_cache()
         else:
-            path = Path(loc.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                tmp.write_bytes(payload)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_write_bytes(loc.path, payload, parents=True)
+
+
+def upload_file(src: str | os.PathLike[str], loc: StoreLocation) -> None:
+    """Move a finished local file to ``loc`` whole: one PUT on S3, an atomic copy locally.
+
+    Raises:
+        StoreError: the destination cannot be written.
+    """
+    src = Path(src)
+    with storage_errors(loc, "write"):
+        if loc.is_s3:
+            fs = loc.filesystem()
+            fs.put_file(str(src), loc.path)
+            fs.invalidate_cache()
+        else:
+            atomic_write(loc.path, lambda tmp: shutil.copyfile(src, tmp), parents=True)
+
+
+def _put_json(loc: StoreLocation, obj: Any, *, fs: Any = None) -> None:
+    payload = json.dumps(json_safe(obj), indent=1, sort_keys=True).encode()
+    put_atomic(loc, payload, fs=fs)
 
 
 def write_json(obj: Any, url: URL, *, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -494,7 +515,7 @@ def read_json(
             valid JSON.
     """
     loc = _as_location(url, storage_options)
-    with _guard(loc, "read"):
+    with storage_errors(loc, "read"):
         fs = loc.filesystem()
         try:
             raw = fs.cat_file(loc.path)

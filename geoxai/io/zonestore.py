@@ -12,13 +12,8 @@ and safe when workers race (identical metadata, nothing deleted); a grid or laye
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +24,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 from geoxai.errors import ConfigError, InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import RESOLUTION_M, TILE_SIZE_M, TileSpec
 from geoxai.io.layout import RunLayout
-from geoxai.io.location import StoreLocation
+from geoxai.io.location import StoreLocation, storage_errors
 
 __all__ = [
     "ZONE_FORMAT",
@@ -38,12 +33,13 @@ __all__ = [
     "ZoneStore",
     "default_layers",
     "change_layer_specs",
-    "upload_file",
-    "io_errors",
 ]
 
 ZONE_FORMAT = "geoxai-zone/1"
 """Value of ``attrs["geoxai:format"]`` of a zone group."""
+
+_MISSING = (FileNotFoundError,)
+"""Passed through :func:`storage_errors` as it is: the callers decide what a missing key means."""
 
 
 @dataclass(frozen=True)
@@ -332,7 +328,7 @@ class ZoneStore:
         self.layout = layout
         self.grid = grid
         self.layers = dict(layers)
-        self.loc = layout.loc(f"zone={grid.epsg}", "outputs.zarr")
+        self.loc = layout.at(layout.zone_url(grid.epsg))
         self._group: Any = None
 
     # -- construction --
@@ -357,7 +353,7 @@ class ZoneStore:
             "resolution_m": grid.resolution_m,
             "tile_size_m": grid.tile_size_m,
         }
-        with io_errors(store.loc, "create the zone store"):
+        with storage_errors(store.loc, "create the zone store", passthrough=_MISSING):
             zs = _zarr_store(store.loc)
             try:
                 group = zarr.create_group(zs, attributes=attrs, zarr_format=3, overwrite=False)
@@ -395,8 +391,8 @@ class ZoneStore:
             StoreError: there is no zone store for ``epsg`` under the run root.
         """
 
-        loc = layout.loc(f"zone={epsg}", "outputs.zarr")
-        with io_errors(loc, "open the zone store"):
+        loc = layout.at(layout.zone_url(epsg))
+        with storage_errors(loc, "open the zone store", passthrough=_MISSING):
             try:
                 group = zarr.open_group(_zarr_store(loc), mode="r+", zarr_format=3)
             except FileNotFoundError as exc:
@@ -456,7 +452,7 @@ class ZoneStore:
             if k
             else ((ny, nx), (n, n), ("y", "x"))
         )
-        with io_errors(self.loc, f"create layer {spec.name!r} in"):
+        with storage_errors(self.loc, f"create layer {spec.name!r} in", passthrough=_MISSING):
             try:
                 self._group.create_array(
                     spec.name,
@@ -513,14 +509,16 @@ class ZoneStore:
         """The tile core of ``layer``: ``(K, n, n)`` or ``(n, n)`` in the layer's dtype."""
         rows, cols = self.grid.region(tile)
         arr = self.array(layer)
-        with io_errors(self.loc, f"read {layer!r} of tile {tile.id} from"):
+        with storage_errors(
+            self.loc, f"read {layer!r} of tile {tile.id} from", passthrough=_MISSING
+        ):
             return np.asarray(arr[..., rows, cols])
 
     def read_chunk_bytes(self, layer: str, tile: TileSpec) -> bytes | None:
         """The stored (encoded) chunk object of the tile, or None when it does not exist."""
         loc = self.loc.child(self.chunk_key(layer, tile))
         fs = loc.filesystem()
-        with io_errors(loc, "read"):
+        with storage_errors(loc, "read", passthrough=_MISSING):
             try:
                 return bytes(fs.cat_file(loc.path))
             except FileNotFoundError:
@@ -529,7 +527,7 @@ class ZoneStore:
     def read_region(self, layer: str, *, step: int = 1, band: int | None = None) -> np.ndarray:
         """The whole layer, every ``step``-th pixel (for quicklooks); ``band`` picks one band."""
         arr = self.array(layer)
-        with io_errors(self.loc, f"read {layer!r} from"):
+        with storage_errors(self.loc, f"read {layer!r} from", passthrough=_MISSING):
             if self.layers[layer].bands:
                 b = 0 if band is None else band
                 return np.asarray(arr[b, ::step, ::step])
@@ -539,47 +537,7 @@ class ZoneStore:
         """The group as a lazy ``xarray.Dataset`` (dims ``y``, ``x``; attrs with CRS/transform)."""
 
         target, so = self.loc.zarr_target()
-        with io_errors(self.loc, "open"):
+        with storage_errors(self.loc, "open", passthrough=_MISSING):
             return xr.open_zarr(
                 target, consolidated=False, zarr_format=3, storage_options=so, chunks={}
             )
-
-
-@contextmanager
-def io_errors(loc: StoreLocation, action: str) -> Iterator[None]:
-    """Storage-layer ``OSError`` -> :class:`StoreError` naming the place; others pass through."""
-    try:
-        yield
-    except (StoreError, FileNotFoundError):
-        raise
-    except OSError as exc:
-        raise StoreError(
-            f"Could not {action} {loc.describe()}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def upload_file(src: str | os.PathLike[str], loc: StoreLocation) -> None:
-    """Move a finished local file to ``loc`` whole: ``os.replace`` locally, one PUT on S3.
-
-    Raises:
-        StoreError: the destination cannot be written.
-    """
-    src = Path(src)
-    try:
-        if loc.is_s3:
-            fs = loc.filesystem()
-            fs.put_file(str(src), loc.path)
-            fs.invalidate_cache()
-        else:
-            dst = Path(loc.path)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-            finally:
-                tmp.unlink(missing_ok=True)
-    except StoreError:
-        raise
-    except OSError as exc:
-        raise StoreError(f"Could not write {loc.describe()}: {type(exc).__name__}: {exc}") from exc

@@ -12,7 +12,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "plan": ["RunPlan", "plan_run"],
         "settings": ["date_range", "preprocess_params", "run_layout"],
-        "outcomes": ["CubeStage"],
+        "outcomes": ["CubeStage", "TileOutcome"],
+        "protocol": ["RunStages", "STAGES"],
         "cube_stage": ["stage_cube"],
         "stages": [
             "load_models",

@@ -30,9 +30,9 @@ from geoxai.assess.estimators import (
     assess_continuous,
 )
 from geoxai.errors import InvalidInputError, look_up_option
+from geoxai.io.layout import ACCURACY_SECTION_FILE, ASSESSMENT_FILE
 from geoxai.io.points import LABEL_COLUMN, PointTable
-from geoxai.io.store import write_json
-from geoxai.io.zonestore import upload_file
+from geoxai.io.store import upload_file, write_json
 from geoxai.mapping.assess import (
     SIMPLE_STRATUM,
     Census,
@@ -41,12 +41,10 @@ from geoxai.mapping.assess import (
     census,
     map_at_points,
 )
-from geoxai.mapping.report import _CSS, ACCURACY_SECTION_FILE, _figure, _png
+from geoxai.mapping.report import _CSS, _figure, _png
 
 __all__ = ["assess_run", "accuracy_section", "write_assessment", "ASSESSMENT_FILE"]
 
-ASSESSMENT_FILE = "assessment.json"
-"""Name of the assessment document under the run root."""
 _QUALITY = {1: "good", 2: "sparse"}
 
 
@@ -436,10 +434,10 @@ def write_assessment(run: RunMap, doc: Mapping[str, Any]) -> tuple[str, str]:
     report gets a page with this section only). Returns ``(json_url, report_url)``.
     """
     layout = run.layout
-    write_json(dict(doc), layout.loc(ASSESSMENT_FILE))
+    write_json(dict(doc), layout.at(layout.assessment_url()))
     section = accuracy_section(doc)
-    _upload_text(section, layout.loc(ACCURACY_SECTION_FILE), ACCURACY_SECTION_FILE)
-    loc = layout.loc("report.html")
+    _upload_text(section, layout.at(layout.accuracy_section_url()), ACCURACY_SECTION_FILE)
+    loc = layout.at(layout.report_url())
     try:
         page = bytes(loc.filesystem().cat_file(loc.path)).decode("utf-8")
     except FileNotFoundError:
@@ -455,4 +453,4 @@ def write_assessment(run: RunMap, doc: Mapping[str, Any]) -> tuple[str, str]:
             "</body></html>"
         )
     _upload_text(page, loc, "report.html")
-    return layout.url(ASSESSMENT_FILE), layout.report_url()
+    return layout.assessment_url(), layout.report_url()

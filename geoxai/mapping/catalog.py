@@ -43,7 +43,9 @@ from shapely.geometry import mapping
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.geo.grid import TILE_SIZE_M, tile_from_id
 from geoxai.io.layout import RunLayout
-from geoxai.io.zonestore import LayerSpec, ZoneStore, upload_file
+from geoxai.io.location import StoreLocation
+from geoxai.io.store import upload_file
+from geoxai.io.zonestore import LayerSpec, ZoneStore
 
 __all__ = [
     "COG_MEDIA_TYPE",
@@ -234,11 +236,12 @@ def build_collection(
                     title=f"{layer} mosaic of zone EPSG:{epsg} (GDAL VRT over the COGs)",
                 ),
             )
-    for key, name, media, role in (
-        ("config", "config.json", "application/json", "metadata"),
-        ("report", "report.html", "text/html", "overview"),
+    for key, url, media, role in (
+        ("config", layout.config_url(), "application/json", "metadata"),
+        ("report", layout.report_url(), "text/html", "overview"),
     ):
-        if not _exists(layout, name):
+        name = url.rsplit("/", 1)[-1]
+        if not _exists(layout.at(url)):
             continue  # only files that exist: every href of the catalog resolves
         collection.add_asset(
             key, pystac.Asset(href=str(staging / name), media_type=media, roles=[role])
@@ -321,19 +324,18 @@ def write_catalog(
                 )
         for path in sorted((staging / "catalog").rglob("*.json")):
             rel = path.relative_to(staging / "catalog").as_posix()
-            upload_file(path, layout.loc("catalog", *rel.split("/")))
-    return layout.url("catalog", "collection.json")
+            upload_file(path, layout.at(layout.catalog_url(*rel.split("/"))))
+    return layout.catalog_url("collection.json")
 
 
-def _exists(layout: RunLayout, name: str) -> bool:
-    loc = layout.loc(name)
+def _exists(loc: StoreLocation) -> bool:
     fs = loc.filesystem()
     fs.invalidate_cache()
     return bool(fs.exists(loc.path))
 
 
 def _find_mosaics(layout: RunLayout) -> dict[int, dict[str, str]]:
-    loc = layout.loc("mosaics")
+    loc = layout.at(layout.mosaics_url())
     fs = loc.filesystem()
     out: dict[int, dict[str, str]] = {}
     try:
@@ -345,7 +347,9 @@ def _find_mosaics(layout: RunLayout) -> dict[int, dict[str, str]]:
         zone_dir, name = p.rstrip("/").rsplit("/", 2)[-2:]
         if zone_dir[5:].isdigit():
             epsg = int(zone_dir[5:])
-            out.setdefault(epsg, {})[name[: -len(".vrt")]] = layout.url("mosaics", zone_dir, name)
+            out.setdefault(epsg, {})[name[: -len(".vrt")]] = layout.mosaic_url(
+                name[: -len(".vrt")], epsg
+            )
     return out
 
 

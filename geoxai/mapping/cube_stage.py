@@ -15,10 +15,8 @@ from geoxai.errors import (
     StoreError,
 )
 from geoxai.geo.grid import TileSpec
-from geoxai.io import store
-from geoxai.io.cube import build_cube
 from geoxai.io.signing import resolve_signing
-from geoxai.io.stac import search
+from geoxai.io.tile_cube import build_tile_cube, tile_cube_query
 from geoxai.mapping.outcomes import CubeStage
 from geoxai.mapping.radar import radar_layers
 from geoxai.mapping.settings import cube_bands, date_range, run_layout
@@ -29,31 +27,44 @@ __all__ = [
 
 
 def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
+    """The query of the tile's cube (:func:`geoxai.io.tile_cube.tile_cube_query`), with the
+    S1/DEM settings when the run reads them."""
     start, end = date_range(config)
-    sig: dict[str, Any] = {
-        "stac": config.stac.url,
-        "collection": config.stac.collection,
-        "max_cloud": config.stac.max_cloud,
-        "start": start,
-        "end": end,
-        "tile": tile.id,
-        "halo_px": tile.halo_px,
-    }
-    if config.processing.super_resolution is not None:  # 20 m bands as read, not bilinear
-        sig["resampling"] = "nearest"
-    if config.processing.cloud_mask != "scl":  # cubes without SCL (absent: sig unchanged)
-        sig["bands"] = list(cube_bands(config))
-    if config.sentinel1 is not None or config.dem is not None:  # absent: optical sig unchanged
-        sig["radar"] = {
+    sig = tile_cube_query(
+        config.stac.url,
+        tile,
+        collection=config.stac.collection,
+        start=start,
+        end=end,
+        max_cloud=config.stac.max_cloud,
+        bands=cube_bands(config),
+        resampling=_resampling(config),
+    )
+    return sig | _radar_query(config)
+
+
+def _resampling(config: RunConfig) -> str:
+    """20 m bands as read (nearest) for super-resolution, bilinear otherwise."""
+    return "nearest" if config.processing.super_resolution is not None else "bilinear"
+
+
+def _radar_query(config: RunConfig) -> dict[str, Any]:
+    """The S1/DEM settings that decide the layers beside the cube (empty without them: the
+    optical query is unchanged)."""
+    if config.sentinel1 is None and config.dem is None:
+        return {}
+    return {
+        "radar": {
             "smoothing": dict(config.processing.smoothing),  # the S1 steps' time axis
             "sentinel1": config.sentinel1.model_dump(mode="json") if config.sentinel1 else None,
             "dem": config.dem.model_dump(mode="json") if config.dem else None,
         }
-    return sig
+    }
 
 
 def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
-    """Search, build and commit the raw cube of one tile (see the module docstring).
+    """Search, build and commit the raw cube of one tile, or reuse a committed one of the same
+    query, whoever built it (``geoxai cube`` included): :func:`geoxai.io.tile_cube.build_tile_cube`.
 
     With ``sentinel1`` / ``dem`` sections the tile's S1 steps and terrain
     (:func:`radar_layers`) are committed first, beside the cube; the cube's commit marker,
@@ -66,79 +77,34 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
 
     t0 = time.monotonic()
     layout = run_layout(config)
-    url = layout.url("cubes", f"{tile.id}.zarr")
+    url = layout.cube_url(tile.id)
     radar_urls = {
-        key: layout.url("cubes", f"{tile.id}.{key}.zarr") if getattr(config, section) else None
+        key: layout.cube_layer_url(tile.id, key) if getattr(config, section) else None
         for key, section in (("s1", "sentinel1"), ("dem", "dem"))
     }
-    sig = _query_signature(config, tile)
-    so = config.store.storage_options or None
-    if store.is_committed(url, storage_options=so):
-        marker = store.read_commit(url, storage_options=so)
-        extra = marker.get("extra", {})
-        if extra.get("query") == sig and all(
-            _committed_with(u, sig, so) for u in radar_urls.values() if u
-        ):
-            return CubeStage(
-                tile.id,
-                "ok",
-                url,
-                tuple(extra.get("item_ids", ())),
-                seconds=time.monotonic() - t0,
-                nbytes=int(marker.get("nbytes", 0)),
-                reused=True,
-                s1_url=radar_urls["s1"],
-                s1_item_ids=tuple(extra.get("s1_item_ids", ())),
-                dem_url=radar_urls["dem"],
-                dem_item_ids=tuple(extra.get("dem_item_ids", ())),
-            )
+    beside = {k: u for k, u in radar_urls.items() if u}
     start, end = date_range(config)
-    radar_ids: dict[str, tuple[str, ...]] = {"s1": (), "dem": ()}
-    nbytes = 0
+
+    def make_beside() -> dict[str, Any]:
+        return dict(zip(("s1", "dem"), radar_layers(tile, config), strict=True))
+
     try:
-        items = search(
+        rec = build_tile_cube(
             config.stac.url,
-            collections=config.stac.collection,
-            bbox=tile.lonlat_bbox(halo=True),
-            datetime=(start, end),
-            max_cloud=config.stac.max_cloud,
-        )
-        resampling = "nearest" if config.processing.super_resolution else "bilinear"
-        signing = resolve_signing(config.stac.signing, config.stac.url)
-        cube = build_cube(
-            items,
             tile,
-            bands=cube_bands(config),
+            url,
+            collection=config.stac.collection,
             start=start,
             end=end,
-            resampling=resampling,
-            signing=signing,
-        )
-        ids = tuple(str(i) for i in cube.attrs.get("item_ids") or cube["id"].values)
-        for key, layer in zip(("s1", "dem"), radar_layers(tile, config), strict=True):
-            target = radar_urls[key]
-            if layer is None or target is None:
-                continue
-            radar_ids[key] = tuple(str(i) for i in layer.attrs.get("item_ids", ()))
-            m = store.write_dataset(
-                layer,
-                target,
-                storage_options=so,
-                overwrite=True,
-                extra={"query": sig, "item_ids": radar_ids[key]},
-            )
-            nbytes += int(m.get("nbytes", 0))
-        marker = store.write_dataset(
-            cube,
-            url,
-            storage_options=so,
-            overwrite=True,
-            extra={
-                "query": sig,
-                "item_ids": ids,
-                "s1_item_ids": radar_ids["s1"],
-                "dem_item_ids": radar_ids["dem"],
-            },
+            max_cloud=config.stac.max_cloud,
+            bands=cube_bands(config),
+            resampling=_resampling(config),
+            signing=resolve_signing(config.stac.signing, config.stac.url),
+            storage_options=config.store.storage_options or None,
+            reuse=True,
+            query_extra=_radar_query(config),
+            beside=beside,
+            make_beside=make_beside,
         )
     except NoDataError as exc:
         return CubeStage(tile.id, "empty", reason=_one_line(exc), seconds=time.monotonic() - t0)
@@ -147,26 +113,20 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     except (DataAccessError, InvalidInputError, ConfigError) as exc:
         # ConfigError here: e.g. GRD amplitude items without sentinel1.grd_calibration
         return CubeStage(tile.id, "failed", reason=_one_line(exc), seconds=time.monotonic() - t0)
+    ids = rec.beside_item_ids
     return CubeStage(
         tile.id,
         "ok",
         url,
-        ids,
+        rec.item_ids,
         seconds=time.monotonic() - t0,
-        nbytes=nbytes + int(marker.get("nbytes", 0)),
+        nbytes=rec.nbytes,
+        reused=rec.reused,
         s1_url=radar_urls["s1"],
-        s1_item_ids=radar_ids["s1"],
+        s1_item_ids=tuple(ids.get("s1", ())),
         dem_url=radar_urls["dem"],
-        dem_item_ids=radar_ids["dem"],
+        dem_item_ids=tuple(ids.get("dem", ())),
     )
-
-
-def _committed_with(url: str, sig: dict[str, Any], so: Any) -> bool:
-    """A committed store at ``url`` written for the query ``sig``."""
-
-    if not store.is_committed(url, storage_options=so):
-        return False
-    return bool(store.read_commit(url, storage_options=so).get("extra", {}).get("query") == sig)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["CubeStage"]
+__all__ = ["CubeStage", "TileOutcome"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +45,48 @@ class CubeStage:
     def input_items(self) -> tuple[str, ...]:
         """Every STAC item the tile's outputs derive from (S2, then S1, then DEM)."""
         return (*self.item_ids, *self.s1_item_ids, *self.dem_item_ids)
+
+
+@dataclass(frozen=True)
+class TileOutcome:
+    """What one tile came to in this invocation of a run (small: travels between Ray processes).
+
+    Either the tile's record as :func:`geoxai.mapping.records.write_tile` /
+    :func:`~geoxai.mapping.records.write_status` wrote it (:meth:`from_dict`), or a failure the
+    driver saw without a record (a worker that died): then only ``tile_id``, ``status`` and
+    ``reason``.
+
+    Attributes:
+        tile_id: the tile.
+        status: ``"done"``, ``"empty"`` or ``"failed"``.
+        reason: why it is empty/failed (one line; empty when done).
+        timings: stage timings in seconds (``cube_s``, ``smooth_s`` ...), when recorded.
+        record: the whole record (its JSON form); :meth:`to_dict` gives it back unchanged.
+    """
+
+    tile_id: str
+    status: str
+    reason: str = ""
+    timings: Mapping[str, float] = field(default_factory=dict)
+    record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TileOutcome:
+        """The outcome of a record dict (kept whole for :meth:`to_dict`)."""
+        return cls(
+            tile_id=str(d["tile_id"]),
+            status=str(d["status"]),
+            reason=str(d.get("reason", "") or ""),
+            timings={
+                str(k): float(v)
+                for k, v in dict(d.get("timings") or {}).items()
+                if isinstance(v, int | float)
+            },
+            record=dict(d),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as written (identical JSON), or ``{tile_id, status, reason}``."""
+        if self.record:
+            return dict(self.record)
+        return {"tile_id": self.tile_id, "status": self.status, "reason": self.reason}

@@ -16,10 +16,11 @@ from geoxai.errors import (
 )
 from geoxai.geo.aoi import cover_aoi, parse_aoi
 from geoxai.geo.grid import TileSpec, tile_from_id
+from geoxai.io.config_file import save_config
 from geoxai.io.stac import search
 from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
 from geoxai.mapping.radar import _check_radar
-from geoxai.mapping.records import plan_tiles, save_config
+from geoxai.mapping.records import plan_tiles
 from geoxai.mapping.settings import date_range, preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
 from geoxai.models.dsen2 import load_superres_bundle
@@ -125,7 +126,7 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
         load_superres_bundle(config.processing.super_resolution.bundle)  # fails before downloads
     _check_halo(config, halo)
     layout = run_layout(config)
-    save_config(layout, config.model_dump(mode="json"))
+    save_config(config.model_dump(mode="json"), layout.at(layout.config_url()))
     layers = _layer_specs(config, list(bundle.spec.output.names))
     for grid in ZoneGrid.from_tiles(tiles).values():
         ZoneStore.create(layout, grid, layers)

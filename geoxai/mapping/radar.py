@@ -7,14 +7,13 @@ from typing import Any
 import numpy as np
 
 from geoxai.config import RunConfig
-from geoxai.errors import (
-    ConfigError,
-)
+from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.grid import TileSpec
+from geoxai.io import store
 from geoxai.mapping.outcomes import CubeStage
 from geoxai.mapping.radar_dem import terrain
 from geoxai.mapping.radar_s1 import s1_steps
-from geoxai.mapping.settings import preprocess_params
+from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.temporal.s1 import FLAG_NO_COVERAGE
 from geoxai.temporal.terrain import FLAG_NO_DEM, FLAG_VOID
 
@@ -23,6 +22,7 @@ __all__ = [
     "TERRAIN_FEATURES",
     "radar_needs",
     "radar_layers",
+    "committed_radar_layers",
 ]
 
 S1_FEATURES = ("VV", "VH", "HH", "HV")
@@ -94,6 +94,44 @@ def radar_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
     if config.dem is not None:
         terr = terrain(config.dem.url or config.stac.url, tile, config.dem.params())
     return s1, terr
+
+
+def committed_radar_layers(
+    tile: TileSpec, config: RunConfig, *, s1: bool, dem: bool
+) -> tuple[Any, Any]:
+    """The S1 steps / terrain that the cube stage committed beside the tile's cube, loaded.
+
+    Only the cube stage (:func:`geoxai.mapping.cube_stage.stage_cube`) searches and reads S1 and
+    the DEM; tile workers read what it committed (no STAC search on a tile worker).
+
+    Args:
+        tile: the tile with its halo.
+        config: the run config (its layout and storage options).
+        s1: read the S1 layer (``<root>/cubes/<tile>.s1.zarr``).
+        dem: read the terrain layer (``<root>/cubes/<tile>.dem.zarr``).
+
+    Returns:
+        ``(s1, terrain)`` datasets as :func:`radar_layers` returns them (None where not asked).
+
+    Raises:
+        InvalidInputError: an asked layer is not committed (the cube stage has not run).
+    """
+    layout = run_layout(config)
+    so = config.store.storage_options or None
+    out: list[Any] = []
+    for key, wanted in (("s1", s1), ("dem", dem)):
+        if not wanted:
+            out.append(None)
+            continue
+        url = layout.cube_layer_url(tile.id, key)
+        if not store.is_committed(url, storage_options=so):
+            raise InvalidInputError(
+                f"Tile {tile.id}: the model reads {key} features but no committed {key} layer "
+                f"is at {url}; run the tile's cube stage (stage_cube) first, it commits the "
+                "layer beside the cube, or pass the layer in."
+            )
+        out.append(store.read_dataset(url, storage_options=so).load())
+    return out[0], out[1]
 
 
 def _radar_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Layout of one run and year (``run_root`` = ``RunConfig.run_root()`` =
 ``<store.root>/<name>/<year>``, a local path or ``s3://bucket/prefix``)::
 
     <run_root>/
-        config.json                     the run config (written by the driver, :func:`save_config`)
+        config.json                     the run config (driver, ``io.config_file.save_config``)
         zone=<epsg>/outputs.zarr/       Zarr v3 group, one per UTM zone (:class:`ZoneStore`)
             prediction/                 float32 (K, Y, X) or (Y, X), fill NaN
             asos_sensitivity/           float32, fill NaN
@@ -44,15 +44,10 @@ import numpy as np
 from geoxai.errors import InvalidInputError, NoDataError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
-from geoxai.io.location import _guard
+from geoxai.io.location import storage_errors
 from geoxai.io.store import read_json, write_json
-from geoxai.io.zonestore import (
-    LayerSpec,
-    ZoneStore,
-    io_errors,
-)
+from geoxai.io.zonestore import LayerSpec, ZoneStore
 from geoxai.provenance import code_version
-from geoxai.secrets import scrub
 
 __all__ = [
     "RECORD_FORMAT",
@@ -66,7 +61,6 @@ __all__ = [
     "tile_is_done",
     "plan_tiles",
     "change_layers",
-    "save_config",
     "layer_checksum",
 ]
 
@@ -169,10 +163,10 @@ def write_tile(
         )
     data = _check_layers(zone, tile, layers)
     layout = zone.layout
-    rec_loc = layout.loc("records", f"{tile.id}.json")
+    rec_loc = layout.at(layout.record_url(tile.id))
     # 1. the old record goes first: from now on the tile reads as not done
     fs = rec_loc.filesystem()
-    with io_errors(rec_loc, "delete the old record"):
+    with storage_errors(rec_loc, "delete the old record", passthrough=(FileNotFoundError,)):
         try:
             fs.rm_file(rec_loc.path)
         except FileNotFoundError:
@@ -180,7 +174,9 @@ def write_tile(
     rows, cols = zone.grid.region(tile)
     # 2. write the core chunks (whole chunks: nothing else is read or touched)
     for name, values in data.items():
-        with io_errors(zone.loc, f"write {name!r} of tile {tile.id} to"):
+        with storage_errors(
+            zone.loc, f"write {name!r} of tile {tile.id} to", passthrough=(FileNotFoundError,)
+        ):
             zone.array(name)[..., rows, cols] = values
     # 3-4. read back, compare, hash the stored objects
     checks: dict[str, Any] = {}
@@ -281,7 +277,7 @@ def write_status(
         raise InvalidInputError(f"write_status({tile.id}, {status!r}) needs a reason.")
     out = _base_record(tile, status, dict(record or {}), code_version())
     out["reason"] = str(reason)[:4000]
-    write_json(out, layout.loc("records", f"{tile.id}.json"))
+    write_json(out, layout.at(layout.record_url(tile.id)))
     return out
 
 
@@ -291,7 +287,7 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
     Raises:
         StoreError: the record exists but is not valid JSON (see :func:`tile_state`).
     """
-    rec = read_json(layout.loc("records", f"{tile_id}.json"), default=None)
+    rec = read_json(layout.at(layout.record_url(tile_id)), default=None)
     if rec is not None and not isinstance(rec, dict):
         raise StoreError(f"Record of tile {tile_id} under {layout.root} is not a JSON object.")
     return rec
@@ -299,9 +295,9 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
 
 def read_records(layout: RunLayout) -> list[dict[str, Any]]:
     """Every readable record of the run, sorted by tile id (unreadable ones are skipped)."""
-    loc = layout.loc("records")
+    loc = layout.at(layout.records_url())
     fs = loc.filesystem()
-    with _guard(loc, "list"):  # an unreachable store: a StoreError with the fix
+    with storage_errors(loc, "list"):  # an unreachable store: a StoreError with the fix
         try:
             fs.invalidate_cache()
             paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
@@ -485,13 +481,3 @@ def change_layers(
     flag[ok & (diff > threshold)] = _CHANGE_UP
     flag[ok & (diff < -threshold)] = _CHANGE_DOWN
     return {"change": diff, "change_flag": flag}
-
-
-def save_config(layout: RunLayout, config: Any) -> str:
-    """Write the run config (a pydantic model or dict) to ``<root>/config.json``; return its URL.
-
-    The value of any secret-named key, at any depth, is written as ``***``
-    (:func:`geoxai.secrets.scrub`)."""
-    doc = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
-    write_json(scrub(doc), layout.loc("config.json"))
-    return layout.config_url()

@@ -36,8 +36,9 @@ import numpy as np
 from geoxai.errors import StoreError
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
 from geoxai.io.cog import gdal_path
-from geoxai.io.layout import RunLayout
-from geoxai.io.zonestore import ZoneStore, upload_file
+from geoxai.io.layout import ACCURACY_SECTION_FILE, RunLayout
+from geoxai.io.store import upload_file
+from geoxai.io.zonestore import ZoneStore
 from geoxai.mapping.styles import layer_cmap, value_range
 from geoxai.provenance import code_version
 from geoxai.secrets import scrub
@@ -62,8 +63,6 @@ STATUS_COLOURS = {
 """Colour of each tile status in the tile map and the summary."""
 
 
-ACCURACY_SECTION_FILE = "assessment.html"
-"""The accuracy section (an HTML fragment) written by ``geoxai assess`` under the run root."""
 _QUICKLOOK_PX = 900
 
 
@@ -328,7 +327,7 @@ def _quicklook(
 def _accuracy(layout: RunLayout) -> str:
     """The ``accuracy`` section that ``geoxai assess`` left in ``<root>/assessment.html`` (an
     HTML fragment, see :mod:`geoxai.mapping.assess_report`), or nothing."""
-    loc = layout.loc(ACCURACY_SECTION_FILE)
+    loc = layout.at(layout.accuracy_section_url())
     try:
         return bytes(loc.filesystem().cat_file(loc.path)).decode("utf-8")
     except FileNotFoundError:
@@ -612,5 +611,5 @@ def write_report(
     with tempfile.TemporaryDirectory(prefix="geoxai-report-") as tmp:
         path = Path(tmp) / "report.html"
         path.write_text(page, encoding="utf-8")
-        upload_file(path, layout.loc("report.html"))
+        upload_file(path, layout.at(layout.report_url()))
     return layout.report_url()

@@ -40,7 +40,7 @@ def pixel_series(
         "valid": bool, "max_gap_days": float, "source": ...}`` (spectral indices only:
         ``NDVI`` ... dimensionless), or ``{"kept": False, "message": why}``.
     """
-    url = layout.url("cubes", f"{tile_id}.zarr")
+    url = layout.cube_url(tile_id)
     so = layout.storage_options
     if not store.is_committed(url, storage_options=so):
         return {

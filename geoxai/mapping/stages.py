@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,19 +51,26 @@ from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore
 from geoxai.mapping.catalog import write_catalog
 from geoxai.mapping.cube_stage import _one_line
-from geoxai.mapping.outcomes import CubeStage
+from geoxai.mapping.outcomes import CubeStage, TileOutcome
 from geoxai.mapping.plan import RunPlan
-from geoxai.mapping.radar import _check_radar, _radar_ids, _radar_info, radar_layers, radar_needs
+from geoxai.mapping.radar import (
+    _check_radar,
+    _radar_ids,
+    _radar_info,
+    committed_radar_layers,
+    radar_needs,
+)
 from geoxai.mapping.records import change_layers, read_records, write_status, write_tile
 from geoxai.mapping.report import write_report
 from geoxai.mapping.settings import preprocess_params, run_layout
-from geoxai.models.bundle import load_bundle
+from geoxai.models.asos_net import ASOSNet
+from geoxai.models.bundle import LoadedBundle, load_bundle
 from geoxai.models.dsen2 import load_superres_bundle
 from geoxai.temporal.fuse import fuse
 from geoxai.temporal.heldout import TileHeldout
 from geoxai.temporal.smoothing import preprocess
 from geoxai.temporal.superres import superresolve_cube
-from geoxai.xai.asos import asos_map, load_asos_bundle
+from geoxai.xai.asos import ASOSTable, asos_map, load_asos_bundle
 from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
 
 __all__ = [
@@ -117,15 +125,24 @@ def quality_layer(ds: Any, valid: np.ndarray | None = None) -> np.ndarray:
 
 @dataclass
 class TileModels:
-    """The models a tile worker holds (loaded once per actor)."""
+    """The models a tile worker holds (loaded once per actor).
+
+    Attributes:
+        device: torch device name (``"cpu"``, ``"cuda"``).
+        prediction: the prediction bundle.
+        asos: the ASOS bundle (None: no ASOS layer). asos_table: its fitted table.
+        asos_min_evidence: fewest table entries behind a sensitivity value.
+        spacex: the SpacEX bundle (None: no attribution layer).
+        superres: the wri-dsen2-lite bundle (None: 20 m bands resampled as read).
+    """
 
     device: str
-    prediction: Any
-    asos: Any = None
-    asos_table: Any = None
+    prediction: LoadedBundle
+    asos: LoadedBundle | None = None
+    asos_table: ASOSTable | None = None
     asos_min_evidence: int = 1
-    spacex: Any = None
-    superres: Any = None
+    spacex: LoadedBundle | None = None
+    superres: LoadedBundle | None = None
 
 
 def _device(name: str) -> str:
@@ -187,11 +204,13 @@ def tile_features(
         tile: the tile with its halo.
         config: the run config (smoothing, sentinel1.scale / db_floor).
         features: the prediction bundle's feature names, in model order.
-        s1: the tile's :func:`geoxai.mapping.radar_s1.s1_steps` dataset; None: computed here when
-            ``features`` need it (:func:`radar_layers`).
-        terrain: the tile's :func:`geoxai.mapping.radar_dem.terrain` dataset; None: computed here
-        if needed. device: smoothing device (None = numpy, ``"cuda"``). superres: a loaded
-        wri-dsen2-lite bundle: B05..B12 super-resolved per date first
+        s1: the tile's :func:`geoxai.mapping.radar_s1.s1_steps` dataset; None: the layer the cube
+            stage committed is read when ``features`` need it (:func:`committed_radar_layers`;
+            no STAC search here).
+        terrain: the tile's :func:`geoxai.mapping.radar_dem.terrain` dataset; None: the
+            committed one, if needed.
+        device: smoothing device (None = numpy, ``"cuda"``).
+        superres: a loaded wri-dsen2-lite bundle: B05..B12 super-resolved per date first
             (:func:`geoxai.temporal.superres.superresolve_cube`); None = the cube's bands as
             they are.
 
@@ -217,7 +236,9 @@ def tile_features(
         return ds, ds
     _check_radar(config, features, "of this run")
     if (need_s1 and s1 is None) or (need_dem and terrain is None):
-        got_s1, got_dem = radar_layers(tile, config)
+        got_s1, got_dem = committed_radar_layers(
+            tile, config, s1=bool(need_s1) and s1 is None, dem=bool(need_dem) and terrain is None
+        )
         s1 = s1 if s1 is not None else got_s1
         terrain = terrain if terrain is not None else got_dem
     kw: dict[str, Any] = {}
@@ -244,8 +265,8 @@ def map_tile(
 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, Any]]:
     """Raw haloed cube (+ the S1/terrain layers the bundle reads) -> core-sized output layers.
 
-    ``s1`` / ``terrain``: the tile's committed layers (:func:`stage_cube`); None computes them
-    here when the bundle reads VV/VH / slope/DEM (see :func:`tile_features`).
+    ``s1`` / ``terrain``: the tile's committed layers (:func:`stage_cube`); None reads the
+    committed ones when the bundle reads VV/VH / slope/DEM (see :func:`tile_features`).
 
     Returns:
         ``(layers, timings, info)``: layers ``prediction`` ``(K, 600, 600)`` or ``(600, 600)``
@@ -291,9 +312,14 @@ def map_tile(
         return composites[key]
 
     if models.asos is not None:
+        if models.asos_table is None:
+            raise ModelBundleError(
+                "TileModels.asos has no fitted ASOS table; load the bundle with "
+                "load_asos_bundle(path) (it needs the table), as load_models does."
+            )
         t = time.monotonic()
         sens, _ = asos_map(
-            models.asos.net,
+            cast(ASOSNet, models.asos.net),  # load_asos_bundle checked the architecture
             models.asos_table,
             composite(models.asos.spec.inputs.features),
             min_evidence=models.asos_min_evidence,
@@ -333,8 +359,9 @@ def _smooth_device(device: str) -> str | None:
 
 def map_and_write(
     tile: TileSpec, cube: CubeStage, models: TileModels, config: RunConfig
-) -> dict[str, Any]:
-    """Map one tile from its committed cube and write its outputs exactly once; the record."""
+) -> TileOutcome:
+    """Map one tile from its committed cube and write its outputs exactly once; its outcome
+    (the record written: :meth:`TileOutcome.to_dict`)."""
 
     if cube.url is None:
         raise ValueError(
@@ -385,7 +412,7 @@ def map_and_write(
     record["timings"] = timings
     out = write_tile(zone, tile, layers, record)
     out.setdefault("timings", {})["write_s"] = time.monotonic() - t
-    return out
+    return TileOutcome.from_dict(out)
 
 
 def _status(
@@ -396,9 +423,9 @@ def _status(
     cube: CubeStage,
     config: RunConfig,
     timings: dict[str, float],
-) -> dict[str, Any]:
+) -> TileOutcome:
 
-    return write_status(
+    rec = write_status(
         layout,
         tile,
         status,
@@ -410,12 +437,13 @@ def _status(
             **_radar_ids(cube),
         },
     )
+    return TileOutcome.from_dict(rec)
 
 
-def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> dict[str, Any]:
-    """Write the record of a tile whose cube stage found no data or failed; return it."""
+def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -> TileOutcome:
+    """Write the record of a tile whose cube stage found no data or failed; its outcome."""
 
-    return write_status(
+    rec = write_status(
         run_layout(config),
         tile,
         cube.status,
@@ -427,10 +455,11 @@ def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -
             **_radar_ids(cube),
         },
     )
+    return TileOutcome.from_dict(rec)
 
 
 def finish_run(
-    config: RunConfig, plan: RunPlan, outcomes: dict[str, dict[str, Any]], *, wall_s: float
+    config: RunConfig, plan: RunPlan, outcomes: Mapping[str, TileOutcome], *, wall_s: float
 ) -> str:
     """Mosaics per zone, the STAC catalog of the outputs and ``report.html``; the report URL."""
 
@@ -447,7 +476,13 @@ def finish_run(
         common = set.intersection(*written) if written else set()
         mosaics = build_mosaics(layout, done_tiles, [s for s in specs if s.name in common])
     report = write_report(
-        layout, config, records, plan=plan, this_run=outcomes, wall_s=wall_s, mosaics=mosaics
+        layout,
+        config,
+        records,
+        plan=plan,
+        this_run={k: o.to_dict() for k, o in outcomes.items()},
+        wall_s=wall_s,
+        mosaics=mosaics,
     )
     write_catalog(layout, config, records, mosaics=mosaics)  # links report.html: write it first
     return report

@@ -97,7 +97,7 @@ class RunView:
                 f"{loc.url} is not a folder. Give the run root, <store.root>/<name>/<year> "
                 "(the folder holding config.json, records/ and zone=<epsg>/)."
             )
-        config = read_json(layout.loc("config.json"), default=None) or {}
+        config = read_json(layout.at(layout.config_url()), default=None) or {}
         records = read_records(layout)
         epsgs = layout.zones()
         if not config and not records and not epsgs:
@@ -137,7 +137,7 @@ class RunView:
             for name, spec in layers.items():
                 if name not in z.store.layers:
                     continue
-                vrt = layout.loc("mosaics", f"zone={epsg}", f"{name}.vrt")
+                vrt = layout.at(layout.mosaic_url(name, epsg))
                 if not fs.exists(vrt.path):
                     missing.append(f"{name} (EPSG:{epsg})")
                     continue
@@ -388,7 +388,7 @@ class RunView:
 
     def cube_url(self, tile_id: str) -> str:
         """URL of the tile's committed raw cube (``<root>/cubes/<tile_id>.zarr``)."""
-        return self.layout.url("cubes", f"{tile_id}.zarr")
+        return self.layout.cube_url(tile_id)
 
     def dumps(self, obj: Any) -> bytes:
         """JSON bytes with NaN written as null."""

@@ -6,11 +6,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from geoxai.errors import ModelBundleError
 from geoxai.inference.windows import WindowParams
+from geoxai.strict import StrictModel
 
 __all__ = [
     "InputSpec",
@@ -28,11 +29,7 @@ __all__ = [
 VALIDITY_NAMES = ("valid", "validity", "quality")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputSpec(_Strict):
+class InputSpec(StrictModel):
     """What the model reads from a model-ready cube."""
 
     features: list[str] = Field(min_length=1, description="Band names, in model channel order.")
@@ -52,7 +49,7 @@ class InputSpec(_Strict):
         return v
 
 
-class NormalizationSpec(_Strict):
+class NormalizationSpec(StrictModel):
     """Per-feature affine normalization of the cube before windowing: ``(x - offset) / scale``."""
 
     kind: Literal["none", "affine"] = Field("none", description="none: cube is model-ready.")
@@ -61,7 +58,7 @@ class NormalizationSpec(_Strict):
     clip: tuple[float, float] | None = Field(None, description="Clip after normalizing.")
 
 
-class WindowSpec(_Strict):
+class WindowSpec(StrictModel):
     """The inference window lattice (pixels of 10 m)."""
 
     window: int = Field(64, ge=1, description="Kept (blended) window edge, px.")
@@ -70,7 +67,7 @@ class WindowSpec(_Strict):
     sigma: float | None = Field(None, gt=0, description="Gaussian sigma, px; None = reference.")
 
 
-class OutputSpec(_Strict):
+class OutputSpec(StrictModel):
     """What the model returns per pixel."""
 
     kind: Literal["probability", "logit", "regression", "activation", "class_probabilities"] = (
@@ -82,7 +79,7 @@ class OutputSpec(_Strict):
     )
 
 
-class SourceSpec(_Strict):
+class SourceSpec(StrictModel):
     """Where imported weights came from (e.g. a frozen TensorFlow graph)."""
 
     file: str = Field(description="File name the weights were imported from.")
@@ -92,7 +89,7 @@ class SourceSpec(_Strict):
     note: str = ""
 
 
-class OnnxSpec(_Strict):
+class OnnxSpec(StrictModel):
     """How an ONNX graph (``architecture = "onnx"``) is called; both fields optional."""
 
     input: str | None = Field(None, description="Graph input fed the windows; None = the only one.")
@@ -104,7 +101,7 @@ class OnnxSpec(_Strict):
     )
 
 
-class BundleSpec(_Strict):
+class BundleSpec(StrictModel):
     """``model.json``."""
 
     format_version: Literal[1] = Field(1, description="Schema version of model.json.")

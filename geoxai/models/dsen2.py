@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from geoxai.errors import GraphImportError, ModelBundleError
 from geoxai.models.bundle import LoadedBundle, load_bundle, save_bundle
 from geoxai.models.bundle_spec import BundleSpec, InputSpec, OutputSpec, SourceSpec, WindowSpec
 from geoxai.models.tf_graph import read_graph
 from geoxai.models.tf_graph_torch import TFGraphNet
+from geoxai.strict import StrictModel
 
 __all__ = [
     "ARCHITECTURE",
@@ -48,10 +49,8 @@ GRAPH_URL = (
 LICENCE = "GPL-3.0"
 
 
-class Preparation(BaseModel):
+class Preparation(StrictModel):
     """``model.json`` ``preparation`` of a wri-dsen2-lite bundle (what the network expects)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["wri-dsen2-lite"] = ARCHITECTURE
     bands_10m: tuple[str, ...] = DSEN2_BANDS[:4]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.io.config_file import save_config
 from geoxai.io.eurosat import read_eurosat
 from geoxai.models.asos_net import (
     ASOSNet,
@@ -25,8 +26,9 @@ from geoxai.models.asos_net import (
     predict_scores,
     to_network_input,
 )
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import is_main_process, shard
-from geoxai.train.registry import BundleOptions, FitParamsModel, _Strict, save_config
+from geoxai.train.registry import CONFIG_FILE, BundleOptions, FitParamsModel
 from geoxai.train.trainer import BaseTask, FitParams, fit, prepare_out_dir
 from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
@@ -269,7 +271,7 @@ def load_labelled_images(
     return x, np.asarray(labels, np.float32).reshape(-1), (None if ok.all() else ok), bands
 
 
-class AsosTableOptions(_Strict):
+class AsosTableOptions(StrictModel):
     """The sensitivity table fitted after training (:class:`geoxai.xai.asos.ASOSParams`)."""
 
     fit: bool = Field(True, description="Fit the table on the training images (else: no table).")
@@ -278,7 +280,7 @@ class AsosTableOptions(_Strict):
     fill: float = Field(0.0, description="Value occluded activations are set to.")
 
 
-class AsosConfig(_Strict):
+class AsosConfig(StrictModel):
     """Train an ASOS network on labelled images and fit its sensitivity table."""
 
     data: str = Field(description="Training images: .npz (images, labels) or EuroSAT folder.")
@@ -341,7 +343,7 @@ def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
     bundle = out / "bundle"
     if is_main_process():  # every rank holds the same weights; one writes
         save_asos_bundle(bundle, net, spec, table)
-        save_config(config, bundle)
+        save_config(config, Path(bundle) / CONFIG_FILE)
     return bundle
 
 

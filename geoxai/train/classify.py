@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from geoxai.errors import (
     ConfigError,
@@ -52,6 +52,7 @@ from geoxai.errors import (
     InvalidInputError,
     look_up_option,
 )
+from geoxai.io.config_file import save_config
 from geoxai.io.eurosat import EUROSAT_FILE_BANDS, list_patches
 from geoxai.models.backbones import (
     RGB_BANDS,
@@ -69,9 +70,10 @@ from geoxai.models.bundle_spec import (
     OutputSpec,
     WindowSpec,
 )
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
 from geoxai.train.history import plot_history
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
 __all__ = [
@@ -106,10 +108,8 @@ CACHE_KEYWORD = "torchvision-cache"
 _ARCH = {"simple_cnn": "scene_simple_cnn", "resnet18": "scene_resnet18"}
 
 
-class ClassifyConfig(BaseModel):
+class ClassifyConfig(StrictModel):
     """``geoxai train classify CONFIG``: a scene classifier on EuroSAT-format patch folders."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(
         description="Folder with one sub-folder per class of 64x64 patches (13-band GeoTIFFs "
@@ -625,5 +625,5 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
         spec,
         extra_files={"classify": ("classify.json", json.dumps(info, indent=1).encode())},
     )
-    save_config(config, bundle)
+    save_config(config, Path(bundle) / CONFIG_FILE)
     return bundle

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
+
+from geoxai.atomic import atomic_write_text
 
 __all__ = ["plot_history", "progress_bar", "write_metrics"]
 
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:
     """Write ``metrics.json`` (atomically) and ``metrics.png`` of the epochs so far."""
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, out_dir / "metrics.json")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(history, indent=1))
     plot_history(history, out_dir / "metrics.png")
 
 

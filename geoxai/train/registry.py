@@ -3,9 +3,9 @@
 Each workflow is a pydantic config class (``extra="forbid"``, with an ``out_dir: str`` and a
 ``training:`` :class:`FitParamsModel` section) and a function ``train_x(config, *, resume=True)
 -> Path`` that runs :func:`geoxai.train.trainer.fit` and writes a model bundle (with the config
-saved as ``train_config.yaml``, see :func:`save_config`). The command line knows nothing about any
-workflow: it looks the name up in :data:`WORKFLOWS`, loads the config with
-:func:`load_workflow_config` and calls :func:`run_workflow`.
+saved as ``train_config.yaml``, see :func:`geoxai.io.config_file.save_config`). The command
+line knows nothing about any workflow: it looks the name up in :data:`WORKFLOWS`, loads the
+config with :func:`load_workflow_config` and calls :func:`run_workflow`.
 
 The ``training:`` section every config has (all optional)::
 
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from geoxai.config import did_you_mean, read_config_file
 from geoxai.errors import ConfigError, look_up_option
+from geoxai.strict import StrictModel
 from geoxai.train.trainer import FitParams
 
 if TYPE_CHECKING:  # torch stays out of `geoxai --help`
@@ -47,7 +48,6 @@ __all__ = [
     "workflow_config_class",
     "load_workflow_config",
     "run_workflow",
-    "save_config",
     "example_config",
 ]
 
@@ -65,10 +65,8 @@ CONFIG_FILE = "train_config.yaml"
 """Name of the saved config inside a bundle directory."""
 
 
-class FitParamsModel(BaseModel):
+class FitParamsModel(StrictModel):
     """The ``training:`` section of a workflow config (mirror of :class:`FitParams`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(10, ge=1, description="Passes over the training data.")
     lr: float = Field(1e-3, gt=0, description="Learning rate (base of the schedule).")
@@ -172,14 +170,6 @@ def run_workflow(name: str, config: BaseModel, *, resume: bool = True) -> Path:
     return Path(getattr(module, fn_name)(config, resume=resume))
 
 
-def save_config(config: BaseModel, directory: str | Path) -> Path:
-    """Write ``config`` as ``directory/train_config.yaml`` (what the bundle was trained with)."""
-    path = Path(directory) / CONFIG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return path
-
-
 def _model_of(ann: Any) -> tuple[type[BaseModel] | None, bool]:
     """(pydantic model inside ``ann``, whether it is a list of them)."""
     origin = typing.get_origin(ann)
@@ -238,11 +228,7 @@ def example_config(name: str) -> str:
     return "\n".join(head + _template(cls, 0)) + "\n"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BundleOptions(_Strict):
+class BundleOptions(StrictModel):
     """How the written bundle is described and run (inference windows)."""
 
     name: str | None = Field(None, description="Bundle name (default from out_dir).")

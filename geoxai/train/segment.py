@@ -41,10 +41,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, StoreError
 from geoxai.io.cog import write_array_cog
+from geoxai.io.config_file import save_config
 from geoxai.io.rasters import (
     Grid,
     MaskInput,
@@ -64,8 +65,9 @@ from geoxai.models.bundle_spec import (
 )
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
 from geoxai.models.unet import UNet2d
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.segment_data import TileSplit, band_statistics, split_tiles
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
@@ -88,10 +90,8 @@ GRID_FILE = "grid.json"
 """Bundle extra file: training grid, band names, rasters, split and normalization."""
 
 
-class SegmentConfig(BaseModel):
+class SegmentConfig(StrictModel):
     """Train a U-Net on feature rasters and a mask (``geoxai train segment CONFIG``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rasters: list[RasterInput] = Field(
         min_length=1, description="Feature rasters (any CRS/resolution); bands are stacked."
@@ -480,7 +480,7 @@ def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
         spec,
         extra_files={"grid": (GRID_FILE, json.dumps(info).encode())},
     )
-    save_config(config, bundle_dir)
+    save_config(config, Path(bundle_dir) / CONFIG_FILE)
 
     prob = _predict_scene(bundle_dir, scene.data, scene.valid, scene.grid)
     _write_prediction(prob, scene.grid, out / "prediction.tif", {"bundle": str(bundle_dir)})

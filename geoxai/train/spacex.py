@@ -55,10 +55,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from torch import nn
 
 from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
+from geoxai.io.config_file import save_config
 from geoxai.io.eurosat import read_eurosat
 from geoxai.models.asos_net import to_network_input
 from geoxai.models.bundle import save_bundle
@@ -71,8 +72,9 @@ from geoxai.models.spacex_nets import (
     from_gan,
     to_gan,
 )
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import CONFIG_FILE, FitParamsModel
 from geoxai.train.trainer import fit
 from geoxai.xai.spacex import (
     META_FILE,
@@ -456,7 +458,7 @@ _SPACEX_TRAINING: dict[str, Any] = {"lr": 2e-4, "lr_schedule": "linear_decay", "
 """Trainer settings SpacEX changes from the trainer's defaults (CycleGAN's Adam rate, decay)."""
 
 
-class SpacexConfig(BaseModel):
+class SpacexConfig(StrictModel):
     """``geoxai train spacex CONFIG``: explain a frozen ASOS classifier with two generators.
 
     Example::
@@ -468,8 +470,6 @@ class SpacexConfig(BaseModel):
         training: {epochs: 50, batch_size: 4}   # lr 2e-4 and linear_decay unless given
         out_dir: runs/spacex
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     classifier: str = Field(description="ASOS bundle whose network is explained (kept frozen).")
     data: str = Field(description=".npz with 'images' (N, C, H, W), or a EuroSAT folder.")
@@ -610,5 +610,5 @@ def save_spacex_bundle(
     doc = json.dumps({"format": "geoxai.spacex/1", **(meta or {})}, indent=2, default=str)
     out = save_bundle(path, gens, spec, extra_files={META_KEY: (META_FILE, doc.encode())})
     if train_config is not None:
-        save_config(train_config, out)
+        save_config(train_config, Path(out) / CONFIG_FILE)
     return out

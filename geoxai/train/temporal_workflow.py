@@ -13,9 +13,11 @@ from affine import Affine
 from pydantic import Field, model_validator
 
 from geoxai.errors import DataAccessError, InvalidInputError, look_up_option
+from geoxai.io.config_file import save_config
 from geoxai.io.store import read_dataset
+from geoxai.strict import StrictModel
 from geoxai.train.distributed import is_main_process
-from geoxai.train.registry import BundleOptions, FitParamsModel, _Strict, save_config
+from geoxai.train.registry import CONFIG_FILE, BundleOptions, FitParamsModel
 from geoxai.train.temporal import TemporalTask, fit_normalization, save_temporal_bundle
 from geoxai.train.trainer import fit, prepare_out_dir
 
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class TemporalTile(_Strict):
+class TemporalTile(StrictModel):
     """One model-ready cube and its per-pixel labels."""
 
     cube: str = Field(description="Store URL of a model-ready cube (features + valid).")
@@ -58,7 +60,7 @@ class TemporalTile(_Strict):
         return self
 
 
-class TemporalConfig(_Strict):
+class TemporalConfig(StrictModel):
     """Train the temporal segmentation U-Net on model-ready cubes with per-pixel labels."""
 
     tiles: list[TemporalTile] = Field(min_length=1, description="Training cubes and labels.")
@@ -239,5 +241,5 @@ def train_temporal_workflow(config: TemporalConfig, *, resume: bool = True) -> P
             f"TemporalUNet trained on {len(train)} tile(s) by geoxai train temporal."
         ),
     )  # fmt: skip
-    save_config(config, bundle)
+    save_config(config, Path(bundle) / CONFIG_FILE)
     return bundle

@@ -54,12 +54,14 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from geoxai.atomic import atomic_write
 from geoxai.errors import ConfigError, InvalidInputError, StoreError, look_up_option
 from geoxai.train.distributed import (
     _average_buffers,
@@ -319,12 +321,6 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _improved(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
@@ -499,7 +495,7 @@ def fit(
                         best_value, best_epoch, bad_epochs = value, epoch + 1, 0
                         best_state = copy.deepcopy(model.state_dict())
                         if rank == 0:
-                            _atomic_save(checkpoint(epoch + 1), best_path)
+                            atomic_write(best_path, partial(torch.save, checkpoint(epoch + 1)))
                     else:
                         bad_epochs += 1
                 elif params.patience is not None:
@@ -513,7 +509,7 @@ def fit(
                     stopped_early = True
                 last = epoch + 1 == params.epochs or stopped_early
                 if rank == 0 and ((epoch + 1) % params.checkpoint_every == 0 or last):
-                    _atomic_save(checkpoint(epoch + 1), last_path)
+                    atomic_write(last_path, partial(torch.save, checkpoint(epoch + 1)))
                     write_metrics(out_dir, history)
                 bar.set_postfix(
                     {k: f"{v:.4g}" for k, v in rec.items() if k not in ("epoch", "seconds")},

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geoxai.atomic import atomic_write_bytes
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, look_up_option
 from geoxai.geo.bands import S2_BANDS
 from geoxai.inference.predict import predict_windows
@@ -292,11 +293,7 @@ class ASOSTable:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_bytes` to ``path`` (atomically: temp file, then rename)."""
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(p)
-        return p
+        return atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> ASOSTable:

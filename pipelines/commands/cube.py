@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
         from geoxai.errors import ConfigError
         from geoxai.geo.bands import CUBE_BANDS, S2_BANDS, SCL, canonical_band_name
         from geoxai.geo.grid import tile_from_id
-        from geoxai.io.cube import build_tile_cube
+        from geoxai.io.tile_cube import build_tile_cube
 
         chosen = tuple(b.strip() for b in bands.split(",") if b.strip()) if bands else CUBE_BANDS
         if no_scl:

@@ -106,8 +106,8 @@ def _print_summary(summary) -> None:
     console = Console()
     console.print(table)
     for tile_id, o in sorted(summary.outcomes.items()):
-        if o.get("status") in ("failed", "empty"):
-            console.print(f"  [yellow]{tile_id}[/] {o['status']}: {o.get('reason', '')}")
+        if o.status in ("failed", "empty"):
+            console.print(f"  [yellow]{tile_id}[/] {o.status}: {o.reason}")
     if summary.report:
         console.print(f"report: [bold]{summary.report}[/]")
     else:

@@ -22,7 +22,8 @@ from geoxai.errors import CorruptDataError, DataAccessError, NoDataError
 from geoxai.geo.bands import BANDS, CUBE_BANDS
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
-from geoxai.io.cube import build_cube, build_tile_cube, solar_day
+from geoxai.io.cube import build_cube, solar_day
+from geoxai.io.tile_cube import build_tile_cube
 
 KEYS = {b: BANDS[b].common_name for b in CUBE_BANDS}  # B04 -> "red", B8A -> "nir08", SCL -> "scl"
 TILE = TileSpec(32632, col=1000, row=8330, halo_px=4, tile_size_m=600)  # 68 x 68 px

@@ -13,7 +13,8 @@ from geoxai.config import ProcessingConfig
 from geoxai.errors import ConfigError, DataAccessError, NoDataError
 from geoxai.geo.bands import S2_BANDS, SUN_AZIMUTH, SUN_ELEVATION
 from geoxai.io import store
-from geoxai.io.cube import build_cube, build_tile_cube
+from geoxai.io.cube import build_cube
+from geoxai.io.tile_cube import build_tile_cube
 from pipelines.cli import app
 from tests.io.test_cube import SCENE_ORIGIN, SYN_TILES, TILE, WHEN, _scene, clean_world  # noqa: F401
 

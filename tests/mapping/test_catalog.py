@@ -12,10 +12,11 @@ from shapely.geometry import Point, shape
 
 from geoxai.config import load_run_config
 from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.config_file import save_config
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.catalog import COG_MEDIA_TYPE, check_catalog, write_catalog
-from geoxai.mapping.records import read_records, save_config, write_status, write_tile
+from geoxai.mapping.records import read_records, write_status, write_tile
 from tests.fixtures.zones import layers_for, small_tile
 
 ITEMS = ["S2A_31UFS_20240101_0_L2A", "S2B_31UFS_20240106_0_L2A"]
@@ -48,7 +49,7 @@ def make_run(root: str):
         write_tile(zone, t, layers, {"config_hash": h, "input_items": ITEMS, "cogs": cogs})
     write_status(layout, small_tile(12, 20), "empty", "NoDataError: 0 scenes", {"config_hash": h})
     write_status(layout, small_tile(13, 20), "failed", "CorruptDataError: bad", {"config_hash": h})
-    save_config(layout, config)
+    save_config(config, layout.loc("config.json"))
     build_mosaics(layout, done, list(zone.layers.values()))
     return config, layout, done
 

@@ -12,13 +12,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.stac]
 def test_pixel_series_equals_the_whole_tile_preprocessed(run_world, tmp_path):
     from geoxai import mapping
     from geoxai.io import store
-    from geoxai.mapping.records import save_config
+    from geoxai.io.config_file import save_config
     from geoxai.mapping.series import pixel_series
     from geoxai.temporal.smoothing import preprocess
 
     cfg = run_world.config(tmp_path / "store")
     layout = mapping.run_layout(cfg)
-    save_config(layout, cfg)
+    save_config(cfg, layout.loc("config.json"))
     tile = run_world.world.tiles[0].with_halo(cfg.processing.halo_px)
     cube = mapping.stage_cube(tile, cfg)
     assert cube.url is not None, cube

@@ -276,11 +276,11 @@ def test_corrupt_asset_and_zero_scene_tiles_are_recorded(run_world, ray_local, t
         )
         summary = run(cfg, progress=False)
     out = summary.outcomes
-    assert out[good.id]["status"] == "done"
-    assert out[bad_tile.id]["status"] == "failed"
-    assert "B04" in out[bad_tile.id]["reason"] or ".tif" in out[bad_tile.id]["reason"]
-    assert out[empty.id]["status"] == "empty"
-    assert "NoDataError" in out[empty.id]["reason"]
+    assert out[good.id].status == "done"
+    assert out[bad_tile.id].status == "failed"
+    assert "B04" in out[bad_tile.id].reason or ".tif" in out[bad_tile.id].reason
+    assert out[empty.id].status == "empty"
+    assert "NoDataError" in out[empty.id].reason
     report = Path(summary.report).read_text()
     assert bad_tile.id in report and empty.id in report
 

@@ -143,7 +143,7 @@ def radar_run(radar_world):
     for tile in plan.todo:
         cubes[tile.id] = mapping.stage_cube(tile, cfg)
         assert cubes[tile.id].status == "ok", cubes[tile.id].reason
-        records[tile.id] = mapping.map_and_write(tile, cubes[tile.id], models, cfg)
+        records[tile.id] = mapping.map_and_write(tile, cubes[tile.id], models, cfg).to_dict()
     return cfg, plan, cubes, records
 
 
@@ -215,10 +215,13 @@ def test_fused_features_are_in_bundle_order_from_the_committed_layers(radar_run,
             np.testing.assert_array_equal(model["valid"].values, optical["valid"].values)
         np.testing.assert_array_equal(x.sel(band="slope").values[5], terr["slope"].values)
         np.testing.assert_array_equal(x.sel(band="B04").values, optical["features"].sel(band="B04"))
-        # what tile_features computes in place without committed layers == the stage's stores
+        # what radar_layers computes again == the stage's stores, and tile_features without layers
+        # passed in reads those stores
         s1_here, terr_here = mapping.radar_layers(tiles[tid], cfg)
         np.testing.assert_array_equal(s1_here["backscatter"].values, s1["backscatter"].values)
         np.testing.assert_array_equal(terr_here["slope"].values, terr["slope"].values)
+        _, read = mapping.tile_features(raw, tiles[tid], cfg, feats)
+        np.testing.assert_array_equal(read["features"].values, x.values)
 
 
 def test_rerun_reuses_the_committed_cube_and_radar_layers(radar_run):

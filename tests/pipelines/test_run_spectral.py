@@ -55,7 +55,7 @@ def test_run_with_the_spectral_cloud_mask(run_world, ray_local, tmp_path):
     )
     assert result.exit_code == 0, result.output
     layout = RunLayout(cfg.run_root())
-    cube = store.read_cube(layout.url("cubes", f"{tile.id}.zarr"))
+    cube = store.read_cube(layout.cube_url(tile.id))
     assert "SCL" not in list(cube.band.values)
     assert np.isfinite(cube["view:sun_azimuth"].values).all()
     pred = ZoneStore.open(layout, tile.epsg).read_tile(tile.with_halo(125), "prediction")

@@ -111,7 +111,7 @@ def test_the_viewer_shows_a_real_run(real_run, monkeypatch):
             d.quit()
         # the clear-observation count shown = the library's over the whole kept cube
         px = json.loads(_get(server, f"/api/pixel?lon={plon}&lat={plat}")[2])
-        cube = mapping.run_layout(cfg).url("cubes", f"{px['tile_id']}.zarr")
+        cube = mapping.run_layout(cfg).cube_url(px["tile_id"])
         raw = store.read_cube(cube).load()
         ds = preprocess(raw, mapping.preprocess_params(cfg))
         r = int(np.abs(raw["y"].values - px["y"]).argmin())

@@ -12,13 +12,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoxai.errors import ConfigError
+from geoxai.io.config_file import save_config
 from geoxai.train import registry as workflows
 from geoxai.train.registry import (
+    CONFIG_FILE,
     FitParamsModel,
     example_config,
     load_workflow_config,
     run_workflow,
-    save_config,
 )
 from geoxai.train.trainer import BaseTask, fit
 
@@ -71,7 +72,7 @@ def train_tiny(config: TinyConfig, *, resume: bool = True) -> Path:
     res = fit(_TinyTask(config.width, config.training.batch_size), config.training.to_params(),
               out, resume=resume)  # fmt: skip
     torch.save(res.model.state_dict(), out / "model.pt")
-    save_config(config, out)
+    save_config(config, out / CONFIG_FILE)
     return out
 
 
