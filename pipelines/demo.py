@@ -111,7 +111,7 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
     )
 
     t0 = time.monotonic()
-    comp = mapping.asos_composite(ds["features"], S2_BANDS)
+    comp = mapping.annual_composite(ds["features"], S2_BANDS)
     x, ok = to_network_input(comp, "reflectance", nan="mask")
     x = np.asarray(x, np.float32)
     images, labels, masks = [], [], []

@@ -19,8 +19,8 @@ from geoxai.io import store
 from geoxai.io.cube import build_cube
 from geoxai.io.signing import resolve_signing
 from geoxai.io.stac import search
+from geoxai.mapping.ancillary import ancillary_layers
 from geoxai.mapping.outcomes import CubeStage
-from geoxai.mapping.radar import radar_layers
 from geoxai.mapping.settings import cube_bands, date_range, run_layout
 
 __all__ = [
@@ -56,7 +56,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     """Search, build and commit the raw cube of one tile (see the module docstring).
 
     With ``sentinel1`` / ``dem`` sections the tile's S1 steps and terrain
-    (:func:`radar_layers`) are committed first, beside the cube; the cube's commit marker,
+    (:func:`ancillary_layers`) are committed first, beside the cube; the cube's commit marker,
     written last, names their item ids.
 
     Data failures (no scenes, corrupt or missing asset) come back as a ``CubeStage`` with
@@ -115,7 +115,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
             signing=signing,
         )
         ids = tuple(str(i) for i in cube.attrs.get("item_ids") or cube["id"].values)
-        for key, layer in zip(("s1", "dem"), radar_layers(tile, config), strict=True):
+        for key, layer in zip(("s1", "dem"), ancillary_layers(tile, config), strict=True):
             target = radar_urls[key]
             if layer is None or target is None:
                 continue

@@ -18,9 +18,9 @@ from pyproj import Transformer
 from geoxai.errors import ConfigError
 from geoxai.geo.grid import TileSpec, tile_from_id
 from geoxai.io.rasters import _to_crs
+from geoxai.synthetic.ancillary import elevation_at
 from geoxai.synthetic.fields import DEFAULT_ORIGIN_TILE
 from geoxai.synthetic.params import WorldParams
-from geoxai.synthetic.radar import elevation_at
 from geoxai.synthetic.world import SyntheticWorld
 
 __all__ = [

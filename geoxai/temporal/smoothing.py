@@ -61,8 +61,8 @@ from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, sp
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
 from geoxai.temporal.indices import (
     INDEX_BANDS,
+    FeatureRanges,
     IndexParams,
-    NormalizationParams,
     compute_indices,
     normalize,
 )
@@ -106,7 +106,7 @@ class PreprocessParams:
     clouds: CloudMaskParams = field(default_factory=CloudMaskParams)
     smoothing: SmoothingParams = field(default_factory=SmoothingParams)
     indices: IndexParams = field(default_factory=IndexParams)
-    normalization: NormalizationParams | None = None
+    normalization: FeatureRanges | None = None
 
     def __post_init__(self) -> None:
         bands = check_bands(self.bands)

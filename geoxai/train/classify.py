@@ -52,6 +52,7 @@ from geoxai.errors import (
     InvalidInputError,
     look_up_option,
 )
+from geoxai.inference.windows import WindowParams
 from geoxai.io.eurosat import EUROSAT_FILE_BANDS, list_patches
 from geoxai.models.backbones import (
     RGB_BANDS,
@@ -67,7 +68,6 @@ from geoxai.models.bundle_spec import (
     InputSpec,
     NormalizationSpec,
     OutputSpec,
-    WindowSpec,
 )
 from geoxai.train.distributed import shard
 from geoxai.train.history import plot_history
@@ -604,7 +604,7 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
         normalization=NormalizationSpec(
             kind="affine", offset=[float(v) for v in mean], scale=[float(v) for v in std]
         ),
-        window=WindowSpec(window=p, stride=max(1, p // 2), context=0),
+        window=WindowParams(window=p, stride=max(1, p // 2), context=0),
         output=OutputSpec(
             kind="class_probabilities", names=list(data.classes), transform="softmax"
         ),

@@ -44,6 +44,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, StoreError
+from geoxai.inference.windows import WindowParams
 from geoxai.io.cog import write_array_cog
 from geoxai.io.rasters import (
     Grid,
@@ -60,7 +61,6 @@ from geoxai.models.bundle_spec import (
     InputSpec,
     NormalizationSpec,
     OutputSpec,
-    WindowSpec,
 )
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
 from geoxai.models.unet import UNet2d
@@ -309,11 +309,11 @@ def _absolute(config: SegmentConfig) -> SegmentConfig:
     return config.model_copy(update={"rasters": rasters, "mask": mask})
 
 
-def _window_spec(tile_size: int) -> WindowSpec:
+def _window_params(tile_size: int) -> WindowParams:
     """Inference windows whose model input equals the training tile (context = tile / 8)."""
     context = max(4, tile_size // 8)
     window = tile_size - 2 * context
-    return WindowSpec(window=window, stride=max(1, window // 2), context=context, sigma=None)
+    return WindowParams(window=window, stride=max(1, window // 2), context=context, sigma=None)
 
 
 def _predict_scene(bundle_dir: Path, data: np.ndarray, valid: np.ndarray, grid: Grid) -> np.ndarray:
@@ -457,7 +457,7 @@ def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
         weights="model.safetensors",
         inputs=InputSpec(features=scene.band_names, time_steps=1, layout="CHW"),
         normalization=NormalizationSpec(kind="affine", offset=offset, scale=scale),
-        window=_window_spec(ts),
+        window=_window_params(ts),
         output=OutputSpec(kind="probability", names=["probability"], transform="sigmoid"),
         description=f"U-Net (rasters + mask) trained by geoxai train segment; best epoch "
         f"{result.best_epoch} by {params.monitor}.",
