@@ -71,7 +71,7 @@ from geoxai.models.bundle_spec import (
 )
 from geoxai.train.distributed import shard
 from geoxai.train.history import plot_history
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import save_config
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
 __all__ = [
@@ -144,9 +144,7 @@ class ClassifyConfig(BaseModel):
         0, ge=0, description="Epochs to train only the head and band adapter (needs pretrained)."
     )
     augment: bool = Field(True, description="Random rotations by 90 degrees and flips.")
-    training: FitParamsModel = Field(
-        default_factory=FitParamsModel, description="Trainer settings."
-    )
+    training: FitParams = Field(default_factory=FitParams, description="Trainer settings.")
     out_dir: str = Field(description="Checkpoints, metrics, evaluation and bundle/ go here.")
 
 
@@ -361,7 +359,7 @@ class ClassifyTask(BaseTask):
     ) -> None:
         self.config = config
         self.data = data
-        self.params = config.training.to_params()
+        self.params = config.training
         self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
         self.pretrained = pretrained
@@ -555,7 +553,7 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
         InvalidInputError: bad patches (band count, size, empty class folder, no train split).
         StoreError: ``out_dir`` is not writable.
     """
-    params: FitParams = config.training.to_params()
+    params: FitParams = config.training
     pretrained = _resolve_pretrained(config)
     if pretrained is not None:  # fail on an unreadable file before reading any pixel
         read_state_dict(pretrained)

@@ -1,11 +1,11 @@
 """The training workflows behind ``geoxai train NAME CONFIG``: a registry, config loading, dispatch.
 
 Each workflow is a pydantic config class (``extra="forbid"``, with an ``out_dir: str`` and a
-``training:`` :class:`FitParamsModel` section) and a function ``train_x(config, *, resume=True)
--> Path`` that runs :func:`geoxai.train.trainer.fit` and writes a model bundle (with the config
-saved as ``train_config.yaml``, see :func:`save_config`). The command line knows nothing about any
-workflow: it looks the name up in :data:`WORKFLOWS`, loads the config with
-:func:`load_workflow_config` and calls :func:`run_workflow`.
+``training:`` :class:`~geoxai.train.trainer.FitParams` section) and a function
+``train_x(config, *, resume=True) -> Path`` that runs :func:`geoxai.train.trainer.fit` and writes
+a model bundle (with the config saved as ``train_config.yaml``, see :func:`save_config`). The
+command line knows nothing about any workflow: it looks the name up in :data:`WORKFLOWS`, loads
+the config with :func:`load_workflow_config` and calls :func:`run_workflow`.
 
 The ``training:`` section every config has (all optional)::
 
@@ -26,23 +26,16 @@ import importlib
 import types
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from geoxai.config import did_you_mean, read_config_file
 from geoxai.errors import ConfigError, look_up_option
-from geoxai.train.trainer import FitParams
-
-if TYPE_CHECKING:  # torch stays out of `geoxai --help`
-    from geoxai.train.trainer import FitParams
-
-from geoxai.train.trainer import FitParams
 
 __all__ = [
     "WORKFLOWS",
-    "FitParamsModel",
     "workflow_names",
     "workflow_config_class",
     "load_workflow_config",
@@ -63,43 +56,6 @@ WORKFLOWS: dict[str, str] = {
 
 CONFIG_FILE = "train_config.yaml"
 """Name of the saved config inside a bundle directory."""
-
-
-class FitParamsModel(BaseModel):
-    """The ``training:`` section of a workflow config (mirror of :class:`FitParams`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(10, ge=1, description="Passes over the training data.")
-    lr: float = Field(1e-3, gt=0, description="Learning rate (base of the schedule).")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2) of the optimizer.")
-    batch_size: int = Field(16, ge=1, description="Samples per optimisation step.")
-    seed: int = Field(0, description="Seed of initialisation, batch order and augmentation.")
-    deterministic: bool = Field(
-        True, description="Deterministic algorithms (bit-identical reruns and resume on CPU)."
-    )
-    patience: int | None = Field(
-        None, ge=1, description="Early stopping: epochs without improvement; null = never."
-    )
-    monitor: str = Field("val_loss", description="Epoch metric that selects the best weights.")
-    mode: Literal["min", "max"] = Field("min", description="Is a lower or higher monitor better.")
-    lr_schedule: Literal["constant", "cosine", "linear_decay"] = Field(
-        "constant",
-        description="constant; cosine (to 0 at the end); linear_decay (constant for half "
-        "the epochs, then linearly to 0).",
-    )
-    checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints.")
-    progress: bool = Field(True, description="Progress bar with live loss/metrics (on a TTY).")
-
-    @model_validator(mode="after")
-    def _valid(self) -> FitParamsModel:
-        self.to_params()  # the dataclass's own checks, one source of truth
-        return self
-
-    def to_params(self) -> FitParams:
-        """The :class:`FitParams` :func:`geoxai.train.trainer.fit` takes."""
-
-        return FitParams(**self.model_dump())
 
 
 def workflow_names() -> list[str]:

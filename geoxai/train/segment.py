@@ -65,7 +65,7 @@ from geoxai.models.bundle_spec import (
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
 from geoxai.models.unet import UNet2d
 from geoxai.train.distributed import shard
-from geoxai.train.registry import FitParamsModel, save_config
+from geoxai.train.registry import save_config
 from geoxai.train.segment_data import TileSplit, band_statistics, split_tiles
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
@@ -124,8 +124,8 @@ class SegmentConfig(BaseModel):
     focal_gamma: float = Field(2.0, ge=0, description="Focusing exponent of the focal loss.")
     base_channels: int = Field(16, ge=4, le=256, description="U-Net channels at full resolution.")
     depth: int = Field(3, ge=1, le=6, description="U-Net down-sampling levels.")
-    training: FitParamsModel = Field(
-        default_factory=lambda: FitParamsModel.model_validate({}),
+    training: FitParams = Field(
+        default_factory=lambda: FitParams.model_validate({}),
         description="Epochs, learning rate, batch size, seed ... (monitor defaults to val_iou).",
     )
     out_dir: str = Field(description="Folder for checkpoints, metrics, the bundle and the COG.")
@@ -144,7 +144,7 @@ class SegmentConfig(BaseModel):
         p = self.training
         if "monitor" not in p.model_fields_set:
             p = p.model_copy(update={"monitor": "val_iou", "mode": "max"})
-        return p.to_params()
+        return p
 
 
 def iou_counts(prob: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -72,8 +72,8 @@ from geoxai.models.spacex_nets import (
     to_gan,
 )
 from geoxai.train.distributed import shard
-from geoxai.train.registry import FitParamsModel, save_config
-from geoxai.train.trainer import fit
+from geoxai.train.registry import save_config
+from geoxai.train.trainer import FitParams, fit
 from geoxai.xai.spacex import (
     META_FILE,
     META_KEY,
@@ -448,8 +448,8 @@ def _load_images(config: SpacexConfig) -> np.ndarray:
     return x
 
 
-def _training_default() -> FitParamsModel:
-    return FitParamsModel.model_validate(dict(_SPACEX_TRAINING))
+def _training_default() -> FitParams:
+    return FitParams.model_validate(dict(_SPACEX_TRAINING))
 
 
 _SPACEX_TRAINING: dict[str, Any] = {"lr": 2e-4, "lr_schedule": "linear_decay", "batch_size": 4}
@@ -496,9 +496,9 @@ class SpacexConfig(BaseModel):
     device: str = Field(
         "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device ('cpu', 'cuda:0')."
     )
-    training: FitParamsModel = Field(
+    training: FitParams = Field(
         default_factory=_training_default,
-        description="Trainer settings (geoxai.train.registry.FitParamsModel); SpacEX defaults: lr "
+        description="Trainer settings (geoxai.train.trainer.FitParams); SpacEX defaults: lr "
         "2e-4, lr_schedule linear_decay, batch_size 4.",
     )
     out_dir: str = Field(description="Checkpoints, metrics and the bundle (out_dir/bundle).")
@@ -506,13 +506,13 @@ class SpacexConfig(BaseModel):
     @field_validator("training", mode="before")
     @classmethod
     def _spacex_training(cls, v: Any) -> Any:
-        if isinstance(v, FitParamsModel):
+        if isinstance(v, FitParams):
             return v
         if v is None:
             v = {}
         if not isinstance(v, dict):
             raise ValueError("training must be a mapping of trainer settings (epochs, lr ...)")
-        return FitParamsModel.model_validate({**_SPACEX_TRAINING, **v})
+        return FitParams.model_validate({**_SPACEX_TRAINING, **v})
 
     def params(self) -> SpacexParams:
         """The :class:`SpacexParams` of this config."""
@@ -531,7 +531,7 @@ def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
         The bundle directory.
     """
     params = config.params()
-    fit_params = config.training.to_params()
+    fit_params = config.training
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"SpacEX device {config.device!r} but this machine has no CUDA device; set "
