@@ -25,7 +25,7 @@ from geoxai.models.asos_net import (
     to_network_input,
 )
 from geoxai.train.distributed import is_main_process, shard
-from geoxai.train.registry import BundleOptions, _Strict, save_config
+from geoxai.train.registry import BundleOptions, _Strict, register_workflow, save_config
 from geoxai.train.trainer import BaseTask, FitParams, fit, prepare_out_dir
 from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
@@ -299,6 +299,7 @@ class AsosConfig(_Strict):
     out_dir: str = Field(description="Checkpoints, metrics; the bundle goes to out_dir/bundle.")
 
 
+@register_workflow("asos", AsosConfig)
 def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
     """Train (and table-fit) an ASOS network per ``config``; returns the bundle directory."""
 

@@ -71,7 +71,7 @@ from geoxai.models.bundle_spec import (
 )
 from geoxai.train.distributed import shard
 from geoxai.train.history import plot_history
-from geoxai.train.registry import save_config
+from geoxai.train.registry import register_workflow, save_config
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
 __all__ = [
@@ -541,6 +541,7 @@ def _resolve_pretrained(config: ClassifyConfig) -> Path | None:
     return p
 
 
+@register_workflow("classify", ClassifyConfig)
 def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
     """Train, evaluate and bundle a scene classifier (see the module docstring).
 

@@ -65,7 +65,7 @@ from geoxai.models.bundle_spec import (
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
 from geoxai.models.unet import UNet2d
 from geoxai.train.distributed import shard
-from geoxai.train.registry import save_config
+from geoxai.train.registry import register_workflow, save_config
 from geoxai.train.segment_data import TileSplit, band_statistics, split_tiles
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
@@ -396,6 +396,7 @@ def check_segment(config: SegmentConfig) -> tuple[Any, Any]:
     return scene, split
 
 
+@register_workflow("segment", SegmentConfig)
 def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
     """Train the U-Net of ``config``, write the bundle and ``prediction.tif``; return the bundle.
 

@@ -72,8 +72,8 @@ from geoxai.models.spacex_nets import (
     to_gan,
 )
 from geoxai.train.distributed import shard
-from geoxai.train.registry import save_config
-from geoxai.train.trainer import FitParams, fit
+from geoxai.train.registry import register_workflow, save_config
+from geoxai.train.trainer import BaseTask, FitParams, fit
 from geoxai.xai.spacex import (
     META_FILE,
     META_KEY,
@@ -219,8 +219,9 @@ def generator_losses(
     return total, parts, (fake_max, fake_min)
 
 
-class SpacexTask:
-    """:class:`geoxai.train.trainer.TrainTask` of SpacEX (manual optimization: a G step, a D step).
+class SpacexTask(BaseTask):
+    """The :class:`~geoxai.train.trainer.BaseTask` of SpacEX (manual optimization: a G step, then
+    a D step).
 
     Args:
         classifier: the classifier to explain (frozen here: eval mode, no gradients).
@@ -286,7 +287,7 @@ class SpacexTask:
         ).to(self.device)
 
     def configure_optimizers(
-        self, model: nn.Module, params: Any
+        self, model: nn.Module, params: FitParams
     ) -> dict[str, torch.optim.Optimizer]:
         """``{"g": Adam(both generators), "d": Adam(both discriminators)}``, betas from params."""
         betas = (self.params.beta1, self.params.beta2)
@@ -520,6 +521,7 @@ class SpacexConfig(BaseModel):
         return SpacexParams(**{k: v for k, v in self.model_dump().items() if k in names})
 
 
+@register_workflow("spacex", SpacexConfig)
 def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
     """Train SpacEX generators for a frozen ASOS classifier; write the bundle.
 

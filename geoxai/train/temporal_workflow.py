@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from geoxai.errors import DataAccessError, InvalidInputError, look_up_option
 from geoxai.io.store import read_dataset
 from geoxai.train.distributed import is_main_process
-from geoxai.train.registry import BundleOptions, _Strict, save_config
+from geoxai.train.registry import BundleOptions, _Strict, register_workflow, save_config
 from geoxai.train.temporal import TemporalTask, fit_normalization, save_temporal_bundle
 from geoxai.train.trainer import FitParams, fit, prepare_out_dir
 
@@ -191,6 +191,7 @@ def _check_same_axes(tiles: list[dict[str, Any]], cfg: list[TemporalTile]) -> No
             )
 
 
+@register_workflow("temporal", TemporalConfig)
 def train_temporal_workflow(config: TemporalConfig, *, resume: bool = True) -> Path:
     """Train the TemporalUNet per ``config``; returns the bundle directory (``out_dir/bundle``).
 
