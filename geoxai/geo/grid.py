@@ -175,7 +175,7 @@ class TileSpec:
         """Core (or haloed) footprint as a WGS84 lon/lat polygon (edges densified)."""
         b = self.bounds if halo else self.core_bounds
         poly = shapely.segmentize(box(*b), self.tile_size_m / 20)
-        return _reproject(poly, _to_lonlat(self.epsg))
+        return reproject(poly, _to_lonlat(self.epsg))
 
     def with_halo(self, halo_px: int) -> TileSpec:
         """The same tile with another halo width."""
@@ -241,11 +241,11 @@ def utm_epsg(lon: float, lat: float) -> int:
 def tile_at(lon: float, lat: float, halo_px: int = 0) -> TileSpec:
     """The tile of the point's own zone whose core holds ``(lon, lat)``."""
     epsg = utm_epsg(lon, lat)
-    x, y = _from_lonlat(epsg).transform(lon, lat)
+    x, y = from_lonlat(epsg).transform(lon, lat)
     return TileSpec(epsg, int(x // TILE_SIZE_M), int(y // TILE_SIZE_M), halo_px)
 
 
-def _reproject(geom: BaseGeometry, transformer: Transformer) -> BaseGeometry:
+def reproject(geom: BaseGeometry, transformer: Transformer) -> BaseGeometry:
     """Reproject every vertex of ``geom`` (densify first where edges should bend)."""
     return shapely.transform(geom, lambda x, y: transformer.transform(x, y), interleaved=False)
 
@@ -256,5 +256,5 @@ def _to_lonlat(epsg: int) -> Transformer:
 
 
 @cache
-def _from_lonlat(epsg: int) -> Transformer:
+def from_lonlat(epsg: int) -> Transformer:
     return Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(epsg), always_xy=True)

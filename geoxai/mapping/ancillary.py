@@ -44,7 +44,7 @@ def ancillary_needs(features: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     )
 
 
-def _check_ancillary(config: RunConfig, features: Any, where: str) -> None:
+def check_ancillary(config: RunConfig, features: Any, where: str) -> None:
     """The sentinel1/dem sections must be there exactly when the bundle reads those features."""
     s1, terr = ancillary_needs(features)
     if s1 and config.sentinel1 is None:
@@ -98,7 +98,7 @@ def ancillary_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
     return s1, terr
 
 
-def _ancillary_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
+def ancillary_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
     """Coverage of the fused S1/terrain layers over the tile core, for the tile record."""
 
     out: dict[str, Any] = {}
@@ -123,7 +123,7 @@ def _ancillary_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
     return out
 
 
-def _ancillary_ids(cube: CubeStage) -> dict[str, list[str]]:
+def ancillary_ids(cube: CubeStage) -> dict[str, list[str]]:
     """``s1_items`` / ``dem_items`` of a tile record (present when the run reads them)."""
     out = {}
     if cube.s1_url:

@@ -14,7 +14,7 @@ from geoxai.errors import (
 from geoxai.geo.aoi import cover_aoi
 from geoxai.geo.grid import TileSpec, tile_from_id
 from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
-from geoxai.mapping.ancillary import _check_ancillary
+from geoxai.mapping.ancillary import check_ancillary
 from geoxai.mapping.records import plan_tiles, save_config
 from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
@@ -103,7 +103,7 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
 
     tiles = _tiles(config)
     bundle = load_bundle(config.models.prediction, device="cpu")
-    _check_ancillary(config, bundle.spec.inputs.features, repr(config.models.prediction))
+    check_ancillary(config, bundle.spec.inputs.features, repr(config.models.prediction))
     halo = bundle.required_halo(tiles[0].core_px)
     if config.models.asos:
         asos, _ = load_asos_bundle(config.models.asos, device="cpu")  # fails early: fit first

@@ -49,11 +49,11 @@ from geoxai.io.cog import build_mosaics, write_tile_cogs
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore
 from geoxai.mapping.ancillary import (
-    _ancillary_ids,
-    _ancillary_info,
-    _check_ancillary,
+    ancillary_ids,
+    ancillary_info,
     ancillary_layers,
     ancillary_needs,
+    check_ancillary,
 )
 from geoxai.mapping.catalog import write_catalog
 from geoxai.mapping.cube_stage import _one_line
@@ -221,7 +221,7 @@ def tile_features(
     need_s1, need_dem = ancillary_needs(features)
     if not (need_s1 or need_dem):
         return ds, ds
-    _check_ancillary(config, features, "of this run")
+    check_ancillary(config, features, "of this run")
     if (need_s1 and s1 is None) or (need_dem and terrain is None):
         got_s1, got_dem = ancillary_layers(tile, config)
         s1 = s1 if s1 is not None else got_s1
@@ -327,7 +327,7 @@ def map_tile(
         "n_acquisitions": int(raw.sizes["time"]),
         "prediction_runtime": models.prediction.runtime,
     }
-    info.update(_ancillary_info(mds, rs, cs))
+    info.update(ancillary_info(mds, rs, cs))
     if "heldout" in ds.attrs:
         info["heldout"] = json.loads(ds.attrs["heldout"])
     return layers, timings, info
@@ -381,7 +381,7 @@ def map_and_write(
         "input_items": list(cube.input_items),
         "device": models.device,
         "info": info,
-        **_ancillary_ids(cube),
+        **ancillary_ids(cube),
     }
     if config.processing.write_cogs:
         t = time.monotonic()
@@ -413,7 +413,7 @@ def _status(
             "config_hash": config.output_hash(),
             "input_items": list(cube.input_items),
             "timings": timings,
-            **_ancillary_ids(cube),
+            **ancillary_ids(cube),
         },
     )
 
@@ -430,7 +430,7 @@ def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -
             "config_hash": config.output_hash(),
             "input_items": list(cube.input_items),
             "timings": {"cube_s": cube.seconds},
-            **_ancillary_ids(cube),
+            **ancillary_ids(cube),
         },
     )
 

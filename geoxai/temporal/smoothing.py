@@ -48,9 +48,9 @@ from geoxai.geo.bands import S2_BANDS, SCL, check_bands
 from geoxai.provenance import canonical_json
 from geoxai.temporal.axis import (
     SmoothingParams,
-    _days,
     bin_series,
     binning_matrix,
+    days_since,
     fine_grid,
     grid_lambda,
     hold_ends,
@@ -322,7 +322,7 @@ def preprocess(
     if "time" in raw.indexes and not raw.indexes["time"].is_monotonic_increasing:
         raw = raw.sortby("time")
     origin = sp.axis_start()
-    days = _days(np.asarray(raw["time"].values), origin)
+    days = days_since(np.asarray(raw["time"].values), origin)
     nodes = fine_grid(sp)
     half = sp.grid_days / 2.0
     in_window = (days >= nodes[0] - half) & (days < nodes[-1] + half)

@@ -19,7 +19,7 @@ from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
 from geoxai.io.eurosat import read_eurosat
 from geoxai.models.asos_net import (
     ASOSNet,
-    _as_tensor,
+    as_float32,
     check_image,
     predict_scores,
     to_network_input,
@@ -122,8 +122,8 @@ class AsosTask(BaseTask):
         on_epoch: Any = None,
     ) -> None:
 
-        x = _as_tensor(images)
-        y = _as_tensor(labels).reshape(-1)
+        x = as_float32(images)
+        y = as_float32(labels).reshape(-1)
         check_image(x, net.in_bands, what="training images")
         if x.ndim != 4 or y.shape[0] != x.shape[0]:
             raise InvalidInputError(
@@ -195,7 +195,7 @@ class AsosTask(BaseTask):
         }
         out: dict[str, float] = {}
         if self.val is not None:
-            vx, vy = _as_tensor(self.val[0]), _as_tensor(self.val[1]).reshape(-1)
+            vx, vy = as_float32(self.val[0]), as_float32(self.val[1]).reshape(-1)
             p = torch.from_numpy(predict_scores(self.net, vx)).clamp(1e-7, 1 - 1e-7)
             logits = torch.logit(p).float()
             out["val_loss"] = float(F.binary_cross_entropy_with_logits(logits, vy))

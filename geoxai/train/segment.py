@@ -50,9 +50,9 @@ from geoxai.io.rasters import (
     Grid,
     MaskInput,
     RasterInput,
-    _raster_meta,
     grid_for_rasters,
     prepare_scene,
+    raster_meta,
     stack_rasters,
 )
 from geoxai.models.bundle import load_bundle, save_bundle
@@ -529,7 +529,7 @@ def predict_segment(bundle: str | Path, rasters: list[RasterInput] | None, out: 
     if rasters is None:
         grid = Grid.from_json(info["grid"])
 
-        metas = [_raster_meta(r) for r in trained]
+        metas = [raster_meta(r) for r in trained]
     else:
         tgrid = Grid.from_json(info["grid"])
         grid, metas = grid_for_rasters(list(rasters), crs=tgrid.crs, resolution=tgrid.resolution)

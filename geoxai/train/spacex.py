@@ -78,13 +78,13 @@ from geoxai.xai.spacex import (
     META_FILE,
     META_KEY,
     ScoreShift,
-    _as_images,
-    _device_of,
-    _input_range,
-    _module_dict,
+    as_images,
+    device_of,
     freeze,
     generators_of,
+    input_range,
     load_classifier,
+    module_dict,
     score_shift,
     set_grad,
 )
@@ -248,9 +248,9 @@ class SpacexTask(BaseTask):
         hi: float = 1.0,
         seed: int = 0,
     ) -> None:
-        self.x = _as_images(images, "SpacEX training images")
+        self.x = as_images(images, "SpacEX training images")
         self.val = (
-            _as_images(val_images, "SpacEX validation images") if val_images is not None else None
+            as_images(val_images, "SpacEX validation images") if val_images is not None else None
         )
         self.in_bands = int(self.x.shape[1])
         want = int(getattr(classifier, "in_bands", self.in_bands))
@@ -260,7 +260,7 @@ class SpacexTask(BaseTask):
                 f"{want}; give the bands it was trained on, in its order."
             )
         self.classifier = freeze(classifier)
-        self.device = _device_of(classifier)
+        self.device = device_of(classifier)
         self.params, self.batch_size = params, int(batch_size)
         self.lo, self.hi = float(lo), float(hi)
         need = 2**params.disc_layers * 4
@@ -291,7 +291,7 @@ class SpacexTask(BaseTask):
     ) -> dict[str, torch.optim.Optimizer]:
         """``{"g": Adam(both generators), "d": Adam(both discriminators)}``, betas from params."""
         betas = (self.params.beta1, self.params.beta2)
-        model = _module_dict(model)
+        model = module_dict(model)
         gens = [*model["g_max"].parameters(), *model["g_min"].parameters()]
         discs = [*model["d_max"].parameters(), *model["d_min"].parameters()]
         return {
@@ -318,7 +318,7 @@ class SpacexTask(BaseTask):
         """Generator step (discriminators frozen), then discriminator step on buffered fakes."""
         x = batch.to(self.device)
         p = self.params
-        model = _module_dict(model)
+        model = module_dict(model)
         discs = (model["d_max"], model["d_min"])
         for d in discs:
             set_grad(d, False)
@@ -540,7 +540,7 @@ def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
             "device: cpu (or run on a GPU node)."
         )
     cb, classifier = load_classifier(config.classifier, config.device)
-    lo, hi = _input_range(cb.spec)
+    lo, hi = input_range(cb.spec)
     x = _load_images(config)
     if x.shape[1] != classifier.in_bands:
         raise InvalidInputError(

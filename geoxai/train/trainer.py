@@ -63,11 +63,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError, StoreError, look_up_option
 from geoxai.train.distributed import (
-    _average_buffers,
-    _average_metrics,
-    _broadcast_state,
-    _dist,
-    _grad_average_hook,
+    average_buffers,
+    average_metrics,
+    broadcast_state,
+    grad_average_hook,
+    rank_and_world,
 )
 from geoxai.train.history import progress_bar, write_metrics
 
@@ -403,7 +403,7 @@ def fit(
     if not isinstance(params, FitParams):
         raise ConfigError(f"params must be a FitParams, got {type(params).__name__}.")
     out_dir = Path(out_dir)
-    rank, world = _dist()
+    rank, world = rank_and_world()
     if rank == 0:
         prepare_out_dir(out_dir)
     if world > 1:
@@ -423,9 +423,9 @@ def fit(
             for g in opt.param_groups:
                 g.setdefault("initial_lr", g["lr"])
         if world > 1:
-            _broadcast_state(model)
+            broadcast_state(model)
             for opt in optimizers.values():
-                opt.register_step_pre_hook(_grad_average_hook(world))
+                opt.register_step_pre_hook(grad_average_hook(world))
 
         history: list[dict] = []
         start, best_value, best_epoch, bad_epochs = 0, None, None, 0
@@ -512,14 +512,14 @@ def fit(
                         f"epoch {epoch + 1} produced no training batch on rank {rank}; the "
                         "training set is empty or smaller than one batch per worker."
                     )
-                rec = _average_metrics({k: v / n for k, v in sums.items()}, world)
+                rec = average_metrics({k: v / n for k, v in sums.items()}, world)
                 if world > 1:
-                    _average_buffers(model, world)
+                    average_buffers(model, world)
                 model.eval()
                 with torch.no_grad():
                     val = task.validate(model)
                 model.train()
-                rec.update(_average_metrics({k: float(v) for k, v in val.items()}, world))
+                rec.update(average_metrics({k: float(v) for k, v in val.items()}, world))
                 first = next(iter(optimizers.values()))
                 rec = {
                     "epoch": epoch + 1,

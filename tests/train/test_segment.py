@@ -57,9 +57,9 @@ def _polygons(
     import pyogrio
     import shapely
 
-    from geoxai.io.rasters import _to_crs
+    from geoxai.io.rasters import to_crs
 
-    geoms = [_to_crs(shapely.box(*b), UTM, crs) for b in boxes]
+    geoms = [to_crs(shapely.box(*b), UTM, crs) for b in boxes]
     pyogrio.raw.write(
         str(path),
         geometry=shapely.to_wkb(np.asarray(geoms, dtype=object)),
