@@ -47,13 +47,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geoxai.errors import (
     ConfigError,
-    CorruptDataError,
     DataAccessError,
     InvalidInputError,
     look_up_option,
 )
 from geoxai.inference.windows import WindowParams
-from geoxai.io.eurosat import EUROSAT_FILE_BANDS, list_patches
+from geoxai.io.eurosat import EUROSAT_FILE_BANDS, list_patches, open_patch
 from geoxai.models.backbones import (
     RGB_BANDS,
     ResNet18Classifier,
@@ -214,13 +213,8 @@ def resolve_bands(bands: str | Sequence[str], file_bands: Sequence[str]) -> list
 
 
 def _file_layout(path: Path) -> tuple[str, ...]:
-    import rasterio  # lazy: rasterio (GDAL) only on this path
-
-    try:
-        with rasterio.open(path) as src:
-            count = src.count
-    except rasterio.errors.RasterioIOError as exc:
-        raise CorruptDataError(f"cannot read patch {path}: {exc}") from exc
+    with open_patch(path) as src:
+        count = src.count
     if count not in FILE_LAYOUTS:
         raise InvalidInputError(
             f"patch {path} has {count} bands; EuroSAT-format patches have 13 (Sentinel-2 "
@@ -250,8 +244,6 @@ def read_patches(
         ConfigError: a bad band selection (:func:`resolve_bands`).
         CorruptDataError: an unreadable patch.
     """
-    import rasterio  # lazy: rasterio (GDAL) only on this path
-
     rows = list_patches(root, splits)
     file_bands = _file_layout(rows[0][0])
     names = resolve_bands(bands, file_bands)
@@ -263,16 +255,13 @@ def read_patches(
     images = []
     shape = None
     for path, _, _ in rows:
-        try:
-            with rasterio.open(path) as src:
-                if src.count != len(file_bands):
-                    raise InvalidInputError(
-                        f"patch {path} has {src.count} bands, {rows[0][0]} has "
-                        f"{len(file_bands)}; all patches need the same bands."
-                    )
-                a = src.read(pick)
-        except rasterio.errors.RasterioIOError as exc:
-            raise CorruptDataError(f"cannot read patch {path}: {exc}") from exc
+        with open_patch(path) as src:
+            if src.count != len(file_bands):
+                raise InvalidInputError(
+                    f"patch {path} has {src.count} bands, {rows[0][0]} has "
+                    f"{len(file_bands)}; all patches need the same bands."
+                )
+            a = src.read(pick)
         if shape is None:
             shape = a.shape
             if a.shape[1] != a.shape[2]:
