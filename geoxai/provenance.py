@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import subprocess
 from dataclasses import asdict, is_dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy
-import xarray
-
 from geoxai import __version__
 
-__all__ = ["PIXEL_VERSION", "code_version", "config_hash", "canonical_json", "environment"]
+__all__ = ["PIXEL_VERSION", "code_version", "config_hash", "canonical_json"]
 
 #: Version of the algorithms that turn inputs into pixels. Bump it in the commit whose code
 #: changes the pixels one config makes (a new default, a fixed bug in a stage), and say why
@@ -68,21 +64,3 @@ def canonical_json(obj: Any) -> str:
 def config_hash(obj: Any) -> str:
     """SHA-256 (hex, first 16 chars) of :func:`canonical_json` of ``obj``."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
-
-
-def environment() -> dict[str, str]:
-    """Versions of the interpreter and the libraries that shape numbers."""
-
-    env = {
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "xarray": xarray.__version__,
-        "platform": platform.platform(),
-    }
-    try:
-        import torch  # lazy: torch (~1 s import) only on this path
-
-        env["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return env

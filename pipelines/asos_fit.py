@@ -29,7 +29,6 @@ from geoxai.xai.asos import (
     ASOSTable,
     fit_partial,
     load_asos_bundle,
-    merge_tables,
     save_asos_bundle,
 )
 
@@ -43,7 +42,6 @@ __all__ = [
     "fit_sharded",
     "write_fitted_bundle",
     "init_local_ray",
-    "merge_partial_files",
 ]
 
 
@@ -251,8 +249,3 @@ def write_fitted_bundle(bundle: str | Path, table: ASOSTable, out: str | Path) -
     """Copy ``bundle`` to ``out`` with ``table`` recorded in its ``model.json``."""
     b, _ = load_asos_bundle(bundle, need_table=False)
     return save_asos_bundle(out, b.net, b.spec, table=table)
-
-
-def merge_partial_files(paths: list[str | Path]) -> ASOSTable:
-    """Merge partial tables saved with :meth:`ASOSTable.save` (e.g. fits run as separate jobs)."""
-    return merge_tables([ASOSTable.load(p) for p in paths])

@@ -75,8 +75,9 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
 
     from geoxai.geo.bands import S2_BANDS
     from geoxai.models.asos_net import ASOSNet, to_network_input
-    from geoxai.train.asos import TrainParams, train_asos
+    from geoxai.train.asos import train_asos
     from geoxai.train.temporal import TemporalTrainParams, save_temporal_bundle, train_temporal
+    from geoxai.train.trainer import FitParams
     from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
     torch.manual_seed(0)
@@ -111,7 +112,7 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
     )
 
     t0 = time.monotonic()
-    comp = mapping.asos_composite(ds["features"], S2_BANDS)
+    comp = mapping.annual_composite(ds["features"], S2_BANDS)
     x, ok = to_network_input(comp, "reflectance", nan="mask")
     x = np.asarray(x, np.float32)
     images, labels, masks = [], [], []
@@ -127,7 +128,7 @@ def _train_models(cfg: RunConfig, world: Any, console) -> None:
     imgs = np.nan_to_num(np.stack(images)).astype(np.float32)
     labs = np.asarray(labels, np.float32)
     anet = ASOSNet(in_bands=len(S2_BANDS), k=3, width=8, head_width=8)
-    ahist = train_asos(anet, imgs, labs, TrainParams(epochs=4, batch_size=16, seed=0))
+    ahist = train_asos(anet, imgs, labs, FitParams(epochs=4, batch_size=16, seed=0, lr=2e-3))
     table = fit_partial(anet, imgs, ASOSParams(), valid=np.stack(masks))
     save_asos_bundle(
         cfg.models.asos,

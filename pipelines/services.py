@@ -1,22 +1,23 @@
-"""Local STAC APIs on loopback, for the demo and the tests.
+"""A local STAC API on loopback: what ``geoxai demo`` serves its synthetic archive through.
 
-Two real servers, both started here as subprocesses and stopped on exit (also on error):
+- :func:`local_stac_api`: ``rustac serve`` with an in-memory backend, started here as a
+  subprocess and stopped on exit (also on error). Instant, loads a few hundred items in well
+  under a second. POST search works (bbox, datetime, collections, paging); GET search with
+  filters does not, and ``query``/``filter`` are ignored, so :func:`geoxai.io.stac.search` uses
+  POST and filters cloud cover itself.
 
-- :func:`local_stac_api`: ``rustac serve`` with an in-memory backend. Instant, loads a few
-  hundred items in well under a second. POST search works (bbox, datetime, collections, paging);
-  GET search with filters does not, and ``query``/``filter`` are ignored, so
-  :func:`geoxai.io.stac.search` uses POST and filters cloud cover itself.
-- :func:`local_pgstac_api`: the reference stack, stac-fastapi-pgstac on PostgreSQL 15 + PostGIS
-  3, data in a temporary directory that is deleted afterwards. Needs ``bash infra/setup.sh
-  --test`` (apt packages and ``.venv-pgstac``). About 5-15 s to start.
+It stays in the runtime package because the demo (``pipelines.demo.run_demo``) needs it; the
+tests and benchmarks use it too. The reference stack the tests also run against
+(stac-fastapi-pgstac on PostgreSQL + PostGIS) is test infrastructure and lives in
+``tests/fixtures/pgstac.py``; it reuses :func:`write_load_files` and the process helpers here.
 
 Items are given as pystac Items, item dicts, or a path (anything :func:`geoxai.io.stac.read_items`
 reads). ``collection`` decides the collection the items are served under: an id, a
 ``pystac.Collection`` or a collection dict puts *every* item into it; ``None`` keeps each item's
 own ``collection`` and creates a minimal collection for each id.
 
-Run ``python -m pipelines.services rustac|pgstac ITEMS [--collection ID]`` to serve a file by
-hand until Ctrl-C (``infra/stac_local.sh`` wraps this).
+Run ``python -m pipelines.services rustac ITEMS [--collection ID]`` to serve a file by hand until
+Ctrl-C (``infra/stac_local.sh`` wraps this, and ``tests/fixtures/pgstac.py`` for pgstac).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -42,24 +42,18 @@ from geoxai.errors import ConfigError, DataAccessError, InvalidInputError
 
 __all__ = [
     "RUSTAC_HOST",
-    "PGSTAC_HOST",
-    "PG_BIN",
     "local_stac_api",
-    "local_pgstac_api",
     "write_load_files",
     "free_port",
+    "wait_http",
+    "start_logged",
+    "stop_process",
+    "log_tail",
+    "executable",
 ]
 
 RUSTAC_HOST = "127.0.0.5"
 """Loopback address of the rustac server."""
-PGSTAC_HOST = "127.0.0.6"
-"""Loopback address of PostgreSQL and stac-fastapi-pgstac."""
-PG_BIN = Path(os.environ.get("GEOXAI_PG_BIN", "/usr/lib/postgresql/15/bin"))
-"""Directory of the PostgreSQL 15 server binaries (initdb, postgres, pg_isready, psql)."""
-_REPO = Path(__file__).resolve().parent.parent
-_SETUP_HINT = (
-    "Run `bash infra/setup.sh --test` (installs PostgreSQL 15 + PostGIS 3 and .venv-pgstac)."
-)
 
 
 def free_port(host: str) -> int:
@@ -195,14 +189,15 @@ def write_load_files(
 # --------------------------------------------------------------------------- processes
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, timeout: float, what: str) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None, timeout: float, what: str) -> None:
+    """Wait until ``url`` answers 200; :class:`DataAccessError` if ``proc`` exits or on timeout."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise DataAccessError(
                 f"{what} exited with code {proc.returncode} before answering at {url}:\n"
-                f"{_tail(proc)}"
+                f"{log_tail(proc)}"
             )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
@@ -216,14 +211,16 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, timeout: float, w
     raise DataAccessError(f"{what} did not answer at {url} within {timeout:.0f} s ({last}).")
 
 
-def _tail(proc: subprocess.Popen[bytes]) -> str:
+def log_tail(proc: subprocess.Popen[bytes]) -> str:
+    """The last 3000 characters of the log of a process from :func:`start_logged`."""
     log = getattr(proc, "_geoxai_log", None)
     if log is not None and Path(log).exists():
         return Path(log).read_text(errors="replace")[-3000:]
     return ""
 
 
-def _start(cmd: Sequence[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+def start_logged(cmd: Sequence[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with stdout and stderr going to ``log``."""
     fh = log.open("wb")
     try:
         proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, **kwargs)
@@ -233,7 +230,8 @@ def _start(cmd: Sequence[str], log: Path, **kwargs: Any) -> subprocess.Popen[byt
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, sig_timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, sig_timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``sig_timeout`` s; nothing when it has already exited."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
@@ -244,16 +242,20 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig_timeout: float = 10.0) -> No
         proc.wait(timeout=sig_timeout)
 
 
-def _exe(name: str, venv: Path | None = None) -> str:
+def executable(
+    name: str, venv: Path | None = None, hint: str = "Run `bash infra/setup.sh`."
+) -> str:
+    """Path of ``name``: in ``venv`` (default: beside this interpreter), else on PATH.
+
+    Raises:
+        ConfigError: not installed; ``hint`` says how to install it.
+    """
     here = (venv / "bin" / name) if venv else Path(sys.executable).with_name(name)
     if here.exists():
         return str(here)
     found = shutil.which(name)
     if found is None:
-        raise ConfigError(
-            f"`{name}` is not installed (looked in {here.parent} and PATH). "
-            + ("Run `bash infra/setup.sh`." if venv is None else _SETUP_HINT)
-        )
+        raise ConfigError(f"`{name}` is not installed (looked in {here.parent} and PATH). " + hint)
     return found
 
 
@@ -277,7 +279,7 @@ def local_stac_api(
         port: TCP port; None picks a free one.
         timeout: seconds to wait for the server to answer.
     """
-    exe = _exe("rustac")
+    exe = executable("rustac")
     with tempfile.TemporaryDirectory(prefix="geoxai-rustac-") as tmp:
         col_files, items_file, cids = write_load_files(items_or_path, collection, tmp)
         for attempt in range(3):  # a free port can be taken between probe and bind
@@ -285,163 +287,19 @@ def local_stac_api(
             url = f"http://{host}:{bind_port}"
             cmd = [exe, "serve", "--addr", f"{host}:{bind_port}", *map(str, col_files)]
             cmd.append(str(items_file))
-            proc = _start(cmd, Path(tmp) / "rustac.log", cwd=tmp)
+            proc = start_logged(cmd, Path(tmp) / "rustac.log", cwd=tmp)
             try:
-                _wait_http(f"{url}/collections/{cids[0]}", proc, timeout, "rustac serve")
+                wait_http(f"{url}/collections/{cids[0]}", proc, timeout, "rustac serve")
             except DataAccessError:
-                _stop(proc)
-                if port is None and attempt < 2 and "in use" in _tail(proc).lower():
+                stop_process(proc)
+                if port is None and attempt < 2 and "in use" in log_tail(proc).lower():
                     continue
                 raise
             break
         try:
             yield url
         finally:
-            _stop(proc)
-
-
-# --------------------------------------------------------------------------- pgstac
-
-
-def _as_postgres_user() -> dict[str, Any]:
-    """Popen arguments that run a PostgreSQL server binary as a non-root user.
-
-    PostgreSQL refuses to run as root; as root we switch to the ``postgres`` user that the
-    Debian package creates (Popen ``user=``/``group=``: the server *is* the child process, so
-    signals reach it directly, unlike through ``runuser``/``su``).
-    """
-    if os.geteuid() != 0:
-        return {}
-    try:
-        entry = pwd.getpwnam("postgres")
-    except KeyError as exc:
-        raise ConfigError(
-            "PostgreSQL refuses to run as root and there is no `postgres` user. " + _SETUP_HINT
-        ) from exc
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-
-def _run(cmd: Sequence[str], what: str, **kwargs: Any) -> None:
-    res = subprocess.run(list(cmd), capture_output=True, text=True, **kwargs)
-    if res.returncode != 0:
-        raise DataAccessError(
-            f"{what} failed (exit {res.returncode}): {(res.stderr or res.stdout)[-2000:]}"
-        )
-
-
-@contextlib.contextmanager
-def local_pgstac_api(
-    items_or_path: Any,
-    collection: Any = None,
-    host: str = PGSTAC_HOST,
-    *,
-    pgstac_venv: str | os.PathLike[str] | None = None,
-    timeout: float = 60.0,
-) -> Iterator[str]:
-    """Serve items with stac-fastapi-pgstac on PostgreSQL 15 + PostGIS; yields the API URL.
-
-    A fresh cluster is initialised in a temporary directory (run as user ``postgres`` when
-    this process is root), migrated with ``pypgstac migrate``, loaded with ``pypgstac load``
-    and served by uvicorn from ``.venv-pgstac``. Everything is stopped and deleted on exit.
-
-    Args:
-        items_or_path: as for :func:`local_stac_api`.
-        collection: as for :func:`local_stac_api`.
-        host: loopback address for PostgreSQL and the API.
-        pgstac_venv: the venv with stac-fastapi-pgstac, pypgstac and uvicorn
-            (default ``<repo>/.venv-pgstac``, or ``$GEOXAI_PGSTAC_VENV``).
-        timeout: seconds to wait for each server.
-    """
-    venv = Path(pgstac_venv or os.environ.get("GEOXAI_PGSTAC_VENV", _REPO / ".venv-pgstac"))
-    for binary in ("initdb", "postgres", "pg_isready", "psql"):
-        if not (PG_BIN / binary).exists():
-            raise ConfigError(f"PostgreSQL binary {PG_BIN / binary} is missing. {_SETUP_HINT}")
-    pypgstac, uvicorn = _exe("pypgstac", venv), _exe("uvicorn", venv)
-    as_pg = _as_postgres_user()
-    tmp = Path(tempfile.mkdtemp(prefix="geoxai-pgstac-"))
-    pg: subprocess.Popen[bytes] | None = None
-    api: subprocess.Popen[bytes] | None = None
-    try:
-        os.chmod(tmp, 0o755)
-        data = tmp / "pgdata"
-        data.mkdir()
-        if as_pg:
-            os.chown(data, as_pg["user"], as_pg["group"])
-        _run(
-            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres"]
-            + ["--auth=trust", "-E", "UTF8", "--no-instructions"],
-            "initdb",
-            cwd=tmp,
-            **as_pg,
-        )
-        pg_port = free_port(host)
-        pg = _start(
-            [str(PG_BIN / "postgres"), "-D", str(data), "-h", host, "-p", str(pg_port)]
-            + ["-k", "", "-c", "fsync=off", "-c", "synchronous_commit=off"]
-            + ["-c", "full_page_writes=off", "-c", "max_connections=40"],
-            tmp / "postgres.log",
-            cwd=tmp,
-            **as_pg,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if pg.poll() is not None:
-                raise DataAccessError(f"PostgreSQL exited ({pg.returncode}):\n{_tail(pg)}")
-            ready = subprocess.run(
-                [str(PG_BIN / "pg_isready"), "-h", host, "-p", str(pg_port), "-U", "postgres"],
-                capture_output=True,
-            )
-            if ready.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise DataAccessError(f"PostgreSQL did not start in {timeout:.0f} s:\n{_tail(pg)}")
-            time.sleep(0.1)
-        dsn = f"postgresql://postgres@{host}:{pg_port}/postgres"
-        _run(
-            [str(PG_BIN / "psql"), dsn, "-v", "ON_ERROR_STOP=1", "-q"]
-            + ["-c", "CREATE EXTENSION IF NOT EXISTS postgis"],
-            f"CREATE EXTENSION postgis (is postgresql-15-postgis-3 installed? {_SETUP_HINT})",
-        )
-        _run([pypgstac, "migrate", "--dsn", dsn], "pypgstac migrate")
-        col_files, items_file, _ = write_load_files(items_or_path, collection, tmp)
-        for path in col_files:
-            _run(
-                [pypgstac, "load", "collections", str(path), "--dsn", dsn, "--method", "upsert"],
-                "pypgstac load collections",
-            )
-        _run(
-            [pypgstac, "load", "items", str(items_file), "--dsn", dsn, "--method", "upsert"],
-            "pypgstac load items",
-        )
-        api_port = free_port(host)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRES_", "AWS_"))}
-        env.update(
-            PGUSER="postgres",
-            PGPASSWORD="",
-            PGHOST=host,
-            PGPORT=str(pg_port),
-            PGDATABASE="postgres",
-        )
-        api = _start(
-            [uvicorn, "stac_fastapi.pgstac.app:create_app", "--factory"]
-            + ["--host", host, "--port", str(api_port), "--log-level", "warning"],
-            tmp / "api.log",
-            env=env,
-            cwd=tmp,  # stac-fastapi reads a `.env` from the working directory: keep it empty
-        )
-        url = f"http://{host}:{api_port}"
-        _wait_http(url + "/", api, timeout, "stac-fastapi-pgstac")
-        yield url
-    finally:
-        _stop(api)
-        if pg is not None and pg.poll() is None:
-            pg.send_signal(2)  # SIGINT: PostgreSQL "fast" shutdown
-            try:
-                pg.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pg.kill()
-                pg.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+            stop_process(proc)
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
@@ -449,9 +307,9 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.services",
-        description="Serve STAC items on loopback until Ctrl-C (rustac in memory, or pgstac).",
+        description="Serve STAC items on loopback until Ctrl-C (rustac, in memory).",
     )
-    parser.add_argument("server", choices=["rustac", "pgstac"])
+    parser.add_argument("server", choices=["rustac"])
     parser.add_argument("items", nargs="+", help="item JSON / ndjson / FeatureCollection files")
     parser.add_argument("--collection", default=None, help="serve every item under this id")
     args = parser.parse_args(argv)
@@ -460,8 +318,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
         raise KeyboardInterrupt  # run the context managers' clean-up on `kill` too
 
     signal.signal(signal.SIGTERM, _terminate)
-    serve = local_stac_api if args.server == "rustac" else local_pgstac_api
-    with serve(args.items, args.collection) as url:
+    with local_stac_api(args.items, args.collection) as url:
         print(url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

@@ -3,7 +3,7 @@
 The driver validates the config (before anything starts), connects to Ray (a local instance
 pinned to loopback through :func:`pipelines.run.init_ray`, or ``--ray-address``) and runs a
 :class:`ray.train.torch.TorchTrainer` with ``N`` CPU workers. Each worker calls
-:func:`geoxai.train.registry.run_workflow` on the same config; Ray Train has initialized
+:func:`geoxai.train.workflows.run_workflow` on the same config; Ray Train has initialized
 ``torch.distributed`` (gloo), so :func:`geoxai.train.trainer.fit` shards the batches over the ranks,
 averages gradients and metrics, and only rank 0 writes checkpoints, metrics and the bundle.
 Every rank reads the same input files and ``out_dir`` (resume), so on a multi-node cluster
@@ -26,7 +26,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     """One Ray Train worker: the driver's working directory, then the workflow."""
     import ray.train
 
-    from geoxai.train.registry import load_workflow_config, run_workflow
+    from geoxai.train.workflows import load_workflow_config, run_workflow
 
     os.chdir(cfg["cwd"])  # relative paths in the config mean what they meant to the user
     config = load_workflow_config(cfg["name"], cfg["config"])
@@ -71,7 +71,7 @@ def run_distributed(
     """
     if workers < 2:
         raise ConfigError(f"--workers {workers}: Ray Train needs >= 2 workers; use 1 for one CPU.")
-    from geoxai.train.registry import load_workflow_config
+    from geoxai.train.workflows import load_workflow_config
 
     config = load_workflow_config(name, config_path)  # validate before any start-up
     out_dir = getattr(config, "out_dir", None)

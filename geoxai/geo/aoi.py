@@ -21,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from geoxai.errors import AOIError
-from geoxai.geo.grid import TILE_SIZE_M, TileSpec, _from_lonlat, _reproject
+from geoxai.geo.grid import TILE_SIZE_M, TileSpec, from_lonlat, reproject
 
 __all__ = [
     "parse_aoi",
@@ -213,7 +213,7 @@ def _cover_part(
     part: BaseGeometry, epsg: int, halo_px: int, tile_size_m: int, area_aoi: bool
 ) -> list[TileSpec]:
     dense = shapely.segmentize(part, 0.01) if part.length > 0 else part
-    proj = _reproject(dense, _from_lonlat(epsg))
+    proj = reproject(dense, from_lonlat(epsg))
     x0, y0, x1, y1 = proj.bounds
     s = tile_size_m
     cols = np.arange(math.floor(x0 / s), math.floor(x1 / s) + 1)

@@ -179,7 +179,7 @@ class TileSpec:
         +-180 degrees (RFC 7946, as STAC items are), never a polygon around the globe."""
         b = self.bounds if halo else self.core_bounds
         poly = shapely.segmentize(box(*b), self.tile_size_m / 20)
-        lonlat = _reproject(poly, _to_lonlat(self.epsg))
+        lonlat = reproject(poly, _to_lonlat(self.epsg))
         x0, _, x1, _ = lonlat.bounds
         if x1 - x0 <= 180.0:
             return lonlat
@@ -256,11 +256,11 @@ def utm_epsg(lon: float, lat: float) -> int:
 def tile_at(lon: float, lat: float, halo_px: int = 0) -> TileSpec:
     """The tile of the point's own zone whose core holds ``(lon, lat)``."""
     epsg = utm_epsg(lon, lat)
-    x, y = _from_lonlat(epsg).transform(lon, lat)
+    x, y = from_lonlat(epsg).transform(lon, lat)
     return TileSpec(epsg, int(x // TILE_SIZE_M), int(y // TILE_SIZE_M), halo_px)
 
 
-def _reproject(geom: BaseGeometry, transformer: Transformer) -> BaseGeometry:
+def reproject(geom: BaseGeometry, transformer: Transformer) -> BaseGeometry:
     """Reproject every vertex of ``geom`` (densify first where edges should bend)."""
     return shapely.transform(geom, lambda x, y: transformer.transform(x, y), interleaved=False)
 
@@ -271,5 +271,5 @@ def _to_lonlat(epsg: int) -> Transformer:
 
 
 @cache
-def _from_lonlat(epsg: int) -> Transformer:
+def from_lonlat(epsg: int) -> Transformer:
     return Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(epsg), always_xy=True)

@@ -14,9 +14,9 @@ from geoxai.inference.windows import (
     Blended,
     WindowMerger,
     WindowParams,
-    _as_numpy,
-    _as_tensor,
-    _weights_tensor,
+    as_numpy,
+    as_tensor,
+    weights_tensor,
     window_origins,
 )
 
@@ -68,7 +68,7 @@ def predict_windows(
     """
     p = params or WindowParams()
     dev = torch.device(device)
-    t = _as_tensor(x)
+    t = as_tensor(x)
     if t.ndim not in (3, 4):
         raise InvalidInputError(
             f"predict_windows needs a (T, C, H, W) or (C, H, W) array, got shape {tuple(t.shape)}."
@@ -129,7 +129,7 @@ def predict_windows(
             "array; use a larger array or pad_edges=True."
         )
     win, ctx = p.window, p.context
-    gauss = _weights_tensor(win, float(p.sigma_px), str(dev), torch.float64)
+    gauss = weights_tensor(win, float(p.sigma_px), str(dev), torch.float64)
     if fast:
         # validity padded so that any window (kept part) is a slice of it; valid-pixel count
         # per window from a summed-area table: live (> 0) and wholly valid (= win^2) windows
@@ -214,7 +214,7 @@ def predict_windows(
                         range(sl.start, sl.stop), (origins[sl] + win).tolist(), strict=True
                     )
                 ]
-                merger._add_cpu(origins[sl].tolist(), _as_numpy(out), wts)
+                merger._add_cpu(origins[sl].tolist(), as_numpy(out), wts)
             else:
                 merger.add(origins[sl], out, kept_valid[sl] * gauss)
             if progress is not None:

@@ -252,7 +252,7 @@ def check_halo(
 
 
 @lru_cache(maxsize=16)
-def _weights_tensor(window: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
+def weights_tensor(window: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(gaussian_weights(window, sigma), dtype=dtype, device=device)
 
 
@@ -312,7 +312,7 @@ class WindowMerger:
                 f"outputs, got {tuple(preds.shape)}."
             )
         if dev.type == "cpu" and dt == torch.float64:
-            self._add_cpu(o.tolist(), _as_numpy(preds), _as_numpy(weights))
+            self._add_cpu(o.tolist(), as_numpy(preds), as_numpy(weights))
             return
         p = preds.to(device=dev, dtype=dt)
         wt = weights.to(device=dev, dtype=dt)
@@ -389,7 +389,7 @@ class WindowMerger:
         )
 
 
-def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+def as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """A CPU tensor as a numpy array without a copy where possible (bf16/fp16 -> float32)."""
     if isinstance(x, np.ndarray):
         return x
@@ -398,7 +398,7 @@ def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
     if not t.is_floating_point():
         t = t.to(torch.float32)

@@ -20,8 +20,11 @@ question of Stomberg et al. 2022):
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +42,7 @@ __all__ = [
     "list_patches",
     "natural_label",
     "read_eurosat",
+    "open_patch",
 ]
 
 EUROSAT_CLASSES: tuple[str, ...] = (
@@ -210,6 +214,25 @@ def list_patches(root: str | Path, splits: str | Path | None = None) -> list[tup
     return rows
 
 
+@contextmanager
+def open_patch(path: str | Path, what: str = "patch") -> Iterator[Any]:
+    """Open an image patch (a GeoTIFF) with rasterio; the one reader of patch files.
+
+    Yields the open dataset (``count`` bands; ``read(bands)`` gives ``(len(bands), H, W)`` in
+    the file's dtype). A read error inside the ``with`` block counts too.
+
+    Raises:
+        CorruptDataError: the file cannot be opened or read (``cannot read <what> <path>``).
+    """
+    import rasterio  # lazy: rasterio (GDAL) only on this path
+
+    try:
+        with rasterio.open(path) as src:
+            yield src
+    except rasterio.errors.RasterioIOError as exc:
+        raise CorruptDataError(f"cannot read {what} {path}: {exc}") from exc
+
+
 def read_eurosat(
     root: str | Path,
     *,
@@ -230,8 +253,6 @@ def read_eurosat(
         CorruptDataError: a GeoTIFF is unreadable or not 13 bands.
         InvalidInputError: unknown split or class name.
     """
-    import rasterio  # lazy: rasterio (GDAL) only on this path
-
     base = Path(root)
     if not base.is_dir():
         raise DataAccessError(
@@ -266,16 +287,13 @@ def read_eurosat(
     for rel, cls, _ in rows:
         natural_label(cls)  # typed error on an unknown class in splits.csv
         path = base / rel
-        try:
-            with rasterio.open(path) as src:
-                if src.count != len(EUROSAT_FILE_BANDS):
-                    raise CorruptDataError(
-                        f"{path} has {src.count} bands; EuroSAT MS patches have 13 "
-                        f"({' '.join(EUROSAT_FILE_BANDS)})."
-                    )
-                dn = src.read(pick).astype(np.float32)
-        except rasterio.errors.RasterioIOError as exc:
-            raise CorruptDataError(f"cannot read EuroSAT patch {path}: {exc}") from exc
+        with open_patch(path, "EuroSAT patch") as src:
+            if src.count != len(EUROSAT_FILE_BANDS):
+                raise CorruptDataError(
+                    f"{path} has {src.count} bands; EuroSAT MS patches have 13 "
+                    f"({' '.join(EUROSAT_FILE_BANDS)})."
+                )
+            dn = src.read(pick).astype(np.float32)
         images.append(dn * np.float32(1e-4))
     shapes = {im.shape for im in images}
     if len(shapes) != 1:

@@ -169,7 +169,7 @@ def _open(path: str, what: str) -> Any:
         ) from exc
 
 
-def _raster_meta(inp: RasterInput) -> _RasterMeta:
+def raster_meta(inp: RasterInput) -> _RasterMeta:
     with _open(inp.path, "Raster") as src:
         if src.crs is None:
             raise InvalidInputError(
@@ -210,7 +210,7 @@ def _crs(value: Any) -> Any:
         raise ConfigError(f"crs {value!r} is not a CRS rasterio understands ({exc}).") from exc
 
 
-def _to_crs(geom: Any, src_crs: Any, dst_crs: Any) -> Any:
+def to_crs(geom: Any, src_crs: Any, dst_crs: Any) -> Any:
     """``geom`` reprojected (densified first so edges bend like the projection)."""
 
     if _crs(src_crs) == _crs(dst_crs):
@@ -226,7 +226,7 @@ def _footprint(meta: _RasterMeta, dst_crs: Any) -> Any:
 
     t = meta.transform
     corners = [t * (0, 0), t * (meta.width, 0), t * (meta.width, meta.height), t * (0, meta.height)]
-    return _to_crs(shapely.Polygon(corners), meta.crs, dst_crs)
+    return to_crs(shapely.Polygon(corners), meta.crs, dst_crs)
 
 
 def _pixel_size(meta: _RasterMeta, dst_crs: Any) -> float:
@@ -285,7 +285,7 @@ def _read_polygons(mask: MaskInput, dst_crs: Any) -> list[Any]:
             + (f" with {mask.attribute} in {mask.values}" if mask.attribute else "")
             + "; the mask must hold positive (polygon) features."
         )
-    return [shapely.make_valid(_to_crs(g, meta["crs"], dst_crs)) for g in polys]
+    return [shapely.make_valid(to_crs(g, meta["crs"], dst_crs)) for g in polys]
 
 
 def derive_grid(
@@ -319,7 +319,7 @@ def derive_grid(
     elif _is_vector(mask.path):
         area = shapely.union_all(_read_polygons(mask, dst)).convex_hull
     else:
-        area = _footprint(_raster_meta(RasterInput(path=mask.path)), dst)
+        area = _footprint(raster_meta(RasterInput(path=mask.path)), dst)
     inside = area.intersection(common)
     if inside.is_empty or inside.area == 0:
         raise InvalidInputError(
@@ -341,7 +341,7 @@ def _rasters_overlap(
     """
     if not rasters:
         raise ConfigError("rasters is empty; give at least one feature raster.")
-    metas = [_raster_meta(r) for r in rasters]
+    metas = [raster_meta(r) for r in rasters]
     names = [n for m in metas for n in m.names]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -488,7 +488,7 @@ def rasterize_labels(mask: MaskInput, grid: Grid, area: Any) -> tuple[np.ndarray
             dtype="uint8",
         )
         return target, in_area
-    meta = _raster_meta(RasterInput(path=mask.path, bands=[1]))
+    meta = raster_meta(RasterInput(path=mask.path, bands=[1]))
     block = _read_band_block(meta, grid)
     lab = np.full((1, h, w), np.nan, np.float32)
     if block is not None:

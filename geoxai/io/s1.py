@@ -117,7 +117,7 @@ def orbit_direction(item: pystac.Item) -> str | None:
     return None
 
 
-def _norm(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:
+def s1_item(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:
 
     norm = normalize_item(item if isinstance(item, pystac.Item) else dict(item))
     if sensor(norm) != "sentinel-1":
@@ -132,7 +132,7 @@ def _norm(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:
 def item_polarizations(item: pystac.Item) -> tuple[str, ...]:
     """Polarisations with a data asset (``("VV", "VH")``), upper case, after normalization."""
 
-    norm = _norm(item)
+    norm = s1_item(item)
     return tuple(p.upper() for p in S1_POLARIZATIONS if p in norm.assets)
 
 
@@ -141,7 +141,7 @@ def backscatter_encoding(item: pystac.Item, pol: str = "VV") -> str:
 
     Rule: RTC collections/ids and float assets are power; integer GRD assets are amplitude.
     """
-    norm = _norm(item)
+    norm = s1_item(item)
     asset = norm.assets.get(pol.lower())
     if asset is None:
         raise DataAccessError(f"Sentinel-1 item {norm.id!r} has no {pol} asset.")
@@ -178,7 +178,7 @@ def choose_orbit(
 
     days: dict[str, set[dt.date]] = {"ascending": set(), "descending": set(), "unknown": set()}
     for it in items:
-        norm = _norm(it)
+        norm = s1_item(it)
         days[orbit_direction(norm) or "unknown"].add(item_datetime(norm).date())
     counts = {k: len(v) for k, v in days.items()}
     if params.orbit == "both":
@@ -192,7 +192,7 @@ def choose_orbit(
     return OrbitChoice("both", counts, True, region)
 
 
-def _keep_orbit(items: Sequence[pystac.Item], choice: OrbitChoice) -> list[pystac.Item]:
+def keep_orbit(items: Sequence[pystac.Item], choice: OrbitChoice) -> list[pystac.Item]:
     if choice.direction == "both":
         return list(items)
     return [it for it in items if orbit_direction(it) == choice.direction]
@@ -233,11 +233,11 @@ def search_s1(
         datetime=(str(pd.Timestamp(start).date()), str(pd.Timestamp(end).date())),
         **search_kwargs,
     )
-    found = [_norm(it) for it in found]
+    found = [s1_item(it) for it in found]
     choice = choose_orbit(found, params, region=block.id)
     footprint = tile.footprint(halo=True)
     mine = []
-    for it in _keep_orbit(found, choice):
+    for it in keep_orbit(found, choice):
         geom = shape(it.geometry) if it.geometry else box(*it.bbox) if it.bbox else None
         if geom is None or geom.intersects(footprint):
             mine.append(it)
@@ -310,7 +310,7 @@ def build_s1_cube(
     d1 = pd.Timestamp(end).date() if end is not None else None
     uniq: dict[str, pystac.Item] = {}
     for it in items:
-        norm = _norm(it)
+        norm = s1_item(it)
         uniq.setdefault(norm.id, norm)
     chosen = []
     flags = 0

@@ -58,7 +58,7 @@ import pystac
 from shapely.geometry import box, shape
 
 from geoxai.errors import DataAccessError, InvalidInputError, NoDataError, StacError
-from geoxai.io.stac_items import _item_datetime, _item_from_dict, check_bands, normalize_item
+from geoxai.io.stac_items import check_bands, item_datetime, item_from_dict, normalize_item
 
 __all__ = [
     "search",
@@ -80,10 +80,10 @@ def _items_from_doc(doc: Any, source: str) -> Iterator[pystac.Item]:
         raise InvalidInputError(f"{source}: expected STAC JSON objects, found {type(doc)}.")
     kind = doc.get("type")
     if kind == "Feature":
-        yield _item_from_dict(doc, source)
+        yield item_from_dict(doc, source)
     elif kind == "FeatureCollection":
         for feature in doc.get("features", []):
-            yield _item_from_dict(feature, source)
+            yield item_from_dict(feature, source)
     elif kind in ("Catalog", "Collection"):
         catalog = pystac.read_file(source)
         if not isinstance(catalog, pystac.Catalog):  # pragma: no cover
@@ -172,7 +172,7 @@ def _local_filter(items: Iterable[pystac.Item], params: dict[str, Any]) -> Itera
             if geom is None or not geom.intersects(region):
                 continue
         if start is not None or end is not None:
-            when = _item_datetime(item)
+            when = item_datetime(item)
             first = item.common_metadata.start_datetime or when
             last = item.common_metadata.end_datetime or when
             first = first if first.tzinfo else first.replace(tzinfo=dt.UTC)
@@ -428,7 +428,7 @@ def search(
             f"No STAC items for {_query_text(url, params, max_cloud)}{why}. Fix: widen the "
             "bbox or dates, raise max_cloud, or check the collection id."
         )
-    items = sorted(seen.values(), key=lambda it: (_item_datetime(it), it.id))
+    items = sorted(seen.values(), key=lambda it: (item_datetime(it), it.id))
     if bands:
         items = check_bands(items, bands, on_missing=on_missing)
         if not items:

@@ -105,7 +105,7 @@ def processing_baseline(item: pystac.Item) -> str | None:
     return f"{match[1]}.{match[2]}" if match else None
 
 
-def _item_from_dict(doc: dict[str, Any], source: str) -> pystac.Item:
+def item_from_dict(doc: dict[str, Any], source: str) -> pystac.Item:
     """pystac.Item.from_dict with typed errors; silences pystac's storage-migration warning."""
     try:
         with warnings.catch_warnings():
@@ -121,7 +121,7 @@ def _item_from_dict(doc: dict[str, Any], source: str) -> pystac.Item:
         ) from exc
 
 
-def _item_datetime(item: pystac.Item) -> dt.datetime:
+def item_datetime(item: pystac.Item) -> dt.datetime:
     when = item.datetime or item.common_metadata.start_datetime
     if when is None:
         raise InvalidInputError(
@@ -192,7 +192,7 @@ def _rule_scaling(item: pystac.Item) -> tuple[tuple[float, float], str]:
     if baseline is not None:
         offset = BASELINE_OFFSET if baseline >= "04.00" else 0.0
         return (DEFAULT_S2_SCALE, offset), f"processing-baseline {baseline}"
-    when = _item_datetime(item)
+    when = item_datetime(item)
     offset = BASELINE_OFFSET if when >= BASELINE_OFFSET_START else 0.0
     return (DEFAULT_S2_SCALE, offset), "acquisition-date"
 
@@ -214,7 +214,7 @@ def normalize_item(item: pystac.Item | dict[str, Any]) -> pystac.Item:
     Idempotent: normalizing a normalized item gives the same item.
     """
     if isinstance(item, dict):
-        item = _item_from_dict(copy.deepcopy(item), "normalize_item")
+        item = item_from_dict(copy.deepcopy(item), "normalize_item")
     elif not isinstance(item, pystac.Item):
         raise InvalidInputError(
             f"normalize_item needs a pystac.Item or an item dict, got {type(item).__name__}."
@@ -223,7 +223,7 @@ def normalize_item(item: pystac.Item | dict[str, Any]) -> pystac.Item:
     props = out.properties
     if "geoxai:scaling" in props:
         return out  # already normalized
-    _item_datetime(out)  # typed error when the item has no time at all
+    item_datetime(out)  # typed error when the item has no time at all
     # An unresolved root link makes pystac's to_dict() fetch it over the network (offline
     # that fails, online it is slow): keep only roots that are already loaded objects.
     out.links = [link for link in out.links if link.rel != "root" or link.is_resolved()]

@@ -41,7 +41,7 @@ from geoxai.mapping.assess import (
     census,
     map_at_points,
 )
-from geoxai.mapping.report import _CSS, _figure, _png
+from geoxai.mapping.report import CSS, figure_png, new_figure
 
 __all__ = ["assess_run", "accuracy_section", "write_assessment", "ASSESSMENT_FILE"]
 
@@ -331,7 +331,7 @@ def _area_figure(doc: Mapping[str, Any]) -> str:
     hi = np.array([c["area_ha"]["ci95"][1] if c["area_ha"]["ci95"][1] is not None else np.nan
                    for c in per], dtype=float)  # fmt: skip
     mapped = np.array([c["mapped_ha"] for c in per], dtype=float)
-    fig, ax = _figure(7.5, 0.6 * len(per) + 1.4)
+    fig, ax = new_figure(7.5, 0.6 * len(per) + 1.4)
     ax.errorbar(est, y + 0.12, xerr=[np.nan_to_num(est - lo), np.nan_to_num(hi - est)], fmt="o",
                 color="#12343b", capsize=4, label="estimated (95 % CI)")  # fmt: skip
     ax.scatter(mapped, y - 0.12, marker="s", color="#e07a1f", label="mapped (pixel count)")
@@ -340,7 +340,7 @@ def _area_figure(doc: Mapping[str, Any]) -> str:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", frameon=False, fontsize=9)
     ax.set_title("Estimated vs mapped area per class")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def accuracy_section(doc: Mapping[str, Any]) -> str:
@@ -449,7 +449,7 @@ def write_assessment(run: RunMap, doc: Mapping[str, Any]) -> tuple[str, str]:
     else:
         page = (
             f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>geoxai "
-            f"assessment</title><style>{_CSS}</style></head><body><main>{section}</main>"
+            f"assessment</title><style>{CSS}</style></head><body><main>{section}</main>"
             "</body></html>"
         )
     _upload_text(page, loc, "report.html")

@@ -17,8 +17,8 @@ from geoxai.errors import (
 from geoxai.geo.grid import TileSpec
 from geoxai.io.signing import resolve_signing
 from geoxai.io.tile_cube import build_tile_cube, tile_cube_query
+from geoxai.mapping.ancillary import ancillary_layers
 from geoxai.mapping.outcomes import CubeStage
-from geoxai.mapping.radar import radar_layers
 from geoxai.mapping.settings import cube_bands, date_range, run_layout
 
 __all__ = [
@@ -40,7 +40,7 @@ def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
         bands=cube_bands(config),
         resampling=_resampling(config),
     )
-    return sig | _radar_query(config)
+    return sig | _ancillary_query(config)
 
 
 def _resampling(config: RunConfig) -> str:
@@ -48,7 +48,7 @@ def _resampling(config: RunConfig) -> str:
     return "nearest" if config.processing.super_resolution is not None else "bilinear"
 
 
-def _radar_query(config: RunConfig) -> dict[str, Any]:
+def _ancillary_query(config: RunConfig) -> dict[str, Any]:
     """The S1/DEM settings that decide the layers beside the cube (empty without them: the
     optical query is unchanged)."""
     if config.sentinel1 is None and config.dem is None:
@@ -67,7 +67,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     query, whoever built it (``geoxai cube`` included): :func:`geoxai.io.tile_cube.build_tile_cube`.
 
     With ``sentinel1`` / ``dem`` sections the tile's S1 steps and terrain
-    (:func:`radar_layers`) are committed first, beside the cube; the cube's commit marker,
+    (:func:`ancillary_layers`) are committed first, beside the cube; the cube's commit marker,
     written last, names their item ids.
 
     Data failures (no scenes, corrupt or missing asset) come back as a ``CubeStage`` with
@@ -78,15 +78,15 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     t0 = time.monotonic()
     layout = run_layout(config)
     url = layout.cube_url(tile.id)
-    radar_urls = {
+    ancillary_urls = {
         key: layout.cube_layer_url(tile.id, key) if getattr(config, section) else None
         for key, section in (("s1", "sentinel1"), ("dem", "dem"))
     }
-    beside = {k: u for k, u in radar_urls.items() if u}
+    beside = {k: u for k, u in ancillary_urls.items() if u}
     start, end = date_range(config)
 
     def make_beside() -> dict[str, Any]:
-        return dict(zip(("s1", "dem"), radar_layers(tile, config), strict=True))
+        return dict(zip(("s1", "dem"), ancillary_layers(tile, config), strict=True))
 
     try:
         rec = build_tile_cube(
@@ -102,7 +102,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
             signing=resolve_signing(config.stac.signing, config.stac.url),
             storage_options=config.store.storage_options or None,
             reuse=True,
-            query_extra=_radar_query(config),
+            query_extra=_ancillary_query(config),
             beside=beside,
             make_beside=make_beside,
         )
@@ -122,9 +122,9 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
         seconds=time.monotonic() - t0,
         nbytes=rec.nbytes,
         reused=rec.reused,
-        s1_url=radar_urls["s1"],
+        s1_url=ancillary_urls["s1"],
         s1_item_ids=tuple(ids.get("s1", ())),
-        dem_url=radar_urls["dem"],
+        dem_url=ancillary_urls["dem"],
         dem_item_ids=tuple(ids.get("dem", ())),
     )
 

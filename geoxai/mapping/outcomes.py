@@ -22,10 +22,10 @@ class CubeStage:
         seconds: wall time of the stage.
         nbytes: stored bytes of the cube (and of the S1/terrain layers).
         reused: True when a committed cube of the same query was found and kept.
-        s1_url: committed S1 layer (:func:`geoxai.mapping.radar_s1.s1_steps` dataset), when
+        s1_url: committed S1 layer (:func:`geoxai.mapping.ancillary_s1.s1_steps` dataset), when
         configured. s1_item_ids: STAC ids of the S1 acquisitions in it (empty: no coverage).
-        dem_url: committed terrain layer (:func:`geoxai.mapping.radar_dem.terrain` dataset), when
-        configured. dem_item_ids: STAC ids of the DEM items in it.
+        dem_url: committed terrain layer (:func:`geoxai.mapping.ancillary_dem.terrain` dataset),
+        when configured. dem_item_ids: STAC ids of the DEM items in it.
     """
 
     tile_id: str

@@ -19,7 +19,7 @@ from geoxai.geo.grid import TileSpec, tile_from_id
 from geoxai.io.config_file import save_config
 from geoxai.io.stac import search
 from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
-from geoxai.mapping.radar import _check_radar
+from geoxai.mapping.ancillary import check_ancillary
 from geoxai.mapping.records import plan_tiles
 from geoxai.mapping.settings import date_range, preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
@@ -114,7 +114,7 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
 
     tiles = _tiles(config)
     bundle = load_bundle(config.models.prediction, device="cpu")
-    _check_radar(config, bundle.spec.inputs.features, repr(config.models.prediction))
+    check_ancillary(config, bundle.spec.inputs.features, repr(config.models.prediction))
     halo = bundle.required_halo(tiles[0].core_px)
     if config.models.asos:
         asos, _ = load_asos_bundle(config.models.asos, device="cpu")  # fails early: fit first

@@ -66,7 +66,7 @@ STATUS_COLOURS = {
 _QUICKLOOK_PX = 900
 
 
-_CSS = """
+CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1f2933;
 background:#f5f7fa}
 header{background:#12343b;color:#fff;padding:22px 36px}
@@ -158,7 +158,7 @@ def stage_timings(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, f
     return out
 
 
-def _png(fig: Any) -> str:
+def figure_png(fig: Any) -> str:
     import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
 
     buf = io.BytesIO()
@@ -167,7 +167,7 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(w: float, h: float) -> tuple[Any, Any]:
+def new_figure(w: float, h: float) -> tuple[Any, Any]:
     import matplotlib  # lazy: matplotlib only for figures (~0.5 s import)
 
     matplotlib.use("Agg", force=False)
@@ -178,7 +178,7 @@ def _figure(w: float, h: float) -> tuple[Any, Any]:
 
 def _timings_chart(timings: Mapping[str, Mapping[str, float]]) -> str:
     stages = sorted(timings, key=lambda s: timings[s]["mean"])
-    fig, ax = _figure(7.5, 0.45 * len(stages) + 1.2)
+    fig, ax = new_figure(7.5, 0.45 * len(stages) + 1.2)
     y = np.arange(len(stages))
     means = [timings[s]["mean"] for s in stages]
     p95 = [timings[s]["p95"] for s in stages]
@@ -189,7 +189,7 @@ def _timings_chart(timings: Mapping[str, Mapping[str, float]]) -> str:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", frameon=False)
     ax.set_title("Time per stage across tiles")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
@@ -204,7 +204,7 @@ def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
     ys = [t.row * size_km for t in tiles]
     span = max(max(xs) - min(xs), max(ys) - min(ys)) + size_km
     w = 7.5
-    fig, ax = _figure(w, w * (max(ys) - min(ys) + size_km) / max(span, 1e-9) + 0.8)
+    fig, ax = new_figure(w, w * (max(ys) - min(ys) + size_km) / max(span, 1e-9) + 0.8)
     for d, x, y in zip(zone_tiles, xs, ys, strict=True):
         ax.add_patch(
             Rectangle(
@@ -231,7 +231,7 @@ def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(f"Tile status, UTM EPSG:{epsg} ({len(tiles)} tiles)")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _quicklook_from_vrt(url: str, shape: tuple[int, int], band: int) -> np.ndarray:
@@ -302,7 +302,7 @@ def _quicklook(
     vmin, vmax = value_range(layer, spec.units, lo, hi)
     cmap = mpl.colormaps[layer_cmap(layer)].with_extremes(bad="#e4e7eb")
     x0, y0, x1, y1 = grid.bounds
-    fig, ax = _figure(7.5, 7.5 * ny / nx + 0.6 if nx else 6)
+    fig, ax = new_figure(7.5, 7.5 * ny / nx + 0.6 if nx else 6)
     im = ax.imshow(
         np.ma.masked_invalid(a),
         cmap=cmap,
@@ -321,7 +321,7 @@ def _quicklook(
         f"{layer} ({band}), zone EPSG:{epsg}, {factor * grid.resolution_m} m pixels "
         f"(1:{factor} of full resolution), from the {source}; grey = no data."
     )
-    return _png(fig), caption
+    return figure_png(fig), caption
 
 
 def _accuracy(layout: RunLayout) -> str:
@@ -443,7 +443,7 @@ def render_report(
 
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>geoxai report — {_e(name)} {_e(year)}</title><style>{_CSS}</style></head><body>",
+        f"<title>geoxai report — {_e(name)} {_e(year)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{_e(name)} · {_e(year)}</h1><p>geoxai mapping run · AOI {_e(aoi)} · "
         f"{len(tiles)} tiles in {len(zones)} UTM zone(s) · generated {now}</p></header><main>",
     ]

@@ -6,10 +6,10 @@ Stages of a tile (``pipelines/run.py`` runs them on Ray; tests call them directl
    year plus margins, stackstac cube on the tile grid, committed Zarr under
    ``<run_root>/cubes/<tile_id>.zarr``. With a ``sentinel1`` / ``dem`` config section (the
    bundle reads ``VV``/``VH`` / ``slope``/``DEM``) also the tile's S1 layer
-   (:func:`geoxai.mapping.radar_s1.s1_steps`: per-step median dB on the optical time axis) and
-   terrain (:func:`geoxai.mapping.radar_dem.terrain`, computed with the halo), committed beside it
-   as ``<tile_id>.s1.zarr`` / ``<tile_id>.dem.zarr``. A committed cube of the same query is reused,
-   so a rerun after a crash does not download again.
+   (:func:`geoxai.mapping.ancillary_s1.s1_steps`: per-step median dB on the optical time axis) and
+   terrain (:func:`geoxai.mapping.ancillary_dem.terrain`, computed with the halo), committed beside
+   it as ``<tile_id>.s1.zarr`` / ``<tile_id>.dem.zarr``. A committed cube of the same query is
+   reused, so a rerun after a crash does not download again.
 2. :func:`map_tile` (GPU or CPU): raw cube -> :func:`geoxai.temporal.preprocess` (cloud
    weights, Whittaker, 24 x 15-day axis, indices) -> (:func:`geoxai.temporal.fuse` with the S1
    and terrain layers, in the bundle's feature order) -> Gaussian-blended inference of the
@@ -49,17 +49,17 @@ from geoxai.io import store
 from geoxai.io.cog import build_mosaics, write_tile_cogs
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import ZoneStore
+from geoxai.mapping.ancillary import (
+    ancillary_ids,
+    ancillary_info,
+    ancillary_needs,
+    check_ancillary,
+    committed_ancillary_layers,
+)
 from geoxai.mapping.catalog import write_catalog
 from geoxai.mapping.cube_stage import _one_line
 from geoxai.mapping.outcomes import CubeStage, TileOutcome
 from geoxai.mapping.plan import RunPlan
-from geoxai.mapping.radar import (
-    _check_radar,
-    _radar_ids,
-    _radar_info,
-    committed_radar_layers,
-    radar_needs,
-)
 from geoxai.mapping.records import change_layers, read_records, write_status, write_tile
 from geoxai.mapping.report import write_report
 from geoxai.mapping.settings import preprocess_params, run_layout
@@ -80,7 +80,7 @@ __all__ = [
     "quality_layer",
     "tile_features",
     "load_models",
-    "asos_composite",
+    "annual_composite",
     "features_with_grid",
     "map_tile",
     "map_and_write",
@@ -178,8 +178,8 @@ def features_with_grid(ds: Any) -> Any:
     return features
 
 
-def asos_composite(features: Any, bands: tuple[str, ...]) -> np.ndarray:
-    """The ASOS network's input for a tile: per-pixel median over the year of the smoothed
+def annual_composite(features: Any, bands: tuple[str, ...]) -> np.ndarray:
+    """The ASOS and SpacEX input for a tile: per-pixel median over the year of the smoothed
     reflectance of ``bands``; ``(len(bands), H, W)`` float32, NaN on nodata pixels."""
     x = features.sel(band=list(bands)).values  # (T, C, H, W)
     comp = np.median(x, axis=0).astype(np.float32)
@@ -204,10 +204,10 @@ def tile_features(
         tile: the tile with its halo.
         config: the run config (smoothing, sentinel1.scale / db_floor).
         features: the prediction bundle's feature names, in model order.
-        s1: the tile's :func:`geoxai.mapping.radar_s1.s1_steps` dataset; None: the layer the cube
-            stage committed is read when ``features`` need it (:func:`committed_radar_layers`;
-            no STAC search here).
-        terrain: the tile's :func:`geoxai.mapping.radar_dem.terrain` dataset; None: the
+        s1: the tile's :func:`geoxai.mapping.ancillary_s1.s1_steps` dataset; None: the layer
+            the cube stage committed is read when ``features`` need it
+            (:func:`committed_ancillary_layers`; no STAC search here).
+        terrain: the tile's :func:`geoxai.mapping.ancillary_dem.terrain` dataset; None: the
             committed one, if needed.
         device: smoothing device (None = numpy, ``"cuda"``).
         superres: a loaded wri-dsen2-lite bundle: B05..B12 super-resolved per date first
@@ -216,7 +216,7 @@ def tile_features(
 
     Returns:
         ``(optical, model)``: :func:`geoxai.temporal.preprocess`'s dataset and the dataset the
-        model reads. Without radar features both are the same object; otherwise ``model`` is
+        model reads. Without S1/terrain features both are the same object; otherwise ``model`` is
         :func:`geoxai.temporal.fuse`'s: ``features`` ``(24, len(features), y, x)`` in
         ``features`` order (VV/VH dB or [0, 1] per ``sentinel1.scale``, slope degrees, DEM
         m), ``valid`` = optical valid | S1 valid, plus ``valid_optical``, ``s1_valid``,
@@ -231,12 +231,12 @@ def tile_features(
     if heldout.to_dict() is not None:
         ds.attrs["heldout"] = json.dumps(heldout.to_dict())
     ds = ds.compute() if hasattr(ds, "compute") else ds
-    need_s1, need_dem = radar_needs(features)
+    need_s1, need_dem = ancillary_needs(features)
     if not (need_s1 or need_dem):
         return ds, ds
-    _check_radar(config, features, "of this run")
+    check_ancillary(config, features, "of this run")
     if (need_s1 and s1 is None) or (need_dem and terrain is None):
-        got_s1, got_dem = committed_radar_layers(
+        got_s1, got_dem = committed_ancillary_layers(
             tile, config, s1=bool(need_s1) and s1 is None, dem=bool(need_dem) and terrain is None
         )
         s1 = s1 if s1 is not None else got_s1
@@ -272,7 +272,7 @@ def map_tile(
         ``(layers, timings, info)``: layers ``prediction`` ``(K, 600, 600)`` or ``(600, 600)``
         float32 (NaN nodata), ``asos_sensitivity`` float32 (NaN masked), ``quality`` uint8
         (:data:`QUALITY_CODES`; pixels seen by radar only are 2, sparse); stage timings in
-        seconds; info (valid fraction, and with radar ``s1``/``dem`` coverage summaries).
+        seconds; info (valid fraction, and with ancillary layers ``s1``/``dem`` coverage summaries).
     """
     timings: dict[str, float] = {}
     t = time.monotonic()
@@ -306,7 +306,7 @@ def map_tile(
         once per band set (ASOS and SpacEX usually read the same one)."""
         key = tuple(str(b) for b in bands)
         if key not in composites:
-            image = asos_composite(features_with_grid(ds), key)
+            image = annual_composite(features_with_grid(ds), key)
             image[:, ~valid_optical] = np.nan
             composites[key] = image
         return composites[key]
@@ -347,7 +347,7 @@ def map_tile(
         "n_acquisitions": int(raw.sizes["time"]),
         "prediction_runtime": models.prediction.runtime,
     }
-    info.update(_radar_info(mds, rs, cs))
+    info.update(ancillary_info(mds, rs, cs))
     if "heldout" in ds.attrs:
         info["heldout"] = json.loads(ds.attrs["heldout"])
     return layers, timings, info
@@ -402,7 +402,7 @@ def map_and_write(
         "input_items": list(cube.input_items),
         "device": models.device,
         "info": info,
-        **_radar_ids(cube),
+        **ancillary_ids(cube),
     }
     if config.processing.write_cogs:
         t = time.monotonic()
@@ -434,7 +434,7 @@ def _status(
             "config_hash": config.output_hash(),
             "input_items": list(cube.input_items),
             "timings": timings,
-            **_radar_ids(cube),
+            **ancillary_ids(cube),
         },
     )
     return TileOutcome.from_dict(rec)
@@ -452,7 +452,7 @@ def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -
             "config_hash": config.output_hash(),
             "input_items": list(cube.input_items),
             "timings": {"cube_s": cube.seconds},
-            **_radar_ids(cube),
+            **ancillary_ids(cube),
         },
     )
     return TileOutcome.from_dict(rec)

@@ -183,14 +183,14 @@ def occlude(a: torch.Tensor, masks: torch.Tensor, fill: float = 0.0) -> torch.Te
     return torch.where(masks.unsqueeze(1), torch.full_like(rep, fill), rep)
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+def as_float32(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, "float32"))
 
 
 @torch.no_grad()
 def predict_scores(net: ASOSNet, images: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
     """Scores ``sigmoid(net(x))`` of ``(N, in_bands, H, W)`` network input -> ``(N,)`` float64."""
-    x = _as_tensor(images)
+    x = as_float32(images)
     check_image(x, net.in_bands, what="images")
     x = x if x.ndim == 4 else x[None]
     net.eval()

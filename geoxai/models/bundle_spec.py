@@ -16,7 +16,6 @@ from geoxai.strict import StrictModel
 __all__ = [
     "InputSpec",
     "NormalizationSpec",
-    "WindowSpec",
     "OutputSpec",
     "SourceSpec",
     "OnnxSpec",
@@ -58,8 +57,11 @@ class NormalizationSpec(StrictModel):
     clip: tuple[float, float] | None = Field(None, description="Clip after normalizing.")
 
 
-class WindowSpec(StrictModel):
-    """The inference window lattice (pixels of 10 m)."""
+class _WindowSection(StrictModel):
+    """The ``window`` section of ``model.json``: the lattice of a
+    :class:`~geoxai.inference.WindowParams` (pixels of 10 m) without its run-time knobs
+    (``batch_size``, ``pad_edges``). Bundles are built with a ``WindowParams``; this is only
+    its stored form."""
 
     window: int = Field(64, ge=1, description="Kept (blended) window edge, px.")
     stride: int = Field(32, ge=1, description="Lattice step, px (<= window).")
@@ -116,7 +118,7 @@ class BundleSpec(StrictModel):
     normalization: NormalizationSpec = Field(
         default_factory=lambda: NormalizationSpec.model_validate({})
     )
-    window: WindowSpec = Field(default_factory=lambda: WindowSpec.model_validate({}))
+    window: _WindowSection = Field(default_factory=lambda: _WindowSection.model_validate({}))
     output: OutputSpec
     extra_files: dict[str, str] = Field(default_factory=dict, description="Key -> file name.")
     description: str = ""
@@ -127,6 +129,14 @@ class BundleSpec(StrictModel):
         description="Input preparation before the network (architecture-specific, e.g. the "
         "resampling of the 20 m bands for wri-dsen2-lite; see geoxai.temporal.superres).",
     )
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _stored_window(cls, v: Any) -> Any:
+        """A :class:`WindowParams` is stored as its lattice (window, stride, context, sigma)."""
+        if isinstance(v, WindowParams):
+            return {"window": v.window, "stride": v.stride, "context": v.context, "sigma": v.sigma}
+        return v
 
     @field_validator("weights")
     @classmethod

@@ -19,8 +19,9 @@ import torch
 from pydantic import Field, ValidationError
 
 from geoxai.errors import GraphImportError, ModelBundleError
+from geoxai.inference.windows import WindowParams
 from geoxai.models.bundle import LoadedBundle, load_bundle, save_bundle
-from geoxai.models.bundle_spec import BundleSpec, InputSpec, OutputSpec, SourceSpec, WindowSpec
+from geoxai.models.bundle_spec import BundleSpec, InputSpec, OutputSpec, SourceSpec
 from geoxai.models.tf_graph import read_graph
 from geoxai.models.tf_graph_torch import TFGraphNet
 from geoxai.strict import StrictModel
@@ -140,7 +141,7 @@ def import_dsen2_lite(
         architecture=ARCHITECTURE,
         weights="weights.safetensors",
         inputs=InputSpec(features=list(DSEN2_BANDS), time_steps=1, layout="CHW"),
-        window=WindowSpec(window=window_px, stride=window_px, context=reach),
+        window=WindowParams(window=window_px, stride=window_px, context=reach),
         output=OutputSpec(kind="regression", names=list(DSEN2_OUTPUTS)),
         source=SourceSpec(
             file=Path(graph).name,

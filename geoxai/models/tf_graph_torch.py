@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoxai.errors import GraphImportError, InvalidInputError
+from geoxai.inference.windows import WindowParams
 from geoxai.models.bundle import save_bundle
-from geoxai.models.bundle_spec import BundleSpec, InputSpec, OutputSpec, SourceSpec, WindowSpec
+from geoxai.models.bundle_spec import BundleSpec, InputSpec, OutputSpec, SourceSpec
 from geoxai.models.tf_graph import GraphProgram, read_graph
 
 __all__ = ["GraphModule", "TFGraphNet", "import_tf_bundle"]
@@ -335,7 +336,7 @@ def import_tf_bundle(
         architecture="tf-graph",
         weights="weights.safetensors",
         inputs=InputSpec(features=names, time_steps=1, layout="CHW"),
-        window=WindowSpec(window=window_px, stride=window_px, context=reach),
+        window=WindowParams(window=window_px, stride=window_px, context=reach),
         output=OutputSpec(kind="regression", names=out_names),
         source=SourceSpec(file=Path(graph).name, sha256=g.sha256, url=url, licence=licence),
         description=f"Frozen TF graph, {g.n_weights} float weights (geoxai.models.tf_graph).",

@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "world": ["SyntheticWorld", "make_world", "load_world"],
         "params": ["WorldParams"],
         "archive": ["write_archive"],
-        "radar": ["write_radar"],
+        "ancillary": ["write_ancillary"],
         "segment": ["write_synthetic_scene"],
     },
 )

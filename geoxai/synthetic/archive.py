@@ -13,7 +13,7 @@ Layout written by :func:`write_archive` (``SyntheticWorld.write``)::
     OUT/truth/landcover.tif    uint8 codes of ``geoxai.synthetic.LANDCOVER_CLASSES``
     OUT/truth/natural.tif      uint8 1 natural / 0 anthropogenic (``NATURAL_CLASSES``)
     OUT/s1/, OUT/dem/          Sentinel-1 and DEM collections when the world has ``with_s1`` /
-                               ``with_dem`` (layout in :mod:`geoxai.synthetic.radar`)
+                               ``with_dem`` (layout in :mod:`geoxai.synthetic.ancillary`)
     OUT/world.json             ``WorldParams.to_json()``; ``load_world(OUT)`` rebuilds the world.
                                Written last: an archive without it is incomplete (rewrite it)
 
@@ -41,8 +41,8 @@ from shapely.geometry import Polygon, mapping
 
 from geoxai.geo.bands import BANDS, S2_BANDS
 from geoxai.geo.grid import RESOLUTION_M
+from geoxai.synthetic.ancillary import write_ancillary
 from geoxai.synthetic.files import collection_links, write_cog
-from geoxai.synthetic.radar import write_radar
 
 if TYPE_CHECKING:
     from geoxai.synthetic.params import Atmosphere
@@ -191,9 +191,9 @@ def write_archive(
     paths["collection"].write_text(json.dumps(stac_collection(world, root, items), indent=1))
     paths["ndjson"].write_text("".join(json.dumps(it) + "\n" for it in items))
     paths["fc"].write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    radar: dict[str, Any] = {"s1_items": [], "dem_items": [], "files": []}
+    ancillary: dict[str, Any] = {"s1_items": [], "dem_items": [], "files": []}
     if world.params.with_s1 or world.params.with_dem:
-        radar = write_radar(world, root)
+        ancillary = write_ancillary(world, root)
         truth.update(
             {
                 n: root / "truth" / f"{n}.tif"
@@ -201,7 +201,7 @@ def write_archive(
                 if world.params.with_dem
             }
         )
-    files += radar["files"]
+    files += ancillary["files"]
     paths["world"].write_text(json.dumps(world.params.to_json(), indent=1))
     files += paths.values()
     return Archive(
@@ -216,8 +216,8 @@ def write_archive(
         bytes_written=sum(f.stat().st_size for f in files),
         corrupt_hrefs=tuple(corrupt),
         seconds=time.perf_counter() - t_start,
-        s1_item_ids=tuple(radar["s1_items"]),
-        dem_item_ids=tuple(radar["dem_items"]),
+        s1_item_ids=tuple(ancillary["s1_items"]),
+        dem_item_ids=tuple(ancillary["dem_items"]),
     )
 
 

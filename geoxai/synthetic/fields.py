@@ -63,7 +63,7 @@ def _bspline_matrix(n_out: int, cell: float) -> Any:
     return m, norm
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
     """Smooth Gaussian random field, unit variance everywhere, correlation length ~``cell`` px."""
     my, ny = _bspline_matrix(shape[0], float(cell))
     mx, nx = _bspline_matrix(shape[1], float(cell))
@@ -73,21 +73,23 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.
     return out.astype(np.float32)
 
 
-def _octaves(rng: np.random.Generator, shape: tuple[int, int], spec: Sequence[tuple[float, float]]):
+def octave_noise(
+    rng: np.random.Generator, shape: tuple[int, int], spec: Sequence[tuple[float, float]]
+):
     """Sum of smooth fields ``sum(weight * noise(cell))`` normalised to unit variance."""
     total = np.zeros(shape, np.float32)
     for cell, weight in spec:
-        total += np.float32(weight) * _noise(rng, shape, cell)
+        total += np.float32(weight) * smooth_noise(rng, shape, cell)
     return total / np.float32(math.sqrt(sum(w * w for _, w in spec)))
 
 
-def _threshold(values: np.ndarray, fraction: float) -> float:
+def threshold(values: np.ndarray, fraction: float) -> float:
     """Value above which ``fraction`` of ``values`` lies (on a strided sample, fast)."""
     sample = values[::2, ::2].ravel()
     return float(np.quantile(sample, 1.0 - fraction))
 
 
-def _sun_position(lon: float, lat: float, when: datetime) -> tuple[float, float]:
+def sun_position(lon: float, lat: float, when: datetime) -> tuple[float, float]:
     """(azimuth, elevation) in degrees of the sun seen from ``(lon, lat)`` at ``when`` (UTC)."""
     doy = when.timetuple().tm_yday
     decl = math.radians(23.44) * math.sin(2 * math.pi * (284 + doy) / 365.0)
@@ -103,7 +105,7 @@ def _sun_position(lon: float, lat: float, when: datetime) -> tuple[float, float]
     return az, math.degrees(elev)
 
 
-def _mgrs(zone: int, lat: float, easting: float, northing: float) -> tuple[str, str]:
+def mgrs_square(zone: int, lat: float, easting: float, northing: float) -> tuple[str, str]:
     """(latitude band letter, 100 km grid square) of a UTM point (standard MGRS lettering)."""
     bands = "CDEFGHJKLMNPQRSTUVWX"
     lat_band = bands[min(max(int((lat + 80) // 8), 0), len(bands) - 1)]
@@ -114,7 +116,7 @@ def _mgrs(zone: int, lat: float, easting: float, northing: float) -> tuple[str, 
     return lat_band, col + row
 
 
-def _mean2(a: np.ndarray) -> np.ndarray:
+def mean2(a: np.ndarray) -> np.ndarray:
     """2 x 2 block mean of an (H, W) float32 array with even H, W."""
     out = a[0::2, 0::2] + a[1::2, 0::2]
     out += a[0::2, 1::2]
@@ -123,6 +125,6 @@ def _mean2(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _up2(a: np.ndarray) -> np.ndarray:
+def up2(a: np.ndarray) -> np.ndarray:
     """Nearest 2x upsampling of (h, w) to (2h, 2w)."""
     return np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)

@@ -43,7 +43,7 @@ class WorldParams:
         swath_edge_prob: probability that a date has a no-data swath edge across the block.
         corrupt: ``(acquisition index, band)`` pairs whose COG is truncated after writing.
         collection_id: STAC collection id of the items.
-        with_s1: also write Sentinel-1 VV/VH (:mod:`geoxai.synthetic.radar`, own collection).
+        with_s1: also write Sentinel-1 VV/VH (:mod:`geoxai.synthetic.ancillary`, own collection).
         with_dem: also write a DEM (EPSG:4326 COG, own collection) and elevation/slope truth.
         s1_revisit_days: days between S1 acquisitions (directions alternate).
         overcast_tiles: ids of tiles whose cores (+16 px) are under thick cloud on a share

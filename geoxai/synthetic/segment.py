@@ -17,10 +17,10 @@ from pyproj import Transformer
 
 from geoxai.errors import ConfigError
 from geoxai.geo.grid import TileSpec, tile_from_id
-from geoxai.io.rasters import _to_crs
+from geoxai.io.rasters import to_crs
+from geoxai.synthetic.ancillary import elevation_at
 from geoxai.synthetic.fields import DEFAULT_ORIGIN_TILE
 from geoxai.synthetic.params import WorldParams
-from geoxai.synthetic.radar import elevation_at
 from geoxai.synthetic.world import SyntheticWorld
 
 __all__ = [
@@ -132,7 +132,7 @@ def write_synthetic_scene(
         for g, v in shapes(trees, mask=trees > 0, transform=world.transform)
         if v == 1
     ]
-    geoms = [_to_crs(g, world.crs, "EPSG:4326") for g in geoms]
+    geoms = [to_crs(g, world.crs, "EPSG:4326") for g in geoms]
     pyogrio.raw.write(
         paths["trees"],
         geometry=shapely.to_wkb(np.asarray(geoms, dtype=object)),

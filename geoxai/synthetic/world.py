@@ -65,38 +65,38 @@ from geoxai.synthetic.archive import write_archive
 if TYPE_CHECKING:
     from geoxai.synthetic.archive import Archive
 from geoxai.synthetic.fields import (
-    _mean2,
-    _mgrs,
-    _noise,
-    _octaves,
-    _sun_position,
-    _threshold,
-    _up2,
     block_tiles,
+    mean2,
+    mgrs_square,
+    octave_noise,
+    smooth_noise,
+    sun_position,
+    threshold,
+    up2,
 )
 from geoxai.synthetic.params import Atmosphere, WorldParams
 from geoxai.synthetic.spectra import (
-    _BG_TABLE,
-    _CANOPY,
-    _CIRRUS,
-    _CLOUD,
-    _GREEN,
-    _LITTER,
-    _MAX_SHADOW_M,
-    _NOISE,
-    _PHENOLOGY,
-    _UTC_TIME,
     BARE,
+    BG_TABLE,
     BUILT,
+    CANOPY,
+    CIRRUS,
+    CLOUD,
     CLOUD_FLAG,
     CROP_GROUPS,
     CROPLAND,
     FOREST,
     GRASSLAND,
+    GREEN,
+    LITTER,
+    MAX_SHADOW_M,
     NATURAL_CLASSES,
+    NOISE,
     OFFSET,
+    PHENOLOGY,
     SCALE,
     SHADOW_FLAG,
+    UTC_TIME,
     WATER,
 )
 
@@ -187,7 +187,7 @@ class SyntheticWorld:
     def acquisition_time(self, i: int) -> datetime:
         """Acquisition time (UTC) of date ``i``."""
         d = self.dates[i]
-        return datetime(d.year, d.month, d.day, *_UTC_TIME, tzinfo=UTC)
+        return datetime(d.year, d.month, d.day, *UTC_TIME, tzinfo=UTC)
 
     def platform(self, i: int) -> str:
         """``sentinel-2a`` or ``sentinel-2b`` (they alternate, each on a 10-day cycle)."""
@@ -204,7 +204,7 @@ class SyntheticWorld:
         """(latitude band, 100 km square) of the block centre, e.g. ``("U", "ES")``."""
         x0, y0, x1, y1 = self.bounds
         lon, lat = self._lonlat.transform((x0 + x1) / 2, (y0 + y1) / 2)
-        return _mgrs(self.epsg % 100, lat, (x0 + x1) / 2, (y0 + y1) / 2)
+        return mgrs_square(self.epsg % 100, lat, (x0 + x1) / 2, (y0 + y1) / 2)
 
     def item_id(self, i: int) -> str:
         """Earth Search style id, e.g. ``S2A_31UES_20230105_0_L2A``."""
@@ -219,13 +219,13 @@ class SyntheticWorld:
         rng = np.random.default_rng((self.params.seed, 0))
         h, w = self.shape
         shp = (h, w)
-        forest_f = _octaves(rng, shp, [(120, 0.8), (30, 0.35), (8, 0.1)])
-        urban_f = _octaves(rng, shp, [(80, 0.8), (15, 0.4)])
-        lake_f = _octaves(rng, shp, [(100, 1.0), (20, 0.3)])
+        forest_f = octave_noise(rng, shp, [(120, 0.8), (30, 0.35), (8, 0.1)])
+        urban_f = octave_noise(rng, shp, [(80, 0.8), (15, 0.4)])
+        lake_f = octave_noise(rng, shp, [(100, 1.0), (20, 0.3)])
         lc = np.full(shp, CROPLAND, np.uint8)
         # fields: rectangular parcels with wavy borders
         sy, sx = rng.uniform(18, 26), rng.uniform(28, 40)
-        wy, wx = 8 * _noise(rng, shp, 40), 8 * _noise(rng, shp, 40)
+        wy, wx = 8 * smooth_noise(rng, shp, 40), 8 * smooth_noise(rng, shp, 40)
         rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
         iy = np.floor((rr + wy + 40) / sy).astype(np.int64)
         ix = np.floor((cc + wx + 40) / sx).astype(np.int64)
@@ -237,22 +237,22 @@ class SyntheticWorld:
         bright = rng.normal(0.0, 0.04, npy * npx).astype(np.float32)[pid]
         lc[u_class > 0.70] = GRASSLAND
         lc[u_class > 0.95] = BARE
-        lc[forest_f > _threshold(forest_f, 0.25)] = FOREST
-        lc[urban_f > _threshold(urban_f, 0.08)] = BUILT
-        lc[lake_f > _threshold(lake_f, 0.025)] = WATER
+        lc[forest_f > threshold(forest_f, 0.25)] = FOREST
+        lc[urban_f > threshold(urban_f, 0.08)] = BUILT
+        lc[lake_f > threshold(lake_f, 0.025)] = WATER
         # a meandering river from north to south
-        centre = w * rng.uniform(0.3, 0.7) + w * 0.08 * _noise(rng, (h, 1), 90)[:, 0]
+        centre = w * rng.uniform(0.3, 0.7) + w * 0.08 * smooth_noise(rng, (h, 1), 90)[:, 0]
         half_width = 2.0 + 1.0 * rng.uniform()
         lc[np.abs(cc - centre[:, None]) < half_width] = WATER
         del rr, cc, wy, wx
-        tex = _noise(rng, shp, 4)
-        tc_noise = _noise(rng, shp, 10)
+        tex = smooth_noise(rng, shp, 4)
+        tc_noise = smooth_noise(rng, shp, 10)
         tc = np.zeros(shp, np.float32)
         tc = np.where(lc == FOREST, np.clip(0.78 + 0.15 * tc_noise, 0.45, 1.0), tc)
         tc = np.where(lc == GRASSLAND, np.clip(0.05 + 0.12 * tc_noise, 0.0, 0.4), tc)
         tc = np.where(lc == BUILT, np.clip(0.08 + 0.08 * tc_noise, 0.0, 0.3), tc)
         tc = tc.astype(np.float32)
-        table = np.array([_PHENOLOGY.get(k, (0, 0, 180, 60)) for k in range(7)], np.float32)
+        table = np.array([PHENOLOGY.get(k, (0, 0, 180, 60)) for k in range(7)], np.float32)
         gbase, gamp, peak, width = (table[lc, j] for j in range(4))
         crop_peaks = np.array([v[0] for v in CROP_GROUPS.values()], np.float32)[group]
         crop_widths = np.array([v[1] for v in CROP_GROUPS.values()], np.float32)[group]
@@ -321,10 +321,10 @@ class SyntheticWorld:
     def _surface_band(self, k: int, terms: tuple[np.ndarray, ...], gt: float) -> np.ndarray:
         """Clean reflectance (float32, window of ``terms``) of band index ``k``."""
         p, q, r, lc = terms
-        out = np.take(_BG_TABLE[k], lc)
+        out = np.take(BG_TABLE[k], lc)
         out *= r
-        out += q * np.float32(_GREEN[k])
-        out += p * np.float32(gt * _CANOPY[k] + (1 - gt) * _LITTER[k])
+        out += q * np.float32(GREEN[k])
+        out += p * np.float32(gt * CANOPY[k] + (1 - gt) * LITTER[k])
         return out
 
     def _block_window(self, bounds: tuple[float, float, float, float], what: str):
@@ -392,7 +392,7 @@ class SyntheticWorld:
             k = S2_BANDS.index(name)
             surf = self._surface_band(k, terms, gt)
             if BANDS[name].resolution_m == 20:
-                surf = _up2(_mean2(surf))
+                surf = up2(mean2(surf))
             out[j] = surf[r0 - er0 : r1 - er0, c0 - ec0 : c1 - ec0]
         return out
 
@@ -406,13 +406,13 @@ class SyntheticWorld:
         h2, w2 = self.shape[0] // 2, self.shape[1] // 2
         x0, y0, x1, y1 = self.bounds
         lon, lat = self._lonlat.transform((x0 + x1) / 2, (y0 + y1) / 2)
-        az, elev = _sun_position(lon, lat, self.acquisition_time(i))
+        az, elev = sun_position(lon, lat, self.acquisition_time(i))
         height = float(rng.uniform(500.0, 1500.0))
-        dist = min(height / math.tan(math.radians(max(elev, 5.0))), _MAX_SHADOW_M) / 20.0
+        dist = min(height / math.tan(math.radians(max(elev, 5.0))), MAX_SHADOW_M) / 20.0
         # shadows fall away from the sun: east = -sin(az), north = -cos(az); rows grow south
         dcol = int(round(-math.sin(math.radians(az)) * dist))
         drow = int(round(math.cos(math.radians(az)) * dist))
-        pad = int(math.ceil(_MAX_SHADOW_M / 20.0)) + 1
+        pad = int(math.ceil(MAX_SHADOW_M / 20.0)) + 1
         cloud = np.zeros((h2, w2), np.float32)
         cirrus = np.zeros((h2, w2), np.float32)
         shadow = np.zeros((h2, w2), np.float32)
@@ -428,8 +428,8 @@ class SyntheticWorld:
         big = (h2 + 2 * pad, w2 + 2 * pad)
         inner = (slice(pad, pad + h2), slice(pad, pad + w2))
         if self.params.clouds and cover > 0.005:
-            f = _octaves(rng, big, [(50, 0.7), (12, 0.5), (3, 0.25)])
-            thr = _threshold(f[inner], cover)
+            f = octave_noise(rng, big, [(50, 0.7), (12, 0.5), (3, 0.25)])
+            thr = threshold(f[inner], cover)
             # flagged cloud: opacity 0.35..1; a thin unflagged haze rim (<= 0.1) around it
             rim = np.clip((f - thr + 0.15) / 0.15, 0.0, 1.0) * np.float32(0.1)
             opac = np.where(f > thr, np.clip(CLOUD_FLAG + (f - thr) / 0.8, 0.0, 1.0), rim)
@@ -438,8 +438,8 @@ class SyntheticWorld:
             src = (slice(pad - drow, pad - drow + h2), slice(pad - dcol, pad - dcol + w2))
             shadow = np.float32(0.7) * opac[src] * (cloud < CLOUD_FLAG)
         if self.params.clouds and has_cirrus:
-            fc = _octaves(rng, (h2, w2), [(60, 0.8), (20, 0.4)])
-            thr = _threshold(fc, cirrus_cover)
+            fc = octave_noise(rng, (h2, w2), [(60, 0.8), (20, 0.4)])
+            thr = threshold(fc, cirrus_cover)
             cirrus = np.where(fc > thr, 0.02 + 0.08 * np.clip(fc - thr, 0, 1), 0).astype(np.float32)
         if self.params.clouds and self.params.overcast_tiles:
             cloud = self._overcast(i, cloud)
@@ -484,23 +484,23 @@ class SyntheticWorld:
         keep20 = (1 - atm.shadow) * (1 - atm.cloud)
         grids: dict[int, tuple[np.ndarray, ...]] = {20: (keep20, atm.cloud, atm.cirrus, atm.nodata)}
         if cloudy or atm.nodata.any():
-            grids[10] = tuple(_up2(a) for a in grids[20])
+            grids[10] = tuple(up2(a) for a in grids[20])
         bank = self._noise_bank
         red = nir = np.zeros((0, 0), np.float32)
         for k, name in enumerate(S2_BANDS):
             res = BANDS[name].resolution_m
             surf = self._surface_band(k, terms, gt)
             if res == 20 or name in ("B04", "B08"):
-                s20 = _mean2(surf)
+                s20 = mean2(surf)
                 red = s20 if name == "B04" else red
                 nir = s20 if name == "B08" else nir
                 surf = s20 if res == 20 else surf
             if cloudy:
                 keep, cloud, cirrus, _ = grids[res]
                 surf *= keep
-                surf += cloud * np.float32(_CLOUD[k])
-                surf += cirrus * np.float32(_CIRRUS[k])
-            sigma = np.float32(_NOISE[k] * self.params.noise)
+                surf += cloud * np.float32(CLOUD[k])
+                surf += cirrus * np.float32(CIRRUS[k])
+            sigma = np.float32(NOISE[k] * self.params.noise)
             if sigma > 0:
                 start = int(rng.integers(0, bank.size - surf.size + 1))
                 surf += sigma * bank[start : start + surf.size].reshape(surf.shape)
@@ -521,7 +521,7 @@ class SyntheticWorld:
 
     def _scl(self, red: np.ndarray, nir: np.ndarray, atm: Atmosphere, rng: np.random.Generator):
         ndvi = (nir - red) / (nir + red + 1e-6)
-        water = _mean2((self.landcover() == WATER).astype(np.float32)) >= 0.5
+        water = mean2((self.landcover() == WATER).astype(np.float32)) >= 0.5
         scl = np.where(ndvi > 0.4, 4, 5).astype(np.uint8)
         scl[water] = 6
         scl[rng.uniform(size=scl.shape) < 0.002] = 7

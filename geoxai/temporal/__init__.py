@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "heldout": ["heldout_score", "HeldoutParams"],
         "clouds": ["CloudMaskParams", "scl_weights", "spectral_weights"],
         "masks": ["SpectralMaskParams", "spectral_classes", "mask_scores"],
-        "indices": ["IndexParams", "NormalizationParams", "compute_indices"],
+        "indices": ["IndexParams", "FeatureRanges", "compute_indices"],
         "s1": ["S1Params", "aggregate_s1"],
         "terrain": ["DemParams", "slope_degrees"],
         "superres": ["superresolve_cube", "prepare_tile", "wald_protocol"],

@@ -139,7 +139,7 @@ def time_axis(params: SmoothingParams) -> np.ndarray:
     return start + offs.round().astype("timedelta64[ns]")
 
 
-def _days(times: np.ndarray, origin: np.datetime64) -> np.ndarray:
+def days_since(times: np.ndarray, origin: np.datetime64) -> np.ndarray:
     return (times.astype("datetime64[ns]") - origin).astype(np.int64) / _DAY_NS
 
 

@@ -10,7 +10,7 @@ import xarray as xr
 from geoxai.errors import InvalidInputError, look_up_option
 from geoxai.geo.bands import S2_BANDS
 from geoxai.temporal.indices import (
-    NormalizationParams,
+    FeatureRanges,
     normalize,
 )
 from geoxai.temporal.s1 import db_to_unit
@@ -39,16 +39,16 @@ def fuse(
     order: tuple[str, ...] | list[str] | None = None,
     s1_scale: str = "db",
     db_floor: float = -22.0,
-    normalization: NormalizationParams | None = None,
+    normalization: FeatureRanges | None = None,
 ) -> xr.Dataset:
     """Append Sentinel-1 steps and static terrain to the model-ready optical cube, by name.
 
     Args:
         features: output of :func:`preprocess` in physical units (``normalization=None``).
         s1: output of :func:`geoxai.temporal.s1.aggregate_s1` /
-        :func:`geoxai.mapping.radar_s1.s1_steps` on the same
+        :func:`geoxai.mapping.ancillary_s1.s1_steps` on the same
             grid and time axis: ``backscatter`` ``(time, band, y, x)`` in dB.
-        terrain: output of :func:`geoxai.mapping.radar_dem.terrain` on the same grid: ``slope``
+        terrain: output of :func:`geoxai.mapping.ancillary_dem.terrain` on the same grid: ``slope``
         (degrees) and
             ``DEM`` (metres), repeated over every time step when listed in ``order``.
         order: feature names of the result (any of the optical features, ``VV``, ``VH``,

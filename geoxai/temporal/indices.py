@@ -26,7 +26,7 @@ __all__ = [
     "INDICES",
     "INDEX_BANDS",
     "IndexParams",
-    "NormalizationParams",
+    "FeatureRanges",
     "compute_index",
     "compute_indices",
     "normalize",
@@ -140,7 +140,7 @@ def compute_indices(
 
 
 @dataclass(frozen=True)
-class NormalizationParams:
+class FeatureRanges:
     """Per-feature min/max mapped linearly to [-1, 1] (values outside are clipped).
 
     The model bundle carries these; ``x' = clip(2 (x - min) / (max - min) - 1, -1, 1)``.
@@ -158,17 +158,17 @@ class NormalizationParams:
     def __post_init__(self) -> None:
         if not (len(self.features) == len(self.mins) == len(self.maxs)):
             raise ConfigError(
-                f"NormalizationParams has {len(self.features)} features, {len(self.mins)} mins "
+                f"FeatureRanges has {len(self.features)} features, {len(self.mins)} mins "
                 f"and {len(self.maxs)} maxs; give one min and one max per feature."
             )
         for f, lo, hi in zip(self.features, self.mins, self.maxs, strict=True):
             if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
                 raise ConfigError(
-                    f"NormalizationParams for {f!r}: min={lo}, max={hi}; need finite min < max."
+                    f"FeatureRanges for {f!r}: min={lo}, max={hi}; need finite min < max."
                 )
 
     @classmethod
-    def from_dict(cls, ranges: Mapping[str, tuple[float, float]]) -> NormalizationParams:
+    def from_dict(cls, ranges: Mapping[str, tuple[float, float]]) -> FeatureRanges:
         """Build from ``{"B02": (min, max), ...}``."""
         names = tuple(ranges)
         return cls(
@@ -179,7 +179,7 @@ class NormalizationParams:
 
 
 def normalize(
-    x: np.ndarray, feature_names: tuple[str, ...], params: NormalizationParams, axis: int = 1
+    x: np.ndarray, feature_names: tuple[str, ...], params: FeatureRanges, axis: int = 1
 ) -> np.ndarray:
     """Map every feature along ``axis`` to [-1, 1] with its configured range.
 

@@ -35,10 +35,10 @@ from scipy.ndimage import uniform_filter
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.temporal.whittaker import (
     HAVE_NUMBA,
-    _block_px,
-    _numba_threads,
+    block_px,
     check_lambda,
     difference_penalty_bands,
+    numba_threads,
     whittaker,
     whittaker_torch,
 )
@@ -268,13 +268,13 @@ def lambda_cv(
         import numba  # lazy: numba JIT only when the kernel runs
 
         before = numba.get_num_threads()
-        numba.set_num_threads(_numba_threads(threads))
+        numba.set_num_threads(numba_threads(threads))
         try:
-            kernel(y, wsum, bands, orders, lams, _block_px(g), cv)
+            kernel(y, wsum, bands, orders, lams, block_px(g), cv)
         finally:
             numba.set_num_threads(before)
     else:  # pragma: no cover - numba is a dependency; the plain loops are very slow
-        kernel(y, wsum, bands, orders, lams, _block_px(g), cv)
+        kernel(y, wsum, bands, orders, lams, block_px(g), cv)
     return cv
 
 

@@ -70,7 +70,7 @@ FLAG_MISSING_POL = 16
 _POLICIES = ("drop", "nan", "raise")
 
 
-_DAY_NS = 86_400 * 10**9
+DAY_NS = 86_400 * 10**9
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def aggregate_s1(
             "takes linear power (the output of build_s1_cube)."
         )
     centres = time_axis(smoothing)
-    half = (params.window_days or smoothing.step_days) / 2.0 * _DAY_NS
+    half = (params.window_days or smoothing.step_days) / 2.0 * DAY_NS
     t = np.asarray(cube["time"].values).astype("datetime64[ns]").astype(np.int64)
     c = centres.astype(np.int64)
     member = (t[None, :] >= c[:, None] - half) & (t[None, :] < c[:, None] + half)  # (S, T)

@@ -48,9 +48,9 @@ from geoxai.geo.bands import S2_BANDS, SCL, check_bands
 from geoxai.provenance import canonical_json
 from geoxai.temporal.axis import (
     SmoothingParams,
-    _days,
     bin_series,
     binning_matrix,
+    days_since,
     fine_grid,
     grid_lambda,
     hold_ends,
@@ -61,8 +61,8 @@ from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, sp
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
 from geoxai.temporal.indices import (
     INDEX_BANDS,
+    FeatureRanges,
     IndexParams,
-    NormalizationParams,
     compute_indices,
     normalize,
 )
@@ -106,7 +106,7 @@ class PreprocessParams:
     clouds: CloudMaskParams = field(default_factory=CloudMaskParams)
     smoothing: SmoothingParams = field(default_factory=SmoothingParams)
     indices: IndexParams = field(default_factory=IndexParams)
-    normalization: NormalizationParams | None = None
+    normalization: FeatureRanges | None = None
 
     def __post_init__(self) -> None:
         bands = check_bands(self.bands)
@@ -322,7 +322,7 @@ def preprocess(
     if "time" in raw.indexes and not raw.indexes["time"].is_monotonic_increasing:
         raw = raw.sortby("time")
     origin = sp.axis_start()
-    days = _days(np.asarray(raw["time"].values), origin)
+    days = days_since(np.asarray(raw["time"].values), origin)
     nodes = fine_grid(sp)
     half = sp.grid_days / 2.0
     in_window = (days >= nodes[0] - half) & (days < nodes[-1] + half)

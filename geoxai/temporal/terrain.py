@@ -152,7 +152,7 @@ def fill_voids(elevation: np.ndarray, radius_px: int) -> tuple[np.ndarray, np.nd
     return np.where(void, est, z).astype(np.float32), void
 
 
-def _layers(tile: TileSpec, elev_ext: np.ndarray, params: DemParams) -> xr.Dataset:
+def terrain_layers(tile: TileSpec, elev_ext: np.ndarray, params: DemParams) -> xr.Dataset:
     filled, void = fill_voids(elev_ext, params.void_fill_px)
     f = params.void_fill_px
     inner = filled[f : filled.shape[0] - f, f : filled.shape[1] - f]  # halo + 1 px

@@ -294,12 +294,12 @@ if HAVE_NUMBA:
     _smooth_blocks_nb = _njit(parallel=True, cache=True, fastmath=False, nogil=True)(_smooth_blocks)
 
 
-def _block_px(n: int) -> int:
+def block_px(n: int) -> int:
     """Pixels per compiled block: scratch ``~6 n blk`` float64 (~1 MB) stays in a core's L2."""
     return int(min(512, max(32, (24576 // max(n, 1)) // 16 * 16)))
 
 
-def _numba_threads(threads: int | None) -> int:
+def numba_threads(threads: int | None) -> int:
     """Threads for the compiled engine: ``threads``, else ``OMP_NUM_THREADS`` when set (Ray
     sets it to an actor's CPUs), else numba's current setting; capped by numba's pool."""
     import numba  # lazy: numba JIT only when the kernel runs
@@ -330,7 +330,7 @@ def _run_kernel(*args: Any) -> int:
         safe = False
     with contextlib.nullcontext() if safe else _KERNEL_LOCK:
         before = numba.get_num_threads()
-        numba.set_num_threads(_numba_threads(threads))
+        numba.set_num_threads(numba_threads(threads))
         try:
             return int(_smooth_blocks_nb(*kargs))
         finally:
@@ -395,7 +395,7 @@ def whittaker(
     if HAVE_NUMBA and engine != "numpy":
         if yv.dtype not in (np.float32, np.float64):
             yv = yv.astype(np.float64)
-        nbad = _run_kernel(yv, w, bands, float(lambda_), need, _block_px(n), z, valid, threads)
+        nbad = _run_kernel(yv, w, bands, float(lambda_), need, block_px(n), z, valid, threads)
         if nbad:
             raise InvalidInputError(_NAN_UNDER_WEIGHT)
         return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)

@@ -11,6 +11,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "trainer": ["BaseTask", "FitParams", "fit"],
-        "registry": ["run_workflow", "workflow_names", "example_config"],
+        "workflows": ["run_workflow", "workflow_names", "example_config"],
     },
 )

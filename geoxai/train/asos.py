@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,56 +20,40 @@ from geoxai.io.config_file import save_config
 from geoxai.io.eurosat import read_eurosat
 from geoxai.models.asos_net import (
     ASOSNet,
-    _as_tensor,
+    as_float32,
     check_image,
     predict_scores,
     to_network_input,
 )
 from geoxai.strict import StrictModel
 from geoxai.train.distributed import is_main_process, shard
-from geoxai.train.registry import CONFIG_FILE, BundleOptions, FitParamsModel
+from geoxai.train.registry import CONFIG_FILE, BundleOptions, register_workflow
 from geoxai.train.trainer import BaseTask, FitParams, fit, prepare_out_dir
 from geoxai.xai.asos import ASOSParams, bundle_spec, fit_partial, save_asos_bundle
 
 __all__ = [
-    "TrainParams",
+    "ASOS_FIT",
     "train_asos",
     "AsosTask",
     "load_labelled_images",
     "AsosConfig",
     "train_asos_workflow",
-    "train_asos_images",
 ]
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    """How to train an :class:`ASOSNet` (Adam, binary cross-entropy, activation occlusion)."""
-
-    epochs: int = 20
-    """Passes over the training images."""
-    batch_size: int = 16
-    """Images per optimisation step."""
-    lr: float = 2e-3
-    """Adam learning rate."""
-    weight_decay: float = 0.0
-    """Adam weight decay (L2)."""
-    occlusion_p: float = 0.2
-    """Probability that a pixel of A is zeroed in an occluded pass (paper: 0.2)."""
-    occlusion_every: float = 0.5
-    """Fraction of forward passes (batches) that are occluded (paper: half)."""
-    augment: bool = True
-    """Random flips and 90-degree rotations of each batch."""
-    seed: int = 0
-    """Seed of the initialisation-independent randomness (shuffling, occlusion, augmentation)."""
+ASOS_FIT = FitParams(epochs=20, lr=2e-3)
+"""Default trainer settings of :func:`train_asos` (20 epochs, Adam at 2e-3, 16 images a step)."""
 
 
 def train_asos(
     net: ASOSNet,
     images: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
-    params: TrainParams = TrainParams(),
+    params: FitParams = ASOS_FIT,
     *,
+    occlusion_p: float = 0.2,
+    occlusion_every: float = 0.5,
+    augment: bool = True,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
@@ -84,7 +67,11 @@ def train_asos(
         net: the network (its device is used).
         images: ``(N, in_bands, H, W)`` network input (see :func:`to_network_input`).
         labels: ``(N,)`` targets in {0, 1} (1 = the positive class, e.g. natural).
-        params: optimisation settings.
+        params: trainer settings (epochs, lr, weight decay, batch size, seed); checkpoints are
+            written once, at the end, without a progress bar.
+        occlusion_p: probability that a pixel of A is zeroed in an occluded pass (paper: 0.2).
+        occlusion_every: fraction of forward passes (batches) that are occluded (paper: half).
+        augment: random flips and 90-degree rotations of each batch.
         val: optional ``(images, labels)`` evaluated after each epoch.
         on_epoch: called with each epoch's record (for progress bars).
 
@@ -93,7 +80,16 @@ def train_asos(
         with ``val``, ``val_loss`` and ``val_accuracy``.
     """
 
-    return train_asos_images(net, images, labels, params, val=val, on_epoch=on_epoch)
+    task = AsosTask(
+        net, images, labels, batch_size=params.batch_size, occlusion_p=occlusion_p,
+        occlusion_every=occlusion_every, augment=augment, val=val, on_epoch=on_epoch,
+    )  # fmt: skip
+    fp = params.model_copy(update={"checkpoint_every": params.epochs, "progress": False})
+    with tempfile.TemporaryDirectory(prefix="geoxai-asos-") as tmp:
+        fit(task, fp, tmp, resume=False)
+    net.occlusion_p = 0.0
+    net._occ_gen = None
+    return task.history
 
 
 def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -128,8 +124,8 @@ class AsosTask(BaseTask):
         on_epoch: Any = None,
     ) -> None:
 
-        x = _as_tensor(images)
-        y = _as_tensor(labels).reshape(-1)
+        x = as_float32(images)
+        y = as_float32(labels).reshape(-1)
         check_image(x, net.in_bands, what="training images")
         if x.ndim != 4 or y.shape[0] != x.shape[0]:
             raise InvalidInputError(
@@ -201,7 +197,7 @@ class AsosTask(BaseTask):
         }
         out: dict[str, float] = {}
         if self.val is not None:
-            vx, vy = _as_tensor(self.val[0]), _as_tensor(self.val[1]).reshape(-1)
+            vx, vy = as_float32(self.val[0]), as_float32(self.val[1]).reshape(-1)
             p = torch.from_numpy(predict_scores(self.net, vx)).clamp(1e-7, 1 - 1e-7)
             logits = torch.logit(p).float()
             out["val_loss"] = float(F.binary_cross_entropy_with_logits(logits, vy))
@@ -301,10 +297,11 @@ class AsosConfig(StrictModel):
     augment: bool = Field(True, description="Random 90-degree rotations and flips.")
     table: AsosTableOptions = Field(default_factory=AsosTableOptions, description="Table fit.")
     bundle: BundleOptions = Field(default_factory=BundleOptions, description="Bundle settings.")
-    training: FitParamsModel = Field(default_factory=FitParamsModel, description="Training.")
+    training: FitParams = Field(default_factory=FitParams, description="Training.")
     out_dir: str = Field(description="Checkpoints, metrics; the bundle goes to out_dir/bundle.")
 
 
+@register_workflow("asos", AsosConfig)
 def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
     """Train (and table-fit) an ASOS network per ``config``; returns the bundle directory."""
 
@@ -321,7 +318,7 @@ def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
             dn_offset=config.dn_offset,
         )
         val = (vx, vy)
-    params = config.training.to_params()
+    params = config.training
     torch.manual_seed(params.seed)
     net = ASOSNet(x.shape[1], config.k, width=config.width, head_width=config.head_width)
     task = AsosTask(
@@ -345,32 +342,3 @@ def train_asos_workflow(config: AsosConfig, *, resume: bool = True) -> Path:
         save_asos_bundle(bundle, net, spec, table)
         save_config(config, Path(bundle) / CONFIG_FILE)
     return bundle
-
-
-def train_asos_images(
-    net: Any,
-    images: np.ndarray | torch.Tensor,
-    labels: np.ndarray | torch.Tensor,
-    params: Any,
-    *,
-    val: tuple[np.ndarray, np.ndarray] | None = None,
-    on_epoch: Any = None,
-) -> list[dict[str, float]]:
-    """:func:`geoxai.train.asos.train_asos` through :func:`geoxai.train.trainer.fit` (temporary
-    checkpoints)."""
-
-    task = AsosTask(
-        net, images, labels, batch_size=params.batch_size, occlusion_p=params.occlusion_p,
-        occlusion_every=params.occlusion_every, augment=params.augment, val=val,
-        on_epoch=on_epoch,
-    )  # fmt: skip
-    fp = FitParams(
-        epochs=params.epochs, lr=params.lr, weight_decay=params.weight_decay,
-        batch_size=params.batch_size, seed=params.seed, checkpoint_every=params.epochs,
-        progress=False,
-    )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="geoxai-asos-") as tmp:
-        fit(task, fp, tmp, resume=False)
-    net.occlusion_p = 0.0
-    net._occ_gen = None
-    return task.history

@@ -47,13 +47,13 @@ from pydantic import Field
 
 from geoxai.errors import (
     ConfigError,
-    CorruptDataError,
     DataAccessError,
     InvalidInputError,
     look_up_option,
 )
+from geoxai.inference.windows import WindowParams
 from geoxai.io.config_file import save_config
-from geoxai.io.eurosat import EUROSAT_FILE_BANDS, list_patches
+from geoxai.io.eurosat import EUROSAT_FILE_BANDS, list_patches, open_patch
 from geoxai.models.backbones import (
     RGB_BANDS,
     ResNet18Classifier,
@@ -68,12 +68,11 @@ from geoxai.models.bundle_spec import (
     InputSpec,
     NormalizationSpec,
     OutputSpec,
-    WindowSpec,
 )
 from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
 from geoxai.train.history import plot_history
-from geoxai.train.registry import CONFIG_FILE, FitParamsModel
+from geoxai.train.registry import CONFIG_FILE, register_workflow
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
 __all__ = [
@@ -144,9 +143,7 @@ class ClassifyConfig(StrictModel):
         0, ge=0, description="Epochs to train only the head and band adapter (needs pretrained)."
     )
     augment: bool = Field(True, description="Random rotations by 90 degrees and flips.")
-    training: FitParamsModel = Field(
-        default_factory=FitParamsModel, description="Trainer settings."
-    )
+    training: FitParams = Field(default_factory=FitParams, description="Trainer settings.")
     out_dir: str = Field(description="Checkpoints, metrics, evaluation and bundle/ go here.")
 
 
@@ -216,13 +213,8 @@ def resolve_bands(bands: str | Sequence[str], file_bands: Sequence[str]) -> list
 
 
 def _file_layout(path: Path) -> tuple[str, ...]:
-    import rasterio  # lazy: rasterio (GDAL) only on this path
-
-    try:
-        with rasterio.open(path) as src:
-            count = src.count
-    except rasterio.errors.RasterioIOError as exc:
-        raise CorruptDataError(f"cannot read patch {path}: {exc}") from exc
+    with open_patch(path) as src:
+        count = src.count
     if count not in FILE_LAYOUTS:
         raise InvalidInputError(
             f"patch {path} has {count} bands; EuroSAT-format patches have 13 (Sentinel-2 "
@@ -252,8 +244,6 @@ def read_patches(
         ConfigError: a bad band selection (:func:`resolve_bands`).
         CorruptDataError: an unreadable patch.
     """
-    import rasterio  # lazy: rasterio (GDAL) only on this path
-
     rows = list_patches(root, splits)
     file_bands = _file_layout(rows[0][0])
     names = resolve_bands(bands, file_bands)
@@ -265,16 +255,13 @@ def read_patches(
     images = []
     shape = None
     for path, _, _ in rows:
-        try:
-            with rasterio.open(path) as src:
-                if src.count != len(file_bands):
-                    raise InvalidInputError(
-                        f"patch {path} has {src.count} bands, {rows[0][0]} has "
-                        f"{len(file_bands)}; all patches need the same bands."
-                    )
-                a = src.read(pick)
-        except rasterio.errors.RasterioIOError as exc:
-            raise CorruptDataError(f"cannot read patch {path}: {exc}") from exc
+        with open_patch(path) as src:
+            if src.count != len(file_bands):
+                raise InvalidInputError(
+                    f"patch {path} has {src.count} bands, {rows[0][0]} has "
+                    f"{len(file_bands)}; all patches need the same bands."
+                )
+            a = src.read(pick)
         if shape is None:
             shape = a.shape
             if a.shape[1] != a.shape[2]:
@@ -361,7 +348,7 @@ class ClassifyTask(BaseTask):
     ) -> None:
         self.config = config
         self.data = data
-        self.params = config.training.to_params()
+        self.params = config.training
         self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
         self.pretrained = pretrained
@@ -543,6 +530,7 @@ def _resolve_pretrained(config: ClassifyConfig) -> Path | None:
     return p
 
 
+@register_workflow("classify", ClassifyConfig)
 def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
     """Train, evaluate and bundle a scene classifier (see the module docstring).
 
@@ -555,7 +543,7 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
         InvalidInputError: bad patches (band count, size, empty class folder, no train split).
         StoreError: ``out_dir`` is not writable.
     """
-    params: FitParams = config.training.to_params()
+    params: FitParams = config.training
     pretrained = _resolve_pretrained(config)
     if pretrained is not None:  # fail on an unreadable file before reading any pixel
         read_state_dict(pretrained)
@@ -604,7 +592,7 @@ def train_classifier(config: ClassifyConfig, *, resume: bool = True) -> Path:
         normalization=NormalizationSpec(
             kind="affine", offset=[float(v) for v in mean], scale=[float(v) for v in std]
         ),
-        window=WindowSpec(window=p, stride=max(1, p // 2), context=0),
+        window=WindowParams(window=p, stride=max(1, p // 2), context=0),
         output=OutputSpec(
             kind="class_probabilities", names=list(data.classes), transform="softmax"
         ),

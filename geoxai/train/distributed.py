@@ -28,7 +28,7 @@ def shard(items: Any, rank: int, world_size: int) -> Any:
     return items[rank:n:world_size]
 
 
-def _dist() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist  # lazy: torch (~1 s import) only on this path
 
     if dist.is_available() and dist.is_initialized():
@@ -39,7 +39,7 @@ def _dist() -> tuple[int, int]:
 def is_main_process() -> bool:
     """True on rank 0 of a ``torch.distributed`` group, or without one: the process that
     writes files (bundles, configs) after :func:`fit`."""
-    return _dist()[0] == 0
+    return rank_and_world()[0] == 0
 
 
 def _flat_allreduce_mean(tensors: list[torch.Tensor], world: int) -> None:
@@ -57,7 +57,7 @@ def _flat_allreduce_mean(tensors: list[torch.Tensor], world: int) -> None:
         i += n
 
 
-def _grad_average_hook(world: int):
+def grad_average_hook(world: int):
     def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
         _flat_allreduce_mean(grads, world)
@@ -65,7 +65,7 @@ def _grad_average_hook(world: int):
     return hook
 
 
-def _broadcast_state(model: torch.nn.Module) -> None:
+def broadcast_state(model: torch.nn.Module) -> None:
     import torch.distributed as dist  # lazy: torch (~1 s import) only on this path
 
     with torch.no_grad():
@@ -75,12 +75,12 @@ def _broadcast_state(model: torch.nn.Module) -> None:
             t.copy_(buf.to(t.device))
 
 
-def _average_buffers(model: torch.nn.Module, world: int) -> None:
+def average_buffers(model: torch.nn.Module, world: int) -> None:
     with torch.no_grad():
         _flat_allreduce_mean([b for b in model.buffers() if b.is_floating_point()], world)
 
 
-def _average_metrics(rec: dict[str, float], world: int) -> dict[str, float]:
+def average_metrics(rec: dict[str, float], world: int) -> dict[str, float]:
     if world == 1 or not rec:
         return rec
     keys = sorted(rec)

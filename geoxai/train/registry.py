@@ -1,11 +1,13 @@
-"""The training workflows behind ``geoxai train NAME CONFIG``: a registry, config loading, dispatch.
+"""The registry of training workflows: :func:`register_workflow` and what every workflow module
+shares (:class:`BundleOptions`, :data:`CONFIG_FILE`).
 
 Each workflow is a pydantic config class (``extra="forbid"``, with an ``out_dir: str`` and a
-``training:`` :class:`FitParamsModel` section) and a function ``train_x(config, *, resume=True)
--> Path`` that runs :func:`geoxai.train.trainer.fit` and writes a model bundle (with the config
-saved as ``train_config.yaml``, see :func:`geoxai.io.config_file.save_config`). The command
-line knows nothing about any workflow: it looks the name up in :data:`WORKFLOWS`, loads the
-config with :func:`load_workflow_config` and calls :func:`run_workflow`.
+``training:`` :class:`~geoxai.train.trainer.FitParams` section) and a function
+``train_x(config, *, resume=True) -> Path`` that runs :func:`geoxai.train.trainer.fit` and writes
+a model bundle (with the config saved as ``train_config.yaml`` by
+:func:`geoxai.io.config_file.save_config`); the module registers it with
+``@register_workflow("x", XConfig)``. :mod:`geoxai.train.workflows` imports every workflow
+module and reads the registry (the command line goes through it).
 
 The ``training:`` section every config has (all optional)::
 
@@ -22,210 +24,63 @@ The ``training:`` section every config has (all optional)::
 
 from __future__ import annotations
 
-import importlib
-import types
-import typing
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from geoxai.config import did_you_mean, read_config_file
-from geoxai.errors import ConfigError, look_up_option
+from geoxai.errors import ConfigError
 from geoxai.strict import StrictModel
-from geoxai.train.trainer import FitParams
-
-if TYPE_CHECKING:  # torch stays out of `geoxai --help`
-    from geoxai.train.trainer import FitParams
-
-from geoxai.train.trainer import FitParams
 
 __all__ = [
     "WORKFLOWS",
-    "FitParamsModel",
-    "workflow_names",
-    "workflow_config_class",
-    "load_workflow_config",
-    "run_workflow",
-    "example_config",
+    "Workflow",
+    "register_workflow",
+    "BundleOptions",
 ]
 
-WORKFLOWS: dict[str, str] = {
-    "segment": "geoxai.train.segment:SegmentConfig:train_segment",
-    "classify": "geoxai.train.classify:ClassifyConfig:train_classifier",
-    "temporal": "geoxai.train.temporal_workflow:TemporalConfig:train_temporal_workflow",
-    "asos": "geoxai.train.asos:AsosConfig:train_asos_workflow",
-    "spacex": "geoxai.train.spacex:SpacexConfig:train_spacex",
-}
-"""Workflow name -> ``"module:ConfigClass:train_function"``."""
+
+@dataclass(frozen=True)
+class Workflow:
+    """One registered training workflow."""
+
+    name: str
+    """The name ``geoxai train NAME`` takes."""
+    config: type[BaseModel]
+    """Its pydantic config class."""
+    train: Callable[..., Any]
+    """``train(config, *, resume=True) -> Path`` (the bundle directory)."""
+
+
+WORKFLOWS: dict[str, Workflow] = {}
+"""Workflow name -> :class:`Workflow`, in registration (import) order."""
+
+_Train = TypeVar("_Train", bound=Callable[..., Any])
+
+
+def register_workflow(name: str, config: type[BaseModel]) -> Callable[[_Train], _Train]:
+    """Decorator registering ``train_x`` as workflow ``name`` with config class ``config``.
+
+    Raises:
+        ConfigError: another function is already registered under ``name``.
+    """
+
+    def register(train: _Train) -> _Train:
+        old = WORKFLOWS.get(name)
+        if old is not None and old.train is not train:
+            raise ConfigError(
+                f"training workflow {name!r} is registered twice ({old.train.__module__} and "
+                f"{train.__module__}); give one of them another name."
+            )
+        WORKFLOWS[name] = Workflow(name, config, train)
+        return train
+
+    return register
 
 
 CONFIG_FILE = "train_config.yaml"
 """Name of the saved config inside a bundle directory."""
-
-
-class FitParamsModel(StrictModel):
-    """The ``training:`` section of a workflow config (mirror of :class:`FitParams`)."""
-
-    epochs: int = Field(10, ge=1, description="Passes over the training data.")
-    lr: float = Field(1e-3, gt=0, description="Learning rate (base of the schedule).")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2) of the optimizer.")
-    batch_size: int = Field(16, ge=1, description="Samples per optimisation step.")
-    seed: int = Field(0, description="Seed of initialisation, batch order and augmentation.")
-    deterministic: bool = Field(
-        True, description="Deterministic algorithms (bit-identical reruns and resume on CPU)."
-    )
-    patience: int | None = Field(
-        None, ge=1, description="Early stopping: epochs without improvement; null = never."
-    )
-    monitor: str = Field("val_loss", description="Epoch metric that selects the best weights.")
-    mode: Literal["min", "max"] = Field("min", description="Is a lower or higher monitor better.")
-    lr_schedule: Literal["constant", "cosine", "linear_decay"] = Field(
-        "constant",
-        description="constant; cosine (to 0 at the end); linear_decay (constant for half "
-        "the epochs, then linearly to 0).",
-    )
-    checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints.")
-    progress: bool = Field(True, description="Progress bar with live loss/metrics (on a TTY).")
-
-    @model_validator(mode="after")
-    def _valid(self) -> FitParamsModel:
-        self.to_params()  # the dataclass's own checks, one source of truth
-        return self
-
-    def to_params(self) -> FitParams:
-        """The :class:`FitParams` :func:`geoxai.train.trainer.fit` takes."""
-
-        return FitParams(**self.model_dump())
-
-
-def workflow_names() -> list[str]:
-    """Names accepted by ``geoxai train``."""
-    return list(WORKFLOWS)
-
-
-def _entry(name: str) -> tuple[str, str, str]:
-    look_up_option(name, WORKFLOWS, what="training workflow")
-    module, cls, fn = WORKFLOWS[name].split(":")
-    return module, cls, fn
-
-
-def _import(name: str) -> types.ModuleType:
-    module = _entry(name)[0]
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
-            raise ConfigError(
-                f"training workflow {name!r} is not available: its module {module!r} is not "
-                "installed in this geoxai; update geoxai or pick one of "
-                f"{', '.join(WORKFLOWS)}."
-            ) from exc
-        raise ConfigError(
-            f"training workflow {name!r} needs the Python package {exc.name!r}, which is not "
-            f"installed; install it (pip install {exc.name}) and retry."
-        ) from exc
-
-
-def workflow_config_class(name: str) -> type[BaseModel]:
-    """The pydantic config class of workflow ``name``."""
-    return getattr(_import(name), _entry(name)[1])
-
-
-def load_workflow_config(name: str, path: str | Path | dict[str, Any]) -> BaseModel:
-    """Read and validate the config of workflow ``name`` from a YAML/JSON file (or a dict).
-
-    Raises:
-        ConfigError: unknown workflow, unreadable file, unknown key (with a did-you-mean
-            hint) or bad value; every problem is listed with its location.
-    """
-    cls = workflow_config_class(name)
-    what = f"{name} training config"
-    data = dict(path) if isinstance(path, dict) else read_config_file(path, what)
-    where = "given" if isinstance(path, dict) else repr(str(path))
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            hint = ""
-            if err["type"] == "extra_forbidden":
-                hint = did_you_mean(tuple(p for p in err["loc"] if not isinstance(p, int)), cls)
-            lines.append(f"  {loc or '(top level)'}: {err['msg']}.{hint}")
-        raise ConfigError(f"The {what} {where} is invalid:\n" + "\n".join(lines)) from None
-
-
-def run_workflow(name: str, config: BaseModel, *, resume: bool = True) -> Path:
-    """Train workflow ``name`` with a validated ``config``; returns the bundle directory."""
-    module = _import(name)
-    _, cls_name, fn_name = _entry(name)
-    cls = getattr(module, cls_name)
-    if not isinstance(config, cls):
-        raise ConfigError(
-            f"workflow {name!r} takes a {cls_name}, got a {type(config).__name__}; load it "
-            f"with load_workflow_config({name!r}, path)."
-        )
-    return Path(getattr(module, fn_name)(config, resume=resume))
-
-
-def _model_of(ann: Any) -> tuple[type[BaseModel] | None, bool]:
-    """(pydantic model inside ``ann``, whether it is a list of them)."""
-    origin = typing.get_origin(ann)
-    if origin in (list, tuple):
-        inner = _model_of(typing.get_args(ann)[0])[0] if typing.get_args(ann) else None
-        return inner, True
-    for a in typing.get_args(ann) or (ann,):
-        if isinstance(a, type) and issubclass(a, BaseModel):
-            return a, False
-    return None, False
-
-
-def _template(
-    model: type[BaseModel], indent: int, values: dict[str, Any] | None = None
-) -> list[str]:
-    """YAML lines of ``model``'s fields; ``values`` overrides the field defaults (the instance a
-    parent's ``default_factory`` makes)."""
-    pad = " " * indent
-    lines: list[str] = []
-    for name, f in model.model_fields.items():
-        doc = (f.description or "").replace("\n", " ")
-        sub, is_list = _model_of(f.annotation)
-        required = f.is_required()
-        given = values is not None and name in values
-        default = values[name] if values is not None and given else None
-        if not required and not given:
-            default = f.get_default(call_default_factory=True, validated_data={})
-        if isinstance(default, BaseModel):
-            default = default.model_dump(mode="json")
-        if sub is not None and (required or isinstance(default, dict) or is_list):
-            lines.append(f"{pad}{name}:{'  # ' + doc if doc else ''}")
-            inner = default if isinstance(default, dict) else None
-            body = _template(sub, indent + 4 if is_list else indent + 2, inner)
-            if is_list and body:
-                body[0] = " " * (indent + 2) + "- " + body[0].lstrip()
-            lines += body
-            continue
-        if required and not given:
-            value, note = "", f"REQUIRED. {doc}"
-        else:
-            value = yaml.safe_dump(default, default_flow_style=True, width=1000).strip()
-            value = value.removesuffix("\n...").removesuffix("...").strip()
-            note = doc
-        lines.append(f"{pad}{name}: {value}".rstrip() + (f"  # {note}" if note else ""))
-    return lines
-
-
-def example_config(name: str) -> str:
-    """A commented YAML config of workflow ``name``: every field with its default and its
-    description; required fields are marked ``REQUIRED`` (fill them in)."""
-    cls = workflow_config_class(name)
-    head = [f"# geoxai train {name} CONFIG  ({cls.__name__})"]
-    doc = (cls.__doc__ or "").strip().splitlines()
-    if doc:
-        head.append(f"# {doc[0]}")
-    return "\n".join(head + _template(cls, 0)) + "\n"
 
 
 class BundleOptions(StrictModel):

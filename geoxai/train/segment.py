@@ -44,15 +44,16 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, StoreError
+from geoxai.inference.windows import WindowParams
 from geoxai.io.cog import write_array_cog
 from geoxai.io.config_file import save_config
 from geoxai.io.rasters import (
     Grid,
     MaskInput,
     RasterInput,
-    _raster_meta,
     grid_for_rasters,
     prepare_scene,
+    raster_meta,
     stack_rasters,
 )
 from geoxai.models.bundle import load_bundle, save_bundle
@@ -61,13 +62,12 @@ from geoxai.models.bundle_spec import (
     InputSpec,
     NormalizationSpec,
     OutputSpec,
-    WindowSpec,
 )
 from geoxai.models.losses import make_loss, pos_weight_from_frequency
 from geoxai.models.unet import UNet2d
 from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
-from geoxai.train.registry import CONFIG_FILE, FitParamsModel
+from geoxai.train.registry import CONFIG_FILE, register_workflow
 from geoxai.train.segment_data import TileSplit, band_statistics, split_tiles
 from geoxai.train.trainer import BaseTask, FitParams, fit
 
@@ -124,8 +124,8 @@ class SegmentConfig(StrictModel):
     focal_gamma: float = Field(2.0, ge=0, description="Focusing exponent of the focal loss.")
     base_channels: int = Field(16, ge=4, le=256, description="U-Net channels at full resolution.")
     depth: int = Field(3, ge=1, le=6, description="U-Net down-sampling levels.")
-    training: FitParamsModel = Field(
-        default_factory=lambda: FitParamsModel.model_validate({}),
+    training: FitParams = Field(
+        default_factory=lambda: FitParams.model_validate({}),
         description="Epochs, learning rate, batch size, seed ... (monitor defaults to val_iou).",
     )
     out_dir: str = Field(description="Folder for checkpoints, metrics, the bundle and the COG.")
@@ -144,7 +144,7 @@ class SegmentConfig(StrictModel):
         p = self.training
         if "monitor" not in p.model_fields_set:
             p = p.model_copy(update={"monitor": "val_iou", "mode": "max"})
-        return p.to_params()
+        return p
 
 
 def iou_counts(prob: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -321,11 +321,11 @@ def _absolute(config: SegmentConfig) -> SegmentConfig:
     return config.model_copy(update={"rasters": rasters, "mask": mask})
 
 
-def _window_spec(tile_size: int) -> WindowSpec:
+def _window_params(tile_size: int) -> WindowParams:
     """Inference windows whose model input equals the training tile (context = tile / 8)."""
     context = max(4, tile_size // 8)
     window = tile_size - 2 * context
-    return WindowSpec(window=window, stride=max(1, window // 2), context=context, sigma=None)
+    return WindowParams(window=window, stride=max(1, window // 2), context=context, sigma=None)
 
 
 def _predict_scene(bundle_dir: Path, data: np.ndarray, valid: np.ndarray, grid: Grid) -> np.ndarray:
@@ -408,6 +408,7 @@ def check_segment(config: SegmentConfig) -> tuple[Any, Any]:
     return scene, split
 
 
+@register_workflow("segment", SegmentConfig)
 def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
     """Train the U-Net of ``config``, write the bundle and ``prediction.tif``; return the bundle.
 
@@ -469,7 +470,7 @@ def train_segment(config: SegmentConfig, *, resume: bool = True) -> Path:
         weights="model.safetensors",
         inputs=InputSpec(features=scene.band_names, time_steps=1, layout="CHW"),
         normalization=NormalizationSpec(kind="affine", offset=offset, scale=scale),
-        window=_window_spec(ts),
+        window=_window_params(ts),
         output=OutputSpec(kind="probability", names=["probability"], transform="sigmoid"),
         description=f"U-Net (rasters + mask) trained by geoxai train segment; best epoch "
         f"{result.best_epoch} by {params.monitor}.",
@@ -541,7 +542,7 @@ def predict_segment(bundle: str | Path, rasters: list[RasterInput] | None, out: 
     _check_not_an_input(out_path, list(rasters or trained))
     if rasters is None:
         grid = Grid.from_json(info["grid"])
-        metas = [_raster_meta(r) for r in trained]
+        metas = [raster_meta(r) for r in trained]
     else:
         tgrid = Grid.from_json(info["grid"])
         grid, metas = grid_for_rasters(list(rasters), crs=tgrid.crs, resolution=tgrid.resolution)

@@ -74,19 +74,19 @@ from geoxai.models.spacex_nets import (
 )
 from geoxai.strict import StrictModel
 from geoxai.train.distributed import shard
-from geoxai.train.registry import CONFIG_FILE, FitParamsModel
-from geoxai.train.trainer import fit
+from geoxai.train.registry import CONFIG_FILE, register_workflow
+from geoxai.train.trainer import BaseTask, FitParams, fit
 from geoxai.xai.spacex import (
     META_FILE,
     META_KEY,
     ScoreShift,
-    _as_images,
-    _device_of,
-    _input_range,
-    _module_dict,
+    as_images,
+    device_of,
     freeze,
     generators_of,
+    input_range,
     load_classifier,
+    module_dict,
     score_shift,
     set_grad,
 )
@@ -221,8 +221,9 @@ def generator_losses(
     return total, parts, (fake_max, fake_min)
 
 
-class SpacexTask:
-    """:class:`geoxai.train.trainer.TrainTask` of SpacEX (manual optimization: a G step, a D step).
+class SpacexTask(BaseTask):
+    """The :class:`~geoxai.train.trainer.BaseTask` of SpacEX (manual optimization: a G step, then
+    a D step).
 
     Args:
         classifier: the classifier to explain (frozen here: eval mode, no gradients).
@@ -249,9 +250,9 @@ class SpacexTask:
         hi: float = 1.0,
         seed: int = 0,
     ) -> None:
-        self.x = _as_images(images, "SpacEX training images")
+        self.x = as_images(images, "SpacEX training images")
         self.val = (
-            _as_images(val_images, "SpacEX validation images") if val_images is not None else None
+            as_images(val_images, "SpacEX validation images") if val_images is not None else None
         )
         self.in_bands = int(self.x.shape[1])
         want = int(getattr(classifier, "in_bands", self.in_bands))
@@ -261,7 +262,7 @@ class SpacexTask:
                 f"{want}; give the bands it was trained on, in its order."
             )
         self.classifier = freeze(classifier)
-        self.device = _device_of(classifier)
+        self.device = device_of(classifier)
         self.params, self.batch_size = params, int(batch_size)
         self.lo, self.hi = float(lo), float(hi)
         need = 2**params.disc_layers * 4
@@ -288,11 +289,11 @@ class SpacexTask:
         ).to(self.device)
 
     def configure_optimizers(
-        self, model: nn.Module, params: Any
+        self, model: nn.Module, params: FitParams
     ) -> dict[str, torch.optim.Optimizer]:
         """``{"g": Adam(both generators), "d": Adam(both discriminators)}``, betas from params."""
         betas = (self.params.beta1, self.params.beta2)
-        model = _module_dict(model)
+        model = module_dict(model)
         gens = [*model["g_max"].parameters(), *model["g_min"].parameters()]
         discs = [*model["d_max"].parameters(), *model["d_min"].parameters()]
         return {
@@ -319,7 +320,7 @@ class SpacexTask:
         """Generator step (discriminators frozen), then discriminator step on buffered fakes."""
         x = batch.to(self.device)
         p = self.params
-        model = _module_dict(model)
+        model = module_dict(model)
         discs = (model["d_max"], model["d_min"])
         for d in discs:
             set_grad(d, False)
@@ -450,8 +451,8 @@ def _load_images(config: SpacexConfig) -> np.ndarray:
     return x
 
 
-def _training_default() -> FitParamsModel:
-    return FitParamsModel.model_validate(dict(_SPACEX_TRAINING))
+def _training_default() -> FitParams:
+    return FitParams.model_validate(dict(_SPACEX_TRAINING))
 
 
 _SPACEX_TRAINING: dict[str, Any] = {"lr": 2e-4, "lr_schedule": "linear_decay", "batch_size": 4}
@@ -496,9 +497,9 @@ class SpacexConfig(StrictModel):
     device: str = Field(
         "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device ('cpu', 'cuda:0')."
     )
-    training: FitParamsModel = Field(
+    training: FitParams = Field(
         default_factory=_training_default,
-        description="Trainer settings (geoxai.train.registry.FitParamsModel); SpacEX defaults: lr "
+        description="Trainer settings (geoxai.train.trainer.FitParams); SpacEX defaults: lr "
         "2e-4, lr_schedule linear_decay, batch_size 4.",
     )
     out_dir: str = Field(description="Checkpoints, metrics and the bundle (out_dir/bundle).")
@@ -506,13 +507,13 @@ class SpacexConfig(StrictModel):
     @field_validator("training", mode="before")
     @classmethod
     def _spacex_training(cls, v: Any) -> Any:
-        if isinstance(v, FitParamsModel):
+        if isinstance(v, FitParams):
             return v
         if v is None:
             v = {}
         if not isinstance(v, dict):
             raise ValueError("training must be a mapping of trainer settings (epochs, lr ...)")
-        return FitParamsModel.model_validate({**_SPACEX_TRAINING, **v})
+        return FitParams.model_validate({**_SPACEX_TRAINING, **v})
 
     def params(self) -> SpacexParams:
         """The :class:`SpacexParams` of this config."""
@@ -520,6 +521,7 @@ class SpacexConfig(StrictModel):
         return SpacexParams(**{k: v for k, v in self.model_dump().items() if k in names})
 
 
+@register_workflow("spacex", SpacexConfig)
 def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
     """Train SpacEX generators for a frozen ASOS classifier; write the bundle.
 
@@ -531,14 +533,14 @@ def train_spacex(config: SpacexConfig, *, resume: bool = True) -> Path:
         The bundle directory.
     """
     params = config.params()
-    fit_params = config.training.to_params()
+    fit_params = config.training
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"SpacEX device {config.device!r} but this machine has no CUDA device; set "
             "device: cpu (or run on a GPU node)."
         )
     cb, classifier = load_classifier(config.classifier, config.device)
-    lo, hi = _input_range(cb.spec)
+    lo, hi = input_range(cb.spec)
     x = _load_images(config)
     if x.shape[1] != classifier.in_bands:
         raise InvalidInputError(

@@ -17,9 +17,9 @@ from geoxai.io.config_file import save_config
 from geoxai.io.store import read_dataset
 from geoxai.strict import StrictModel
 from geoxai.train.distributed import is_main_process
-from geoxai.train.registry import CONFIG_FILE, BundleOptions, FitParamsModel
+from geoxai.train.registry import CONFIG_FILE, BundleOptions, register_workflow
 from geoxai.train.temporal import TemporalTask, fit_normalization, save_temporal_bundle
-from geoxai.train.trainer import fit, prepare_out_dir
+from geoxai.train.trainer import FitParams, fit, prepare_out_dir
 
 __all__ = [
     "TemporalTile",
@@ -81,8 +81,8 @@ class TemporalConfig(StrictModel):
     depth: int = Field(2, ge=0, le=5, description="U-Net down-sampling levels.")
     output: str = Field("tree_cover", description="Name of the output layer in the bundle.")
     bundle: BundleOptions = Field(default_factory=BundleOptions, description="Bundle settings.")
-    training: FitParamsModel = Field(
-        default_factory=lambda: FitParamsModel(lr=3e-3, batch_size=8, monitor="val_loss"),
+    training: FitParams = Field(
+        default_factory=lambda: FitParams(lr=3e-3, batch_size=8, monitor="val_loss"),
         description="Training.",
     )
     out_dir: str = Field(description="Checkpoints, metrics; the bundle goes to out_dir/bundle.")
@@ -193,6 +193,7 @@ def _check_same_axes(tiles: list[dict[str, Any]], cfg: list[TemporalTile]) -> No
             )
 
 
+@register_workflow("temporal", TemporalConfig)
 def train_temporal_workflow(config: TemporalConfig, *, resume: bool = True) -> Path:
     """Train the TemporalUNet per ``config``; returns the bundle directory (``out_dir/bundle``).
 
@@ -221,7 +222,7 @@ def train_temporal_workflow(config: TemporalConfig, *, resume: bool = True) -> P
         [t["x"] for t in train],
         [t["valid"] & (r if r is not None else True) for t, r in zip(train, regions, strict=True)],
     )
-    params = config.training.to_params()
+    params = config.training
     task = TemporalTask(
         [t["x"] for t in train], [t["y"] for t in train], [t["valid"] for t in train],
         normalization=norm, window=config.window, margin=config.margin,

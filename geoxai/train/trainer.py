@@ -53,22 +53,23 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoxai.atomic import atomic_write
 from geoxai.errors import ConfigError, InvalidInputError, StoreError, look_up_option
 from geoxai.train.distributed import (
-    _average_buffers,
-    _average_metrics,
-    _broadcast_state,
-    _dist,
-    _grad_average_hook,
+    average_buffers,
+    average_metrics,
+    broadcast_state,
+    grad_average_hook,
+    rank_and_world,
 )
 from geoxai.train.history import progress_bar, write_metrics
 
@@ -87,51 +88,85 @@ __all__ = [
 LR_SCHEDULES = ("constant", "cosine", "linear_decay")
 
 
-@dataclass(frozen=True)
-class FitParams:
-    """How :func:`fit` trains (the workflow configs mirror it as ``training:``)."""
+def _check_fit(v: Any) -> None:
+    """The trainer's own checks of :class:`FitParams` values (``v``: the params, or a mapping of
+    every field); :class:`ConfigError` with what to change."""
+    p: dict[str, Any] = dict(v) if isinstance(v, dict) else dict(v.__dict__)
+    for name in ("epochs", "batch_size", "checkpoint_every"):
+        if int(p[name]) < 1:
+            raise ConfigError(f"training {name} must be >= 1, got {p[name]}.")
+    if not (p["lr"] > 0 and math.isfinite(p["lr"])):
+        raise ConfigError(f"training lr must be a positive number, got {p['lr']}.")
+    if p["weight_decay"] < 0:
+        raise ConfigError(f"training weight_decay must be >= 0, got {p['weight_decay']}.")
+    if p["patience"] is not None and p["patience"] < 1:
+        raise ConfigError(
+            f"training patience must be >= 1 epoch or null (no early stopping), got "
+            f"{p['patience']}."
+        )
+    look_up_option(p["mode"], ("min", "max"), what="training mode")
+    look_up_option(p["lr_schedule"], LR_SCHEDULES, what="lr_schedule")
 
-    epochs: int = 10
+
+class FitParams(BaseModel):
+    """How :func:`fit` trains; also the ``training:`` section of every workflow config.
+
+    Built in code (``FitParams(epochs=3)``), a bad value raises :class:`ConfigError`; read from a
+    config (``model_validate``), it is reported like every other config field (pydantic's
+    messages, then the same checks).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=1, description="Passes over the training data.")
     """Passes over the training batches (``train_batches`` of one epoch)."""
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0, description="Learning rate (base of the schedule).")
     """Base learning rate of the default optimizer (``BaseTask``); schedules scale it."""
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2) of the optimizer.")
     """Weight decay (L2) of the default optimizer."""
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1, description="Samples per optimisation step.")
     """Samples per optimisation step (tasks read it when they build batches)."""
-    seed: int = 0
+    seed: int = Field(0, description="Seed of initialisation, batch order and augmentation.")
     """Seed of initialisation, batch order, augmentation and every other random draw."""
-    deterministic: bool = True
+    deterministic: bool = Field(
+        True, description="Deterministic algorithms (bit-identical reruns and resume on CPU)."
+    )
     """``torch.use_deterministic_algorithms`` + seeded generators (see the module docstring)."""
-    patience: int | None = None
+    patience: int | None = Field(
+        None, ge=1, description="Early stopping: epochs without improvement; null = never."
+    )
     """Stop after this many epochs without improvement of ``monitor``; None = never stop early."""
-    monitor: str = "val_loss"
+    monitor: str = Field("val_loss", description="Epoch metric that selects the best weights.")
     """Epoch metric that selects the best checkpoint (and drives early stopping)."""
-    mode: str = "min"
+    mode: Literal["min", "max"] = Field("min", description="Is a lower or higher monitor better.")
     """``"min"`` or ``"max"``: whether a lower or higher ``monitor`` is better."""
-    lr_schedule: str = "constant"
+    lr_schedule: Literal["constant", "cosine", "linear_decay"] = Field(
+        "constant",
+        description="constant; cosine (to 0 at the end); linear_decay (constant for half "
+        "the epochs, then linearly to 0).",
+    )
     """``constant``, ``cosine`` (to 0 at the end) or ``linear_decay`` (constant for the first
     half of the epochs, then linearly towards 0, as CycleGAN does)."""
-    checkpoint_every: int = 1
+    checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints.")
     """Write ``checkpoints/last.pt`` every this many epochs (and always after the last)."""
-    progress: bool = True
+    progress: bool = Field(True, description="Progress bar with live loss/metrics (on a TTY).")
     """Show a tqdm progress bar with live loss/metrics (only on a TTY, only on rank 0)."""
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"training {name} must be >= 1, got {getattr(self, name)}.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"training lr must be a positive number, got {self.lr}.")
-        if self.weight_decay < 0:
-            raise ConfigError(f"training weight_decay must be >= 0, got {self.weight_decay}.")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(
-                f"training patience must be >= 1 epoch or null (no early stopping), got "
-                f"{self.patience}."
-            )
-        look_up_option(self.mode, ("min", "max"), what="training mode")
-        look_up_option(self.lr_schedule, LR_SCHEDULES, what="lr_schedule")
+    def __init__(self, **data: Any) -> None:
+        # In code: the trainer's checks (ConfigError) before pydantic's own.
+        defaults = {k: f.get_default() for k, f in type(self).model_fields.items()}
+        _check_fit({**defaults, **data})
+        super().__init__(**data)
+
+    # A config's ``training:`` section is validated by pydantic's core, not through this
+    # __init__ (so its errors stay pydantic's, listed per field): pydantic calls an __init__
+    # that carries its own base-init mark only for construction in code.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _valid(self) -> FitParams:
+        _check_fit(self)  # from a config: the same checks after pydantic's
+        return self
 
 
 @runtime_checkable
@@ -364,7 +399,7 @@ def fit(
     if not isinstance(params, FitParams):
         raise ConfigError(f"params must be a FitParams, got {type(params).__name__}.")
     out_dir = Path(out_dir)
-    rank, world = _dist()
+    rank, world = rank_and_world()
     if rank == 0:
         prepare_out_dir(out_dir)
     if world > 1:
@@ -384,9 +419,9 @@ def fit(
             for g in opt.param_groups:
                 g.setdefault("initial_lr", g["lr"])
         if world > 1:
-            _broadcast_state(model)
+            broadcast_state(model)
             for opt in optimizers.values():
-                opt.register_step_pre_hook(_grad_average_hook(world))
+                opt.register_step_pre_hook(grad_average_hook(world))
 
         history: list[dict] = []
         start, best_value, best_epoch, bad_epochs = 0, None, None, 0
@@ -420,7 +455,7 @@ def fit(
                 "best_value": best_value,
                 "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs,
-                "params": asdict(params),
+                "params": params.model_dump(),
                 "world_size": world,
             }
 
@@ -473,14 +508,14 @@ def fit(
                         f"epoch {epoch + 1} produced no training batch on rank {rank}; the "
                         "training set is empty or smaller than one batch per worker."
                     )
-                rec = _average_metrics({k: v / n for k, v in sums.items()}, world)
+                rec = average_metrics({k: v / n for k, v in sums.items()}, world)
                 if world > 1:
-                    _average_buffers(model, world)
+                    average_buffers(model, world)
                 model.eval()
                 with torch.no_grad():
                     val = task.validate(model)
                 model.train()
-                rec.update(_average_metrics({k: float(v) for k, v in val.items()}, world))
+                rec.update(average_metrics({k: float(v) for k, v in val.items()}, world))
                 first = next(iter(optimizers.values()))
                 rec = {
                     "epoch": epoch + 1,

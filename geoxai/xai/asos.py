@@ -48,7 +48,7 @@ from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, look
 from geoxai.geo.bands import S2_BANDS
 from geoxai.inference.predict import predict_windows
 from geoxai.inference.windows import WindowParams
-from geoxai.models.asos_net import ASOSNet, _as_tensor, check_image, occlude, to_network_input
+from geoxai.models.asos_net import ASOSNet, as_float32, check_image, occlude, to_network_input
 from geoxai.models.bundle import load_bundle, save_bundle
 from geoxai.models.bundle_spec import BundleSpec
 
@@ -343,7 +343,7 @@ def fit_partial(
     Returns:
         The partial :class:`ASOSTable` (merge shards with :meth:`ASOSTable.merge`).
     """
-    x = _as_tensor(images)
+    x = as_float32(images)
     check_image(x, net.in_bands, what="fit images")
     x = x if x.ndim == 4 else x[None]
     if torch.isnan(x).any():
@@ -390,7 +390,7 @@ def lookup(table: ASOSTable, a: np.ndarray | torch.Tensor, *, min_evidence: int 
 
     NaN where the pixel's cube has fewer than ``min_evidence`` records or ``a`` is NaN.
     """
-    t = _as_tensor(a)
+    t = as_float32(a)
     if t.ndim != 3 or t.shape[0] != table.k:
         raise InvalidInputError(
             f"activations of shape {tuple(t.shape)} do not fit a table of k={table.k} "

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def _as_images(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+def as_images(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     t = x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, np.float32))
     if t.ndim != 4 or t.shape[0] < 1:
         raise InvalidInputError(f"{what} have shape {tuple(t.shape)}; expected (N, C, H, W).")
@@ -46,7 +46,7 @@ def _as_images(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     return t
 
 
-def _device_of(module: nn.Module) -> torch.device:
+def device_of(module: nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -99,11 +99,11 @@ def score_shift(
     batch_size: int = 16,
 ) -> ScoreShift:
     """Scores of ``(N, C, H, W)`` classifier-space images and their maximized/minimized ones."""
-    x = _as_images(images, "images")
+    x = as_images(images, "images")
     was = gens.training
     gens.eval()
     classifier.eval()
-    dev = _device_of(gens)
+    dev = device_of(gens)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("lr", "lx", "ln", "cx", "cn")}
     for s in range(0, x.shape[0], batch_size):
         xb = x[s : s + batch_size].to(dev)
@@ -133,7 +133,7 @@ def attribution(gens: SpacexGenerators, x: np.ndarray | torch.Tensor) -> np.ndar
             f"SpacEX attribution takes one ({gens.in_bands}, y, x) image, got {tuple(t.shape)}."
         )
     gens.eval()
-    return gens(t[None].float().to(_device_of(gens)))[0, 0].float().cpu().numpy()
+    return gens(t[None].float().to(device_of(gens)))[0, 0].float().cpu().numpy()
 
 
 def spacex_figure(
@@ -160,7 +160,7 @@ def spacex_figure(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
 
-    t = torch.from_numpy(np.asarray(x, np.float32))[None].to(_device_of(gens))
+    t = torch.from_numpy(np.asarray(x, np.float32))[None].to(device_of(gens))
     gens.eval()
     with torch.no_grad():
         mx = gens.maximize(t)[0].cpu().numpy()
@@ -193,7 +193,7 @@ META_FILE = "spacex.json"
 """File name of the SpacEX description inside a bundle."""
 
 
-def _module_dict(model: nn.Module) -> nn.ModuleDict:
+def module_dict(model: nn.Module) -> nn.ModuleDict:
     if not isinstance(model, nn.ModuleDict) or not {"g_max", "g_min"} <= set(model.keys()):
         raise InvalidInputError(
             f"expected the SpacEX ModuleDict (g_max, g_min, d_max, d_min), got "
@@ -204,13 +204,13 @@ def _module_dict(model: nn.Module) -> nn.ModuleDict:
 
 def generators_of(model: nn.Module, lo: float = 0.0, hi: float = 1.0) -> SpacexGenerators:
     """A :class:`SpacexGenerators` holding (copies of) the trained ``g_max`` and ``g_min``."""
-    model = _module_dict(model)
+    model = module_dict(model)
     g = model["g_max"]
     cfg: dict[str, Any] = dict(getattr(g, "config", {}))
     gens = SpacexGenerators(cfg["in_bands"], cfg["base"], cfg["n_res"], lo, hi)
     gens.g_max.load_state_dict(model["g_max"].state_dict())
     gens.g_min.load_state_dict(model["g_min"].state_dict())
-    return gens.to(_device_of(g)).eval()
+    return gens.to(device_of(g)).eval()
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[Any, nn.Module]:
@@ -227,7 +227,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     return b, freeze(b.net)
 
 
-def _input_range(spec: Any) -> tuple[float, float]:
+def input_range(spec: Any) -> tuple[float, float]:
     clip = spec.normalization.clip
     return (float(clip[0]), float(clip[1])) if clip is not None else (0.0, 1.0)
 

@@ -40,7 +40,8 @@ def train(
     import torch
 
     from geoxai.models.asos_net import ASOSNet
-    from geoxai.train.asos import TrainParams, train_asos
+    from geoxai.train.asos import train_asos
+    from geoxai.train.trainer import FitParams
     from geoxai.xai.asos import bundle_spec, save_asos_bundle
     from pipelines.asos_fit import FitData, load_images
 
@@ -55,7 +56,7 @@ def train(
     with _progress() as prog:
         task = prog.add_task(f"training on {len(x)} images", total=epochs)
         hist = train_asos(
-            net, x, labels, TrainParams(epochs=epochs, lr=lr, seed=seed),
+            net, x, labels, FitParams(epochs=epochs, lr=lr, seed=seed),
             on_epoch=lambda r: prog.update(task, advance=1, description=f"loss {r['loss']:.3f}"),
         )  # fmt: skip
     spec = bundle_spec(net, name=f"asos-{data.stem}", description=f"ASOS trained on {data}")

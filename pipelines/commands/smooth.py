@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         from geoxai.io.store import read_cube
         from geoxai.provenance import code_version, config_hash
         from geoxai.temporal.clouds import CloudMaskParams
-        from geoxai.temporal.indices import NormalizationParams
+        from geoxai.temporal.indices import FeatureRanges
         from geoxai.temporal.smoothing import (
             PreprocessParams,
             SmoothingParams,
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
                     f"--normalization {normalization!r} is not a readable JSON file "
                     f'{{"B02": [min, max], ...}}: {exc}'
                 ) from exc
-            norm = NormalizationParams.from_dict(ranges)
+            norm = FeatureRanges.from_dict(ranges)
         params = PreprocessParams(
             clouds=CloudMaskParams(
                 method=cloud_method, buffer_m=buffer_m, max_item_cloud_cover=max_cloud

@@ -1,7 +1,8 @@
 """``geoxai train NAME CONFIG``: every training workflow through one command.
 
-The sub-commands come from :data:`geoxai.train.registry.WORKFLOWS`; this module holds no
-per-workflow code. ``geoxai train example NAME`` prints a commented config to start from.
+The sub-commands come from :func:`geoxai.train.workflows.workflow_names` (added on first use of
+``geoxai train``: reading the registry imports every workflow module, and torch); this module
+holds no per-workflow code. ``geoxai train example NAME`` prints a commented config to start from.
 """
 
 from __future__ import annotations
@@ -9,9 +10,42 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
+
+
+class _WorkflowGroup(TyperGroup):
+    """``geoxai train``: one sub-command per registered workflow, added when the group is first
+    listed or resolved (so ``geoxai --help`` and the other commands do not import them)."""
+
+    _workflows_added = False
+
+    def _add_workflows(self) -> None:
+        if self._workflows_added:
+            return
+        from geoxai.train.workflows import workflow_names  # lazy: torch, every workflow module
+
+        example = self.commands.pop("example", None)
+        for name in workflow_names():
+            one = typer.Typer(add_completion=False)
+            one.command(name)(_make_command(name))
+            self.commands[name] = typer.main.get_command(one)
+        if example is not None:
+            self.commands["example"] = example
+        self._workflows_added = True
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_workflows()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_workflows()
+        return super().get_command(ctx, cmd_name)
+
 
 train_app = typer.Typer(
+    cls=_WorkflowGroup,
     help="Train a model from a YAML/JSON config (checkpoints, resume, metrics, bundle).",
     no_args_is_help=True,
 )
@@ -43,7 +77,7 @@ def _make_command(name: str):
             "", "--ray-address", help="Existing Ray cluster; default a local one on loopback."
         ),
     ) -> None:
-        from geoxai.train.registry import load_workflow_config, run_workflow
+        from geoxai.train.workflows import load_workflow_config, run_workflow
 
         if workers > 1:
             from pipelines.train_ray import run_distributed
@@ -67,15 +101,11 @@ def _example(
     name: str = typer.Argument(..., help="Workflow name."),
 ) -> None:
     """Print a commented example config of a workflow (every field, default and meaning)."""
-    from geoxai.train.registry import example_config
+    from geoxai.train.workflows import example_config
 
     typer.echo(example_config(name), nl=False)
 
 
 def register(app: typer.Typer) -> None:
-    from geoxai.train.registry import WORKFLOWS
-
-    for name in WORKFLOWS:
-        train_app.command(name)(_make_command(name))
     train_app.command("example")(_example)
     app.add_typer(train_app, name="train")

@@ -19,7 +19,7 @@ from pipelines.ui.jobs import RESULT_PREFIX
 
 
 def _train(config_path: str, resume: bool) -> Path:
-    from geoxai.train.registry import load_workflow_config, run_workflow
+    from geoxai.train.workflows import load_workflow_config, run_workflow
 
     config = load_workflow_config("segment", config_path)
     return Path(run_workflow("segment", config, resume=resume))

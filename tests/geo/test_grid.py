@@ -13,7 +13,7 @@ from shapely.geometry import box
 
 from geoxai.errors import AOIError, UnknownTileError
 from geoxai.geo.aoi import cover_aoi, parse_aoi, tiles_to_geojson
-from geoxai.geo.grid import TILE_SIZE_M, TileSpec, _from_lonlat, _reproject, tile_at, tile_from_id
+from geoxai.geo.grid import TILE_SIZE_M, TileSpec, from_lonlat, reproject, tile_at, tile_from_id
 
 epsgs = st.one_of(st.integers(32601, 32660), st.integers(32701, 32760))
 cols = st.integers(0, 9999)
@@ -84,7 +84,7 @@ def _assert_cover(aoi_geom, tiles):
         lon0 = -180 + 6 * (zone - 1)
         lat = (-80, 0) if epsg > 32700 else (0, 84)
         part = aoi_geom.intersection(box(lon0, lat[0], lon0 + 6, lat[1]))
-        proj = _reproject(shapely.segmentize(part, 0.01), _from_lonlat(epsg))
+        proj = reproject(shapely.segmentize(part, 0.01), from_lonlat(epsg))
         union = shapely.union_all([box(*t.core_bounds) for t in zone_tiles])
         missing = proj.difference(union).area
         assert missing <= 1e-6 * max(proj.area, 1.0), f"gap of {missing} m2 in zone {epsg}"

@@ -16,10 +16,10 @@ from geoxai.geo.grid import TileSpec
 from geoxai.io.dem import build_dem
 from geoxai.io.stac import read_items
 from geoxai.io.stac_items import normalize_item
-from geoxai.mapping.radar_dem import terrain
+from geoxai.mapping.ancillary_dem import terrain
+from geoxai.synthetic.ancillary import slope_at
 from geoxai.synthetic.files import write_cog
 from geoxai.synthetic.params import WorldParams
-from geoxai.synthetic.radar import slope_at
 from geoxai.synthetic.world import SyntheticWorld
 from geoxai.temporal.terrain import (
     FLAG_NO_DEM,

@@ -29,7 +29,7 @@ from geoxai.io.s1 import (
 )
 from geoxai.io.stac import read_items
 from geoxai.io.stac_items import normalize_item
-from geoxai.mapping.radar_s1 import s1_steps
+from geoxai.mapping.ancillary_s1 import s1_steps
 from geoxai.synthetic.files import write_cog
 from geoxai.synthetic.params import WorldParams
 from geoxai.synthetic.world import SyntheticWorld
@@ -430,7 +430,7 @@ def test_missing_vh_is_dropped_kept_as_nan_or_raised(world):
 
 def test_fused_cube_has_the_reference_17_features(world):
     from geoxai.io.cube import build_cube
-    from geoxai.mapping.radar_dem import terrain
+    from geoxai.mapping.ancillary_dem import terrain
 
     w, archive = world
     tile = w.tiles[0].with_halo(4)

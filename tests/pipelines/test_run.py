@@ -149,7 +149,7 @@ def test_adjacent_tiles_are_seamless(reference_run):
     # the SpacEX layer too: generators blended on the zone lattice of the same composite
     from geoxai.xai.spacex import spacex_attribution
 
-    comp = mapping.asos_composite(
+    comp = mapping.annual_composite(
         mapping.features_with_grid(ds), tuple(models.spacex.spec.inputs.features)
     )
     comp[:, ~ds["valid"].values.astype(bool)] = np.nan

@@ -335,7 +335,7 @@ def test_page_trains_and_predicts_in_chromium(ui_server, tmp_path, monkeypatch):
     import rasterio
 
     from geoxai.io.cog import validate_cog
-    from geoxai.train.registry import load_workflow_config
+    from geoxai.train.workflows import load_workflow_config
 
     cog = tmp_path / "runs/page/predict/forest.tif"
     validate_cog(cog)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.temporal.indices import (
     INDICES,
+    FeatureRanges,
     IndexParams,
-    NormalizationParams,
     compute_index,
     compute_indices,
     normalize,
@@ -67,13 +67,13 @@ def test_compute_indices_stacks_along_axis_and_names_missing_bands():
 
 
 def test_normalization_maps_range_to_minus_one_one():
-    p = NormalizationParams.from_dict({"B04": (0.0, 0.5), "NDVI": (-1.0, 1.0)})
+    p = FeatureRanges.from_dict({"B04": (0.0, 0.5), "NDVI": (-1.0, 1.0)})
     x = np.array([[0.0, -1.0], [0.25, 0.0], [0.5, 1.0], [2.0, -3.0]])
     out = normalize(x, ("B04", "NDVI"), p, axis=1)
     np.testing.assert_allclose(out, [[-1, -1], [0, 0], [1, 1], [1, -1]])
     with pytest.raises(InvalidInputError, match="missing ranges for \\['B08'\\]"):
         normalize(x, ("B04", "B08"), p, axis=1)
     with pytest.raises(ConfigError, match="min < max"):
-        NormalizationParams(("B04",), (0.5,), (0.5,))
+        FeatureRanges(("B04",), (0.5,), (0.5,))
     with pytest.raises(ConfigError, match="one min and one max"):
-        NormalizationParams(("B04", "B08"), (0.0,), (1.0,))
+        FeatureRanges(("B04", "B08"), (0.0,), (1.0,))

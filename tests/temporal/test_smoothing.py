@@ -8,7 +8,7 @@ import pytest
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.bands import S2_BANDS
 from geoxai.temporal.clouds import CloudMaskParams
-from geoxai.temporal.indices import NormalizationParams
+from geoxai.temporal.indices import FeatureRanges
 from geoxai.temporal.smoothing import (
     PreprocessParams,
     SmoothingParams,
@@ -175,7 +175,7 @@ def test_item_screening_equals_dropping_the_item():
 def test_normalized_features_lie_in_minus_one_one():
     raw, _ = synthetic_cube(7, ny=5, nx=5)
     names = feature_names(PARAMS)
-    norm = NormalizationParams(names, (0.0,) * len(names), (0.3,) * len(names))
+    norm = FeatureRanges(names, (0.0,) * len(names), (0.3,) * len(names))
     p = PreprocessParams(clouds=PARAMS.clouds, smoothing=PARAMS.smoothing, normalization=norm)
     f = preprocess(raw, p)["features"].values
     assert f.min() >= -1 and f.max() <= 1 and f.min() < 0 < f.max()

@@ -193,7 +193,7 @@ def test_read_patches_stratified_split_and_bad_folders(tmp_path):
 
 
 def test_config_errors(tmp_path):
-    from geoxai.train.registry import load_workflow_config
+    from geoxai.train.workflows import load_workflow_config
 
     with pytest.raises(ConfigError, match="Did you mean 'bands'"):
         load_workflow_config("classify", {"data": "x", "out_dir": "y", "band": "rgb"})
@@ -345,7 +345,7 @@ def test_sliding_class_map_of_a_patch_mosaic(trained13, eurosat, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_rgb_runs_through_the_workflow_registry(eurosat, tmp_path):
-    from geoxai.train.registry import load_workflow_config, run_workflow
+    from geoxai.train.workflows import load_workflow_config, run_workflow
 
     path = tmp_path / "classify.yaml"
     path.write_text(

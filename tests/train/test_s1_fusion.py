@@ -30,7 +30,7 @@ import torch
 from geoxai.geo.grid import TileSpec
 from geoxai.io.cube import build_cube
 from geoxai.io.stac import read_items
-from geoxai.mapping.radar_s1 import s1_steps
+from geoxai.mapping.ancillary_s1 import s1_steps
 from geoxai.synthetic.params import WorldParams
 from geoxai.synthetic.world import SyntheticWorld
 from geoxai.temporal.fuse import fuse

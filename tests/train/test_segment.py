@@ -57,9 +57,9 @@ def _polygons(
     import pyogrio
     import shapely
 
-    from geoxai.io.rasters import _to_crs
+    from geoxai.io.rasters import to_crs
 
-    geoms = [_to_crs(shapely.box(*b), UTM, crs) for b in boxes]
+    geoms = [to_crs(shapely.box(*b), UTM, crs) for b in boxes]
     pyogrio.raw.write(
         str(path),
         geometry=shapely.to_wkb(np.asarray(geoms, dtype=object)),
@@ -310,7 +310,7 @@ def test_missing_file_and_bad_band(tmp_path: Path, small: dict[str, str]) -> Non
 
 
 def test_config_did_you_mean_and_defaults(tmp_path: Path, small: dict[str, str]) -> None:
-    from geoxai.train.registry import load_workflow_config
+    from geoxai.train.workflows import load_workflow_config
 
     base = {
         "rasters": [{"path": small["image"]}],
@@ -466,7 +466,7 @@ def test_tiny_run_through_the_workflow_registry(tmp_path: Path, small: dict[str,
     """One epoch on 64 x 64 px: the files a run leaves, the saved config, resume is a no-op."""
     import yaml
 
-    from geoxai.train.registry import load_workflow_config, run_workflow
+    from geoxai.train.workflows import load_workflow_config, run_workflow
 
     cfg = load_workflow_config(
         "segment",

@@ -199,7 +199,7 @@ def test_task_rejects_bad_inputs():
 
 
 def test_config_defaults_and_typos():
-    from geoxai.train.registry import load_workflow_config
+    from geoxai.train.workflows import load_workflow_config
 
     cfg = load_workflow_config(
         "spacex", {"classifier": "c", "data": "d.npz", "out_dir": "o", "training": {"epochs": 3}}

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError
 from geoxai.inference.windows import WindowParams
 from geoxai.models.asos_net import ASOSNet, occlude, to_network_input
-from geoxai.train.asos import TrainParams, train_asos
+from geoxai.train.asos import train_asos
+from geoxai.train.trainer import FitParams
 from geoxai.xai.asos import (
     QUANTUM,
     ASOSParams,
@@ -217,9 +218,9 @@ def test_bad_inputs(net, images):
     with pytest.raises(InvalidInputError, match="Did you mean 'dn'"):
         to_network_input(images, units="dns")
     with pytest.raises(InvalidInputError, match="NaN"):
-        train_asos(net, bad, np.zeros(6), TrainParams(epochs=1))
+        train_asos(net, bad, np.zeros(6), FitParams(epochs=1))
     with pytest.raises(InvalidInputError, match="0 or 1"):
-        train_asos(net, images, np.full(6, 2.0), TrainParams(epochs=1))
+        train_asos(net, images, np.full(6, 2.0), FitParams(epochs=1))
 
 
 def test_many_channels_with_small_edge_warns_on_table_size():
@@ -239,7 +240,7 @@ def test_training_reduces_the_loss():
     x, y, _ = cause_scenes(32, 24, seed=3)
     torch.manual_seed(0)
     net = ASOSNet(10, 3, width=4, head_width=4)
-    hist = train_asos(net, x, y, TrainParams(epochs=6, batch_size=8, lr=3e-3))
+    hist = train_asos(net, x, y, FitParams(epochs=6, batch_size=8, lr=3e-3))
     assert len(hist) == 6 and not net.training
     assert hist[-1]["loss"] < hist[0]["loss"]
 

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from geoxai.models.asos_net import ASOSNet
-from geoxai.train.asos import TrainParams, train_asos
+from geoxai.train.asos import train_asos
+from geoxai.train.trainer import FitParams
 from geoxai.xai.asos import ASOSParams, asos_map, fit_partial
 from geoxai.xai.baselines import cause_scenes, gradcam_map, occlusion_map, top_iou
 
@@ -35,7 +36,7 @@ def fitted():
     x, y, _ = cause_scenes(128, 32, seed=1, negative_fraction=NEG)
     torch.manual_seed(0)
     net = ASOSNet(10, 3, width=8, head_width=8)
-    hist = train_asos(net, x, y, TrainParams(epochs=30, batch_size=16, lr=1e-3, seed=0))
+    hist = train_asos(net, x, y, FitParams(epochs=30, batch_size=16, lr=1e-3, seed=0))
     table = fit_partial(net, x, ASOSParams(edge=0.2, min_pixels=10))
     return net, table, hist
 

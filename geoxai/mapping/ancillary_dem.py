@@ -16,7 +16,7 @@ from geoxai.errors import NoDataError
 from geoxai.geo.grid import TileSpec
 from geoxai.io.cube import is_location
 from geoxai.io.dem import build_dem, search_dem
-from geoxai.temporal.terrain import DemParams, _layers, terrain_nodata
+from geoxai.temporal.terrain import DemParams, terrain_layers, terrain_nodata
 
 __all__ = [
     "terrain",
@@ -55,6 +55,6 @@ def terrain(
     values = np.asarray(elev.values, dtype=np.float32)
     if not np.isfinite(values).any():
         return terrain_nodata(tile, reason="every DEM pixel over the tile is void")
-    ds = _layers(tile, values, params)
+    ds = terrain_layers(tile, values, params)
     ds.attrs["item_ids"] = list(elev.attrs["item_ids"])
     return ds

@@ -15,8 +15,8 @@ from geoxai.errors import (
 )
 from geoxai.geo.grid import TileSpec
 from geoxai.io.cube import is_location
-from geoxai.io.s1 import _keep_orbit, _norm, build_s1_cube, choose_orbit, log, search_s1
-from geoxai.temporal.s1 import _DAY_NS, FLAG_MIXED_ORBIT, S1Params, aggregate_s1, s1_nodata
+from geoxai.io.s1 import build_s1_cube, choose_orbit, keep_orbit, log, s1_item, search_s1
+from geoxai.temporal.s1 import DAY_NS, FLAG_MIXED_ORBIT, S1Params, aggregate_s1, s1_nodata
 from geoxai.temporal.smoothing import time_axis
 
 __all__ = [
@@ -43,7 +43,7 @@ def s1_steps(
     """
 
     centres = time_axis(smoothing)
-    pad = np.timedelta64(int((params.window_days or smoothing.step_days) * _DAY_NS), "ns")
+    pad = np.timedelta64(int((params.window_days or smoothing.step_days) * DAY_NS), "ns")
     start = pd.Timestamp(centres[0] - pad).date()
     end = pd.Timestamp(centres[-1] + pad).date()
 
@@ -53,9 +53,9 @@ def s1_steps(
                 source, tile, start=start, end=end, params=params, **search_kwargs
             )
         else:
-            norm = [_norm(it) for it in source]  # type: ignore[arg-type]
+            norm = [s1_item(it) for it in source]  # type: ignore[arg-type]
             choice = choose_orbit(norm, params)
-            items = _keep_orbit(norm, choice)
+            items = keep_orbit(norm, choice)
         cube = build_s1_cube(items, tile, params, start=start, end=end)
     except NoDataError as exc:
         log.info("tile %s: no Sentinel-1 coverage (%s)", tile.id, exc)

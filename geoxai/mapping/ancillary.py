@@ -1,4 +1,6 @@
-"""Radar and terrain in a run: which bundles need S1/DEM, the checks, the per-tile layers."""
+"""Ancillary layers in a run (Sentinel-1 radar, DEM terrain): which bundles need them, the
+checks, the per-tile layers.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from geoxai.config import RunConfig
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
+from geoxai.mapping.ancillary_dem import terrain
+from geoxai.mapping.ancillary_s1 import s1_steps
 from geoxai.mapping.outcomes import CubeStage
-from geoxai.mapping.radar_dem import terrain
-from geoxai.mapping.radar_s1 import s1_steps
 from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.temporal.s1 import FLAG_NO_COVERAGE
 from geoxai.temporal.terrain import FLAG_NO_DEM, FLAG_VOID
@@ -20,9 +22,9 @@ from geoxai.temporal.terrain import FLAG_NO_DEM, FLAG_VOID
 __all__ = [
     "S1_FEATURES",
     "TERRAIN_FEATURES",
-    "radar_needs",
-    "radar_layers",
-    "committed_radar_layers",
+    "ancillary_needs",
+    "ancillary_layers",
+    "committed_ancillary_layers",
 ]
 
 S1_FEATURES = ("VV", "VH", "HH", "HV")
@@ -33,7 +35,7 @@ TERRAIN_FEATURES = ("slope", "DEM")
 """Bundle features served by the ``dem`` config section (degrees, metres)."""
 
 
-def radar_needs(features: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def ancillary_needs(features: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(s1, terrain)``: the model features that need Sentinel-1 / the DEM, in bundle order."""
     names = [str(f) for f in features]
     return (
@@ -42,9 +44,9 @@ def radar_needs(features: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     )
 
 
-def _check_radar(config: RunConfig, features: Any, where: str) -> None:
-    """The radar/terrain sections must be there exactly when the bundle reads those features."""
-    s1, terr = radar_needs(features)
+def check_ancillary(config: RunConfig, features: Any, where: str) -> None:
+    """The sentinel1/dem sections must be there exactly when the bundle reads those features."""
+    s1, terr = ancillary_needs(features)
     if s1 and config.sentinel1 is None:
         raise ConfigError(
             f"The prediction bundle {where} reads Sentinel-1 features {list(s1)} but the run "
@@ -73,15 +75,15 @@ def _check_radar(config: RunConfig, features: Any, where: str) -> None:
             )
 
 
-def radar_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
+def ancillary_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
     """The tile's S1 steps and terrain as the config asks (None for an absent section).
 
     Returns:
-        ``(s1, terrain)``: :func:`geoxai.mapping.radar_s1.s1_steps` dataset (``backscatter`` ``(24,
-        P, y, x)`` dB on the optical time axis, ``s1_valid``/``s1_n_obs``/``s1_flags``; the flagged
-        nodata layer when no S1 item covers the tile) and :func:`geoxai.mapping.radar_dem.terrain`
-        dataset (``DEM`` m, ``slope`` degrees, ``dem_flags``), both on ``tile``'s haloed grid,
-        loaded.
+        ``(s1, terrain)``: :func:`geoxai.mapping.ancillary_s1.s1_steps` dataset
+        (``backscatter`` ``(24, P, y, x)`` dB on the optical time axis,
+        ``s1_valid``/``s1_n_obs``/``s1_flags``; the flagged nodata layer when no S1 item covers the
+        tile) and :func:`geoxai.mapping.ancillary_dem.terrain` dataset (``DEM`` m, ``slope``
+        degrees, ``dem_flags``), both on ``tile``'s haloed grid, loaded.
     """
     s1 = terr = None
     if config.sentinel1 is not None:
@@ -96,7 +98,7 @@ def radar_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
     return s1, terr
 
 
-def committed_radar_layers(
+def committed_ancillary_layers(
     tile: TileSpec, config: RunConfig, *, s1: bool, dem: bool
 ) -> tuple[Any, Any]:
     """The S1 steps / terrain that the cube stage committed beside the tile's cube, loaded.
@@ -111,7 +113,7 @@ def committed_radar_layers(
         dem: read the terrain layer (``<root>/cubes/<tile>.dem.zarr``).
 
     Returns:
-        ``(s1, terrain)`` datasets as :func:`radar_layers` returns them (None where not asked).
+        ``(s1, terrain)`` datasets as :func:`ancillary_layers` returns them (None where not asked).
 
     Raises:
         InvalidInputError: an asked layer is not committed (the cube stage has not run).
@@ -134,7 +136,7 @@ def committed_radar_layers(
     return out[0], out[1]
 
 
-def _radar_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
+def ancillary_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
     """Coverage of the fused S1/terrain layers over the tile core, for the tile record."""
 
     out: dict[str, Any] = {}
@@ -159,7 +161,7 @@ def _radar_info(mds: Any, rs: slice, cs: slice) -> dict[str, Any]:
     return out
 
 
-def _radar_ids(cube: CubeStage) -> dict[str, list[str]]:
+def ancillary_ids(cube: CubeStage) -> dict[str, list[str]]:
     """``s1_items`` / ``dem_items`` of a tile record (present when the run reads them)."""
     out = {}
     if cube.s1_url:

@@ -1,7 +1,7 @@
 """Sentinel-1 backscatter and a DEM for the synthetic world, written as their own STAC collections.
 
 Made when :class:`geoxai.synthetic.WorldParams` has ``with_s1`` / ``with_dem`` (both off by
-default so the optical archive keeps its speed and bytes); :func:`write_radar` is called by
+default so the optical archive keeps its speed and bytes); :func:`write_ancillary` is called by
 :func:`geoxai.synthetic.archive.write_archive`. Layout under the archive folder::
 
     OUT/s1/collection.json, OUT/s1/items.ndjson, OUT/s1/items/<id>.json
@@ -62,7 +62,7 @@ __all__ = [
     "elevation_at",
     "slope_at",
     "dem_block",
-    "write_radar",
+    "write_ancillary",
 ]
 
 S1_COLLECTION = "sentinel-1-rtc"
@@ -223,7 +223,7 @@ def _collection(cid: str, title: str, root: Path, items: list[dict], bbox: list[
         "stac_version": "1.0.0",
         "id": cid,
         "title": title,
-        "description": f"{title} made by geoxai.synthetic.radar.",
+        "description": f"{title} made by geoxai.synthetic.ancillary.",
         "license": "CC-BY-4.0",
         "extent": {
             "spatial": {"bbox": [bbox]},
@@ -331,7 +331,7 @@ def _dem_item(world: SyntheticWorld, path: Path, transform: Affine, shape: tuple
     }
 
 
-def write_radar(world: SyntheticWorld, root: Path) -> dict[str, Any]:
+def write_ancillary(world: SyntheticWorld, root: Path) -> dict[str, Any]:
     """Write the S1 and/or DEM collections (as the world's params ask) under ``root``.
 
     Returns:

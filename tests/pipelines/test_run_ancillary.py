@@ -74,12 +74,12 @@ def _bundle(path: Path, feats: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def radar_world(tmp_path_factory):
+def ancillary_world(tmp_path_factory):
     from geoxai.synthetic.world import make_world
     from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, feature_names
     from pipelines.services import local_stac_api
 
-    root = tmp_path_factory.mktemp("radar_world")
+    root = tmp_path_factory.mktemp("ancillary_world")
     tiles = _tiles()
     world, archive = make_world(
         root / "world",
@@ -132,11 +132,11 @@ def _config(w: dict, store: Path, *, bundle: str = "radar", **sections):
 
 
 @pytest.fixture(scope="module")
-def radar_run(radar_world):
+def ancillary_run(ancillary_world):
     """Both tiles mapped once, as the Ray driver chains the stages."""
     from geoxai import mapping
 
-    cfg = _config(radar_world, radar_world["root"] / "store", sentinel1={}, dem={})
+    cfg = _config(ancillary_world, ancillary_world["root"] / "store", sentinel1={}, dem={})
     plan = mapping.plan_run(cfg)
     models = mapping.load_models(cfg)
     cubes, records = {}, {}
@@ -147,15 +147,15 @@ def radar_run(radar_world):
     return cfg, plan, cubes, records
 
 
-def test_radar_run_maps_both_tiles_and_records_every_input(radar_run, radar_world):
+def test_ancillary_run_maps_both_tiles_and_records_every_input(ancillary_run, ancillary_world):
     from geoxai.io.layout import RunLayout
     from geoxai.io.zonestore import ZoneStore
     from geoxai.mapping.records import read_records
 
-    cfg, plan, cubes, records = radar_run
+    cfg, plan, cubes, records = ancillary_run
     west, east = (t.id for t in _tiles())
     assert len(plan.todo) == 2
-    archive = radar_world["archive"]
+    archive = ancillary_world["archive"]
     dem_ids = list(archive.dem_item_ids)
     for tid, rec in records.items():
         assert rec["status"] == "done", rec.get("reason")
@@ -189,12 +189,14 @@ def test_radar_run_maps_both_tiles_and_records_every_input(radar_run, radar_worl
     }
 
 
-def test_fused_features_are_in_bundle_order_from_the_committed_layers(radar_run, radar_world):
+def test_fused_features_are_in_bundle_order_from_the_committed_layers(
+    ancillary_run, ancillary_world
+):
     from geoxai import mapping
     from geoxai.io import store
 
-    cfg, plan, cubes, _ = radar_run
-    feats = radar_world["features"]
+    cfg, plan, cubes, _ = ancillary_run
+    feats = ancillary_world["features"]
     tiles = {t.id: t for t in plan.tiles}
     for tid, cube in cubes.items():
         raw = store.read_cube(cube.url).load()
@@ -215,19 +217,19 @@ def test_fused_features_are_in_bundle_order_from_the_committed_layers(radar_run,
             np.testing.assert_array_equal(model["valid"].values, optical["valid"].values)
         np.testing.assert_array_equal(x.sel(band="slope").values[5], terr["slope"].values)
         np.testing.assert_array_equal(x.sel(band="B04").values, optical["features"].sel(band="B04"))
-        # what radar_layers computes again == the stage's stores, and tile_features without layers
-        # passed in reads those stores
-        s1_here, terr_here = mapping.radar_layers(tiles[tid], cfg)
+        # what ancillary_layers computes again == the stage's stores, and tile_features
+        # without layers passed in reads those stores
+        s1_here, terr_here = mapping.ancillary_layers(tiles[tid], cfg)
         np.testing.assert_array_equal(s1_here["backscatter"].values, s1["backscatter"].values)
         np.testing.assert_array_equal(terr_here["slope"].values, terr["slope"].values)
         _, read = mapping.tile_features(raw, tiles[tid], cfg, feats)
         np.testing.assert_array_equal(read["features"].values, x.values)
 
 
-def test_rerun_reuses_the_committed_cube_and_radar_layers(radar_run):
+def test_rerun_reuses_the_committed_cube_and_ancillary_layers(ancillary_run):
     from geoxai import mapping
 
-    cfg, plan, cubes, _ = radar_run
+    cfg, plan, cubes, _ = ancillary_run
     tile = plan.tiles[0]
     again = mapping.stage_cube(tile, cfg)
     assert again.reused
@@ -236,30 +238,32 @@ def test_rerun_reuses_the_committed_cube_and_radar_layers(radar_run):
     assert mapping.plan_run(cfg).todo == []  # both tiles done with this config hash
 
 
-def test_plan_run_refuses_a_radar_bundle_without_its_config_sections(radar_world, tmp_path):
+def test_plan_run_refuses_an_ancillary_bundle_without_its_config_sections(
+    ancillary_world, tmp_path
+):
     from geoxai import mapping
 
     with pytest.raises(ConfigError, match=r"\['VH', 'VV'\].*'sentinel1'"):
-        mapping.plan_run(_config(radar_world, tmp_path, dem={}))
+        mapping.plan_run(_config(ancillary_world, tmp_path, dem={}))
     with pytest.raises(ConfigError, match=r"\['slope'\].*'dem'"):
-        mapping.plan_run(_config(radar_world, tmp_path, sentinel1={}))
+        mapping.plan_run(_config(ancillary_world, tmp_path, sentinel1={}))
     with pytest.raises(ConfigError, match=r"reads \['VH'\] but sentinel1.polarizations"):
         mapping.plan_run(
-            _config(radar_world, tmp_path, sentinel1={"polarizations": ["VV"]}, dem={})
+            _config(ancillary_world, tmp_path, sentinel1={"polarizations": ["VV"]}, dem={})
         )
     with pytest.raises(ConfigError, match="'dem' section but the prediction bundle"):
-        mapping.plan_run(_config(radar_world, tmp_path, bundle="s1_only", sentinel1={}, dem={}))
+        mapping.plan_run(_config(ancillary_world, tmp_path, bundle="s1_only", sentinel1={}, dem={}))
     with pytest.raises(ConfigError, match="'sentinel1' section but"):
-        mapping.plan_run(_config(radar_world, tmp_path, bundle="optical", sentinel1={}))
+        mapping.plan_run(_config(ancillary_world, tmp_path, bundle="optical", sentinel1={}))
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
-def test_config_sections_validate_and_enter_the_output_hash(radar_world, tmp_path):
-    base = _config(radar_world, tmp_path, bundle="optical")
-    with_s1 = _config(radar_world, tmp_path, bundle="optical", sentinel1={})
+def test_config_sections_validate_and_enter_the_output_hash(ancillary_world, tmp_path):
+    base = _config(ancillary_world, tmp_path, bundle="optical")
+    with_s1 = _config(ancillary_world, tmp_path, bundle="optical", sentinel1={})
     assert base.sentinel1 is None and base.dem is None  # off by default
     assert with_s1.output_hash() != base.output_hash()
-    floor = _config(radar_world, tmp_path, bundle="optical", sentinel1={"db_floor": -25})
+    floor = _config(ancillary_world, tmp_path, bundle="optical", sentinel1={"db_floor": -25})
     assert floor.output_hash() != with_s1.output_hash()
     assert with_s1.sentinel1.params().collection == "sentinel-1-rtc"
     for bad, msg in (
@@ -271,4 +275,4 @@ def test_config_sections_validate_and_enter_the_output_hash(radar_world, tmp_pat
         ({"sentinel": {}}, "Did you mean 'sentinel1'"),
     ):
         with pytest.raises(ConfigError, match=msg):
-            _config(radar_world, tmp_path, bundle="optical", **bad)
+            _config(ancillary_world, tmp_path, bundle="optical", **bad)
