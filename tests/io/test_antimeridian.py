@@ -10,7 +10,7 @@ from pyproj import Transformer
 
 from geoxai.geo.aoi import cover_aoi, parse_aoi
 from geoxai.geo.grid import TileSpec
-from geoxai.io.cube import build_tile_cube
+from geoxai.io.tile_cube import build_tile_cube
 from geoxai.io.stac import search
 from geoxai.io.store import read_cube
 
