@@ -10,9 +10,9 @@ from pyproj import Transformer
 
 from geoxai.geo.aoi import cover_aoi, parse_aoi
 from geoxai.geo.grid import TileSpec
-from geoxai.io.tile_cube import build_tile_cube
 from geoxai.io.stac import search
 from geoxai.io.store import read_cube
+from geoxai.io.tile_cube import build_tile_cube
 
 AOI = "179.95,-16.55,-179.95,-16.45"  # Fiji (Taveuni), across the antimeridian
 
