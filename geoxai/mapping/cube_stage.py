@@ -29,18 +29,20 @@ __all__ = [
 def _query_signature(config: RunConfig, tile: TileSpec) -> dict[str, Any]:
     """The query of the tile's cube (:func:`geoxai.io.tile_cube.tile_cube_query`), with the
     S1/DEM settings when the run reads them."""
+    return tile_cube_query(config.stac.url, tile, **_query_args(config)) | _ancillary_query(config)
+
+
+def _query_args(config: RunConfig) -> dict[str, Any]:
+    """The keyword arguments of a run's tile cube query (the same for the query and the build)."""
     start, end = date_range(config)
-    sig = tile_cube_query(
-        config.stac.url,
-        tile,
-        collection=config.stac.collection,
-        start=start,
-        end=end,
-        max_cloud=config.stac.max_cloud,
-        bands=cube_bands(config),
-        resampling=_resampling(config),
-    )
-    return sig | _ancillary_query(config)
+    return {
+        "collection": config.stac.collection,
+        "start": start,
+        "end": end,
+        "max_cloud": config.stac.max_cloud,
+        "bands": cube_bands(config),
+        "resampling": _resampling(config),
+    }
 
 
 def _resampling(config: RunConfig) -> str:
@@ -83,7 +85,6 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
         for key, section in (("s1", "sentinel1"), ("dem", "dem"))
     }
     beside = {k: u for k, u in ancillary_urls.items() if u}
-    start, end = date_range(config)
 
     def make_beside() -> dict[str, Any]:
         return dict(zip(("s1", "dem"), ancillary_layers(tile, config), strict=True))
@@ -93,12 +94,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
             config.stac.url,
             tile,
             url,
-            collection=config.stac.collection,
-            start=start,
-            end=end,
-            max_cloud=config.stac.max_cloud,
-            bands=cube_bands(config),
-            resampling=_resampling(config),
+            **_query_args(config),
             signing=resolve_signing(config.stac.signing, config.stac.url),
             storage_options=config.store.storage_options or None,
             reuse=True,
