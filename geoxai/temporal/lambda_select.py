@@ -13,9 +13,10 @@ weighted leave-one-out error summed over the criterion channels::
     CV = sum_c sum_i w_i ((y_ic - z_ic) / (1 - H_ii))^2
 
 and the pixel takes the candidate with the smallest CV (ties: the smoother one); a pixel with
-fewer than :data:`MIN_CHOICE_NODES` weighted nodes takes the first, near-interpolating one. ``H_ii`` is
-``w_i`` times the diagonal of ``(W + lambda P)^-1``, computed from the same ``L D L'`` factor as
-the fit by the banded-inverse recursion (Hutchinson & de Hoog 1985), ``O(n d^2)`` per pixel.
+fewer than :data:`MIN_CHOICE_NODES` weighted nodes takes the first, near-interpolating one.
+``H_ii`` is ``w_i`` times the diagonal of ``(W + lambda P)^-1``, computed from the same
+``L D L'`` factor as the fit by the banded-inverse recursion (Hutchinson & de Hoog 1985),
+``O(n d^2)`` per pixel.
 
 Seamless by construction: the choice depends only on the pixel's own series (no tile-level
 statistic), so two tiles that share a pixel choose the same candidate for it. The cost is one
