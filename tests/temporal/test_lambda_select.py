@@ -39,7 +39,7 @@ def test_criterion_equals_refitting_without_each_observation():
     w[:2, 0] = 1.0
     w[2:, 0] = 0.0  # two nodes: too few for order 2 (inf), enough for order 1
     y = rng.normal(size=(g, c, n))
-    cands = ((1, 0.1), (2, 3.0), (3, 1.0))
+    cands = ((1, 0.001), (1, 0.1), (2, 3.0), (3, 1.0))  # (1, 0.001): near-interpolation
     cv = lambda_cv(y, w, cands, scale=3.0)
     for k, (o, lam) in enumerate(cands):
         for q in range(n):
