@@ -21,7 +21,10 @@ __all__ = ["PIXEL_VERSION", "code_version", "config_hash", "canonical_json"]
 #:
 #: - 1: until 2026-12 (one lambda per tile, series ends extrapolated).
 #: - 2: per-pixel ``(order, lambda)`` by pooled leave-one-out CV; series held at their ends.
-PIXEL_VERSION = 2
+#: - 3: the choice among order-1 candidates from near-interpolation (lambda 0.001) to 1, and
+#:   pixels with fewer than 5 clear nodes take near-interpolation (issue 15: the default now
+#:   beats linear interpolation on the real composites).
+PIXEL_VERSION = 3
 
 
 @cache

@@ -322,7 +322,8 @@ def heldout_score(
         _, ybar, wsum, _ = bin_series(filled[:, crit], w, obs_days, smoothing)
         scale = smoothing.lambda_step_days / smoothing.grid_days
         cv = lambda_cv(ybar, wsum, smoothing.lambda_candidates, scale=scale)
-        choice = choose(cv.reshape(-1, *shape), smoothing.lambda_pool_px).ravel()
+        n_nodes = (wsum > 0).sum(axis=0).reshape(shape)
+        choice = choose(cv.reshape(-1, *shape), smoothing.lambda_pool_px, n_nodes).ravel()
     preds["smooth"], ok, _ = smooth_series(
         filled,
         w,

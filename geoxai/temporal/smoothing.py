@@ -423,6 +423,7 @@ def _lambda_choice(
     crit = criterion_channels(params.bands)
     ny, nx = raw.sizes["y"], raw.sizes["x"]
     cv = np.empty((len(sp.lambda_candidates), ny, nx))
+    n_nodes = np.empty((ny, nx), dtype=np.int64)
     for r0 in range(0, ny, rows):
         r1 = min(r0 + rows, ny)
         block = raw.isel(time=ti, y=slice(r0, r1)).sel(band=list(params.bands))
@@ -433,7 +434,8 @@ def _lambda_choice(
         cv[:, r0:r1] = lambda_cv(ybar, wsum, sp.lambda_candidates, scale=scale).reshape(
             -1, r1 - r0, nx
         )
-    return choose(cv, sp.lambda_pool_px)
+        n_nodes[r0:r1] = (wsum > 0).sum(axis=0).reshape(r1 - r0, nx)
+    return choose(cv, sp.lambda_pool_px, n_nodes)
 
 
 def _edge_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:

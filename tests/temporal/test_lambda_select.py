@@ -39,7 +39,7 @@ def test_criterion_equals_refitting_without_each_observation():
     w[:2, 0] = 1.0
     w[2:, 0] = 0.0  # two nodes: too few for order 2 (inf), enough for order 1
     y = rng.normal(size=(g, c, n))
-    cands = ((1, 0.1), (2, 3.0), (3, 1.0))
+    cands = ((1, 0.001), (1, 0.1), (2, 3.0), (3, 1.0))  # (1, 0.001): near-interpolation
     cv = lambda_cv(y, w, cands, scale=3.0)
     for k, (o, lam) in enumerate(cands):
         for q in range(n):
@@ -76,8 +76,22 @@ def test_noisy_flat_series_choose_strong_smoothing_wiggly_ones_weak():
     lams = [lam for _, lam in CANDIDATES]
     k_flat = select_lambda(flat, w, CANDIDATES, scale=3.0).index
     k_wig = select_lambda(wiggly, w, CANDIDATES, scale=3.0).index
-    assert np.median([lams[k] for k in k_flat]) >= 30.0
-    assert np.median([lams[k] for k in k_wig]) <= 1.0
+    assert np.median([lams[k] for k in k_flat]) == max(lams)  # the strongest candidate
+    assert np.median([lams[k] for k in k_wig]) <= 0.03
+
+
+def test_pixels_with_few_nodes_take_the_near_interpolating_candidate():
+    cv = np.array([[3.0, 3.0, np.inf], [1.0, 1.0, np.inf]])  # (K=2, N=3)
+    np.testing.assert_array_equal(choose(cv), [1, 1, 0])
+    np.testing.assert_array_equal(choose(cv, n_nodes=np.array([5, 4, 9])), [1, 0, 0])
+    assert CANDIDATES[0] == (1, 0.001)  # order 1, lambda -> 0: linear interpolation
+    g, n = 30, 8
+    w = np.zeros((g, n))
+    w[1::7] = 1.0  # 5 nodes
+    w[1, :4] = 0.0  # 4 nodes in the first 4 pixels
+    y = np.broadcast_to(0.3 + 0.05 * (-1.0) ** np.arange(g)[:, None, None], (g, 1, n))
+    k = select_lambda(y, w, CANDIDATES, scale=3.0).index  # alternating noise: smooth most
+    assert (k[:4] == 0).all() and (k[4:] == len(CANDIDATES) - 1).all()
 
 
 def test_smooth_selected_equals_fixed_smoothing_per_group():

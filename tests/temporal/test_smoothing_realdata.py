@@ -3,7 +3,7 @@ no invented values at the series' ends, bad input (../shared/realdata via the re
 
 The held-out protocol is :func:`geoxai.temporal.heldout.heldout_score`'s: every third clear
 observation of each pixel inside the time axis hidden, the rest smoothed with the default parameters
-(per-pixel (order, lambda) by leave-one-out CV, pooled over 3 x 3), the hidden values predicted.
+(per-pixel order-1 lambda by leave-one-out CV, pooled over 3 x 3), the hidden values predicted.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ SCORABLE = (
     "eolearn_ndvi",
 )
 """Real series with pixels that keep >= min_obs clear observations after hiding a third."""
-TIES_WITH_LINEAR = ("worldcereal_monthly_inputs", "openeo_bap_quintad", "eolearn_ndvi")
-"""Series on which no smoother of the family beats linear interpolation (measured: see the
-README's table); the default stays within 4 % of it there."""
+BEATS_LINEAR = ("worldcereal_monthly_inputs", "openeo_bap_quintad")
+"""Series on which the default beats linear interpolation only narrowly (the composites:
+0.3 % and 0.3 %, measured, see the README's table)."""
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_default_beats_the_reference_lambda_and_the_nearest_observations(scores,
 
 def test_default_beats_linear_and_reference_on_the_worldcereal_series_of_118_dates(scores):
     s = scores["worldcereal_ts_patch"]
-    assert s.mean_rmse() < 0.9 * s.mean_rmse("linear")  # measured: 0.0355 vs 0.0416
+    assert s.mean_rmse() < 0.9 * s.mean_rmse("linear")  # measured: 0.0352 vs 0.0416
     assert s.wins("linear") == 10 and s.wins("reference") == 10
 
 
@@ -75,15 +75,23 @@ def test_default_beats_the_reference_lambda_on_the_monthly_composites(scores):
     assert s.mean_rmse() < 0.95 * s.mean_rmse("reference")
 
 
-@pytest.mark.parametrize("name", TIES_WITH_LINEAR)
-def test_default_stays_close_to_linear_interpolation_where_it_does_not_beat_it(scores, name):
+@pytest.mark.parametrize("name", BEATS_LINEAR)
+def test_default_beats_linear_interpolation_on_the_composites(scores, name):
     s = scores[name]
-    assert s.mean_rmse() < 1.04 * s.mean_rmse("linear")
+    assert s.mean_rmse() < s.mean_rmse("linear")  # measured: 0.0434 vs 0.0435, 0.1324 vs 0.1327
+    assert s.wins("linear") >= len(s.channels) - 2  # measured: 7/9, 4/4
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 check not met: no smoother beats linear here")
-@pytest.mark.parametrize("name", TIES_WITH_LINEAR)
+def test_default_stays_close_to_linear_interpolation_on_the_eolearn_ndvi(scores):
+    s = scores["eolearn_ndvi"]
+    assert s.mean_rmse() < 1.01 * s.mean_rmse("linear")  # measured: 0.0944 vs 0.0940
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15 check not met: see the README's table")
+@pytest.mark.parametrize("name", ("worldcereal_monthly_inputs", "eolearn_ndvi"))
 def test_default_beats_linear_interpolation_on_every_series(scores, name):
+    """eo-learn NDVI: observations snapped to the 5-day grid (1.1 days off on every date) cost
+    more than smoothing gains; monthly composites: 7 of 9 bands, not 8."""
     s = scores[name]
     assert s.mean_rmse() < s.mean_rmse("linear")
     assert s.wins("linear") >= 0.8 * len(s.channels)
@@ -135,7 +143,7 @@ def test_no_invented_values_before_a_late_first_clear_date(realdata, monkeypatch
     assert bool(ds["valid"].all()) and np.isfinite(ds["features"].values).all()
     assert float(ds["edge_gap_days"].min()) > SPARSE_MAX_EDGE_GAP_DAYS
     assert (quality_layer(ds) == 2).all()
-    assert held <= 0.02  # measured: 0.016 (per-pixel lambda), 0.018 (lambda 100)
+    assert held <= 0.02  # measured: 0.0000 (per-pixel lambda, order 1), 0.018 (lambda 100)
     monkeypatch.setattr(
         "geoxai.temporal.smoothing.hold_ends", lambda z, w: z
     )  # the old extrapolation
@@ -144,7 +152,10 @@ def test_no_invented_values_before_a_late_first_clear_date(realdata, monkeypatch
         f"lambda {lam}: max excess over the clear range {held:.4f} "
         f"(extrapolated: {extrapolated:.4f})"
     )
-    assert extrapolated > 0.1  # measured: 0.66 (per-pixel lambda), 0.24 (lambda 100)
+    if lam is None:  # order 1 is flat beyond its last node by itself: nothing to hold
+        assert extrapolated == pytest.approx(held, abs=1e-4)
+    else:  # order 2 extrapolates its end slope
+        assert extrapolated > 0.1  # measured: 0.24 (lambda 100)
 
 
 def test_one_clear_observation_or_none_gives_flags_and_typed_errors_not_nan(realdata):
