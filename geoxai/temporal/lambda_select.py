@@ -40,6 +40,7 @@ from geoxai.temporal.whittaker import (
     block_px,
     check_lambda,
     difference_penalty_bands,
+    ldl_block,
     numba_threads,
     whittaker,
     whittaker_torch,
@@ -155,28 +156,7 @@ def _cv_blocks(y, w, bands, orders, lams, blk, cv):  # type: ignore[no-untyped-d
             for i in range(g):
                 for q in range(m):
                     wc[i, q] = w[i, s + q] if npos[q] > p else 1.0
-            for i in range(g):  # L D L' (operation order of geoxai.temporal.whittaker._factor)
-                kmax = min(i, p)
-                for k in range(kmax, 0, -1):
-                    j = i - k
-                    lb = lam * bands[kk, k, i]
-                    for q in range(m):
-                        low[k, i, q] = lb
-                    for mm in range(max(i - p, 0), j):
-                        for q in range(m):
-                            low[k, i, q] = (
-                                low[k, i, q] - low[i - mm, i, q] * low[j - mm, j, q] * piv[mm, q]
-                            )
-                    for q in range(m):
-                        low[k, i, q] = low[k, i, q] * dinv[j, q]
-                lb0 = lam * bands[kk, 0, i]
-                for q in range(m):
-                    piv[i, q] = wc[i, q] + lb0
-                for k in range(1, kmax + 1):
-                    for q in range(m):
-                        piv[i, q] = piv[i, q] - low[k, i, q] * low[k, i, q] * piv[i - k, q]
-                for q in range(m):
-                    dinv[i, q] = 1.0 / piv[i, q]
+            ldl_block(wc, bands[kk], lam, p, low, piv, dinv)
             for i in range(g - 1, -1, -1):  # diagonal of the inverse, banded recursion
                 kmax = min(p, g - 1 - i)
                 for mo in range(kmax, 0, -1):

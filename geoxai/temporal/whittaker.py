@@ -199,6 +199,42 @@ def _solve_numpy(b: np.ndarray, low: np.ndarray, dinv: np.ndarray) -> None:
             np.subtract(b[i], tmp, out=b[i])
 
 
+def ldl_block(wc, bands, lam, p, low, piv, dinv):  # type: ignore[no-untyped-def]
+    """Banded ``L D L'`` factor of ``W + lam D' D`` for a block of ``m`` pixels (compiled).
+
+    ``wc`` ``(n, m)`` weights, ``bands`` ``(p + 1, n)`` penalty bands, ``lam`` the grid lambda,
+    ``p`` the order; fills ``low`` ``(>= p + 1, n, m)`` (unit lower factor, band ``k`` at
+    ``low[k]``), ``piv`` ``(n, m)`` (``D``) and ``dinv`` ``(n, m)`` (``1 / D``). Same operations
+    in the same order as :func:`_factor` per pixel; the one factorization of the smoothing
+    kernel and of the leave-one-out kernel (:mod:`geoxai.temporal.lambda_select`).
+    """
+    n, m = wc.shape
+    for i in range(n):
+        kmax = min(i, p)
+        for k in range(kmax, 0, -1):
+            j = i - k
+            lb = lam * bands[k, i]
+            for q in range(m):
+                low[k, i, q] = lb
+            for mm in range(max(i - p, 0), j):
+                for q in range(m):
+                    low[k, i, q] = low[k, i, q] - low[i - mm, i, q] * low[j - mm, j, q] * piv[mm, q]
+            for q in range(m):
+                low[k, i, q] = low[k, i, q] * dinv[j, q]
+        lb0 = lam * bands[0, i]
+        for q in range(m):
+            piv[i, q] = wc[i, q] + lb0
+        for k in range(1, kmax + 1):
+            for q in range(m):
+                piv[i, q] = piv[i, q] - low[k, i, q] * low[k, i, q] * piv[i - k, q]
+        for q in range(m):
+            dinv[i, q] = 1.0 / piv[i, q]
+
+
+if HAVE_NUMBA:
+    ldl_block = _njit(cache=True, fastmath=False, nogil=True)(ldl_block)
+
+
 def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-untyped-def]
     """Compiled engine: smooth blocks of ``blk`` pixels in parallel (see the module doc).
 
@@ -230,29 +266,7 @@ def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-un
         for i in range(n):
             for q in range(m):
                 wc[i, q] = w[i, s + q] if ok[q] else 1.0  # dummy weights keep it regular
-        # L D L' factorization, once for all bands (order of operations as in _factor)
-        for i in range(n):
-            kmax = min(i, p)
-            for k in range(kmax, 0, -1):
-                j = i - k
-                lb = lam * bands[k, i]
-                for q in range(m):
-                    low[k, i, q] = lb
-                for mm in range(max(i - p, 0), j):
-                    for q in range(m):
-                        low[k, i, q] = (
-                            low[k, i, q] - low[i - mm, i, q] * low[j - mm, j, q] * piv[mm, q]
-                        )
-                for q in range(m):
-                    low[k, i, q] = low[k, i, q] * dinv[j, q]
-            lb0 = lam * bands[0, i]
-            for q in range(m):
-                piv[i, q] = wc[i, q] + lb0
-            for k in range(1, kmax + 1):
-                for q in range(m):
-                    piv[i, q] = piv[i, q] - low[k, i, q] * low[k, i, q] * piv[i - k, q]
-            for q in range(m):
-                dinv[i, q] = 1.0 / piv[i, q]
+        ldl_block(wc, bands, lam, p, low, piv, dinv)  # once for all bands
         for i in range(n):
             for q in range(m):
                 ok[q] = ok[q] and piv[i, q] > 0
