@@ -30,9 +30,7 @@ import hashlib
 import importlib
 import io
 import json
-import pickle
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,12 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import ValidationError
 from torch import nn
 
 from geoxai.errors import ConfigError, GeoXAIError, ModelBundleError
 from geoxai.inference.predict import predict_windows
 from geoxai.inference.windows import Blended, WindowParams, required_halo
+from geoxai.models.bundle_files import MODEL_JSON, BundleFiles, load_state_dict, read_spec
 from geoxai.models.bundle_spec import BundleModel, BundleSpec
 from geoxai.models.onnx import forward_runtime, onnx_network, read_onnx_file
 
@@ -60,11 +58,6 @@ __all__ = [
     "save_bundle",
     "wrap_module",
 ]
-"""Names looked up, in order, for the (y, x) validity layer beside a model-ready cube."""
-
-
-MODEL_JSON = "model.json"
-"""Name of the bundle's description file."""
 
 
 ARCHITECTURES: dict[str, str] = {
@@ -136,7 +129,7 @@ class LoadedBundle:
                 f"Bundle {self.path} has no extra file {key!r}; it has "
                 f"{sorted(self.spec.extra_files)}."
             )
-        return _Source(self.path).read(self.spec.extra_files[key])
+        return BundleFiles(self.path).read(self.spec.extra_files[key])
 
     def check_cube(self, cube: Any, *, core_px: int | None = None) -> list[int]:
         """Check a model-ready cube against the bundle before any compute.
@@ -314,51 +307,6 @@ class LoadedBundle:
         )
 
 
-class _Source:
-    """Read files of a bundle directory or zip (never extracted to disk)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.is_zip = path.is_file() and zipfile.is_zipfile(path)
-        if not (self.is_zip or path.is_dir()):
-            raise ModelBundleError(
-                f"Model bundle {path} is neither a directory nor a zip file; a bundle is a folder "
-                f"with {MODEL_JSON} and a weights file."
-            )
-
-    def read(self, name: str) -> bytes:
-        if self.is_zip:
-            with zipfile.ZipFile(self.path) as z:
-                members = {Path(n).name: n for n in z.namelist() if not n.endswith("/")}
-                if name not in members:
-                    raise ModelBundleError(f"Model bundle {self.path} has no file {name!r}.")
-                return z.read(members[name])
-        f = self.path / name
-        if not f.is_file():
-            raise ModelBundleError(f"Model bundle {self.path} has no file {name!r}.")
-        return f.read_bytes()
-
-
-def _read_spec(src: _Source) -> BundleSpec:
-    try:
-        raw = src.read(MODEL_JSON)
-    except ModelBundleError as exc:
-        raise ModelBundleError(
-            f"{src.path} has no {MODEL_JSON}; a bundle is a folder with {MODEL_JSON} (see "
-            "geoxai.models.bundle_spec.BundleSpec) and its weights. Create one with "
-            "save_bundle/wrap_module."
-        ) from exc
-    try:
-        return BundleSpec.model_validate(json.loads(raw))
-    except json.JSONDecodeError as exc:
-        raise ModelBundleError(f"{src.path}/{MODEL_JSON} is not valid JSON: {exc}.") from exc
-    except ValidationError as exc:
-        errs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise ModelBundleError(f"{src.path}/{MODEL_JSON} is invalid: {errs}.") from exc
-
-
 def _resolve(name: str, where: Path) -> type[nn.Module]:
     if name not in ARCHITECTURES:
         close = difflib.get_close_matches(name, [*ARCHITECTURES, "torchscript", "onnx"], n=2)
@@ -377,42 +325,6 @@ def _resolve(name: str, where: Path) -> type[nn.Module]:
             f"({exc}); install the module that provides it."
         ) from exc
     return cls  # type: ignore[no-any-return]
-
-
-def _load_state_dict(data: bytes, fname: str, where: Path) -> dict[str, torch.Tensor]:
-    if fname.endswith(".safetensors"):
-        from safetensors import (
-            SafetensorError,  # lazy: safetensors only when weights are read or written
-        )
-        from safetensors.torch import (
-            load as st_load,  # lazy: safetensors only when weights are read or written
-        )
-
-        try:
-            return st_load(data)
-        except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
-            raise ModelBundleError(
-                f"Bundle {where}: weights {fname} are not a readable safetensors file ({exc}); "
-                "the file is corrupt or truncated: re-export the weights."
-            ) from exc
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelBundleError(
-            f"Bundle {where}: weights {fname} hold Python objects other than tensors and were "
-            "refused (loaded with weights_only=True, nothing was executed). Save a plain "
-            "state_dict (torch.save(model.state_dict(), ...)) or, better, safetensors."
-        ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ModelBundleError(
-            f"Bundle {where}: weights {fname} are corrupt or not a torch file ({exc}); re-export."
-        ) from exc
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelBundleError(
-            f"Bundle {where}: weights {fname} are not a state_dict (a mapping of names to "
-            f"tensors) but a {type(obj).__name__}."
-        )
-    return dict(obj)
 
 
 def load_bundle(
@@ -441,8 +353,8 @@ def load_bundle(
     if p.is_file() and p.suffix.lower() == ".onnx":
         spec, data = read_onnx_file(p)
     else:
-        spec = _read_spec(_Source(p))
-        data = _Source(p).read(spec.weights)
+        spec = read_spec(BundleFiles(p))
+        data = BundleFiles(p).read(spec.weights)
     if spec.weights_sha256 is not None:
         got = hashlib.sha256(data).hexdigest()
         if got != spec.weights_sha256.lower():
@@ -493,7 +405,7 @@ def load_bundle(
                 f"Bundle {p}: cannot build {spec.architecture} with arch_kwargs "
                 f"{spec.arch_kwargs} ({exc})."
             ) from exc
-        state = _load_state_dict(data, spec.weights, p)
+        state = load_state_dict(data, spec.weights, p)
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
