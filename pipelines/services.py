@@ -35,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ __all__ = [
     "start_logged",
     "stop_process",
     "log_tail",
+    "serve_forever",
     "executable",
 ]
 
@@ -314,11 +316,20 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--collection", default=None, help="serve every item under this id")
     args = parser.parse_args(argv)
 
+    serve_forever(local_stac_api(args.items, args.collection))
+
+
+def serve_forever(server: AbstractContextManager[str]) -> None:
+    """Enter ``server`` (a context manager yielding its URL), print the URL and serve until
+    Ctrl-C or SIGTERM; the server's clean-up runs either way. The ``python -m`` entry points of
+    the local STAC servers (this module's rustac, ``tests.fixtures.pgstac``) share it."""
+
     def _terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second kill must not cut the clean-up
         raise KeyboardInterrupt  # run the context managers' clean-up on `kill` too
 
     signal.signal(signal.SIGTERM, _terminate)
-    with local_stac_api(args.items, args.collection) as url:
+    with server as url:
         print(url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
