@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
@@ -86,11 +87,17 @@ def _source_text(source: Source) -> str | list[str] | None:
     return None
 
 
+def _committed_marker(url: str, so: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The commit marker of the store at ``url``; None when it is not committed."""
+    if not store.is_committed(url, storage_options=so):
+        return None
+    return store.read_commit(url, storage_options=so)
+
+
 def committed_query(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
     """The query in the commit marker of the store at ``url``; None when it is not committed."""
-    if not store.is_committed(url, storage_options=storage_options):
-        return None
-    return store.read_commit(url, storage_options=storage_options).get("extra", {}).get("query")
+    marker = _committed_marker(url, storage_options)
+    return None if marker is None else marker.get("extra", {}).get("query")
 
 
 @dataclass(frozen=True)
@@ -129,10 +136,8 @@ def _reusable(
     so: Mapping[str, Any] | None,
 ) -> dict[str, Any] | None:
     """The marker of a committed cube of ``query`` whose beside layers are committed with it."""
-    if not store.is_committed(url, storage_options=so):
-        return None
-    marker = store.read_commit(url, storage_options=so)
-    if marker.get("extra", {}).get("query") != query:
+    marker = _committed_marker(url, so)
+    if marker is None or marker.get("extra", {}).get("query") != query:
         return None
     if any(committed_query(u, so) != query for u in beside.values()):
         return None
@@ -265,15 +270,10 @@ def build_tile_cube(
         "item_ids": list(ids),
         **{f"{k}_item_ids": list(v) for k, v in beside_ids.items()},
     }
-    if progress is None:
+    with _DaskProgress(progress) if progress is not None else contextlib.nullcontext():
         marker = store.write_dataset(
             cube, out_url, storage_options=so, overwrite=replace, extra=extra
         )
-    else:
-        with _DaskProgress(progress):
-            marker = store.write_dataset(
-                cube, out_url, storage_options=so, overwrite=replace, extra=extra
-            )
     return CubeRecord(
         url=str(marker["url"]),
         tile_id=tile.id,
