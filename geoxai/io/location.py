@@ -22,6 +22,7 @@ __all__ = [
     "StoreLocation",
     "URL",
     "resolve",
+    "same_location",
     "storage_errors",
 ]
 
@@ -135,6 +136,12 @@ def resolve(
         f"Store URL {text!r} has scheme {scheme!r}; geoxai stores live on a local path or at "
         "s3://bucket/prefix."
     )
+
+
+def same_location(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two store URLs or paths name the same place (``/x/y/``, ``file:///x/y`` and a
+    relative path to it are one; ``s3://b/k/`` is ``s3://b/k``). Compares names, not contents."""
+    return resolve(a, {}).url == resolve(b, {}).url
 
 
 URL = str | os.PathLike[str] | StoreLocation

@@ -47,6 +47,7 @@ from geoxai.errors import ConfigError, InvalidInputError, ModelBundleError, Stor
 from geoxai.inference.windows import WindowParams
 from geoxai.io.cog import write_array_cog
 from geoxai.io.config_file import save_config
+from geoxai.io.location import same_location
 from geoxai.io.rasters import (
     Grid,
     MaskInput,
@@ -302,12 +303,10 @@ def _check_out_file(out: Path) -> None:
         raise StoreError(f"Output {str(out)!r} exists and is not writable; remove it first.")
 
 
-def _check_not_an_input(out: Path, inputs: list[Any]) -> None:
+def _check_not_an_input(out: Path, inputs: list[RasterInput]) -> None:
     """Refuse an output file that is one of the inputs: writing it would destroy the input."""
-    target = out.resolve()
-    for item in inputs:
-        path = getattr(item, "path", None) or (item.get("path") if isinstance(item, dict) else None)
-        if path and Path(path).resolve() == target:
+    for path in (r.path for r in inputs):
+        if same_location(out, path):
             raise InvalidInputError(
                 f"Output {str(out)!r} is the input raster {path!r}: predicting would overwrite "
                 "it. Give another --out file."

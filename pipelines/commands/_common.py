@@ -34,11 +34,10 @@ def check_out_is_not_input(out: str, inputs: dict[str, str]) -> None:
     """Refuse ``--out`` naming one of the command's inputs (``{"--cube": url}``): with
     ``--overwrite`` the write would delete the input it reads. Checked before any compute."""
     from geoxai.errors import InvalidInputError
-    from geoxai.io.location import resolve
+    from geoxai.io.location import same_location
 
-    target = resolve(out).url.rstrip("/")
     for option, url in inputs.items():
-        if url and resolve(url).url.rstrip("/") == target:
+        if url and same_location(out, url):
             raise InvalidInputError(
                 f"--out {out!r} is the {option} input {url!r}: writing it would replace the "
                 "input. Give another --out."
