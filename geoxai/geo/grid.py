@@ -44,6 +44,7 @@ __all__ = [
     "tile_from_id",
     "tile_at",
     "utm_epsg",
+    "split_at_antimeridian",
 ]
 
 TILE_SIZE_M = 6000
@@ -179,11 +180,7 @@ class TileSpec:
         +-180 degrees (RFC 7946, as STAC items are), never a polygon around the globe."""
         b = self.bounds if halo else self.core_bounds
         poly = shapely.segmentize(box(*b), self.tile_size_m / 20)
-        lonlat = reproject(poly, _to_lonlat(self.epsg))
-        x0, _, x1, _ = lonlat.bounds
-        if x1 - x0 <= 180.0:
-            return lonlat
-        return antimeridian.fix_polygon(lonlat, great_circle=False)
+        return split_at_antimeridian(reproject(poly, _to_lonlat(self.epsg)))
 
     def lonlat_bbox(self, *, halo: bool = False) -> tuple[float, float, float, float]:
         """``(minlon, minlat, maxlon, maxlat)`` of :meth:`footprint`, degrees. For a tile across
@@ -258,6 +255,16 @@ def tile_at(lon: float, lat: float, halo_px: int = 0) -> TileSpec:
     epsg = utm_epsg(lon, lat)
     x, y = from_lonlat(epsg).transform(lon, lat)
     return TileSpec(epsg, int(x // TILE_SIZE_M), int(y // TILE_SIZE_M), halo_px)
+
+
+def split_at_antimeridian(polygon: BaseGeometry) -> BaseGeometry:
+    """A lon/lat polygon as it is, or, when its longitudes span more than 180 degrees (a ring
+    reprojected across the antimeridian), a MultiPolygon split at +-180 (RFC 7946, the
+    ``antimeridian`` package as stactools uses it)."""
+    x0, _, x1, _ = polygon.bounds
+    if x1 - x0 <= 180.0:
+        return polygon
+    return antimeridian.fix_polygon(polygon, great_circle=False)
 
 
 def reproject(geom: BaseGeometry, transformer: Transformer) -> BaseGeometry:

@@ -40,7 +40,7 @@ from affine import Affine
 from shapely.geometry import Polygon, mapping
 
 from geoxai.geo.bands import BANDS, S2_BANDS
-from geoxai.geo.grid import RESOLUTION_M
+from geoxai.geo.grid import RESOLUTION_M, split_at_antimeridian
 from geoxai.synthetic.ancillary import write_ancillary
 from geoxai.synthetic.files import collection_links, write_cog
 
@@ -257,20 +257,14 @@ def _asset(name: str, href: Path, bounds: tuple[float, ...], shape10: tuple[int,
     return asset
 
 
-def _lonlat_polygon(lon: Any, lat: Any) -> dict[str, Any]:
-    """GeoJSON of a footprint ring; split at the antimeridian when it crosses (RFC 7946)."""
+def _lonlat_footprint(lon: Any, lat: Any) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON geometry and bbox of a footprint ring; across the antimeridian split at 180
+    degrees with ``minlon > maxlon`` in the bbox (RFC 7946)."""
     ring = [[a, b] for a, b in zip(lon, lat, strict=True)]
-    if max(lon) - min(lon) > 180.0:
-        split = antimeridian.fix_polygon(Polygon(ring), great_circle=False)
-        return json.loads(json.dumps(mapping(split)))
-    return {"type": "Polygon", "coordinates": [ring]}
-
-
-def _lonlat_bbox(lon: Any, lat: Any) -> list[float]:
-    """``[minlon, minlat, maxlon, maxlat]``; ``minlon > maxlon`` across 180 (RFC 7946)."""
-    if max(lon) - min(lon) > 180.0:
-        return [float(v) for v in antimeridian.bbox(_lonlat_polygon(lon, lat))]
-    return [min(lon), min(lat), max(lon), max(lat)]
+    geom = split_at_antimeridian(Polygon(ring))
+    if geom.geom_type == "Polygon":
+        return {"type": "Polygon", "coordinates": [ring]}, [min(lon), min(lat), max(lon), max(lat)]
+    return json.loads(json.dumps(mapping(geom))), [float(v) for v in antimeridian.bbox(geom)]
 
 
 def stac_item(
@@ -282,6 +276,7 @@ def stac_item(
     """
     x0, y0, x1, y1 = world.bounds
     lon, lat = world.to_lonlat([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0])
+    geometry, bbox = _lonlat_footprint(lon, lat)
     counts = np.bincount(scl.ravel(), minlength=12).astype(np.float64)
     valid = max(float(counts[1:].sum()), 1.0)
 
@@ -337,7 +332,7 @@ def stac_item(
         "stac_extensions": list(_ES_EXTENSIONS),
         "id": item_id,
         "properties": props,
-        "geometry": _lonlat_polygon(lon, lat),
+        "geometry": geometry,
         "links": [
             *({"rel": r, "type": "application/json", "href": coll} for r in ("collection", "root")),
             {"rel": "parent", "type": "application/json", "href": coll},
@@ -351,7 +346,7 @@ def stac_item(
             BANDS[n].common_name: _asset(n, folder / f"{n}.tif", world.bounds, world.shape)
             for n in (*S2_BANDS, "SCL")
         },
-        "bbox": _lonlat_bbox(lon, lat),
+        "bbox": bbox,
         "collection": world.params.collection_id,
     }
 
