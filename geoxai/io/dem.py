@@ -48,6 +48,8 @@ def build_dem(
     items: Sequence[pystac.Item | Mapping[str, Any]],
     tile: TileSpec,
     params: DemParams = DemParams(),
+    *,
+    signing: str = "none",
 ) -> xr.DataArray:
     """Elevation (metres, NaN voids) on the tile grid extended by ``params.extra_px`` pixels.
 
@@ -55,6 +57,8 @@ def build_dem(
         items: DEM STAC items (pystac or dicts) with the elevation asset ``params.asset``.
         tile: the tile and its halo.
         params: asset, resampling, void values.
+        signing: ``"none"`` or ``"planetary-computer"``: hrefs signed when each asset is
+            opened, by the process that reads it (:func:`geoxai.io.cube.stack_assets`).
 
     Returns:
         DataArray ``DEM`` ``(y, x)`` float32 on ``tile.with_halo(tile.halo_px +
@@ -82,7 +86,9 @@ def build_dem(
     norm.sort(key=lambda i: i.id)
     ext = tile.with_halo(tile.halo_px + params.extra_px)
     try:
-        stack = stack_assets(norm, ext, [params.asset], params.resampling, 2048).isel(band=0)
+        stack = stack_assets(
+            norm, ext, [params.asset], params.resampling, 2048, signing=signing
+        ).isel(band=0)
     except ValueError as exc:  # stackstac: no item overlaps the bounds
         raise NoDataError(f"Tile {tile.id}: no DEM item overlaps it ({exc}).") from exc
     voids = set(params.void_values)

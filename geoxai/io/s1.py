@@ -245,10 +245,10 @@ def search_s1(
 
 
 def _stack_pol(
-    items: list[pystac.Item], tile: TileSpec, pol: str, params: S1Params
+    items: list[pystac.Item], tile: TileSpec, pol: str, params: S1Params, signing: str
 ) -> xr.DataArray:
 
-    return stack_assets(items, tile, [pol.lower()], params.resampling, 1024)
+    return stack_assets(items, tile, [pol.lower()], params.resampling, 1024, signing=signing)
 
 
 def _to_power(da: xr.DataArray, items: list[pystac.Item], pol: str, params: S1Params):
@@ -283,6 +283,7 @@ def build_s1_cube(
     *,
     start: str | dt.date | None = None,
     end: str | dt.date | None = None,
+    signing: str = "none",
 ) -> xr.DataArray:
     """Lazy ``(time, band, y, x)`` float32 linear-power cube of S1 acquisitions on the tile grid.
 
@@ -293,6 +294,8 @@ def build_s1_cube(
         params: polarisations, missing-polarisation policy, resampling, GRD calibration.
         start: first day kept (inclusive); None = no bound.
         end: last day kept (inclusive); None = no bound.
+        signing: ``"none"`` or ``"planetary-computer"``: hrefs signed when each asset is
+            opened, by the process that reads it (:func:`geoxai.io.cube.stack_assets`).
 
     Returns:
         DataArray ``backscatter``, band = ``params.polarizations``, time = acquisition times
@@ -353,7 +356,7 @@ def build_s1_cube(
         # stackstac fills an asset that an item lacks with NaN (policy "nan") and leaves out
         # items whose footprint misses the tile: align its result on the item ids
         try:
-            st = _stack_pol(chosen, tile, pol, params).isel(band=0)
+            st = _stack_pol(chosen, tile, pol, params, signing).isel(band=0)
         except ValueError as exc:  # stackstac: no item overlaps the bounds
             raise NoDataError(f"Tile {tile.id}: no Sentinel-1 item overlaps it ({exc}).") from exc
         ids = [str(v) for v in np.atleast_1d(st["id"].values)]

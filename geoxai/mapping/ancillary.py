@@ -12,6 +12,7 @@ from geoxai.config import RunConfig
 from geoxai.errors import ConfigError, InvalidInputError
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
+from geoxai.io.signing import resolve_signing
 from geoxai.mapping.ancillary_dem import terrain
 from geoxai.mapping.ancillary_s1 import s1_steps
 from geoxai.mapping.outcomes import CubeStage
@@ -87,14 +88,22 @@ def ancillary_layers(tile: TileSpec, config: RunConfig) -> tuple[Any, Any]:
     """
     s1 = terr = None
     if config.sentinel1 is not None:
+        url = config.sentinel1.url or config.stac.url
         s1 = s1_steps(
-            config.sentinel1.url or config.stac.url,
+            url,
             tile,
             preprocess_params(config).smoothing,
             config.sentinel1.params(),
+            signing=resolve_signing(config.stac.signing, str(url)),
         )
     if config.dem is not None:
-        terr = terrain(config.dem.url or config.stac.url, tile, config.dem.params())
+        url = config.dem.url or config.stac.url
+        terr = terrain(
+            url,
+            tile,
+            config.dem.params(),
+            signing=resolve_signing(config.stac.signing, str(url)),
+        )
     return s1, terr
 
 

@@ -29,6 +29,8 @@ def terrain(
     source: str | os.PathLike[str] | Sequence[Any],
     tile: TileSpec,
     params: DemParams = DemParams(),
+    *,
+    signing: str = "none",
     **search_kwargs: Any,
 ) -> xr.Dataset:
     """``DEM``, ``slope`` and ``dem_flags`` of a tile (module docstring).
@@ -38,6 +40,7 @@ def terrain(
             items themselves.
         tile: the tile with its halo; outputs are on ``tile.shape`` / ``tile.coords()``.
         params: DEM parameters.
+        signing: ``"none"`` or ``"planetary-computer"``: hrefs signed as they are read.
         search_kwargs: passed to :func:`geoxai.io.stac.search`.
 
     Returns:
@@ -48,7 +51,7 @@ def terrain(
             items: Sequence[Any] = search_dem(source, tile, params, **search_kwargs)
         else:
             items = list(source)
-        elev = build_dem(items, tile, params)
+        elev = build_dem(items, tile, params, signing=signing)
     except NoDataError as exc:
         log.info("tile %s: no DEM (%s)", tile.id, exc)
         return terrain_nodata(tile, reason=str(exc))

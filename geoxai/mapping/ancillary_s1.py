@@ -29,6 +29,8 @@ def s1_steps(
     tile: TileSpec,
     smoothing: Any,
     params: S1Params = S1Params(),
+    *,
+    signing: str = "none",
     **search_kwargs: Any,
 ) -> xr.Dataset:
     """Search (or take items), choose the orbit, build and aggregate: the tile's S1 layer.
@@ -36,6 +38,7 @@ def s1_steps(
     ``source`` is a STAC API URL / local item files (searched over the super-block by
     :func:`search_s1`) or the items of the super-block themselves. The window searched is the
     axis plus half an aggregation window on each side. No coverage -> :func:`s1_nodata`.
+    ``signing`` (``"none"``/``"planetary-computer"``) signs asset hrefs as they are read.
 
     Returns:
         the :func:`aggregate_s1` dataset, with ``attrs["orbit"]`` (the chosen direction) and
@@ -56,7 +59,7 @@ def s1_steps(
             norm = [s1_item(it) for it in source]  # type: ignore[arg-type]
             choice = choose_orbit(norm, params)
             items = keep_orbit(norm, choice)
-        cube = build_s1_cube(items, tile, params, start=start, end=end)
+        cube = build_s1_cube(items, tile, params, start=start, end=end, signing=signing)
     except NoDataError as exc:
         log.info("tile %s: no Sentinel-1 coverage (%s)", tile.id, exc)
         return s1_nodata(tile, smoothing, params, reason=str(exc))

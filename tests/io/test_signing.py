@@ -233,3 +233,112 @@ def test_run_config_selects_signing_outside_the_output_hash():
     assert auto.output_hash() == forced.output_hash()
     with pytest.raises(GeoXAIError):
         load_run_config({**doc, "stac": {**doc["stac"], "signing": "azure"}})
+
+
+def test_sentinel1_and_dem_of_a_run_are_signed_when_read(pc_standin, tmp_path):
+    """The run's ancillary layers (``sentinel1``/``dem`` sections) sign their hrefs at read time
+    by ``stac.signing``, like the optical cube: unsigned they are refused (403)."""
+    import pandas as pd
+    from affine import Affine
+
+    from geoxai.config import RunConfig
+    from geoxai.mapping.ancillary import ancillary_layers
+    from geoxai.synthetic.files import write_cog
+
+    tile = TileSpec(32631, 960, 9380, halo_px=4, tile_size_m=600)
+    lon0, lat0, lon1, lat1 = tile.footprint(halo=True).buffer(0.01).bounds
+    x0, _, _, y1 = tile.with_halo(40).bounds
+    n = tile.with_halo(40).shape[0]
+    grid = Affine(10.0, 0.0, x0, 0.0, -10.0, y1)
+    ring = [[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1], [lon0, lat0]]
+
+    def blob(account: str, container: str, name: str, values: np.ndarray) -> str:
+        path = pc_standin.root / account / container / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_cog(path, values, grid, tile.crs, None)
+        return f"{pc_standin.blob_url}/{account}/{container}/{name}"
+
+    def item(iid: str, collection: str, when: str, assets: dict, props: dict) -> dict:
+        return {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": iid,
+            "collection": collection,
+            "bbox": [lon0, lat0, lon1, lat1],
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"datetime": when, "proj:epsg": tile.epsg, **props},
+            "links": [],
+            "assets": {
+                k: {
+                    "href": href,
+                    "type": "image/tiff; application=geotiff",
+                    "roles": ["data"],
+                    "proj:shape": [n, n],
+                    "proj:transform": list(grid)[:6],
+                    "raster:bands": [{"data_type": "float32", "nodata": -32768}],
+                }
+                for k, href in assets.items()
+            },
+        }
+
+    elev = np.full((n, n), 250.0, np.float32)
+    dem = item(
+        "dem-1",
+        "cop-dem-glo-30",
+        "2021-04-22T00:00:00Z",
+        {"data": blob("elevationeuwest", "copernicus-dem", "dem.tif", elev)},
+        {},
+    )
+    s1 = [
+        item(
+            f"S1A_SIGNED_{i}",
+            "sentinel-1-rtc",
+            (pd.Timestamp("2023-05-01T06:00:00Z") + pd.Timedelta(days=12 * i)).isoformat(),
+            {
+                p: blob(
+                    "sentinel1euwestrtc",
+                    "sentinel1-grd-rtc",
+                    f"{i}_{p}.tif",
+                    np.full((n, n), v, np.float32),
+                )
+                for p, v in (("vv", 0.05), ("vh", 0.01))
+            },
+            {
+                "sar:polarizations": ["VV", "VH"],
+                "sat:orbit_state": "ascending",
+                "constellation": "sentinel-1",
+            },
+        )
+        for i in range(3)
+    ]
+    for name, docs in (("dem.ndjson", [dem]), ("s1.ndjson", s1)):
+        (tmp_path / name).write_text("".join(json.dumps(d) + "\n" for d in docs))
+
+    def config(signing: str) -> RunConfig:
+        return RunConfig.model_validate(
+            {
+                "name": "signed-ancillary",
+                "year": 2023,
+                "aoi": "bbox:3.0,50.0,3.01,50.01",
+                "stac": {"url": str(tmp_path / "dem.ndjson"), "signing": signing},
+                "sentinel1": {"url": str(tmp_path / "s1.ndjson"), "min_acquisitions": 1},
+                "dem": {"url": str(tmp_path / "dem.ndjson")},
+                "store": {"root": str(tmp_path / "store")},
+                "models": {"prediction": "bundle"},
+            }
+        )
+
+    before = sum(pc_standin.tokens.requests.values())
+    s1_layer, terr = ancillary_layers(tile, config("planetary-computer"))
+    np.testing.assert_allclose(terr["DEM"].values, 250.0)
+    vv = s1_layer["backscatter"].sel(band="VV").values  # (step, y, x) dB
+    assert s1_layer["s1_valid"].values.all() and np.isfinite(vv).any()
+    np.testing.assert_allclose(vv[np.isfinite(vv)], 10 * np.log10(0.05), atol=1e-4)
+    # one token per container read (DEM, S1), not one per asset
+    assert sum(pc_standin.tokens.requests.values()) - before == 2
+    assert set(pc_standin.tokens.requests) >= {
+        ("elevationeuwest", "copernicus-dem"),
+        ("sentinel1euwestrtc", "sentinel1-grd-rtc"),
+    }
+    with pytest.raises(DataAccessError, match="403"):
+        ancillary_layers(tile, config("none"))
