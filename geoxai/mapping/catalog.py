@@ -6,6 +6,12 @@ resolve::
 
     catalog/collection.json                       the Collection (root)
     catalog/<tile_id>/<tile_id>.json              one Item per tile recorded ``done``
+    catalog/items.parquet                         the same Items as stac-geoparquet
+
+The stac-geoparquet file (written by ``rustac``; asset ``geoparquet-items`` of the Collection,
+hrefs relative to ``catalog/``) is what a country-scale catalog is queried through: one file
+instead of one JSON per tile, readable by ``rustac``, ``stac-geoparquet``, DuckDB or any
+Parquet reader (one row per tile, properties as columns).
 
 Items carry the tile core footprint (WGS84) and bbox, the projection extension v2
 (``proj:code``, ``proj:transform``, ``proj:shape`` of the core), the year as
@@ -51,8 +57,10 @@ __all__ = [
     "COG_MEDIA_TYPE",
     "ZARR_MEDIA_TYPE",
     "VRT_MEDIA_TYPE",
+    "GEOPARQUET_MEDIA_TYPE",
     "build_collection",
     "write_catalog",
+    "write_geoparquet",
     "check_catalog",
 ]
 
@@ -66,6 +74,14 @@ ZARR_MEDIA_TYPE = "application/vnd+zarr"
 
 VRT_MEDIA_TYPE = "application/xml; profile=gdal-vrt"
 """Media type of the mosaic assets."""
+
+
+GEOPARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+"""Media type of the stac-geoparquet mirror of the Items."""
+
+
+GEOPARQUET_NAME = "items.parquet"
+"""File name of the stac-geoparquet mirror, under ``catalog/``."""
 
 
 _ITEM_FIELDS = ("type", "stac_version", "id", "geometry", "bbox", "properties", "links", "assets")
@@ -246,6 +262,16 @@ def build_collection(
         collection.add_asset(
             key, pystac.Asset(href=str(staging / name), media_type=media, roles=[role])
         )
+    if items:
+        collection.add_asset(
+            "geoparquet-items",
+            pystac.Asset(
+                href=str(staging / "catalog" / GEOPARQUET_NAME),
+                media_type=GEOPARQUET_MEDIA_TYPE,
+                roles=["collection-mirror"],
+                title="The collection's Items as stac-geoparquet (one row per tile)",
+            ),
+        )
     collection.add_items(items)
     return collection
 
@@ -322,10 +348,51 @@ def write_catalog(
                 raise CorruptDataError(
                     "The STAC catalog of the run is incomplete: " + "; ".join(problems[:10])
                 )
-        for path in sorted((staging / "catalog").rglob("*.json")):
+        if "geoparquet-items" in collection.assets:
+            write_geoparquet(staging / "catalog")
+        for path in sorted(p for p in (staging / "catalog").rglob("*") if p.is_file()):
             rel = path.relative_to(staging / "catalog").as_posix()
             upload_file(path, layout.at(layout.catalog_url(*rel.split("/"))))
     return layout.catalog_url("collection.json")
+
+
+def write_geoparquet(catalog_dir: Path) -> Path:
+    """Write ``catalog_dir/items.parquet``: the Items of a saved self-contained catalog as
+    stac-geoparquet, hrefs rebased to be relative to ``catalog_dir``.
+
+    Args:
+        catalog_dir: local folder holding ``collection.json`` and ``<tile_id>/<tile_id>.json``.
+
+    Returns:
+        The file written.
+    """
+    import rustac  # lazy: the Rust STAC library (arrow + parquet) only when a catalog is written
+
+    coll = json.loads((catalog_dir / "collection.json").read_text(encoding="utf-8"))
+    items = []
+    for link in coll.get("links", []):
+        if link.get("rel") != "item":
+            continue
+        rel_dir = posixpath.dirname(posixpath.normpath(link["href"]))
+        item = json.loads((catalog_dir / link["href"]).read_text(encoding="utf-8"))
+        for ref in [*item.get("assets", {}).values(), *item.get("links", [])]:
+            href = ref.get("href", "")
+            if href and "://" not in href and not href.startswith("/"):
+                ref["href"] = posixpath.normpath(posixpath.join(rel_dir, href))
+        items.append(_without_empty_objects(item))
+    out = catalog_dir / GEOPARQUET_NAME
+    rustac.write_sync(str(out), items)
+    return out
+
+
+def _without_empty_objects(value: Any) -> Any:
+    """``value`` without ``{}`` members at any depth (Parquet has no empty struct; an empty
+    object, e.g. the timings of a tile recorded without them, carries nothing)."""
+    if isinstance(value, dict):
+        return {k: _without_empty_objects(v) for k, v in value.items() if v != {}}
+    if isinstance(value, list):
+        return [_without_empty_objects(v) for v in value]
+    return value
 
 
 def _exists(loc: StoreLocation) -> bool:
