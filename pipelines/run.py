@@ -499,13 +499,8 @@ def wait_line(
     if cubes:
         what.append(f"{len(cubes)} cube build{'s' * (len(cubes) != 1)}")
     line = f"waiting for {' and '.join(what) or 'a tile actor to come up'}"
-    first: dict[int | None, tuple[str, str, float, int | None]] = {}
-    for r in maps:  # an actor runs its calls one by one: its oldest call is the running one
-        if r[3] not in first or r[2] < first[r[3]][2]:
-            first[r[3]] = r
-    active = cubes + list(first.values())
-    if active:
-        stage, tile_id, t0, _ = min(active, key=lambda r: r[2])
+    if running:  # an actor runs its calls in order: the oldest call of all is running
+        stage, tile_id, t0, _ = min(running, key=lambda r: r[2])
         line += (
             f"; longest running: tile {tile_id} for {now - t0:.0f} s in stage {_STAGE_WORDS[stage]}"
         )
