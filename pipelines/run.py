@@ -50,10 +50,11 @@ from geoxai.errors import GeoXAIError, StacError, StoreError
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
 from geoxai.io.lease import DEFAULT_TTL_S, RunLease
-from geoxai.mapping.outcomes import TileOutcome
+from geoxai.mapping.outcomes import CubeStage, TileOutcome
 from geoxai.mapping.protocol import STAGES, RunStages
+from geoxai.mapping.report import write_local_report
 
-__all__ = ["RunSummary", "run", "init_ray"]
+__all__ = ["RunSummary", "run", "init_ray", "wait_line"]
 
 log = logging.getLogger("geoxai.run")
 
@@ -83,6 +84,8 @@ class RunSummary:
     report: str | None = None
     error: str | None = None
     """What stopped the run or its report (e.g. the store went away), one line; None if nothing."""
+    report_is_local: bool = False
+    """True when ``report`` is a local fallback file (the store could not take the report)."""
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
@@ -207,7 +210,27 @@ def _run_held(
         except Exception as exc:  # noqa: BLE001 - whatever failed, the summary still comes out
             summary.error = summary.error or _short(exc, "mosaics/catalog/report not written")
             log.error("%s", summary.error)
+            _local_report(config, plan, summary)
     return summary
+
+
+def _local_report(config: RunConfig, plan: mapping.RunPlan, summary: RunSummary) -> None:
+    """The store did not take the report: write it from the driver's outcomes to a local file
+    (:func:`geoxai.mapping.report.write_local_report`) and say where."""
+    layout = RunLayout(config.run_root(), config.store.storage_options or None)
+    try:
+        summary.report = write_local_report(
+            layout,
+            config,
+            plan,
+            {k: o.to_dict() for k, o in summary.outcomes.items()},
+            wall_s=summary.wall_s,
+            store_error=summary.error or "",
+        )
+        summary.report_is_local = True
+        log.warning("the store did not take the report; it is at %s", summary.report)
+    except Exception as exc:  # noqa: BLE001 - the summary still comes out
+        log.error("%s", _short(exc, "no local report either"))
 
 
 def _short(exc: BaseException, what: str) -> str:
@@ -259,6 +282,38 @@ def _worker_options(config: RunConfig) -> dict[str, Any]:
     return {"num_cpus": res.cpus_per_worker, "num_gpus": res.gpus_per_worker}
 
 
+class _Books:
+    """The driver's bookkeeping of outcomes: the summary, the progress bar, and the failed
+    record written for every tile the driver sees fail (so no older ``done`` record of the tile
+    stays on the store while the run reports it failed)."""
+
+    def __init__(
+        self, summary: RunSummary, bar: _Progress, stages: RunStages, config: RunConfig
+    ) -> None:
+        self.summary, self.bar, self.stages, self.config = summary, bar, stages, config
+        self.store_ok = True
+
+    def record(self, outcome: TileOutcome) -> None:
+        self.summary.outcomes[outcome.tile_id] = outcome
+        self.bar.advance(outcome.status)
+
+    def fail(self, tile: TileSpec, exc: BaseException) -> None:
+        """Record ``tile`` failed with the cause of ``exc``, on the store when it answers."""
+        cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+        reason = f"{type(cause).__name__}: {cause}".strip()[:2000]
+        outcome = TileOutcome(tile.id, "failed", reason)
+        if self.store_ok:
+            try:
+                cube = CubeStage(tile.id, "failed", reason=reason)
+                outcome = self.stages.record_empty_or_failed(tile, cube, self.config)
+            except Exception as err:  # noqa: BLE001 - the store may be gone; the summary stays
+                self.store_ok = False
+                log.warning(
+                    "%s", _short(err, f"the failed record of tile {tile.id} was not written")
+                )
+        self.record(outcome)
+
+
 def _drive(
     todo: list[TileSpec],
     config: RunConfig,
@@ -276,7 +331,9 @@ def _drive(
     just keeps that actor out of the rotation; tiles go to the others. A probe that fails
     (the actor is gone for good) replaces the actor, at most ``max_retries`` times in a row
     (an actor that can never start, e.g. a bundle that fails to load on the device, stops the
-    run with the cause instead of being replaced forever).
+    run with the cause instead of being replaced forever). Every tile that fails gets a
+    ``failed`` record (:class:`_Books`). After :data:`_STALL_LOG_S` without any event the
+    driver logs what it waits for (:func:`wait_line`).
     """
     res = config.resources
     opts = _worker_options(config)
@@ -290,10 +347,13 @@ def _drive(
     built: deque[tuple[TileSpec, int, mapping.CubeStage]] = deque()
     cube_refs: dict[ray.ObjectRef, tuple[TileSpec, int]] = {}
     proc_refs: dict[ray.ObjectRef, tuple[TileSpec, int, int, mapping.CubeStage]] = {}
+    since: dict[ray.ObjectRef, float] = {}  # submission time of each cube task / actor call
     max_buffer = n_workers * capacity
     last_event = time.monotonic()
+    dead_before = _dead_nodes()  # nodes a long-lived cluster lost before this run
 
     bar = _Progress(len(todo), enabled=progress)
+    books = _Books(summary, bar, stages, config)
     try:
         while pending or built or cube_refs or proc_refs:
             # 1. keep the cube stage busy, bounded by what the actors can absorb soon
@@ -307,6 +367,7 @@ def _drive(
                     name=f"cube:{tile.id}", num_cpus=cube_cpus, scheduling_strategy="SPREAD"
                 ).remote(tile, config, stages)
                 cube_refs[ref] = (tile, attempt)
+                since[ref] = time.monotonic()
             # 2. hand built cubes to the least-loaded live actor with room
             while built and up:
                 w = min(up, key=lambda i: load[i])
@@ -315,17 +376,33 @@ def _drive(
                 tile, attempt, cube = built.popleft()
                 ref = workers[w].process.options(name=f"map:{tile.id}").remote(tile, cube)
                 proc_refs[ref] = (tile, attempt, w, cube)
+                since[ref] = time.monotonic()
                 load[w] += 1
             waiting = list(cube_refs) + list(proc_refs) + list(probes)
             if not waiting:
                 continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            now = time.monotonic()
             if ready:
-                last_event = time.monotonic()
-            elif time.monotonic() - last_event > _STALL_LOG_S:
-                last_event = time.monotonic()
-                _log_stall(cube_refs, proc_refs, probes, built, pending, up, n_workers)
+                last_event = now
+            elif now - last_event > _STALL_LOG_S:
+                last_event = now
+                running = [("cube", t.id, since[r], None) for r, (t, _) in cube_refs.items()]
+                running += [("map", t.id, since[r], w) for r, (t, _, w, _) in proc_refs.items()]
+                log.warning(
+                    "%s",
+                    wait_line(
+                        now,
+                        running,
+                        len(built),
+                        len(pending),
+                        len(up),
+                        n_workers,
+                        _dead_nodes() - dead_before,
+                    ),
+                )
             for ref in ready:
+                since.pop(ref, None)
                 if ref in probes:
                     w = probes.pop(ref)
                     try:
@@ -350,16 +427,13 @@ def _drive(
                     try:
                         cube = ray.get(ref)
                     except _LOST as exc:
-                        _requeue(pending, tile, attempt, exc, summary, res.max_retries, bar)
+                        _requeue(pending, tile, attempt, exc, books, res.max_retries)
                         continue
                     except RayTaskError as exc:
-                        _record_failure(summary, tile, exc, bar)
+                        books.fail(tile, exc)
                         continue
                     if cube.status != "ok":
-                        summary.outcomes[tile.id] = stages.record_empty_or_failed(
-                            tile, cube, config
-                        )
-                        bar.advance(summary.outcomes[tile.id].status)
+                        books.record(stages.record_empty_or_failed(tile, cube, config))
                     else:
                         built.append((tile, attempt, cube))
                 else:
@@ -371,13 +445,12 @@ def _drive(
                         if w in up:  # first loss seen on this actor: probe it before reuse
                             up.discard(w)
                             probes[workers[w].device.remote()] = w
-                        _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar)
+                        _requeue_built(built, tile, attempt, cube, exc, books, res.max_retries)
                         continue
                     except RayTaskError as exc:
-                        _record_failure(summary, tile, exc, bar)
+                        books.fail(tile, exc)
                         continue
-                    summary.outcomes[tile.id] = outcome
-                    bar.advance(outcome.status)
+                    books.record(outcome)
     finally:
         bar.close()
         for w in workers:
@@ -388,26 +461,74 @@ _STALL_LOG_S = 60.0
 """Seconds without any finished task or probe before the driver logs what it waits for."""
 
 
-def _log_stall(cube_refs, proc_refs, probes, built, pending, up, n_workers) -> None:
-    log.warning(
-        "waiting: %d cube builds %s, %d tiles on actors %s, %d cubes queued, %d tiles pending; "
-        "%d of %d tile actors up (an actor restarted after a node loss waits for free "
-        "resources: check `ray status`)",
-        len(cube_refs),
-        [t.id for t, _ in cube_refs.values()],
-        len(proc_refs),
-        [t.id for t, *_ in proc_refs.values()],
-        len(built),
-        len(pending),
-        len(up),
-        n_workers,
-    )
+_STAGE_WORDS = {"cube": "cube (STAC search, download)", "map": "map (smooth, predict, write)"}
 
 
-def _requeue(pending, tile, attempt, exc, summary, max_retries, bar) -> None:
-    summary.requeued += 1
+def wait_line(
+    now: float,
+    running: list[tuple[str, str, float, int | None]],
+    n_built: int,
+    n_pending: int,
+    n_up: int,
+    n_workers: int,
+    dead_nodes: int = 0,
+) -> str:
+    """The driver's periodic "still waiting" line: what runs, for how long, what queues.
+
+    Args:
+        now: ``time.monotonic()``.
+        running: one ``(stage, tile id, started, actor or None)`` per cube task (``"cube"``)
+            and actor call (``"map"``) in flight; ``started`` on the ``now`` clock.
+        n_built: committed cubes waiting for an actor. n_pending: tiles not started.
+        n_up: tile actors known to be up, of ``n_workers``.
+        dead_nodes: cluster nodes that died during the run; node loss is mentioned only then.
+
+    Returns:
+        e.g. ``waiting for 3 tiles on 2 actors and 1 cube build; longest running: tile X for
+        75 s in stage map (smooth, predict, write); 0 cubes queued, 4 tiles not started; 2 of 2
+        tile actors up``.
+    """
+    maps = [r for r in running if r[0] == "map"]
+    cubes = [r for r in running if r[0] == "cube"]
+    what = []
+    if maps:
+        n_act = len({r[3] for r in maps})
+        what.append(
+            f"{len(maps)} tile{'s' * (len(maps) != 1)} on {n_act} actor{'s' * (n_act != 1)}"
+        )
+    if cubes:
+        what.append(f"{len(cubes)} cube build{'s' * (len(cubes) != 1)}")
+    line = f"waiting for {' and '.join(what) or 'a tile actor to come up'}"
+    if running:  # an actor runs its calls in order: the oldest call of all is running
+        stage, tile_id, t0, _ = min(running, key=lambda r: r[2])
+        line += (
+            f"; longest running: tile {tile_id} for {now - t0:.0f} s in stage {_STAGE_WORDS[stage]}"
+        )
+    line += f"; {n_built} cubes queued, {n_pending} tiles not started"
+    line += f"; {n_up} of {n_workers} tile actors up"
+    if n_up < n_workers:
+        if dead_nodes:
+            line += (
+                f" ({dead_nodes} node{'s' * (dead_nodes != 1)} lost during the run: an actor "
+                "restarted after a node loss waits for free resources, check `ray status`)"
+            )
+        else:
+            line += " (the others are starting: loading their models)"
+    return line
+
+
+def _dead_nodes() -> int:
+    """Nodes of the cluster that are no longer alive (0 if Ray cannot say)."""
+    try:
+        return sum(1 for n in ray.nodes() if not n.get("Alive", True))
+    except Exception:  # noqa: BLE001 - a log line must not stop the run
+        return 0
+
+
+def _requeue(pending, tile, attempt, exc, books: _Books, max_retries: int) -> None:
+    books.summary.requeued += 1
     if attempt + 1 > max_retries:
-        _record_failure(summary, tile, exc, bar)
+        books.fail(tile, exc)
         return
     log.warning(
         "tile %s lost (%s); re-queued (attempt %d)", tile.id, type(exc).__name__, attempt + 1
@@ -415,22 +536,14 @@ def _requeue(pending, tile, attempt, exc, summary, max_retries, bar) -> None:
     pending.appendleft((tile, attempt + 1))
 
 
-def _requeue_built(built, pending, tile, attempt, cube, exc, summary, res, bar) -> None:
+def _requeue_built(built, tile, attempt, cube, exc, books: _Books, max_retries: int) -> None:
     """A mapping call died with its actor/node: redo it; the cube is still in the store."""
-    summary.requeued += 1
-    if attempt + 1 > res.max_retries:
-        _record_failure(summary, tile, exc, bar)
+    books.summary.requeued += 1
+    if attempt + 1 > max_retries:
+        books.fail(tile, exc)
         return
     log.warning("tile %s lost with its worker (%s); re-queued", tile.id, type(exc).__name__)
     built.appendleft((tile, attempt + 1, cube))
-
-
-def _record_failure(summary: RunSummary, tile: TileSpec, exc: BaseException, bar) -> None:
-    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-    summary.outcomes[tile.id] = TileOutcome(
-        tile.id, "failed", f"{type(cause).__name__}: {cause}".strip()[:2000]
-    )
-    bar.advance("failed")
 
 
 class _Progress:

@@ -7,6 +7,11 @@ and the layer's fill value otherwise, one band per layer band with its name as d
 Each file is written to a local temporary file, validated with ``rio_cogeo.cog_validate`` and
 only then moved into place (``os.replace`` locally, one PUT on S3): a COG that exists is valid.
 
+Stored COGs are checked against the SHA-256 and size their tile record holds
+(:func:`check_cog`), by the same rule as the zone chunks: at planning, and before the mosaics
+and the report read them. A COG already verified in this process is not read again while its
+size and modification time are unchanged (one read per COG per run).
+
 Mosaics (:func:`build_vrt`): a per-zone, per-layer GDAL VRT written by hand (no ``osgeo``
 needed) that places every tile COG at its pixel offset on the zone grid with *relative* source
 paths, so the run folder can be moved or synced to S3 as a whole. Why a VRT and not a mosaic COG:
@@ -32,7 +37,7 @@ import numpy as np
 from geoxai.errors import CorruptDataError, InvalidInputError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
-from geoxai.io.location import resolve
+from geoxai.io.location import resolve, storage_errors
 from geoxai.io.store import upload_file
 from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore
 
@@ -41,6 +46,7 @@ __all__ = [
     "write_cog",
     "write_array_cog",
     "validate_cog",
+    "check_cog",
     "write_tile_cogs",
     "build_vrt",
     "build_mosaics",
@@ -104,6 +110,70 @@ def validate_cog(path: str | os.PathLike[str]) -> dict[str, Any]:
     with rasterio.open(path) as src:
         overviews = src.overviews(1)
     return {"warnings": list(warnings), "overviews": overviews}
+
+
+_VERIFIED: set[int] = set()
+"""Hashes of ``(url, size, mtime, sha256)`` of COGs this process found intact."""
+
+_VERIFIED_MAX = 2_000_000
+"""Entries kept before the cache starts over (~150 MB; a 240,000-tile run has ~720,000 COGs)."""
+
+
+def check_cog(
+    url: str,
+    sha256: str,
+    nbytes: int | None = None,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Why the stored COG at ``url`` is not the one its record describes, or None if it is.
+
+    Checks that the object exists, has ``nbytes`` bytes (when given) and the SHA-256
+    ``sha256`` of its bytes. A truncated or altered file fails here before GDAL decodes it.
+    Within one process an object already found intact with the same size and modification
+    time (ETag on S3) is not read again.
+
+    Args:
+        url: the COG (path or ``s3://`` URL).
+        sha256: hex SHA-256 recorded when it was written (:func:`write_cog`).
+        nbytes: recorded size in bytes; None skips the size check.
+        storage_options: s3fs options; default from the environment.
+
+    Returns:
+        None, or one line: ``"missing"``, ``"N bytes, recorded M"``, ``"checksum differs from
+        its record"``.
+
+    Raises:
+        StoreError: the store cannot be reached (not a verdict on the file).
+    """
+    loc = resolve(url, storage_options)
+    fs = loc.filesystem()
+    with storage_errors(loc, "check the COG", passthrough=(FileNotFoundError,)):
+        try:
+            fs.invalidate_cache(loc.path)
+            info = fs.info(loc.path)
+        except FileNotFoundError:
+            return "missing"
+        size = int(info.get("size") or 0)
+        if nbytes is not None and size != int(nbytes):
+            return f"{size} bytes, recorded {int(nbytes)} (truncated or replaced)"
+        stamp = info.get("mtime") or info.get("ETag") or info.get("LastModified")
+        key = hash((loc.url, size, str(stamp), sha256))
+        if key in _VERIFIED:
+            return None
+        h = hashlib.sha256()
+        try:
+            with fs.open(loc.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except FileNotFoundError:
+            return "missing"
+    if h.hexdigest() != sha256:
+        return "checksum differs from its record"
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED.add(key)
+    return None
 
 
 def write_cog(

@@ -20,7 +20,7 @@ from geoxai.io.config_file import save_config
 from geoxai.io.stac import search
 from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
 from geoxai.mapping.ancillary import check_ancillary
-from geoxai.mapping.records import plan_tiles
+from geoxai.mapping.records import check_tiles
 from geoxai.mapping.settings import date_range, preprocess_params, run_layout
 from geoxai.models.bundle import load_bundle
 from geoxai.models.dsen2 import load_superres_bundle
@@ -43,13 +43,19 @@ PREFLIGHT_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What a run will do: every tile of the AOI, split into to-do and already done."""
+    """What a run will do: every tile of the AOI, split into to-do and already done.
+
+    ``invalidated``: tile id -> why, for tiles whose ``done`` record did not check out
+    (altered or missing chunks or COGs, an unreadable record): planning deleted the record and
+    the tile is in ``todo`` (the report lists them).
+    """
 
     run_root: str
     config_hash: str
     tiles: tuple[TileSpec, ...]
     todo: list[TileSpec] = field(default_factory=list)
     done: list[TileSpec] = field(default_factory=list)
+    invalidated: dict[str, str] = field(default_factory=dict)
 
 
 def _tiles(config: RunConfig) -> list[TileSpec]:
@@ -105,6 +111,10 @@ def _check_halo(config: RunConfig, bundle_halo: int) -> None:
 def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
     """Tiles of the AOI, zone stores created (idempotent), config saved, done tiles found.
 
+    A tile counts as done when its record and the chunks and COGs it lists check out
+    (:func:`geoxai.mapping.records.check_tiles`); a ``done`` record over damaged outputs is
+    deleted here and the tile redone (``RunPlan.invalidated`` says which and why).
+
     Raises:
         ConfigError: halo too small for the model, unknown tile ids, bad smoothing keys, a
             bundle reading VV/VH/slope/DEM without the ``sentinel1``/``dem`` section (or a
@@ -131,10 +141,12 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
     for grid in ZoneGrid.from_tiles(tiles).values():
         ZoneStore.create(layout, grid, layers)
     h = config.output_hash()
-    todo, done = plan_tiles(layout, tiles, h, force=force)
-    if todo:
+    found = check_tiles(layout, tiles, h, force=force, repair=True)
+    for tile_id, reason in found.invalidated.items():
+        log.warning("tile %s: its outputs do not check out (%s); it is redone", tile_id, reason)
+    if found.todo:
         check_stac(config)
-    return RunPlan(layout.root, h, tuple(tiles), todo, done)
+    return RunPlan(layout.root, h, tuple(tiles), found.todo, found.done, found.invalidated)
 
 
 def check_stac(config: RunConfig) -> None:

@@ -9,7 +9,7 @@ Layout of one run and year (``run_root`` = ``RunConfig.run_root()`` =
             prediction/                 float32 (K, Y, X) or (Y, X), fill NaN
             asos_sensitivity/           float32, fill NaN
             quality/                    uint8 (Y, X), fill 0 = nodata
-            change/ change_flag/        optional, against a previous year (:func:`change_layers`)
+            change/ change_flag/        vs. the previous year (:mod:`geoxai.mapping.change`)
             x/ y/                       pixel-centre coordinates, metres of the zone CRS
         records/<tile_id>.json          per-tile record, written LAST (:func:`write_tile`)
         cogs/<layer>/<tile_id>.tif      per-tile COGs (:mod:`geoxai.io.cog`)
@@ -26,8 +26,12 @@ Exactly-once protocol of :func:`write_tile`: (1) delete the tile's old record, (
 chunks, (3) read them back and compare SHA-256 checksums of the values, (4) hash the stored
 (encoded) chunk objects, (5) write the record atomically (one PUT on S3, ``os.replace`` locally).
 A record therefore implies verified chunks; :func:`tile_state` re-checks the stored chunk hashes
-(one GET per layer, no decoding), so a tile whose record or chunks are missing, corrupt or from
-another config is planned again by :func:`plan_tiles`.
+(one GET per layer, no decoding) and the tile's COGs against the SHA-256 and size the record
+holds (:func:`geoxai.io.cog.check_cog`), so a tile whose record, chunks or COGs are missing,
+corrupt or from another config is planned again by :func:`plan_tiles`. Whenever a stored output
+is found damaged (at planning, :func:`check_tiles` with ``repair``; after the tile phase,
+:func:`verify_cogs`), the tile's stale ``done`` record is deleted (:func:`delete_record`): a
+record never says ``done`` over outputs that do not check out.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from geoxai.errors import InvalidInputError, NoDataError, StoreError, look_up_option
+from geoxai.errors import InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
+from geoxai.io.cog import check_cog
 from geoxai.io.layout import RunLayout
 from geoxai.io.location import storage_errors
 from geoxai.io.store import read_json, write_json
@@ -55,12 +60,16 @@ __all__ = [
     "TileState",
     "write_tile",
     "write_status",
+    "delete_record",
     "read_record",
     "read_records",
     "tile_state",
     "tile_is_done",
+    "cog_problem",
+    "TileSort",
+    "check_tiles",
     "plan_tiles",
-    "change_layers",
+    "verify_cogs",
     "layer_checksum",
 ]
 
@@ -70,9 +79,6 @@ RECORD_FORMAT = "geoxai-tile-record/1"
 
 STATUSES = ("done", "failed", "empty")
 """Statuses a tile record can carry."""
-
-
-_CHANGE_NODATA, _CHANGE_STABLE, _CHANGE_UP, _CHANGE_DOWN = 0, 1, 2, 3
 
 
 def layer_checksum(values: np.ndarray) -> str:
@@ -165,12 +171,7 @@ def write_tile(
     layout = zone.layout
     rec_loc = layout.at(layout.record_url(tile.id))
     # 1. the old record goes first: from now on the tile reads as not done
-    fs = rec_loc.filesystem()
-    with storage_errors(rec_loc, "delete the old record", passthrough=(FileNotFoundError,)):
-        try:
-            fs.rm_file(rec_loc.path)
-        except FileNotFoundError:
-            pass
+    delete_record(layout, tile.id)
     rows, cols = zone.grid.region(tile)
     # 2. write the core chunks (whole chunks: nothing else is read or touched)
     for name, values in data.items():
@@ -281,6 +282,22 @@ def write_status(
     return out
 
 
+def delete_record(layout: RunLayout, tile_id: str) -> bool:
+    """Delete the tile's record (the tile then reads as not done); True if there was one.
+
+    Raises:
+        StoreError: the store cannot be reached.
+    """
+    loc = layout.at(layout.record_url(tile_id))
+    fs = loc.filesystem()
+    with storage_errors(loc, "delete the old record", passthrough=(FileNotFoundError,)):
+        try:
+            fs.rm_file(loc.path)
+        except FileNotFoundError:
+            return False
+    return True
+
+
 def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
     """The tile's record, or None when absent.
 
@@ -378,12 +395,104 @@ def tile_state(
             return TileState(tile.id, "invalid", f"chunk {key} missing")
         if hashlib.sha256(raw).hexdigest() != meta.get("chunk_sha256"):
             return TileState(tile.id, "invalid", f"chunk {key} differs from its record")
+    problem = cog_problem(layout, rec)
+    if problem:
+        return TileState(tile.id, "invalid", problem)
     return TileState(tile.id, "done")
+
+
+def _cog_url(layout: RunLayout, href: str) -> str:
+    return href if "://" in href or href.startswith("/") else layout.url(href)
+
+
+def cog_problem(layout: RunLayout, rec: Mapping[str, Any]) -> str | None:
+    """Why one of the COGs a ``done`` record lists does not check out, or None.
+
+    Each COG of ``rec["cogs"]`` is checked against its recorded SHA-256 and size
+    (:func:`geoxai.io.cog.check_cog`: a missing, truncated or altered file).
+
+    Raises:
+        StoreError: the store cannot be reached.
+    """
+    cogs = rec.get("cogs") or {}
+    if not isinstance(cogs, dict):
+        return "the record's 'cogs' is not a mapping"
+    for name, meta in cogs.items():
+        href = meta.get("href") if isinstance(meta, dict) else None
+        sha = meta.get("sha256") if isinstance(meta, dict) else None
+        if not href or not sha:
+            return f"COG of layer {name!r}: the record holds no href or checksum"
+        problem = check_cog(
+            _cog_url(layout, str(href)),
+            str(sha),
+            meta.get("bytes"),
+            storage_options=layout.storage_options,
+        )
+        if problem:
+            return f"COG {href}: {problem}"
+    return None
 
 
 def tile_is_done(layout: RunLayout, tile: TileSpec, config_hash: str) -> bool:
     """True when the tile has a ``done`` record of this config and all its chunks check out."""
     return tile_state(layout, tile, config_hash).state == "done"
+
+
+@dataclass(frozen=True)
+class TileSort:
+    """Tiles split by :func:`check_tiles`.
+
+    Attributes:
+        todo: tiles to (re)do, in the given order.
+        done: tiles whose outputs check out (or are recorded ``empty``), in the given order.
+        invalidated: tile id -> why, for tiles whose record said ``done`` (of this config) but
+            whose chunks or COGs did not check out, or whose record was unreadable.
+    """
+
+    todo: list[TileSpec]
+    done: list[TileSpec]
+    invalidated: dict[str, str]
+
+
+def check_tiles(
+    layout: RunLayout,
+    tiles: Sequence[TileSpec],
+    config_hash: str,
+    *,
+    force: bool = False,
+    redo_empty: bool = False,
+    repair: bool = False,
+) -> TileSort:
+    """Split ``tiles`` into to-do and done (see :func:`plan_tiles`) and say which were invalid.
+
+    With ``repair``, the record of every ``invalid`` tile (a ``done`` record over missing or
+    altered chunks or COGs, an unreadable record) is deleted, so the store no longer claims
+    the tile is done; without it nothing is written (a dry run).
+
+    Raises:
+        StoreError: the store cannot be reached.
+    """
+    if force:
+        return TileSort(list(tiles), [], {})
+    zones: dict[int, ZoneStore | None] = {}
+    todo, done = [], []
+    invalid: dict[str, str] = {}
+    for t in tiles:
+        if t.epsg not in zones:
+            try:
+                zones[t.epsg] = ZoneStore.open(layout, t.epsg)
+            except StoreError:
+                zones[t.epsg] = None
+        st = tile_state(layout, t, config_hash, zone=zones[t.epsg])
+        if st.state == "done" or (st.state == "empty" and not redo_empty):
+            done.append(t)
+            continue
+        todo.append(t)
+        if st.state == "invalid":
+            invalid[t.id] = st.reason
+            if repair:
+                delete_record(layout, t.id)
+    return TileSort(todo, done, invalid)
 
 
 def plan_tiles(
@@ -394,90 +503,44 @@ def plan_tiles(
     force: bool = False,
     redo_empty: bool = False,
 ) -> tuple[list[TileSpec], list[TileSpec]]:
-    """Split ``tiles`` into ``(todo, done)``.
+    """Split ``tiles`` into ``(todo, done)``; writes nothing.
 
-    ``done`` holds tiles whose record is ``done`` with this config hash and verified chunks,
-    and (unless ``redo_empty``) tiles recorded ``empty`` with this hash: no data is a result.
-    Everything else (missing, failed, stale, invalid) is in ``todo``; ``force`` puts every tile
-    in ``todo``. Order is preserved.
+    ``done`` holds tiles whose record is ``done`` with this config hash and verified chunks
+    and COGs, and (unless ``redo_empty``) tiles recorded ``empty`` with this hash: no data is
+    a result. Everything else (missing, failed, stale, invalid) is in ``todo``; ``force`` puts
+    every tile in ``todo``. Order is preserved.
     """
-    if force:
-        return list(tiles), []
-    zones: dict[int, ZoneStore | None] = {}
-    todo, done = [], []
-    for t in tiles:
-        if t.epsg not in zones:
-            try:
-                zones[t.epsg] = ZoneStore.open(layout, t.epsg)
-            except StoreError:
-                zones[t.epsg] = None
-        st = tile_state(layout, t, config_hash, zone=zones[t.epsg])
-        if st.state == "done" or (st.state == "empty" and not redo_empty):
-            done.append(t)
-        else:
-            todo.append(t)
-    return todo, done
+    s = check_tiles(layout, tiles, config_hash, force=force, redo_empty=redo_empty)
+    return s.todo, s.done
 
 
-def change_layers(
-    previous: RunLayout,
-    tile: TileSpec,
-    prediction: np.ndarray,
-    *,
-    threshold: float,
-    layer: str = "prediction",
-) -> dict[str, np.ndarray]:
-    """``change`` = prediction - previous year's, and ``change_flag``, for one tile core.
+def verify_cogs(
+    layout: RunLayout, records: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Check the COGs of every ``done`` record before they are read (mosaics, report).
 
-    The previous tile must be ``done`` in ``previous`` with verified chunks (any config hash:
-    the years' configs differ by definition). Add the result to ``write_tile``'s layers after
-    ``zone.ensure_layer`` of :func:`change_layer_specs`.
+    A record whose COGs do not check out (:func:`cog_problem`) is deleted from the store: the
+    tile reads as not done and the next run redoes it.
 
     Args:
-        previous: layout of the previous year's run.
-        tile: the tile.
-        prediction: this year's core, ``(n, n)`` or ``(K, n, n)``, float.
-        threshold: ``|change|`` above which a pixel is flagged (units of the prediction).
-        layer: the layer compared.
+        layout: the run's layout.
+        records: the run's records (:func:`read_records`).
 
     Returns:
-        ``{"change": float32, "change_flag": uint8}`` shaped like ``prediction``; flags:
-        0 nodata (NaN in either year), 1 stable, 2 increase, 3 decrease.
+        ``(records kept, invalidated)``: the records minus the invalidated ones, and tile id ->
+        why.
 
     Raises:
-        NoDataError: the previous run has no verified ``done`` record for the tile.
-        InvalidInputError: shapes differ, or the threshold is negative or not finite.
+        StoreError: the store cannot be reached.
     """
-    if not (math.isfinite(threshold) and threshold >= 0):
-        raise InvalidInputError(f"change threshold must be finite and >= 0, got {threshold}.")
-    rec = None
-    try:
-        rec = read_record(previous, tile.id)
-    except StoreError:
-        rec = None
-    if rec is None or rec.get("status") != "done":
-        raise NoDataError(
-            f"Tile {tile.id} has no done record in the previous run {previous.root} "
-            f"(found {rec.get('status') if rec else 'none'}); the change layer needs both "
-            "years. Run the previous year for this tile, or drop the baseline."
-        )
-    st = tile_state(previous, tile, str(rec.get("config_hash")))
-    if st.state != "done":
-        raise NoDataError(
-            f"Tile {tile.id} in the previous run {previous.root} is {st.state} ({st.reason}); "
-            "rerun the previous year for this tile."
-        )
-    prev = ZoneStore.open(previous, tile.epsg).read_tile(tile, layer).astype("float32")
-    now = np.asarray(prediction, dtype="float32")
-    if prev.shape != now.shape:
-        raise InvalidInputError(
-            f"Tile {tile.id}: prediction {now.shape} vs previous year {prev.shape}; the change "
-            "layer needs the same model outputs in both years."
-        )
-    diff = now - prev
-    flag = np.full(diff.shape, _CHANGE_NODATA, dtype="uint8")
-    ok = np.isfinite(diff)
-    flag[ok] = _CHANGE_STABLE
-    flag[ok & (diff > threshold)] = _CHANGE_UP
-    flag[ok & (diff < -threshold)] = _CHANGE_DOWN
-    return {"change": diff, "change_flag": flag}
+    kept: list[dict[str, Any]] = []
+    invalidated: dict[str, str] = {}
+    for rec in records:
+        problem = cog_problem(layout, rec) if rec.get("status") == "done" else None
+        if problem:
+            tile_id = str(rec.get("tile_id"))
+            invalidated[tile_id] = problem
+            delete_record(layout, tile_id)
+        else:
+            kept.append(dict(rec))
+    return kept, invalidated

@@ -12,34 +12,30 @@ status, in zone coordinates), ``accuracy`` (when ``geoxai assess`` left its sect
 embedded as base64, so the file can be mailed or opened from S3 as is. Matplotlib runs with the
 Agg backend.
 
-Quicklooks read the per-zone VRT mosaics at reduced resolution when they exist (GDAL then reads
-only the COG overviews); otherwise they read the zone Zarr store chunk by chunk (done tiles
-only) and average blocks, so memory stays at one chunk plus the quicklook.
+Quicklooks: :mod:`geoxai.mapping.quicklook`. Tiles whose outputs did not check out are listed
+in an ``invalidated`` section (found at planning: redone in this run; found after the tile
+phase: their record was deleted and a rerun redoes them). When the store cannot be read at the
+end of a run, :func:`write_local_report` writes the page from the driver's outcomes to a local
+file instead.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
-import io
 import json
 import math
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoxai.errors import StoreError
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
-from geoxai.io.cog import gdal_path
 from geoxai.io.layout import ACCURACY_SECTION_FILE, RunLayout
 from geoxai.io.store import upload_file
-from geoxai.io.zonestore import ZoneStore
-from geoxai.mapping.styles import layer_cmap, value_range
+from geoxai.mapping.quicklook import figure_png, new_figure, quicklook
 from geoxai.provenance import code_version
 from geoxai.secrets import scrub
 from geoxai.temporal.heldout import METHODS
@@ -51,6 +47,7 @@ __all__ = [
     "stage_timings",
     "render_report",
     "write_report",
+    "write_local_report",
 ]
 
 STATUS_COLOURS = {
@@ -61,9 +58,6 @@ STATUS_COLOURS = {
     "pending": "#ffffff",
 }
 """Colour of each tile status in the tile map and the summary."""
-
-
-_QUICKLOOK_PX = 900
 
 
 CSS = """
@@ -158,24 +152,6 @@ def stage_timings(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, f
     return out
 
 
-def figure_png(fig: Any) -> str:
-    import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def new_figure(w: float, h: float) -> tuple[Any, Any]:
-    import matplotlib  # lazy: matplotlib only for figures (~0.5 s import)
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt  # lazy: matplotlib only for figures (~0.5 s import)
-
-    return plt.subplots(figsize=(w, h))
-
-
 def _timings_chart(timings: Mapping[str, Mapping[str, float]]) -> str:
     stages = sorted(timings, key=lambda s: timings[s]["mean"])
     fig, ax = new_figure(7.5, 0.45 * len(stages) + 1.2)
@@ -232,96 +208,6 @@ def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(f"Tile status, UTM EPSG:{epsg} ({len(tiles)} tiles)")
     return figure_png(fig)
-
-
-def _quicklook_from_vrt(url: str, shape: tuple[int, int], band: int) -> np.ndarray:
-    import rasterio  # lazy: rasterio (GDAL) only on this path
-    from rasterio.enums import Resampling  # lazy: rasterio (GDAL) only on this path
-
-    with rasterio.open(gdal_path(url)) as src:
-        a = src.read(band + 1, out_shape=shape, resampling=Resampling.average, masked=True)
-    return np.ma.filled(a.astype("float32"), np.nan)
-
-
-def _quicklook_from_zarr(
-    zone: ZoneStore, layer: str, band: int, tiles: Sequence[TileSpec], factor: int
-) -> np.ndarray:
-    """Block means (``factor`` px) of the done tiles' chunks, NaN elsewhere."""
-    n = zone.grid.core_px
-    m = max(1, n // factor)
-    ny, nx = zone.grid.nrows * m, zone.grid.ncols * m
-    out = np.full((ny, nx), np.nan, dtype="float32")
-    spec = zone.layers[layer]
-    for t in tiles:
-        core = zone.read_tile(t, layer)
-        a = (core[band] if spec.bands else core).astype("float32")
-        if spec.fill is not None and not (isinstance(spec.fill, float) and math.isnan(spec.fill)):
-            a[a == spec.fill] = np.nan
-        a = a[: m * factor, : m * factor].reshape(m, factor, m, factor)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
-            block = np.nanmean(a, axis=(1, 3))
-        i, j = zone.grid.chunk_index(t)
-        out[i * m : (i + 1) * m, j * m : (j + 1) * m] = block
-    return out
-
-
-def _quicklook(
-    layout: RunLayout,
-    epsg: int,
-    layer: str,
-    done: Sequence[TileSpec],
-    mosaics: Mapping[int, Mapping[str, str]],
-) -> tuple[str, str] | None:
-    """(base64 PNG, caption) of the first band of ``layer`` in zone ``epsg``; None if absent."""
-    import matplotlib as mpl  # lazy: matplotlib only for figures (~0.5 s import)
-
-    try:
-        zone = ZoneStore.open(layout, epsg)
-    except StoreError:
-        return None
-    if layer not in zone.layers:
-        return None
-    spec = zone.layers[layer]
-    grid = zone.grid
-    ny, nx = grid.shape
-    factor = max(1, math.ceil(max(ny, nx) / _QUICKLOOK_PX))
-    while grid.core_px % factor:
-        factor += 1
-    url = dict(mosaics.get(epsg, {})).get(layer)
-    if url:
-        a = _quicklook_from_vrt(url, (ny // factor, nx // factor), 0)
-        source = "VRT mosaic (COG overviews)"
-    else:
-        a = _quicklook_from_zarr(zone, layer, 0, [t for t in done if t.epsg == epsg], factor)
-        source = "zone Zarr store"
-    finite = a[np.isfinite(a)]
-    if finite.size == 0:
-        return None
-    lo, hi = (float(v) for v in np.percentile(finite, [2, 98]))
-    vmin, vmax = value_range(layer, spec.units, lo, hi)
-    cmap = mpl.colormaps[layer_cmap(layer)].with_extremes(bad="#e4e7eb")
-    x0, y0, x1, y1 = grid.bounds
-    fig, ax = new_figure(7.5, 7.5 * ny / nx + 0.6 if nx else 6)
-    im = ax.imshow(
-        np.ma.masked_invalid(a),
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        extent=(x0 / 1000, x1 / 1000, y0 / 1000, y1 / 1000),
-        interpolation="nearest",
-    )
-    band = spec.bands[0] if spec.bands else layer
-    cb = fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
-    cb.set_label(f"{band}" + (f" [{spec.units}]" if spec.units and spec.units != "1" else ""))
-    ax.set_xlabel(f"easting, km (EPSG:{epsg})")
-    ax.set_ylabel("northing, km")
-    ax.set_title(f"{layer} — {band}")
-    caption = (
-        f"{layer} ({band}), zone EPSG:{epsg}, {factor * grid.resolution_m} m pixels "
-        f"(1:{factor} of full resolution), from the {source}; grey = no data."
-    )
-    return figure_png(fig), caption
 
 
 def _accuracy(layout: RunLayout) -> str:
@@ -408,6 +294,9 @@ def render_report(
     this_run: Mapping[str, Mapping[str, Any]] | None = None,
     wall_s: float | None = None,
     mosaics: Mapping[int, Mapping[str, str]] | None = None,
+    invalidated: Mapping[str, str] | None = None,
+    invalidated_late: Mapping[str, str] | None = None,
+    store_error: str | None = None,
 ) -> str:
     """The report as an HTML string (see the module docstring for its sections).
 
@@ -420,6 +309,12 @@ def render_report(
         this_run: tile id -> outcome of this invocation (wins over ``records``).
         wall_s: wall time of the run, seconds (for tiles/min).
         mosaics: epsg -> layer -> VRT URL (:func:`geoxai.io.cog.build_mosaics`).
+        invalidated: tile id -> why its stored outputs did not check out at planning (its
+            record was deleted and the tile redone in this run).
+        invalidated_late: tile id -> why its outputs did not check out after the tile phase
+            (record deleted; the tile shows as failed and a rerun redoes it).
+        store_error: the store could not be read at the end of the run (one line): no
+            quicklooks or accuracy section are read from it, and the summary says so.
     """
 
     cfg = _config_doc(config)
@@ -431,6 +326,11 @@ def render_report(
             for r in records
         ]
     status = tile_statuses(tiles, records, this_run, done_before)
+    late = dict(invalidated_late or {})
+    for tile_id, why in late.items():
+        if tile_id in status:
+            status[tile_id]["status"] = "failed"
+            status[tile_id]["reason"] = f"outputs invalidated ({why}); a rerun redoes the tile"
     counts = {s: sum(1 for d in status.values() if d["status"] == s) for s in STATUS_COLOURS}
     processed = counts["done"] + counts["failed"] + counts["empty"]
     minutes = (wall_s or 0.0) / 60
@@ -487,6 +387,8 @@ def render_report(
         ("UTM zones", ", ".join(f"EPSG:{z}" for z in zones)),
         ("run root", layout.root),
     ]
+    if store_error:
+        rows.append(("store", f"not readable at the end of the run: {store_error}"))
     for k, v in rows:
         parts.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
     parts.append("</table></section>")
@@ -505,6 +407,7 @@ def render_report(
     else:
         parts.append("<p class='ok'>No tile failed and every tile had data.</p>")
     parts.append("</section>")
+    parts.append(_invalidated_section(dict(invalidated or {}), late, status))
     # timings
     parts.append("<section id='timings'><h2>Timing per stage</h2>")
     if timings:
@@ -537,9 +440,9 @@ def render_report(
         "written with <code>write_cogs: false</code>).</p>"
     )
     n_ql = 0
-    for epsg in zones:
+    for epsg in zones if not store_error else ():
         for layer in ("prediction", "asos_sensitivity", "spacex_attribution"):
-            ql = _quicklook(layout, epsg, layer, done_tiles, mosaics or {})
+            ql = quicklook(layout, epsg, layer, done_tiles, mosaics or {})
             if ql is None:
                 continue
             png, caption = ql
@@ -549,7 +452,9 @@ def render_report(
                 f"<img alt='{_e(layer)} EPSG:{epsg}' src='data:image/png;base64,{png}'>"
                 f"<figcaption>{_e(caption)}</figcaption></figure>"
             )
-    if not n_ql:
+    if store_error:
+        parts.append("<p class='bad'>The store could not be read; no quicklooks.</p>")
+    elif not n_ql:
         parts.append("<p>No outputs to show yet.</p>")
     parts.append("</section>")
     # tile status
@@ -563,7 +468,7 @@ def render_report(
         )
     parts.append("</section>")
     # accuracy from a reference sample (`geoxai assess`), when one was assessed
-    parts.append(_accuracy(layout))
+    parts.append(_accuracy(layout) if not store_error else "")
     # provenance
     parts.append(
         "<section id='provenance'><h2>Provenance</h2><p>Every output is reproducible from "
@@ -585,6 +490,8 @@ def write_report(
     this_run: Mapping[str, Mapping[str, Any]] | None = None,
     wall_s: float | None = None,
     mosaics: Mapping[int, Mapping[str, str]] | None = None,
+    invalidated: Mapping[str, str] | None = None,
+    invalidated_late: Mapping[str, str] | None = None,
 ) -> str:
     """Render the report and write it to ``<run_root>/report.html``; return its URL.
 
@@ -597,6 +504,7 @@ def write_report(
         this_run: tile id -> outcome of this invocation.
         wall_s: wall time of the run, seconds.
         mosaics: epsg -> layer -> VRT URL.
+        invalidated, invalidated_late: as :func:`render_report`.
     """
     page = render_report(
         layout,
@@ -607,9 +515,84 @@ def write_report(
         this_run=this_run,
         wall_s=wall_s,
         mosaics=mosaics,
+        invalidated=invalidated,
+        invalidated_late=invalidated_late,
     )
     with tempfile.TemporaryDirectory(prefix="geoxai-report-") as tmp:
         path = Path(tmp) / "report.html"
         path.write_text(page, encoding="utf-8")
         upload_file(path, layout.at(layout.report_url()))
     return layout.report_url()
+
+
+def write_local_report(
+    layout: RunLayout,
+    config: Any,
+    plan: Any,
+    this_run: Mapping[str, Mapping[str, Any]],
+    *,
+    wall_s: float | None,
+    store_error: str,
+    directory: str | Path | None = None,
+) -> str:
+    """Write the report of a run whose store cannot be read to a local file; return its path.
+
+    The page is rendered from the driver's own outcomes (``this_run``, the records it wrote)
+    and the plan, without reading the store (no quicklooks, no accuracy section); its summary
+    names the store error. The file is ``geoxai-report-<name>-<year>-<UTC time>.html`` in
+    ``directory`` (default: the working directory if writable, else the system temp dir).
+    """
+    page = render_report(
+        layout,
+        config,
+        [dict(r) for r in this_run.values()],
+        tiles=list(plan.tiles) if plan is not None else None,
+        done_before=list(plan.done) if plan is not None else (),
+        this_run=this_run,
+        wall_s=wall_s,
+        invalidated=getattr(plan, "invalidated", None),
+        store_error=store_error,
+    )
+    cfg = _config_doc(config)
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"geoxai-report-{cfg.get('name', 'run')}-{cfg.get('year', '')}-{stamp}.html"
+    folders = [str(directory)] if directory is not None else [".", tempfile.gettempdir()]
+    err: OSError | None = None
+    for folder in folders:
+        try:
+            path = (Path(folder) / name).resolve()
+            path.write_text(page, encoding="utf-8")
+            return str(path)
+        except OSError as exc:  # a read-only or removed working directory: the next folder
+            err = exc
+    raise OSError(f"could not write the local report {name} to {folders}: {err}")
+
+
+def _invalidated_section(
+    planned: Mapping[str, str], late: Mapping[str, str], status: Mapping[str, Any]
+) -> str:
+    """Tiles whose stored outputs (chunks, COGs, record) did not check out, and what became of
+    them; nothing when there are none."""
+    if not planned and not late:
+        return ""
+    out = [
+        f"<section id='invalidated'><h2>Invalidated outputs ({len(planned) + len(late)})</h2>"
+        "<p>Stored outputs that did not match their record (checksum, size or a missing "
+        "object): the tile's record was deleted.</p><table><tr><th>tile</th><th>found</th>"
+        "<th>problem</th><th>what happened</th></tr>"
+    ]
+    rows = [(t, "at planning", why) for t, why in planned.items()]
+    rows += [(t, "after the tile phase", why) for t, why in late.items()]
+    for tile_id, when, why in sorted(rows):
+        st = status.get(tile_id, {}).get("status", "pending")
+        if when == "after the tile phase":
+            action = "left out of the mosaics and catalog; a rerun redoes the tile"
+        elif st == "done":
+            action = "redone in this run"
+        else:
+            action = f"not redone in this run ({st}); a rerun redoes the tile"
+        out.append(
+            f"<tr><td><code>{_e(tile_id)}</code></td><td>{_e(when)}</td><td>{_e(why)}</td>"
+            f"<td>{_e(action)}</td></tr>"
+        )
+    return "".join(out) + "</table></section>"

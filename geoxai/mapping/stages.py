@@ -27,6 +27,7 @@ Everything a tile needs travels as frozen values (:class:`~geoxai.config.RunConf
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,10 +58,17 @@ from geoxai.mapping.ancillary import (
     committed_ancillary_layers,
 )
 from geoxai.mapping.catalog import write_catalog
+from geoxai.mapping.change import change_layers
 from geoxai.mapping.cube_stage import _one_line
 from geoxai.mapping.outcomes import CubeStage, TileOutcome
 from geoxai.mapping.plan import RunPlan
-from geoxai.mapping.records import change_layers, read_records, write_status, write_tile
+from geoxai.mapping.records import (
+    delete_record,
+    read_records,
+    verify_cogs,
+    write_status,
+    write_tile,
+)
 from geoxai.mapping.report import write_report
 from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.models.asos_net import ASOSNet
@@ -72,6 +80,8 @@ from geoxai.temporal.smoothing import preprocess
 from geoxai.temporal.superres import superresolve_cube
 from geoxai.xai.asos import ASOSTable, asos_map, load_asos_bundle
 from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TileModels",
@@ -369,6 +379,9 @@ def map_and_write(
         )
     t0 = time.monotonic()
     layout = run_layout(config)
+    # the old record goes first (before the COGs are overwritten): whatever fails below, the
+    # tile no longer reads as done
+    delete_record(layout, tile.id)
     so = config.store.storage_options or None
     raw = store.read_cube(cube.url, storage_options=so)
     raw = raw.load()
@@ -461,10 +474,17 @@ def record_empty_or_failed(tile: TileSpec, cube: CubeStage, config: RunConfig) -
 def finish_run(
     config: RunConfig, plan: RunPlan, outcomes: Mapping[str, TileOutcome], *, wall_s: float
 ) -> str:
-    """Mosaics per zone, the STAC catalog of the outputs and ``report.html``; the report URL."""
+    """Mosaics per zone, the STAC catalog of the outputs and ``report.html``; the report URL.
+
+    The COGs of every ``done`` record are checked first (:func:`verify_cogs`, one read per COG
+    per run): a tile whose COG is missing, truncated or altered has its record deleted, stays
+    out of the mosaics and the catalog, and the report names it (a rerun redoes it).
+    """
 
     layout = run_layout(config)
-    records = read_records(layout)
+    records, broken = verify_cogs(layout, read_records(layout))
+    for tile_id, reason in broken.items():
+        log.warning("tile %s: %s; its record is deleted, a rerun redoes it", tile_id, reason)
     done_ids = {r["tile_id"] for r in records if r.get("status") == "done"}
     done_tiles = [t for t in plan.tiles if t.id in done_ids]
     mosaics: dict[int, dict[str, str]] = {}
@@ -483,6 +503,8 @@ def finish_run(
         this_run={k: o.to_dict() for k, o in outcomes.items()},
         wall_s=wall_s,
         mosaics=mosaics,
+        invalidated=plan.invalidated,
+        invalidated_late=broken,
     )
     write_catalog(layout, config, records, mosaics=mosaics)  # links report.html: write it first
     return report

@@ -108,7 +108,9 @@ def _print_summary(summary) -> None:
     for tile_id, o in sorted(summary.outcomes.items()):
         if o.status in ("failed", "empty"):
             console.print(f"  [yellow]{tile_id}[/] {o.status}: {o.reason}")
-    if summary.report:
+    if summary.report and summary.report_is_local:
+        console.print(f"report (local copy, the store did not take it): [bold]{summary.report}[/]")
+    elif summary.report:
         console.print(f"report: [bold]{summary.report}[/]")
     else:
         console.print("report: not written")

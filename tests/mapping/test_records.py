@@ -12,8 +12,8 @@ from geoxai.errors import ConfigError, InvalidInputError, NoDataError, StoreErro
 from geoxai.geo.grid import TileSpec, tile_from_id
 from geoxai.io.layout import RunLayout
 from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore, change_layer_specs, default_layers
+from geoxai.mapping.change import change_layers
 from geoxai.mapping.records import (
-    change_layers,
     plan_tiles,
     read_record,
     read_records,

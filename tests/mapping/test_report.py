@@ -194,3 +194,105 @@ def test_report_without_outputs_says_so(tmp_path):
     html = render_report(layout, CONFIG, [], tiles=tiles, wall_s=None)
     assert "No outputs to show yet." in html and "No timings recorded" in html
     assert "pending" in html
+
+
+def _finish_config(root: str):
+    from geoxai.config import load_run_config
+
+    return load_run_config(
+        {
+            "name": CONFIG["name"],
+            "year": CONFIG["year"],
+            "aoi": CONFIG["aoi"],
+            "stac": {"url": "http://127.0.0.1:9/", "collection": "sentinel-2-l2a"},
+            "store": {"root": root},
+            "models": {"prediction": "bundle"},
+        }
+    )
+
+
+def test_a_cog_damaged_after_the_tile_phase_is_named_by_the_report(tmp_path, caplog):
+    """One flipped byte in a done tile's COG, found when the run's finish reads the COGs: the
+    report is written, names the tile and says a rerun redoes it; the record is gone, the
+    mosaics and the catalog leave the tile out, and the next planning redoes it."""
+    from geoxai.mapping.outcomes import TileOutcome
+    from geoxai.mapping.plan import RunPlan
+    from geoxai.mapping.records import plan_tiles
+    from geoxai.mapping.stages import finish_run
+
+    layout, tiles, plan, records, this_run, _ = make_run(str(tmp_path), cogs=True)
+    bad = tiles[1]
+    path = tmp_path / "demo-run" / "2024" / "cogs" / "prediction" / f"{bad.id}.tif"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0x10
+    path.write_bytes(bytes(raw))
+    cfg = _finish_config(str(tmp_path))
+    run_plan = RunPlan(layout.root, "c0ffee", tuple(tiles), [], list(plan.done))
+    outcomes = {k: TileOutcome.from_dict(v) for k, v in this_run.items()}
+    url = finish_run(cfg, run_plan, outcomes, wall_s=60.0)
+    text = open(url, encoding="utf-8").read()
+    assert "Traceback" not in text
+    page = _Page()
+    page.feed(text)
+    assert "invalidated" in page.sections
+    cells = page.cells["invalidated"]
+    assert bad.id in cells and "after the tile phase" in cells
+    assert any("checksum differs" in c for c in cells)
+    assert any("a rerun redoes the tile" in c for c in cells)
+    failures = page.cells["failures"]
+    assert bad.id in failures and any("outputs invalidated" in c for c in failures)
+    assert any(bad.id in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "demo-run" / "2024" / "records" / f"{bad.id}.json").exists()
+    vrt = (tmp_path / "demo-run" / "2024" / "mosaics" / "zone=32631" / "prediction.vrt").read_text()
+    assert bad.id not in vrt and tiles[0].id in vrt
+    catalog = " ".join(p.name for p in (tmp_path / "demo-run" / "2024" / "catalog").rglob("*"))
+    assert bad.id not in catalog and tiles[0].id in catalog
+    todo, _ = plan_tiles(layout, tiles[:3], "c0ffee")
+    assert todo == [bad]
+
+
+def test_a_mosaic_that_cannot_be_decoded_falls_back_to_the_zone_store(tmp_path):
+    """A COG truncated behind the checks' back: the quicklook says the mosaic could not be
+    decoded and shows the zone store instead; no traceback."""
+    layout, tiles, plan, records, this_run, mosaics = make_run(str(tmp_path), cogs=True)
+    path = tmp_path / "demo-run" / "2024" / "cogs" / "prediction" / f"{tiles[1].id}.tif"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    html_text = render_report(
+        layout, CONFIG, records, tiles=tiles, this_run=this_run, mosaics=mosaics
+    )
+    assert "the VRT mosaic could not be decoded: RasterioIOError" in html_text
+    assert "data-layer='prediction'" in html_text
+
+
+def test_local_report_when_the_store_cannot_be_read(tmp_path):
+    """The store is gone at the end of a run: the page comes from the driver's outcomes,
+    reads nothing from the store and names the error."""
+    from geoxai.mapping.report import write_local_report
+
+    a, b, c = (small_tile(i, 0) for i in range(3))
+    layout = RunLayout("s3://no-such-bucket-i21/run/2024")
+    plan = SimpleNamespace(tiles=[a, b, c], done=[], invalidated={b.id: "chunk x missing"})
+    this_run = {
+        a.id: {"tile_id": a.id, "status": "done", "timings": {"cube_s": 2.0}},
+        b.id: {"tile_id": b.id, "status": "failed", "reason": "StoreError: endpoint gone"},
+    }
+    path = write_local_report(
+        layout,
+        CONFIG,
+        plan,
+        this_run,
+        wall_s=30.0,
+        store_error="the run stopped: StoreError: Could not write to s3://no-such-bucket-i21",
+        directory=tmp_path,
+    )
+    assert path.startswith(str(tmp_path)) and "demo-run-2024" in path
+    page = _Page()
+    page.feed(open(path, encoding="utf-8").read())
+    summary = page.cells["summary"]
+    assert summary[
+        summary.index("tiles total / done / skipped / empty / failed / pending") + 1
+    ] == ("3 / 1 / 0 / 0 / 1 / 1")
+    assert "Could not write to s3://no-such-bucket-i21" in summary[summary.index("store") + 1]
+    assert "StoreError: endpoint gone" in page.cells["failures"]
+    assert b.id in page.cells["invalidated"]

@@ -166,10 +166,13 @@ def test_adjacent_tiles_are_seamless(reference_run):
     assert np.abs(s_from_a[ok] - s_own[ok]).max() <= 1e-5
 
 
-def test_rerun_skips_done_tiles_and_redoes_broken_ones(run_world, ray_local, tmp_path):
+def test_rerun_skips_done_tiles_and_redoes_broken_ones(run_world, reference_run, tmp_path):
+    import rasterio
+
     from geoxai.io.layout import RunLayout
     from geoxai.io.location import resolve
     from geoxai.io.zonestore import ZoneStore
+    from geoxai.mapping.records import read_record
     from pipelines.run import run
 
     cfg = run_world.config(tmp_path / "store", tiles=[t.id for t in run_world.world.tiles[:2]])
@@ -188,6 +191,26 @@ def test_rerun_skips_done_tiles_and_redoes_broken_ones(run_world, ray_local, tmp
     chunk.write_bytes(b"garbage")
     redo = run(cfg, progress=False, finish=False)
     assert redo.processed == 2 and redo.count("done") == 2
+    # a truncated tile COG (issue 21): planning finds it, the tile is redone, and its outputs
+    # are those of the uninterrupted reference run
+    cog = Path(cfg.run_root()) / "cogs" / "prediction" / f"{t1.id}.tif"
+    cog.write_bytes(cog.read_bytes()[:1000])
+    healed = run(cfg, progress=False)
+    assert healed.processed == 1 and healed.outcomes[t1.id].status == "done"
+    assert healed.report and not healed.report_is_local
+    assert "redone in this run" in Path(healed.report).read_text()
+    ref_cfg, _ = reference_run
+    ref_root = Path(ref_cfg.run_root())
+    for layer in ("prediction", "asos_sensitivity", "quality"):
+        np.testing.assert_array_equal(
+            _zone_arrays(cfg, layer)[t1.id], _zone_arrays(ref_cfg, layer)[t1.id]
+        )
+        with rasterio.open(ref_root / "cogs" / layer / f"{t1.id}.tif") as want:
+            with rasterio.open(Path(cfg.run_root()) / "cogs" / layer / f"{t1.id}.tif") as got:
+                np.testing.assert_array_equal(got.read(), want.read())
+    rec = read_record(layout, t1.id)
+    ref_rec = read_record(RunLayout(ref_cfg.run_root()), t1.id)
+    assert rec["cogs"]["prediction"]["sha256"] == ref_rec["cogs"]["prediction"]["sha256"]
     forced = run(cfg, progress=False, finish=False, force=True)
     assert forced.processed == 2
 

@@ -1,5 +1,6 @@
-"""The S3 server dies mid-run: the driver ends with its summary and a one-line error (rc 1, no
-traceback); a rerun after the server is back completes (issue 21)."""
+"""The S3 server dies mid-run: the driver ends with its summary, a one-line error (rc 1, no
+traceback) and the report written to a local file; a rerun after the server is back completes
+(issue 21)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def test_store_killed_mid_run_gives_summary_then_rerun_completes(run_world, tmp_
         _client(url).create_bucket(Bucket=bucket)
         console = tmp_path / "first.txt"
         with console.open("w") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
             deadline = time.monotonic() + 600
             while _done_records(_client(url), bucket) < 1:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -88,7 +91,13 @@ def test_store_killed_mid_run_gives_summary_then_rerun_completes(run_world, tmp_
         assert rc == 1, text[-3000:]
         assert "Traceback" not in text, text[-5000:]
         assert f"run s3://{bucket}/runs" in text and "not processed" in text
-        assert "error:" in text and "report: not written" in text
+        assert "error:" in text
+        # the report is written locally instead, from the driver's outcomes, and named
+        (local,) = tmp_path.glob("geoxai-report-*.html")
+        assert "report (local copy, the store did not take it)" in text
+        assert local.name in text.replace("\n", "")
+        page = local.read_text()
+        assert "not readable at the end of the run" in page and "Traceback" not in page
         # the server is back (empty: moto keeps nothing), the rerun completes
         moto = _moto(port, log)
         _client(url).create_bucket(Bucket=bucket)
