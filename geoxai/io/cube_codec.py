@@ -269,6 +269,11 @@ def decode_cube(
         )
     names = [str(b) for b in ds.attrs.get("cube_bands") or []]
     refl = [b for b in names if b != SCL]
+    if not names:
+        raise CorruptDataError(
+            f"Store {where}: array {_NAME!r} of a {enc} cube has no band list (group attribute "
+            f"cube_bands); the decoded band order is unknown. {fix[0].upper()}{fix[1:]}."
+        )
     if refl and _NAME not in ds.data_vars or SCL in names and SCL not in ds.data_vars:
         raise CorruptDataError(
             f"Store {where}: a cube of bands {names} lacks its array "
@@ -284,6 +289,12 @@ def decode_cube(
                     f"{key}={coord!r} naming a (time, band) coordinate); its DN cannot be turned "
                     f"into reflectance. {fix[0].upper()}{fix[1:]}."
                 )
+        stored = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
+        if stored != refl:
+            raise CorruptDataError(
+                f"Store {where}: array {_NAME!r} holds bands {stored}, its cube_bands say "
+                f"{refl} (+ SCL); {fix}."
+            )
         sc = np.asarray(ds[DN_SCALE].values, np.float32)
         of = np.asarray(ds[DN_OFFSET].values, np.float32)
         want = (var.sizes["time"], var.sizes["band"])
@@ -337,8 +348,7 @@ class CheckedChunks:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
-            with quiet_codecs():
-                out = np.asarray(self.arr[key])
+            out = np.asarray(self.arr[key])  # on dask's threads: no catch_warnings here
         except Exception as exc:  # noqa: BLE001 - any codec/store failure is this one error
             raise CorruptDataError(
                 f"Store {self.where}: array {self.name!r} cannot be decoded at {_fmt(key)} "

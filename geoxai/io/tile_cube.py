@@ -159,10 +159,16 @@ def _reusable(
     if any(committed_query(u, so) != query for u in beside.values()):
         return None, ""
     where = resolve(url, so).describe()
-    if marker.get("extra", {}).get("cube_encoding") not in ENCODINGS:
+    encoding = marker.get("extra", {}).get("cube_encoding")
+    if encoding is None:
         return None, (
             f"the cube at {where} was written by an older geoxai (float32, no chunk checksums); "
             "it is rebuilt in the current layout (uint16 DN, checksummed)"
+        )
+    if encoding not in ENCODINGS:
+        return None, (
+            f"the cube at {where} has cube_encoding {encoding!r}, which this geoxai does not "
+            f"read (it reads {list(ENCODINGS)}); it is rebuilt"
         )
     try:
         for u in (url, *beside.values()):
