@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import dask.array as dsa
 import numpy as np
 import xarray as xr
 
@@ -52,6 +51,7 @@ __all__ = [
     "encode_cube",
     "decode_cube",
     "cube_codecs",
+    "layer_encoding",
     "quiet_codecs",
 ]
 
@@ -98,12 +98,19 @@ warnings.filterwarnings("ignore", message=_NUMCODECS_NOTICE)
 
 def cube_codecs(itemsize: int) -> list[Any]:
     """The compressors of a stored cube array: byte shuffle + zstd (level 3, checksum)."""
-    from zarr.codecs.numcodecs import Shuffle
-    from zarr.codecs import ZstdCodec
+    from zarr.codecs import ZstdCodec  # lazy: zarr's codecs only when a store is written
+    from zarr.codecs.numcodecs import Shuffle  # lazy: as above
 
     with quiet_codecs():
         shuffle = [Shuffle(elementsize=itemsize)] if itemsize > 1 else []
         return [*shuffle, ZstdCodec(level=ZSTD_LEVEL, checksum=True)]
+
+
+def layer_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Zarr encoding of a layer stored beside a cube (S1 steps, terrain): every data variable
+    with :func:`cube_codecs` (shuffle + zstd with its checksum); chunks as the data has them.
+    Their values are computed (dB, metres, degrees), not DN: they stay in their own dtypes."""
+    return {str(k): {"compressors": cube_codecs(v.dtype.itemsize)} for k, v in ds.data_vars.items()}
 
 
 def _scaling(cube: xr.DataArray, refl: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -136,6 +143,8 @@ def encode_cube(
         NotWholeDNError: while it is written, from a chunk holding a value that is not a whole
             DN (the caller then stores the cube with ``dn=False``).
     """
+    import dask.array as dsa  # lazy: dask only when a cube is encoded
+
     names = [str(b) for b in cube["band"].values]
     refl = [b for b in names if b != SCL]
     scaling = _scaling(cube, refl) if dn else None
@@ -256,6 +265,8 @@ def decode_cube(
         CorruptDataError: the encoding is unknown, or its scaling coordinates are missing or
             malformed (each naming the array and the fix).
     """
+    import dask.array as dsa  # lazy: dask only when a cube is decoded
+
     enc = ds.attrs.get("cube_encoding")
     fix = "delete the store and rerun the cube stage (`geoxai run` rebuilds it)"
     if enc is None or enc == FLOAT_ENCODING:

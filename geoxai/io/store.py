@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import shutil
 import warnings
@@ -47,10 +46,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from affine import Affine
 
 from geoxai.atomic import atomic_write, atomic_write_bytes
 from geoxai.errors import (
+    CorruptDataError,
     IncompleteOutputError,
     InvalidInputError,
     StoreError,
@@ -58,6 +57,7 @@ from geoxai.errors import (
 )
 from geoxai.io.checksums import check_digests, chunk_digests
 from geoxai.io.cube_codec import CUBE_NAME, CheckedChunks, decode_cube, quiet_codecs
+from geoxai.io.json_safe import _DROP, _clean_attrs, json_safe
 from geoxai.io.location import URL, StoreLocation, _as_location, storage_errors
 from geoxai.provenance import code_version
 
@@ -67,6 +67,7 @@ __all__ = [
     "json_safe",
     "write_dataset",
     "read_dataset",
+    "load_dataset",
     "read_cube",
     "read_commit",
     "verify",
@@ -85,53 +86,6 @@ COMMIT_MARKER = "_geoxai_commit.json"
 
 STORE_FORMAT = "geoxai-store/1"
 """Value of the marker's ``format`` field."""
-
-
-_DROP = object()
-
-
-def json_safe(value: Any) -> Any:
-    """A JSON-ready copy of an attribute value, or a private sentinel when it has none.
-
-    Numpy scalars and arrays become Python numbers and lists, ``Affine`` a list of 6 floats,
-    datetimes ISO strings, non-finite floats ``None``. Objects with no JSON form (e.g.
-    stackstac's ``RasterSpec``) are dropped by :func:`_clean_attrs`.
-    """
-
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, Affine):
-        return [float(v) for v in list(value)[:6]]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, _dt.datetime | _dt.date):
-        return value.isoformat()
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            sv = json_safe(v)
-            if sv is not _DROP:
-                out[str(k)] = sv
-        return out
-    if isinstance(value, list | tuple):
-        items = [json_safe(v) for v in value]
-        return _DROP if any(v is _DROP for v in items) else items
-    return _DROP
-
-
-def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in attrs.items():
-        sv = json_safe(v)
-        if sv is not _DROP:
-            out[str(k)] = sv
-    return out
 
 
 def _prepare(obj: xr.Dataset | xr.DataArray, attrs: Mapping[str, Any] | None) -> xr.Dataset:
@@ -432,6 +386,27 @@ def _plain_strings(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def load_dataset(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """:func:`read_dataset`, loaded into memory; a chunk that does not decode is a typed error.
+
+    Raises:
+        IncompleteOutputError: no valid marker, or the arrays do not match it.
+        CorruptDataError: a stored chunk cannot be decoded (zstd's checksum, a truncated
+            object); the message names the store and the fix.
+    """
+    loc = _as_location(url, storage_options)
+    ds = read_dataset(loc)
+    try:
+        return ds.load()
+    except (RuntimeError, ValueError, TypeError) as exc:  # the codecs' bare errors
+        raise CorruptDataError(
+            f"Store {loc.describe()}: a stored chunk cannot be decoded ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}): it is corrupt or truncated. Delete the store "
+            "and rerun the stage that writes it (a run's cube stage verifies the layers it "
+            "reuses and rebuilds corrupt ones)."
+        ) from exc
+
+
 def read_cube(
     url: URL,
     *,
@@ -497,7 +472,7 @@ def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
     stored variable whose chunk reads raise typed errors. None when the store is no raw cube.
     """
     import dask.array as dsa  # lazy: dask only when a cube is read
-    import zarr
+    import zarr  # lazy: zarr's own API only on this path (xarray opens the rest)
 
     record = read_commit(loc)
     store, so = loc.zarr_target()

@@ -40,7 +40,13 @@ from geoxai.geo.bands import CUBE_BANDS
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
 from geoxai.io.cube import CUBE_NAME, _as_day, build_cube, is_location
-from geoxai.io.cube_codec import DN_ENCODING, ENCODINGS, NotWholeDNError, encode_cube
+from geoxai.io.cube_codec import (
+    DN_ENCODING,
+    ENCODINGS,
+    NotWholeDNError,
+    encode_cube,
+    layer_encoding,
+)
 from geoxai.io.location import resolve
 from geoxai.io.stac import search
 
@@ -303,6 +309,7 @@ def build_tile_cube(
             storage_options=so,
             overwrite=True,
             extra={"query": query, "item_ids": beside_ids[key]},
+            encoding=layer_encoding(layer),
         )
         nbytes += int(m.get("nbytes", 0))
     extra = {

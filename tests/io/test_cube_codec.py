@@ -44,7 +44,9 @@ def _scenes(tmp_path: Path) -> list[dict]:
 
 
 def _stored(url: str) -> dict:
-    return {k: json.loads((Path(url) / k / "zarr.json").read_text()) for k in ("reflectance", "SCL")}
+    return {
+        k: json.loads((Path(url) / k / "zarr.json").read_text()) for k in ("reflectance", "SCL")
+    }
 
 
 def test_dn_cube_decodes_to_exactly_the_float32_cube(tmp_path):
@@ -159,7 +161,7 @@ def test_a_flipped_byte_is_a_typed_error_and_reuse_rebuilds_the_cube(tmp_path):
     with pytest.raises(CorruptDataError, match=r"chunk 'c/.*' of array 'reflectance'.*Delete"):
         store.verify(url)
     with pytest.raises(CorruptDataError, match=r"array 'reflectance' cannot be decoded.*Delete"):
-        store.read_cube(url).values  # zstd's checksum, named, never a bare RuntimeError
+        _ = store.read_cube(url).values  # zstd's checksum, named, never a bare RuntimeError
     with pytest.warns(UserWarning, match="does not match its checksum"):
         rec = build_tile_cube(items, BIG, url, start="2023-01-01", end="2023-12-31", reuse=True)
     assert not rec.reused and "checksum" in rec.repaired
@@ -176,7 +178,7 @@ def test_a_chunk_of_the_wrong_size_is_a_typed_error(tmp_path):
     chunk = sorted(p for p in (Path(url) / "SCL" / "c").rglob("*") if p.is_file())[0]
     chunk.write_bytes(numcodecs.Zstd(checksum=True).encode(np.zeros(100, np.uint8).tobytes()))
     with pytest.raises(CorruptDataError, match=r"array 'SCL'.*Delete the store"):
-        store.read_cube(url).values
+        _ = store.read_cube(url).values
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def test_a_corrupt_cached_cube_is_detected_and_rebuilt(clean_world, tmp_path):  
     data[len(data) // 3] ^= 0x01
     chunks[0].write_bytes(bytes(data))
     with pytest.raises(CorruptDataError, match="cannot be decoded"):
-        store.read_cube(first.url).values  # what the tile worker would have met
+        _ = store.read_cube(first.url).values  # what the tile worker would have met
 
     with pytest.warns(UserWarning, match="does not match its checksum"):
         again = stage_cube(tile, cfg)
