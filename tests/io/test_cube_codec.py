@@ -227,3 +227,87 @@ def test_verify_of_an_uncommitted_store_is_incomplete(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(IncompleteOutputError):
             store.verify(str(tmp_path / "none.zarr"))
+
+
+# ---- real Sentinel-2 L2A DN (WorldCereal patch) written as COGs: exact on real values ------
+
+
+def _real_items(realdata: Path, root: Path, n_dates: int) -> list[dict]:
+    """STAC items over COGs of the first ``n_dates`` real acquisitions of the WorldCereal patch
+    (DN as delivered, nodata 0; 10 m bands 64x64, 20 m bands and SCL 32x32)."""
+    from affine import Affine
+
+    from geoxai.geo.bands import BANDS, CUBE_BANDS
+    from tests.fixtures.realdata_series import read_nc
+    from tests.io.test_cube import KEYS, _write_tif
+
+    folder = realdata / "worldcereal_ts_patch"
+    stem = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
+    x0, y1 = 501_360.0, 5_629_680.0
+    data = {}
+    for b in CUBE_BANDS:
+        res = BANDS[b].resolution_m
+        arr, _, _ = read_nc(folder / f"S2_L2A_{res}m_{stem}", b)
+        data[b] = arr[:n_dates]
+    items = []
+    for t in range(n_dates):
+        day = dt.datetime(2017, 8, 1, 10, 30, tzinfo=dt.UTC) + dt.timedelta(days=5 * t)
+        iid = f"S2_REAL_{t:03d}"
+        (root / iid).mkdir(parents=True)
+        assets = {}
+        for b in CUBE_BANDS:
+            res = BANDS[b].resolution_m
+            arr = data[b][t].astype(np.uint8 if b == "SCL" else np.uint16)
+            path = root / iid / f"{b}.tif"
+            _write_tif(path, arr, Affine(res, 0, x0, 0, -res, y1), 32631)
+            rb = {"nodata": 0, "data_type": str(arr.dtype), "spatial_resolution": res}
+            if b != "SCL":
+                rb |= {"scale": 0.0001, "offset": 0.0}  # baseline < 04.00 (2017)
+            assets[KEYS[b]] = {
+                "href": str(path),
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "roles": ["data"],
+                "proj:shape": list(arr.shape),
+                "proj:transform": [res, 0, x0, 0, -res, y1],
+                "raster:bands": [rb],
+            }
+        items.append(
+            {
+                "type": "Feature",
+                "stac_version": "1.0.0",
+                "stac_extensions": [],
+                "id": iid,
+                "collection": "sentinel-2-l2a",
+                "bbox": [2.98, 50.80, 2.99, 50.81],
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [
+                        [[2.98, 50.80], [2.99, 50.80], [2.99, 50.81], [2.98, 50.81], [2.98, 50.80]]
+                    ],
+                },
+                "properties": {
+                    "datetime": day.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "proj:code": "EPSG:32631",
+                    "s2:processing_baseline": "02.06",
+                },
+                "links": [],
+                "assets": assets,
+            }
+        )
+    return items
+
+
+@pytest.mark.realdata
+def test_real_l2a_dn_cube_decodes_exactly(realdata, tmp_path):
+    from geoxai.geo.grid import TileSpec
+
+    items = _real_items(realdata, tmp_path / "cogs", 24)
+    # a 600 m tile whose 40 px halo holds the whole 640 m patch; the 20 m bands are bilinear
+    tile = TileSpec(32631, 836, 9382, halo_px=40, tile_size_m=600)
+    url = str(tmp_path / "cube.zarr")
+    build_tile_cube(items, tile, url, start="2017-01-01", end="2018-12-31")
+    want = build_cube(items, tile).compute()
+    back = store.read_cube(url).values
+    assert np.isfinite(want.values).any() and np.isnan(want.values).any()
+    np.testing.assert_array_equal(back, want.values)
+    assert store.read_commit(url)["extra"]["cube_encoding"] == DN_ENCODING
