@@ -405,7 +405,7 @@ def build_cube(
     return cube
 
 
-def _per_band(values: np.ndarray, refl: list[str], names: list[str]) -> np.ndarray:
+def _per_band(values: np.ndarray, refl: list[str], names: Sequence[str]) -> np.ndarray:
     """``(time, len(names))`` float32: the reflectance bands' column of ``values``, NaN for SCL."""
     out = np.full((values.shape[0], len(names)), np.nan, np.float32)
     for i, b in enumerate(names):

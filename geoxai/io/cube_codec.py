@@ -232,16 +232,79 @@ def _to_class(s: np.ndarray) -> np.ndarray:
     return v.astype(np.uint8)
 
 
-def _from_dn(dn: np.ndarray, sc: np.ndarray, of: np.ndarray) -> np.ndarray:
-    out = dn.astype(np.float32) * sc + of
-    out[dn == DN_NODATA] = np.nan
+def _from_dn(dn: np.ndarray, sc: np.ndarray, of: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:] = float32(dn) * sc + of`` (two float32 roundings, as the build), NaN at nodata."""
+    out[...] = dn
+    out *= sc
+    out += of
+    np.putmask(out, dn == DN_NODATA, np.float32(np.nan))
     return out
 
 
-def _from_class(s: np.ndarray) -> np.ndarray:
-    out = s.astype(np.float32)[:, None]
-    out[s[:, None] == SCL_NODATA] = np.nan
+def _from_class(s: np.ndarray, out: np.ndarray) -> np.ndarray:
+    out[...] = s
+    np.putmask(out, s == SCL_NODATA, np.float32(np.nan))
     return out
+
+
+def _from_both(dn: np.ndarray, scl: np.ndarray, sc: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """One decoded block ``(t, B + 1, rows, x)``: reflectance bands, then SCL, no concat."""
+    nb = dn.shape[1]
+    out = np.empty((dn.shape[0], nb + 1, *dn.shape[2:]), np.float32)
+    _from_dn(dn, sc, of, out[:, :nb])
+    _from_class(scl[:, 0], out[:, nb])
+    return out
+
+
+def _dn_block(dn: np.ndarray, sc: np.ndarray, of: np.ndarray) -> np.ndarray:
+    return _from_dn(dn, sc, of, np.empty(dn.shape, np.float32))
+
+
+def _class_block(s: np.ndarray) -> np.ndarray:
+    return _from_class(s[:, None], np.empty((s.shape[0], 1, *s.shape[1:]), np.float32))
+
+
+def _decoded(parts: list[Any], dsa: Any) -> Any:
+    """The float32 dask array of the stored parts: ``(dn, scale, offset)`` and/or SCL."""
+    refl = parts[0] if parts and isinstance(parts[0], tuple) else None
+    scl = parts[-1] if parts and not isinstance(parts[-1], tuple) else None
+    if refl is not None and scl is not None:
+        dn, sc4, of4 = refl
+        if dn.numblocks[1] == 1 and (scl.chunks[0], *scl.chunks[1:]) == (
+            dn.chunks[0],
+            *dn.chunks[2:],
+        ):
+            return dsa.map_blocks(
+                _from_both,
+                dn,
+                scl[:, None],
+                sc4,
+                of4,
+                dtype=np.float32,
+                chunks=(dn.chunks[0], (dn.shape[1] + 1,), *dn.chunks[2:]),
+            )
+    out = []
+    if refl is not None:
+        out.append(
+            dsa.map_blocks(
+                _dn_block,
+                *refl,
+                dtype=np.float32,
+            )
+        )
+    if scl is not None:
+        out.append(
+            dsa.map_blocks(
+                lambda s: _from_class(
+                    s[:, None], np.empty((s.shape[0], 1, *s.shape[1:]), np.float32)
+                ),
+                scl,
+                dtype=np.float32,
+                chunks=(scl.chunks[0], (1,), *scl.chunks[1:]),
+                new_axis=1,
+            )
+        )
+    return out[0] if len(out) == 1 else dsa.concatenate(out, axis=1)
 
 
 def decode_cube(
@@ -317,19 +380,10 @@ def decode_cube(
         dn = checked(_NAME)
         sc4 = dsa.from_array(sc[:, :, None, None], chunks=(dn.chunks[0], dn.chunks[1], 1, 1))
         of4 = dsa.from_array(of[:, :, None, None], chunks=(dn.chunks[0], dn.chunks[1], 1, 1))
-        parts.append(dsa.map_blocks(_from_dn, dn, sc4, of4, dtype=np.float32))
+        parts.append((dn, sc4, of4))
     if SCL in names:
-        scl = checked(SCL)
-        parts.append(
-            dsa.map_blocks(
-                _from_class,
-                scl,
-                dtype=np.float32,
-                chunks=(scl.chunks[0], (1,), scl.chunks[1], scl.chunks[2]),
-                new_axis=1,
-            )
-        )
-    data = dsa.concatenate(parts, axis=1)
+        parts.append(checked(SCL))
+    data = _decoded(parts, dsa)
     order = [*refl, *([SCL] if SCL in names else [])]
     if order != names:
         data = data[:, [order.index(b) for b in names]]

@@ -488,7 +488,12 @@ def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
 
     def checked(name: str) -> Any:
         with quiet_codecs():
-            arr = group[name]
+            arr = group.get(name)
+        if not isinstance(arr, zarr.Array):
+            raise CorruptDataError(
+                f"Store {where}: {name!r} is not an array of the cube (found "
+                f"{type(arr).__name__}); delete the store and rerun the cube stage."
+            )
         return dsa.from_array(
             CheckedChunks(arr, where, name),
             chunks=arr.chunks,
