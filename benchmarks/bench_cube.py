@@ -307,7 +307,7 @@ def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool
     back = np.concatenate(blocks, axis=2)
     del blocks
     t0 = time.perf_counter()
-    store.read_cube(url).values  # the whole cube at once (dask threads)
+    _ = store.read_cube(url).values  # the whole cube at once (dask threads)
     read_whole_s = time.perf_counter() - t0
 
     # the floor of reading back: the same stored objects, read and decoded by the codec alone
