@@ -233,11 +233,15 @@ def _to_class(s: np.ndarray) -> np.ndarray:
 
 
 def _from_dn(dn: np.ndarray, sc: np.ndarray, of: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[:] = float32(dn) * sc + of`` (two float32 roundings, as the build), NaN at nodata."""
-    out[...] = dn
-    out *= sc
-    out += of
-    np.putmask(out, dn == DN_NODATA, np.float32(np.nan))
+    """``out[:] = float32(dn) * sc + of`` (two float32 roundings, as the build), NaN at nodata.
+
+    One date at a time, so the operands stay in cache."""
+    for t in range(dn.shape[0]):
+        o, d = out[t], dn[t]
+        o[...] = d
+        o *= sc[t]
+        o += of[t]
+        np.putmask(o, d == DN_NODATA, np.float32(np.nan))
     return out
 
 

@@ -496,7 +496,9 @@ def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
             )
         return dsa.from_array(
             CheckedChunks(arr, where, name),
-            chunks=arr.chunks,
+            # all dates of a row block in one task: zarr reads the stored chunks of those rows
+            # straight into one buffer (no per-date blocks for dask to concatenate)
+            chunks=(arr.shape[0], *arr.chunks[1:]),
             name=f"read-{hashlib.sha1(f'{token}/{name}'.encode()).hexdigest()}",
             asarray=True,
             lock=False,
