@@ -312,8 +312,11 @@ def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool
 
     # the floor of reading back: the same stored objects, read and decoded by the codec alone
     zstd, shuffle2 = numcodecs.Zstd(), numcodecs.Shuffle(elementsize=2)
-    files = [p for p in Path(url).rglob("c/*") if p.is_file()] + [
-        p for p in Path(url).rglob("c/*/*/*/*") if p.is_file()
+    files = [
+        p
+        for name in ("reflectance", "SCL")
+        for p in (Path(url) / name / "c").rglob("*")
+        if p.is_file()
     ]
     t0, c0 = time.perf_counter(), time.process_time()
     for p in files:
