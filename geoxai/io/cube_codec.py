@@ -299,9 +299,7 @@ def _decoded(parts: list[Any], dsa: Any) -> Any:
     if scl is not None:
         out.append(
             dsa.map_blocks(
-                lambda s: _from_class(
-                    s[:, None], np.empty((s.shape[0], 1, *s.shape[1:]), np.float32)
-                ),
+                _class_block,
                 scl,
                 dtype=np.float32,
                 chunks=(scl.chunks[0], (1,), *scl.chunks[1:]),
@@ -425,8 +423,8 @@ class CheckedChunks:
                 "is corrupt or truncated. Delete the store and rerun the stage that writes it "
                 "(a run's cube stage verifies a cube it reuses and rebuilds a corrupt one)."
             ) from exc
-        want = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape, strict=False))
         if isinstance(key, tuple) and all(isinstance(k, slice) for k in key):
+            want = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape, strict=False))
             if out.shape != want + self.shape[len(want) :]:
                 raise CorruptDataError(
                     f"Store {self.where}: array {self.name!r} decoded to shape {out.shape} at "

@@ -487,7 +487,7 @@ def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
     token = f"{loc.url}-{record.get('written_at')}"
 
     def checked(name: str) -> Any:
-        with quiet_codecs():
+        with quiet_codecs(), _quiet_marker():
             arr = group.get(name)
         if not isinstance(arr, zarr.Array):
             raise CorruptDataError(

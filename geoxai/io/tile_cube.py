@@ -13,8 +13,9 @@
 * **Reuse.** With ``reuse=True`` a committed cube whose marker holds the same query, and whose
   beside layers are committed with it, is kept as it is (``CubeRecord.reused``) once every
   stored chunk of it and of its beside layers matches the SHA-256 in its marker
-  (:func:`geoxai.io.store.verify`); any other committed cube is replaced. A cube that fails the
-  check (bit rot, truncation), or was written by an older geoxai (float32, no checksums), is
+  (:func:`geoxai.io.store.verify`) and its layout decodes (encoding, bands, scaling); any other
+  committed cube is replaced. A cube that fails either check (bit rot, truncation, an unknown
+  encoding, missing scaling), or was written by an older geoxai (float32, no checksums), is
   rebuilt with a warning, and ``CubeRecord.repaired`` says why. Without ``reuse`` a committed
   cube is an error unless ``overwrite``.
 * **Storage.** :mod:`geoxai.io.cube_codec`: uint16 DN + uint8 SCL in row-block chunks, decoded
@@ -183,6 +184,9 @@ def _reusable(
                     f"Store {resolve(u, so).describe()} has no chunk checksums in its commit "
                     "marker; it cannot be verified."
                 )
+        # the chunks match; its layout (encoding, band list, scaling) must decode too: opening
+        # is lazy (metadata only) and raises what a tile actor's read would raise
+        store.read_cube(url, storage_options=so)
     except (CorruptDataError, IncompleteOutputError) as exc:
         return None, f"{' '.join(str(exc).split())} It is rebuilt."
     return marker, ""

@@ -152,6 +152,16 @@ def _flip_a_byte(url: str) -> Path:
     return chunk
 
 
+def _reuse_rebuilds(items: list[dict], url: str, why: str) -> None:
+    """A run's cube stage (reuse) meets the bad cube: rebuilt with a warning saying ``why``,
+    and the rebuilt cube reads as the float32 cube."""
+    with pytest.warns(UserWarning, match=why):
+        rec = build_tile_cube(items, BIG, url, start="2023-01-01", end="2023-12-31", reuse=True)
+    assert not rec.reused and rec.repaired
+    assert store.verify(url) > 0
+    np.testing.assert_array_equal(store.read_cube(url).values, build_cube(items, BIG).values)
+
+
 def test_a_flipped_byte_is_a_typed_error_and_reuse_rebuilds_the_cube(tmp_path):
     items = _scenes(tmp_path / "scenes")
     url = str(tmp_path / "cube.zarr")
@@ -179,6 +189,7 @@ def test_a_chunk_of_the_wrong_size_is_a_typed_error(tmp_path):
     chunk.write_bytes(numcodecs.Zstd(checksum=True).encode(np.zeros(100, np.uint8).tobytes()))
     with pytest.raises(CorruptDataError, match=r"array 'SCL'.*Delete the store"):
         _ = store.read_cube(url).values
+    _reuse_rebuilds(items, url, "chunk .* of array 'SCL' does not match its checksum")
 
 
 @pytest.mark.parametrize(
@@ -200,18 +211,21 @@ def test_unknown_encoding_or_missing_layout_is_a_typed_error(tmp_path, edit, mat
     with pytest.raises(CorruptDataError, match=match) as err:
         store.read_cube(url)
     assert "rerun the cube stage" in str(err.value)
+    _reuse_rebuilds(items, url, match)  # the chunks match their checksums; the layout does not
 
 
-def test_missing_scale_attribute_is_a_typed_error(tmp_path):
+@pytest.mark.parametrize("key", ["scale", "offset"])
+def test_missing_scale_or_offset_attribute_is_a_typed_error(tmp_path, key):
     items = _scenes(tmp_path / "scenes")
     url = str(tmp_path / "cube.zarr")
     build_tile_cube(items, BIG, url, start="2023-01-01", end="2023-12-31")
     meta_path = Path(url) / "reflectance" / "zarr.json"
     meta = json.loads(meta_path.read_text())
-    del meta["attributes"]["scale"]
+    del meta["attributes"][key]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(CorruptDataError, match=r"'reflectance' has no scale .*rerun the cube"):
+    with pytest.raises(CorruptDataError, match=rf"'reflectance' has no {key} .*rerun the cube"):
         store.read_cube(url)
+    _reuse_rebuilds(items, url, f"'reflectance' has no {key}")
 
 
 def test_every_dataset_gets_chunk_checksums(store_root):
