@@ -24,6 +24,13 @@ Run: ``.venv/bin/python benchmarks/bench_cube.py [--quick] [--start 2023-01-01 -
 
 The default is one tile-year (73 acquisitions of 2023, ~330 MiB of COGs): about 80 s on 2
 shared cores. ``--quick`` takes a quarter year (19 acquisitions) twice each, about 35 s.
+
+``--storage`` measures the stored cube instead (:func:`storage_ratios`, local files, no S3):
+cube bytes stored / source COG bytes of the same windows; cube build (build + encode + write)
+/ decoding the same COG windows with rasterio alone (no warp, no write); reading the stored cube
+back / decoding the same stored bytes with the codec alone; verifying the chunk checksums /
+the build; and a table of candidate codecs (bytes, encode and decode time) on the cube's DN.
+``benchmarks/bench_tile.py`` can call :func:`storage_ratios` on its own tile.
 """
 
 from __future__ import annotations
@@ -192,6 +199,235 @@ def run_odc(api: str, tile: TileSpec, start: str, end: str) -> tuple[float, dict
     }
 
 
+def _cog_window_bytes_and_decode(items: list[dict], tile: TileSpec) -> tuple[int, float, float]:
+    """Bytes of the COG tiles that intersect the tile's window (full resolution, every asset
+    the cube reads), and wall/CPU seconds to decode those windows with rasterio alone."""
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    from geoxai.geo.bands import CUBE_BANDS
+    from geoxai.io.stac_items import normalize_item
+
+    nbytes = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for item in items:
+        norm = normalize_item(item)  # the assets the cube reads, by canonical band name
+        for href in (norm.assets[b].href for b in CUBE_BANDS):
+            with rasterio.open(href) as ds:
+                win = from_bounds(*tile.bounds, transform=ds.transform).round_offsets()
+                win = win.round_lengths()
+                ds.read(1, window=win, boundless=False)
+                bh, bw = ds.block_shapes[0]
+                r0, c0_ = max(0, int(win.row_off) // bh), max(0, int(win.col_off) // bw)
+                r1 = min((ds.height - 1) // bh, int(win.row_off + win.height - 1) // bh)
+                c1 = min((ds.width - 1) // bw, int(win.col_off + win.width - 1) // bw)
+                for i in range(r0, r1 + 1):
+                    for j in range(c0_, c1 + 1):
+                        nbytes += ds.block_size(1, i, j)
+    return nbytes, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _codec_table(dn: np.ndarray, rows: int) -> list[dict]:
+    """Candidate codecs on the cube's uint16 DN ``(time, band, y, x)``: bytes, encode and
+    decode seconds (one thread), with the chunks the store uses."""
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+    from zarr.codecs.numcodecs import Shuffle
+
+    cands = {
+        "zstd0 (float32 today: see cube_float32_zstd0)": [ZstdCodec(level=0)],
+        "zstd3+checksum": [ZstdCodec(level=3, checksum=True)],
+        "shuffle+zstd1+checksum": [Shuffle(elementsize=2), ZstdCodec(level=1, checksum=True)],
+        "shuffle+zstd3+checksum (chosen)": [
+            Shuffle(elementsize=2),
+            ZstdCodec(level=3, checksum=True),
+        ],
+        "shuffle+zstd6+checksum": [Shuffle(elementsize=2), ZstdCodec(level=6, checksum=True)],
+        "blosc zstd3 byteshuffle": [
+            BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=2)
+        ],
+        "blosc zstd3 bitshuffle": [
+            BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle", typesize=2)
+        ],
+        "blosc lz4 5 bitshuffle": [
+            BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=2)
+        ],
+    }
+    out = []
+    chunks = (1, dn.shape[1], rows, dn.shape[3])
+    for name, comp in cands.items():
+        st = zarr.storage.MemoryStore()
+        z = zarr.create_array(
+            st, shape=dn.shape, chunks=chunks, dtype=dn.dtype, compressors=comp, fill_value=0
+        )
+        t = time.perf_counter()
+        z[:] = dn
+        enc = time.perf_counter() - t
+        nb = sum(len(v.to_bytes()) for k, v in st._store_dict.items() if "zarr.json" not in k)
+        t = time.perf_counter()
+        z[:]
+        out.append(
+            {"codec": name, "bytes": nb, "encode_s": enc, "decode_s": time.perf_counter() - t}
+        )
+    return out
+
+
+def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool = True) -> dict:
+    """The stored cube of ``tile`` against its floors, measured in one run on local files.
+
+    Args:
+        items: STAC items whose assets are local COG paths.
+        tile: the tile (with halo).
+        work: a scratch folder (the cube store is written under it).
+        table: also measure the candidate codecs on the cube's DN.
+
+    Returns:
+        A dict of bytes, seconds (wall and CPU) and the ratios (see the module docstring).
+    """
+    import numcodecs
+
+    from geoxai.io import store
+    from geoxai.io.cube import build_cube
+    from geoxai.io.cube_codec import ROWS
+    from geoxai.io.tile_cube import build_tile_cube
+
+    cog_bytes, rio_s, rio_cpu = _cog_window_bytes_and_decode(items, tile)
+    url = str(work / f"{tile.id}.zarr")
+    t0, c0 = time.perf_counter(), time.process_time()
+    rec = build_tile_cube(items, tile, url, start="1900-01-01", end="2100-01-01", overwrite=True)
+    build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    n_checked = store.verify(url)
+    verify_s = time.perf_counter() - t0
+    # reading back as a tile actor streams it: one row block (all dates x bands) at a time
+    cube = store.read_cube(url)
+    t0, c0 = time.perf_counter(), time.process_time()
+    blocks = [cube.isel(y=slice(r, r + ROWS)).values for r in range(0, cube.sizes["y"], ROWS)]
+    read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
+    back = np.concatenate(blocks, axis=2)
+    del blocks
+    t0 = time.perf_counter()
+    _ = store.read_cube(url).values  # the whole cube at once (dask threads)
+    read_whole_s = time.perf_counter() - t0
+
+    # the floor of reading back: the same stored objects, read and decoded by the codec alone
+    zstd, shuffle2 = numcodecs.Zstd(), numcodecs.Shuffle(elementsize=2)
+    files = [
+        p
+        for name in ("reflectance", "SCL")
+        for p in (Path(url) / name / "c").rglob("*")
+        if p.is_file()
+    ]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for p in files:
+        raw = zstd.decode(p.read_bytes())
+        if "reflectance" in p.parts:
+            shuffle2.decode(raw)
+    codec_s, codec_cpu = time.perf_counter() - t0, time.process_time() - c0
+
+    want = build_cube(items, tile).values
+    exact = bool(np.array_equal(back, want, equal_nan=True))
+    float32_bytes = _float32_zstd0_bytes(want, work)
+    out = {
+        "tile": tile.id,
+        "shape": list(back.shape),
+        "cube_bytes": rec.nbytes,
+        "cube_float32_zstd0_bytes": float32_bytes,
+        "cog_window_bytes": cog_bytes,
+        "ratio_cube_over_cog": rec.nbytes / cog_bytes,
+        "ratio_float32_today_over_cog": float32_bytes / cog_bytes,
+        "build_s": build_s,
+        "build_cpu_s": build_cpu,
+        "rasterio_decode_s": rio_s,
+        "rasterio_decode_cpu_s": rio_cpu,
+        "ratio_build_over_rasterio": build_s / rio_s,
+        "ratio_build_cpu_over_rasterio_cpu": build_cpu / rio_cpu,
+        "read_s": read_s,
+        "read_cpu_s": read_cpu,
+        "read_whole_s": read_whole_s,
+        "codec_decode_s": codec_s,
+        "codec_decode_cpu_s": codec_cpu,
+        "ratio_read_over_codec": read_s / codec_s,
+        "ratio_read_cpu_over_codec_cpu": read_cpu / codec_cpu,
+        "verify_s": verify_s,
+        "verify_chunks": n_checked,
+        "ratio_verify_over_build": verify_s / build_s,
+        "decoded_equals_float32_cube": exact,
+    }
+    if table:
+        dn = np.asarray(store.read_dataset(url, chunks={})["reflectance"].values)
+        out["codecs"] = _codec_table(dn, ROWS)
+        out["codec_raw_bytes"] = int(dn.nbytes)
+    return out
+
+
+def _float32_zstd0_bytes(cube: np.ndarray, work: Path) -> int:
+    """Bytes of the cube as stored before (float32, zstd level 0, the stackstac chunks)."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    st = zarr.storage.MemoryStore()
+    z = zarr.create_array(
+        st,
+        shape=cube.shape,
+        chunks=(1, 1, *cube.shape[2:]),
+        dtype=np.float32,
+        compressors=[ZstdCodec(level=0)],
+        fill_value=np.nan,
+    )
+    z[:] = cube
+    return sum(len(v.to_bytes()) for k, v in st._store_dict.items() if "zarr.json" not in k)
+
+
+def print_storage(r: dict) -> None:
+    mib = 2**20
+    print(f"tile {r['tile']} cube {r['shape']} (decoded == float32 cube: "
+          f"{r['decoded_equals_float32_cube']})")  # fmt: skip
+    print(f"  cube bytes / COG bytes of the same windows: {r['cube_bytes'] / mib:.1f} / "
+          f"{r['cog_window_bytes'] / mib:.1f} MiB = {r['ratio_cube_over_cog']:.2f} "
+          f"(float32 zstd0 as before: {r['ratio_float32_today_over_cog']:.2f})")  # fmt: skip
+    print(f"  cube build / rasterio decode of the windows: {r['build_s']:.2f} / "
+          f"{r['rasterio_decode_s']:.2f} s = {r['ratio_build_over_rasterio']:.2f} "
+          f"(CPU {r['ratio_build_cpu_over_rasterio_cpu']:.2f})")  # fmt: skip
+    print(f"  read back by row blocks / codec alone on the stored bytes: {r['read_s']:.2f} / "
+          f"{r['codec_decode_s']:.2f} s = {r['ratio_read_over_codec']:.2f} "
+          f"(CPU {r['ratio_read_cpu_over_codec_cpu']:.2f}; whole cube at once "
+          f"{r['read_whole_s']:.2f} s)")  # fmt: skip
+    print(f"  verify {r['verify_chunks']} chunk checksums: {r['verify_s']:.2f} s = "
+          f"{r['ratio_verify_over_build']:.3f} of the build")  # fmt: skip
+    if "codecs" in r:
+        print(f"  codecs on the DN ({r['codec_raw_bytes'] / mib:.0f} MiB raw), 1 thread:")
+        print(f"    {'codec':42s} {'MiB':>7s} {'enc s':>6s} {'dec s':>6s}")
+        for c in r["codecs"]:
+            print(f"    {c['codec']:42s} {c['bytes'] / mib:7.1f} {c['encode_s']:6.2f} "
+                  f"{c['decode_s']:6.2f}")  # fmt: skip
+
+
+def main_storage(args: argparse.Namespace) -> None:
+    from geoxai.synthetic.fields import block_tiles
+    from geoxai.synthetic.world import make_world
+
+    tile = block_tiles(1)[0].with_halo(args.halo)
+    work = Path(tempfile.mkdtemp(prefix="bench-cube-storage-"))
+    world, archive = make_world(
+        work / "world",
+        tiles=(tile.with_halo(0),),
+        start=date.fromisoformat(args.start),
+        end=date.fromisoformat(args.end),
+        margin_px=max(64, args.halo + args.halo % 2),
+    )
+    items = [json.loads(line) for line in archive.ndjson.read_text().splitlines() if line]
+    print(f"synthetic archive: {len(world.dates)} dates, {archive.bytes_written / 2**20:.0f} MiB")
+    r = storage_ratios(items, tile, work)
+    print_storage(r)
+    r["context"] = {"cores": os.cpu_count(), "load_avg": os.getloadavg(), "args": vars(args)}
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_cube_storage-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(r, indent=1))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", default="2023-01-01", help="first day (ISO)")
@@ -199,9 +435,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2023-04-01..2023-06-30, 2 repeats")
     ap.add_argument("--halo", type=int, default=32, help="tile halo, px")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved runs of each")
+    ap.add_argument("--storage", action="store_true", help="measure the stored cube instead")
     args = ap.parse_args()
     if args.quick:
         args.start, args.end = "2023-04-01", "2023-06-30"
+    if args.storage:
+        main_storage(args)
+        return
     if args.repeats is None:
         args.repeats = 2 if args.quick else 1
 

@@ -13,7 +13,9 @@ zone, its haloed bounds, 10 m pixels, no snapping), so pixel centres are exactly
 * coords ``time`` (datetime64[ns], sorted), ``y``/``x`` (pixel centres, metres, y decreasing),
   ``id`` along time (the STAC item id; ids joined by ``","`` for a mosaicked day);
 * attrs ``crs`` (``"EPSG:326zz"``), ``transform`` (6 floats of the haloed grid), ``tile_id``,
-  ``halo_px``, ``resolution_m`` and ``item_ids`` (every item used).
+  ``halo_px``, ``resolution_m`` and ``item_ids`` (every item used); coords ``dn_scale`` /
+  ``dn_offset`` ``(time, band)`` float32, the scaling applied (NaN for SCL, and for a mosaicked
+  day whose items are scaled differently): what :mod:`geoxai.io.cube_codec` stores DN with.
 
 Rules a neighbouring tile takes the same way (seamless by construction):
 
@@ -63,6 +65,7 @@ from geoxai.errors import (
 )
 from geoxai.geo.bands import CUBE_BANDS, SCL, SUN_AZIMUTH, SUN_ELEVATION, check_bands
 from geoxai.geo.grid import TileSpec
+from geoxai.io.cube_codec import CUBE_NAME, DN_OFFSET, DN_SCALE
 from geoxai.io.signing import SIGNER, redact
 from geoxai.io.stac_items import band_scaling, item_sun_angles, normalize_item
 from geoxai.io.stac_items import check_bands as require_bands
@@ -79,10 +82,6 @@ __all__ = [
     "solar_day",
     "item_datetime",
 ]
-
-CUBE_NAME = "reflectance"
-"""Name of the raw cube DataArray (and of its array in the store)."""
-
 
 RESAMPLING = ("bilinear", "nearest", "cubic", "average")
 """Resampling methods accepted for reflectance bands (SCL is always nearest)."""
@@ -362,6 +361,7 @@ def build_cube(
     keyed, chosen = _overlapping(keyed, tile, refl, names, resampling, chunk_px)
 
     parts = []
+    scale = offset = np.zeros((len(chosen), 0), np.float32)
     if refl:
         da = stack_assets(chosen, tile, refl, resampling, chunk_px, signing=signing)
         scale = np.array([[band_scaling(it, b)[0] for b in refl] for it in chosen], np.float32)
@@ -391,6 +391,8 @@ def build_cube(
             "id": ("time", np.array([it.id for it in chosen], dtype=object)),
             SUN_AZIMUTH: ("time", np.array([sun[0] for sun in suns], dtype=np.float64)),
             SUN_ELEVATION: ("time", np.array([sun[1] for sun in suns], dtype=np.float64)),
+            DN_SCALE: (("time", "band"), _per_band(scale, refl, names)),
+            DN_OFFSET: (("time", "band"), _per_band(offset, refl, names)),
         },
         name=CUBE_NAME,
     )
@@ -401,6 +403,15 @@ def build_cube(
         "resampling": resampling,
     }
     return cube
+
+
+def _per_band(values: np.ndarray, refl: list[str], names: Sequence[str]) -> np.ndarray:
+    """``(time, len(names))`` float32: the reflectance bands' column of ``values``, NaN for SCL."""
+    out = np.full((values.shape[0], len(names)), np.nan, np.float32)
+    for i, b in enumerate(names):
+        if b in refl:
+            out[:, i] = values[:, refl.index(b)]
+    return out
 
 
 def _require_bands(items: list[pystac.Item], names: Sequence[str], tile: TileSpec) -> None:
@@ -491,6 +502,11 @@ def _mosaic_days(cube: xr.DataArray, days: list[dt.date]) -> xr.DataArray:
             nxt = cube.isel(time=slice(k, k + 1)).data
             step = step.copy(data=xr.where(np.isnan(step.data), nxt, step.data))
         ids = ",".join(str(v) for v in cube["id"].values[i : j + 1])
-        steps.append(step.assign_coords(id=("time", np.array([ids], dtype=object))))
+        step = step.assign_coords(id=("time", np.array([ids], dtype=object)))
+        for c in (DN_SCALE, DN_OFFSET):  # items of one day scaled differently: no one scaling
+            v = cube[c].values[i : j + 1]
+            if not (v == v[:1]).all(axis=0)[np.isfinite(v[0])].all():
+                step = step.assign_coords({c: (("time", "band"), np.full_like(v[:1], np.nan))})
+        steps.append(step)
         i = j + 1
     return xr.concat(steps, dim="time")

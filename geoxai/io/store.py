@@ -12,7 +12,13 @@ Commit protocol (no temporary key, no rename: renames are not atomic on S3):
 3. The written store is re-opened and checked against the source (variables, shapes, dtypes).
 4. The marker ``<url>/_geoxai_commit.json`` is written last, in one PUT (S3) or one atomic
    ``os.replace`` (local). It records per-array shape, dtype, chunk shape, number of stored
-   chunk objects and their bytes, the code version and the time.
+   chunk objects and their bytes, the SHA-256 of every stored chunk object (``sha256``:
+   key under the array -> hex digest), the code version and the time.
+
+:func:`verify` re-reads every chunk object of a committed store and checks it against the
+marker: a flipped bit, a truncated or missing chunk is a :class:`~geoxai.errors.CorruptDataError`
+naming the chunk and the fix. Reading a chunk that does not decode (e.g. zstd's own checksum
+fails) through :func:`read_cube` is the same typed error, never a bare codec ``RuntimeError``.
 
 Readers (:func:`read_dataset`, :func:`read_cube`) refuse a store without a valid marker with
 :class:`~geoxai.errors.IncompleteOutputError`. A failed write is cleaned up on a best-effort
@@ -28,8 +34,8 @@ bucket/prefix and endpoint only.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
-import math
 import os
 import shutil
 import warnings
@@ -40,10 +46,18 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from affine import Affine
 
 from geoxai.atomic import atomic_write, atomic_write_bytes
-from geoxai.errors import IncompleteOutputError, InvalidInputError, StoreError, look_up_option
+from geoxai.errors import (
+    CorruptDataError,
+    IncompleteOutputError,
+    InvalidInputError,
+    StoreError,
+    look_up_option,
+)
+from geoxai.io.checksums import check_digests, chunk_digests
+from geoxai.io.cube_codec import CUBE_NAME, CheckedChunks, decode_cube, quiet_codecs
+from geoxai.io.json_safe import _DROP, _clean_attrs, json_safe
 from geoxai.io.location import URL, StoreLocation, _as_location, storage_errors
 from geoxai.provenance import code_version
 
@@ -53,8 +67,10 @@ __all__ = [
     "json_safe",
     "write_dataset",
     "read_dataset",
+    "load_dataset",
     "read_cube",
     "read_commit",
+    "verify",
     "is_committed",
     "exists",
     "delete",
@@ -70,53 +86,6 @@ COMMIT_MARKER = "_geoxai_commit.json"
 
 STORE_FORMAT = "geoxai-store/1"
 """Value of the marker's ``format`` field."""
-
-
-_DROP = object()
-
-
-def json_safe(value: Any) -> Any:
-    """A JSON-ready copy of an attribute value, or a private sentinel when it has none.
-
-    Numpy scalars and arrays become Python numbers and lists, ``Affine`` a list of 6 floats,
-    datetimes ISO strings, non-finite floats ``None``. Objects with no JSON form (e.g.
-    stackstac's ``RasterSpec``) are dropped by :func:`_clean_attrs`.
-    """
-
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, Affine):
-        return [float(v) for v in list(value)[:6]]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, _dt.datetime | _dt.date):
-        return value.isoformat()
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            sv = json_safe(v)
-            if sv is not _DROP:
-                out[str(k)] = sv
-        return out
-    if isinstance(value, list | tuple):
-        items = [json_safe(v) for v in value]
-        return _DROP if any(v is _DROP for v in items) else items
-    return _DROP
-
-
-def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in attrs.items():
-        sv = json_safe(v)
-        if sv is not _DROP:
-            out[str(k)] = sv
-    return out
 
 
 def _prepare(obj: xr.Dataset | xr.DataArray, attrs: Mapping[str, Any] | None) -> xr.Dataset:
@@ -167,6 +136,7 @@ def write_dataset(
     attrs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     extra: Mapping[str, Any] | None = None,
+    encoding: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``obj`` as Zarr v3 at ``url`` and commit it (see the module docstring).
 
@@ -178,6 +148,8 @@ def write_dataset(
         attrs: extra group attributes (provenance, config); made JSON-safe.
         overwrite: replace a committed store at ``url``; otherwise that is an error.
         extra: JSON-safe values recorded in the commit marker under ``"extra"``.
+        encoding: per array, Zarr encoding (``chunks``, ``compressors``, ``filters``) as
+            ``to_zarr`` takes it; encodings the arrays carry are dropped (they may be stale).
 
     Returns:
         The commit marker (a dict): ``url``, ``format``, ``code_version``, ``written_at``,
@@ -210,13 +182,21 @@ def write_dataset(
     store, so = loc.zarr_target()
     try:
         with storage_errors(loc, "write"):
-            ds.to_zarr(store, mode="w", zarr_format=3, consolidated=False, storage_options=so)
+            with quiet_codecs():
+                ds.to_zarr(
+                    store,
+                    mode="w",
+                    zarr_format=3,
+                    consolidated=False,
+                    storage_options=so,
+                    encoding={k: dict(v) for k, v in (encoding or {}).items()},
+                )
     except BaseException:
         _best_effort_rm(fs, loc)
         raise
     with storage_errors(loc, "verify"):
         fs.invalidate_cache()
-        with _quiet_marker():
+        with _quiet_marker(), quiet_codecs():
             written = xr.open_zarr(store, consolidated=False, storage_options=so, zarr_format=3)
         variables: dict[str, dict[str, Any]] = {}
         for name, var in ds.variables.items():
@@ -231,15 +211,16 @@ def write_dataset(
                     f"Store {loc.describe()}: array {name!r} has shape {got.shape} after the "
                     f"write, expected {var.shape}; not committed. Rerun the write."
                 )
-            objects, nbytes = _stored(fs, loc.child(str(name)).path)
+            digests, nbytes = chunk_digests(fs, loc.child(str(name)).path)
             chunks = got.encoding.get("chunks") or got.encoding.get("preferred_chunks")
             variables[str(name)] = {
                 "dims": list(var.dims),
                 "shape": list(var.shape),
                 "dtype": _dtype_name(var.dtype),
                 "chunks": list(chunks) if isinstance(chunks, tuple | list) else None,
-                "objects": objects,
+                "objects": len(digests),
                 "bytes": nbytes,
+                "sha256": digests,
             }
 
     record = {
@@ -265,20 +246,6 @@ def _quiet_marker() -> Iterator[None]:
 
 def _dtype_name(dtype: np.dtype) -> str:
     return "str" if dtype.kind in "OUST" else np.dtype(dtype).name
-
-
-def _stored(fs: Any, path: str) -> tuple[int, int]:
-    """Number and total size of the chunk objects stored under one array's prefix."""
-    try:
-        found = fs.find(path, detail=True)
-    except FileNotFoundError:
-        return 0, 0
-    sizes = [
-        int(info.get("size") or 0)
-        for key, info in found.items()
-        if not key.endswith("zarr.json") and info.get("type", "file") == "file"
-    ]
-    return len(sizes), int(sum(sizes))
 
 
 def _best_effort_rm(fs: Any, loc: StoreLocation) -> None:
@@ -338,6 +305,34 @@ def is_committed(url: URL, *, storage_options: Mapping[str, Any] | None = None) 
     return True
 
 
+def verify(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Check every stored chunk object of a committed store against its commit marker.
+
+    Reads every chunk (the stored, compressed bytes) once and hashes it (SHA-256).
+
+    Returns:
+        The number of chunk objects checked; 0 when the marker holds no checksums (a store
+        committed before they were recorded: nothing can be checked).
+
+    Raises:
+        IncompleteOutputError: the store is not committed.
+        CorruptDataError: a chunk object is missing, or its bytes differ from those committed
+            (bit rot, truncation, tampering); the message names the store, the array, the chunk
+            and the fix (delete the store and rerun the stage that writes it).
+        StoreError: the location cannot be reached.
+    """
+    loc = _as_location(url, storage_options)
+    record = read_commit(loc)
+    checked = 0
+    with storage_errors(loc, "read"):
+        fs = loc.filesystem()
+        for name, meta in record.get("variables", {}).items():
+            want = meta.get("sha256")
+            if isinstance(want, dict):
+                checked += check_digests(fs, loc.child(str(name)).path, want, loc.describe(), name)
+    return checked
+
+
 def exists(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when anything (committed or not) exists at ``url``."""
     loc = _as_location(url, storage_options)
@@ -369,17 +364,16 @@ def read_dataset(
     loc = _as_location(url, storage_options)
     record = read_commit(loc)
     store, so = loc.zarr_target()
-    with storage_errors(loc, "open"), _quiet_marker():
+    with storage_errors(loc, "open"), _quiet_marker(), quiet_codecs():
         ds = xr.open_zarr(
             store, consolidated=False, storage_options=so, chunks=chunks, zarr_format=3
         )
-    for name, meta in record.get("variables", {}).items():
-        if name not in ds.variables or list(ds.variables[name].shape) != meta["shape"]:
-            got = None if name not in ds.variables else list(ds.variables[name].shape)
-            raise IncompleteOutputError(
-                f"Store {loc.describe()}: array {name!r} is {got}, its commit marker says "
-                f"{meta['shape']}; the store was modified after commit. Rerun the stage."
-            )
+    _check_shapes(loc, ds, record)
+    return _plain_strings(ds)
+
+
+def _plain_strings(ds: xr.Dataset) -> xr.Dataset:
+    """String variables as numpy unicode arrays (Zarr v3 gives object/StringDType)."""
     for name in list(ds.variables):
         var = ds.variables[name]
         if var.dtype.kind in "OT" or type(var.dtype).__name__ == "StringDType":
@@ -392,6 +386,27 @@ def read_dataset(
     return ds
 
 
+def load_dataset(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """:func:`read_dataset`, loaded into memory; a chunk that does not decode is a typed error.
+
+    Raises:
+        IncompleteOutputError: no valid marker, or the arrays do not match it.
+        CorruptDataError: a stored chunk cannot be decoded (zstd's checksum, a truncated
+            object); the message names the store and the fix.
+    """
+    loc = _as_location(url, storage_options)
+    ds = read_dataset(loc)
+    try:
+        return ds.load()
+    except (RuntimeError, ValueError, TypeError) as exc:  # the codecs' bare errors
+        raise CorruptDataError(
+            f"Store {loc.describe()}: a stored chunk cannot be decoded ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}): it is corrupt or truncated. Delete the store "
+            "and rerun the stage that writes it (a run's cube stage verifies the layers it "
+            "reuses and rebuilds corrupt ones)."
+        ) from exc
+
+
 def read_cube(
     url: URL,
     *,
@@ -400,6 +415,12 @@ def read_cube(
     chunks: Any = {},  # noqa: B006 - read-only default, means "stored chunks"
 ) -> xr.DataArray:
     """Open one array of a committed store as a lazy DataArray with its grid attrs.
+
+    A raw cube (``reflectance``) comes back as float32 reflectance whatever its stored encoding
+    (:func:`geoxai.io.cube_codec.decode_cube`: uint16 DN + uint8 SCL, or float32 as written
+    before), dask-backed with the stored chunks (row blocks): slicing rows and computing reads
+    only the chunks of those rows. A chunk that cannot be read or decoded raises
+    :class:`~geoxai.errors.CorruptDataError` naming the store, array and chunk when computed.
 
     Args:
         url: the store URL.
@@ -416,7 +437,14 @@ def read_cube(
     Raises:
         IncompleteOutputError: the store is not committed.
         InvalidInputError: ``name`` is not in the store, or it is ambiguous.
+        CorruptDataError: a raw cube whose encoding is unknown or whose scaling is missing.
     """
+    loc = _as_location(url, storage_options)
+    if name in (None, CUBE_NAME):
+        raw = _open_checked(loc)
+        if raw is not None:
+            da = _grid_attrs(decode_cube(raw[0], loc.describe(), raw[1]))
+            return da if chunks == {} else da.chunk(chunks)
     ds = read_dataset(url, storage_options=storage_options, chunks=chunks)
     names = [str(n) for n in ds.data_vars]
     if name is None:
@@ -429,9 +457,66 @@ def read_cube(
         look_up_option(name, names, what=f"array in store {url}", error=InvalidInputError)
     da = ds[name]
     da.attrs = {**ds.attrs, **da.attrs}
+    return _grid_attrs(da)
+
+
+def _grid_attrs(da: xr.DataArray) -> xr.DataArray:
     if "transform" in da.attrs:
         da.attrs["transform"] = [float(v) for v in da.attrs["transform"]][:6]
     return da
+
+
+def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
+    """``(dataset, checked)`` of a raw cube store: the dataset opened without dask (coords
+    and attrs; nothing of the big arrays read) and ``checked(name)``, the dask array of a
+    stored variable whose chunk reads raise typed errors. None when the store is no raw cube.
+    """
+    import dask.array as dsa  # lazy: dask only when a cube is read
+    import zarr  # lazy: zarr's own API only on this path (xarray opens the rest)
+
+    record = read_commit(loc)
+    store, so = loc.zarr_target()
+    with storage_errors(loc, "open"), _quiet_marker(), quiet_codecs():
+        ds = xr.open_zarr(store, consolidated=False, storage_options=so, chunks=None, zarr_format=3)
+        group = zarr.open_group(store, mode="r", zarr_format=3, storage_options=so)
+    if CUBE_NAME not in ds.data_vars and "cube_encoding" not in ds.attrs:
+        return None
+    _check_shapes(loc, ds, record)
+    ds = ds.assign_coords(_plain_strings(ds.coords.to_dataset().load()).coords)
+    where = loc.describe()
+    token = f"{loc.url}-{record.get('written_at')}"
+
+    def checked(name: str) -> Any:
+        with quiet_codecs(), _quiet_marker():
+            arr = group.get(name)
+        if not isinstance(arr, zarr.Array):
+            raise CorruptDataError(
+                f"Store {where}: {name!r} is not an array of the cube (found "
+                f"{type(arr).__name__}); delete the store and rerun the cube stage."
+            )
+        return dsa.from_array(
+            CheckedChunks(arr, where, name),
+            # all dates of a row block in one task: zarr reads the stored chunks of those rows
+            # straight into one buffer (no per-date blocks for dask to concatenate)
+            chunks=(arr.shape[0], *arr.chunks[1:]),
+            name=f"read-{hashlib.sha1(f'{token}/{name}'.encode()).hexdigest()}",
+            asarray=True,
+            lock=False,
+            fancy=False,
+            meta=np.empty((0,) * arr.ndim, arr.dtype),
+        )
+
+    return ds, checked
+
+
+def _check_shapes(loc: StoreLocation, ds: xr.Dataset, record: Mapping[str, Any]) -> None:
+    for name, meta in record.get("variables", {}).items():
+        if name not in ds.variables or list(ds.variables[name].shape) != meta["shape"]:
+            got = None if name not in ds.variables else list(ds.variables[name].shape)
+            raise IncompleteOutputError(
+                f"Store {loc.describe()}: array {name!r} is {got}, its commit marker says "
+                f"{meta['shape']}; the store was modified after commit. Rerun the stage."
+            )
 
 
 def delete(url: URL, *, storage_options: Mapping[str, Any] | None = None) -> bool:

@@ -11,8 +11,16 @@
   "tile", "start", "end", "item_ids"}`` plus ``<key>_item_ids`` of every layer committed beside
   the cube (``s1``, ``dem``); those layers are committed first, each with the same query.
 * **Reuse.** With ``reuse=True`` a committed cube whose marker holds the same query, and whose
-  beside layers are committed with it, is kept as it is (``CubeRecord.reused``); any other
-  committed cube is replaced. Without it a committed cube is an error unless ``overwrite``.
+  beside layers are committed with it, is kept as it is (``CubeRecord.reused``) once every
+  stored chunk of it and of its beside layers matches the SHA-256 in its marker
+  (:func:`geoxai.io.store.verify`) and its layout decodes (encoding, bands, scaling); any other
+  committed cube is replaced. A cube that fails either check (bit rot, truncation, an unknown
+  encoding, missing scaling), or was written by an older geoxai (float32, no checksums), is
+  rebuilt with a warning, and ``CubeRecord.repaired`` says why. Without ``reuse`` a committed
+  cube is an error unless ``overwrite``.
+* **Storage.** :mod:`geoxai.io.cube_codec`: uint16 DN + uint8 SCL in row-block chunks, decoded
+  by :func:`geoxai.io.store.read_cube` to exactly the float32 cube; a cube whose values are not
+  whole DN is stored as float32 (with a warning).
 """
 
 from __future__ import annotations
@@ -21,16 +29,25 @@ import contextlib
 import datetime as dt
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
 
+from geoxai.errors import CorruptDataError, IncompleteOutputError
 from geoxai.geo.bands import CUBE_BANDS
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
 from geoxai.io.cube import CUBE_NAME, _as_day, build_cube, is_location
+from geoxai.io.cube_codec import (
+    DN_ENCODING,
+    ENCODINGS,
+    NotWholeDNError,
+    encode_cube,
+    layer_encoding,
+)
 from geoxai.io.location import resolve
 from geoxai.io.stac import search
 
@@ -115,6 +132,9 @@ class CubeRecord:
         marker: the store's commit marker.
         reused: True when a committed cube of the same query was kept.
         beside_item_ids: per beside layer (``s1``, ``dem``), the STAC ids in it.
+        repaired: why a committed cube of the same query was rebuilt instead of reused (a
+            chunk failed its checksum, or an old float32 cube); empty otherwise.
+        verify_seconds: wall time of checking the committed cube's chunks on reuse.
     """
 
     url: str
@@ -127,6 +147,8 @@ class CubeRecord:
     marker: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     reused: bool = False
     beside_item_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    repaired: str = ""
+    verify_seconds: float = 0.0
 
 
 def _reusable(
@@ -134,14 +156,40 @@ def _reusable(
     query: Mapping[str, Any],
     beside: Mapping[str, str],
     so: Mapping[str, Any] | None,
-) -> dict[str, Any] | None:
-    """The marker of a committed cube of ``query`` whose beside layers are committed with it."""
+) -> tuple[dict[str, Any] | None, str]:
+    """``(marker, why)``: the marker of a committed cube of ``query`` whose beside layers are
+    committed with it and whose stored chunks all match their checksums; else None, and why a
+    cube of this query is not reused ("" when there is none to reuse)."""
     marker = _committed_marker(url, so)
     if marker is None or marker.get("extra", {}).get("query") != query:
-        return None
+        return None, ""
     if any(committed_query(u, so) != query for u in beside.values()):
-        return None
-    return marker
+        return None, ""
+    where = resolve(url, so).describe()
+    encoding = marker.get("extra", {}).get("cube_encoding")
+    if encoding is None:
+        return None, (
+            f"the cube at {where} was written by an older geoxai (float32, no chunk checksums); "
+            "it is rebuilt in the current layout (uint16 DN, checksummed)"
+        )
+    if encoding not in ENCODINGS:
+        return None, (
+            f"the cube at {where} has cube_encoding {encoding!r}, which this geoxai does not "
+            f"read (it reads {list(ENCODINGS)}); it is rebuilt"
+        )
+    try:
+        for u in (url, *beside.values()):
+            if store.verify(u, storage_options=so) == 0:
+                raise CorruptDataError(
+                    f"Store {resolve(u, so).describe()} has no chunk checksums in its commit "
+                    "marker; it cannot be verified."
+                )
+        # the chunks match; its layout (encoding, band list, scaling) must decode too: opening
+        # is lazy (metadata only) and raises what a tile actor's read would raise
+        store.read_cube(url, storage_options=so)
+    except (CorruptDataError, IncompleteOutputError) as exc:
+        return None, f"{' '.join(str(exc).split())} It is rebuilt."
+    return marker, ""
 
 
 def build_tile_cube(
@@ -207,8 +255,12 @@ def build_tile_cube(
         resampling=resampling,
     ) | dict(query_extra or {})
     so = storage_options
+    repaired = ""
     if reuse and not overwrite:
-        marker = _reusable(out_url, query, beside, so)
+        t_check = time.perf_counter()
+        marker, repaired = _reusable(out_url, query, beside, so)
+        if repaired:
+            warnings.warn(f"Tile {tile.id}: {repaired}", stacklevel=2)
         if marker is not None:
             extra = marker.get("extra", {})
             ids = tuple(extra.get("item_ids", ()))
@@ -223,6 +275,7 @@ def build_tile_cube(
                 marker=marker,
                 reused=True,
                 beside_item_ids={k: tuple(extra.get(f"{k}_item_ids", ())) for k in beside},
+                verify_seconds=time.perf_counter() - t_check,
             )
     items: list[Any]
     if is_location(source):
@@ -260,20 +313,19 @@ def build_tile_cube(
             storage_options=so,
             overwrite=True,
             extra={"query": query, "item_ids": beside_ids[key]},
+            encoding=layer_encoding(layer),
         )
         nbytes += int(m.get("nbytes", 0))
     extra = {
         "query": query,
+        "cube_encoding": DN_ENCODING,
         "tile": tile.to_dict(),
         "start": query["start"],
         "end": query["end"],
         "item_ids": list(ids),
         **{f"{k}_item_ids": list(v) for k, v in beside_ids.items()},
     }
-    with _DaskProgress(progress) if progress is not None else contextlib.nullcontext():
-        marker = store.write_dataset(
-            cube, out_url, storage_options=so, overwrite=replace, extra=extra
-        )
+    marker = _write_cube(cube, out_url, so, replace, extra, progress, tile.id)
     return CubeRecord(
         url=str(marker["url"]),
         tile_id=tile.id,
@@ -284,7 +336,34 @@ def build_tile_cube(
         seconds=time.perf_counter() - t0,
         marker=marker,
         beside_item_ids=beside_ids,
+        repaired=repaired,
     )
+
+
+def _write_cube(
+    cube: Any,
+    out_url: str,
+    so: Mapping[str, Any] | None,
+    replace: bool,
+    extra: dict[str, Any],
+    progress: Callable[[int, int], None] | None,
+    tile_id: str,
+) -> dict[str, Any]:
+    """Commit ``cube`` as uint16 DN, or as float32 when its values are not whole DN."""
+
+    def write(dn: bool) -> dict[str, Any]:
+        ds, encoding = encode_cube(cube, dn=dn)
+        extra["cube_encoding"] = ds.attrs["cube_encoding"]
+        with _DaskProgress(progress) if progress is not None else contextlib.nullcontext():
+            return store.write_dataset(
+                ds, out_url, storage_options=so, overwrite=replace, extra=extra, encoding=encoding
+            )
+
+    try:
+        return write(dn=True)
+    except NotWholeDNError as exc:
+        warnings.warn(f"Tile {tile_id}: {exc}", stacklevel=3)
+    return write(dn=False)
 
 
 class _DaskProgress:

@@ -72,6 +72,10 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
     (:func:`ancillary_layers`) are committed first, beside the cube; the cube's commit marker,
     written last, names their item ids.
 
+    A committed cube of the same query is reused once its chunks (and its S1/DEM layers')
+    match their checksums; a corrupt or old-format one is rebuilt, with a warning, and
+    ``CubeStage.repaired`` says why.
+
     Data failures (no scenes, corrupt or missing asset) come back as a ``CubeStage`` with
     status ``"empty"``/``"failed"`` and a reason; transient errors (:class:`StacError`,
     :class:`StoreError`) are raised so the caller can retry.
@@ -118,6 +122,7 @@ def stage_cube(tile: TileSpec, config: RunConfig) -> CubeStage:
         seconds=time.monotonic() - t0,
         nbytes=rec.nbytes,
         reused=rec.reused,
+        repaired=rec.repaired,
         s1_url=ancillary_urls["s1"],
         s1_item_ids=tuple(ids.get("s1", ())),
         dem_url=ancillary_urls["dem"],

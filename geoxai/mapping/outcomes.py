@@ -22,6 +22,8 @@ class CubeStage:
         seconds: wall time of the stage.
         nbytes: stored bytes of the cube (and of the S1/terrain layers).
         reused: True when a committed cube of the same query was found and kept.
+        repaired: why a committed cube of the same query was rebuilt instead of reused (a
+            stored chunk failed its checksum, or an old float32 cube); empty otherwise.
         s1_url: committed S1 layer (:func:`geoxai.mapping.ancillary_s1.s1_steps` dataset), when
         configured. s1_item_ids: STAC ids of the S1 acquisitions in it (empty: no coverage).
         dem_url: committed terrain layer (:func:`geoxai.mapping.ancillary_dem.terrain` dataset),
@@ -36,6 +38,7 @@ class CubeStage:
     seconds: float = 0.0
     nbytes: int = 0
     reused: bool = False
+    repaired: str = ""
     s1_url: str | None = None
     s1_item_ids: tuple[str, ...] = ()
     dem_url: str | None = None

@@ -49,3 +49,36 @@ def test_run_reuses_the_cube_the_command_built(clean_world, tmp_path):  # noqa: 
     again = stage_cube(tile, other)
     assert again.status == "ok" and not again.reused
     assert store.read_commit(url)["extra"]["query"]["max_cloud"] == 50.0
+
+
+def test_a_corrupt_cached_cube_is_detected_and_rebuilt(clean_world, tmp_path):  # noqa: F811
+    """One flipped byte in a committed cube: the next cube stage says so and rebuilds it; the
+    tile is then read from the rebuilt cube, equal to the first."""
+    from pathlib import Path
+
+    import numpy as np
+    import pytest
+
+    from geoxai.errors import CorruptDataError
+
+    _, archive = clean_world
+    cfg = _config(archive, tmp_path / "store")
+    tile = SYN_TILES[1].with_halo(cfg.processing.halo_px)
+    first = stage_cube(tile, cfg)
+    assert first.status == "ok" and not first.reused and not first.repaired
+    good = store.read_cube(first.url).values
+    chunks = sorted(p for p in (Path(first.url) / "reflectance").rglob("c/*/*/*/*") if p.is_file())
+    data = bytearray(chunks[0].read_bytes())
+    data[len(data) // 3] ^= 0x01
+    chunks[0].write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="cannot be decoded"):
+        _ = store.read_cube(first.url).values  # what the tile worker would have met
+
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        again = stage_cube(tile, cfg)
+    assert again.status == "ok" and not again.reused
+    assert "reflectance" in again.repaired and "rebuilt" in again.repaired
+    assert store.verify(again.url) > 0
+    np.testing.assert_array_equal(store.read_cube(again.url).values, good)
+    third = stage_cube(tile, cfg)  # healthy now: reused as it is
+    assert third.reused and not third.repaired
