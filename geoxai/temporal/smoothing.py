@@ -37,7 +37,7 @@ a 660 x 660 x 10 x 73 raw cube stays well under 4 GB (see benchmarks/bench_whitt
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -57,6 +57,13 @@ from geoxai.temporal.axis import (
     sampling_matrix,
     time_axis,
 )
+from geoxai.temporal.binning import (
+    bin_to_grid,
+    clear_nonfinite,
+    interp_nodes,
+    node_index,
+    sample_held,
+)
 from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, spectral_weights
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
 from geoxai.temporal.indices import (
@@ -66,9 +73,9 @@ from geoxai.temporal.indices import (
     compute_indices,
     normalize,
 )
-from geoxai.temporal.lambda_select import choose, lambda_cv, select_lambda, smooth_selected
+from geoxai.temporal.lambda_select import choose, lambda_cv, select_lambda
 from geoxai.temporal.masks import MASK_BANDS, cube_sun_angles
-from geoxai.temporal.whittaker import whittaker, whittaker_torch
+from geoxai.temporal.whittaker import whittaker
 
 __all__ = [
     "SmoothingParams",
@@ -170,36 +177,90 @@ def smooth_series(
         ``(S, C, N)`` float64 smoothed values (NaN on invalid pixels), ``(N,)`` valid, and
         ``(N,)`` number of observations with positive weight inside the grid.
     """
-    nodes, ybar, wsum, n_obs = bin_series(values, weights, obs_days, params)
-    c, n = values.shape[1], values.shape[2]
     if at_days is None:
         at_days = (np.arange(params.n_steps) + 0.5) * params.step_days
-    if params.lambda_ is None:
-        scale = params.lambda_step_days / params.grid_days
-        cands = params.lambda_candidates
-        if choice is None:
-            crit = list(criterion_channels) if criterion_channels is not None else None
-            choice = select_lambda(ybar, wsum, cands, scale=scale, channels=crit).index
-        z, valid = smooth_selected(ybar, wsum, cands, choice, scale=scale, device=device)
-    elif device is None:
-        res = whittaker(ybar, wsum, grid_lambda(params), params.order)
-        z, valid = res.z, res.valid
-    else:
-        import torch  # lazy: torch (~1 s import) only on this path
+    if device is not None:
+        from geoxai.temporal.device import smooth_series_torch  # lazy: torch only here
 
-        res = whittaker_torch(
-            torch.as_tensor(ybar, dtype=torch.float64, device=device),
-            torch.as_tensor(wsum, dtype=torch.float64, device=device),
-            grid_lambda(params),
-            params.order,
+        return smooth_series_torch(
+            values,
+            weights,
+            obs_days,
+            params,
+            at_days=at_days,
+            device=device,
+            criterion_channels=criterion_channels,
+            choice=choice,
         )
-        z, valid = res.z.cpu().numpy(), res.valid.cpu().numpy()
-    valid = valid & (n_obs >= params.min_obs)
-    z = hold_ends(z, wsum)
-    smat = sampling_matrix(nodes, np.asarray(at_days, dtype=np.float64))
-    out = (smat @ np.nan_to_num(z).reshape(nodes.size, c * n)).reshape(smat.shape[0], c, n)
-    out[:, :, ~valid] = np.nan
+    nodes, ybar, wsum, n_obs = bin_series(values, weights, obs_days, params)
+    if params.lambda_ is None and choice is None:
+        scale = params.lambda_step_days / params.grid_days
+        crit = list(criterion_channels) if criterion_channels is not None else None
+        choice = select_lambda(
+            ybar, wsum, params.lambda_candidates, scale=scale, channels=crit
+        ).index
+    lo, frac = interp_nodes(nodes, np.asarray(at_days, dtype=np.float64))
+    out, valid = solve_and_sample(ybar, wsum, n_obs, params, lo, frac, choice=choice)
     return out, valid, n_obs
+
+
+def solve_and_sample(
+    ybar: np.ndarray,
+    wsum: np.ndarray,
+    n_obs: np.ndarray,
+    params: SmoothingParams,
+    lo: np.ndarray,
+    frac: np.ndarray,
+    *,
+    choice: np.ndarray | None = None,
+    dtype: type = np.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whittaker on the binned grid, held ends, sampled: the solve half of :func:`smooth_series`.
+
+    Args:
+        ybar: ``(G, C, N)`` node means (float32 or float64; anything where ``wsum`` is 0).
+        wsum: ``(G, N)`` node weights; ``n_obs`` ``(N,)`` weighted observations.
+        params: smoothing parameters (a fixed ``lambda_``, or the candidates ``choice``
+            ``(N,)`` indexes when ``lambda_`` is None).
+        lo, frac: ``(S,)`` sampling positions (:func:`geoxai.temporal.binning.interp_nodes`).
+        dtype: dtype of the result.
+
+    Returns:
+        ``(S, C, N)`` sampled values (NaN where not valid) and ``(N,)`` valid. Pixels are
+        solved grouped by candidate (one gather of the float32 node means per candidate, the
+        sampled result scattered back: no full float64 node array).
+    """
+    g, c, n = ybar.shape
+    out = np.empty((lo.size, c, n), dtype=dtype)
+    valid = np.zeros(n, dtype=bool)
+    if params.lambda_ is None:
+        if choice is None:
+            raise InvalidInputError("solve_and_sample: lambda_ is None and no per-pixel choice.")
+        scale = params.lambda_step_days / params.grid_days
+        groups = [
+            (k, o, lam * scale ** (2 * o - 1))
+            for k, (o, lam) in enumerate(params.lambda_candidates)
+        ]
+    else:
+        groups = [(-1, params.order, grid_lambda(params))]
+    for k, order, lam in groups:
+        sel = None if k < 0 else np.nonzero(choice == k)[0]
+        if sel is not None and sel.size == n:
+            sel = None
+        if sel is not None and sel.size == 0:
+            continue
+        yk = ybar if sel is None else ybar[:, :, sel]
+        wk = wsum if sel is None else wsum[:, sel]
+        res = whittaker(yk, wk, lam, order)
+        ok = res.valid & ((n_obs if sel is None else n_obs[sel]) >= params.min_obs)
+        if sel is None:
+            sample_held(res.z, wk, lo, frac, ok, out=out)
+            valid[:] = ok
+        else:
+            part = np.empty((lo.size, c, sel.size), dtype=dtype)
+            out[:, :, sel] = sample_held(res.z, wk, lo, frac, ok, out=part)
+            valid[sel] = ok
+    return out, valid
 
 
 def _check_cube(raw: xr.DataArray, params: PreprocessParams, need_scl: bool) -> None:
@@ -270,12 +331,89 @@ def observation_weights(
     return w
 
 
+class _RowBlocks:
+    """The raw cube's row blocks with their final weights, for :func:`preprocess`.
+
+    Each block (all kept dates x all bands x ``rows`` rows) is read once, as one contiguous
+    slice ``raw[:, :, r0:r1, :]`` (numpy view, or one read of a dask/zarr-backed cube), one
+    block ahead: the SCL buffer of a block's edge rows needs up to ``halo`` rows of the blocks
+    above (kept from the previous one) and below (the next one, already read). So at most two
+    raw blocks are held, whatever the tile's length. The spectral mask, whose shadow
+    projection reaches further than a block, is computed for the whole tile first
+    (:func:`observation_weights`, ``4 T Y X`` bytes). Iterating yields
+    ``(r0, r1, refl, w)``: ``refl`` ``(T, B, rows * X)`` the feature bands (a view where the
+    band order allows), ``w`` ``(T, rows * X)`` float32 weights, 0 where a band is NaN/inf.
+    """
+
+    def __init__(
+        self, raw: xr.DataArray, params: PreprocessParams, keep: np.ndarray, rows: int
+    ) -> None:
+        have = [str(b) for b in raw["band"].values]
+        method = params.clouds.method
+        if method == "auto":
+            method = "scl" if SCL in have else "spectral"
+        self.raw, self.params, self.method = raw, params, method
+        self.ti = np.nonzero(keep)[0]
+        self.all_t = self.ti.size == raw.sizes["time"]
+        self.res = pixel_size_m(raw)
+        self.halo = _cloud_halo(params.clouds, self.res, have) if method == "scl" else 0
+        sp = params.smoothing
+        self.rows = max(int(rows), sp.lambda_pool_px if sp.lambda_ is None else 0, 1)
+        self.whole = None
+        if method == "spectral" or self.halo > self.rows:
+            self.whole = observation_weights(raw, params, keep)
+        pos = [have.index(b) for b in params.bands]
+        contiguous = pos == list(range(pos[0], pos[0] + len(pos)))
+        self.bsel: slice | list[int] = slice(pos[0], pos[0] + len(pos)) if contiguous else pos
+        self.scl_i = have.index(SCL) if method == "scl" else -1
+
+    def _read(self, r0: int, r1: int) -> np.ndarray:
+        arr = np.asarray(self.raw.isel(y=slice(r0, r1)).values)
+        return arr if self.all_t else arr[self.ti]
+
+    def _weights(
+        self, r0: int, r1: int, tail: np.ndarray | None, cur: np.ndarray, nxt: np.ndarray | None
+    ) -> np.ndarray:
+        t = self.ti.size
+        if self.whole is not None:
+            return np.array(self.whole[:, r0:r1].reshape(t, -1), dtype=np.float32)
+        if self.method != "scl":
+            return np.ones((t, (r1 - r0) * cur.shape[-1]), dtype=np.float32)
+        h = self.halo
+        parts = [cur[:, self.scl_i]]
+        if tail is not None:
+            parts.insert(0, tail)
+        if nxt is not None and h:
+            parts.append(nxt[:, self.scl_i, :h])
+        src = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        top = 0 if tail is None else tail.shape[1]
+        w = scl_weights(src, self.params.clouds, self.res)[:, top : top + r1 - r0]
+        return np.ascontiguousarray(w).reshape(t, -1)
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        ny, rows, h = self.raw.sizes["y"], self.rows, self.halo
+        tail = None
+        nxt: np.ndarray | None = self._read(0, min(rows, ny))
+        for r0 in range(0, ny, rows):
+            r1 = min(r0 + rows, ny)
+            cur = nxt
+            if cur is None:  # pragma: no cover - read one block ahead, never None here
+                break
+            nxt = self._read(r1, min(r1 + rows, ny)) if r1 < ny else None
+            w = self._weights(r0, r1, tail, cur, nxt)
+            refl = cur[:, self.bsel].reshape(cur.shape[0], len(self.params.bands), -1)
+            clear_nonfinite(refl, w)
+            if h and self.scl_i >= 0:
+                tail = cur[:, self.scl_i, -h:].copy()
+            yield r0, r1, refl, w
+
+
 def preprocess(
     raw: xr.DataArray,
     params: PreprocessParams,
     *,
     device: str | None = None,
-    rows_per_block: int = 16,
+    rows_per_block: int = 64,
     progress: Callable[[int, int], None] | None = None,
     block_hook: Callable[[xr.DataArray, np.ndarray, np.ndarray, int], None] | None = None,
 ) -> xr.Dataset:
@@ -351,37 +489,71 @@ def preprocess(
     edge_gap = np.zeros((ny, nx), dtype=np.float32)
     span = sp.n_steps * sp.step_days
     choice = None
+    if sp.lambda_ is None:
+        choice = np.zeros((ny, nx), dtype=np.int64)
     if ti.size:
-        weights = observation_weights(raw, params, keep)
-        if sp.lambda_ is None:
-            choice = _lambda_choice(raw, ti, weights, days_k, params, rows_per_block)
-    lo_clip, hi_clip = sp.clip
-    idx_lim = np.array([1.5 if n == "EVI" else 1.0 for n in params.indices.indices])
-    for r0 in range(0, ny, rows_per_block):
-        r1 = min(r0 + rows_per_block, ny)
-        if ti.size == 0:
-            break
-        block = raw.isel(time=ti, y=slice(r0, r1)).sel(band=list(params.bands))
-        refl = np.asarray(block.values, dtype=np.float32).reshape(ti.size, nb, -1)
-        w = weights[:, r0:r1].reshape(ti.size, -1) * np.isfinite(refl).all(axis=1)
-        refl = np.where(w[:, None, :] > 0, refl, 0.0).astype(np.float32)
-        idx = compute_indices(refl, params.bands, params.indices, axis=1)
-        values = np.concatenate([refl, idx], axis=1)
-        pick = None if choice is None else choice[r0:r1].ravel()
-        sm, ok, cnt = smooth_series(values, w, days_k, sp, device=device, choice=pick)
-        if block_hook is not None:
-            block_hook(block, w, days_k, r0)
-        sm[:, :nb] = np.clip(sm[:, :nb], lo_clip, hi_clip)
-        sm[:, nb:] = np.clip(sm[:, nb:], -idx_lim[None, :, None], idx_lim[None, :, None])
-        sm[:, :, ~ok] = 0.0
-        shape = (r1 - r0, nx)
-        out[:, :, r0:r1] = sm.reshape(sp.n_steps, nf, *shape).astype(np.float32)
-        valid[r0:r1] = ok.reshape(shape)
-        n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
-        max_gap[r0:r1] = _max_gap(w > 0, days_k, span).reshape(shape)
-        edge_gap[r0:r1] = _edge_gap(w > 0, days_k, span).reshape(shape)
-        if progress is not None:
-            progress(r1, ny)
+        blocks = _RowBlocks(raw, params, keep, rows_per_block)
+        nodes = fine_grid(sp)
+        node = node_index(days_k, nodes)
+        lo, frac = interp_nodes(nodes, (np.arange(sp.n_steps) + 0.5) * sp.step_days)
+        lo_clip, hi_clip = sp.clip
+        idx_lim = np.array([1.5 if n == "EVI" else 1.0 for n in params.indices.indices])
+        crit = criterion_channels(params.bands)
+        pool = sp.lambda_pool_px
+        cands = sp.lambda_candidates
+        scale = sp.lambda_step_days / sp.grid_days
+        cv = np.empty((len(cands), ny, nx)) if choice is not None else None
+        n_nodes = np.zeros((ny, nx), dtype=np.int64)
+
+        def bin_block(r0: int, r1: int, refl: np.ndarray, w: np.ndarray) -> tuple:
+            """Stage A: weights are final; indices, binning, quality, lambda criterion."""
+            shape = (r1 - r0, nx)
+            idx = compute_indices(refl, params.bands, params.indices, axis=1)
+            ybar, wsum, cnt = bin_to_grid([refl, idx], w, node, nodes.size)
+            if block_hook is not None:
+                view = xr.DataArray(
+                    refl.reshape(ti.size, nb, *shape),
+                    dims=("time", "band", "y", "x"),
+                    coords={"band": list(params.bands)},
+                )
+                block_hook(view, w, days_k, r0)
+            pos = w > 0
+            max_gap[r0:r1] = _max_gap(pos, days_k, span).reshape(shape)
+            edge_gap[r0:r1] = _edge_gap(pos, days_k, span).reshape(shape)
+            n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
+            if cv is not None:
+                cv[:, r0:r1] = lambda_cv(ybar, wsum, cands, scale=scale, channels=crit).reshape(
+                    -1, *shape
+                )
+                n_nodes[r0:r1] = (wsum > 0).sum(axis=0).reshape(shape)
+            return ybar, wsum, cnt
+
+        def smooth_block(r0: int, r1: int, ybar: np.ndarray, wsum: np.ndarray, cnt) -> None:
+            """Stage B (needs the criterion of the rows around): choice, solve, sample."""
+            pick = None
+            if choice is not None and cv is not None:
+                a, b = max(r0 - pool, 0), min(r1 + pool, ny)
+                choice[r0:r1] = choose(cv[:, a:b], pool, n_nodes[a:b])[r0 - a : r1 - a]
+                pick = choice[r0:r1].ravel()
+            sm, ok = solve_and_sample(ybar, wsum, cnt, sp, lo, frac, choice=pick, dtype=np.float32)
+            np.clip(sm[:, :nb], lo_clip, hi_clip, out=sm[:, :nb])
+            lim = idx_lim[None, :, None].astype(np.float32)
+            np.clip(sm[:, nb:], -lim, lim, out=sm[:, nb:])
+            sm[:, :, ~ok] = 0.0
+            out[:, :, r0:r1] = sm.reshape(sp.n_steps, nf, r1 - r0, nx)
+            valid[r0:r1] = ok.reshape(r1 - r0, nx)
+            if progress is not None:
+                progress(r1, ny)
+
+        # one block is binned while the one before waits for its neighbours' lambda criterion
+        waiting: list[tuple] = []
+        for r0, r1, refl, w in blocks:
+            waiting.append((r0, r1, *bin_block(r0, r1, refl, w)))
+            del refl, w
+            if len(waiting) == 2:
+                smooth_block(*waiting.pop(0))
+        while waiting:
+            smooth_block(*waiting.pop(0))
     if ti.size == 0:
         max_gap[:] = span
         edge_gap[:] = span
@@ -408,34 +580,6 @@ def criterion_channels(names: tuple[str, ...] | list[str]) -> list[int]:
     names = [str(n) for n in names]
     crit = [names.index(b) for b in _CRITERION_BANDS if b in names]
     return crit or list(range(len(names)))
-
-
-def _lambda_choice(
-    raw: xr.DataArray,
-    ti: np.ndarray,
-    weights: np.ndarray,
-    days: np.ndarray,
-    params: PreprocessParams,
-    rows: int,
-) -> np.ndarray:
-    """``(Y, X)`` per-pixel candidate index, pooled over ``lambda_pool_px`` (first pass)."""
-    sp = params.smoothing
-    crit = criterion_channels(params.bands)
-    ny, nx = raw.sizes["y"], raw.sizes["x"]
-    cv = np.empty((len(sp.lambda_candidates), ny, nx))
-    n_nodes = np.empty((ny, nx), dtype=np.int64)
-    for r0 in range(0, ny, rows):
-        r1 = min(r0 + rows, ny)
-        block = raw.isel(time=ti, y=slice(r0, r1)).sel(band=list(params.bands))
-        refl = np.asarray(block.values, dtype=np.float32).reshape(ti.size, len(params.bands), -1)
-        w = weights[:, r0:r1].reshape(ti.size, -1) * np.isfinite(refl).all(axis=1)
-        _, ybar, wsum, _ = bin_series(refl[:, crit], w, days, sp)
-        scale = sp.lambda_step_days / sp.grid_days
-        cv[:, r0:r1] = lambda_cv(ybar, wsum, sp.lambda_candidates, scale=scale).reshape(
-            -1, r1 - r0, nx
-        )
-        n_nodes[r0:r1] = (wsum > 0).sum(axis=0).reshape(r1 - r0, nx)
-    return choose(cv, sp.lambda_pool_px, n_nodes)
 
 
 def _edge_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:

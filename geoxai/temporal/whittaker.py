@@ -36,6 +36,7 @@ which the system is singular) comes back as NaN with ``valid = False``; it is ne
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -103,18 +104,25 @@ def difference_penalty_bands(n: int, order: int) -> np.ndarray:
     """Lower bands of ``P = D' D`` for ``d``-th order differences on ``n`` nodes.
 
     Returns:
-        float64 array ``(order + 1, n)``; row ``k`` holds ``P[i, i - k]`` (zero for ``i < k``).
+        float64 array ``(order + 1, n)`` (read-only, cached per ``(n, order)``); row ``k``
+        holds ``P[i, i - k]`` (zero for ``i < k``).
     """
     if n <= order:
         raise InvalidInputError(
             f"A series of {n} nodes is too short for order-{order} differences; "
             f"use at least {order + 1} nodes."
         )
+    return _penalty_bands(int(n), int(order))
+
+
+@functools.lru_cache(maxsize=64)
+def _penalty_bands(n: int, order: int) -> np.ndarray:
     d = np.diff(np.eye(n), n=order, axis=0)  # (n - order, n)
     p = d.T @ d
     bands = np.zeros((order + 1, n))
     for k in range(order + 1):
         bands[k, k:] = np.diagonal(p, offset=-k)
+    bands.flags.writeable = False
     return bands
 
 
@@ -475,7 +483,7 @@ def whittaker_torch(
     yv = (y[:, None, :] if squeeze else y).to(dtype)
     nb = yv.shape[1]
     bands = difference_penalty_bands(n, order)
-    bands0 = torch.as_tensor(bands[0], dtype=dtype, device=y.device)
+    bands0 = torch.tensor(np.array(bands[0]), dtype=dtype, device=y.device)
     need = max(order, int(min_points or order))
     if chunk is None:  # cache-sized blocks on CPU, few big launches on a GPU
         chunk = 4096 if y.device.type == "cpu" else 1 << 20
