@@ -26,7 +26,16 @@ if HAVE_NUMBA:
 else:  # pragma: no cover
     _prange = range  # type: ignore[misc]
 
-__all__ = ["node_index", "clear_nonfinite", "bin_to_grid", "sample_held", "interp_nodes"]
+__all__ = [
+    "node_index",
+    "clear_nonfinite",
+    "bin_to_grid",
+    "sample_held",
+    "interp_nodes",
+    "series_gaps",
+    "take_last",
+    "put_last",
+]
 
 _BLK = 256
 """Pixels per parallel block of the kernels (scratch ``G * C * 256`` float64 stays in L2)."""
@@ -59,37 +68,53 @@ def _clear_nonfinite(values, w):  # type: ignore[no-untyped-def]
                     w[i, q] = 0.0
 
 
-def _bin_kernel(values, w, node, g, c_off, ybar, wsum, nobs, first):  # type: ignore[no-untyped-def]
+def _bin_kernel(values, w, node, order, g, c_off, ybar, wsum, nobs, first):  # type: ignore[no-untyped-def]
     t, c, n = values.shape
+    nt = order.shape[0]
     nblk = (n + _BLK - 1) // _BLK
     for ib in _prange(nblk):
         s = ib * _BLK
         m = min(s + _BLK, n) - s
-        acc = np.zeros((g, c, m))
-        ws = np.zeros((g, m))
+        acc = np.zeros((c, m))
+        ws = np.zeros(m)
         cnt = np.zeros(m, dtype=np.int64)
-        for i in range(t):
-            k = node[i]
-            if k < 0:
-                continue
+        cur = -1
+        for ii in range(nt + 1):  # observations in node order; a node is flushed when left
+            k = node[order[ii]] if ii < nt else g
+            if k != cur:
+                if cur >= 0:
+                    for ch in range(c):
+                        for q in range(m):
+                            ybar[cur, c_off + ch, s + q] = (
+                                acc[ch, q] / ws[q] if ws[q] > 0 else np.nan
+                            )
+                            acc[ch, q] = 0.0
+                    if first:
+                        for q in range(m):
+                            wsum[cur, s + q] = ws[q]
+                    for q in range(m):
+                        ws[q] = 0.0
+                for e in range(cur + 1, k):  # nodes without observations
+                    for ch in range(c):
+                        for q in range(m):
+                            ybar[e, c_off + ch, s + q] = np.nan
+                    if first:
+                        for q in range(m):
+                            wsum[e, s + q] = 0.0
+                cur = k
+            if ii == nt:
+                break
+            i = order[ii]
             for q in range(m):
                 wv = np.float64(w[i, s + q])
                 if wv > 0:
-                    ws[k, q] += wv
+                    ws[q] += wv
                     cnt[q] += 1
             for ch in range(c):
                 for q in range(m):
                     wv = np.float64(w[i, s + q])
                     if wv > 0:
-                        acc[k, ch, q] += wv * np.float64(values[i, ch, s + q])
-        for k in range(g):
-            for q in range(m):
-                if first:
-                    wsum[k, s + q] = ws[k, q]
-                for ch in range(c):
-                    ybar[k, c_off + ch, s + q] = (
-                        acc[k, ch, q] / ws[k, q] if ws[k, q] > 0 else np.nan
-                    )
+                        acc[ch, q] += wv * np.float64(values[i, ch, s + q])
         if first:
             for q in range(m):
                 nobs[s + q] = cnt[q]
@@ -101,32 +126,76 @@ def _sample_kernel(z, wsum, lo, frac, valid, out):  # type: ignore[no-untyped-de
     nblk = (n + _BLK - 1) // _BLK
     for ib in _prange(nblk):
         s = ib * _BLK
-        for q in range(s, min(s + _BLK, n)):
-            if not valid[q]:
-                for j in range(ns):
-                    for ch in range(c):
-                        out[j, ch, q] = np.nan
-                continue
-            first, last = -1, -1
-            for k in range(g):
-                if wsum[k, q] > 0:
-                    if first < 0:
-                        first = k
-                    last = k
-            if first < 0:
-                first, last = 0, g - 1
-            for j in range(ns):
-                a = min(max(lo[j], first), last)
-                b = min(max(lo[j] + 1, first), last)
-                f = frac[j]
-                for ch in range(c):
-                    out[j, ch, q] = (1.0 - f) * z[a, ch, q] + f * z[b, ch, q]
+        m = min(s + _BLK, n) - s
+        fst = np.full(m, -1, dtype=np.int64)
+        lst = np.full(m, g - 1, dtype=np.int64)
+        for k in range(g):
+            for q in range(m):
+                if wsum[k, s + q] > 0:
+                    if fst[q] < 0:
+                        fst[q] = k
+                    lst[q] = k
+        for q in range(m):
+            if fst[q] < 0:  # no weighted node: nothing to hold
+                fst[q] = 0
+                lst[q] = g - 1
+        a = np.empty(m, dtype=np.int64)
+        b = np.empty(m, dtype=np.int64)
+        for j in range(ns):
+            f = frac[j]
+            for q in range(m):
+                a[q] = min(max(lo[j], fst[q]), lst[q])
+                b[q] = min(max(lo[j] + 1, fst[q]), lst[q])
+            for ch in range(c):
+                for q in range(m):
+                    if valid[s + q]:
+                        out[j, ch, s + q] = (1.0 - f) * z[a[q], ch, s + q] + f * z[b[q], ch, s + q]
+                    else:
+                        out[j, ch, s + q] = np.nan
+
+
+def _gaps_kernel(w, days, span, max_gap, edge_gap):  # type: ignore[no-untyped-def]
+    t, n = w.shape
+    nblk = (n + _BLK - 1) // _BLK
+    for ib in _prange(nblk):
+        for q in range(ib * _BLK, min(ib * _BLK + _BLK, n)):
+            first, last = np.inf, -np.inf
+            prev, gap = 0.0, 0.0
+            for i in range(t):
+                if w[i, q] > 0:
+                    d = days[i]
+                    first = min(first, d)
+                    last = max(last, d)
+                    if 0.0 <= d <= span:
+                        gap = max(gap, d - prev)
+                        prev = max(prev, d)
+            max_gap[q] = max(gap, span - prev)
+            edge_gap[q] = min(max(max(first, 0.0), max(span - last, 0.0)), span)
+
+
+def _take_last(a, order, out):  # type: ignore[no-untyped-def]
+    rows = a.shape[0]
+    n = order.shape[0]
+    for r in _prange(rows):
+        for q in range(n):
+            out[r, q] = a[r, order[q]]
+
+
+def _put_last(a, order, out):  # type: ignore[no-untyped-def]
+    rows = a.shape[0]
+    n = order.shape[0]
+    for r in _prange(rows):
+        for q in range(n):
+            out[r, order[q]] = a[r, q]
 
 
 if HAVE_NUMBA:
     _clear_nonfinite = _njit(parallel=True, cache=True, nogil=True)(_clear_nonfinite)
     _bin_kernel = _njit(parallel=True, cache=True, nogil=True)(_bin_kernel)
     _sample_kernel = _njit(parallel=True, cache=True, nogil=True)(_sample_kernel)
+    _gaps_kernel = _njit(parallel=True, cache=True, nogil=True)(_gaps_kernel)
+    _take_last = _njit(parallel=True, cache=True, nogil=True)(_take_last)
+    _put_last = _njit(parallel=True, cache=True, nogil=True)(_put_last)
 
 
 def _threads(threads: int | None) -> object:
@@ -191,10 +260,12 @@ def bin_to_grid(
     wsum = np.empty((n_nodes, n), dtype=np.float64)
     nobs = np.empty(n, dtype=np.int64)
     node = np.ascontiguousarray(node, dtype=np.int64)
+    inside = np.nonzero(node >= 0)[0]
+    order = inside[np.argsort(node[inside], kind="stable")]  # node order, outside dropped
     off = 0
     with _threads(threads):  # type: ignore[attr-defined]
         for i, p in enumerate(parts):
-            _bin_kernel(p, weights, node, n_nodes, off, ybar, wsum, nobs, i == 0)
+            _bin_kernel(p, weights, node, order, n_nodes, off, ybar, wsum, nobs, i == 0)
             off += int(p.shape[1])
     return ybar, wsum, nobs
 
@@ -227,3 +298,43 @@ def sample_held(
             out,
         )
     return out
+
+
+def series_gaps(
+    weights: np.ndarray, obs_days: np.ndarray, span: float, *, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, from ``weights`` ``(T, N)`` (positive = clear) at ``obs_days`` ``(T,)``
+    (ascending, days from the axis start) on an axis of ``span`` days:
+
+    * ``max_gap`` ``(N,)`` float32: the longest interval of ``[0, span]`` without a clear
+      observation (axis edges count as gap ends);
+    * ``edge_gap`` ``(N,)`` float32: the longer of the stretches from the axis start to the
+      first and from the last clear observation to the axis end (margins count; ``span``
+      without any).
+    """
+    n = weights.shape[1]
+    max_gap = np.empty(n, dtype=np.float32)
+    edge_gap = np.empty(n, dtype=np.float32)
+    with _threads(threads):  # type: ignore[attr-defined]
+        _gaps_kernel(
+            weights, np.asarray(obs_days, dtype=np.float64), float(span), max_gap, edge_gap
+        )
+    return max_gap, edge_gap
+
+
+def take_last(a: np.ndarray, order: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """``a[..., order]`` (a parallel gather along the last axis)."""
+    flat = a.reshape(-1, a.shape[-1])
+    out = np.empty((flat.shape[0], order.size), dtype=a.dtype)
+    with _threads(threads):  # type: ignore[attr-defined]
+        _take_last(flat, np.ascontiguousarray(order, dtype=np.int64), out)
+    return out.reshape(*a.shape[:-1], order.size)
+
+
+def put_last(a: np.ndarray, order: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """The inverse of :func:`take_last` for a permutation: ``out[..., order] = a``."""
+    flat = a.reshape(-1, a.shape[-1])
+    out = np.empty_like(flat)
+    with _threads(threads):  # type: ignore[attr-defined]
+        _put_last(flat, np.ascontiguousarray(order, dtype=np.int64), out)
+    return out.reshape(a.shape)

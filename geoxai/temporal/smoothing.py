@@ -62,7 +62,10 @@ from geoxai.temporal.binning import (
     clear_nonfinite,
     interp_nodes,
     node_index,
+    put_last,
     sample_held,
+    series_gaps,
+    take_last,
 )
 from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, spectral_weights
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
@@ -243,23 +246,27 @@ def solve_and_sample(
         ]
     else:
         groups = [(-1, params.order, grid_lambda(params))]
-    for k, order, lam in groups:
-        sel = None if k < 0 else np.nonzero(choice == k)[0]
-        if sel is not None and sel.size == n:
-            sel = None
-        if sel is not None and sel.size == 0:
+    perm, wsum_p = None, wsum
+    if len(groups) > 1:  # pixels sorted by candidate: each candidate solves a contiguous run
+        perm = np.argsort(choice, kind="stable")
+        wsum_p, n_obs = take_last(wsum, perm), n_obs[perm]
+        bounds = np.searchsorted(choice[perm], np.arange(len(groups) + 1))
+    else:
+        bounds = np.array([0, n])
+    res_out = out if perm is None else np.empty_like(out)
+    for i, (_, order, lam) in enumerate(groups):
+        s, e = int(bounds[i]), int(bounds[i + 1])
+        if s == e:
             continue
-        yk = ybar if sel is None else ybar[:, :, sel]
-        wk = wsum if sel is None else wsum[:, sel]
-        res = whittaker(yk, wk, lam, order)
-        ok = res.valid & ((n_obs if sel is None else n_obs[sel]) >= params.min_obs)
-        if sel is None:
-            sample_held(res.z, wk, lo, frac, ok, out=out)
-            valid[:] = ok
-        else:
-            part = np.empty((lo.size, c, sel.size), dtype=dtype)
-            out[:, :, sel] = sample_held(res.z, wk, lo, frac, ok, out=part)
-            valid[sel] = ok
+        pix = None if perm is None else perm[s:e]  # the kernel reads them from ybar in place
+        res = whittaker(ybar, wsum, lam, order, pixels=pix)
+        wk = wsum if perm is None else wsum_p[:, s:e]
+        ok = res.valid & (n_obs[s:e] >= params.min_obs)
+        sample_held(res.z, wk, lo, frac, ok, out=res_out[:, :, s:e])
+        valid[s:e] = ok
+    if perm is not None:
+        out = put_last(res_out, perm)
+        valid = put_last(valid, perm)
     return out, valid
 
 
@@ -517,9 +524,8 @@ def preprocess(
                     coords={"band": list(params.bands)},
                 )
                 block_hook(view, w, days_k, r0)
-            pos = w > 0
-            max_gap[r0:r1] = _max_gap(pos, days_k, span).reshape(shape)
-            edge_gap[r0:r1] = _edge_gap(pos, days_k, span).reshape(shape)
+            mg, eg = series_gaps(w, days_k, span)
+            max_gap[r0:r1], edge_gap[r0:r1] = mg.reshape(shape), eg.reshape(shape)
             n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
             if cv is not None:
                 cv[:, r0:r1] = lambda_cv(ybar, wsum, cands, scale=scale, channels=crit).reshape(
@@ -580,27 +586,6 @@ def criterion_channels(names: tuple[str, ...] | list[str]) -> list[int]:
     names = [str(n) for n in names]
     crit = [names.index(b) for b in _CRITERION_BANDS if b in names]
     return crit or list(range(len(names)))
-
-
-def _edge_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:
-    """``(N,)`` days from the axis start to the first and from the last positive observation
-    to the axis end, the longer of the two (margins count; ``span`` without any)."""
-    t = np.asarray(days, dtype=np.float64)[:, None]
-    first = np.where(pos, t, np.inf).min(axis=0)
-    last = np.where(pos, t, -np.inf).max(axis=0)
-    gap = np.maximum(np.maximum(first, 0.0), np.maximum(span - last, 0.0))
-    return np.minimum(gap, span).astype(np.float32)
-
-
-def _max_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:
-    """``(N,)`` longest interval of ``[0, span]`` without a positive observation."""
-    t = np.broadcast_to(days[:, None], pos.shape)
-    inside = pos & (t >= 0) & (t <= span)
-    tv = np.where(inside, t, -np.inf)
-    prev = np.maximum.accumulate(np.vstack([np.zeros((1, pos.shape[1])), tv]), axis=0)[:-1]
-    gaps = np.where(inside, t - prev, 0.0)
-    last = np.maximum(tv.max(axis=0), 0.0)
-    return np.maximum(gaps.max(axis=0), span - last).astype(np.float32)
 
 
 def _as_dataset(
