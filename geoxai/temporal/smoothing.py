@@ -182,18 +182,24 @@ def smooth_series(
     """
     if at_days is None:
         at_days = (np.arange(params.n_steps) + 0.5) * params.step_days
-    if device is not None:
-        from geoxai.temporal.device import smooth_series_torch  # lazy: torch only here
+    if device is not None:  # the block on the device: bin, solve, sample there
+        from geoxai.temporal.device import smooth_block_torch  # lazy: torch only here
 
-        return smooth_series_torch(
-            values,
+        if params.lambda_ is None and choice is None:
+            crit = list(criterion_channels) if criterion_channels is not None else None
+            sub = values if crit is None else values[:, crit]
+            _, yc, wc, _ = bin_series(sub, weights, obs_days, params)
+            scale = params.lambda_step_days / params.grid_days
+            choice = select_lambda(yc, wc, params.lambda_candidates, scale=scale).index
+        return smooth_block_torch(
+            [values],
             weights,
             obs_days,
+            fine_grid(params),
             params,
-            at_days=at_days,
-            device=device,
-            criterion_channels=criterion_channels,
+            np.asarray(at_days, dtype=np.float64),
             choice=choice,
+            device=device,
         )
     nodes, ybar, wsum, n_obs = bin_series(values, weights, obs_days, params)
     if params.lambda_ is None and choice is None:
@@ -502,7 +508,8 @@ def preprocess(
         blocks = _RowBlocks(raw, params, keep, rows_per_block)
         nodes = fine_grid(sp)
         node = node_index(days_k, nodes)
-        lo, frac = interp_nodes(nodes, (np.arange(sp.n_steps) + 0.5) * sp.step_days)
+        at = (np.arange(sp.n_steps) + 0.5) * sp.step_days
+        lo, frac = interp_nodes(nodes, at)
         lo_clip, hi_clip = sp.clip
         idx_lim = np.array([1.5 if n == "EVI" else 1.0 for n in params.indices.indices])
         crit = criterion_channels(params.bands)
@@ -516,7 +523,12 @@ def preprocess(
             """Stage A: weights are final; indices, binning, quality, lambda criterion."""
             shape = (r1 - r0, nx)
             idx = compute_indices(refl, params.bands, params.indices, axis=1)
-            ybar, wsum, cnt = bin_to_grid([refl, idx], w, node, nodes.size)
+            if device is None:
+                ybar, wsum, cnt = bin_to_grid([refl, idx], w, node, nodes.size)
+                crit_ch: list[int] | None = crit
+            else:  # the device bins all channels; the host only the criterion's
+                ybar, wsum, cnt = bin_to_grid([refl[:, crit]], w, node, nodes.size)
+                crit_ch = None
             if block_hook is not None:
                 view = xr.DataArray(
                     refl.reshape(ti.size, nb, *shape),
@@ -528,20 +540,31 @@ def preprocess(
             max_gap[r0:r1], edge_gap[r0:r1] = mg.reshape(shape), eg.reshape(shape)
             n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
             if cv is not None:
-                cv[:, r0:r1] = lambda_cv(ybar, wsum, cands, scale=scale, channels=crit).reshape(
+                cv[:, r0:r1] = lambda_cv(ybar, wsum, cands, scale=scale, channels=crit_ch).reshape(
                     -1, *shape
                 )
                 n_nodes[r0:r1] = (wsum > 0).sum(axis=0).reshape(shape)
+            if device is not None:
+                return refl, idx, w
             return ybar, wsum, cnt
 
-        def smooth_block(r0: int, r1: int, ybar: np.ndarray, wsum: np.ndarray, cnt) -> None:
+        def smooth_block(r0: int, r1: int, *binned: np.ndarray) -> None:
             """Stage B (needs the criterion of the rows around): choice, solve, sample."""
             pick = None
             if choice is not None and cv is not None:
                 a, b = max(r0 - pool, 0), min(r1 + pool, ny)
                 choice[r0:r1] = choose(cv[:, a:b], pool, n_nodes[a:b])[r0 - a : r1 - a]
                 pick = choice[r0:r1].ravel()
-            sm, ok = solve_and_sample(ybar, wsum, cnt, sp, lo, frac, choice=pick, dtype=np.float32)
+            if device is None:
+                sm, ok = solve_and_sample(*binned, sp, lo, frac, choice=pick, dtype=np.float32)
+            else:
+                from geoxai.temporal.device import smooth_block_torch  # lazy: torch only here
+
+                refl, idx, w = binned
+                sm64, ok, _ = smooth_block_torch(
+                    [refl, idx], w, days_k, nodes, sp, at, choice=pick, device=device
+                )
+                sm = sm64.astype(np.float32)
             np.clip(sm[:, :nb], lo_clip, hi_clip, out=sm[:, :nb])
             lim = idx_lim[None, :, None].astype(np.float32)
             np.clip(sm[:, nb:], -lim, lim, out=sm[:, nb:])
