@@ -256,7 +256,7 @@ def bin_to_grid(
     """
     n = weights.shape[1]
     c = sum(int(p.shape[1]) for p in parts)
-    ybar = np.empty((n_nodes, c, n), dtype=dtype)
+    ybar: np.ndarray = np.empty((n_nodes, c, n), dtype=dtype)
     wsum = np.empty((n_nodes, n), dtype=np.float64)
     nobs = np.empty(n, dtype=np.int64)
     node = np.ascontiguousarray(node, dtype=np.int64)

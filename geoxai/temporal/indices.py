@@ -134,7 +134,7 @@ def compute_indices(
     Returns:
         indices stacked along ``axis`` (``len(params.indices)`` entries), dtype of ``refl``.
     """
-    pick = [slice(None)] * refl.ndim
+    pick: list[int | slice] = [slice(None)] * refl.ndim
     bmap = {}
     for i, n in enumerate(band_names):  # views, no copies
         pick[axis] = i

@@ -240,7 +240,7 @@ def solve_and_sample(
         sampled result scattered back: no full float64 node array).
     """
     g, c, n = ybar.shape
-    out = np.empty((lo.size, c, n), dtype=dtype)
+    out: np.ndarray = np.empty((lo.size, c, n), dtype=dtype)
     valid = np.zeros(n, dtype=bool)
     if params.lambda_ is None:
         if choice is None:
@@ -253,7 +253,7 @@ def solve_and_sample(
     else:
         groups = [(-1, params.order, grid_lambda(params))]
     perm, wsum_p = None, wsum
-    if len(groups) > 1:  # pixels sorted by candidate: each candidate solves a contiguous run
+    if len(groups) > 1 and choice is not None:  # sorted by candidate: contiguous runs
         perm = np.argsort(choice, kind="stable")
         wsum_p, n_obs = take_last(wsum, perm), n_obs[perm]
         bounds = np.searchsorted(choice[perm], np.arange(len(groups) + 1))
@@ -556,7 +556,10 @@ def preprocess(
                 choice[r0:r1] = choose(cv[:, a:b], pool, n_nodes[a:b])[r0 - a : r1 - a]
                 pick = choice[r0:r1].ravel()
             if device is None:
-                sm, ok = solve_and_sample(*binned, sp, lo, frac, choice=pick, dtype=np.float32)
+                ybar, wsum, cnt = binned
+                sm, ok = solve_and_sample(
+                    ybar, wsum, cnt, sp, lo, frac, choice=pick, dtype=np.float32
+                )
             else:
                 from geoxai.temporal.device import smooth_block_torch  # lazy: torch only here
 

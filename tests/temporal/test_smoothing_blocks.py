@@ -107,9 +107,8 @@ def test_held_sampling_equals_hold_ends_then_the_sampling_matrix():
     z = whittaker(ybar, wsum, 500.0, 2).z
     for at in ((np.arange(24) + 0.5) * 15.0, np.sort(days)):
         ref = (
-            sampling_matrix(nodes, at) @ np.nan_to_num(hold_ends(z.copy(), wsum)).reshape(
-                nodes.size, -1
-            )
+            sampling_matrix(nodes, at)
+            @ np.nan_to_num(hold_ends(z.copy(), wsum)).reshape(nodes.size, -1)
         ).reshape(at.size, 4, -1)
         lo, frac = interp_nodes(nodes, at)
         got = sample_held(z, wsum, lo, frac, np.ones(z.shape[2], bool))
