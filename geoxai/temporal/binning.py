@@ -16,6 +16,8 @@ missing the same functions run as plain Python loops (slow; numba is a dependenc
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from geoxai.temporal.whittaker import HAVE_NUMBA, numba_threads
@@ -200,8 +202,6 @@ if HAVE_NUMBA:
 
 def _threads(threads: int | None) -> object:
     """Context that runs a kernel with :func:`numba_threads` threads (restored after)."""
-    import contextlib
-
     if not HAVE_NUMBA:  # pragma: no cover
         return contextlib.nullcontext()
 
