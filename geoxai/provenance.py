@@ -24,7 +24,10 @@ __all__ = ["PIXEL_VERSION", "code_version", "config_hash", "canonical_json"]
 #: - 3: the choice among order-1 candidates from near-interpolation (lambda 0.001) to 1, and
 #:   pixels with fewer than 5 clear nodes take near-interpolation (issue 15: the default now
 #:   beats linear interpolation on the real composites).
-PIXEL_VERSION = 3
+#: - 4: the smoothing stage near its kernel (issue 14): node means accumulated in float64 and
+#:   stored as float32, sampled by a kernel; features differ from 3 by float noise (max 1.2e-7
+#:   measured), choices, validity and quality layers identical on the tests' cubes.
+PIXEL_VERSION = 4
 
 
 @cache

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoxai.errors import ConfigError
+from geoxai.temporal.binning import bin_to_grid, node_index
 from geoxai.temporal.lambda_select import CANDIDATES as LAMBDA_CANDIDATES
 from geoxai.temporal.lambda_select import check_candidates
 from geoxai.temporal.whittaker import check_lambda
@@ -226,19 +227,16 @@ def bin_series(
         obs_days: ``(T,)`` acquisition times, days from the axis start.
         params: smoothing parameters (the grid).
 
+    An index scatter (:func:`geoxai.temporal.binning.bin_to_grid`), float64; the one-hot
+    :func:`binning_matrix` states the same sums as a matrix.
+
     Returns:
         ``nodes`` ``(G,)`` days, ``ybar`` ``(G, C, N)`` weighted node means (NaN where a node
         has no weight), ``wsum`` ``(G, N)`` node weights, ``n_obs`` ``(N,)`` observations with
         positive weight inside the grid.
     """
     nodes = fine_grid(params)
-    bmat, inside = binning_matrix(np.asarray(obs_days, dtype=np.float64), nodes)
-    t, c, n = values.shape
-    w = np.where(inside[:, None], weights, 0.0)
-    pos = w > 0
-    yv = np.where(pos[:, None, :], values, 0.0)
-    wsum = bmat @ w  # (G, N)
-    wy = (bmat @ (w[:, None, :] * yv).reshape(t, c * n)).reshape(nodes.size, c, n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ybar = wy / wsum[:, None, :]
-    return nodes, ybar, wsum, pos.sum(axis=0)
+    ybar, wsum, n_obs = bin_to_grid(
+        [values], weights, node_index(obs_days, nodes), nodes.size, dtype=np.float64
+    )
+    return nodes, ybar, wsum, n_obs

@@ -46,6 +46,9 @@ __all__ = [
     "SpectralMaskParams",
     "required_halo_px",
     "buffer_mask",
+    "disk_rectangles",
+    "scl_tables",
+    "scl_codes",
     "scl_weights",
     "spectral_weights",
     "class_weights",
@@ -125,45 +128,96 @@ def required_halo_px(
     return buf
 
 
+def disk_rectangles(radius_px: float) -> list[tuple[int, int]]:
+    """The disk ``{(dy, dx): dy^2 + dx^2 <= radius_px^2}`` as a union of centred rectangles.
+
+    Returns ``[(half_height, half_width), ...]``: the disk is the union of the rectangles
+    ``|dy| <= half_height, |dx| <= half_width`` (one per distinct row half-width), so a
+    dilation by the disk is the union of separable rectangle dilations.
+    """
+    r = int(math.floor(radius_px))
+    widths = [int(math.floor(math.sqrt(max(radius_px**2 - dy * dy, 0.0)))) for dy in range(r + 1)]
+    return [(dy, widths[dy]) for dy in range(r + 1) if dy == r or widths[dy + 1] < widths[dy]]
+
+
 def buffer_mask(mask: np.ndarray, radius_px: float) -> np.ndarray:
     """Grow a ``(time, y, x)`` bool mask by a disk of ``radius_px`` pixels in every frame.
 
-    Uses the Euclidean distance transform per frame (cost independent of the radius). Pixels
-    within ``radius_px`` of the array edge are exact only if the array carries that much halo.
+    A pixel is set when a set pixel of the same frame lies within Euclidean distance
+    ``radius_px`` (the same set as ``distance_transform_edt(~frame) <= radius_px``): the disk
+    is a union of centred rectangles (:func:`disk_rectangles`), each a separable running
+    maximum along x then y over all frames at once (frames never mix): ``~2 r`` passes over
+    the mask for ``r = floor(radius_px)``, each date once. Pixels within ``radius_px`` of the
+    array edge are exact only if the array carries that much halo.
     """
-    if radius_px <= 0:
+    if radius_px <= 0 or mask.size == 0:
         return mask
-    out = mask.copy()
-    for t in range(mask.shape[0]):
-        frame = mask[t]
-        if frame.all() or not frame.any():
-            continue
-        out[t] = ndimage.distance_transform_edt(~frame) <= radius_px
-    return out
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    out = np.zeros_like(m)
+    along_x: dict[int, np.ndarray] = {}
+    for hh, hw in disk_rectangles(radius_px):
+        if hw not in along_x:
+            along_x[hw] = ndimage.maximum_filter1d(m, 2 * hw + 1, axis=2, mode="constant")
+        grown = ndimage.maximum_filter1d(along_x[hw], 2 * hh + 1, axis=1, mode="constant")
+        np.bitwise_or(out, grown, out=out)
+    return out.view(bool)
+
+
+SCL_NODATA_CODE = 255
+"""Table index of a missing SCL value (NaN in a float SCL layer): weight 0, never buffered."""
+
+
+def scl_tables(params: CloudMaskParams) -> tuple[np.ndarray, np.ndarray]:
+    """256-entry look-up tables indexed by the SCL class code (uint8).
+
+    Returns:
+        ``(weight, buffered)``: float32 weight of each class before buffering (0 masked,
+        ``reduced_weight`` reduced, 1 otherwise; :data:`SCL_NODATA_CODE` 0) and bool
+        "grows a buffer" per class.
+    """
+    weight = np.ones(256, dtype=np.float32)
+    weight[list(params.reduced_classes)] = np.float32(params.reduced_weight)
+    weight[list(params.masked_classes)] = 0.0
+    weight[SCL_NODATA_CODE] = 0.0
+    buffered = np.zeros(256, dtype=bool)
+    buffered[list(params.buffered_classes)] = True
+    return weight, buffered
+
+
+def scl_codes(scl: np.ndarray) -> np.ndarray:
+    """SCL classes as uint8 table indices: integer layers as they are (values above 254 go to
+    254, a class no list names), float layers truncated, NaN/inf -> :data:`SCL_NODATA_CODE`."""
+    if scl.dtype == np.uint8:
+        return scl
+    if np.issubdtype(scl.dtype, np.integer):
+        return np.clip(scl, 0, 254).astype(np.uint8)
+    codes = np.full(scl.shape, SCL_NODATA_CODE, dtype=np.uint8)
+    with np.errstate(invalid="ignore"):
+        np.copyto(codes, np.clip(scl, 0, 254), where=np.isfinite(scl), casting="unsafe")
+    return codes
 
 
 def scl_weights(scl: np.ndarray, params: CloudMaskParams, resolution_m: float) -> np.ndarray:
     """Weights from the SCL layer.
 
     Args:
-        scl: ``(T, Y, X)`` SCL class values as float (NaN where missing -> weight 0).
+        scl: ``(T, Y, X)`` SCL class values: uint8 (or another integer type), or float with
+            NaN where missing (-> weight 0).
         params: the class lists and buffer.
         resolution_m: pixel size, metres (converts ``buffer_m`` to pixels).
 
     Returns:
-        ``(T, Y, X)`` float32 weights in [0, 1]. NaN reflectance is not looked at here: the
-        caller multiplies by its finiteness (see :func:`geoxai.temporal.preprocess`).
+        ``(T, Y, X)`` float32 weights in [0, 1] (classes by the tables of :func:`scl_tables`,
+        the buffer by :func:`buffer_mask`). NaN reflectance is not looked at here: the caller
+        multiplies by its finiteness (see :func:`geoxai.temporal.preprocess`).
     """
     if scl.ndim != 3:
         raise InvalidInputError(f"SCL must be (time, y, x); got shape {scl.shape}.")
-    finite = np.isfinite(scl)
-    cls = np.where(finite, scl, 0).astype(np.int16)
-    buffered = np.isin(cls, params.buffered_classes) & finite
-    masked = np.isin(cls, params.masked_classes) | ~finite
-    masked |= buffer_mask(buffered, params.buffer_m / resolution_m)
-    w = np.ones(scl.shape, dtype=np.float32)
-    w[np.isin(cls, params.reduced_classes)] = np.float32(params.reduced_weight)
-    w[masked] = 0.0
+    weight, buffered = scl_tables(params)
+    codes = scl_codes(np.asarray(scl))
+    w = weight[codes]
+    if params.buffer_m > 0:
+        w[buffer_mask(buffered[codes], params.buffer_m / resolution_m)] = 0.0
     return w
 
 

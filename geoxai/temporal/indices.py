@@ -134,7 +134,11 @@ def compute_indices(
     Returns:
         indices stacked along ``axis`` (``len(params.indices)`` entries), dtype of ``refl``.
     """
-    bmap = {n: np.take(refl, i, axis=axis) for i, n in enumerate(band_names)}
+    pick: list[int | slice] = [slice(None)] * refl.ndim
+    bmap = {}
+    for i, n in enumerate(band_names):  # views, no copies
+        pick[axis] = i
+        bmap[n] = refl[tuple(pick)]
     out = [compute_index(name, bmap).astype(refl.dtype, copy=False) for name in params.indices]
     return np.stack(out, axis=axis)
 

@@ -57,8 +57,18 @@ from geoxai.temporal.axis import (
     sampling_matrix,
     time_axis,
 )
-from geoxai.temporal.clouds import CloudMaskParams, item_screen, scl_weights, spectral_weights
+from geoxai.temporal.binning import (
+    bin_to_grid,
+    interp_nodes,
+    node_index,
+    put_last,
+    sample_held,
+    series_gaps,
+    take_last,
+)
+from geoxai.temporal.clouds import CloudMaskParams, item_screen
 from geoxai.temporal.clouds import required_halo_px as _cloud_halo
+from geoxai.temporal.device import smooth_block_torch
 from geoxai.temporal.indices import (
     INDEX_BANDS,
     FeatureRanges,
@@ -66,9 +76,9 @@ from geoxai.temporal.indices import (
     compute_indices,
     normalize,
 )
-from geoxai.temporal.lambda_select import choose, lambda_cv, select_lambda, smooth_selected
-from geoxai.temporal.masks import MASK_BANDS, cube_sun_angles
-from geoxai.temporal.whittaker import whittaker, whittaker_torch
+from geoxai.temporal.lambda_select import choose, lambda_cv, select_lambda
+from geoxai.temporal.weights import RowBlocks, observation_weights, pixel_size_m
+from geoxai.temporal.whittaker import whittaker
 
 __all__ = [
     "SmoothingParams",
@@ -79,6 +89,7 @@ __all__ = [
     "binning_matrix",
     "sampling_matrix",
     "observation_weights",
+    "pixel_size_m",
     "bin_series",
     "criterion_channels",
     "smooth_series",
@@ -170,36 +181,98 @@ def smooth_series(
         ``(S, C, N)`` float64 smoothed values (NaN on invalid pixels), ``(N,)`` valid, and
         ``(N,)`` number of observations with positive weight inside the grid.
     """
-    nodes, ybar, wsum, n_obs = bin_series(values, weights, obs_days, params)
-    c, n = values.shape[1], values.shape[2]
     if at_days is None:
         at_days = (np.arange(params.n_steps) + 0.5) * params.step_days
-    if params.lambda_ is None:
-        scale = params.lambda_step_days / params.grid_days
-        cands = params.lambda_candidates
-        if choice is None:
+    if device is not None:  # the block on the device: bin, solve, sample there
+        if params.lambda_ is None and choice is None:
             crit = list(criterion_channels) if criterion_channels is not None else None
-            choice = select_lambda(ybar, wsum, cands, scale=scale, channels=crit).index
-        z, valid = smooth_selected(ybar, wsum, cands, choice, scale=scale, device=device)
-    elif device is None:
-        res = whittaker(ybar, wsum, grid_lambda(params), params.order)
-        z, valid = res.z, res.valid
-    else:
-        import torch  # lazy: torch (~1 s import) only on this path
-
-        res = whittaker_torch(
-            torch.as_tensor(ybar, dtype=torch.float64, device=device),
-            torch.as_tensor(wsum, dtype=torch.float64, device=device),
-            grid_lambda(params),
-            params.order,
+            sub = values if crit is None else values[:, crit]
+            _, yc, wc, _ = bin_series(sub, weights, obs_days, params)
+            scale = params.lambda_step_days / params.grid_days
+            choice = select_lambda(yc, wc, params.lambda_candidates, scale=scale).index
+        return smooth_block_torch(
+            [values],
+            weights,
+            obs_days,
+            fine_grid(params),
+            params,
+            np.asarray(at_days, dtype=np.float64),
+            choice=choice,
+            device=device,
         )
-        z, valid = res.z.cpu().numpy(), res.valid.cpu().numpy()
-    valid = valid & (n_obs >= params.min_obs)
-    z = hold_ends(z, wsum)
-    smat = sampling_matrix(nodes, np.asarray(at_days, dtype=np.float64))
-    out = (smat @ np.nan_to_num(z).reshape(nodes.size, c * n)).reshape(smat.shape[0], c, n)
-    out[:, :, ~valid] = np.nan
+    nodes, ybar, wsum, n_obs = bin_series(values, weights, obs_days, params)
+    if params.lambda_ is None and choice is None:
+        scale = params.lambda_step_days / params.grid_days
+        crit = list(criterion_channels) if criterion_channels is not None else None
+        choice = select_lambda(
+            ybar, wsum, params.lambda_candidates, scale=scale, channels=crit
+        ).index
+    lo, frac = interp_nodes(nodes, np.asarray(at_days, dtype=np.float64))
+    out, valid = solve_and_sample(ybar, wsum, n_obs, params, lo, frac, choice=choice)
     return out, valid, n_obs
+
+
+def solve_and_sample(
+    ybar: np.ndarray,
+    wsum: np.ndarray,
+    n_obs: np.ndarray,
+    params: SmoothingParams,
+    lo: np.ndarray,
+    frac: np.ndarray,
+    *,
+    choice: np.ndarray | None = None,
+    dtype: type = np.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whittaker on the binned grid, held ends, sampled: the solve half of :func:`smooth_series`.
+
+    Args:
+        ybar: ``(G, C, N)`` node means (float32 or float64; anything where ``wsum`` is 0).
+        wsum: ``(G, N)`` node weights; ``n_obs`` ``(N,)`` weighted observations.
+        params: smoothing parameters (a fixed ``lambda_``, or the candidates ``choice``
+            ``(N,)`` indexes when ``lambda_`` is None).
+        lo, frac: ``(S,)`` sampling positions (:func:`geoxai.temporal.binning.interp_nodes`).
+        dtype: dtype of the result.
+
+    Returns:
+        ``(S, C, N)`` sampled values (NaN where not valid) and ``(N,)`` valid. Pixels are
+        solved grouped by candidate (one gather of the float32 node means per candidate, the
+        sampled result scattered back: no full float64 node array).
+    """
+    g, c, n = ybar.shape
+    out: np.ndarray = np.empty((lo.size, c, n), dtype=dtype)
+    valid = np.zeros(n, dtype=bool)
+    if params.lambda_ is None:
+        if choice is None:
+            raise InvalidInputError("solve_and_sample: lambda_ is None and no per-pixel choice.")
+        scale = params.lambda_step_days / params.grid_days
+        groups = [
+            (k, o, lam * scale ** (2 * o - 1))
+            for k, (o, lam) in enumerate(params.lambda_candidates)
+        ]
+    else:
+        groups = [(-1, params.order, grid_lambda(params))]
+    perm, wsum_p = None, wsum
+    if len(groups) > 1 and choice is not None:  # sorted by candidate: contiguous runs
+        perm = np.argsort(choice, kind="stable")
+        wsum_p, n_obs = take_last(wsum, perm), n_obs[perm]
+        bounds = np.searchsorted(choice[perm], np.arange(len(groups) + 1))
+    else:
+        bounds = np.array([0, n])
+    res_out = out if perm is None else np.empty_like(out)
+    for i, (_, order, lam) in enumerate(groups):
+        s, e = int(bounds[i]), int(bounds[i + 1])
+        if s == e:
+            continue
+        pix = None if perm is None else perm[s:e]  # the kernel reads them from ybar in place
+        res = whittaker(ybar, wsum, lam, order, pixels=pix)
+        wk = wsum if perm is None else wsum_p[:, s:e]
+        ok = res.valid & (n_obs[s:e] >= params.min_obs)
+        sample_held(res.z, wk, lo, frac, ok, out=res_out[:, :, s:e])
+        valid[s:e] = ok
+    if perm is not None:
+        out = put_last(res_out, perm)
+        valid = put_last(valid, perm)
+    return out, valid
 
 
 def _check_cube(raw: xr.DataArray, params: PreprocessParams, need_scl: bool) -> None:
@@ -226,56 +299,12 @@ def _check_cube(raw: xr.DataArray, params: PreprocessParams, need_scl: bool) -> 
         )
 
 
-def pixel_size_m(raw: xr.DataArray) -> float:
-    """Pixel size, metres: ``attrs["resolution_m"]``, else the spacing of the ``x`` coordinate
-    (a projected grid), else 10. Converts the cloud buffer (and shadow reach) to pixels."""
-    if "resolution_m" in raw.attrs:
-        return float(raw.attrs["resolution_m"])
-    x = np.asarray(raw["x"].values, dtype=np.float64) if "x" in raw.coords else np.zeros(0)
-    step = float(abs(x[1] - x[0])) if x.size > 1 else 0.0
-    return step if step >= 0.5 else 10.0  # < 0.5: degrees or pixel indices, not metres
-
-
-def observation_weights(
-    raw: xr.DataArray, params: PreprocessParams, keep: np.ndarray | None = None
-) -> np.ndarray:
-    """``(T, Y, X)`` float32 cloud/shadow/snow weights of the raw cube (before NaN checks).
-
-    Uses SCL or the spectral rule as ``params.clouds.method`` says ("auto": SCL if present).
-    """
-    have = [str(b) for b in raw["band"].values]
-    method = params.clouds.method
-    if method == "auto":
-        method = "scl" if SCL in have else "spectral"
-    res = pixel_size_m(raw)
-    tsel = slice(None) if keep is None else np.nonzero(keep)[0]
-    nt = raw.sizes["time"] if keep is None else int(np.count_nonzero(keep))
-    if method == "scl":  # pick the band first: never copy the whole cube
-        scl = np.asarray(raw.sel(band=SCL).isel(time=tsel).values, dtype=np.float32)
-        w = scl_weights(scl, params.clouds, res)
-    elif method == "spectral":  # the mask's bands that the cube has; it says what it lacks
-        names = tuple(b for b in MASK_BANDS if b in have) or ("B02", "B04", "B08")
-        refl = np.asarray(raw.sel(band=list(names)).isel(time=tsel).values, dtype=np.float32)
-        y = np.asarray(raw["y"].values) if "y" in raw.coords else np.zeros(0)
-        w = spectral_weights(
-            refl,
-            names,
-            params.clouds,
-            res,
-            sun=cube_sun_angles(raw, None if keep is None else np.nonzero(keep)[0]),
-            y_ascending=bool(y.size > 1 and y[1] > y[0]),
-        )
-    else:
-        w = np.ones((nt, raw.sizes["y"], raw.sizes["x"]), dtype=np.float32)
-    return w
-
-
 def preprocess(
     raw: xr.DataArray,
     params: PreprocessParams,
     *,
     device: str | None = None,
-    rows_per_block: int = 16,
+    rows_per_block: int = 64,
     progress: Callable[[int, int], None] | None = None,
     block_hook: Callable[[xr.DataArray, np.ndarray, np.ndarray, int], None] | None = None,
 ) -> xr.Dataset:
@@ -351,37 +380,88 @@ def preprocess(
     edge_gap = np.zeros((ny, nx), dtype=np.float32)
     span = sp.n_steps * sp.step_days
     choice = None
+    if sp.lambda_ is None:
+        choice = np.zeros((ny, nx), dtype=np.int64)
     if ti.size:
-        weights = observation_weights(raw, params, keep)
-        if sp.lambda_ is None:
-            choice = _lambda_choice(raw, ti, weights, days_k, params, rows_per_block)
-    lo_clip, hi_clip = sp.clip
-    idx_lim = np.array([1.5 if n == "EVI" else 1.0 for n in params.indices.indices])
-    for r0 in range(0, ny, rows_per_block):
-        r1 = min(r0 + rows_per_block, ny)
-        if ti.size == 0:
-            break
-        block = raw.isel(time=ti, y=slice(r0, r1)).sel(band=list(params.bands))
-        refl = np.asarray(block.values, dtype=np.float32).reshape(ti.size, nb, -1)
-        w = weights[:, r0:r1].reshape(ti.size, -1) * np.isfinite(refl).all(axis=1)
-        refl = np.where(w[:, None, :] > 0, refl, 0.0).astype(np.float32)
-        idx = compute_indices(refl, params.bands, params.indices, axis=1)
-        values = np.concatenate([refl, idx], axis=1)
-        pick = None if choice is None else choice[r0:r1].ravel()
-        sm, ok, cnt = smooth_series(values, w, days_k, sp, device=device, choice=pick)
-        if block_hook is not None:
-            block_hook(block, w, days_k, r0)
-        sm[:, :nb] = np.clip(sm[:, :nb], lo_clip, hi_clip)
-        sm[:, nb:] = np.clip(sm[:, nb:], -idx_lim[None, :, None], idx_lim[None, :, None])
-        sm[:, :, ~ok] = 0.0
-        shape = (r1 - r0, nx)
-        out[:, :, r0:r1] = sm.reshape(sp.n_steps, nf, *shape).astype(np.float32)
-        valid[r0:r1] = ok.reshape(shape)
-        n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
-        max_gap[r0:r1] = _max_gap(w > 0, days_k, span).reshape(shape)
-        edge_gap[r0:r1] = _edge_gap(w > 0, days_k, span).reshape(shape)
-        if progress is not None:
-            progress(r1, ny)
+        blocks = RowBlocks(raw, params, keep, rows_per_block)
+        nodes = fine_grid(sp)
+        node = node_index(days_k, nodes)
+        at = (np.arange(sp.n_steps) + 0.5) * sp.step_days
+        lo, frac = interp_nodes(nodes, at)
+        lo_clip, hi_clip = sp.clip
+        idx_lim = np.array([1.5 if n == "EVI" else 1.0 for n in params.indices.indices])
+        crit = criterion_channels(params.bands)
+        pool = sp.lambda_pool_px
+        cands = sp.lambda_candidates
+        scale = sp.lambda_step_days / sp.grid_days
+        cv = np.empty((len(cands), ny, nx)) if choice is not None else None
+        n_nodes = np.zeros((ny, nx), dtype=np.int64)
+
+        def bin_block(r0: int, r1: int, refl: np.ndarray, w: np.ndarray) -> tuple:
+            """Stage A: weights are final; indices, binning, quality, lambda criterion."""
+            shape = (r1 - r0, nx)
+            idx = compute_indices(refl, params.bands, params.indices, axis=1)
+            if device is None:
+                ybar, wsum, cnt = bin_to_grid([refl, idx], w, node, nodes.size)
+                crit_ch: list[int] | None = crit
+            else:  # the device bins all channels; the host only the criterion's
+                ybar, wsum, cnt = bin_to_grid([refl[:, crit]], w, node, nodes.size)
+                crit_ch = None
+            if block_hook is not None:
+                view = xr.DataArray(
+                    refl.reshape(ti.size, nb, *shape),
+                    dims=("time", "band", "y", "x"),
+                    coords={"band": list(params.bands)},
+                )
+                block_hook(view, w, days_k, r0)
+            mg, eg = series_gaps(w, days_k, span)
+            max_gap[r0:r1], edge_gap[r0:r1] = mg.reshape(shape), eg.reshape(shape)
+            n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
+            if cv is not None:
+                cv[:, r0:r1] = lambda_cv(ybar, wsum, cands, scale=scale, channels=crit_ch).reshape(
+                    -1, *shape
+                )
+                n_nodes[r0:r1] = (wsum > 0).sum(axis=0).reshape(shape)
+            if device is not None:
+                return refl, idx, w
+            return ybar, wsum, cnt
+
+        def smooth_block(r0: int, r1: int, *binned: np.ndarray) -> None:
+            """Stage B (needs the criterion of the rows around): choice, solve, sample."""
+            pick = None
+            if choice is not None and cv is not None:
+                a, b = max(r0 - pool, 0), min(r1 + pool, ny)
+                choice[r0:r1] = choose(cv[:, a:b], pool, n_nodes[a:b])[r0 - a : r1 - a]
+                pick = choice[r0:r1].ravel()
+            if device is None:
+                ybar, wsum, cnt = binned
+                sm, ok = solve_and_sample(
+                    ybar, wsum, cnt, sp, lo, frac, choice=pick, dtype=np.float32
+                )
+            else:
+                refl, idx, w = binned
+                sm64, ok, _ = smooth_block_torch(
+                    [refl, idx], w, days_k, nodes, sp, at, choice=pick, device=device
+                )
+                sm = sm64.astype(np.float32)
+            np.clip(sm[:, :nb], lo_clip, hi_clip, out=sm[:, :nb])
+            lim = idx_lim[None, :, None].astype(np.float32)
+            np.clip(sm[:, nb:], -lim, lim, out=sm[:, nb:])
+            sm[:, :, ~ok] = 0.0
+            out[:, :, r0:r1] = sm.reshape(sp.n_steps, nf, r1 - r0, nx)
+            valid[r0:r1] = ok.reshape(r1 - r0, nx)
+            if progress is not None:
+                progress(r1, ny)
+
+        # one block is binned while the one before waits for its neighbours' lambda criterion
+        waiting: list[tuple] = []
+        for r0, r1, refl, w in blocks:
+            waiting.append((r0, r1, *bin_block(r0, r1, refl, w)))
+            del refl, w
+            if len(waiting) == 2:
+                smooth_block(*waiting.pop(0))
+        while waiting:
+            smooth_block(*waiting.pop(0))
     if ti.size == 0:
         max_gap[:] = span
         edge_gap[:] = span
@@ -408,55 +488,6 @@ def criterion_channels(names: tuple[str, ...] | list[str]) -> list[int]:
     names = [str(n) for n in names]
     crit = [names.index(b) for b in _CRITERION_BANDS if b in names]
     return crit or list(range(len(names)))
-
-
-def _lambda_choice(
-    raw: xr.DataArray,
-    ti: np.ndarray,
-    weights: np.ndarray,
-    days: np.ndarray,
-    params: PreprocessParams,
-    rows: int,
-) -> np.ndarray:
-    """``(Y, X)`` per-pixel candidate index, pooled over ``lambda_pool_px`` (first pass)."""
-    sp = params.smoothing
-    crit = criterion_channels(params.bands)
-    ny, nx = raw.sizes["y"], raw.sizes["x"]
-    cv = np.empty((len(sp.lambda_candidates), ny, nx))
-    n_nodes = np.empty((ny, nx), dtype=np.int64)
-    for r0 in range(0, ny, rows):
-        r1 = min(r0 + rows, ny)
-        block = raw.isel(time=ti, y=slice(r0, r1)).sel(band=list(params.bands))
-        refl = np.asarray(block.values, dtype=np.float32).reshape(ti.size, len(params.bands), -1)
-        w = weights[:, r0:r1].reshape(ti.size, -1) * np.isfinite(refl).all(axis=1)
-        _, ybar, wsum, _ = bin_series(refl[:, crit], w, days, sp)
-        scale = sp.lambda_step_days / sp.grid_days
-        cv[:, r0:r1] = lambda_cv(ybar, wsum, sp.lambda_candidates, scale=scale).reshape(
-            -1, r1 - r0, nx
-        )
-        n_nodes[r0:r1] = (wsum > 0).sum(axis=0).reshape(r1 - r0, nx)
-    return choose(cv, sp.lambda_pool_px, n_nodes)
-
-
-def _edge_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:
-    """``(N,)`` days from the axis start to the first and from the last positive observation
-    to the axis end, the longer of the two (margins count; ``span`` without any)."""
-    t = np.asarray(days, dtype=np.float64)[:, None]
-    first = np.where(pos, t, np.inf).min(axis=0)
-    last = np.where(pos, t, -np.inf).max(axis=0)
-    gap = np.maximum(np.maximum(first, 0.0), np.maximum(span - last, 0.0))
-    return np.minimum(gap, span).astype(np.float32)
-
-
-def _max_gap(pos: np.ndarray, days: np.ndarray, span: float) -> np.ndarray:
-    """``(N,)`` longest interval of ``[0, span]`` without a positive observation."""
-    t = np.broadcast_to(days[:, None], pos.shape)
-    inside = pos & (t >= 0) & (t <= span)
-    tv = np.where(inside, t, -np.inf)
-    prev = np.maximum.accumulate(np.vstack([np.zeros((1, pos.shape[1])), tv]), axis=0)[:-1]
-    gaps = np.where(inside, t - prev, 0.0)
-    last = np.maximum(tv.max(axis=0), 0.0)
-    return np.maximum(gaps.max(axis=0), span - last).astype(np.float32)
 
 
 def _as_dataset(

@@ -36,6 +36,7 @@ which the system is singular) comes back as NaN with ``valid = False``; it is ne
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -103,18 +104,25 @@ def difference_penalty_bands(n: int, order: int) -> np.ndarray:
     """Lower bands of ``P = D' D`` for ``d``-th order differences on ``n`` nodes.
 
     Returns:
-        float64 array ``(order + 1, n)``; row ``k`` holds ``P[i, i - k]`` (zero for ``i < k``).
+        float64 array ``(order + 1, n)`` (read-only, cached per ``(n, order)``); row ``k``
+        holds ``P[i, i - k]`` (zero for ``i < k``).
     """
     if n <= order:
         raise InvalidInputError(
             f"A series of {n} nodes is too short for order-{order} differences; "
             f"use at least {order + 1} nodes."
         )
+    return _penalty_bands(int(n), int(order))
+
+
+@functools.lru_cache(maxsize=64)
+def _penalty_bands(n: int, order: int) -> np.ndarray:
     d = np.diff(np.eye(n), n=order, axis=0)  # (n - order, n)
     p = d.T @ d
     bands = np.zeros((order + 1, n))
     for k in range(order + 1):
         bands[k, k:] = np.diagonal(p, offset=-k)
+    bands.flags.writeable = False
     return bands
 
 
@@ -235,16 +243,20 @@ if HAVE_NUMBA:
     ldl_block = _njit(cache=True, fastmath=False, nogil=True)(ldl_block)
 
 
-def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-untyped-def]
+def _smooth_blocks(y, w, pix, bands, lam, need, blk, z, valid):  # type: ignore[no-untyped-def]
     """Compiled engine: smooth blocks of ``blk`` pixels in parallel (see the module doc).
 
     Same operations in the same order as :func:`_factor` + :func:`_solve_numpy` per pixel, so
     the results are bit-identical to the numpy engine. ``y`` ``(n, B, N)`` float32/float64,
-    ``w`` ``(n, N)`` float64, ``bands`` ``(d + 1, n)``; fills ``z`` ``(n, B, N)`` float64 and
-    ``valid`` ``(N,)``. Returns the number of values that are NaN/inf under a positive weight
+    ``pix`` ``(M,)`` the columns of ``y`` to solve, in order (empty: all, ``M = N``), ``w``
+    ``(n, M)`` float64 their weights, ``bands`` ``(d + 1, n)``; fills ``z`` ``(n, B, M)``
+    float64 and ``valid`` ``(M,)`` (``y`` gathered block by block into cache-resident
+    scratch). Returns the number of values that are NaN/inf under a positive weight
     (the caller raises if it is not 0).
     """
-    n, nb, npx = y.shape
+    n, nb = y.shape[0], y.shape[1]
+    gather = pix.shape[0] > 0
+    npx = w.shape[1]
     p = bands.shape[0] - 1
     nblk = (npx + blk - 1) // blk
     bad = np.zeros(nblk, dtype=np.int64)
@@ -257,6 +269,7 @@ def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-un
         dinv = np.empty((n, m))
         piv = np.empty((n, m))
         bb = np.empty((n, m))
+        yl = np.empty((n, m))
         cnt = np.zeros(m, dtype=np.int64)
         for i in range(n):  # row order: contiguous, vectorized
             for q in range(m):
@@ -274,10 +287,18 @@ def _smooth_blocks(y, w, bands, lam, need, blk, z, valid):  # type: ignore[no-un
             valid[s + q] = ok[q]
         nbad = 0
         for c in range(nb):
+            if gather:
+                for i in range(n):
+                    for q in range(m):
+                        yl[i, q] = np.float64(y[i, c, pix[s + q]])
+            else:
+                for i in range(n):
+                    for q in range(m):
+                        yl[i, q] = np.float64(y[i, c, s + q])
             # right-hand side W y (0 where the value is missing or the pixel is nodata)
             for i in range(n):
                 for q in range(m):
-                    yv = np.float64(y[i, c, s + q])
+                    yv = yl[i, q]
                     wv = w[i, s + q]
                     if not np.isfinite(yv):
                         if wv > 0:
@@ -361,6 +382,7 @@ def whittaker(
     chunk: int = 2048,
     engine: str = "auto",
     threads: int | None = None,
+    pixels: np.ndarray | None = None,
 ) -> WhittakerResult:
     """Weighted Whittaker smoothing of many series on one regular grid (CPU, float64).
 
@@ -378,6 +400,9 @@ def whittaker(
             bit-identical results.
         threads: threads of the numba engine (None: ``OMP_NUM_THREADS`` when set, else all
             of numba's); the numpy engine is single-threaded.
+        pixels: ``(M,)`` indices of the pixels (last axis) to smooth, in this order; the
+            result holds those ``M`` pixels only (the numba engine reads them in place, no
+            gathered copy of ``y``). None: all.
 
     Returns:
         :class:`WhittakerResult` with ``z`` float64 shaped like ``y`` (NaN on invalid pixels).
@@ -395,6 +420,17 @@ def whittaker(
     y = np.asarray(y)
     w = np.asarray(w, dtype=np.float64)
     n, npx, squeeze = _check_inputs(y, w)
+    pix = np.zeros(0, dtype=np.int64)
+    if pixels is not None:
+        pix = np.ascontiguousarray(pixels, dtype=np.int64)
+        if pix.size and (pix.min() < 0 or pix.max() >= npx):
+            raise InvalidInputError(
+                f"whittaker pixels index {npx} pixels but range {pix.min()}..{pix.max()}."
+            )
+        w = w[:, pix]
+        npx = pix.size
+        if engine == "numpy" or not HAVE_NUMBA:
+            y, pix = y[..., pix], np.zeros(0, dtype=np.int64)
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise InvalidInputError(
             "Whittaker weights must be finite and >= 0; set the weight of a missing "
@@ -409,7 +445,7 @@ def whittaker(
     if HAVE_NUMBA and engine != "numpy":
         if yv.dtype not in (np.float32, np.float64):
             yv = yv.astype(np.float64)
-        nbad = _run_kernel(yv, w, bands, float(lambda_), need, block_px(n), z, valid, threads)
+        nbad = _run_kernel(yv, w, pix, bands, float(lambda_), need, block_px(n), z, valid, threads)
         if nbad:
             raise InvalidInputError(_NAN_UNDER_WEIGHT)
         return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)
@@ -475,7 +511,7 @@ def whittaker_torch(
     yv = (y[:, None, :] if squeeze else y).to(dtype)
     nb = yv.shape[1]
     bands = difference_penalty_bands(n, order)
-    bands0 = torch.as_tensor(bands[0], dtype=dtype, device=y.device)
+    bands0 = torch.tensor(np.array(bands[0]), dtype=dtype, device=y.device)
     need = max(order, int(min_points or order))
     if chunk is None:  # cache-sized blocks on CPU, few big launches on a GPU
         chunk = 4096 if y.device.type == "cpu" else 1 << 20

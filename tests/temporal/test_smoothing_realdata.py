@@ -144,9 +144,14 @@ def test_no_invented_values_before_a_late_first_clear_date(realdata, monkeypatch
     assert float(ds["edge_gap_days"].min()) > SPARSE_MAX_EDGE_GAP_DAYS
     assert (quality_layer(ds) == 2).all()
     assert held <= 0.02  # measured: 0.0000 (per-pixel lambda, order 1), 0.018 (lambda 100)
-    monkeypatch.setattr(
-        "geoxai.temporal.smoothing.hold_ends", lambda z, w: z
-    )  # the old extrapolation
+    from geoxai.temporal import smoothing
+
+    held_sampling = smoothing.sample_held
+
+    def unheld(z, wsum, lo, frac, valid, *, out=None):  # every node "weighted": nothing held
+        return held_sampling(z, np.ones_like(wsum), lo, frac, valid, out=out)
+
+    monkeypatch.setattr(smoothing, "sample_held", unheld)  # the old extrapolation
     _, extrapolated = excess()
     print(
         f"lambda {lam}: max excess over the clear range {held:.4f} "

@@ -1,0 +1,129 @@
+"""The smoothing stage's solve on a torch device (CPU or CUDA): binning, solve, sampling.
+
+:func:`smooth_block_torch` is the device twin of :func:`geoxai.temporal.binning.bin_to_grid`
++ :func:`geoxai.temporal.smoothing.solve_and_sample` for one row block: the block's values
+and weights go to the device once, the binning (``index_add_`` onto the nodes), the Whittaker
+solve per lambda candidate (:func:`geoxai.temporal.whittaker.whittaker_torch`) and the held
+sampling (a gather of the two nodes around each step) stay there, and only the sampled
+``(S, C, N)`` result and ``valid`` come back: no host round-trip inside the block. Float64 on
+the device, like the numpy path (float32 loses ~3 digits inside long gaps, see
+:func:`~geoxai.temporal.whittaker.whittaker_torch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from geoxai.temporal.axis import SmoothingParams, grid_lambda
+from geoxai.temporal.binning import interp_nodes, node_index
+from geoxai.temporal.whittaker import whittaker_torch
+
+__all__ = ["bin_torch", "sample_held_torch", "smooth_block_torch"]
+
+
+def bin_torch(vals: Any, w: Any, node: np.ndarray, n_nodes: int) -> tuple[Any, Any, Any]:
+    """Device binning: ``vals`` ``(T, C, N)``, ``w`` ``(T, N)`` tensors, ``node`` ``(T,)``
+    (-1 = outside) -> ``ybar`` ``(G, C, N)`` (NaN where no weight), ``wsum`` ``(G, N)``,
+    ``n_obs`` ``(N,)`` (the sums of :func:`geoxai.temporal.binning.bin_to_grid`)."""
+    import torch  # lazy: torch only on this path
+
+    inside = np.nonzero(node >= 0)[0]
+    it = torch.as_tensor(inside, device=vals.device)
+    nt = torch.as_tensor(node[inside], device=vals.device)
+    wi = w.index_select(0, it)
+    pos = wi > 0
+    wy = torch.where(pos[:, None, :], vals.index_select(0, it), 0.0) * wi[:, None, :]
+    c, n = vals.shape[1], vals.shape[2]
+    wsum = torch.zeros((n_nodes, n), dtype=w.dtype, device=w.device).index_add_(0, nt, wi)
+    acc = torch.zeros((n_nodes, c, n), dtype=w.dtype, device=w.device).index_add_(0, nt, wy)
+    ybar = torch.where(wsum[:, None, :] > 0, acc / wsum[:, None, :], float("nan"))
+    return ybar, wsum, pos.sum(dim=0)
+
+
+def sample_held_torch(z: Any, wsum: Any, lo: np.ndarray, frac: np.ndarray, valid: Any) -> Any:
+    """Device twin of :func:`geoxai.temporal.binning.sample_held`: ``z`` ``(G, C, N)`` read
+    at ``(lo, frac)`` ``(S,)``, held beyond each pixel's first/last weighted node; NaN where
+    not ``valid``. Returns ``(S, C, N)``."""
+    import torch  # lazy: torch only on this path
+
+    g = z.shape[0]
+    pos = wsum > 0
+    anyp = pos.any(dim=0)
+    first = torch.where(anyp, pos.to(torch.int8).argmax(dim=0), 0)
+    last = torch.where(anyp, g - 1 - pos.flip(0).to(torch.int8).argmax(dim=0), g - 1)
+    lo_t = torch.as_tensor(lo, device=z.device)[:, None]
+    f = torch.as_tensor(frac, dtype=z.dtype, device=z.device)[:, None, None]
+    a = torch.minimum(torch.maximum(lo_t, first[None]), last[None])  # (S, N)
+    b = torch.minimum(torch.maximum(lo_t + 1, first[None]), last[None])
+    shape = (a.shape[0], z.shape[1], z.shape[2])
+    za = torch.gather(z, 0, a[:, None, :].expand(shape))
+    zb = torch.gather(z, 0, b[:, None, :].expand(shape))
+    out = (1.0 - f) * za + f * zb
+    return torch.where(valid[None, None, :], out, float("nan"))
+
+
+def smooth_block_torch(
+    parts: list[np.ndarray],
+    weights: np.ndarray,
+    obs_days: np.ndarray,
+    nodes: np.ndarray,
+    params: SmoothingParams,
+    at_days: np.ndarray,
+    *,
+    choice: np.ndarray | None,
+    device: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One block on the device: bin, solve (per candidate when ``params.lambda_`` is None,
+    ``choice`` ``(N,)`` then required), hold, sample.
+
+    Args:
+        parts: ``(T, C_i, N)`` observation arrays, channels stacked in order.
+        weights: ``(T, N)`` weights (0 where a channel is NaN).
+        obs_days: ``(T,)`` days from the axis start; ``nodes`` ``(G,)`` the fine grid.
+        params: smoothing parameters; ``at_days`` ``(S,)`` where to sample.
+        choice: per-pixel candidate index (lambda_ None).
+        device: torch device ("cpu", "cuda").
+
+    Returns:
+        ``(S, C, N)`` float64 sampled values (NaN where invalid), ``(N,)`` valid, ``(N,)``
+        weighted observations.
+    """
+    import torch  # lazy: torch only on this path
+
+    dt = torch.float64
+    vals = torch.cat([torch.as_tensor(np.asarray(p)).to(device) for p in parts], dim=1).to(dt)
+    w = torch.as_tensor(np.asarray(weights)).to(device).to(dt)
+    ybar, wsum, n_obs = bin_torch(vals, w, node_index(obs_days, nodes), nodes.size)
+    del vals
+    lo, frac = interp_nodes(nodes, at_days)
+    n = ybar.shape[2]
+    out = torch.full((lo.size, ybar.shape[1], n), float("nan"), dtype=dt, device=ybar.device)
+    valid = torch.zeros(n, dtype=torch.bool, device=ybar.device)
+    if params.lambda_ is None:
+        if choice is None:
+            raise ValueError("smooth_block_torch: lambda_ is None and no per-pixel choice.")
+        scale = params.lambda_step_days / params.grid_days
+        groups = [
+            (k, o, lam * scale ** (2 * o - 1))
+            for k, (o, lam) in enumerate(params.lambda_candidates)
+        ]
+        ch = torch.as_tensor(np.asarray(choice), device=ybar.device)
+    else:
+        groups = [(-1, params.order, grid_lambda(params))]
+    for k, order, lam in groups:
+        sel = None if k < 0 else torch.nonzero(ch == k).ravel()
+        if sel is not None and sel.numel() == 0:
+            continue
+        yk = ybar if sel is None else ybar[:, :, sel]
+        wk = wsum if sel is None else wsum[:, sel]
+        res = whittaker_torch(yk, wk, lam, order, min_points=order)
+        ok = res.valid & ((n_obs if sel is None else n_obs[sel]) >= params.min_obs)
+        sampled = sample_held_torch(res.z, wk, lo, frac, ok)
+        if sel is None:
+            out, valid = sampled, ok
+        else:
+            out[:, :, sel] = sampled
+            valid[sel] = ok
+    return out.cpu().numpy(), valid.cpu().numpy(), n_obs.cpu().numpy()

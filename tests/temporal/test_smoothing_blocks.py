@@ -1,0 +1,203 @@
+"""The smoothing stage near its kernel (issue 14) gives today's numbers.
+
+* :func:`preprocess` against numbers committed from main (8e1f089, before the change; made by
+  ``data/make_preprocess_reference.py``), per-pixel lambda choice and a fixed lambda, with
+  several row blocks (the buffer and the pooled choice cross block edges), in memory and
+  dask-backed.
+* the scatter binning against the one-hot matmul, the held sampling against
+  ``hold_ends`` + the sampling matrix (both kept in :mod:`geoxai.temporal.axis`).
+* SCL weights against the old ``np.isin`` + distance-transform implementation (kept here) on
+  real SCL layers.
+* float32 node means against the float64 path on a real series; the torch block on CPU
+  against the numpy path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from geoxai.temporal.axis import (
+    SmoothingParams,
+    bin_series,
+    binning_matrix,
+    fine_grid,
+    hold_ends,
+    sampling_matrix,
+)
+from geoxai.temporal.binning import bin_to_grid, interp_nodes, node_index, sample_held
+from geoxai.temporal.clouds import CloudMaskParams, buffer_mask, scl_weights
+from geoxai.temporal.smoothing import (
+    PreprocessParams,
+    preprocess,
+    smooth_series,
+    solve_and_sample,
+)
+from geoxai.temporal.whittaker import whittaker
+from tests.fixtures.cubes import synthetic_cube
+
+REF = Path(__file__).parent / "data" / "preprocess_main_8e1f089.npz"
+FEATURE_ATOL = 5e-7
+"""Features vs main: float32 output, node means now accumulated in float64 and stored as
+float32 (main: float32 products summed in float64); measured max 1.2e-7 (one float32 ulp
+at 0.5) here and on a 192 x 728 x 86-date synthetic tile."""
+
+
+def _ref_cube():
+    raw, _ = synthetic_cube(7, ny=10, nx=12, cloud=0.05)  # as data/make_preprocess_reference.py
+    return raw
+
+
+@pytest.mark.parametrize("name, lam", [("choice", None), ("fixed", 100.0)])
+@pytest.mark.parametrize("rows, lazy", [(4, False), (64, False), (4, True)])
+def test_preprocess_equals_the_numbers_of_main(name, lam, rows, lazy):
+    ref = np.load(REF)
+    raw = _ref_cube()
+    if lazy:
+        raw = raw.chunk({"y": 4})  # read block by block from a dask-backed cube
+    params = PreprocessParams(
+        clouds=CloudMaskParams(buffer_m=20.0),
+        smoothing=SmoothingParams(year=2021, lambda_=lam),
+    )
+    ds = preprocess(raw, params, rows_per_block=rows)
+    np.testing.assert_allclose(ds["features"].values, ref[f"{name}_features"], atol=FEATURE_ATOL)
+    for k in ("valid", "n_obs", "max_gap_days", "edge_gap_days"):
+        np.testing.assert_array_equal(ds[k].values, ref[f"{name}_{k}"], err_msg=k)
+    if lam is None:
+        np.testing.assert_array_equal(ds["lambda_choice"].values, ref["choice_lambda_choice"])
+        assert np.unique(ref["choice_lambda_choice"]).size > 2  # the choice has teeth
+
+
+def _series(seed: int = 0, t: int = 70, n: int = 500):
+    rng = np.random.default_rng(seed)
+    days = np.sort(rng.uniform(-60.0, 420.0, t))
+    values = rng.uniform(0.0, 0.5, (t, 4, n)).astype(np.float32)
+    w = (rng.random((t, n)) > 0.4).astype(np.float32) * rng.choice([0.5, 1.0], (t, n))
+    values[np.broadcast_to((w == 0)[:, None], values.shape)] = np.nan  # weight 0: anything
+    return values, w.astype(np.float32), days
+
+
+def test_scatter_binning_equals_the_one_hot_matmul():
+    values, w, days = _series()
+    sp = SmoothingParams(year=2021)
+    nodes, ybar, wsum, n_obs = bin_series(values, w, days, sp)
+    bmat, inside = binning_matrix(days, nodes)  # the dense formulation of main
+    wi = np.where(inside[:, None], w, 0.0)
+    yv = np.where(wi[:, None, :] > 0, values, 0.0)
+    wsum_ref = bmat @ wi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ybar_ref = (bmat @ (wi[:, None, :] * yv).reshape(len(days), -1)).reshape(
+            nodes.size, 4, -1
+        ) / wsum_ref[:, None, :]
+    np.testing.assert_allclose(wsum, wsum_ref, rtol=1e-15)
+    np.testing.assert_allclose(ybar, ybar_ref, rtol=1e-6, equal_nan=True)
+    assert np.array_equal(n_obs, (wi > 0).sum(axis=0))
+    assert np.isnan(ybar).any() and (wsum == 0).any()  # empty nodes exist and are NaN
+    y32, *_ = bin_to_grid([values[:, :2], values[:, 2:]], w, node_index(days, nodes), nodes.size)
+    np.testing.assert_allclose(y32, ybar, rtol=1e-7, equal_nan=True)
+
+
+def test_held_sampling_equals_hold_ends_then_the_sampling_matrix():
+    values, w, days = _series(1)
+    sp = SmoothingParams(year=2021, lambda_=50.0)
+    nodes, ybar, wsum, _ = bin_series(values, w, days, sp)
+    z = whittaker(ybar, wsum, 500.0, 2).z
+    for at in ((np.arange(24) + 0.5) * 15.0, np.sort(days)):
+        ref = (
+            sampling_matrix(nodes, at)
+            @ np.nan_to_num(hold_ends(z.copy(), wsum)).reshape(nodes.size, -1)
+        ).reshape(at.size, 4, -1)
+        lo, frac = interp_nodes(nodes, at)
+        got = sample_held(z, wsum, lo, frac, np.ones(z.shape[2], bool))
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+
+
+def test_float32_node_means_against_the_float64_path_on_a_real_series(realdata):
+    from tests.fixtures.realdata_series import read_series
+
+    s = read_series("worldcereal_ts_patch", realdata)
+    sp = s.smoothing
+    nodes = fine_grid(sp)
+    node = node_index(s.days, nodes)
+    lo, frac = interp_nodes(nodes, (np.arange(sp.n_steps) + 0.5) * sp.step_days)
+    w = s.weights * np.isfinite(s.values).all(axis=1)
+    choice = np.arange(s.values.shape[2]) % len(sp.lambda_candidates)
+    out = {}
+    for dt in (np.float32, np.float64):
+        ybar, wsum, cnt = bin_to_grid([s.values], w, node, nodes.size, dtype=dt)
+        out[dt] = solve_and_sample(ybar, wsum, cnt, sp, lo, frac, choice=choice)[0]
+    err = np.nanmax(np.abs(out[np.float32] - out[np.float64]))
+    print(f"\nworldcereal_ts_patch: float32 vs float64 node means, max abs error {err:.2e}")
+    assert np.isfinite(out[np.float64]).any() and err < 1e-6
+
+
+def _scl_weights_main(scl: np.ndarray, p: CloudMaskParams, res: float) -> np.ndarray:
+    """main's scl_weights (np.isin classes, a distance transform per date), for reference."""
+    finite = np.isfinite(scl)
+    cls = np.where(finite, scl, 0).astype(np.int16)
+    buffered = np.isin(cls, p.buffered_classes) & finite
+    masked = np.isin(cls, p.masked_classes) | ~finite
+    r = p.buffer_m / res
+    for t in range(buffered.shape[0]):
+        if buffered[t].any() and not buffered[t].all():
+            masked[t] |= ndimage.distance_transform_edt(~buffered[t]) <= r
+        elif buffered[t].all():
+            masked[t] = True
+    w = np.ones(scl.shape, dtype=np.float32)
+    w[np.isin(cls, p.reduced_classes)] = np.float32(p.reduced_weight)
+    w[masked] = 0.0
+    return w
+
+
+def _real_scl(root: Path) -> dict[str, np.ndarray]:
+    from tests.fixtures.realdata_series import read_nc
+    from tests.temporal.test_temporal_realdata import worldcereal_ts_cube
+
+    raw, _ = worldcereal_ts_cube(root)
+    out = {"worldcereal_ts_patch": raw.sel(band="SCL").values.astype(np.float32)}
+    for f in ("cdse_sentinel2_l2a.nc", "bap_quintad_cdse.nc", "test_optical_cube.nc"):
+        a, _, _ = read_nc(root / "openeo_gfmap_cubes" / f, "S2-L2A-SCL")
+        out[f] = a.astype(np.float32)
+    return out
+
+
+@pytest.mark.realdata
+def test_scl_weights_equal_the_distance_transform_on_real_scl(realdata):
+    """Table look-up + separable disk dilation == isin + distance transform, bit for bit."""
+    for name, scl in _real_scl(realdata).items():
+        scl = scl.copy()
+        scl[:, :2, :3] = np.nan  # missing values: masked, never buffered
+        for buffer_m in (40.0, 25.0, 10.0, 0.0):
+            for res in (10.0, 20.0):
+                p = CloudMaskParams(buffer_m=buffer_m)
+                want = _scl_weights_main(scl, p, res)
+                np.testing.assert_array_equal(scl_weights(scl, p, res), want, err_msg=name)
+        codes = np.where(np.isfinite(scl), scl, 0).astype(np.uint8)  # a uint8 SCL layer
+        p = CloudMaskParams()
+        want = _scl_weights_main(codes.astype(np.float32), p, 10.0)
+        np.testing.assert_array_equal(scl_weights(codes, p, 10.0), want)
+        assert (want == 0).any() and (want == 1).any()
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.0, 1.5, 2.0, 2.9, 4.0, 5.5, 7.0])
+def test_buffer_is_the_euclidean_disk(radius):
+    rng = np.random.default_rng(3)
+    m = rng.random((3, 40, 50)) < 0.01
+    want = np.stack([ndimage.distance_transform_edt(~f) <= radius for f in m])
+    np.testing.assert_array_equal(buffer_mask(m, radius), want)
+
+
+def test_torch_block_on_cpu_equals_the_numpy_path():
+    pytest.importorskip("torch")
+    values, w, days = _series(2, n=300)
+    for lam in (None, 30.0):
+        sp = SmoothingParams(year=2021, lambda_=lam)
+        a, va, na = smooth_series(values, w, days, sp, criterion_channels=[0, 1])
+        b, vb, nb = smooth_series(values, w, days, sp, criterion_channels=[0, 1], device="cpu")
+        np.testing.assert_array_equal(va, vb)
+        np.testing.assert_array_equal(na, nb)
+        np.testing.assert_allclose(b, a, atol=1e-10, equal_nan=True)
+        assert va.any()
