@@ -123,3 +123,15 @@ def test_plan_with_one_tile_calibration_brackets_the_real_run(run_world, tmp_pat
     assert _snapshot(root) == before
     assert est2["done"] == 4 and est2["todo"] == 0
     assert "nothing to do" in " ".join(est2["notes"])
+
+    # one record gone: that tile is to do, priced at the rates of the three recorded tiles
+    (root / "records" / f"{cfg.tiles[0]}.json").unlink()
+    before = _snapshot(root)
+    text3, est3 = _plan(cfg_path, tmp_path / "plan3.json", "--sample", "2", "--cluster-cpus", "2")
+    assert _snapshot(root) == before
+    assert est3["done"] == 3 and est3["todo"] == 1
+    rates_from = est3["rates_from"]
+    assert rates_from.startswith("records of the earlier run") and "(3 tiles)" in rates_from
+    one_tile = got["cpu_seconds"] / 4
+    f = est3["figures"]["cpu_seconds"]
+    assert f["low"] <= one_tile * 1.5 and f["high"] >= one_tile / 1.5, (f, one_tile)
