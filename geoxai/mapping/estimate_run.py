@@ -282,7 +282,7 @@ def calibrate(
         the scratch store), and stage -> warm-up seconds.
     """
     own = scratch is None
-    root = Path(tempfile.mkdtemp(prefix="geoxai-plan-")) if own else Path(scratch)
+    root = Path(tempfile.mkdtemp(prefix="geoxai-plan-") if scratch is None else scratch)
     cfg = config.model_copy(
         update={
             "store": StoreConfig(root=str(root)),
