@@ -55,6 +55,7 @@ __all__ = [
     "ResourcesConfig",
     "Sentinel1Config",
     "DemConfig",
+    "PricesConfig",
     "RunConfig",
     "load_run_config",
 ]
@@ -273,6 +274,17 @@ class ResourcesConfig(StrictModel):
     )
 
 
+class PricesConfig(StrictModel):
+    """Prices ``geoxai plan`` turns hours, bytes and requests into a bill with (never in the
+    output hash). A price left out leaves its line out of the bill."""
+
+    cpu_hour: float | None = Field(None, ge=0, description="Per CPU-hour reserved.")
+    gpu_hour: float | None = Field(None, ge=0, description="Per GPU-hour reserved.")
+    gb_month: float | None = Field(None, ge=0, description="Per GB (1e9 bytes) stored a month.")
+    requests_1k: float | None = Field(None, ge=0, description="Per 1,000 storage/API requests.")
+    currency: str = Field("USD", description="Printed after the amounts.")
+
+
 class RunConfig(StrictModel):
     """A whole mapping run. See the module docstring for an example."""
 
@@ -295,6 +307,9 @@ class RunConfig(StrictModel):
     )
     tiles: list[str] | None = Field(
         None, description="Restrict the run to these tile ids (default: all tiles of the AOI)."
+    )
+    prices: PricesConfig | None = Field(
+        None, description="Prices for `geoxai plan`'s bill (not in the output hash)."
     )
 
     @field_validator("tiles")

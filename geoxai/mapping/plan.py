@@ -10,6 +10,7 @@ from typing import Any
 
 from geoxai.config import RunConfig
 from geoxai.errors import (
+    AOIError,
     ConfigError,
     NoDataError,
     StacError,
@@ -32,6 +33,7 @@ from geoxai.xai.spacex import load_spacex_bundle
 __all__ = [
     "RunPlan",
     "plan_run",
+    "check_run",
     "check_stac",
 ]
 
@@ -108,14 +110,15 @@ def _check_halo(config: RunConfig, bundle_halo: int) -> None:
         )
 
 
-def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
-    """Tiles of the AOI, zone stores created (idempotent), config saved, done tiles found.
+def check_run(config: RunConfig) -> tuple[list[TileSpec], list[LayerSpec]]:
+    """The run's tiles and output layers, after every check that needs no store (writes nothing).
 
     A tile counts as done when its record and the chunks and COGs it lists check out
     (:func:`geoxai.mapping.records.check_tiles`); a ``done`` record over damaged outputs is
     deleted here and the tile redone (``RunPlan.invalidated`` says which and why).
 
     Raises:
+        AOIError: the AOI is covered by no tile.
         ConfigError: halo too small for the model, unknown tile ids, bad smoothing keys, a
             bundle reading VV/VH/slope/DEM without the ``sentinel1``/``dem`` section (or a
             section no bundle feature uses).
@@ -123,6 +126,11 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
     """
 
     tiles = _tiles(config)
+    if not tiles:
+        raise AOIError(
+            f"The AOI {config.aoi!r} (tiles: {config.tiles}) yields no tile; check the AOI "
+            "with `geoxai tiles --aoi ...`."
+        )
     bundle = load_bundle(config.models.prediction, device="cpu")
     check_ancillary(config, bundle.spec.inputs.features, repr(config.models.prediction))
     halo = bundle.required_halo(tiles[0].core_px)
@@ -135,9 +143,19 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
     if config.processing.super_resolution is not None:
         load_superres_bundle(config.processing.super_resolution.bundle)  # fails before downloads
     _check_halo(config, halo)
+    return tiles, _layer_specs(config, list(bundle.spec.output.names))
+
+
+def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
+    """Tiles of the AOI, zone stores created (idempotent), config saved, done tiles found.
+
+    Raises:
+        the errors of :func:`check_run`, and StacError (the pre-flight search failed).
+    """
+
+    tiles, layers = check_run(config)
     layout = run_layout(config)
     save_config(config.model_dump(mode="json"), layout.at(layout.config_url()))
-    layers = _layer_specs(config, list(bundle.spec.output.names))
     for grid in ZoneGrid.from_tiles(tiles).values():
         ZoneStore.create(layout, grid, layers)
     h = config.output_hash()
