@@ -38,6 +38,7 @@ import numpy as np
 from geoxai.config import RunConfig
 from geoxai.errors import (
     ConfigError,
+    CorruptDataError,
     DataAccessError,
     InvalidInputError,
     ModelBundleError,
@@ -383,13 +384,18 @@ def map_and_write(
     # tile no longer reads as done
     delete_record(layout, tile.id)
     so = config.store.storage_options or None
-    raw = store.read_cube(cube.url, storage_options=so)
-    raw = raw.load()
-    s1 = store.read_dataset(cube.s1_url, storage_options=so).load() if cube.s1_url else None
-    terr = store.read_dataset(cube.dem_url, storage_options=so).load() if cube.dem_url else None
-    timings = {"cube_s": cube.seconds, "read_s": time.monotonic() - t0}
+    timings = {"cube_s": cube.seconds}
     try:
+        # a cube or layer that went bad after the cube stage verified it: a typed
+        # CorruptDataError (the codec's checksum), so the tile is recorded failed with the
+        # reason, and the next run's cube stage rebuilds it
+        raw = store.read_cube(cube.url, storage_options=so).load()
+        s1 = store.load_dataset(cube.s1_url, storage_options=so) if cube.s1_url else None
+        terr = store.load_dataset(cube.dem_url, storage_options=so) if cube.dem_url else None
+        timings["read_s"] = time.monotonic() - t0
         layers, t_map, info = map_tile(raw, tile, models, config, s1=s1, terrain=terr)
+    except CorruptDataError as exc:
+        return _status(layout, tile, "failed", exc, cube, config, timings)
     except (StacError, StoreError):
         raise  # transient: the driver retries the tile
     except NoDataError as exc:  # e.g. no pixel with enough clear observations
