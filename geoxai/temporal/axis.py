@@ -168,6 +168,18 @@ def grid_lambda(params: SmoothingParams) -> float:
     return params.lambda_ * (params.lambda_step_days / params.grid_days) ** (2 * params.order - 1)
 
 
+def solve_groups(params: SmoothingParams) -> list[tuple[int, int, float]]:
+    """``(candidate, order, grid lambda)`` of each solve: every per-pixel candidate (index ``k``
+    into ``lambda_candidates``) with ``lambda_=None``, else one group ``(-1, order,
+    grid_lambda(params))``; lambdas rescaled to the fine grid as :func:`grid_lambda` does."""
+    if params.lambda_ is not None:
+        return [(-1, params.order, grid_lambda(params))]
+    scale = params.lambda_step_days / params.grid_days
+    return [
+        (k, o, lam * scale ** (2 * o - 1)) for k, (o, lam) in enumerate(params.lambda_candidates)
+    ]
+
+
 def binning_matrix(obs_days: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One-hot ``(G, T)`` matrix sending each observation to its nearest node.
 

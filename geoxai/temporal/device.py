@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from geoxai.temporal.axis import SmoothingParams, grid_lambda
+from geoxai.temporal.axis import SmoothingParams, solve_groups
 from geoxai.temporal.binning import interp_nodes, node_index
 from geoxai.temporal.whittaker import whittaker_torch
 
@@ -101,17 +101,11 @@ def smooth_block_torch(
     n = ybar.shape[2]
     out = torch.full((lo.size, ybar.shape[1], n), float("nan"), dtype=dt, device=ybar.device)
     valid = torch.zeros(n, dtype=torch.bool, device=ybar.device)
+    if params.lambda_ is None and choice is None:
+        raise ValueError("smooth_block_torch: lambda_ is None and no per-pixel choice.")
+    groups = solve_groups(params)
     if params.lambda_ is None:
-        if choice is None:
-            raise ValueError("smooth_block_torch: lambda_ is None and no per-pixel choice.")
-        scale = params.lambda_step_days / params.grid_days
-        groups = [
-            (k, o, lam * scale ** (2 * o - 1))
-            for k, (o, lam) in enumerate(params.lambda_candidates)
-        ]
         ch = torch.as_tensor(np.asarray(choice), device=ybar.device)
-    else:
-        groups = [(-1, params.order, grid_lambda(params))]
     for k, order, lam in groups:
         sel = None if k < 0 else torch.nonzero(ch == k).ravel()
         if sel is not None and sel.numel() == 0:

@@ -55,6 +55,7 @@ from geoxai.temporal.axis import (
     grid_lambda,
     hold_ends,
     sampling_matrix,
+    solve_groups,
     time_axis,
 )
 from geoxai.temporal.binning import (
@@ -241,16 +242,9 @@ def solve_and_sample(
     g, c, n = ybar.shape
     out: np.ndarray = np.empty((lo.size, c, n), dtype=dtype)
     valid = np.zeros(n, dtype=bool)
-    if params.lambda_ is None:
-        if choice is None:
-            raise InvalidInputError("solve_and_sample: lambda_ is None and no per-pixel choice.")
-        scale = params.lambda_step_days / params.grid_days
-        groups = [
-            (k, o, lam * scale ** (2 * o - 1))
-            for k, (o, lam) in enumerate(params.lambda_candidates)
-        ]
-    else:
-        groups = [(-1, params.order, grid_lambda(params))]
+    if params.lambda_ is None and choice is None:
+        raise InvalidInputError("solve_and_sample: lambda_ is None and no per-pixel choice.")
+    groups = solve_groups(params)
     perm, wsum_p = None, wsum
     if len(groups) > 1 and choice is not None:  # sorted by candidate: contiguous runs
         perm = np.argsort(choice, kind="stable")
