@@ -52,9 +52,5 @@ def json_safe(value: Any) -> Any:
 
 
 def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in attrs.items():
-        sv = json_safe(v)
-        if sv is not _DROP:
-            out[str(k)] = sv
+    out: dict[str, Any] = json_safe(attrs)  # a mapping is never dropped, only its members
     return out
