@@ -45,6 +45,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -403,12 +404,15 @@ def print_storage(r: dict) -> None:
                   f"{c['decode_s']:6.2f}")  # fmt: skip
 
 
-def main_storage(args: argparse.Namespace) -> None:
+def synthetic_tile(args: argparse.Namespace, prefix: str) -> tuple[Any, Path, Any, list[dict]]:
+    """One standard 6 km tile (``args.halo``) and its synthetic archive of ``args.start`` to
+    ``args.end`` in a new temporary folder: ``(tile, folder, archive, items)``."""
     from geoxai.synthetic.fields import block_tiles
     from geoxai.synthetic.world import make_world
 
     tile = block_tiles(1)[0].with_halo(args.halo)
-    work = Path(tempfile.mkdtemp(prefix="bench-cube-storage-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    t0 = time.perf_counter()
     world, archive = make_world(
         work / "world",
         tiles=(tile.with_halo(0),),
@@ -416,8 +420,14 @@ def main_storage(args: argparse.Namespace) -> None:
         end=date.fromisoformat(args.end),
         margin_px=max(64, args.halo + args.halo % 2),
     )
+    print(f"synthetic archive: {len(world.dates)} dates, {archive.bytes_written / 2**20:.0f} MiB "
+          f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
     items = [json.loads(line) for line in archive.ndjson.read_text().splitlines() if line]
-    print(f"synthetic archive: {len(world.dates)} dates, {archive.bytes_written / 2**20:.0f} MiB")
+    return tile, work, archive, items
+
+
+def main_storage(args: argparse.Namespace) -> None:
+    tile, work, _, items = synthetic_tile(args, "bench-cube-storage-")
     r = storage_ratios(items, tile, work)
     print_storage(r)
     r["context"] = {"cores": os.cpu_count(), "load_avg": os.getloadavg(), "args": vars(args)}
@@ -445,26 +455,12 @@ def main() -> None:
     if args.repeats is None:
         args.repeats = 2 if args.quick else 1
 
-    from geoxai.synthetic.fields import block_tiles
-    from geoxai.synthetic.world import make_world
     from pipelines.services import local_stac_api
 
-    tile = block_tiles(1)[0].with_halo(args.halo)
-    work = Path(tempfile.mkdtemp(prefix="bench-cube-"))
-    t0 = time.perf_counter()
-    world, archive = make_world(
-        work / "world",
-        tiles=(tile.with_halo(0),),
-        start=date.fromisoformat(args.start),
-        end=date.fromisoformat(args.end),
-        margin_px=max(64, args.halo + args.halo % 2),
-    )
-    print(f"synthetic archive: {len(world.dates)} dates, {archive.bytes_written / 2**20:.0f} MiB "
-          f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+    tile, work, archive, items = synthetic_tile(args, "bench-cube-")
     proc, endpoint = start_moto()
     try:
         s3_env(endpoint)
-        items = [json.loads(line) for line in archive.ndjson.read_text().splitlines() if line]
         items, nbytes = upload(archive.root, items, endpoint)
         print(f"uploaded {nbytes / 2**20:.0f} MiB of COGs to {endpoint}")
         runs: dict[str, list[float]] = {"geoxai": [], "odc-stac": []}
