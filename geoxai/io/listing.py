@@ -12,6 +12,7 @@ verification (reading every byte) is the explicit ``geoxai verify``
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -69,6 +70,9 @@ def list_sizes(loc: StoreLocation) -> dict[str, int]:
     Raises:
         StoreError: the store cannot be listed.
     """
+    if not loc.is_s3:
+        with storage_errors(loc, "list"):
+            return _local_sizes(loc.path)
     fs = loc.filesystem()
     base = loc.path.rstrip("/") + "/"
     with storage_errors(loc, "list", passthrough=(FileNotFoundError,)):
@@ -82,6 +86,26 @@ def list_sizes(loc: StoreLocation) -> dict[str, int]:
         if info.get("type", "file") != "file" or not path.startswith(base):
             continue
         out[path[len(base) :]] = int(info.get("size") or 0)
+    return out
+
+
+def _local_sizes(root: str) -> dict[str, int]:
+    """:func:`list_sizes` of a local folder by ``os.scandir`` (fsspec's local ``find`` costs
+    ~0.1 ms of Python per entry: 100 s for a 240,000-tile run's ~1 million objects)."""
+    out: dict[str, int] = {}
+    stack = [("", root)]
+    while stack:
+        rel, path = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for e in entries:
+            key = f"{rel}{e.name}"
+            if e.is_dir(follow_symlinks=False):
+                stack.append((key + "/", e.path))
+            elif e.is_file():
+                out[key] = e.stat().st_size
     return out
 
 

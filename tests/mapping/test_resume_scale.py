@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from geoxai.geo.grid import TileSpec
+from geoxai.io import listing as listing_mod
 from geoxai.io.cog import write_tile_cogs
 from geoxai.io.layout import RunLayout
 from geoxai.io.location import StoreLocation
@@ -82,15 +83,21 @@ def test_a_run_stopped_halfway_plans_with_one_listing_per_prefix(tmp_path, monke
         return counters[-1]
 
     monkeypatch.setattr(StoreLocation, "filesystem", counting)
+    listed: list[str] = []  # the store layer's listing primitive (local: os.scandir, S3: find)
+    real_list = listing_mod.list_sizes
+
+    def list_counted(loc: StoreLocation) -> dict[str, int]:
+        listed.append(loc.path)
+        return real_list(loc)
+
+    monkeypatch.setattr(listing_mod, "list_sizes", list_counted)
 
     def plan(ts: list[TileSpec]) -> tuple[Any, list[str], list[str]]:
         counters.clear()
+        listed.clear()
         found = check_tiles(layout, ts, "h")
-        return (
-            found,
-            [p for c in counters for p in c.lists],
-            [p for c in counters for p in c.reads],
-        )
+        assert not [p for c in counters for p in c.lists]  # every listing is list_sizes'
+        return found, list(listed), [p for c in counters for p in c.reads]
 
     found, lists, reads = plan(tiles)
     # redoes only the unfinished tiles, in order; the done ones (chunks, COGs) and the empty
