@@ -364,6 +364,7 @@ def main() -> None:
     ap.add_argument("--drive-sizes", default="1000,10000")
     ap.add_argument("--work", default=None, help="work folder (default a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--reuse", action="store_true", help="reuse the run roots of a --keep run")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="geoxai-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -374,6 +375,8 @@ def main() -> None:
     print(f"{'step':<16} {'wall s':>9} {'ms/tile':>9} {'peak RSS MB':>12}  details", flush=True)
     try:
         for name, fn in STEPS(sizes, drive):
+            if args.reuse and name.startswith("outputs_") and (work / f"n{name[8:]}").exists():
+                continue
             out = run_step(name, fn, ctx)
             results[name] = out
             if name == "cover" and "tiles" in out:
