@@ -224,9 +224,12 @@ def _cover_part(
     shapely.prepare(proj)
     hit = shapely.intersects(boxes, proj)
     if area_aoi:
-        cand = np.flatnonzero(hit)
+        # a box inside the AOI overlaps it by its whole area: only the boundary boxes need the
+        # (costly, for a country's coastline) intersection
+        inside = hit & shapely.contains_properly(proj, boxes)
+        cand = np.flatnonzero(hit & ~inside)
         areas = shapely.area(shapely.intersection(boxes[cand], proj))
-        keep = cand[areas > 0]
+        keep = np.union1d(np.flatnonzero(inside), cand[areas > 0])
     else:
         keep = np.flatnonzero(hit)
     return [TileSpec(epsg, int(cc[i]), int(rr[i]), halo_px, tile_size_m=tile_size_m) for i in keep]

@@ -7,10 +7,10 @@ and the layer's fill value otherwise, one band per layer band with its name as d
 Each file is written to a local temporary file, validated with ``rio_cogeo.cog_validate`` and
 only then moved into place (``os.replace`` locally, one PUT on S3): a COG that exists is valid.
 
-Stored COGs are checked against the SHA-256 and size their tile record holds
-(:func:`check_cog`), by the same rule as the zone chunks: at planning, and before the mosaics
-and the report read them. A COG already verified in this process is not read again while its
-size and modification time are unchanged (one read per COG per run).
+Stored COGs are checked by the same rule as the zone chunks: planning and the mosaics trust a
+COG that exists with the size its tile record holds (one listing per folder,
+:mod:`geoxai.mapping.records`); :func:`check_cog` reads it against the recorded SHA-256, for
+``geoxai verify`` (:mod:`geoxai.mapping.verify`).
 
 Mosaics (:func:`build_vrt`): a per-zone, per-layer GDAL VRT written by hand (no ``osgeo``
 needed) that places every tile COG at its pixel offset on the zone grid with *relative* source
@@ -112,13 +112,6 @@ def validate_cog(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"warnings": list(warnings), "overviews": overviews}
 
 
-_VERIFIED: set[int] = set()
-"""Hashes of ``(url, size, mtime, sha256)`` of COGs this process found intact."""
-
-_VERIFIED_MAX = 2_000_000
-"""Entries kept before the cache starts over (~150 MB; a 240,000-tile run has ~720,000 COGs)."""
-
-
 def check_cog(
     url: str,
     sha256: str,
@@ -130,8 +123,7 @@ def check_cog(
 
     Checks that the object exists, has ``nbytes`` bytes (when given) and the SHA-256
     ``sha256`` of its bytes. A truncated or altered file fails here before GDAL decodes it.
-    Within one process an object already found intact with the same size and modification
-    time (ETag on S3) is not read again.
+    Every call reads the whole object (``geoxai verify``; planning only compares sizes).
 
     Args:
         url: the COG (path or ``s3://`` URL).
@@ -157,10 +149,6 @@ def check_cog(
         size = int(info.get("size") or 0)
         if nbytes is not None and size != int(nbytes):
             return f"{size} bytes, recorded {int(nbytes)} (truncated or replaced)"
-        stamp = info.get("mtime") or info.get("ETag") or info.get("LastModified")
-        key = hash((loc.url, size, str(stamp), sha256))
-        if key in _VERIFIED:
-            return None
         h = hashlib.sha256()
         try:
             with fs.open(loc.path, "rb") as f:
@@ -170,9 +158,6 @@ def check_cog(
             return "missing"
     if h.hexdigest() != sha256:
         return "checksum differs from its record"
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        _VERIFIED.clear()
-    _VERIFIED.add(key)
     return None
 
 

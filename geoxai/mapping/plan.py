@@ -5,6 +5,7 @@ starts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from geoxai.xai.spacex import load_spacex_bundle
 __all__ = [
     "RunPlan",
     "plan_run",
+    "resume_plan",
     "check_run",
     "check_stac",
 ]
@@ -48,7 +50,7 @@ class RunPlan:
     """What a run will do: every tile of the AOI, split into to-do and already done.
 
     ``invalidated``: tile id -> why, for tiles whose ``done`` record did not check out
-    (altered or missing chunks or COGs, an unreadable record): planning deleted the record and
+    (missing or resized chunks or COGs, an unreadable record): planning deleted the record and
     the tile is in ``todo`` (the report lists them).
     """
 
@@ -113,9 +115,10 @@ def _check_halo(config: RunConfig, bundle_halo: int) -> None:
 def check_run(config: RunConfig) -> tuple[list[TileSpec], list[LayerSpec]]:
     """The run's tiles and output layers, after every check that needs no store (writes nothing).
 
-    A tile counts as done when its record and the chunks and COGs it lists check out
-    (:func:`geoxai.mapping.records.check_tiles`); a ``done`` record over damaged outputs is
-    deleted here and the tile redone (``RunPlan.invalidated`` says which and why).
+    A tile counts as done when its record is ``done`` and the chunks and COGs it lists exist
+    with their recorded sizes (:func:`geoxai.mapping.records.check_tiles`; checksums are
+    ``geoxai verify``'s); a ``done`` record over missing or resized outputs is deleted by
+    :func:`plan_run` and the tile redone (``RunPlan.invalidated`` says which and why).
 
     Raises:
         AOIError: the AOI is covered by no tile.
@@ -154,10 +157,28 @@ def plan_run(config: RunConfig, *, force: bool = False) -> RunPlan:
     """
 
     tiles, layers = check_run(config)
+    return resume_plan(config, tiles, layers, force=force)
+
+
+def resume_plan(
+    config: RunConfig,
+    tiles: Sequence[TileSpec],
+    layers: Sequence[LayerSpec],
+    *,
+    force: bool = False,
+) -> RunPlan:
+    """The store part of :func:`plan_run` for checked ``tiles`` and ``layers``: config saved,
+    zone stores created (idempotent), done tiles found and stale ``done`` records deleted
+    (:func:`~geoxai.mapping.records.check_tiles`: one listing per prefix, one GET per record;
+    time and memory linear in tiles), and the pre-flight STAC search when there is work.
+
+    Raises:
+        StoreError: the store cannot be reached or listed. StacError: the pre-flight failed.
+    """
     layout = run_layout(config)
     save_config(config.model_dump(mode="json"), layout.at(layout.config_url()))
-    for grid in ZoneGrid.from_tiles(tiles).values():
-        ZoneStore.create(layout, grid, layers)
+    for grid in ZoneGrid.from_tiles(list(tiles)).values():
+        ZoneStore.create(layout, grid, list(layers))
     h = config.output_hash()
     found = check_tiles(layout, tiles, h, force=force, repair=True)
     for tile_id, reason in found.invalidated.items():

@@ -25,13 +25,15 @@ share a chunk. Chunks that are never written read as the fill value.
 Exactly-once protocol of :func:`write_tile`: (1) delete the tile's old record, (2) write the core
 chunks, (3) read them back and compare SHA-256 checksums of the values, (4) hash the stored
 (encoded) chunk objects, (5) write the record atomically (one PUT on S3, ``os.replace`` locally).
-A record therefore implies verified chunks; :func:`tile_state` re-checks the stored chunk hashes
-(one GET per layer, no decoding) and the tile's COGs against the SHA-256 and size the record
-holds (:func:`geoxai.io.cog.check_cog`), so a tile whose record, chunks or COGs are missing,
-corrupt or from another config is planned again by :func:`plan_tiles`. Whenever a stored output
-is found damaged (at planning, :func:`check_tiles` with ``repair``; after the tile phase,
-:func:`verify_cogs`), the tile's stale ``done`` record is deleted (:func:`delete_record`): a
-record never says ``done`` over outputs that do not check out.
+A record therefore implies verified chunks, and holds each chunk's and COG's size and SHA-256.
+Deciding what is done (:func:`check_tiles`, :func:`plan_tiles`, :func:`tile_state`) trusts a
+``done`` record whose chunks and COGs exist with their recorded sizes, looked up by one listing
+per prefix (:class:`geoxai.io.listing.Listing`), not one request per tile; reading every byte
+against its checksum is ``geoxai verify`` (:mod:`geoxai.mapping.verify`). A tile whose record,
+chunks or COGs are missing, resized or from another config is planned again. Whenever a stored
+output is found damaged (at planning, :func:`check_tiles` with ``repair``; after the tile phase,
+:func:`verify_cogs`; by ``geoxai verify``), the tile's stale ``done`` record is deleted
+(:func:`delete_record`): a record never says ``done`` over outputs that do not check out.
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from geoxai.errors import InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
-from geoxai.io.cog import check_cog
 from geoxai.io.layout import RunLayout
+from geoxai.io.listing import Listing, Probe, list_sizes, read_json_batch
 from geoxai.io.location import storage_errors
 from geoxai.io.store import read_json, write_json
 from geoxai.io.zonestore import LayerSpec, ZoneStore
@@ -63,9 +65,12 @@ __all__ = [
     "delete_record",
     "read_record",
     "read_records",
+    "ObjectSizes",
     "tile_state",
+    "record_state",
     "tile_is_done",
-    "cog_problem",
+    "cog_url",
+    "cog_size_problem",
     "TileSort",
     "check_tiles",
     "plan_tiles",
@@ -311,23 +316,15 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
 
 
 def read_records(layout: RunLayout) -> list[dict[str, Any]]:
-    """Every readable record of the run, sorted by tile id (unreadable ones are skipped)."""
+    """Every readable record of the run, sorted by tile id (unreadable ones are skipped).
+
+    One listing of the records prefix, then the records in concurrent batches.
+    """
     loc = layout.at(layout.records_url())
-    fs = loc.filesystem()
-    with storage_errors(loc, "list"):  # an unreachable store: a StoreError with the fix
-        try:
-            fs.invalidate_cache()
-            paths = sorted(p for p in fs.ls(loc.path, detail=False) if p.endswith(".json"))
-        except FileNotFoundError:
-            return []
+    keys = sorted(k for k in list_sizes(loc) if k.endswith(".json") and "/" not in k)
     out = []
-    for p in paths:
-        tile_id = p.rstrip("/").rsplit("/", 1)[-1][: -len(".json")]
-        try:
-            rec = read_record(layout, tile_id)
-        except StoreError:
-            continue
-        if rec is not None and rec.get("tile_id") == tile_id:
+    for key, rec, _ in read_json_batch(loc, keys):
+        if isinstance(rec, dict) and rec.get("tile_id") == key[: -len(".json")]:
             out.append(rec)
     return out
 
@@ -339,7 +336,8 @@ class TileState:
     Attributes:
         tile_id: the tile.
         state: ``done``, ``empty``, ``failed``, ``missing`` (no record), ``stale`` (another
-            config hash) or ``invalid`` (unreadable record, missing or altered chunks).
+            config hash) or ``invalid`` (unreadable record, missing chunks or COGs, or ones
+            whose size differs from the record).
         reason: why, for logs and the report.
     """
 
@@ -348,18 +346,51 @@ class TileState:
     reason: str = ""
 
 
+class ObjectSizes(Protocol):
+    """Where the sizes of stored objects come from (:class:`~geoxai.io.listing.Listing`: one
+    listing per prefix; :class:`~geoxai.io.listing.Probe`: one request per object)."""
+
+    def size(self, prefix_url: str, key: str) -> int | None: ...
+
+
 def tile_state(
     layout: RunLayout,
     tile: TileSpec,
     config_hash: str,
     *,
     zone: ZoneStore | None = None,
+    sizes: ObjectSizes | None = None,
 ) -> TileState:
-    """Check a tile's record and, for ``done`` tiles, the stored chunks (one GET per layer)."""
+    """Check one tile's record and, for a ``done`` one, that every chunk and COG it lists exists
+    with its recorded size (no object is read; :mod:`geoxai.mapping.verify` checks checksums).
+
+    Args:
+        sizes: where sizes come from; default one request per object (:class:`Probe`). For
+            many tiles use :func:`check_tiles` (one listing per prefix).
+    """
     try:
         rec = read_record(layout, tile.id)
     except StoreError as exc:
         return TileState(tile.id, "invalid", f"record unreadable: {exc}")
+    return record_state(
+        layout, tile, rec, config_hash, zone=zone, sizes=sizes or Probe(layout.storage_options)
+    )
+
+
+def record_state(
+    layout: RunLayout,
+    tile: TileSpec,
+    rec: Mapping[str, Any] | None,
+    config_hash: str,
+    *,
+    sizes: ObjectSizes,
+    zone: ZoneStore | None = None,
+) -> TileState:
+    """The :class:`TileState` of ``tile`` given its record (None: absent); see :func:`tile_state`.
+
+    A ``done`` record is trusted when its chunks (``layers[*].chunk``, ``chunk_bytes``) and
+    COGs (``cogs[*].href``, ``bytes``) exist with the recorded sizes, looked up in ``sizes``.
+    """
     if rec is None:
         return TileState(tile.id, "missing", "no record")
     if rec.get("format") != RECORD_FORMAT or rec.get("tile_id") != tile.id:
@@ -390,51 +421,51 @@ def tile_state(
             return TileState(tile.id, "invalid", str(exc))
         if meta.get("chunk") != key:
             return TileState(tile.id, "invalid", f"layer {name!r}: chunk key changed")
-        raw = zone.read_chunk_bytes(name, tile)
-        if raw is None:
-            return TileState(tile.id, "invalid", f"chunk {key} missing")
-        if hashlib.sha256(raw).hexdigest() != meta.get("chunk_sha256"):
-            return TileState(tile.id, "invalid", f"chunk {key} differs from its record")
-    problem = cog_problem(layout, rec)
+        got = sizes.size(f"{zone.url}/{name}", key[len(name) + 1 :])
+        problem = _size_problem(got, meta.get("chunk_bytes"))
+        if problem:
+            return TileState(tile.id, "invalid", f"chunk {key} {problem}")
+    problem = cog_size_problem(layout, rec, sizes)
     if problem:
         return TileState(tile.id, "invalid", problem)
     return TileState(tile.id, "done")
 
 
-def _cog_url(layout: RunLayout, href: str) -> str:
+def _size_problem(got: int | None, recorded: Any) -> str | None:
+    if got is None:
+        return "missing"
+    if not isinstance(recorded, int) or isinstance(recorded, bool):
+        return "has no recorded size (run `geoxai verify` on the run, or redo the tile)"
+    if got != recorded:
+        return f"is {got} bytes, recorded {recorded} (truncated or replaced)"
+    return None
+
+
+def cog_url(layout: RunLayout, href: str) -> str:
+    """URL of a COG a record lists (``href`` relative to the run root, or absolute)."""
     return href if "://" in href or href.startswith("/") else layout.url(href)
 
 
-def cog_problem(layout: RunLayout, rec: Mapping[str, Any]) -> str | None:
-    """Why one of the COGs a ``done`` record lists does not check out, or None.
-
-    Each COG of ``rec["cogs"]`` is checked against its recorded SHA-256 and size
-    (:func:`geoxai.io.cog.check_cog`: a missing, truncated or altered file).
-
-    Raises:
-        StoreError: the store cannot be reached.
-    """
+def cog_size_problem(layout: RunLayout, rec: Mapping[str, Any], sizes: ObjectSizes) -> str | None:
+    """Why one of the COGs a ``done`` record lists is missing or not of its recorded size, or
+    None (no COG is read; sizes come from ``sizes``)."""
     cogs = rec.get("cogs") or {}
     if not isinstance(cogs, dict):
         return "the record's 'cogs' is not a mapping"
     for name, meta in cogs.items():
         href = meta.get("href") if isinstance(meta, dict) else None
-        sha = meta.get("sha256") if isinstance(meta, dict) else None
-        if not href or not sha:
+        if not href or not meta.get("sha256"):
             return f"COG of layer {name!r}: the record holds no href or checksum"
-        problem = check_cog(
-            _cog_url(layout, str(href)),
-            str(sha),
-            meta.get("bytes"),
-            storage_options=layout.storage_options,
-        )
+        prefix, _, key = cog_url(layout, str(href)).rpartition("/")
+        problem = _size_problem(sizes.size(prefix, key), meta.get("bytes"))
         if problem:
             return f"COG {href}: {problem}"
     return None
 
 
 def tile_is_done(layout: RunLayout, tile: TileSpec, config_hash: str) -> bool:
-    """True when the tile has a ``done`` record of this config and all its chunks check out."""
+    """True when the tile has a ``done`` record of this config and its chunks and COGs exist
+    with their recorded sizes."""
     return tile_state(layout, tile, config_hash).state == "done"
 
 
@@ -446,12 +477,16 @@ class TileSort:
         todo: tiles to (re)do, in the given order.
         done: tiles whose outputs check out (or are recorded ``empty``), in the given order.
         invalidated: tile id -> why, for tiles whose record said ``done`` (of this config) but
-            whose chunks or COGs did not check out, or whose record was unreadable.
+            whose chunks or COGs are missing or of another size, or whose record was unreadable.
     """
 
     todo: list[TileSpec]
     done: list[TileSpec]
     invalidated: dict[str, str]
+
+
+_CHECK_BATCH = 1024
+"""Tiles whose records are fetched together by :func:`check_tiles`."""
 
 
 def check_tiles(
@@ -462,36 +497,60 @@ def check_tiles(
     force: bool = False,
     redo_empty: bool = False,
     repair: bool = False,
+    listing: Listing | None = None,
 ) -> TileSort:
     """Split ``tiles`` into to-do and done (see :func:`plan_tiles`) and say which were invalid.
 
+    Cost: one listing of the records prefix, one of each zone layer's chunks and of each COG
+    layer folder (:class:`~geoxai.io.listing.Listing`), one GET per existing record (fetched in
+    concurrent batches); no chunk or COG is read. Memory: the listed sizes (~100 bytes per
+    object) and one batch of records.
+
     With ``repair``, the record of every ``invalid`` tile (a ``done`` record over missing or
-    altered chunks or COGs, an unreadable record) is deleted, so the store no longer claims
+    resized chunks or COGs, an unreadable record) is deleted, so the store no longer claims
     the tile is done; without it nothing is written (a dry run).
 
+    Args:
+        listing: the listings to use (and count); default a fresh one.
+
     Raises:
-        StoreError: the store cannot be reached.
+        StoreError: the store cannot be reached or listed.
     """
     if force:
         return TileSort(list(tiles), [], {})
+    listing = listing if listing is not None else Listing(layout.storage_options)
+    present = listing.sizes(layout.records_url())
+    records_loc = layout.at(layout.records_url())
     zones: dict[int, ZoneStore | None] = {}
     todo, done = [], []
     invalid: dict[str, str] = {}
-    for t in tiles:
-        if t.epsg not in zones:
-            try:
-                zones[t.epsg] = ZoneStore.open(layout, t.epsg)
-            except StoreError:
-                zones[t.epsg] = None
-        st = tile_state(layout, t, config_hash, zone=zones[t.epsg])
-        if st.state == "done" or (st.state == "empty" and not redo_empty):
-            done.append(t)
-            continue
-        todo.append(t)
-        if st.state == "invalid":
-            invalid[t.id] = st.reason
-            if repair:
-                delete_record(layout, t.id)
+    for i in range(0, len(tiles), _CHECK_BATCH):
+        batch = tiles[i : i + _CHECK_BATCH]
+        keys = [f"{t.id}.json" for t in batch if f"{t.id}.json" in present]
+        got = {k: (doc, why) for k, doc, why in read_json_batch(records_loc, keys)}
+        for t in batch:
+            doc, why = got.get(f"{t.id}.json", (None, None))
+            if why is not None or (doc is not None and not isinstance(doc, dict)):
+                st = TileState(t.id, "invalid", f"record unreadable: {why or 'not an object'}")
+            else:
+                if t.epsg not in zones:
+                    try:
+                        zones[t.epsg] = ZoneStore.open(layout, t.epsg)
+                    except StoreError:
+                        zones[t.epsg] = None
+                zone = zones[t.epsg]
+                if doc is not None and doc.get("status") == "done" and zone is None:
+                    st = TileState(t.id, "invalid", f"no zone store for EPSG:{t.epsg}")
+                else:
+                    st = record_state(layout, t, doc, config_hash, zone=zone, sizes=listing)
+            if st.state == "done" or (st.state == "empty" and not redo_empty):
+                done.append(t)
+                continue
+            todo.append(t)
+            if st.state == "invalid":
+                invalid[t.id] = st.reason
+                if repair:
+                    delete_record(layout, t.id)
     return TileSort(todo, done, invalid)
 
 
@@ -505,10 +564,10 @@ def plan_tiles(
 ) -> tuple[list[TileSpec], list[TileSpec]]:
     """Split ``tiles`` into ``(todo, done)``; writes nothing.
 
-    ``done`` holds tiles whose record is ``done`` with this config hash and verified chunks
-    and COGs, and (unless ``redo_empty``) tiles recorded ``empty`` with this hash: no data is
-    a result. Everything else (missing, failed, stale, invalid) is in ``todo``; ``force`` puts
-    every tile in ``todo``. Order is preserved.
+    ``done`` holds tiles whose record is ``done`` with this config hash and whose chunks and
+    COGs exist with their recorded sizes, and (unless ``redo_empty``) tiles recorded ``empty``
+    with this hash: no data is a result. Everything else (missing, failed, stale, invalid) is
+    in ``todo``; ``force`` puts every tile in ``todo``. Order is preserved.
     """
     s = check_tiles(layout, tiles, config_hash, force=force, redo_empty=redo_empty)
     return s.todo, s.done
@@ -517,10 +576,11 @@ def plan_tiles(
 def verify_cogs(
     layout: RunLayout, records: Sequence[Mapping[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Check the COGs of every ``done`` record before they are read (mosaics, report).
+    """Check that the COGs of every ``done`` record exist with their recorded sizes before they
+    are read (mosaics, report): one listing per COG layer folder, no COG read.
 
-    A record whose COGs do not check out (:func:`cog_problem`) is deleted from the store: the
-    tile reads as not done and the next run redoes it.
+    A record whose COGs do not check out (:func:`cog_size_problem`) is deleted from the store:
+    the tile reads as not done and the next run redoes it. Checksums: ``geoxai verify``.
 
     Args:
         layout: the run's layout.
@@ -533,10 +593,11 @@ def verify_cogs(
     Raises:
         StoreError: the store cannot be reached.
     """
+    listing = Listing(layout.storage_options)
     kept: list[dict[str, Any]] = []
     invalidated: dict[str, str] = {}
     for rec in records:
-        problem = cog_problem(layout, rec) if rec.get("status") == "done" else None
+        problem = cog_size_problem(layout, rec, listing) if rec.get("status") == "done" else None
         if problem:
             tile_id = str(rec.get("tile_id"))
             invalidated[tile_id] = problem

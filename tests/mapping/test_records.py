@@ -22,6 +22,7 @@ from geoxai.mapping.records import (
     write_status,
     write_tile,
 )
+from geoxai.mapping.verify import verify_tiles
 from tests.fixtures.zones import SMALL, layers_for, small_tile, small_tiles
 
 
@@ -250,16 +251,19 @@ def test_plan_skips_done_and_replans_broken_tiles(store_root):
     a, b, c, d, e = tiles
     # a: a chunk is missing
     fs.rm_file(_chunk_path(zone, "quality", a))
-    # b: a chunk was overwritten by something else (same size, other bytes)
+    # b: a chunk was replaced by an object of another size (a truncated copy)
     p = _chunk_path(zone, "prediction", b)
-    raw = bytearray(fs.cat_file(p))
-    raw[-1] ^= 0xFF
-    fs.pipe_file(p, bytes(raw))
+    fs.pipe_file(p, fs.cat_file(p)[:-1])
     # c: the record is corrupt JSON
     fs.pipe_file(layout.loc("records", f"{c.id}.json").path, b'{"status": "done", ')
     # d: the record belongs to another tile
     rec = read_record(layout, e.id)
     fs.pipe_file(layout.loc("records", f"{d.id}.json").path, json.dumps(rec).encode())
+    # e: one flipped byte, same size: planning does not read chunks (geoxai verify does)
+    p = _chunk_path(zone, "prediction", e)
+    raw = bytearray(fs.cat_file(p))
+    raw[-1] ^= 0xFF
+    fs.pipe_file(p, bytes(raw))
     fs.invalidate_cache()
     states = {t.id: tile_state(layout, t, "cfg-a").state for t in tiles}
     assert states == {
@@ -270,12 +274,17 @@ def test_plan_skips_done_and_replans_broken_tiles(store_root):
         e.id: "done",
     }
     assert "missing" in tile_state(layout, a, "cfg-a").reason
+    assert "recorded" in tile_state(layout, b, "cfg-a").reason
     todo, done = plan_tiles(layout, tiles, "cfg-a")
     assert todo == [a, b, c, d] and done == [e]
+    found = verify_tiles(layout, [t.id for t in tiles])
+    assert set(found.problems) == {a.id, b.id, c.id, d.id, e.id}
+    assert "checksum" in found.problems[e.id] and "missing" in found.problems[a.id]
     # rewriting repairs them
-    for t in todo:
+    for t in [*todo, e]:
         write_tile(zone, t, layers_for(t), record_for())
     assert plan_tiles(layout, tiles, "cfg-a") == ([], tiles)
+    assert verify_tiles(layout, [t.id for t in tiles]).problems == {}
 
 
 def test_plan_config_change_force_and_statuses(tmp_path):

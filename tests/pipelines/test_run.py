@@ -385,3 +385,68 @@ def test_an_actor_that_never_starts_stops_the_run_with_its_cause(ray_local):
     with pytest.raises(GeoXAIError, match="died 2 times in a row") as err:
         run(cfg, progress=False, finish=False, stages=BrokenModels)
     assert "weights do not load" in str(err.value)
+
+
+def test_verify_finds_a_flipped_byte_and_a_missing_cog_and_reruns_exactly_those_tiles(
+    run_world,
+    reference_run,
+    tmp_path,
+):
+    """`geoxai verify` (issue 17): a flipped byte in a zone chunk (invisible to planning, which
+    compares sizes) and a missing COG are found by reading every output against its checksum;
+    the two tiles' records are deleted and exactly those tiles are run again (a copy of the
+    reference run, so no extra first run)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from geoxai.io.layout import RunLayout
+    from geoxai.io.zonestore import ZoneStore
+    from geoxai.mapping.records import plan_tiles, read_record
+    from pipelines.cli import app
+    from pipelines.verify import verify_run
+
+    ref_cfg, _ = reference_run
+    shutil.copytree(Path(ref_cfg.store.root), tmp_path / "store")  # a finished 2x2 run
+    cfg = run_world.config(tmp_path / "store")
+    layout = RunLayout(cfg.run_root())
+    tiles = cfg_tiles(cfg)
+    a, b = tiles[0], tiles[3]
+    zone = ZoneStore.open(layout, a.epsg)
+    chunk = Path(zone.loc.child(zone.chunk_key("prediction", a)).path)
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    (Path(cfg.run_root()) / "cogs" / "quality" / f"{b.id}.tif").unlink()
+    # planning trusts a's record (same size), sees b's missing COG
+    assert plan_tiles(layout, tiles, cfg.output_hash()) == ([b], [t for t in tiles if t != b])
+
+    s = verify_run(cfg, repair=True, batch_tiles=2)
+    assert s.records == 4 and s.result.checked == 4
+    assert set(s.result.problems) == {a.id, b.id}
+    assert "checksum" in s.result.problems[a.id] and "prediction" in s.result.problems[a.id]
+    assert "missing" in s.result.problems[b.id] and "quality" in s.result.problems[b.id]
+    assert s.deleted == sorted([a.id, b.id])
+    assert s.rerun is not None and set(s.rerun.outcomes) == {a.id, b.id}
+    assert all(o.status == "done" for o in s.rerun.outcomes.values()) and s.redone_extra == 0
+    assert s.rerun.skipped == 2
+    ref = _zone_arrays(ref_cfg, "prediction")
+    np.testing.assert_array_equal(_zone_arrays(cfg, "prediction")[a.id], ref[a.id])
+    assert (
+        read_record(layout, b.id)["cogs"]["quality"]["sha256"]
+        == (read_record(RunLayout(ref_cfg.run_root()), b.id)["cogs"]["quality"]["sha256"])
+    )
+    # the command on the repaired run: everything checks out, exit 0
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    out = CliRunner().invoke(app, ["verify", str(cfg_file)])
+    assert out.exit_code == 0, out.output
+    assert "verified 4 done tiles of 4 records" in out.output and "0 bad" in out.output
+
+
+def test_verify_of_a_root_without_records_says_what_to_check(run_world, tmp_path):
+    from geoxai.errors import InvalidInputError
+    from pipelines.verify import verify_run
+
+    with pytest.raises(InvalidInputError, match="No tile records under .*store.root"):
+        verify_run(run_world.config(tmp_path / "empty"))
