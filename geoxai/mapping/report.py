@@ -308,7 +308,7 @@ def render_report(
         done_before: tiles skipped because they were already done.
         this_run: tile id -> outcome of this invocation (wins over ``records``).
         wall_s: wall time of the run, seconds (for tiles/min).
-        mosaics: epsg -> layer -> VRT URL (:func:`geoxai.io.cog.build_mosaics`).
+        mosaics: epsg -> layer -> VRT URL (:func:`geoxai.io.mosaic.build_mosaics`).
         invalidated: tile id -> why its stored outputs did not check out at planning (its
             record was deleted and the tile redone in this run).
         invalidated_late: tile id -> why its outputs did not check out after the tile phase

@@ -11,9 +11,10 @@ import pytest
 from shapely.geometry import Point, shape
 
 from geoxai.config import load_run_config
-from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.cog import write_tile_cogs
 from geoxai.io.config_file import save_config
 from geoxai.io.layout import RunLayout
+from geoxai.io.mosaic import build_mosaics
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.catalog import COG_MEDIA_TYPE, check_catalog, write_catalog
 from geoxai.mapping.records import read_records, write_status, write_tile

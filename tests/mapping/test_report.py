@@ -11,8 +11,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.cog import write_tile_cogs
 from geoxai.io.layout import RunLayout
+from geoxai.io.mosaic import build_mosaics
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.records import read_records, write_status, write_tile
 from geoxai.mapping.report import render_report, stage_timings, tile_statuses, write_report
