@@ -180,9 +180,7 @@ def status_map_png(zone_tiles: Sequence[Mapping[str, Any]], epsg: int) -> str:
     extent = (c0 * size_km, (c0 + nc) * size_km, r0 * size_km, (r0 + nr) * size_km)
     w = 7.5
     fig, ax = new_figure(w, min(w * nr / max(nc, 1), 14.0) + 0.8)
-    ax.imshow(
-        grid + 1, cmap=cmap, vmin=0, vmax=len(names), extent=extent, interpolation="nearest"
-    )
+    ax.imshow(grid + 1, cmap=cmap, vmin=0, vmax=len(names), extent=extent, interpolation="nearest")
     if nc <= 60 and nr <= 60:
         ax.vlines(
             extent[0] + np.arange(nc + 1) * size_km, extent[2], extent[3], color="#52606d", lw=0.5
