@@ -1,7 +1,9 @@
 """Web Mercator map tiles and point values of a run's mosaics, read with rio-tiler.
 
 A run keeps one VRT mosaic per UTM zone and layer (:func:`geoxai.io.mosaic.build_vrt`) over
-per-tile COGs with internal overviews. :func:`render_tile` reads the part of every zone's
+per-tile COGs with internal overviews, and the zone's overview COG that the VRT names
+(:func:`geoxai.io.mosaic.build_overview`; :class:`Pyramid` turns both into the overview levels
+of one dataset). :func:`render_tile` reads the part of every zone's
 mosaic that falls into one XYZ tile (``WebMercatorQuad``), reprojected by rio-tiler
 (``WarpedVRT``; GDAL picks the overview level whose resolution is just finer than the tile's,
 so a country-zoom tile reads overviews, never full-resolution blocks), and composites the zones
