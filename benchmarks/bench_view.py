@@ -52,8 +52,9 @@ def _rchar() -> int:
 def make_run(base: Path, n: int) -> Path:
     """n x n 6 km tiles with smooth prediction / ASOS fields and a quality layer."""
     from geoxai.geo.grid import TileSpec
-    from geoxai.io.cog import build_mosaics, write_tile_cogs
+    from geoxai.io.cog import write_tile_cogs
     from geoxai.io.layout import RunLayout
+    from geoxai.io.mosaic import build_mosaics
     from geoxai.io.store import write_json
     from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
     from geoxai.mapping.records import write_tile

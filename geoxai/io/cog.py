@@ -1,4 +1,4 @@
-"""Per-tile Cloud-Optimized GeoTIFFs and per-zone VRT mosaics.
+"""Per-tile Cloud-Optimized GeoTIFFs (the per-zone mosaics over them: :mod:`geoxai.io.mosaic`).
 
 Tile COGs (:func:`write_cog`, :func:`write_tile_cogs`): one file per tile and layer, the tile
 core only (600 x 600 px, the tile's UTM CRS), written with GDAL's COG driver (DEFLATE with a
@@ -12,13 +12,7 @@ COG that exists with the size its tile record holds (one listing per folder,
 :mod:`geoxai.mapping.records`); :func:`check_cog` reads it against the recorded SHA-256, for
 ``geoxai verify`` (:mod:`geoxai.mapping.verify`).
 
-Mosaics (:func:`build_vrt`): a per-zone, per-layer GDAL VRT written by hand (no ``osgeo``
-needed) that places every tile COG at its pixel offset on the zone grid with *relative* source
-paths, so the run folder can be moved or synced to S3 as a whole. Why a VRT and not a mosaic COG:
-it costs nothing to (re)build at the end of a run, holds no copy of the pixels (a country is
-10^10 pixels per layer), always agrees with the tiles, and GDAL reads it at reduced resolution
-through the tiles' own overviews. A pixel mosaic for download is one ``gdal_translate -of COG``
-of the VRT away.
+Mosaics (VRTs and the zone overview COGs) are written by :mod:`geoxai.io.mosaic`.
 """
 
 from __future__ import annotations
@@ -30,7 +24,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 
@@ -39,17 +32,17 @@ from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
 from geoxai.io.location import resolve, storage_errors
 from geoxai.io.store import upload_file
-from geoxai.io.zonestore import LayerSpec, ZoneGrid, ZoneStore
+from geoxai.io.zonestore import ZoneStore
 
 __all__ = [
     "COG_BLOCKSIZE",
+    "GDAL_TYPES",
+    "cog_block",
     "write_cog",
     "write_array_cog",
     "validate_cog",
     "check_cog",
     "write_tile_cogs",
-    "build_vrt",
-    "build_mosaics",
     "gdal_path",
 ]
 
@@ -57,7 +50,7 @@ COG_BLOCKSIZE = 256
 """Internal tile edge of the COGs, pixels (600 px cores get overviews at 300 and 150 px)."""
 
 
-_GDAL_TYPES = {
+GDAL_TYPES = {
     "uint8": "Byte",
     "int8": "Int8",
     "uint16": "UInt16",
@@ -67,6 +60,7 @@ _GDAL_TYPES = {
     "float32": "Float32",
     "float64": "Float64",
 }
+"""numpy dtype name -> GDAL data type name, for the dtypes a COG or mosaic may hold."""
 
 
 def gdal_path(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
@@ -248,7 +242,7 @@ def write_array_cog(
     a = _as_bands(values, band_names, f"COG {url}")
     h, w = int(a.shape[1]), int(a.shape[2])
     dtype = a.dtype.name
-    if dtype not in _GDAL_TYPES:
+    if dtype not in GDAL_TYPES:
         raise InvalidInputError(f"COG {url}: dtype {dtype} is not supported; use float32/uint8.")
     if nodata is None and a.dtype.kind == "f":
         nodata = math.nan
@@ -264,7 +258,7 @@ def write_array_cog(
         "nodata": nodata,
         "compress": "DEFLATE",
         "predictor": 3 if a.dtype.kind == "f" else 2,
-        "blocksize": _block(n),
+        "blocksize": cog_block(n),
         "overview_resampling": resampling,
         "overviews": "AUTO",
         "overview_count": _overview_count(n),
@@ -342,87 +336,7 @@ def write_tile_cogs(
     return out
 
 
-def _fmt(v: float | int) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return "nan"
-    return repr(float(v)) if isinstance(v, float) else str(int(v))
-
-
-def build_vrt(
-    layout: RunLayout,
-    spec: LayerSpec,
-    tiles: Sequence[TileSpec],
-    *,
-    grid: ZoneGrid | None = None,
-) -> str:
-    """Write ``<root>/mosaics/zone=<epsg>/<layer>.vrt`` over the tiles' COGs; return its URL.
-
-    Args:
-        layout: the run's layout.
-        spec: the layer (dtype, bands, nodata).
-        tiles: tiles of one zone whose COG of the layer exists (typically the done tiles).
-        grid: extent of the mosaic; default the bounding box of ``tiles``.
-
-    Raises:
-        InvalidInputError: no tiles, tiles of several zones, or a tile off ``grid``.
-    """
-    from rasterio.crs import CRS  # lazy: rasterio (GDAL) only on this path
-
-    if not tiles:
-        raise InvalidInputError(f"build_vrt({spec.name}): no tiles; nothing to mosaic.")
-    zones = {t.epsg for t in tiles}
-    if len(zones) != 1:
-        raise InvalidInputError(
-            f"build_vrt({spec.name}): tiles of several zones {sorted(zones)}; a VRT mosaic holds "
-            "one CRS. Call it once per zone."
-        )
-    if grid is None:
-        grid = ZoneGrid.from_tiles(tiles)[tiles[0].epsg]
-    gdal_type = _GDAL_TYPES.get(spec.dtype)
-    if gdal_type is None:
-        raise InvalidInputError(f"build_vrt: dtype {spec.dtype} of {spec.name!r} unsupported.")
-    n = grid.core_px
-    ny, nx = grid.shape
-    gt = grid.transform
-    geotransform = f"{gt[2]!r}, {gt[0]!r}, {gt[1]!r}, {gt[5]!r}, {gt[3]!r}, {gt[4]!r}"
-    bands = list(spec.bands) or [spec.name]
-    fill = spec.fill
-    ordered = sorted(set(tiles), key=lambda t: (-t.row, t.col))
-    wkt = CRS.from_epsg(grid.epsg).to_wkt()
-    lines = [
-        f'<VRTDataset rasterXSize="{nx}" rasterYSize="{ny}">',
-        f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(wkt)}</SRS>',
-        f"  <GeoTransform>{geotransform}</GeoTransform>",
-    ]
-    for b, band_name in enumerate(bands, start=1):
-        lines.append(f'  <VRTRasterBand dataType="{gdal_type}" band="{b}">')
-        lines.append(f"    <Description>{escape(str(band_name))}</Description>")
-        lines.append(f"    <NoDataValue>{_fmt(fill)}</NoDataValue>")
-        for t in ordered:
-            i, j = grid.chunk_index(t)
-            lines += [
-                "    <SimpleSource>",
-                f'      <SourceFilename relativeToVRT="1">../../cogs/{spec.name}/{t.id}.tif'
-                "</SourceFilename>",
-                f"      <SourceBand>{b}</SourceBand>",
-                f'      <SourceProperties RasterXSize="{n}" RasterYSize="{n}" '
-                f'DataType="{gdal_type}" BlockXSize="{_block(n)}" BlockYSize="{_block(n)}" />',
-                f'      <SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}" />',
-                f'      <DstRect xOff="{j * n}" yOff="{i * n}" xSize="{n}" ySize="{n}" />',
-                "    </SimpleSource>",
-            ]
-        lines.append("  </VRTRasterBand>")
-    lines.append("</VRTDataset>")
-    xml = "\n".join(lines) + "\n"
-    loc = layout.at(layout.mosaic_url(spec.name, grid.epsg))
-    with tempfile.TemporaryDirectory(prefix="geoxai-vrt-") as tmp:
-        path = Path(tmp) / "mosaic.vrt"
-        path.write_text(xml, encoding="utf-8")
-        upload_file(path, loc)
-    return loc.url
-
-
-def _block(n: int) -> int:
+def cog_block(n: int) -> int:
     """COG block edge for an ``n`` px core: 256, or 128 (GDAL's minimum) for small cores."""
     return COG_BLOCKSIZE if n >= 2 * COG_BLOCKSIZE else 128
 
@@ -430,22 +344,7 @@ def _block(n: int) -> int:
 def _overview_count(n: int) -> int:
     """Halvings until a level fits one block; at least one, so every COG has an overview."""
     count, m = 0, n
-    while m > _block(n):
+    while m > cog_block(n):
         m = math.ceil(m / 2)
         count += 1
     return max(count, 1)
-
-
-def build_mosaics(
-    layout: RunLayout,
-    tiles: Sequence[TileSpec],
-    layers: Sequence[LayerSpec],
-) -> dict[int, dict[str, str]]:
-    """One VRT per zone and layer over ``tiles`` (the ones with COGs); epsg -> layer -> URL."""
-    by_zone: dict[int, list[TileSpec]] = {}
-    for t in tiles:
-        by_zone.setdefault(t.epsg, []).append(t)
-    out: dict[int, dict[str, str]] = {}
-    for epsg, ts in sorted(by_zone.items()):
-        out[epsg] = {spec.name: build_vrt(layout, spec, ts) for spec in layers}
-    return out

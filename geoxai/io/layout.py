@@ -12,6 +12,7 @@ Layout of one run and year (``<root>`` = ``<store.root>/<name>/<year>``)::
         records/<tile>.json             per-tile records (written last)
         cogs/<layer>/<tile>.tif         per-tile COGs
         mosaics/zone=<epsg>/<layer>.vrt per-zone mosaics
+        mosaics/zone=<epsg>/<layer>.overview.tif  the zone at 1/8 resolution (COG + overviews)
         catalog/                        the STAC catalog (collection.json, items)
         report.html                     the run report
         assessment.json                 the accuracy assessment (``geoxai assess``)
@@ -118,6 +119,10 @@ class RunLayout:
     def mosaic_url(self, layer: str, epsg: int) -> str:
         """``<root>/mosaics/zone=<epsg>/<layer>.vrt``."""
         return self.url("mosaics", f"zone={epsg}", f"{layer}.vrt")
+
+    def overview_url(self, layer: str, epsg: int) -> str:
+        """``<root>/mosaics/zone=<epsg>/<layer>.overview.tif`` (the zone's overview COG)."""
+        return self.url("mosaics", f"zone={epsg}", f"{layer}.overview.tif")
 
     def catalog_url(self, *parts: str) -> str:
         """``<root>/catalog`` (the STAC catalog folder), or ``parts`` inside it."""

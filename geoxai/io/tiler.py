@@ -1,7 +1,9 @@
 """Web Mercator map tiles and point values of a run's mosaics, read with rio-tiler.
 
-A run keeps one VRT mosaic per UTM zone and layer (:func:`geoxai.io.cog.build_vrt`) over
-per-tile COGs with internal overviews. :func:`render_tile` reads the part of every zone's
+A run keeps one VRT mosaic per UTM zone and layer (:func:`geoxai.io.mosaic.build_vrt`) over
+per-tile COGs with internal overviews, and the zone's overview COG that the VRT names
+(:func:`geoxai.io.mosaic.build_overview`; :class:`Pyramid` turns both into the overview levels
+of one dataset). :func:`render_tile` reads the part of every zone's
 mosaic that falls into one XYZ tile (``WebMercatorQuad``), reprojected by rio-tiler
 (``WarpedVRT``; GDAL picks the overview level whose resolution is just finer than the tile's,
 so a country-zoom tile reads overviews, never full-resolution blocks), and composites the zones
@@ -349,12 +351,16 @@ class Pyramid:
     overviews only for single-source VRTs, so a warped read of a mosaic at country zoom would
     read every COG at full resolution. This copy adds, per overview level ``k`` of the COGs
     (factors 2, 4 ...), an ``<Overview>`` VRT whose sources open each COG at
-    ``OVERVIEW_LEVEL=k-1``: GDAL's warper then reads the COGs' internal overviews. Source paths
-    become absolute (local paths, or ``/vsis3/`` for S3 mosaics); nothing is written to the run.
+    ``OVERVIEW_LEVEL=k-1``: GDAL's warper then reads the COGs' internal overviews. When the
+    mosaic names the zone's overview COG (``<Overview>``, :func:`geoxai.io.mosaic.build_vrt`),
+    its base level and each of its internal overviews become further levels (factors 8, 16,
+    32 ... for 600 px cores), replacing tile-COG levels as coarse or coarser, so a country-zoom
+    tile reads one file, not the COGs of every tile it covers. Source paths become absolute
+    (local paths, or ``/vsis3/`` for S3 mosaics); nothing is written to the run.
 
     Attributes:
         path: the ``/vsimem/`` path to open instead of the mosaic.
-        factors: overview factors (e.g. ``[2, 4]``); empty when the COGs have none.
+        factors: overview factors (e.g. ``[2, 4, 8, 16]``); empty when the COGs have none.
     """
 
     def __init__(self, xml: str, mosaic_path: str, env: Mapping[str, str] | None = None) -> None:
@@ -363,6 +369,15 @@ class Pyramid:
 
         root = ET.fromstring(xml)
         base = mosaic_path.rsplit("/", 1)[0]
+        zone_overview: str | None = None
+        for band in root.iter("VRTRasterBand"):
+            for o in band.findall("Overview"):
+                rel = o.find("SourceFilename")
+                if rel is not None and rel.text:
+                    zone_overview = rel.text
+                    if rel.get("relativeToVRT") == "1":
+                        zone_overview = _join(base, rel.text)
+                band.remove(o)
         first: str | None = None
         for fn in root.iter("SourceFilename"):
             name = fn.text or ""
@@ -370,15 +385,25 @@ class Pyramid:
                 name = _join(base, name)
             fn.text, first = name, first or name
             fn.attrib.pop("relativeToVRT", None)
-        self.factors: list[int] = []
+        tile_factors: list[int] = []
         if first is not None:
             with _reading(first, env or {}), rasterio.open(first) as src:
-                self.factors = list(src.overviews(1))
-        self._files: list[Any] = []
+                tile_factors = list(src.overviews(1))
         gt = [float(v) for v in (root.findtext("GeoTransform") or "").split(",")]
         nx, ny = int(root.get("rasterXSize", "0")), int(root.get("rasterYSize", "0"))
+        zone_levels: list[tuple[int, int, int]] = []  # (factor, width, height) per level
+        if zone_overview is not None:
+            with _reading(zone_overview, env or {}), rasterio.open(zone_overview) as src:
+                f0 = round(gt[1] and src.transform.a / gt[1])
+                zone_levels = [(f0, src.width, src.height)] + [
+                    (f0 * k, math.ceil(src.width / k), math.ceil(src.height / k))
+                    for k in src.overviews(1)
+                ]
+            tile_factors = [f for f in tile_factors if f < zone_levels[0][0]]
+        self.factors: list[int] = tile_factors + [f for f, _, _ in zone_levels]
+        self._files: list[Any] = []
         ovr_paths = []
-        for level, f in enumerate(self.factors):
+        for level, f in enumerate(tile_factors):
             ovr = ET.fromstring(ET.tostring(root))
             ovr.set("rasterXSize", str(math.ceil(nx / f)))
             ovr.set("rasterYSize", str(math.ceil(ny / f)))
@@ -400,6 +425,8 @@ class Pyramid:
             mf = MemoryFile(ET.tostring(ovr), ext=".vrt")
             self._files.append(mf)
             ovr_paths.append(mf.name)
+        for level, (f, w, h) in enumerate(zone_levels):
+            ovr_paths.append(self._zone_level(root, zone_overview or "", level, f, w, h))
         for band in root.iter("VRTRasterBand"):
             b = band.get("band", "1")
             for p in ovr_paths:
@@ -409,6 +436,36 @@ class Pyramid:
         main = MemoryFile(ET.tostring(root), ext=".vrt")
         self._files.append(main)
         self.path: str = main.name
+
+    def _zone_level(self, root: Any, path: str, level: int, f: int, w: int, h: int) -> str:
+        """A ``/vsimem/`` VRT of the mosaic's extent at factor ``f`` whose one source per band
+        is level ``level`` of the zone overview COG at ``path`` (0 = its base)."""
+        from rasterio.io import MemoryFile  # lazy: rasterio (GDAL) only when tiles are read
+
+        gt = [float(v) for v in (root.findtext("GeoTransform") or "").split(",")]
+        ovr = ET.Element("VRTDataset", rasterXSize=str(w), rasterYSize=str(h))
+        srs = root.find("SRS")
+        if srs is not None:
+            ovr.append(srs)
+        ET.SubElement(ovr, "GeoTransform").text = ", ".join(
+            repr(v) for v in [gt[0], gt[1] * f, gt[2], gt[3], gt[4], gt[5] * f]
+        )
+        for band in root.iter("VRTRasterBand"):
+            b = ET.SubElement(ovr, "VRTRasterBand", band.attrib)
+            nodata = band.find("NoDataValue")
+            if nodata is not None:
+                ET.SubElement(b, "NoDataValue").text = nodata.text
+            src_el = ET.SubElement(b, "SimpleSource")
+            ET.SubElement(src_el, "SourceFilename").text = path
+            ET.SubElement(src_el, "SourceBand").text = band.get("band", "1")
+            if level:
+                oo = ET.SubElement(src_el, "OpenOptions")
+                ET.SubElement(oo, "OOI", key="OVERVIEW_LEVEL").text = str(level - 1)
+            ET.SubElement(src_el, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
+            ET.SubElement(src_el, "DstRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
+        mf = MemoryFile(ET.tostring(ovr), ext=".vrt")
+        self._files.append(mf)
+        return str(mf.name)
 
     def close(self) -> None:
         """Close pooled datasets of the in-memory files and free them."""

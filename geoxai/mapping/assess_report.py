@@ -41,7 +41,8 @@ from geoxai.mapping.assess import (
     census,
     map_at_points,
 )
-from geoxai.mapping.report import CSS, figure_png, new_figure
+from geoxai.mapping.quicklook import figure_png, new_figure
+from geoxai.mapping.report import CSS
 
 __all__ = ["assess_run", "accuracy_section", "write_assessment", "ASSESSMENT_FILE"]
 

@@ -252,6 +252,18 @@ def build_collection(
                     title=f"{layer} mosaic of zone EPSG:{epsg} (GDAL VRT over the COGs)",
                 ),
             )
+            overview = layout.overview_url(layer, epsg)
+            if _exists(layout.at(overview)):
+                collection.add_asset(
+                    f"overview_{layer}_{epsg}",
+                    pystac.Asset(
+                        href=str(staging / "mosaics" / f"zone={epsg}" / f"{layer}.overview.tif"),
+                        media_type=pystac.MediaType.COG,
+                        roles=["overview"],
+                        title=f"{layer} of zone EPSG:{epsg} at reduced resolution (overview "
+                        "COG with internal overviews; the VRT's overview)",
+                    ),
+                )
     for key, url, media, role in (
         ("config", layout.config_url(), "application/json", "metadata"),
         ("report", layout.report_url(), "text/html", "overview"),
@@ -323,8 +335,10 @@ def write_catalog(
         layout: the run's layout.
         config: the RunConfig (or a dict with ``name``, ``year``, ``aoi``, ``config_hash``).
         records: the tile records (:func:`geoxai.mapping.records.read_records`); ``done`` ones get
-        Items. mosaics: epsg -> layer -> mosaic URL (:func:`geoxai.io.cog.build_mosaics`), for the
-            Collection's assets; None = look for mosaics under the run root.
+            Items.
+        mosaics: epsg -> layer -> mosaic URL (:func:`geoxai.io.mosaic.build_mosaics`), for the
+            Collection's assets (with the zone's overview COG where it exists); None = look
+            for mosaics under the run root.
         check: run :func:`check_catalog` on the staged catalog first (not hrefs to outputs
             that live elsewhere) and fail loudly on missing fields.
 

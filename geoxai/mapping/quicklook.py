@@ -1,7 +1,8 @@
 """Figures of the run report: PNG helpers and the per-zone quicklooks of a layer.
 
 Quicklooks read the per-zone VRT mosaics at reduced resolution when they exist (GDAL then reads
-only the COG overviews); otherwise, or when the mosaic cannot be decoded (a COG damaged after it
+the zone's overview COG when the quicklook is 1/8 of full resolution or coarser, else the tile
+COGs' overviews); otherwise, or when the mosaic cannot be decoded (a COG damaged after it
 was checked), they read the zone Zarr store chunk by chunk (done tiles only) and average blocks,
 so memory stays at one chunk plus the quicklook. Matplotlib runs with the Agg backend.
 """
@@ -121,7 +122,7 @@ def quicklook(
         factor += 1
     url = dict(mosaics.get(epsg, {})).get(layer)
     a, failure = _vrt_or_none(url, (ny // factor, nx // factor)) if url else (None, "")
-    source = "VRT mosaic (COG overviews)"
+    source = "VRT mosaic (its overviews)"
     if a is None:
         a = _quicklook_from_zarr(zone, layer, 0, [t for t in done if t.epsg == epsg], factor)
         source = "zone Zarr store"

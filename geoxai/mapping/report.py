@@ -1,16 +1,20 @@
 """``report.html``: one self-contained page that says what a run made, how fast, and what failed.
 
 Sections (each a ``<section id=...>``): ``summary`` (tiles total/done/skipped/empty/failed/
-pending, tiles per minute, wall time, config hash, code version, AOI, year), ``failures``
-(tile, status, reason), ``timings`` (mean/median/p95/total seconds per stage across tiles, and a
-bar chart), ``smoothing`` (held-out RMSE of the smoothing per tile against four baselines,
-:mod:`geoxai.temporal.heldout`), ``quicklooks`` (prediction and ASOS sensitivity per zone,
-downsampled, with colourbars), ``tile-status`` (a map of every tile of the plan coloured by
-status, in zone coordinates), ``accuracy`` (when ``geoxai assess`` left its section in
+pending, tiles per minute, wall time, config hash, code version, AOI, year, and the counts per
+zone and status), ``failures`` (the reasons grouped, most frequent first, with counts and example
+tiles; then the failed and empty tiles one per row up to :data:`MAX_ROWS`), ``timings``
+(per stage across tiles: mean, p50/p90/p95/p99, max and total seconds, and a bar chart),
+``smoothing`` (held-out RMSE of the smoothing against four baselines, pooled over the tiles,
+:mod:`geoxai.temporal.heldout`, and per tile up to :data:`MAX_ROWS`, the worst first),
+``quicklooks`` (prediction and ASOS sensitivity per zone, downsampled, with colourbars),
+``tile-status`` (an image per zone of every tile of the plan coloured by status, one cell per
+tile, in zone coordinates), ``accuracy`` (when ``geoxai assess`` left its section in
 ``assessment.html``: error matrix, accuracies and areas with 95 % intervals,
 :mod:`geoxai.mapping.assess_report`) and ``provenance`` (the run config). Images are PNGs
 embedded as base64, so the file can be mailed or opened from S3 as is. Matplotlib runs with the
-Agg backend.
+Agg backend. Nothing in the page grows with the number of tiles beyond those bounds
+(:mod:`geoxai.mapping.report_summary`): a 240,000-tile report stays a few MB.
 
 Quicklooks: :mod:`geoxai.mapping.quicklook`. Tiles whose outputs did not check out are listed
 in an ``invalidated`` section (found at planning: redone in this run; found after the tile
@@ -24,7 +28,6 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +38,17 @@ import numpy as np
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
 from geoxai.io.layout import ACCURACY_SECTION_FILE, RunLayout
 from geoxai.io.store import upload_file
-from geoxai.mapping.quicklook import figure_png, new_figure, quicklook
+from geoxai.mapping.quicklook import quicklook
+from geoxai.mapping.report_summary import (
+    MAX_GROUPS,
+    MAX_ROWS,
+    STATUS_COLOURS,
+    failure_groups,
+    stage_timings,
+    status_map_png,
+    timings_chart,
+    zone_counts,
+)
 from geoxai.provenance import code_version
 from geoxai.secrets import scrub
 from geoxai.temporal.heldout import METHODS
@@ -49,16 +62,6 @@ __all__ = [
     "write_report",
     "write_local_report",
 ]
-
-STATUS_COLOURS = {
-    "done": "#2e7d32",
-    "skipped": "#81c784",
-    "empty": "#9e9e9e",
-    "failed": "#c62828",
-    "pending": "#ffffff",
-}
-"""Colour of each tile status in the tile map and the summary."""
-
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1f2933;
@@ -123,93 +126,6 @@ def tile_statuses(
     return out
 
 
-def stage_timings(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per stage: n, mean, median, p95 and total seconds over the records that timed it.
-
-    Stage names drop a trailing ``_s`` (``cube_s`` -> ``cube``). Only ``done`` records count.
-    """
-    values: dict[str, list[float]] = {}
-    for rec in records:
-        if rec.get("status") != "done":
-            continue
-        for k, v in dict(rec.get("timings") or {}).items():
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(f):
-                values.setdefault(str(k).removesuffix("_s"), []).append(f)
-    out = {}
-    for stage, vs in values.items():
-        a = np.asarray(vs)
-        out[stage] = {
-            "n": float(a.size),
-            "mean": float(a.mean()),
-            "median": float(np.median(a)),
-            "p95": float(np.percentile(a, 95)),
-            "total": float(a.sum()),
-        }
-    return out
-
-
-def _timings_chart(timings: Mapping[str, Mapping[str, float]]) -> str:
-    stages = sorted(timings, key=lambda s: timings[s]["mean"])
-    fig, ax = new_figure(7.5, 0.45 * len(stages) + 1.2)
-    y = np.arange(len(stages))
-    means = [timings[s]["mean"] for s in stages]
-    p95 = [timings[s]["p95"] for s in stages]
-    ax.barh(y, means, color="#12343b", label="mean")
-    ax.scatter(p95, y, color="#e07a1f", zorder=3, marker="|", s=220, linewidths=3, label="p95")
-    ax.set_yticks(y, stages)
-    ax.set_xlabel("seconds per tile")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", frameon=False)
-    ax.set_title("Time per stage across tiles")
-    return figure_png(fig)
-
-
-def _status_map(zone_tiles: Sequence[dict[str, Any]], epsg: int) -> str:
-    from matplotlib.patches import (  # lazy: matplotlib only for figures (~0.5 s import)
-        Patch,
-        Rectangle,
-    )
-
-    tiles = [d["tile"] for d in zone_tiles]
-    size_km = tiles[0].tile_size_m / 1000
-    xs = [t.col * size_km for t in tiles]
-    ys = [t.row * size_km for t in tiles]
-    span = max(max(xs) - min(xs), max(ys) - min(ys)) + size_km
-    w = 7.5
-    fig, ax = new_figure(w, w * (max(ys) - min(ys) + size_km) / max(span, 1e-9) + 0.8)
-    for d, x, y in zip(zone_tiles, xs, ys, strict=True):
-        ax.add_patch(
-            Rectangle(
-                (x, y),
-                size_km,
-                size_km,
-                facecolor=STATUS_COLOURS[d["status"]],
-                edgecolor="#52606d",
-                linewidth=0.4 if len(tiles) > 200 else 0.8,
-            )
-        )
-    ax.set_xlim(min(xs) - size_km * 0.5, max(xs) + size_km * 1.5)
-    ax.set_ylim(min(ys) - size_km * 0.5, max(ys) + size_km * 1.5)
-    ax.set_aspect("equal")
-    ax.set_xlabel(f"easting, km (EPSG:{epsg})")
-    ax.set_ylabel("northing, km")
-    counts: dict[str, int] = {}
-    for d in zone_tiles:
-        counts[d["status"]] = counts.get(d["status"], 0) + 1
-    handles = [
-        Patch(facecolor=c, edgecolor="#52606d", label=f"{s} ({counts[s]})")
-        for s, c in STATUS_COLOURS.items()
-        if counts.get(s)
-    ]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(f"Tile status, UTM EPSG:{epsg} ({len(tiles)} tiles)")
-    return figure_png(fig)
-
-
 def _accuracy(layout: RunLayout) -> str:
     """The ``accuracy`` section that ``geoxai assess`` left in ``<root>/assessment.html`` (an
     HTML fragment, see :mod:`geoxai.mapping.assess_report`), or nothing."""
@@ -261,7 +177,10 @@ def _smoothing_section(records: Sequence[Mapping[str, Any]]) -> str:
     )
     total = {m: np.zeros(len(rows[0][1]["channels"])) for m in METHODS}
     n_all = 0
-    for tile, h in sorted(rows):
+    shown = sorted(rows)
+    if len(rows) > MAX_ROWS:  # the worst tiles (highest smoothing RMSE) first
+        shown = sorted(rows, key=lambda r: -float(r[1]["mean_rmse"]["smooth"]))[:MAX_ROWS]
+    for tile, h in shown:
         rm = {m: np.asarray(h["rmse"][m], dtype=np.float64) for m in METHODS}
         wins = int((rm["smooth"] < rm["linear"]).sum())
         cells = "".join(f"<td class='num'>{h['mean_rmse'][m]:.4f}</td>" for m in METHODS)
@@ -270,6 +189,8 @@ def _smoothing_section(records: Sequence[Mapping[str, Any]]) -> str:
             f"<td class='num'>{int(h['n_held'])}</td>{cells}"
             f"<td class='num'>{wins}/{rm['smooth'].size}</td></tr>"
         )
+    for _, h in rows:
+        rm = {m: np.asarray(h["rmse"][m], dtype=np.float64) for m in METHODS}
         if all(total[m].shape == rm[m].shape for m in METHODS):
             for m in METHODS:
                 total[m] += rm[m] ** 2 * int(h["n_held"])
@@ -281,7 +202,13 @@ def _smoothing_section(records: Sequence[Mapping[str, Any]]) -> str:
         out.append(
             f"<tr><th>all tiles</th><td></td><td class='num'>{n_all}</td>{cells}<td></td></tr>"
         )
-    return "".join(out) + "</table></section>"
+    out.append("</table>")
+    if len(rows) > MAX_ROWS:
+        out.append(
+            f"<p>The {MAX_ROWS} tiles with the highest smoothing error of {len(rows):,}; "
+            "the last row pools every tile.</p>"
+        )
+    return "".join(out) + "</section>"
 
 
 def render_report(
@@ -308,7 +235,7 @@ def render_report(
         done_before: tiles skipped because they were already done.
         this_run: tile id -> outcome of this invocation (wins over ``records``).
         wall_s: wall time of the run, seconds (for tiles/min).
-        mosaics: epsg -> layer -> VRT URL (:func:`geoxai.io.cog.build_mosaics`).
+        mosaics: epsg -> layer -> VRT URL (:func:`geoxai.io.mosaic.build_mosaics`).
         invalidated: tile id -> why its stored outputs did not check out at planning (its
             record was deleted and the tile redone in this run).
         invalidated_late: tile id -> why its outputs did not check out after the tile phase
@@ -391,41 +318,42 @@ def render_report(
         rows.append(("store", f"not readable at the end of the run: {store_error}"))
     for k, v in rows:
         parts.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
-    parts.append("</table></section>")
-    # failures
-    bad = [d for d in status.values() if d["status"] in ("failed", "empty")]
-    parts.append(f"<section id='failures'><h2>Failures and empty tiles ({len(bad)})</h2>")
-    if bad:
-        parts.append("<table><tr><th>tile</th><th>status</th><th>reason</th></tr>")
-        for d in sorted(bad, key=lambda d: (d["status"] != "failed", d["tile"].id)):
-            cls = "bad" if d["status"] == "failed" else ""
+    parts.append("</table>")
+    if len(zones) > 1:
+        head = "".join(f"<th>{_e(st)}</th>" for st in STATUS_COLOURS)
+        parts.append(f"<table id='zone-counts'><tr><th>UTM zone</th>{head}<th>total</th></tr>")
+        for epsg, c in zone_counts(status).items():
+            cells = "".join(f"<td class='num'>{c[st]:,}</td>" for st in STATUS_COLOURS)
             parts.append(
-                f"<tr><td><code>{_e(d['tile'].id)}</code></td><td class='{cls}'>"
-                f"{_e(d['status'])}</td><td>{_e(d['reason'] or '(no reason recorded)')}</td></tr>"
+                f"<tr><td>EPSG:{epsg}</td>{cells}<td class='num'>{sum(c.values()):,}</td></tr>"
             )
         parts.append("</table>")
-    else:
-        parts.append("<p class='ok'>No tile failed and every tile had data.</p>")
     parts.append("</section>")
+    # failures
+    parts.append(_failures_section(status))
     parts.append(_invalidated_section(dict(invalidated or {}), late, status))
     # timings
     parts.append("<section id='timings'><h2>Timing per stage</h2>")
     if timings:
         parts.append(
-            "<table><tr><th>stage</th><th>tiles</th><th>mean (s)</th><th>median (s)</th>"
-            "<th>p95 (s)</th><th>total</th></tr>"
+            "<table><tr><th>stage</th><th>tiles</th><th>mean (s)</th><th>p50 (s)</th>"
+            "<th>p90 (s)</th><th>p95 (s)</th><th>p99 (s)</th><th>max (s)</th><th>total</th></tr>"
         )
         for stage, t in sorted(timings.items(), key=lambda kv: -kv[1]["total"]):
+            cells = "".join(
+                f"<td class='num'>{t[k]:.2f}</td>"
+                for k in ("mean", "p50", "p90", "p95", "p99", "max")
+            )
             parts.append(
-                f"<tr><td>{_e(stage)}</td><td class='num'>{int(t['n'])}</td>"
-                f"<td class='num'>{t['mean']:.2f}</td><td class='num'>{t['median']:.2f}</td>"
-                f"<td class='num'>{t['p95']:.2f}</td><td class='num'>{_fmt_s(t['total'])}</td></tr>"
+                f"<tr><td>{_e(stage)}</td><td class='num'>{int(t['n'])}</td>{cells}"
+                f"<td class='num'>{_fmt_s(t['total'])}</td></tr>"
             )
         parts.append("</table>")
         parts.append(
             f"<figure><img alt='time per stage' src='data:image/png;base64,"
-            f"{_timings_chart(timings)}'><figcaption>Mean seconds per tile (bars) and 95th "
-            "percentile (orange) of each stage, over the tiles done.</figcaption></figure>"
+            f"{timings_chart(timings)}'><figcaption>Median seconds per tile (bars), 90th "
+            "(orange) and 99th percentile (red) of each stage, over the tiles done."
+            "</figcaption></figure>"
         )
     else:
         parts.append("<p>No timings recorded (no tile done).</p>")
@@ -459,12 +387,16 @@ def render_report(
     parts.append("</section>")
     # tile status
     parts.append("<section id='tile-status'><h2>Tile status</h2>")
+    by_zone: dict[int, list[dict[str, Any]]] = {}
+    for d in status.values():
+        by_zone.setdefault(d["tile"].epsg, []).append(d)
     for epsg in zones:
-        zt = [d for d in status.values() if d["tile"].epsg == epsg]
+        zt = by_zone[epsg]
         parts.append(
             f"<figure><img alt='tile status EPSG:{epsg}' src='data:image/png;base64,"
-            f"{_status_map(zt, epsg)}'><figcaption>Every tile of the plan in zone EPSG:{epsg}, "
-            "coloured by status.</figcaption></figure>"
+            f"{status_map_png(zt, epsg)}'><figcaption>Every tile of the plan in zone "
+            f"EPSG:{epsg} ({len(zt):,} tiles), one cell per tile, coloured by status."
+            "</figcaption></figure>"
         )
     parts.append("</section>")
     # accuracy from a reference sample (`geoxai assess`), when one was assessed
@@ -568,6 +500,48 @@ def write_local_report(
     raise OSError(f"could not write the local report {name} to {folders}: {err}")
 
 
+def _failures_section(status: Mapping[str, Mapping[str, Any]]) -> str:
+    """Failed and empty tiles: the reasons grouped (most frequent first, with counts and example
+    tiles), then one row per tile up to :data:`MAX_ROWS` (failed first)."""
+    bad = sorted(
+        (d for d in status.values() if d["status"] in ("failed", "empty")),
+        key=lambda d: (d["status"] != "failed", d["tile"].id),
+    )
+    out = [f"<section id='failures'><h2>Failures and empty tiles ({len(bad):,})</h2>"]
+    if not bad:
+        return out[0] + "<p class='ok'>No tile failed and every tile had data.</p></section>"
+    groups = failure_groups(status)
+    out.append(
+        "<table id='failure-reasons'><tr><th>status</th><th>tiles</th><th>reason (as written "
+        "for the first tile; numbers and tile ids may differ)</th><th>example tiles</th></tr>"
+    )
+    for g in groups[:MAX_GROUPS]:
+        cls = "bad" if g["status"] == "failed" else ""
+        examples = " ".join(f"<code>{_e(t)}</code>" for t in g["tiles"])
+        out.append(
+            f"<tr><td class='{cls}'>{_e(g['status'])}</td><td class='num'>{g['count']:,}</td>"
+            f"<td>{_e(g['reason'])}</td><td>{examples}</td></tr>"
+        )
+    out.append("</table>")
+    if len(groups) > MAX_GROUPS:
+        rest = sum(g["count"] for g in groups[MAX_GROUPS:])
+        out.append(f"<p>{len(groups) - MAX_GROUPS:,} more reasons ({rest:,} tiles).</p>")
+    out.append("<table id='failed-tiles'><tr><th>tile</th><th>status</th><th>reason</th></tr>")
+    for d in bad[:MAX_ROWS]:
+        cls = "bad" if d["status"] == "failed" else ""
+        out.append(
+            f"<tr><td><code>{_e(d['tile'].id)}</code></td><td class='{cls}'>"
+            f"{_e(d['status'])}</td><td>{_e(d['reason'] or '(no reason recorded)')}</td></tr>"
+        )
+    out.append("</table>")
+    if len(bad) > MAX_ROWS:
+        out.append(
+            f"<p>The first {MAX_ROWS} of {len(bad):,} tiles; every tile's reason is in its "
+            "record (<code>records/&lt;tile&gt;.json</code>) and the STAC catalog.</p>"
+        )
+    return "".join(out) + "</section>"
+
+
 def _invalidated_section(
     planned: Mapping[str, str], late: Mapping[str, str], status: Mapping[str, Any]
 ) -> str:
@@ -583,7 +557,8 @@ def _invalidated_section(
     ]
     rows = [(t, "at planning", why) for t, why in planned.items()]
     rows += [(t, "after the tile phase", why) for t, why in late.items()]
-    for tile_id, when, why in sorted(rows):
+    rows.sort()
+    for tile_id, when, why in rows[:MAX_ROWS]:
         st = status.get(tile_id, {}).get("status", "pending")
         if when == "after the tile phase":
             action = "left out of the mosaics and catalog; a rerun redoes the tile"
@@ -595,4 +570,7 @@ def _invalidated_section(
             f"<tr><td><code>{_e(tile_id)}</code></td><td>{_e(when)}</td><td>{_e(why)}</td>"
             f"<td>{_e(action)}</td></tr>"
         )
-    return "".join(out) + "</table></section>"
+    out.append("</table>")
+    if len(rows) > MAX_ROWS:
+        out.append(f"<p>The first {MAX_ROWS} of {len(rows):,} tiles.</p>")
+    return "".join(out) + "</section>"

@@ -48,8 +48,9 @@ from geoxai.errors import (
 )
 from geoxai.geo.grid import GRID_ATTRS, TileSpec
 from geoxai.io import store
-from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.cog import write_tile_cogs
 from geoxai.io.layout import RunLayout
+from geoxai.io.mosaic import build_mosaics
 from geoxai.io.zonestore import ZoneStore
 from geoxai.mapping.ancillary import (
     ancillary_ids,

@@ -25,8 +25,9 @@ import numpy as np
 
 from geoxai.errors import DataAccessError, InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
-from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.cog import write_tile_cogs
 from geoxai.io.layout import RunLayout
+from geoxai.io.mosaic import build_mosaics
 from geoxai.io.store import read_json
 from geoxai.io.tiler import Pyramid, ZoneMosaic, gdal_env, point_values, render_tile
 from geoxai.io.zonestore import LayerSpec, ZoneStore

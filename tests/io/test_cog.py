@@ -9,15 +9,9 @@ from rio_cogeo.cogeo import cog_validate
 
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.geo.grid import tile_from_id
-from geoxai.io.cog import (
-    build_mosaics,
-    build_vrt,
-    gdal_path,
-    validate_cog,
-    write_cog,
-    write_tile_cogs,
-)
+from geoxai.io.cog import gdal_path, validate_cog, write_cog, write_tile_cogs
 from geoxai.io.layout import RunLayout
+from geoxai.io.mosaic import build_mosaics, build_vrt
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.records import write_tile
 from tests.fixtures.zones import layers_for, small_tile

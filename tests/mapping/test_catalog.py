@@ -11,9 +11,10 @@ import pytest
 from shapely.geometry import Point, shape
 
 from geoxai.config import load_run_config
-from geoxai.io.cog import build_mosaics, write_tile_cogs
+from geoxai.io.cog import write_tile_cogs
 from geoxai.io.config_file import save_config
 from geoxai.io.layout import RunLayout
+from geoxai.io.mosaic import build_mosaics
 from geoxai.io.zonestore import ZoneGrid, ZoneStore, default_layers
 from geoxai.mapping.catalog import COG_MEDIA_TYPE, check_catalog, write_catalog
 from geoxai.mapping.records import read_records, write_status, write_tile
@@ -68,6 +69,11 @@ def test_catalog_fields_and_hrefs(tmp_path):
     interval = coll.extent.temporal.intervals[0]
     assert interval[0].year == interval[1].year == 2024
     assert {"config", "zarr_32631", "mosaic_prediction_32631"} <= set(coll.assets)
+    ovr = coll.assets["overview_prediction_32631"]  # the zone's overview COG, href resolves
+    assert ovr.media_type == pystac.MediaType.COG and ovr.roles == ["overview"]
+    assert (root.parent / ovr.href).resolve() == (
+        tmp_path / "store" / "belgium" / "2024" / "mosaics" / "zone=32631"
+    ) / "prediction.overview.tif"
     items = {i.id: i for i in coll.get_items()}
     assert sorted(items) == sorted(t.id for t in done)  # empty/failed tiles get no item
     for t in done:

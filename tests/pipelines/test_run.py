@@ -82,6 +82,10 @@ def test_2x2_run_outputs_are_complete_and_documented(reference_run):
     cogs = sorted((root / "cogs" / "prediction").glob("*.tif"))
     assert len(cogs) == 4
     validate_cog(cogs[0])
+    overviews = sorted((root / "mosaics").glob("zone=*/prediction.overview.tif"))
+    assert overviews and len(overviews) == len(list((root / "mosaics").glob("zone=*")))
+    validate_cog(overviews[0])  # the zone's overview COG, named by the zone's VRT
+    assert "prediction.overview.tif" in (overviews[0].parent / "prediction.vrt").read_text()
     assert list((root / "catalog").rglob("*.json"))
     pred = _zone_arrays(cfg, "prediction")
     for arr in pred.values():

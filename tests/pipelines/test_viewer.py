@@ -147,6 +147,46 @@ def test_country_zoom_reads_overviews(view_run):
     assert info["overview"] and all(v >= 1 for v in info["overview"].values()), info
 
 
+def test_far_zoom_reads_the_zone_overview_cog_not_the_tiles(view_run, tmp_path):
+    """Zoomed out beyond the tile COGs' overviews, a map tile comes from the zone overview COG
+    (one file): with every tile COG but one gone it has the same values as the intact run,
+    while a native-zoom tile over the removed COGs fails."""
+    from geoxai.errors import DataAccessError
+    from geoxai.io.tiler import render_tile
+    from geoxai.mapping.view import RunView
+
+    intact = RunView.open(str(view_run.root))
+    factors = intact._pyramids[0].factors
+    assert factors == [2, 4]  # 60 px cores: the COGs' 2x, then the zone overview's 4x
+    z = intact.native_zoom() - 4
+    x, y = _tile_of(6.0, 50.8, z)
+    try:
+        before, info = render_tile(intact.mosaics["prediction"], x, y, z)
+    finally:
+        intact.close()
+    assert set(info["overview"].values()) == {len(factors)}, info
+    assert (~np.ma.getmaskarray(before)).sum() > 20
+    root = tmp_path / "copy"
+    shutil.copytree(view_run.root, root)
+    keep = set()  # the first COG each mosaic names: the viewer reads the overview factors there
+    for vrt in (root / "mosaics").rglob("*.vrt"):
+        first = vrt.read_text().split("<SourceFilename", 1)[1].split(">", 1)[1].split("<")[0]
+        keep.add((vrt.parent / first).resolve())
+    for cog in (root / "cogs").rglob("*.tif"):
+        if cog.resolve() not in keep:
+            cog.unlink()
+    view = RunView.open(str(root))
+    try:
+        after, _ = render_tile(view.mosaics["prediction"], x, y, z)
+        np.testing.assert_array_equal(np.ma.getmaskarray(after), np.ma.getmaskarray(before))
+        np.testing.assert_array_equal(after.filled(-1), before.filled(-1))
+        xn, yn = _tile_of(6.0, 50.8, view.native_zoom())
+        with pytest.raises(DataAccessError):
+            render_tile(view.mosaics["prediction"], xn, yn, view.native_zoom())
+    finally:
+        view.close()
+
+
 # ---- the server without a browser --------------------------------------------------------------
 
 
