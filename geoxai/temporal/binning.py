@@ -258,13 +258,18 @@ def bin_to_grid(
         threads: kernel threads (None: ``OMP_NUM_THREADS``, else numba's).
 
     Returns:
-        :class:`Binned`: ``ybar`` ``(G, sum C_i, N)``: the right-hand side ``B' W y`` divided
-        by ``wsum`` (NaN where a node has no weight; the weighted node mean when observations
-        sit on nodes), ``wsum`` ``(G, N)`` float64 diagonal of ``B' W B``, ``woff``
-        ``(G, N)`` float64 its sub-diagonal (``woff[k]`` couples nodes ``k`` and ``k - 1``;
-        all 0 when observations sit on nodes), ``n_obs`` ``(N,)`` int64 observations with positive weight inside the
-        grid, ``ends`` ``(2, N)`` float64 grid positions (node index + fraction) of each
-        pixel's first and last weighted observation (``0, G - 1`` without any).
+        :class:`Binned`:
+
+        * ``ybar`` ``(G, sum C_i, N)``: the right-hand side ``B' W y`` divided by ``wsum``
+          (NaN where a node has no weight; the weighted node mean when observations sit on
+          nodes);
+        * ``wsum`` ``(G, N)`` float64: the diagonal of ``B' W B``;
+        * ``woff`` ``(G, N)`` float64: its sub-diagonal (``woff[k]`` couples nodes ``k`` and
+          ``k - 1``; all 0 when observations sit on nodes);
+        * ``n_obs`` ``(N,)`` int64: observations with positive weight inside the grid;
+        * ``ends`` ``(2, N)`` float64: grid positions (node index + fraction) of each pixel's
+          first and last weighted observation (``0, G - 1`` without any).
+
         ``(ybar, wsum, woff)`` are what :func:`geoxai.temporal.whittaker.whittaker` reads as
         ``(y, w, off)``.
     """
