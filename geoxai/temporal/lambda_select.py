@@ -5,22 +5,20 @@ season) nor every pixel's noise (undetected clouds). The smoother here is linear
 so the error it would make on an observation it had *not* seen is known exactly from one fit
 (the leave-one-out identity of linear smoothers)::
 
-    y_i - z_(-i)(t_i) = (y_i - z_i) / (1 - H_ii),   H = (W + lambda P)^-1 W
+    y_i - z_(-i)(t_i) = (y_i - z(t_i)) / (1 - H_ii),   H = B (B' W B + lambda P)^-1 B' W
 
-For each candidate ``(order, lambda)`` of :data:`CANDIDATES` and each pixel, the criterion is the
-weighted leave-one-out error summed over the criterion channels::
+where ``B`` holds each observation's two linear-interpolation weights on the nodes around
+its exact time (:func:`geoxai.temporal.binning.bin_to_grid`). For each candidate
+``(order, lambda)`` of :data:`CANDIDATES` and each pixel, the criterion is the weighted
+leave-one-out error over its observations, summed over the criterion channels::
 
-    CV = sum_c sum_i w_i ((y_ic - z_ic) / (1 - H_ii))^2
+    CV = sum_c sum_i w_i ((y_ic - z_c(t_i)) / (1 - H_ii))^2
 
 and the pixel takes the candidate with the smallest CV (ties: the smoother one); a pixel with
 fewer than :data:`MIN_CHOICE_OBS` weighted observations takes the first, near-interpolating
-one. Observations enter at their exact times (linear-interpolation weights on the two nodes
-around them, :func:`geoxai.temporal.binning.bin_to_grid`), and the criterion leaves out one
-*observation* at a time (its leverage ``w b' (B' W B + lambda P)^-1 b`` from the band of the
-inverse).
-``H_ii`` is ``w_i`` times the diagonal of ``(W + lambda P)^-1``, computed from the same
-``L D L'`` factor as the fit by the banded-inverse recursion (Hutchinson & de Hoog 1985),
-``O(n d^2)`` per pixel.
+one. ``H_ii = w_i b_i' Z b_i`` needs the diagonal and first off-diagonal of
+``Z = (B' W B + lambda P)^-1``, computed from the same ``L D L'`` factor as the fit by the
+banded-inverse recursion (Hutchinson & de Hoog 1985), ``O(n d^2)`` per pixel.
 
 Seamless by construction: the choice depends only on the pixel's own series (no tile-level
 statistic), so two tiles that share a pixel choose the same candidate for it. The cost is one
@@ -79,8 +77,9 @@ CANDIDATES: tuple[tuple[int, float], ...] = (
 
 All order 1: gaps are bridged by straight lines and the curve is held flat at the ends. The
 first, ``(1, 0.001)``, nearly interpolates the clear observations (order 1 with lambda -> 0
-*is* linear interpolation between nodes), so every pixel can fall back to linear
-interpolation; the others trade fidelity for noise removal. Measured on the real series
+*is* linear interpolation of observations on nodes; between nodes the curve can bend only
+at nodes), so every pixel can fall back to (near) linear interpolation; the others trade
+fidelity for noise removal. Measured on the real series
 (README, "Smoothing strength and held-out error"): order-2 candidates (the reference's
 penalty, lambda 0.3 ... 100) won on the 118-date patch by less than this set does, and lost to
 linear interpolation on the composites and the eo-learn NDVI, where their curvature
