@@ -50,11 +50,11 @@ def bin_torch(
     acc.index_add_(0, lt, wy * (1.0 - f)[:, :, None]).index_add_(0, lt + 1, wy * f[:, :, None])
     ybar = torch.where(wsum[:, None, :] > 0, acc / wsum[:, None, :], float("nan"))
     p = torch.as_tensor(lo[inside] + frac[inside], dtype=w.dtype, device=dev)[:, None]
-    first = torch.where(pos, p, float("inf")).amin(dim=0) if inside.size else wsum[0] + np.inf
-    last = torch.where(pos, p, -float("inf")).amax(dim=0) if inside.size else wsum[0] - np.inf
     n_obs = pos.sum(dim=0)
-    first = torch.where(n_obs > 0, first, 0.0)
-    last = torch.where(n_obs > 0, last, float(n_nodes - 1))
+    first, last = torch.zeros_like(wsum[0]), torch.full_like(wsum[0], n_nodes - 1.0)
+    if inside.size:  # positions of each pixel's first/last weighted observation
+        first = torch.where(n_obs > 0, torch.where(pos, p, float("inf")).amin(dim=0), first)
+        last = torch.where(n_obs > 0, torch.where(pos, p, -float("inf")).amax(dim=0), last)
     return ybar, wsum, woff, n_obs, torch.stack([first, last])
 
 
