@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -428,7 +429,7 @@ def preprocess(
                 return refl, idx, w
             return (binned,)
 
-        def smooth_block(r0: int, r1: int, *binned: np.ndarray) -> None:
+        def smooth_block(r0: int, r1: int, *binned: Any) -> None:
             """Stage B (needs the criterion of the rows around): choice, solve, sample."""
             pick = None
             if choice is not None and cv is not None:
