@@ -1,11 +1,12 @@
 """The fixed time axis, the fine grid the smoother is solved on, binning and sampling.
 
 :class:`SmoothingParams` says where the axis lies and how strongly it is smoothed;
-:func:`bin_series` puts irregular acquisitions onto the fine grid, :func:`sampling_matrix`
-reads the smooth curve back at the step centres, and :func:`hold_ends` keeps the curve at its
-end values beyond a pixel's first/last clear observation (the smoother's own straight-line
-extrapolation invented values there: a winter NDVI of 0.97 for a deciduous forest whose first
-clear observation was in April).
+:func:`bin_series` puts irregular acquisitions onto the fine grid (each at its exact time,
+between two nodes), :func:`sampling_matrix` reads the smooth curve back at the step centres;
+:func:`geoxai.temporal.binning.sample_held` does so keeping the curve at its end values beyond
+a pixel's first/last clear observation (the smoother's own straight-line extrapolation
+invented values there: a winter NDVI of 0.97 for a deciduous forest whose first clear
+observation was in April).
 
 What ``lambda_`` means. The reference (WRI) smooths a series already interpolated to 24 steps of
 15 days with ``lambda = 100`` and ``d = 2``. A difference penalty on spacing ``h`` behaves, for
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoxai.errors import ConfigError
-from geoxai.temporal.binning import bin_to_grid, node_index
+from geoxai.temporal.binning import Binned, bin_to_grid, obs_nodes
 from geoxai.temporal.lambda_select import CANDIDATES as LAMBDA_CANDIDATES
 from geoxai.temporal.lambda_select import check_candidates
 from geoxai.temporal.whittaker import check_lambda
@@ -42,7 +43,6 @@ __all__ = [
     "binning_matrix",
     "sampling_matrix",
     "bin_series",
-    "hold_ends",
 ]
 
 _DAY_NS = 86_400 * 10**9
@@ -147,15 +147,20 @@ def days_since(times: np.ndarray, origin: np.datetime64) -> np.ndarray:
 def fine_grid(params: SmoothingParams) -> np.ndarray:
     """Node positions of the fine grid, days from :meth:`SmoothingParams.axis_start`.
 
-    Nodes sit at ``step_days / 2 + k * grid_days`` (so step centres are nodes when
-    ``step_days`` is a multiple of ``grid_days``) and cover the axis plus the margins.
+    Nodes sit at whole multiples ``k * grid_days`` of the axis start (the step boundaries
+    are nodes when ``step_days`` is a multiple of ``grid_days``; step centres are sampled
+    between two nodes) and cover the axis plus the margins (nodes within them). Composites
+    dated at the start of 5-day, 10-day or monthly periods counted from the axis start fall on
+    nodes, so the near-interpolating candidate interpolates them exactly; nodes at the step
+    centres instead (half a step off) put the openEO quintads halfway between nodes, where
+    the order-1 curve cannot bend at the observations (held-out RMSE 0.1328 against linear
+    interpolation's 0.1327; 0.1323 on these nodes; README, "Smoothing strength and held-out
+    error").
     """
     span = params.n_steps * params.step_days
-    c0 = params.step_days / 2.0
-    k_lo = math.floor((c0 + params.margin_days) / params.grid_days)
-    k_hi = math.ceil((span - c0 + params.margin_days) / params.grid_days)
-    nodes = c0 + np.arange(-k_lo, k_hi + 1) * params.grid_days
-    return nodes
+    k_lo = math.ceil(-params.margin_days / params.grid_days - 1e-9)
+    k_hi = math.floor((span + params.margin_days) / params.grid_days + 1e-9)
+    return np.arange(k_lo, k_hi + 1) * params.grid_days
 
 
 def grid_lambda(params: SmoothingParams) -> float:
@@ -181,17 +186,20 @@ def solve_groups(params: SmoothingParams) -> list[tuple[int, int, float]]:
 
 
 def binning_matrix(obs_days: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One-hot ``(G, T)`` matrix sending each observation to its nearest node.
+    """``(G, T)`` matrix ``B'``: each observation's linear-interpolation weights on its two
+    neighbouring nodes (the dense form of :func:`geoxai.temporal.binning.bin_to_grid`'s
+    ``B' W B`` and ``B' W y``).
 
     Returns:
         (matrix, inside): ``inside`` is ``(T,)`` bool, False for observations more than half a
         grid step beyond the first/last node (their column is all zero).
     """
-    step = float(nodes[1] - nodes[0])
-    idx = np.rint((obs_days - nodes[0]) / step).astype(np.int64)
-    inside = (idx >= 0) & (idx < nodes.size)
+    lo, frac = obs_nodes(obs_days, nodes)
+    inside = lo >= 0
     m = np.zeros((nodes.size, obs_days.size))
-    m[idx[inside], np.nonzero(inside)[0]] = 1.0
+    cols = np.nonzero(inside)[0]
+    m[lo[inside], cols] += 1.0 - frac[inside]
+    m[lo[inside] + 1, cols] += frac[inside]
     return m, inside
 
 
@@ -208,29 +216,9 @@ def sampling_matrix(nodes: np.ndarray, at_days: np.ndarray) -> np.ndarray:
     return m
 
 
-def hold_ends(z: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-    """No invented values at a series' ends: hold the curve flat beyond the data.
-
-    Before a pixel's first node with positive weight the curve takes its value at that node,
-    after the last one its value there (the smoother's own straight-line extrapolation is
-    dropped). ``z`` ``(G, C, N)`` node values (changed in place), ``wsum`` ``(G, N)``.
-    """
-    pos = wsum > 0
-    g = pos.shape[0]
-    first = pos.argmax(axis=0)
-    last = g - 1 - pos[::-1].argmax(axis=0)
-    edge = np.nonzero(pos.any(axis=0) & ((first > 0) | (last < g - 1)))[0]
-    if edge.size:
-        nodes = np.arange(g)[:, None]
-        src = np.clip(nodes, first[edge][None, :], last[edge][None, :])  # (G, E)
-        sub = z[:, :, edge]
-        z[:, :, edge] = np.take_along_axis(sub, src[:, None, :], axis=0)
-    return z
-
-
 def bin_series(
     values: np.ndarray, weights: np.ndarray, obs_days: np.ndarray, params: SmoothingParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, Binned]:
     """Irregular observations -> the fine grid (step 3 of :func:`preprocess`).
 
     Args:
@@ -239,16 +227,16 @@ def bin_series(
         obs_days: ``(T,)`` acquisition times, days from the axis start.
         params: smoothing parameters (the grid).
 
-    An index scatter (:func:`geoxai.temporal.binning.bin_to_grid`), float64; the one-hot
-    :func:`binning_matrix` states the same sums as a matrix.
+    Each observation enters at its exact time (linear-interpolation weights on its two
+    neighbouring nodes); an index scatter (:func:`geoxai.temporal.binning.bin_to_grid`),
+    float64; :func:`binning_matrix` states the same sums as a matrix.
 
     Returns:
-        ``nodes`` ``(G,)`` days, ``ybar`` ``(G, C, N)`` weighted node means (NaN where a node
-        has no weight), ``wsum`` ``(G, N)`` node weights, ``n_obs`` ``(N,)`` observations with
-        positive weight inside the grid.
+        ``nodes`` ``(G,)`` days and the :class:`~geoxai.temporal.binning.Binned` arrays
+        (float64).
     """
     nodes = fine_grid(params)
-    ybar, wsum, n_obs = bin_to_grid(
-        [values], weights, node_index(obs_days, nodes), nodes.size, dtype=np.float64
+    binned = bin_to_grid(
+        [values], weights, obs_nodes(obs_days, nodes), nodes.size, dtype=np.float64
     )
-    return nodes, ybar, wsum, n_obs
+    return nodes, binned

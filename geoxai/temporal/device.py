@@ -17,49 +17,61 @@ from typing import Any
 import numpy as np
 
 from geoxai.temporal.axis import SmoothingParams, solve_groups
-from geoxai.temporal.binning import interp_nodes, node_index
+from geoxai.temporal.binning import interp_nodes, obs_nodes
 from geoxai.temporal.whittaker import whittaker_torch
 
 __all__ = ["bin_torch", "sample_held_torch", "smooth_block_torch"]
 
 
-def bin_torch(vals: Any, w: Any, node: np.ndarray, n_nodes: int) -> tuple[Any, Any, Any]:
-    """Device binning: ``vals`` ``(T, C, N)``, ``w`` ``(T, N)`` tensors, ``node`` ``(T,)``
-    (-1 = outside) -> ``ybar`` ``(G, C, N)`` (NaN where no weight), ``wsum`` ``(G, N)``,
-    ``n_obs`` ``(N,)`` (the sums of :func:`geoxai.temporal.binning.bin_to_grid`)."""
+def bin_torch(
+    vals: Any, w: Any, at: tuple[np.ndarray, np.ndarray], n_nodes: int
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Device binning: ``vals`` ``(T, C, N)``, ``w`` ``(T, N)`` tensors, ``at`` ``(lo, frac)``
+    ``(T,)`` (:func:`geoxai.temporal.binning.obs_nodes`; ``lo = -1`` = outside) -> ``ybar``
+    ``(G, C, N)`` (NaN where no weight), ``wsum`` ``(G, N)``, ``woff`` ``(G, N)``, ``n_obs``
+    ``(N,)``, ``ends`` ``(2, N)`` (the fields of :class:`geoxai.temporal.binning.Binned`)."""
     import torch  # lazy: torch only on this path
 
-    inside = np.nonzero(node >= 0)[0]
-    it = torch.as_tensor(inside, device=vals.device)
-    nt = torch.as_tensor(node[inside], device=vals.device)
+    lo, frac = at
+    inside = np.nonzero(lo >= 0)[0]
+    dev = vals.device
+    it = torch.as_tensor(inside, device=dev)
+    lt = torch.as_tensor(lo[inside], device=dev)
+    f = torch.as_tensor(frac[inside], dtype=w.dtype, device=dev)[:, None]
     wi = w.index_select(0, it)
     pos = wi > 0
     wy = torch.where(pos[:, None, :], vals.index_select(0, it), 0.0) * wi[:, None, :]
     c, n = vals.shape[1], vals.shape[2]
-    wsum = torch.zeros((n_nodes, n), dtype=w.dtype, device=w.device).index_add_(0, nt, wi)
-    acc = torch.zeros((n_nodes, c, n), dtype=w.dtype, device=w.device).index_add_(0, nt, wy)
+    wsum = torch.zeros((n_nodes, n), dtype=w.dtype, device=dev)
+    wsum.index_add_(0, lt, wi * (1.0 - f) ** 2).index_add_(0, lt + 1, wi * f**2)
+    woff = torch.zeros((n_nodes, n), dtype=w.dtype, device=dev)
+    woff.index_add_(0, lt + 1, wi * (f * (1.0 - f)))
+    acc = torch.zeros((n_nodes, c, n), dtype=w.dtype, device=dev)
+    acc.index_add_(0, lt, wy * (1.0 - f)[:, :, None]).index_add_(0, lt + 1, wy * f[:, :, None])
     ybar = torch.where(wsum[:, None, :] > 0, acc / wsum[:, None, :], float("nan"))
-    return ybar, wsum, pos.sum(dim=0)
+    p = torch.as_tensor(lo[inside] + frac[inside], dtype=w.dtype, device=dev)[:, None]
+    n_obs = pos.sum(dim=0)
+    first, last = torch.zeros_like(wsum[0]), torch.full_like(wsum[0], n_nodes - 1.0)
+    if inside.size:  # positions of each pixel's first/last weighted observation
+        first = torch.where(n_obs > 0, torch.where(pos, p, float("inf")).amin(dim=0), first)
+        last = torch.where(n_obs > 0, torch.where(pos, p, -float("inf")).amax(dim=0), last)
+    return ybar, wsum, woff, n_obs, torch.stack([first, last])
 
 
-def sample_held_torch(z: Any, wsum: Any, lo: np.ndarray, frac: np.ndarray, valid: Any) -> Any:
+def sample_held_torch(z: Any, ends: Any, lo: np.ndarray, frac: np.ndarray, valid: Any) -> Any:
     """Device twin of :func:`geoxai.temporal.binning.sample_held`: ``z`` ``(G, C, N)`` read
-    at ``(lo, frac)`` ``(S,)``, held beyond each pixel's first/last weighted node; NaN where
-    not ``valid``. Returns ``(S, C, N)``."""
+    at ``(lo, frac)`` ``(S,)``, held beyond each pixel's first/last observation (``ends``
+    ``(2, N)`` grid positions); NaN where not ``valid``. Returns ``(S, C, N)``."""
     import torch  # lazy: torch only on this path
 
     g = z.shape[0]
-    pos = wsum > 0
-    anyp = pos.any(dim=0)
-    first = torch.where(anyp, pos.to(torch.int8).argmax(dim=0), 0)
-    last = torch.where(anyp, g - 1 - pos.flip(0).to(torch.int8).argmax(dim=0), g - 1)
-    lo_t = torch.as_tensor(lo, device=z.device)[:, None]
-    f = torch.as_tensor(frac, dtype=z.dtype, device=z.device)[:, None, None]
-    a = torch.minimum(torch.maximum(lo_t, first[None]), last[None])  # (S, N)
-    b = torch.minimum(torch.maximum(lo_t + 1, first[None]), last[None])
+    at = torch.as_tensor(lo + frac, dtype=z.dtype, device=z.device)[:, None]
+    pos = torch.minimum(torch.maximum(at, ends[0][None]), ends[1][None])  # (S, N)
+    a = torch.clamp(torch.floor(pos).to(torch.int64), max=g - 2)
+    f = (pos - a)[:, None, :]
     shape = (a.shape[0], z.shape[1], z.shape[2])
     za = torch.gather(z, 0, a[:, None, :].expand(shape))
-    zb = torch.gather(z, 0, b[:, None, :].expand(shape))
+    zb = torch.gather(z, 0, (a + 1)[:, None, :].expand(shape))
     out = (1.0 - f) * za + f * zb
     return torch.where(valid[None, None, :], out, float("nan"))
 
@@ -95,7 +107,7 @@ def smooth_block_torch(
     dt = torch.float64
     vals = torch.cat([torch.as_tensor(np.asarray(p)).to(device) for p in parts], dim=1).to(dt)
     w = torch.as_tensor(np.asarray(weights)).to(device).to(dt)
-    ybar, wsum, n_obs = bin_torch(vals, w, node_index(obs_days, nodes), nodes.size)
+    ybar, wsum, woff, n_obs, ends = bin_torch(vals, w, obs_nodes(obs_days, nodes), nodes.size)
     del vals
     lo, frac = interp_nodes(nodes, at_days)
     n = ybar.shape[2]
@@ -112,9 +124,10 @@ def smooth_block_torch(
             continue
         yk = ybar if sel is None else ybar[:, :, sel]
         wk = wsum if sel is None else wsum[:, sel]
-        res = whittaker_torch(yk, wk, lam, order, min_points=order)
+        ofk = woff if sel is None else woff[:, sel]
+        res = whittaker_torch(yk, wk, lam, order, min_points=order, off=ofk)
         ok = res.valid & ((n_obs if sel is None else n_obs[sel]) >= params.min_obs)
-        sampled = sample_held_torch(res.z, wk, lo, frac, ok)
+        sampled = sample_held_torch(res.z, ends if sel is None else ends[:, sel], lo, frac, ok)
         if sel is None:
             out, valid = sampled, ok
         else:

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from geoxai.errors import ConfigError, InvalidInputError, NoDataError
+from geoxai.temporal.binning import obs_nodes
 from geoxai.temporal.lambda_select import choose, lambda_cv
-from geoxai.temporal.smoothing import bin_series, criterion_channels, pixel_size_m, smooth_series
+from geoxai.temporal.smoothing import criterion_channels, fine_grid, pixel_size_m, smooth_series
 
 __all__ = [
     "BASELINES",
@@ -319,11 +320,20 @@ def heldout_score(
             raise InvalidInputError(
                 f"heldout_score: shape {shape} does not hold the {values.shape[2]} pixels."
             )
-        _, ybar, wsum, _ = bin_series(filled[:, crit], w, obs_days, smoothing)
+        nodes = fine_grid(smoothing)
+        at = obs_nodes(obs_days, nodes)
         scale = smoothing.lambda_step_days / smoothing.grid_days
-        cv = lambda_cv(ybar, wsum, smoothing.lambda_candidates, scale=scale)
-        n_nodes = (wsum > 0).sum(axis=0).reshape(shape)
-        choice = choose(cv.reshape(-1, *shape), smoothing.lambda_pool_px, n_nodes).ravel()
+        cv = lambda_cv(
+            filled,
+            w,
+            smoothing.lambda_candidates,
+            at=at,
+            n_nodes=nodes.size,
+            scale=scale,
+            channels=crit,
+        )
+        n_obs = ((w > 0) & (at[0] >= 0)[:, None]).sum(axis=0).reshape(shape)
+        choice = choose(cv.reshape(-1, *shape), smoothing.lambda_pool_px, n_obs).ravel()
     preds["smooth"], ok, _ = smooth_series(
         filled,
         w,

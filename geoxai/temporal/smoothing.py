@@ -9,18 +9,18 @@
    GRNDVI), as the reference computes them from the observations before smoothing them.
 3. **binning** to a fine regular grid of ``grid_days`` (default 5 days, the Sentinel-2
    revisit) that spans the target window plus ``margin_days`` on each side: every acquisition
-   goes to its nearest node; a node holds the weighted mean of its observations and the sum of
-   their weights. This is exactly the weighted least-squares data term of the acquisitions
-   snapped to the grid, so nothing is dropped or decided per tile.
+   enters at its exact time, through linear-interpolation weights on the two nodes around it
+   (:mod:`geoxai.temporal.binning`). This is exactly the weighted least-squares data term of
+   the acquisitions against the piecewise-linear curve through the nodes (tridiagonal, so the
+   banded solve is unchanged), so nothing is dropped, moved in time or decided per tile.
 4. **weighted Whittaker** (:mod:`geoxai.temporal.whittaker`) on that grid, all pixels at once:
    gaps are bridged, the year edges are held by the acquisitions of the margins (data from just
    before/after the year). By default each pixel's ``(order, lambda)`` is chosen by leave-one-out
    cross-validation (:mod:`geoxai.temporal.lambda_select`), pooled over its 3 x 3 neighbours.
    Beyond a pixel's first/last clear observation the curve holds its end value
-   (:func:`~geoxai.temporal.axis.hold_ends`): no extrapolated trend, no invented values.
+   (:func:`~geoxai.temporal.binning.sample_held`): no extrapolated trend, no invented values.
 5. **sampling** of the smooth curve at the centres of the ``n_steps`` steps of ``step_days``
-   (default 24 x 15 days from 1 January; the centres are grid nodes when ``step_days`` is a
-   multiple of ``grid_days``, otherwise linear interpolation between nodes).
+   (default 24 x 15 days from 1 January), by linear interpolation between nodes.
 6. **clip** reflectance to ``clip``, indices to their ranges; optional normalization to [-1, 1].
 
 What ``lambda_`` means, and the per-pixel choice when it is None: :mod:`geoxai.temporal.axis`.
@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -53,15 +54,15 @@ from geoxai.temporal.axis import (
     days_since,
     fine_grid,
     grid_lambda,
-    hold_ends,
     sampling_matrix,
     solve_groups,
     time_axis,
 )
 from geoxai.temporal.binning import (
+    Binned,
     bin_to_grid,
     interp_nodes,
-    node_index,
+    obs_nodes,
     put_last,
     sample_held,
     series_gaps,
@@ -94,7 +95,6 @@ __all__ = [
     "bin_series",
     "criterion_channels",
     "smooth_series",
-    "hold_ends",
     "preprocess",
     "required_halo_px",
     "feature_names",
@@ -188,9 +188,16 @@ def smooth_series(
         if params.lambda_ is None and choice is None:
             crit = list(criterion_channels) if criterion_channels is not None else None
             sub = values if crit is None else values[:, crit]
-            _, yc, wc, _ = bin_series(sub, weights, obs_days, params)
+            nodes = fine_grid(params)
             scale = params.lambda_step_days / params.grid_days
-            choice = select_lambda(yc, wc, params.lambda_candidates, scale=scale).index
+            choice = select_lambda(
+                sub,
+                weights,
+                params.lambda_candidates,
+                at=obs_nodes(obs_days, nodes),
+                n_nodes=nodes.size,
+                scale=scale,
+            ).index
         return smooth_block_torch(
             [values],
             weights,
@@ -201,22 +208,26 @@ def smooth_series(
             choice=choice,
             device=device,
         )
-    nodes, ybar, wsum, n_obs = bin_series(values, weights, obs_days, params)
+    nodes, binned = bin_series(values, weights, obs_days, params)
     if params.lambda_ is None and choice is None:
         scale = params.lambda_step_days / params.grid_days
         crit = list(criterion_channels) if criterion_channels is not None else None
         choice = select_lambda(
-            ybar, wsum, params.lambda_candidates, scale=scale, channels=crit
+            values,
+            weights,
+            params.lambda_candidates,
+            at=obs_nodes(obs_days, nodes),
+            n_nodes=nodes.size,
+            scale=scale,
+            channels=crit,
         ).index
     lo, frac = interp_nodes(nodes, np.asarray(at_days, dtype=np.float64))
-    out, valid = solve_and_sample(ybar, wsum, n_obs, params, lo, frac, choice=choice)
-    return out, valid, n_obs
+    out, valid = solve_and_sample(binned, params, lo, frac, choice=choice)
+    return out, valid, binned.n_obs
 
 
 def solve_and_sample(
-    ybar: np.ndarray,
-    wsum: np.ndarray,
-    n_obs: np.ndarray,
+    binned: Binned,
     params: SmoothingParams,
     lo: np.ndarray,
     frac: np.ndarray,
@@ -227,28 +238,30 @@ def solve_and_sample(
     """Whittaker on the binned grid, held ends, sampled: the solve half of :func:`smooth_series`.
 
     Args:
-        ybar: ``(G, C, N)`` node means (float32 or float64; anything where ``wsum`` is 0).
-        wsum: ``(G, N)`` node weights; ``n_obs`` ``(N,)`` weighted observations.
+        binned: the observations on the grid (:func:`geoxai.temporal.binning.bin_to_grid`;
+            ``ybar`` float32 or float64).
         params: smoothing parameters (a fixed ``lambda_``, or the candidates ``choice``
             ``(N,)`` indexes when ``lambda_`` is None).
         lo, frac: ``(S,)`` sampling positions (:func:`geoxai.temporal.binning.interp_nodes`).
         dtype: dtype of the result.
 
     Returns:
-        ``(S, C, N)`` sampled values (NaN where not valid) and ``(N,)`` valid. Pixels are
-        solved grouped by candidate (one gather of the float32 node means per candidate, the
-        sampled result scattered back: no full float64 node array).
+        ``(S, C, N)`` sampled values (NaN where not valid; held beyond each pixel's first/last
+        observation) and ``(N,)`` valid. Pixels are solved grouped by candidate (the kernel
+        gathers each candidate's pixels from ``ybar`` in place, the sampled result is
+        scattered back: no full float64 node array).
     """
+    ybar, wsum, woff, n_obs, ends = binned
     g, c, n = ybar.shape
     out: np.ndarray = np.empty((lo.size, c, n), dtype=dtype)
     valid = np.zeros(n, dtype=bool)
     if params.lambda_ is None and choice is None:
         raise InvalidInputError("solve_and_sample: lambda_ is None and no per-pixel choice.")
     groups = solve_groups(params)
-    perm, wsum_p = None, wsum
+    perm = None
     if len(groups) > 1 and choice is not None:  # sorted by candidate: contiguous runs
         perm = np.argsort(choice, kind="stable")
-        wsum_p, n_obs = take_last(wsum, perm), n_obs[perm]
+        ends, n_obs = take_last(ends, perm), n_obs[perm]
         bounds = np.searchsorted(choice[perm], np.arange(len(groups) + 1))
     else:
         bounds = np.array([0, n])
@@ -258,10 +271,9 @@ def solve_and_sample(
         if s == e:
             continue
         pix = None if perm is None else perm[s:e]  # the kernel reads them from ybar in place
-        res = whittaker(ybar, wsum, lam, order, pixels=pix)
-        wk = wsum if perm is None else wsum_p[:, s:e]
+        res = whittaker(ybar, wsum, lam, order, pixels=pix, off=woff)
         ok = res.valid & (n_obs[s:e] >= params.min_obs)
-        sample_held(res.z, wk, lo, frac, ok, out=res_out[:, :, s:e])
+        sample_held(res.z, ends[:, s:e], lo, frac, ok, out=res_out[:, :, s:e])
         valid[s:e] = ok
     if perm is not None:
         out = put_last(res_out, perm)
@@ -329,7 +341,7 @@ def preprocess(
         * ``edge_gap_days`` ``(y, x)`` float32: the longer of the stretches from the axis start
           to the first clear observation and from the last one to the axis end (observations
           in the margins count); there the series is held at its end values
-          (:func:`hold_ends`), never extrapolated.
+          (:func:`~geoxai.temporal.binning.sample_held`), never extrapolated.
         * ``lambda_choice`` ``(y, x)`` int8 (when ``lambda_`` is None): index of each pixel's
           ``(order, lambda)`` in ``attrs["candidates"]`` (JSON).
 
@@ -379,7 +391,7 @@ def preprocess(
     if ti.size:
         blocks = RowBlocks(raw, params, keep, rows_per_block)
         nodes = fine_grid(sp)
-        node = node_index(days_k, nodes)
+        node = obs_nodes(days_k, nodes)
         at = (np.arange(sp.n_steps) + 0.5) * sp.step_days
         lo, frac = interp_nodes(nodes, at)
         lo_clip, hi_clip = sp.clip
@@ -389,18 +401,16 @@ def preprocess(
         cands = sp.lambda_candidates
         scale = sp.lambda_step_days / sp.grid_days
         cv = np.empty((len(cands), ny, nx)) if choice is not None else None
-        n_nodes = np.zeros((ny, nx), dtype=np.int64)
 
         def bin_block(r0: int, r1: int, refl: np.ndarray, w: np.ndarray) -> tuple:
             """Stage A: weights are final; indices, binning, quality, lambda criterion."""
             shape = (r1 - r0, nx)
             idx = compute_indices(refl, params.bands, params.indices, axis=1)
             if device is None:
-                ybar, wsum, cnt = bin_to_grid([refl, idx], w, node, nodes.size)
-                crit_ch: list[int] | None = crit
-            else:  # the device bins all channels; the host only the criterion's
-                ybar, wsum, cnt = bin_to_grid([refl[:, crit]], w, node, nodes.size)
-                crit_ch = None
+                binned = bin_to_grid([refl, idx], w, node, nodes.size)
+                cnt = binned.n_obs
+            else:  # the device bins; the host counts the observations
+                cnt = ((w > 0) & (node[0] >= 0)[:, None]).sum(axis=0)
             if block_hook is not None:
                 view = xr.DataArray(
                     refl.reshape(ti.size, nb, *shape),
@@ -412,26 +422,22 @@ def preprocess(
             max_gap[r0:r1], edge_gap[r0:r1] = mg.reshape(shape), eg.reshape(shape)
             n_obs[r0:r1] = np.minimum(cnt, np.iinfo(np.int16).max).reshape(shape)
             if cv is not None:
-                cv[:, r0:r1] = lambda_cv(ybar, wsum, cands, scale=scale, channels=crit_ch).reshape(
-                    -1, *shape
-                )
-                n_nodes[r0:r1] = (wsum > 0).sum(axis=0).reshape(shape)
+                cv[:, r0:r1] = lambda_cv(
+                    refl, w, cands, at=node, n_nodes=nodes.size, scale=scale, channels=crit
+                ).reshape(-1, *shape)
             if device is not None:
                 return refl, idx, w
-            return ybar, wsum, cnt
+            return (binned,)
 
-        def smooth_block(r0: int, r1: int, *binned: np.ndarray) -> None:
+        def smooth_block(r0: int, r1: int, *binned: Any) -> None:
             """Stage B (needs the criterion of the rows around): choice, solve, sample."""
             pick = None
             if choice is not None and cv is not None:
                 a, b = max(r0 - pool, 0), min(r1 + pool, ny)
-                choice[r0:r1] = choose(cv[:, a:b], pool, n_nodes[a:b])[r0 - a : r1 - a]
+                choice[r0:r1] = choose(cv[:, a:b], pool, n_obs[a:b])[r0 - a : r1 - a]
                 pick = choice[r0:r1].ravel()
             if device is None:
-                ybar, wsum, cnt = binned
-                sm, ok = solve_and_sample(
-                    ybar, wsum, cnt, sp, lo, frac, choice=pick, dtype=np.float32
-                )
+                sm, ok = solve_and_sample(binned[0], sp, lo, frac, choice=pick, dtype=np.float32)
             else:
                 refl, idx, w = binned
                 sm64, ok, _ = smooth_block_torch(

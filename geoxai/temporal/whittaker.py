@@ -146,13 +146,15 @@ def _check_inputs(y: Any, w: Any) -> tuple[int, int, bool]:
     return n, npx, squeeze
 
 
-def _factor(ab0: Any, bands: np.ndarray, lam: float, low: Any, dinv: Any) -> Any:
+def _factor(ab0: Any, bands: np.ndarray, lam: float, low: Any, dinv: Any, off: Any = None) -> Any:
     """In-place banded ``L D L'`` factorization, generic over numpy arrays and torch tensors.
 
     Args:
         ab0: ``(n, N)`` diagonal of ``W + lam P``.
         bands: ``(d + 1, n)`` float64 penalty bands (read as python floats).
         lam: lambda.
+        off: ``(n, N)`` first sub-diagonal of the data term (``W[i, i - 1]``; see
+            :func:`whittaker`), or None (a diagonal ``W``).
         low: ``(d + 1, n, N)`` zeros; filled with the factor, ``low[k, i] = L[i, i - k]``.
         dinv: ``(n, N)`` scratch; filled with ``1 / D``.
 
@@ -167,6 +169,8 @@ def _factor(ab0: Any, bands: np.ndarray, lam: float, low: Any, dinv: Any) -> Any
         for k in range(kmax, 0, -1):  # column j = i - k, in increasing j
             j = i - k
             s = lam * float(bands[k, i])
+            if k == 1 and off is not None:
+                s = s + off[i]
             for m in range(max(i - p, 0), j):
                 s = s - low[i - m, i] * low[j - m, j] * piv[m]
             low[k, i] = s * dinv[j]
@@ -174,7 +178,7 @@ def _factor(ab0: Any, bands: np.ndarray, lam: float, low: Any, dinv: Any) -> Any
         for k in range(1, kmax + 1):
             di = di - low[k, i] * low[k, i] * piv[i - k]
         piv[i] = di
-        dinv[i] = 1.0 / di
+        dinv[i] = 1.0 / (di + (di <= 0) * 1.0)  # singular (di <= 0): flagged by the caller
     return piv
 
 
@@ -207,10 +211,12 @@ def _solve_numpy(b: np.ndarray, low: np.ndarray, dinv: np.ndarray) -> None:
             np.subtract(b[i], tmp, out=b[i])
 
 
-def ldl_block(wc, bands, lam, p, low, piv, dinv):  # type: ignore[no-untyped-def]
+def ldl_block(wc, oc, bands, lam, p, low, piv, dinv):  # type: ignore[no-untyped-def]
     """Banded ``L D L'`` factor of ``W + lam D' D`` for a block of ``m`` pixels (compiled).
 
-    ``wc`` ``(n, m)`` weights, ``bands`` ``(p + 1, n)`` penalty bands, ``lam`` the grid lambda,
+    ``wc`` ``(n, m)`` weights (the diagonal of ``W``), ``oc`` ``(n, m)`` its first
+    sub-diagonal ``W[i, i - 1]`` (exact-time observations, :func:`whittaker`) or ``(0, m)``
+    for a diagonal ``W``, ``bands`` ``(p + 1, n)`` penalty bands, ``lam`` the grid lambda,
     ``p`` the order; fills ``low`` ``(>= p + 1, n, m)`` (unit lower factor, band ``k`` at
     ``low[k]``), ``piv`` ``(n, m)`` (``D``) and ``dinv`` ``(n, m)`` (``1 / D``). Same operations
     in the same order as :func:`_factor` per pixel; the one factorization of the smoothing
@@ -224,6 +230,9 @@ def ldl_block(wc, bands, lam, p, low, piv, dinv):  # type: ignore[no-untyped-def
             lb = lam * bands[k, i]
             for q in range(m):
                 low[k, i, q] = lb
+            if k == 1 and oc.shape[0] > 0:
+                for q in range(m):
+                    low[k, i, q] = low[k, i, q] + oc[i, q]
             for mm in range(max(i - p, 0), j):
                 for q in range(m):
                     low[k, i, q] = low[k, i, q] - low[i - mm, i, q] * low[j - mm, j, q] * piv[mm, q]
@@ -235,21 +244,22 @@ def ldl_block(wc, bands, lam, p, low, piv, dinv):  # type: ignore[no-untyped-def
         for k in range(1, kmax + 1):
             for q in range(m):
                 piv[i, q] = piv[i, q] - low[k, i, q] * low[k, i, q] * piv[i - k, q]
-        for q in range(m):
-            dinv[i, q] = 1.0 / piv[i, q]
+        for q in range(m):  # a singular system (piv <= 0) is flagged invalid by the caller
+            dinv[i, q] = 1.0 / piv[i, q] if piv[i, q] > 0 else 0.0
 
 
 if HAVE_NUMBA:
     ldl_block = _njit(cache=True, fastmath=False, nogil=True)(ldl_block)
 
 
-def _smooth_blocks(y, w, pix, bands, lam, need, blk, z, valid):  # type: ignore[no-untyped-def]
+def _smooth_blocks(y, w, off, pix, bands, lam, need, blk, z, valid):  # type: ignore[no-untyped-def]
     """Compiled engine: smooth blocks of ``blk`` pixels in parallel (see the module doc).
 
     Same operations in the same order as :func:`_factor` + :func:`_solve_numpy` per pixel, so
     the results are bit-identical to the numpy engine. ``y`` ``(n, B, N)`` float32/float64,
     ``pix`` ``(M,)`` the columns of ``y`` to solve, in order (empty: all, ``M = N``), ``w``
-    ``(n, M)`` float64 their weights, ``bands`` ``(d + 1, n)``; fills ``z`` ``(n, B, M)``
+    ``(n, M)`` float64 their weights, ``off`` ``(n, M)`` the sub-diagonal of ``W`` (or
+    ``(0, M)``: diagonal), ``bands`` ``(d + 1, n)``; fills ``z`` ``(n, B, M)``
     float64 and ``valid`` ``(M,)`` (``y`` gathered block by block into cache-resident
     scratch). Returns the number of values that are NaN/inf under a positive weight
     (the caller raises if it is not 0).
@@ -265,6 +275,7 @@ def _smooth_blocks(y, w, pix, bands, lam, need, blk, z, valid):  # type: ignore[
         m = min(s + blk, npx) - s
         ok = np.empty(m, dtype=np.bool_)
         wc = np.empty((n, m))
+        oc = np.zeros((n if off.shape[0] > 0 else 0, m))
         low = np.zeros((p + 1, n, m))
         dinv = np.empty((n, m))
         piv = np.empty((n, m))
@@ -279,7 +290,10 @@ def _smooth_blocks(y, w, pix, bands, lam, need, blk, z, valid):  # type: ignore[
         for i in range(n):
             for q in range(m):
                 wc[i, q] = w[i, s + q] if ok[q] else 1.0  # dummy weights keep it regular
-        ldl_block(wc, bands, lam, p, low, piv, dinv)  # once for all bands
+        for i in range(oc.shape[0]):
+            for q in range(m):
+                oc[i, q] = off[i, s + q] if ok[q] else 0.0
+        ldl_block(wc, oc, bands, lam, p, low, piv, dinv)  # once for all bands
         for i in range(n):
             for q in range(m):
                 ok[q] = ok[q] and piv[i, q] > 0
@@ -383,6 +397,7 @@ def whittaker(
     engine: str = "auto",
     threads: int | None = None,
     pixels: np.ndarray | None = None,
+    off: np.ndarray | None = None,
 ) -> WhittakerResult:
     """Weighted Whittaker smoothing of many series on one regular grid (CPU, float64).
 
@@ -403,6 +418,12 @@ def whittaker(
         pixels: ``(M,)`` indices of the pixels (last axis) to smooth, in this order; the
             result holds those ``M`` pixels only (the numba engine reads them in place, no
             gathered copy of ``y``). None: all.
+        off: ``(n, N)`` first sub-diagonal of a tridiagonal data term, ``W[i, i - 1]``
+            (``off[0]`` unused), or None for the diagonal ``W = diag(w)``. Observations at
+            exact times between nodes enter as ``B' W_obs B`` (two linear-interpolation
+            weights per row of ``B``): ``w`` is its diagonal, ``off`` its sub-diagonal and
+            ``y`` the right-hand side divided by ``w``
+            (:func:`geoxai.temporal.binning.bin_to_grid`). The band structure is unchanged.
 
     Returns:
         :class:`WhittakerResult` with ``z`` float64 shaped like ``y`` (NaN on invalid pixels).
@@ -420,6 +441,13 @@ def whittaker(
     y = np.asarray(y)
     w = np.asarray(w, dtype=np.float64)
     n, npx, squeeze = _check_inputs(y, w)
+    if off is not None:
+        off = np.asarray(off, dtype=np.float64)
+        if off.shape != w.shape or not np.all(np.isfinite(off)):
+            raise InvalidInputError(
+                f"whittaker off has shape {off.shape} (or non-finite values); it needs the "
+                f"weights' shape {w.shape}, finite."
+            )
     pix = np.zeros(0, dtype=np.int64)
     if pixels is not None:
         pix = np.ascontiguousarray(pixels, dtype=np.int64)
@@ -428,6 +456,7 @@ def whittaker(
                 f"whittaker pixels index {npx} pixels but range {pix.min()}..{pix.max()}."
             )
         w = w[:, pix]
+        off = None if off is None else off[:, pix]
         npx = pix.size
         if engine == "numpy" or not HAVE_NUMBA:
             y, pix = y[..., pix], np.zeros(0, dtype=np.int64)
@@ -445,7 +474,10 @@ def whittaker(
     if HAVE_NUMBA and engine != "numpy":
         if yv.dtype not in (np.float32, np.float64):
             yv = yv.astype(np.float64)
-        nbad = _run_kernel(yv, w, pix, bands, float(lambda_), need, block_px(n), z, valid, threads)
+        offk = np.zeros((0, npx)) if off is None else off
+        nbad = _run_kernel(
+            yv, w, offk, pix, bands, float(lambda_), need, block_px(n), z, valid, threads
+        )
         if nbad:
             raise InvalidInputError(_NAN_UNDER_WEIGHT)
         return WhittakerResult(z=z[:, 0, :] if squeeze else z, valid=valid)
@@ -467,7 +499,8 @@ def whittaker(
         ab0 = wc + lambda_ * bands[0][:, None]
         low = np.zeros((order + 1, n, e - s))
         dinv = np.empty((n, e - s))
-        piv = _factor(ab0, bands, float(lambda_), low, dinv)
+        oc = None if off is None else np.where(ok[None, :], off[:, s:e], 0.0)
+        piv = _factor(ab0, bands, float(lambda_), low, dinv, oc)
         _solve_numpy(b, low, dinv)
         ok &= np.all(piv > 0, axis=0)
         if not ok.all():
@@ -485,6 +518,7 @@ def whittaker_torch(
     *,
     min_points: int | None = None,
     chunk: int | None = None,
+    off: Any = None,
 ) -> WhittakerResult:
     """Torch twin of :func:`whittaker` on the tensors' device (CPU or CUDA).
 
@@ -531,7 +565,12 @@ def whittaker_torch(
         ab0 = wc + float(lambda_) * bands0[:, None]
         low = torch.zeros((order + 1, n, e - s), dtype=dtype, device=y.device)
         dinv = torch.empty((n, e - s), dtype=dtype, device=y.device)
-        piv = _factor(ab0, bands, float(lambda_), low, dinv)
+        oc = None
+        if off is not None:
+            oc = torch.where(
+                ok[None, :], torch.as_tensor(off, device=y.device)[:, s:e].to(dtype), 0.0
+            )
+        piv = _factor(ab0, bands, float(lambda_), low, dinv, oc)
         _solve_torch(b, low, dinv)
         ok = ok & (piv > 0).all(dim=0)
         b[:, :, ~ok] = float("nan")

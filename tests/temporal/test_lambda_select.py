@@ -83,7 +83,7 @@ def test_noisy_flat_series_choose_strong_smoothing_wiggly_ones_weak():
 def test_pixels_with_few_nodes_take_the_near_interpolating_candidate():
     cv = np.array([[3.0, 3.0, np.inf], [1.0, 1.0, np.inf]])  # (K=2, N=3)
     np.testing.assert_array_equal(choose(cv), [1, 1, 0])
-    np.testing.assert_array_equal(choose(cv, n_nodes=np.array([5, 4, 9])), [1, 0, 0])
+    np.testing.assert_array_equal(choose(cv, n_obs=np.array([5, 4, 9])), [1, 0, 0])
     assert CANDIDATES[0] == (1, 0.001)  # order 1, lambda -> 0: linear interpolation
     g, n = 30, 8
     w = np.zeros((g, n))

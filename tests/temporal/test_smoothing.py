@@ -76,9 +76,9 @@ def test_lambda_is_scaled_to_the_fine_grid():
     assert grid_lambda(sp) == pytest.approx(100.0 * 3**3)
     nodes = fine_grid(sp)
     assert np.allclose(np.diff(nodes), 5.0)
-    centres = (np.arange(24) + 0.5) * 15
-    assert np.isin(centres, nodes).all()  # step centres are grid nodes
-    assert nodes[0] <= -45 + 2.5 and nodes[-1] >= 360 + 45 - 2.5
+    bounds = np.arange(25) * 15.0
+    assert np.isin(bounds, nodes).all()  # step boundaries (whole 5-day periods) are nodes
+    assert nodes[0] == -45 and nodes[-1] == 360 + 45
 
 
 def test_nodata_pixels_and_tiles_are_flagged_not_raised():

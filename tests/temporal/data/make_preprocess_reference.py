@@ -1,13 +1,19 @@
-"""Reference numbers of main's preprocess (commit 8e1f089) on a small synthetic cube."""
+"""Reference numbers of preprocess on a small synthetic cube (observations at their exact
+times, issue 15), run from the repository root:
+
+    python tests/temporal/data/make_preprocess_reference.py \
+        tests/temporal/data/preprocess_exact_time.npz
+"""
 
 import sys
+from pathlib import Path
 
-sys.path.insert(0, "/work/main")
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+import numpy as np  # noqa: E402
 
-from geoxai.temporal.clouds import CloudMaskParams
-from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, preprocess
-from tests.fixtures.cubes import synthetic_cube
+from geoxai.temporal.clouds import CloudMaskParams  # noqa: E402
+from geoxai.temporal.smoothing import PreprocessParams, SmoothingParams, preprocess  # noqa: E402
+from tests.fixtures.cubes import synthetic_cube  # noqa: E402
 
 raw, _ = synthetic_cube(7, ny=10, nx=12, cloud=0.05)
 out = {}
