@@ -140,8 +140,9 @@ def test_run_config_cloud_mask_switch(monkeypatch):
 
 
 def test_assets_on_the_tile_grid_are_read_without_a_warp_to_the_same_values(tmp_path, monkeypatch):
-    """10 m assets on the tile's own grid are read directly (no WarpedVRT): the same float32
-    cube as the warped path, a nodata hole and a raster that ends inside the tile included."""
+    """10 m assets on the tile's own grid, and SCL (20 m, nearest), are read directly (no
+    WarpedVRT): the same float32 cube as the warped path, a nodata hole and rasters that end
+    inside the tile (at a 10 m and at a 20 m pixel boundary) included."""
     from geoxai.io import cube as cube_mod
 
     x0 = TILE.bounds[0] + 70.0  # the rasters start 7 px (10 m) / 3.5 px (20 m) inside the tile
@@ -161,12 +162,8 @@ def test_assets_on_the_tile_grid_are_read_without_a_warp_to_the_same_values(tmp_
 
     monkeypatch.setattr(cube_mod._CheckedReader, "_read_direct", spy)
     fast = build_cube(items, TILE).values
-    assert sorted({u.rsplit("/", 1)[-1] for u in direct}) == [
-        "B02.tif",
-        "B03.tif",
-        "B04.tif",
-        "B08.tif",
-    ]
+    names = sorted({u.rsplit("/", 1)[-1] for u in direct})
+    assert names == ["B02.tif", "B03.tif", "B04.tif", "B08.tif", "SCL.tif"]  # SCL: 2 x 2
     monkeypatch.setattr(cube_mod._CheckedReader, "_aligned", None)  # every asset warped
     warped = build_cube(items, TILE).values
     np.testing.assert_array_equal(fast, warped)
