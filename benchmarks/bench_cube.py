@@ -28,8 +28,10 @@ shared cores. ``--quick`` takes a quarter year (19 acquisitions) twice each, abo
 ``--storage`` measures the stored cube instead (:func:`storage_ratios`, local files, no S3):
 cube bytes stored / source COG bytes of the same windows; cube build (build + encode + write)
 / decoding the same COG windows with rasterio alone (no warp, no write); reading the stored cube
-back / decoding the same stored bytes with the codec alone; verifying the chunk checksums /
-the build; and a table of candidate codecs (bytes, encode and decode time) on the cube's DN.
+back by row blocks / decoding the same stored bytes with the codec alone (zstd, un-shuffle and the
+zigzag-delta predictor, into integers; both best of 3, the first read reported apart);
+verifying the chunk checksums / the build; and a table of candidate codecs (bytes, encode and
+decode time) on the cube's DN.
 ``benchmarks/bench_tile.py`` can call :func:`storage_ratios` on its own tile.
 """
 
