@@ -135,18 +135,23 @@ def chunk_decoder(meta: dict[str, Any], dtype: np.dtype) -> tuple[Decoder, bool]
         shuffle = numcodecs.Shuffle(elementsize=int(cfg.get("elementsize", dtype.itemsize)))
     elif names[1:-1]:
         return None
-    zstd = numcodecs.Zstd()
+    return _ChunkDecoder(shuffle), delta
 
-    def decode(raw: bytes, out: np.ndarray) -> None:
-        plain = zstd.decode(raw)  # checks zstd's content checksum when the frame has one
+
+class _ChunkDecoder:
+    """zstd, then un-shuffle (if any), into ``out``; a plain object, so the cube pickles."""
+
+    def __init__(self, shuffle: Any) -> None:
+        self.zstd, self.shuffle = numcodecs.Zstd(), shuffle
+
+    def __call__(self, raw: bytes, out: np.ndarray) -> None:
+        plain = self.zstd.decode(raw)  # checks zstd's content checksum when the frame has one
         if len(plain) != out.nbytes:
             raise ValueError(f"decoded {len(plain)} bytes, the chunk holds {out.nbytes}")
-        if shuffle is not None:
-            shuffle.decode(plain, out=out)
+        if self.shuffle is not None:
+            self.shuffle.decode(plain, out=out)
         else:
             out.reshape(-1).view(np.uint8)[:] = np.frombuffer(plain, np.uint8)
-
-    return decode, delta
 
 
 class DecodedRows:

@@ -357,3 +357,16 @@ def test_a_dn_cube_stored_without_the_predictor_reads_the_same(tmp_path):
     back = store.read_cube(url)
     assert isinstance(back.variable._data, indexing.LazilyIndexedArray)  # not via Zarr/dask
     np.testing.assert_array_equal(back.values, cube.values)
+
+
+def test_a_lazily_read_cube_pickles(tmp_path):
+    """The lazy cube (row-block reader, its decoders) goes through pickle, e.g. to a worker."""
+    import pickle
+
+    items = _scenes(tmp_path / "scenes")
+    url = str(tmp_path / "cube.zarr")
+    build_tile_cube(items, BIG, url, start="2023-01-01", end="2023-12-31")
+    cube = pickle.loads(pickle.dumps(store.read_cube(url)))
+    np.testing.assert_array_equal(
+        cube.isel(y=slice(0, 8)).values, build_cube(items, BIG).values[:, :, :8]
+    )
