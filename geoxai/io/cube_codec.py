@@ -20,8 +20,13 @@ dataset back into that cube, lazily, bit for bit:
   as float32) and ``cube_bands`` (band order of the decoded cube).
 * Chunks ``(1, bands, ROWS, x)``: one acquisition, every band, :data:`ROWS` rows. A reader that
   slices rows reads only the chunks of those rows; the build holds one acquisition at a time.
-* Codec (measured in ``benchmarks/bench_cube.py``; table in the commit): byte shuffle + zstd
-  level 3 with zstd's content checksum, so bit rot is a decode error, not silent noise.
+* Codec (measured in ``benchmarks/bench_cube.py``; table in the README): the DN go through
+  :class:`~geoxai.io.cube_rows.ZigzagDelta` (differences along x, zigzag-coded: the COGs' own
+  horizontal predictor; -10 to -12 % bytes), then byte shuffle + zstd level 3 with zstd's
+  content checksum, so bit rot is a decode error, not silent noise. Stores written before the
+  predictor (shuffle + zstd only) read the same.
+* Reading: :class:`~geoxai.io.cube_rows.DecodedRows` decodes whole row blocks (every date)
+  straight into float32 (no Zarr chunk machinery on that path).
 
 A store without ``cube_encoding`` is a float32 cube written before this module (still read).
 """
@@ -38,6 +43,7 @@ import xarray as xr
 
 from geoxai.errors import CorruptDataError, InvalidInputError
 from geoxai.geo.bands import SCL
+from geoxai.io.cube_rows import ZigzagDelta
 
 __all__ = [
     "CUBE_NAME",
@@ -97,7 +103,8 @@ warnings.filterwarnings("ignore", message=_NUMCODECS_NOTICE)
 
 
 def cube_codecs(itemsize: int) -> list[Any]:
-    """The compressors of a stored cube array: byte shuffle + zstd (level 3, checksum)."""
+    """The compressors of a stored cube array: byte shuffle + zstd (level 3, checksum); the
+    uint16 DN also have the :class:`~geoxai.io.cube_rows.ZigzagDelta` filter (``encode_cube``)."""
     from zarr.codecs import ZstdCodec  # lazy: zarr's codecs only when a store is written
     from zarr.codecs.numcodecs import Shuffle  # lazy: as above
 
@@ -176,7 +183,11 @@ def encode_cube(
             ("time", "band", "y", "x"),
             dn_arr,
             attrs={"scale": DN_SCALE, "offset": DN_OFFSET, "nodata": DN_NODATA, "units": "DN"},
-            encoding={"chunks": (1, len(refl), ROWS, nx), "compressors": cube_codecs(2)},
+            encoding={
+                "chunks": (1, len(refl), ROWS, nx),
+                "filters": [ZigzagDelta()],
+                "compressors": cube_codecs(2),
+            },
         )
     if SCL in names:
         scl = dsa.map_blocks(_to_class, cube.sel(band=SCL).data, dtype=np.uint8)
@@ -313,6 +324,7 @@ def decode_cube(
     ds: xr.Dataset,
     where: str,
     checked: Callable[[str], Any],
+    rows: Callable[[list[str], list[str], np.ndarray, np.ndarray], Any] | None = None,
 ) -> xr.DataArray:
     """The float32 reflectance cube of a stored cube dataset, lazily (see the module docstring).
 
@@ -321,6 +333,10 @@ def decode_cube(
         where: the store, as messages name it.
         checked: ``checked(name)`` -> the dask array of stored variable ``name`` whose chunk
             reads raise typed errors (:func:`geoxai.io.store.read_cube` provides it).
+        rows: ``rows(names, refl, scale, offset)`` -> the decoded float32 dask array of a DN
+            cube (bands ``names``; ``scale``/``offset`` ``(time, len(refl))``) read by whole
+            row blocks (:class:`~geoxai.io.cube_rows.DecodedRows`), or None when the store's
+            codecs need Zarr (then ``checked`` is used).
 
     Returns:
         ``reflectance`` ``(time, band, y, x)`` float32, dask-backed with the stored row-block
@@ -355,7 +371,7 @@ def decode_cube(
             f"Store {where}: a cube of bands {names} lacks its array "
             f"{_NAME if _NAME not in ds.data_vars else SCL!r}; {fix}."
         )
-    parts = []
+    sc = of = np.zeros((ds.sizes.get("time", 0), 0), np.float32)
     if refl:
         var = ds[_NAME]
         for key, coord in (("scale", DN_SCALE), ("offset", DN_OFFSET)):
@@ -379,16 +395,21 @@ def decode_cube(
                 f"Store {where}: the scaling of array {_NAME!r} has shape {sc.shape} (or "
                 f"non-finite values), expected finite {want}; {fix}."
             )
-        dn = checked(_NAME)
-        sc4 = dsa.from_array(sc[:, :, None, None], chunks=(dn.chunks[0], dn.chunks[1], 1, 1))
-        of4 = dsa.from_array(of[:, :, None, None], chunks=(dn.chunks[0], dn.chunks[1], 1, 1))
-        parts.append((dn, sc4, of4))
-    if SCL in names:
-        parts.append(checked(SCL))
-    data = _decoded(parts, dsa)
-    order = [*refl, *([SCL] if SCL in names else [])]
-    if order != names:
-        data = data[:, [order.index(b) for b in names]]
+    data = rows(names, refl, sc, of) if rows is not None else None
+    if data is None:
+        parts: list[Any] = []
+        if refl:
+            dn = checked(_NAME)
+            chunks = (dn.chunks[0], dn.chunks[1], 1, 1)
+            sc4 = dsa.from_array(sc[:, :, None, None], chunks=chunks)
+            of4 = dsa.from_array(of[:, :, None, None], chunks=chunks)
+            parts.append((dn, sc4, of4))
+        if SCL in names:
+            parts.append(checked(SCL))
+        data = _decoded(parts, dsa)
+        order = [*refl, *([SCL] if SCL in names else [])]
+        if order != names:
+            data = data[:, [order.index(b) for b in names]]
     coords = {
         k: v
         for k, v in ds.coords.items()

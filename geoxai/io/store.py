@@ -57,6 +57,7 @@ from geoxai.errors import (
 )
 from geoxai.io.checksums import check_digests, chunk_digests
 from geoxai.io.cube_codec import CUBE_NAME, CheckedChunks, decode_cube, quiet_codecs
+from geoxai.io.cube_rows import lazy_rows
 from geoxai.io.json_safe import _DROP, _clean_attrs, json_safe
 from geoxai.io.location import URL, StoreLocation, _as_location, storage_errors
 from geoxai.provenance import code_version
@@ -418,16 +419,20 @@ def read_cube(
 
     A raw cube (``reflectance``) comes back as float32 reflectance whatever its stored encoding
     (:func:`geoxai.io.cube_codec.decode_cube`: uint16 DN + uint8 SCL, or float32 as written
-    before), dask-backed with the stored chunks (row blocks): slicing rows and computing reads
-    only the chunks of those rows. A chunk that cannot be read or decoded raises
-    :class:`~geoxai.errors.CorruptDataError` naming the store, array and chunk when computed.
+    before), lazily: slicing rows (``.isel(y=...).values``) reads only the stored chunks of those
+    rows. A uint16 DN cube is xarray's lazily indexed data over
+    :class:`~geoxai.io.cube_rows.DecodedRows` (whole row blocks decoded straight into float32,
+    ``.load()`` decodes them in parallel threads, no dask); other cubes are dask-backed with
+    the stored chunks. A chunk that cannot be read or decoded raises
+    :class:`~geoxai.errors.CorruptDataError` naming the store, array and chunk when read.
 
     Args:
         url: the store URL.
         name: the array to open; default the only data variable (``"reflectance"`` for a
             raw cube, ``"features"`` for a model-ready cube).
         storage_options: s3fs options; default from the environment.
-        chunks: dask chunks; ``{}`` (default) = the stored chunks.
+        chunks: dask chunks; ``{}`` (default) = as stored (see above), anything else makes
+            the cube dask-backed with those chunks.
 
     Returns:
         The DataArray with attrs ``crs`` (``"EPSG:xxxxx"``), ``transform`` (6 floats),
@@ -443,7 +448,7 @@ def read_cube(
     if name in (None, CUBE_NAME):
         raw = _open_checked(loc)
         if raw is not None:
-            da = _grid_attrs(decode_cube(raw[0], loc.describe(), raw[1]))
+            da = _grid_attrs(decode_cube(raw[0], loc.describe(), raw[1], raw[2]))
             return da if chunks == {} else da.chunk(chunks)
     ds = read_dataset(url, storage_options=storage_options, chunks=chunks)
     names = [str(n) for n in ds.data_vars]
@@ -466,10 +471,13 @@ def _grid_attrs(da: xr.DataArray) -> xr.DataArray:
     return da
 
 
-def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
-    """``(dataset, checked)`` of a raw cube store: the dataset opened without dask (coords
-    and attrs; nothing of the big arrays read) and ``checked(name)``, the dask array of a
-    stored variable whose chunk reads raise typed errors. None when the store is no raw cube.
+def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any, Any] | None:
+    """``(dataset, checked, rows)`` of a raw cube store: the dataset opened without dask
+    (coords and attrs; nothing of the big arrays read), ``checked(name)``, the dask array of a
+    stored variable whose chunk reads raise typed errors, and ``rows(names, refl, scale,
+    offset)``, the decoded cube read by whole row blocks
+    (:class:`~geoxai.io.cube_rows.DecodedRows`; None when the codecs need Zarr). None when the
+    store is no raw cube.
     """
     import dask.array as dsa  # lazy: dask only when a cube is read
     import zarr  # lazy: zarr's own API only on this path (xarray opens the rest)
@@ -506,7 +514,12 @@ def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
             meta=np.empty((0,) * arr.ndim, arr.dtype),
         )
 
-    return ds, checked
+    def rows(names: list[str], refl: list[str], sc: np.ndarray, of: np.ndarray) -> Any:
+        with quiet_codecs(), _quiet_marker():
+            arrays = {n: group.get(n) for n in ([CUBE_NAME] if refl else []) + ["SCL"]}
+        return lazy_rows(loc.filesystem(), loc.path, where, arrays, names, refl, sc, of)
+
+    return ds, checked, rows
 
 
 def _check_shapes(loc: StoreLocation, ds: xr.Dataset, record: Mapping[str, Any]) -> None:

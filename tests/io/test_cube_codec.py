@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from xarray.core import indexing
 
 from geoxai.errors import CorruptDataError, IncompleteOutputError
 from geoxai.io import store
@@ -25,6 +26,7 @@ from geoxai.io.cube_codec import (
     NotWholeDNError,
     encode_cube,
 )
+from geoxai.io.cube_rows import DecodedRows, undo_zigzag_delta, zigzag_delta
 from geoxai.io.tile_cube import build_tile_cube
 from tests.io.test_cube import TILE, WHEN, _scene
 
@@ -82,19 +84,24 @@ def test_reading_rows_reads_only_their_chunks(tmp_path, monkeypatch):
     items = _scenes(tmp_path / "scenes")
     url = str(tmp_path / "cube.zarr")
     build_tile_cube(items, BIG, url, start="2023-01-01", end="2023-12-31")
-    seen: list[tuple] = []
-    orig = CheckedChunks.__getitem__
+    seen: list[range] = []
+    orig = DecodedRows._read
 
-    def spy(self, key):
-        seen.append(key)
-        return orig(self, key)
+    def spy(self, times, chunks, top, out):
+        seen.append(chunks)
+        return orig(self, times, chunks, top, out)
 
-    monkeypatch.setattr(CheckedChunks, "__getitem__", spy)
+    monkeypatch.setattr(DecodedRows, "_read", spy)
+    monkeypatch.setattr(CheckedChunks, "__getitem__", None)  # the Zarr path is not taken
     cube = store.read_cube(url)
-    assert cube.chunks is not None and cube.data.chunksize[2] == ROWS
+    assert seen == []  # opening reads no chunk
     block = cube.isel(y=slice(ROWS, ROWS + 8)).values  # rows of the second block only
     assert block.shape == (3, 11, 8, BIG.shape[1])
-    assert seen and all(k[-2].start == ROWS for k in seen)  # never the first row block
+    assert seen == [range(1, 2)]  # one read, of the second row block (every date) only
+    want = build_cube(items, BIG).values
+    np.testing.assert_array_equal(block, want[:, :, ROWS : ROWS + 8])
+    np.testing.assert_array_equal(cube.isel(time=1, band=3).values, want[1, 3])  # all blocks
+    assert seen[1:] == [range(0, 1), range(1, 2)] or seen[1:] == [range(0, 2)]
 
 
 def test_values_that_are_not_whole_dn_are_stored_as_float32(tmp_path):
@@ -325,3 +332,41 @@ def test_real_l2a_dn_cube_decodes_exactly(realdata, tmp_path):
     assert np.isfinite(want.values).any() and np.isnan(want.values).any()
     np.testing.assert_array_equal(back, want.values)
     assert store.read_commit(url)["extra"]["cube_encoding"] == DN_ENCODING
+
+
+def test_zigzag_delta_is_lossless_on_any_uint16():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 65536, (3, 5, 64), dtype=np.uint16)
+    a[0, 0, :4] = [0, 65535, 0, 65535]  # steps of the whole range, both ways
+    z = zigzag_delta(a)
+    assert z.dtype == np.uint16 and z[0, 0, 1] == 1  # -1 -> 1: small steps stay small
+    np.testing.assert_array_equal(undo_zigzag_delta(z), a)
+
+
+def test_a_dn_cube_stored_without_the_predictor_reads_the_same(tmp_path):
+    """A uint16 cube written before the zigzag-delta predictor (shuffle + zstd only) decodes
+    on the row-block path to the same float32 cube."""
+    items = _scenes(tmp_path / "scenes")
+    cube = build_cube(items, BIG)
+    ds, enc = encode_cube(cube)
+    assert [type(f).__name__ for f in enc["reflectance"]["filters"]] == ["ZigzagDelta"]
+    enc["reflectance"] = {k: v for k, v in enc["reflectance"].items() if k != "filters"}
+    url = str(tmp_path / "old.zarr")
+    store.write_dataset(ds, url, encoding=enc)
+    assert [c["name"] for c in _stored(url)["reflectance"]["codecs"]][0] == "bytes"
+    back = store.read_cube(url)
+    assert isinstance(back.variable._data, indexing.LazilyIndexedArray)  # not via Zarr/dask
+    np.testing.assert_array_equal(back.values, cube.values)
+
+
+def test_a_lazily_read_cube_pickles(tmp_path):
+    """The lazy cube (row-block reader, its decoders) goes through pickle, e.g. to a worker."""
+    import pickle
+
+    items = _scenes(tmp_path / "scenes")
+    url = str(tmp_path / "cube.zarr")
+    build_tile_cube(items, BIG, url, start="2023-01-01", end="2023-12-31")
+    cube = pickle.loads(pickle.dumps(store.read_cube(url)))
+    np.testing.assert_array_equal(
+        cube.isel(y=slice(0, 8)).values, build_cube(items, BIG).values[:, :, :8]
+    )

@@ -137,3 +137,35 @@ def test_run_config_cloud_mask_switch(monkeypatch):
         with_cloud_mask(cfg.processing, "spectal")
     with pytest.raises(ValueError, match="cloud_mask"):
         ProcessingConfig(cloud_mask="fmask")
+
+
+def test_assets_on_the_tile_grid_are_read_without_a_warp_to_the_same_values(tmp_path, monkeypatch):
+    """10 m assets on the tile's own grid, and SCL (20 m, nearest), are read directly (no
+    WarpedVRT): the same float32 cube as the warped path, a nodata hole and rasters that end
+    inside the tile (at a 10 m and at a 20 m pixel boundary) included."""
+    from geoxai.io import cube as cube_mod
+
+    x0 = TILE.bounds[0] + 70.0  # the rasters start 7 px (10 m) / 3.5 px (20 m) inside the tile
+    y1 = TILE.bounds[3] + 200.0
+    items = [
+        _scene(tmp_path, "S2A_A", WHEN, origin=(x0, y1), hole=(slice(5, 9), slice(3, 11))),
+        _scene(tmp_path, "S2B_B", WHEN + dt.timedelta(days=5), origin=(x0 - 10.0, y1)),
+    ]
+    direct: list[str] = []
+    orig = cube_mod._CheckedReader._read_direct
+
+    def spy(self, window):
+        got = orig(self, window)
+        if got is not None:
+            direct.append(self.url)
+        return got
+
+    monkeypatch.setattr(cube_mod._CheckedReader, "_read_direct", spy)
+    fast = build_cube(items, TILE).values
+    names = sorted({u.rsplit("/", 1)[-1] for u in direct})
+    assert names == ["B02.tif", "B03.tif", "B04.tif", "B08.tif", "SCL.tif"]  # SCL: 2 x 2
+    monkeypatch.setattr(cube_mod._CheckedReader, "_aligned", None)  # every asset warped
+    warped = build_cube(items, TILE).values
+    np.testing.assert_array_equal(fast, warped)
+    assert np.isnan(fast[0, :4, :, :7]).all() and np.isfinite(fast[0, :4, 20:, 7:]).all()
+    assert np.isnan(fast[1, :4, :, :6]).all() and np.isfinite(fast[1, :4, :, 6:]).all()
