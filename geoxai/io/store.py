@@ -413,6 +413,7 @@ def read_cube(
     name: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Any = {},  # noqa: B006 - read-only default, means "stored chunks"
+    block_rows: int | None = None,
 ) -> xr.DataArray:
     """Open one array of a committed store as a lazy DataArray with its grid attrs.
 
@@ -428,6 +429,11 @@ def read_cube(
             raw cube, ``"features"`` for a model-ready cube).
         storage_options: s3fs options; default from the environment.
         chunks: dask chunks; ``{}`` (default) = the stored chunks.
+        block_rows: a raw cube only: rows of one read (all dates x bands x ``block_rows``
+            rows), decoded to float32 alone; None = the stored chunk rows. A reader that
+            streams blocks smaller than the stored chunks (e.g. 64 of 128 rows) reads with its
+            own block size, so each block is decoded once and no stored-chunk-sized float32
+            block is held for a part of it.
 
     Returns:
         The DataArray with attrs ``crs`` (``"EPSG:xxxxx"``), ``transform`` (6 floats),
@@ -441,7 +447,7 @@ def read_cube(
     """
     loc = _as_location(url, storage_options)
     if name in (None, CUBE_NAME):
-        raw = _open_checked(loc)
+        raw = _open_checked(loc, block_rows)
         if raw is not None:
             da = _grid_attrs(decode_cube(raw[0], loc.describe(), raw[1]))
             return da if chunks == {} else da.chunk(chunks)
@@ -466,10 +472,13 @@ def _grid_attrs(da: xr.DataArray) -> xr.DataArray:
     return da
 
 
-def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
+def _open_checked(
+    loc: StoreLocation, block_rows: int | None = None
+) -> tuple[xr.Dataset, Any] | None:
     """``(dataset, checked)`` of a raw cube store: the dataset opened without dask (coords
     and attrs; nothing of the big arrays read) and ``checked(name)``, the dask array of a
-    stored variable whose chunk reads raise typed errors. None when the store is no raw cube.
+    stored variable whose chunk reads raise typed errors, in blocks of all dates and
+    ``block_rows`` rows (None: the stored chunk rows). None when the store is no raw cube.
     """
     import dask.array as dsa  # lazy: dask only when a cube is read
     import zarr  # lazy: zarr's own API only on this path (xarray opens the rest)
@@ -494,12 +503,15 @@ def _open_checked(loc: StoreLocation) -> tuple[xr.Dataset, Any] | None:
                 f"Store {where}: {name!r} is not an array of the cube (found "
                 f"{type(arr).__name__}); delete the store and rerun the cube stage."
             )
+        # all dates of a row block in one task: zarr reads the stored chunks of those rows
+        # straight into one buffer (no per-date blocks for dask to concatenate)
+        chunks = (arr.shape[0], *arr.chunks[1:])
+        if block_rows and arr.ndim >= 3:  # (time, [band,] y, x): rows are the next-to-last
+            chunks = (*chunks[:-2], int(block_rows), chunks[-1])
         return dsa.from_array(
             CheckedChunks(arr, where, name),
-            # all dates of a row block in one task: zarr reads the stored chunks of those rows
-            # straight into one buffer (no per-date blocks for dask to concatenate)
-            chunks=(arr.shape[0], *arr.chunks[1:]),
-            name=f"read-{hashlib.sha1(f'{token}/{name}'.encode()).hexdigest()}",
+            chunks=chunks,
+            name=f"read-{hashlib.sha1(f'{token}/{name}/{chunks}'.encode()).hexdigest()}",
             asarray=True,
             lock=False,
             fancy=False,
