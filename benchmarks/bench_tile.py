@@ -1,6 +1,7 @@
 """One tile-year through the real stages on one process: per-stage seconds and floor ratios.
 
     .venv/bin/python benchmarks/bench_tile.py [--quick] [--ref main] [--no-old]
+    .venv/bin/python benchmarks/bench_tile.py --memory [--tile-m 6000]
 
 A synthetic world of one tile (6 km + 64 px halo, 5-day revisit: ~86 dates; ``--quick``: a
 2 km tile, 20-day revisit) is written once and served by a local STAC API. Then the same
@@ -19,7 +20,19 @@ high-water mark is reset before each stage through ``/proc/self/clear_refs``):
   map_and_write` (read, smooth, predict, ASOS, quality, write), with the tiny seeded bundles
   of the run tests (tests/fixtures/world.py: prediction and ASOS are small networks here).
 
-Printed and written to ``benchmarks/results/bench_tile[_quick].json``: the ratios
+``--memory`` is the bounded-memory check instead: a 2-day revisit with 45 days of pad (an
+orbit-overlap area: ~228 acquisitions, all inside the axis + margins), this tree only, stages
+
+* ``cube`` as above;
+* ``stream``: :func:`geoxai.mapping.tile_features` (preprocess + held-out scoring, as the tile
+  actor runs them) of the *lazy* stored cube, read row block by row block;
+* ``map``: :func:`geoxai.mapping.map_and_write` of that committed cube (read, smooth, predict,
+  ASOS, quality, write);
+
+each with its peak RSS (goal for a 6 km tile: <= 4 GB). ``--tile-m`` sets a smaller tile to
+show how the peak scales with width (it follows block rows x width x dates, not the cube).
+
+Printed and written to ``benchmarks/results/bench_tile[_quick|_memory_<m>].json``: the ratios
 ``smooth / kernel`` (goal <= 1.5) and ``old tile CPU / new tile CPU`` (goal >= 3), measured
 in the same invocation. Each stage is one function ``stage_<name>(ctx) -> dict`` in the
 child, so further stages (e.g. cube bytes against the source COGs) are one function more.
@@ -170,7 +183,32 @@ def stage_tile(ctx: dict) -> dict:
     return {"status": str(out.status), "timings": {k: float(v) for k, v in out.timings.items()}}
 
 
+def stage_stream(ctx: dict) -> dict:
+    """tile_features of the lazy stored cube: row blocks streamed from the store."""
+    from geoxai import mapping
+    from geoxai.io import store
+
+    raw = store.read_cube(ctx["cube"].url)
+    feats = list(ctx["models"].prediction.spec.inputs.features)
+    ds, _ = mapping.tile_features(raw, ctx["tile"], ctx["config"], feats)
+    return {
+        "raw_shape": list(raw.shape),
+        "raw_float32_gb": raw.size * 4 / 2**30,
+        "features_gb": ds["features"].nbytes / 2**30,
+        "valid_fraction": float(ds["valid"].mean()),
+    }
+
+
+def stage_map(ctx: dict) -> dict:
+    """map_and_write of the committed cube of ``cube`` (read lazily, smooth, predict, write)."""
+    from geoxai import mapping
+
+    out = mapping.map_and_write(ctx["tile"], ctx["cube"], ctx["models"], ctx["config_fresh"])
+    return {"status": str(out.status), "timings": {k: float(v) for k, v in out.timings.items()}}
+
+
 STAGES = ("cube", "read", "smooth", "kernel", "tile")
+MEMORY_STAGES = ("cube", "stream", "map")
 
 
 def warm_up(ctx: dict, rows: int = 136) -> None:
@@ -203,7 +241,9 @@ def child(args: argparse.Namespace) -> None:
 
     world = load_world(spec["world"])
     rw = RunWorld(world, spec["stac_url"], spec["models"], Path(spec["workdir"]))
-    over = {"processing": {"halo_px": spec["halo"], "tile_size_m": spec["tile_m"]}}
+    over: dict[str, Any] = {"processing": {"halo_px": spec["halo"], "tile_size_m": spec["tile_m"]}}
+    if spec.get("stac_margin_days"):  # read the archive's whole pad (--memory)
+        over["stac"] = {"margin_days": spec["stac_margin_days"]}
     ctx: dict[str, Any] = {
         "tile": tile.with_halo(spec["halo"]),
         "config": rw.config(Path(spec["workdir"]) / "store_stages", **over),
@@ -212,9 +252,15 @@ def child(args: argparse.Namespace) -> None:
     mapping.plan_run(ctx["config_fresh"])  # creates the zone stores the tile writes into
     ctx["models"] = mapping.load_models(ctx["config_fresh"])
     res: dict[str, Any] = {"tree": args.tree}
-    for name in STAGES:
+    _reset_hwm()
+    res["baseline_rss_gb"] = _hwm_gb()  # interpreter, geoxai, torch and the models
+    for name in spec.get("stages", STAGES):
         if name == "smooth":
             warm_up(ctx)
+        if name == "stream":  # compile the kernels on a few lazily read rows first
+            from geoxai.io import store
+
+            warm_up({**ctx, "raw": store.read_cube(ctx["cube"].url).isel(y=slice(0, 136))})
         res[name] = measured(globals()[f"stage_{name}"], ctx)
         print(f"  {name}: {res[name]}", file=sys.stderr, flush=True)
     print(json.dumps(res))
@@ -263,6 +309,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a 2 km tile, 20-day revisit")
     ap.add_argument("--ref", default="main", help="git ref of the old path (default main)")
     ap.add_argument("--no-old", action="store_true", help="this tree only")
+    ap.add_argument(
+        "--memory", action="store_true", help="peak RSS of a ~228-date tile streamed from the store"
+    )
+    ap.add_argument("--tile-m", type=int, help="tile size, m (default 6000; --quick 2000)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -276,15 +326,19 @@ def main() -> None:
     from tests.fixtures.world import _tiny_bundles
 
     tile_m, halo = (2000, 64) if args.quick else (6000, 64)
+    tile_m = args.tile_m or tile_m
     revisit = 20 if args.quick else 5
-    tile = TileSpec(
-        32631, 288 if tile_m == 2000 else 96, 2814 if tile_m == 2000 else 938, 0, tile_m
-    )
+    world_kw: dict[str, Any] = {"revisit_days": revisit}
+    if args.memory:  # orbit overlap: every 2 days over the axis and its 45-day margins
+        world_kw = {"revisit_days": 2, "pad_days": 45}
+        args.no_old = True
+    # one origin (576 km E, 5628 km N) whatever the size
+    tile = TileSpec(32631, 576_000 // tile_m, 5_628_000 // tile_m, 0, tile_m)
     with tempfile.TemporaryDirectory(prefix="bench_tile_") as tmpd:
         tmp = Path(tmpd)
         t0 = time.perf_counter()
         world, archive = make_world(
-            tmp / "world", tiles=[tile], year=2024, seed=2, revisit_days=revisit, margin_px=halo
+            tmp / "world", tiles=[tile], year=2024, seed=2, margin_px=halo, **world_kw
         )
         world_s = time.perf_counter() - t0
         print(f"world: {len(world.dates)} dates, {world_s:.0f} s", flush=True)
@@ -303,6 +357,8 @@ def main() -> None:
                 "world": str(tmp / "world"),
                 "stac_url": url,
                 "models": models,
+                "stages": MEMORY_STAGES if args.memory else STAGES,
+                "stac_margin_days": world_kw.get("pad_days"),
             }
             trees = {"new": ROOT}
             if not args.no_old:
@@ -337,8 +393,11 @@ def main() -> None:
         "ref": None if args.no_old else args.ref,
         **results,
     }
+    stages = MEMORY_STAGES if args.memory else STAGES
     ratios: dict[str, float] = {}
     for name, r in results.items():
+        if args.memory:
+            continue
         k = r["kernel"]
         if "kernel_cpu_s" not in k:  # an old tree's kernels: not measured
             ratios[f"{name}_tile_cpu_s"] = r["tile"]["cpu_s"]
@@ -358,7 +417,7 @@ def main() -> None:
         )
     out["ratios"] = ratios
     print(f"{'stage':8s} " + " ".join(f"{n + ' wall/cpu/rss':>28s}" for n in results))
-    for st in STAGES:
+    for st in stages:
         cells = [
             f"{results[n][st]['wall_s']:8.1f}s {results[n][st]['cpu_s']:8.1f}s "
             f"{results[n][st]['peak_rss_gb']:6.2f}GB"
@@ -369,7 +428,12 @@ def main() -> None:
         print(f"{k}: {v:.2f}")
     dest = ROOT / "benchmarks" / "results"
     dest.mkdir(parents=True, exist_ok=True)
-    path = dest / ("bench_tile_quick.json" if args.quick else "bench_tile.json")
+    if args.memory:
+        for name, r in results.items():
+            print(f"{name}: baseline RSS (imports + models) {r['baseline_rss_gb']:.2f} GB")
+        path = dest / f"bench_tile_memory_{tile_m}.json"
+    else:
+        path = dest / ("bench_tile_quick.json" if args.quick else "bench_tile.json")
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {path}")
 

@@ -208,19 +208,20 @@ class DecodedRows:
             raise TypeError("DecodedRows takes integers and slices only (basic indexing).")
         t0, t1, _ = key[0].indices(self.shape[0])
         y0, y1, _ = key[2].indices(self.shape[2])
+        y1 = max(y0, y1)
         c0, c1 = y0 // self.rows, max(y0 // self.rows, -(-y1 // self.rows))
-        top = c0 * self.rows
-        nrows = min(c1 * self.rows, self.shape[2]) - top
-        out = np.empty((max(t1 - t0, 0), self.shape[1], max(nrows, 0), self.shape[3]), np.float32)
+        # only the rows asked are kept (a 64-row read of 128-row chunks holds 64 rows of float32)
+        out = np.empty((max(t1 - t0, 0), self.shape[1], y1 - y0, self.shape[3]), np.float32)
         if out.size:
             groups = _split(range(c0, c1), self.workers)
+            rows = (y0, y1)
             if len(groups) == 1:
-                self._read(range(t0, t1), groups[0], top, out)
+                self._read(range(t0, t1), groups[0], rows, out)
             else:  # zstd and numpy release the GIL: row blocks decode in parallel
                 with ThreadPoolExecutor(len(groups)) as pool:
-                    for f in [pool.submit(self._read, range(t0, t1), g, top, out) for g in groups]:
+                    for f in [pool.submit(self._read, range(t0, t1), g, rows, out) for g in groups]:
                         f.result()
-        got = out[:, key[1], y0 - top : y1 - top, key[3]]
+        got = out[:, key[1], :, key[3]]
         return got.squeeze(axis=drop) if drop else got
 
     def lazy(self) -> Any:
@@ -229,7 +230,11 @@ class DecodedRows:
         (in parallel), and no dask graph or copy of the result stands in between."""
         return indexing.LazilyIndexedArray(_Backend(self))
 
-    def _read(self, times: range, chunks: range, top: int, out: np.ndarray) -> None:
+    def _read(
+        self, times: range, chunks: range, rows: tuple[int, int], out: np.ndarray
+    ) -> None:
+        """Decode rows ``rows[0]:rows[1]`` of the stored chunks ``chunks`` of every date in
+        ``times`` into ``out`` ``(len(times), band, rows[1] - rows[0], x)``."""
         paths: list[tuple[str, int, int, str]] = []
         for t in times:
             for c in chunks:
@@ -243,9 +248,10 @@ class DecodedRows:
         cls = np.empty((self.rows, self.shape[3]), np.uint8)
         for name, t, c, path in paths:
             raw = got.get(path)
-            r0 = c * self.rows - top
-            n = min(self.rows, self.shape[2] - c * self.rows)
-            o = out[t - times.start, :, r0 : r0 + n]
+            first = c * self.rows  # the chunk's first row
+            a = max(rows[0], first) - first  # rows a:b of the chunk are asked
+            b = min(rows[1], first + min(self.rows, self.shape[2] - first)) - first
+            o = out[t - times.start, :, first + a - rows[0] : first + b - rows[0]]
             if isinstance(raw, FileNotFoundError):
                 raw = None  # never written: every value is the fill value (nodata)
             elif isinstance(raw, BaseException):
@@ -257,10 +263,10 @@ class DecodedRows:
             if self.refl and name == self.refl[0]:
                 self._decode(name, t, c, raw, self.refl[1][0], dn, self.refl[3])
                 delta = self.refl[1][1] and raw is not None  # fill: plain values
-                _dn_kernel()(dn, n, delta, self.sc[t], self.of[t], self.refl_pos, o)
+                _dn_kernel()(dn, a, b, delta, self.sc[t], self.of[t], self.refl_pos, o)
             elif self.scl:
                 self._decode(name, t, c, raw, self.scl[1][0], cls, self.scl[2])
-                _classes(cls[:n], o[self.scl_pos])
+                _classes(cls[a:b], o[self.scl_pos])
 
     def _decode(
         self, name: str, t: int, c: int, raw: Any, dec: Any, dst: np.ndarray, fill: int
@@ -351,23 +357,23 @@ def _split(chunks: range, n: int) -> list[range]:
     return [range(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _dn_rows(z, n, delta, sc, of, pos, out):  # type: ignore[no-untyped-def]
-    """``out[pos[b], r] = float32(DN) * sc[b] + of[b]`` (two float32 roundings, as the build;
-    NaN at DN 0) for the first ``n`` rows of ``z`` ``(B, rows, X)`` uint16, the DN themselves or
-    (``delta``) their :func:`zigzag_delta` differences, undone on the way: one pass."""
+def _dn_rows(z, r0, r1, delta, sc, of, pos, out):  # type: ignore[no-untyped-def]
+    """``out[pos[b], r - r0] = float32(DN) * sc[b] + of[b]`` (two float32 roundings, as the
+    build; NaN at DN 0) for rows ``r0:r1`` of ``z`` ``(B, rows, X)`` uint16, the DN themselves or
+    (``delta``) their :func:`zigzag_delta` differences (along x), undone on the way: one pass."""
     nan = np.float32(np.nan)
     for b in range(z.shape[0]):
         s = sc[b]
         o = of[b]
         p = pos[b]
-        for r in range(n):
+        for r in range(r0, r1):
             acc = 0
             for x in range(z.shape[2]):
                 v = np.int64(z[b, r, x])
                 if delta:
                     acc = (acc + ((v >> 1) ^ (-(v & 1) & 0xFFFF))) & 0xFFFF
                     v = acc
-                out[p, r, x] = nan if v == 0 else np.float32(v) * s + o
+                out[p, r - r0, x] = nan if v == 0 else np.float32(v) * s + o
 
 
 _KERNEL: list[Any] = []

@@ -88,6 +88,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "TileModels",
     "QUALITY_CODES",
+    "SMOOTH_ROWS",
     "SPARSE_MAX_EDGE_GAP_DAYS",
     "quality_layer",
     "tile_features",
@@ -110,6 +111,13 @@ SPARSE_MIN_OBS = 6
 
 SPARSE_MAX_GAP_DAYS = 90.0
 """A gap without clear observations longer than this -> quality 2."""
+
+
+SMOOTH_ROWS = 64
+"""Rows of one block of the smoothing stage, read from the lazy raw cube as one row slice
+(:func:`geoxai.io.store.read_cube`: the read holds only those rows, decoded from the stored
+chunks of 128 rows), so peak memory follows ``SMOOTH_ROWS`` x width x dates, not the whole
+cube."""
 
 
 SPARSE_MAX_EDGE_GAP_DAYS = 60.0
@@ -212,7 +220,8 @@ def tile_features(
     """Raw haloed cube (+ S1/terrain layers) -> the optical and the model-ready datasets.
 
     Args:
-        raw: the tile's raw cube (:func:`stage_cube`), loaded.
+        raw: the tile's raw cube (:func:`stage_cube`), loaded or lazy (dask-backed: preprocess
+            reads it row block by row block).
         tile: the tile with its halo.
         config: the run config (smoothing, sentinel1.scale / db_floor).
         features: the prediction bundle's feature names, in model order.
@@ -239,7 +248,7 @@ def tile_features(
         raw = superresolve_cube(raw, superres)
     params = preprocess_params(config)
     heldout = TileHeldout(raw, params.smoothing, device=device)
-    ds = preprocess(raw, params, device=device, block_hook=heldout.add)
+    ds = preprocess(raw, params, device=device, rows_per_block=SMOOTH_ROWS, block_hook=heldout.add)
     if heldout.to_dict() is not None:
         ds.attrs["heldout"] = json.dumps(heldout.to_dict())
     ds = ds.compute() if hasattr(ds, "compute") else ds
@@ -387,10 +396,12 @@ def map_and_write(
     so = config.store.storage_options or None
     timings = {"cube_s": cube.seconds}
     try:
-        # a cube or layer that went bad after the cube stage verified it: a typed
-        # CorruptDataError (the codec's checksum), so the tile is recorded failed with the
-        # reason, and the next run's cube stage rebuilds it
-        raw = store.read_cube(cube.url, storage_options=so).load()
+        # the raw cube stays lazy: preprocess reads it row block by row block, so memory
+        # follows block rows x width x dates, not the whole cube. A cube or layer that went bad
+        # after the cube stage verified it: a typed CorruptDataError (the codec's checksum),
+        # raised here or by the block read inside map_tile, so the tile is recorded failed with
+        # the reason, and the next run's cube stage rebuilds it
+        raw = store.read_cube(cube.url, storage_options=so)
         s1 = store.load_dataset(cube.s1_url, storage_options=so) if cube.s1_url else None
         terr = store.load_dataset(cube.dem_url, storage_options=so) if cube.dem_url else None
         timings["read_s"] = time.monotonic() - t0

@@ -199,13 +199,15 @@ class LoadedBundle:
         """
         idx = self.check_cube(cube)
         x = np.asarray(cube.isel(band=idx).values, dtype=np.float32)
+        if not (x.flags.owndata and x.flags.writeable):  # maybe a view of the caller's cube
+            x = x.copy()
         n = self.spec.normalization
+        # in place: the same float32 operations as out of place, no full-cube temporaries
         if n.kind == "affine" and n.offset is not None and n.scale is not None:
-            off = np.asarray(n.offset, np.float32)[None, :, None, None]
-            sc = np.asarray(n.scale, np.float32)[None, :, None, None]
-            x = (x - off) / sc
+            np.subtract(x, np.asarray(n.offset, np.float32)[None, :, None, None], out=x)
+            np.divide(x, np.asarray(n.scale, np.float32)[None, :, None, None], out=x)
         if n.clip is not None:
-            x = np.clip(x, n.clip[0], n.clip[1])
+            np.clip(x, n.clip[0], n.clip[1], out=x)
         return x
 
     def predict(
