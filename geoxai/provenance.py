@@ -33,8 +33,9 @@ __all__ = ["PIXEL_VERSION", "code_version", "config_hash", "canonical_json"]
 #:   beyond the first/last observation's time (issue 15: the default beats linear
 #:   interpolation on every real series); and the TemporalUNet's temporal encoder runs
 #:   channels-last on the CPU (issue 14): predictions of CPU runs on the torch runtime
-#:   (``resources.runtime: torch``) differ by float noise (max 3.0e-7 measured, benchmarks/bench_predict.py); the default CPU runtime
-#:   (onnxruntime: the exported graph is byte-identical) and GPU runs make the same pixels.
+#:   (``resources.runtime: torch``) differ by float noise (max 3.0e-7 measured,
+#:   benchmarks/bench_predict.py); the default CPU runtime (onnxruntime: the exported graph is
+#:   byte-identical) and GPU runs make the same pixels.
 PIXEL_VERSION = 5
 
 
