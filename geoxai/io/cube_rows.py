@@ -230,9 +230,7 @@ class DecodedRows:
         (in parallel), and no dask graph or copy of the result stands in between."""
         return indexing.LazilyIndexedArray(_Backend(self))
 
-    def _read(
-        self, times: range, chunks: range, rows: tuple[int, int], out: np.ndarray
-    ) -> None:
+    def _read(self, times: range, chunks: range, rows: tuple[int, int], out: np.ndarray) -> None:
         """Decode rows ``rows[0]:rows[1]`` of the stored chunks ``chunks`` of every date in
         ``times`` into ``out`` ``(len(times), band, rows[1] - rows[0], x)``."""
         paths: list[tuple[str, int, int, str]] = []

@@ -60,5 +60,5 @@ def test_a_chunk_gone_bad_mid_stream_is_a_failed_record_naming_it(streamed):
     out = mapping.map_and_write(tile, cube, models, cfg)
     assert out.status == "failed"
     assert "array 'reflectance' cannot be decoded at" in out.reason
-    assert f"{ROWS}:" in out.reason  # the rows of the bad block
+    assert "row block 1)" in out.reason  # the stored chunk of rows ROWS:2*ROWS
     assert "Delete the store" in out.reason
