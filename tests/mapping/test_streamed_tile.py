@@ -47,7 +47,6 @@ def test_the_streamed_tile_equals_the_tile_from_the_loaded_cube(streamed):
 
 def test_a_chunk_gone_bad_mid_stream_is_a_failed_record_naming_it(streamed):
     from geoxai import mapping
-    from geoxai.io.cube_codec import ROWS
 
     cfg, tile, models, cube = streamed
     # a chunk of the second stored row block: read only after the first blocks were smoothed
