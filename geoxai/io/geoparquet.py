@@ -5,16 +5,16 @@ of hundreds of thousands of Items is queried through: ``rustac``, ``stac-geoparq
 or any Parquet reader. :func:`write_stac_geoparquet` streams: it holds one batch of Item dicts
 at a time, never the whole catalog.
 
-The first batch fixes the file's schema (``rustac`` builds the Arrow schema from it and
-silently drops, in later batches, any field it does not have). So the first batch must hold
+The first batch fixes the file's schema (the Arrow schema ``rustac`` builds from it; a later
+batch is conformed to it, and a field it lacks would be lost). So the first batch must hold
 every field a later Item has; the writer checks each later batch against it and raises
 :class:`~geoxai.errors.CorruptDataError` naming the Item and the field rather than losing it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,62 +66,80 @@ def field_paths(item: Mapping[str, Any]) -> set[str]:
     return out
 
 
-async def _write(
-    path: Path, batches: Iterator[list[dict[str, Any]]], collection: Mapping[str, Any] | None
-) -> int:
-    import rustac  # lazy: the Rust STAC library (arrow + parquet) only when a catalog is written
-
-    first = next(batches, [])
-    if not first:
-        raise InvalidInputError(f"write_stac_geoparquet({path}) got no Item: nothing to write.")
-    schema: set[str] = set().union(*(field_paths(i) for i in first))
-    writer = await rustac.GeoparquetWriter.open(first, str(path), False)
-    if collection is not None:
-        writer.add_collection(dict(collection))
-    n = len(first)
-    for batch in batches:
-        for item in batch:
-            extra = field_paths(item) - schema
-            if extra:
-                raise CorruptDataError(
-                    f"Item {item.get('id')!r} has field(s) {sorted(extra)[:5]} that no Item of "
-                    f"the first batch of {path.name} has: rustac would drop them. Put an Item "
-                    "with every field in the first batch."
-                )
-        if batch:
-            await writer.write(batch)
-            n += len(batch)
-    await writer.finish()
-    return n
-
-
-def write_stac_geoparquet(
-    path: str | Path,
-    batches: Iterable[Sequence[Mapping[str, Any]]],
-    *,
-    collection: Mapping[str, Any] | None = None,
-) -> int:
+def write_stac_geoparquet(path: str | Path, batches: Iterable[Sequence[Mapping[str, Any]]]) -> int:
     """Write Item dicts, batch by batch, to the local stac-geoparquet file ``path``; verify it.
+
+    Each batch is converted by ``rustac`` (``write_sync`` to a part file: its synchronous API;
+    its async writer crashes the interpreter at exit) and appended as one row group by a
+    ``pyarrow`` writer whose schema is the first batch's; a later batch's columns are conformed
+    to it (absent fields become nulls).
 
     Args:
         path: local file to write (replaced).
         batches: lists of STAC Item dicts (empty objects are dropped: Parquet has no empty
             struct); the first batch must hold every field any later Item has (module doc).
-        collection: the Collection dict, stored in the file's metadata (stac-geoparquet 1.1).
 
     Returns:
         The number of Items written, equal to the file's row count.
 
     Raises:
         InvalidInputError: no Item at all.
-        CorruptDataError: a later Item has a field the first batch lacks, or the file read back
-            does not have one row per Item written.
+        CorruptDataError: a later Item has a field the first batch lacks or of another type,
+            or the file read back does not have one row per Item written.
     """
+    import pyarrow as pa  # lazy: arrow only when a catalog is written
     import pyarrow.parquet as pq  # lazy: arrow only when a catalog is written
+    import rustac  # lazy: the Rust STAC library (arrow + parquet) only when a catalog is written
 
     out = Path(path)
-    it = ([_without_empty_members(i) for i in b] for b in batches)
-    n = asyncio.run(_write(out, it, collection))
+    part = out.with_name(f".{out.stem}.part.parquet")  # rustac picks the format by suffix
+    schema_paths: set[str] | None = None
+    writer: Any = None
+    meta: dict[bytes, Any] = {}
+    n = 0
+    try:
+        for raw in batches:
+            batch = [_without_empty_members(i) for i in raw]
+            if not batch:
+                continue
+            if schema_paths is None:
+                schema_paths = set().union(*(field_paths(i) for i in batch))
+            else:
+                for item in batch:
+                    extra = field_paths(item) - schema_paths
+                    if extra:
+                        raise CorruptDataError(
+                            f"Item {item.get('id')!r} has field(s) {sorted(extra)[:5]} that no "
+                            f"Item of the first batch of {out.name} has. Put an Item with every "
+                            "field in the first batch."
+                        )
+            rustac.write_sync(str(part), batch)
+            table = pq.read_table(part)
+            meta = _merge_meta(meta, pq.read_metadata(part).metadata or {})
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema, compression="zstd")
+            else:
+                try:
+                    table = pa.concat_tables(
+                        [writer.schema.empty_table(), table], promote_options="permissive"
+                    )
+                    table = table.select(writer.schema.names).cast(writer.schema)
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    raise CorruptDataError(
+                        f"Items {batch[0].get('id')!r}..{batch[-1].get('id')!r} do not fit the "
+                        f"columns of the first batch of {out.name} ({exc}); give a field one "
+                        "type in every Item."
+                    ) from exc
+            writer.write_table(table)
+            n += len(batch)
+        if writer is not None:
+            writer.add_key_value_metadata({k: json.dumps(v) for k, v in meta.items()})
+    finally:
+        if writer is not None:
+            writer.close()
+        part.unlink(missing_ok=True)
+    if writer is None:
+        raise InvalidInputError(f"write_stac_geoparquet({out}) got no Item: nothing to write.")
     rows = pq.read_metadata(out).num_rows
     if rows != n:
         raise CorruptDataError(
@@ -129,6 +147,34 @@ def write_stac_geoparquet(
             "(`geoxai run` on the same config rewrites it)."
         )
     return n
+
+
+def _merge_meta(meta: dict[bytes, Any], part: Mapping[bytes, bytes]) -> dict[bytes, Any]:
+    """The file metadata rustac wrote for a part (``geo``: GeoParquet, ``stac-geoparquet``),
+    the ``geo`` column bbox and geometry types widened to cover every part so far."""
+    out = dict(meta)
+    for key in (b"geo", b"stac-geoparquet"):
+        if key not in part:
+            continue
+        new = json.loads(part[key])
+        if key == b"geo" and key in out:
+            for name, col in new.get("columns", {}).items():
+                old = out[key]["columns"].get(name)
+                if old is None:
+                    out[key]["columns"][name] = col
+                    continue
+                old["geometry_types"] = sorted({*old["geometry_types"], *col["geometry_types"]})
+                if "bbox" in old and "bbox" in col:
+                    a, b = old["bbox"], col["bbox"]
+                    old["bbox"] = [
+                        min(a[0], b[0]),
+                        min(a[1], b[1]),
+                        max(a[2], b[2]),
+                        max(a[3], b[3]),
+                    ]
+        else:
+            out[key] = new
+    return out
 
 
 def read_stac_geoparquet(path: str | Path) -> list[dict[str, Any]]:

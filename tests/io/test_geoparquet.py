@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 import rustac
@@ -30,12 +32,16 @@ def test_batches_stream_into_one_file_with_every_item(tmp_path):
         [item(i, **{"geoxai:input_items": [f"S2_{i}"]}) for i in range(k, k + 100)]
         for k in range(0, 1000, 100)
     ]
-    n = write_stac_geoparquet(out, batches, collection={"type": "Collection", "id": "c"})
+    n = write_stac_geoparquet(out, batches)
     assert n == 1000 == pq.read_metadata(out).num_rows
     back = rustac.read_sync(str(out))["features"]
     assert [f["id"] for f in back] == [f"t{i:05d}" for i in range(1000)]
     assert back[999]["properties"]["geoxai:input_items"] == ["S2_999"]
     assert "timings" not in str(back[0]["properties"])  # the empty object is dropped
+    geo = json.loads(pq.read_metadata(out).metadata[b"geo"])  # GeoParquet over every batch
+    assert geo["columns"]["geometry"]["bbox"] == [0.0, 0.0, 179.0, 0.0]
+    assert geo["columns"]["geometry"]["geometry_types"] == ["Point"]
+    assert pq.read_metadata(out).num_row_groups == 10  # one per batch: memory is one batch
 
 
 def test_a_field_the_first_batch_lacks_is_an_error_not_a_silent_drop(tmp_path):
