@@ -10,10 +10,11 @@ and peak RSS (sampled every 10 ms while it runs; ``ru_maxrss`` of the process to
 - ``tiles``: the tile list (from the cache, or computed);
 - ``records``: synthetic tile records in memory (96 % done, 3 % failed with four reasons, 1 %
   empty; per-stage timings; provenance: config hash, code version, input item ids);
-- ``catalog``: :func:`geoxai.mapping.catalog.write_catalog` (JSON Items + stac-geoparquet) on a
-  local root for a growing number of done tiles (1,000, 10,000, ... up to ``--catalog-max``,
-  default 10,000: at 240,000 pystac's one JSON per tile takes a long time here), then the
-  per-tile cost at each size and a linear extrapolation to ``--tiles`` (said as such);
+- ``catalog``: :func:`geoxai.mapping.catalog.write_catalog` (stac-geoparquet, plus JSON Items
+  up to 10,000 tiles as ``items_json: auto`` does) on a local root for a growing number of done
+  tiles (1,000, 10,000, 100,000, 240,000 up to ``--catalog-max``, default 100,000), with its
+  ms/item and peak RSS at each size, Parquet only as well where auto wrote JSON Items, and a
+  linear extrapolation to ``--tiles`` (said as such);
 - ``mosaics``: in the zone with the most tiles, ``--sample`` real 600 px float32 COGs (a block
   of adjacent tiles, written as a run writes them) and :func:`geoxai.io.mosaic.build_mosaics`
   over them (overview COG + VRT); then the flat VRT over *every* tile of that zone (its XML
@@ -108,9 +109,9 @@ def measured(fn: Callable[[dict[str, Any]], dict[str, Any]], ctx: dict[str, Any]
 
 def new_context(n_tiles: int, workdir: Path, **options: Any) -> dict[str, Any]:
     """The context the steps share: ``n_tiles``, ``workdir`` (scratch, deleted by the caller),
-    and options ``sample`` (COGs written, default 64), ``catalog_max`` (default 10,000),
+    and options ``sample`` (COGs written, default 64), ``catalog_max`` (default 100,000),
     ``tiles`` (a list of TileSpec to use instead of Brazil's), ``records``."""
-    return {"n_tiles": n_tiles, "workdir": workdir, "sample": 64, "catalog_max": 10_000, **options}
+    return {"n_tiles": n_tiles, "workdir": workdir, "sample": 64, "catalog_max": 100_000, **options}
 
 
 def bra_tiles() -> np.ndarray:
@@ -173,37 +174,57 @@ def step_records(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_catalog(ctx: dict[str, Any]) -> dict[str, Any]:
-    """write_catalog at growing sizes up to ``catalog_max`` done tiles; linear extrapolation."""
+    """write_catalog at growing sizes up to ``catalog_max`` done tiles, with the default
+    ``items_json`` (auto: JSON Items up to 10,000 tiles) and, where that wrote JSON Items,
+    without them (Parquet only); ms/item, peak RSS, and a linear extrapolation."""
     from geoxai.io.layout import RunLayout
-    from geoxai.mapping.catalog import write_catalog
+    from geoxai.mapping.catalog import ITEMS_JSON_AUTO_MAX, write_catalog
 
     done = [r for r in ctx["records"] if r["status"] == "done"]
-    sizes = [s for s in (1000, 10_000, 100_000, 240_000) if s <= min(len(done), ctx["catalog_max"])]
-    sizes = sizes or [len(done)]
+    cap = min(len(done), ctx["catalog_max"])
+    sizes = [s for s in (1000, 10_000, 100_000, 240_000) if s <= cap] or [len(done)]
+    if cap not in sizes and cap > sizes[-1]:
+        sizes.append(cap)
     rows = []
     for s in sizes:
-        root = ctx["workdir"] / f"catalog-{s}"
-        layout = RunLayout(str(root / "run" / "2024"))
-        t0 = time.perf_counter()
-        write_catalog(layout, CONFIG, done[:s], mosaics={})
-        sec = time.perf_counter() - t0
-        pq = root / "run" / "2024" / "catalog" / "items.parquet"
-        rows.append(
-            {
-                "items": s,
-                "seconds": round(sec, 2),
-                "ms_per_item": round(1000 * sec / s, 3),
-                "parquet_mb": round(pq.stat().st_size / 2**20, 2) if pq.exists() else None,
-            }
-        )
-        print(f"    catalog {s:>7} items: {sec:7.1f} s ({1000 * sec / s:.2f} ms/item)")
-        shutil.rmtree(root, ignore_errors=True)
-    per = rows[-1]["ms_per_item"]
+        modes = [None, False] if s <= ITEMS_JSON_AUTO_MAX else [None]
+        for mode in modes:
+            root = ctx["workdir"] / f"catalog-{s}"
+            layout = RunLayout(str(root / "run" / "2024"))
+            rss0 = _rss_mb()
+            t0, c0 = time.perf_counter(), time.process_time()
+            with _Peak() as p:
+                write_catalog(layout, CONFIG, done[:s], mosaics={}, items_json=mode)
+            sec, cpu = time.perf_counter() - t0, time.process_time() - c0
+            pq = root / "run" / "2024" / "catalog" / "items.parquet"
+            json_items = s <= ITEMS_JSON_AUTO_MAX if mode is None else mode
+            rows.append(
+                {
+                    "items": s,
+                    "items_json": json_items,
+                    "seconds": round(sec, 2),
+                    "ms_per_item": round(1000 * sec / s, 3),
+                    "cpu_ms_per_item": round(1000 * cpu / s, 3),
+                    "peak_rss_over_start_mb": round(p.peak - rss0, 1),
+                    "parquet_mb": round(pq.stat().st_size / 2**20, 2) if pq.exists() else None,
+                }
+            )
+            print(
+                f"    catalog {s:>7} items ({'JSON + ' if json_items else ''}Parquet): "
+                f"{sec:7.1f} s ({1000 * sec / s:.2f} ms/item, {1000 * cpu / s:.2f} ms CPU), "
+                f"peak RSS +{p.peak - rss0:.0f} MB"
+            )
+            shutil.rmtree(root, ignore_errors=True)
+    pq_rows = [r for r in rows if not r["items_json"]]
+    per = pq_rows[-1]["ms_per_item"]
     return {
         "sizes": rows,
-        "growth_ratio_ms_per_item_last_vs_first": round(per / rows[0]["ms_per_item"], 2),
+        "growth_ratio_ms_per_item_last_vs_first_parquet_only": round(
+            per / pq_rows[0]["ms_per_item"], 2
+        ),
         "extrapolated_s_at_done_tiles": round(per * len(done) / 1000, 0),
-        "extrapolated_note": f"linear from {rows[-1]['items']} items to {len(done)}",
+        "extrapolated_note": f"parquet only, linear from {pq_rows[-1]['items']} items to "
+        f"{len(done)}",
     }
 
 
@@ -331,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tiles", type=int, default=240_000)
     ap.add_argument("--quick", action="store_true", help="10,000 tiles")
     ap.add_argument("--sample", type=int, default=64, help="real COGs for the mosaics")
-    ap.add_argument("--catalog-max", type=int, default=10_000)
+    ap.add_argument("--catalog-max", type=int, default=100_000)
     ap.add_argument(
         "--steps",
         default=",".join(f.__name__.removeprefix("step_") for f in STEPS),

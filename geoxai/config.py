@@ -285,6 +285,21 @@ class PricesConfig(StrictModel):
     currency: str = Field("USD", description="Printed after the amounts.")
 
 
+class CatalogConfig(StrictModel):
+    """The run's STAC catalog (:mod:`geoxai.mapping.catalog`; never in the output hash). Every
+    Item is always in ``catalog/items.parquet`` (stac-geoparquet)."""
+
+    items_json: Literal["auto"] | bool = Field(
+        "auto",
+        description="Also one JSON Item per tile, linked from collection.json: true, false, or "
+        "auto = up to 10,000 done tiles (at country scale the Parquet file is the catalog).",
+    )
+
+    def items_json_flag(self) -> bool | None:
+        """``items_json`` for :func:`geoxai.mapping.catalog.write_catalog` (None = auto)."""
+        return None if self.items_json == "auto" else bool(self.items_json)
+
+
 class RunConfig(StrictModel):
     """A whole mapping run. See the module docstring for an example."""
 
@@ -311,6 +326,7 @@ class RunConfig(StrictModel):
     prices: PricesConfig | None = Field(
         None, description="Prices for `geoxai plan`'s bill (not in the output hash)."
     )
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
 
     @field_validator("tiles")
     @classmethod

@@ -5,20 +5,26 @@ Written by :func:`write_catalog` under ``<run_root>/catalog/`` as a *self-contai
 resolve::
 
     catalog/collection.json                       the Collection (root)
-    catalog/<tile_id>/<tile_id>.json              one Item per tile recorded ``done``
-    catalog/items.parquet                         the same Items as stac-geoparquet
+    catalog/items.parquet                         every Item, as stac-geoparquet
+    catalog/<tile_id>/<tile_id>.json              one JSON Item per tile (optional, below)
 
-The stac-geoparquet file (written by ``rustac``; asset ``geoparquet-items`` of the Collection,
-hrefs relative to ``catalog/``) is what a country-scale catalog is queried through: one file
-instead of one JSON per tile, readable by ``rustac``, ``stac-geoparquet``, DuckDB or any
-Parquet reader (one row per tile, properties as columns).
+The stac-geoparquet file (asset ``geoparquet-items`` of the Collection, hrefs relative to
+``catalog/``) is the catalog at scale: one file instead of one JSON per tile, readable by
+``rustac``, ``stac-geoparquet``, DuckDB or any Parquet reader (one row per tile, properties as
+columns). The per-tile JSON Items are written when ``items_json`` says so (config
+``catalog.items_json``: ``auto`` = up to :data:`ITEMS_JSON_AUTO_MAX` done tiles); the
+Collection then links them (``rel: item``), otherwise it links none and the Parquet file holds
+them all.
 
-Items carry the tile core footprint (WGS84) and bbox, the projection extension v2
-(``proj:code``, ``proj:transform``, ``proj:shape`` of the core), the year as
-``start_datetime``/``end_datetime``, and the provenance of the pixels: ``geoxai:config_hash``,
-``geoxai:code_version``, ``geoxai:input_items`` (the input STAC item ids) and the processing
-time (``created``). Assets: the tile's COGs (role ``data``) and its record (role ``metadata``).
-The Collection's assets are the zone Zarr stores, the mosaics, the config and the report.
+Items are plain dicts built straight from the tile records in one pass, streamed to the
+Parquet writer in batches of :data:`BATCH` (memory: one batch, not the catalog). They carry the
+tile core footprint (WGS84) and bbox, the projection extension v2 (``proj:code``,
+``proj:transform``, ``proj:shape`` of the core), the year as ``start_datetime``/``end_datetime``,
+and the provenance of the pixels: ``geoxai:config_hash``, ``geoxai:code_version``,
+``geoxai:input_items`` (the input STAC item ids) and the processing time (``created``). Assets:
+the tile's COGs (role ``data``) and its record (role ``metadata``). The Collection's assets are
+the zone Zarr stores, the mosaics and the zones' overview COGs, the config, the report and the
+Parquet file.
 
 COG assets carry the raster extension (``raster:bands``: data type, nodata, unit of each band)
 and the file extension (``file:size``, ``file:checksum`` as a SHA2-256 multihash of the bytes the
@@ -27,46 +33,47 @@ report lists them. The catalog validates against the published STAC 1.1 core, pr
 raster v1.1 and file v2.1 schemas (``tests/mapping/test_catalog.py`` runs pystac's validator on
 local copies of them); :func:`check_catalog` checks the required fields and that every href
 resolves, offline.
+
+Rerun safety: everything is staged in a local folder and checked there; then the old
+``collection.json`` is deleted, the Items and the Parquet file are uploaded, and the new
+``collection.json`` is written last: a catalog whose root exists is complete.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import posixpath
+import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pystac
-from pystac.extensions.file import FileExtension
-from pystac.extensions.projection import ProjectionExtension
-from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
-from shapely.geometry import mapping
 
 from geoxai.errors import CorruptDataError, InvalidInputError
-from geoxai.geo.grid import TILE_SIZE_M, tile_from_id
+from geoxai.io.geoparquet import read_stac_geoparquet, write_stac_geoparquet
 from geoxai.io.layout import RunLayout
 from geoxai.io.location import StoreLocation
 from geoxai.io.store import upload_file
 from geoxai.io.zonestore import LayerSpec, ZoneStore
+from geoxai.mapping.catalog_items import (
+    COG_MEDIA_TYPE,
+    ItemBuilder,
+    json_item,
+    record_shape,
+    year_range,
+)
 
 __all__ = [
+    "BATCH",
     "COG_MEDIA_TYPE",
     "ZARR_MEDIA_TYPE",
     "VRT_MEDIA_TYPE",
     "GEOPARQUET_MEDIA_TYPE",
-    "build_collection",
+    "ITEMS_JSON_AUTO_MAX",
     "write_catalog",
-    "write_geoparquet",
     "check_catalog",
 ]
-
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-"""Media type of the per-tile COG assets."""
-
 
 ZARR_MEDIA_TYPE = "application/vnd+zarr"
 """Media type of the zone store assets."""
@@ -77,31 +84,25 @@ VRT_MEDIA_TYPE = "application/xml; profile=gdal-vrt"
 
 
 GEOPARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
-"""Media type of the stac-geoparquet mirror of the Items."""
+"""Media type of the stac-geoparquet Items."""
 
 
 GEOPARQUET_NAME = "items.parquet"
-"""File name of the stac-geoparquet mirror, under ``catalog/``."""
+"""File name of the stac-geoparquet Items, under ``catalog/``."""
+
+
+ITEMS_JSON_AUTO_MAX = 10_000
+"""``items_json: auto`` writes one JSON Item per tile up to this many done tiles."""
+
+
+BATCH = 4096
+"""Items built and handed to the Parquet writer at a time."""
 
 
 _ITEM_FIELDS = ("type", "stac_version", "id", "geometry", "bbox", "properties", "links", "assets")
 
 
 _COLLECTION_FIELDS = ("type", "stac_version", "id", "description", "license", "extent", "links")
-
-
-def _year_range(year: int) -> tuple[_dt.datetime, _dt.datetime]:
-    start = _dt.datetime(year, 1, 1, tzinfo=_dt.UTC)
-    end = _dt.datetime(year, 12, 31, 23, 59, 59, tzinfo=_dt.UTC)
-    return start, end
-
-
-def _parse_time(text: Any) -> _dt.datetime | None:
-    try:
-        t = _dt.datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
 
 
 def _config_fields(config: Any) -> dict[str, Any]:
@@ -126,95 +127,21 @@ def _config_fields(config: Any) -> dict[str, Any]:
     )
 
 
-def build_collection(
+def _collection(
     layout: RunLayout,
-    config: Any,
-    records: Sequence[Mapping[str, Any]],
+    cfg: Mapping[str, Any],
     *,
-    staging: Path,
-    mosaics: Mapping[int, Mapping[str, str]] | None = None,
-) -> Any:
-    """The ``pystac.Collection`` of the run with hrefs laid out under ``staging``.
-
-    ``staging`` mirrors the run root (``staging/catalog/...``); asset hrefs point to where the
-    files are relative to it, so saving as self-contained makes them relative.
-    """
-
-    cfg = _config_fields(config)
-    start, end = _year_range(cfg["year"])
-    done = [r for r in records if r.get("status") == "done"]
-    specs = _layer_specs(layout)
-    now = _dt.datetime.now(_dt.UTC)
-    items = []
-    for rec in sorted(done, key=lambda r: str(r["tile_id"])):
-        tile = tile_from_id(
-            str(rec["tile_id"]), tile_size_m=int(rec.get("tile_size_m", TILE_SIZE_M))
-        )
-        foot = tile.footprint()
-        created = _parse_time(rec.get("created")) or now
-        item = pystac.Item(
-            id=tile.id,
-            geometry=mapping(foot),
-            bbox=list(tile.lonlat_bbox()),
-            datetime=None,
-            start_datetime=start,
-            end_datetime=end,
-            properties={
-                "title": f"{cfg['name']} {cfg['year']} tile {tile.id}",
-                "geoxai:tile_id": tile.id,
-                "geoxai:config_hash": str(rec.get("config_hash", "")),
-                "geoxai:code_version": str(rec.get("code_version", "")),
-                "geoxai:input_items": list(rec.get("input_items", [])),
-                "geoxai:timings_s": dict(rec.get("timings", {})),
-                "geoxai:layers": sorted(dict(rec.get("layers", {}))),
-                "created": created.isoformat().replace("+00:00", "Z"),
-                "updated": now.isoformat().replace("+00:00", "Z"),
-            },
-        )
-        proj = ProjectionExtension.ext(item, add_if_missing=True)
-        proj.epsg = tile.epsg
-        x0, y0, x1, y1 = tile.core_bounds
-        proj.bbox = [float(x0), float(y0), float(x1), float(y1)]
-        proj.shape = [tile.core_px, tile.core_px]
-        proj.transform = [float(v) for v in list(tile.transform)[:6]]
-        for layer, info in sorted(dict(rec.get("cogs") or {}).items()):
-            meta = rec.get("layers", {}).get(layer, {})
-            extra: dict[str, Any] = {}
-            if meta.get("bands"):
-                extra["geoxai:bands"] = list(meta["bands"])
-            asset = pystac.Asset(
-                href=str(staging / info["href"]),
-                media_type=COG_MEDIA_TYPE,
-                roles=["data"],
-                title=f"{layer} (COG)",
-                extra_fields=extra,
-            )
-            item.add_asset(layer, asset)
-            _describe_cog(asset, info, meta, specs.get(tile.epsg, {}).get(layer))
-        item.add_asset(
-            "record",
-            pystac.Asset(
-                href=str(staging / "records" / f"{tile.id}.json"),
-                media_type="application/json",
-                roles=["metadata"],
-                title="tile record: status, checksums, timings, inputs",
-            ),
-        )
-        items.append(item)
-
-    if items:
-        bboxes = [list(i.bbox) for i in items if i.bbox]
-        spatial = [
-            min(b[0] for b in bboxes),
-            min(b[1] for b in bboxes),
-            max(b[2] for b in bboxes),
-            max(b[3] for b in bboxes),
-        ]
-    else:
-        spatial = [-180.0, -90.0, 180.0, 90.0]
-    collection = pystac.Collection(
+    n_items: int,
+    spatial: list[float],
+    mosaics: Mapping[int, Mapping[str, str]],
+    item_ids: Sequence[str],
+) -> dict[str, Any]:
+    """The Collection dict, hrefs relative to ``catalog/``; links the JSON Items ``item_ids``."""
+    start, end = year_range(cfg["year"])
+    title = f"geoxai run {cfg['name']}, {cfg['year']}"
+    coll = pystac.Collection(
         id=f"geoxai-{cfg['name']}-{cfg['year']}",
-        title=f"geoxai run {cfg['name']}, {cfg['year']}",
+        title=title,
         description=(
             f"Outputs of the geoxai run '{cfg['name']}' for {cfg['year']} (AOI {cfg['aoi']}): "
             "per-tile predictions, ASOS sensitivity and quality as COGs, per-zone Zarr stores "
@@ -228,97 +155,59 @@ def build_collection(
             "geoxai:config_hash": cfg["config_hash"],
             "geoxai:year": cfg["year"],
             "geoxai:aoi": cfg["aoi"],
-            "geoxai:tiles_done": len(items),
+            "geoxai:tiles_done": n_items,
         },
     )
+
+    def add(key: str, href: str, media: str, roles: list[str], title: str | None = None) -> None:
+        coll.add_asset(key, pystac.Asset(href=href, media_type=media, roles=roles, title=title))
+
     for epsg in layout.zones():
-        collection.add_asset(
+        add(
             f"zarr_{epsg}",
-            pystac.Asset(
-                href=str(staging / f"zone={epsg}" / "outputs.zarr"),
-                media_type=ZARR_MEDIA_TYPE,
-                roles=["data"],
-                title=f"zone EPSG:{epsg} Zarr group (prediction, asos_sensitivity, quality)",
-            ),
+            f"../zone={epsg}/outputs.zarr",
+            ZARR_MEDIA_TYPE,
+            ["data"],
+            f"zone EPSG:{epsg} Zarr group (prediction, asos_sensitivity, quality)",
         )
-    for epsg, by_layer in sorted(dict(mosaics or {}).items()):
+    for epsg, by_layer in sorted(dict(mosaics).items()):
         for layer in sorted(by_layer):
-            collection.add_asset(
+            add(
                 f"mosaic_{layer}_{epsg}",
-                pystac.Asset(
-                    href=str(staging / "mosaics" / f"zone={epsg}" / f"{layer}.vrt"),
-                    media_type=VRT_MEDIA_TYPE,
-                    roles=["data", "overview"],
-                    title=f"{layer} mosaic of zone EPSG:{epsg} (GDAL VRT over the COGs)",
-                ),
+                f"../mosaics/zone={epsg}/{layer}.vrt",
+                VRT_MEDIA_TYPE,
+                ["data", "overview"],
+                f"{layer} mosaic of zone EPSG:{epsg} (GDAL VRT over the COGs)",
             )
-            overview = layout.overview_url(layer, epsg)
-            if _exists(layout.at(overview)):
-                collection.add_asset(
+            if _exists(layout.at(layout.overview_url(layer, epsg))):
+                add(
                     f"overview_{layer}_{epsg}",
-                    pystac.Asset(
-                        href=str(staging / "mosaics" / f"zone={epsg}" / f"{layer}.overview.tif"),
-                        media_type=pystac.MediaType.COG,
-                        roles=["overview"],
-                        title=f"{layer} of zone EPSG:{epsg} at reduced resolution (overview "
-                        "COG with internal overviews; the VRT's overview)",
-                    ),
+                    f"../mosaics/zone={epsg}/{layer}.overview.tif",
+                    str(pystac.MediaType.COG),
+                    ["overview"],
+                    f"{layer} of zone EPSG:{epsg} at reduced resolution (overview COG with "
+                    "internal overviews; the VRT's overview)",
                 )
     for key, url, media, role in (
         ("config", layout.config_url(), "application/json", "metadata"),
         ("report", layout.report_url(), "text/html", "overview"),
     ):
-        name = url.rsplit("/", 1)[-1]
-        if not _exists(layout.at(url)):
-            continue  # only files that exist: every href of the catalog resolves
-        collection.add_asset(
-            key, pystac.Asset(href=str(staging / name), media_type=media, roles=[role])
-        )
-    if items:
-        collection.add_asset(
+        if _exists(layout.at(url)):  # only files that exist: every href of the catalog resolves
+            add(key, "../" + url.rsplit("/", 1)[-1], media, [role])
+    if n_items:
+        add(
             "geoparquet-items",
-            pystac.Asset(
-                href=str(staging / "catalog" / GEOPARQUET_NAME),
-                media_type=GEOPARQUET_MEDIA_TYPE,
-                roles=["collection-mirror"],
-                title="The collection's Items as stac-geoparquet (one row per tile)",
-            ),
+            GEOPARQUET_NAME,
+            GEOPARQUET_MEDIA_TYPE,
+            ["collection-mirror"],
+            "The collection's Items as stac-geoparquet (one row per tile)",
         )
-    collection.add_items(items)
-    return collection
-
-
-def _layer_specs(layout: RunLayout) -> dict[int, dict[str, LayerSpec]]:
-    """epsg -> layer -> :class:`LayerSpec` of every zone store of the run (nodata and units)."""
-    return {epsg: dict(ZoneStore.open(layout, epsg).layers) for epsg in layout.zones()}
-
-
-def _describe_cog(
-    asset: pystac.Asset,
-    info: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    spec: LayerSpec | None,
-) -> None:
-    """Raster and file extension fields of a tile COG asset, from its record and layer spec."""
-    if info.get("bytes") or info.get("sha256"):
-        file_ext = FileExtension.ext(asset, add_if_missing=True)
-        if info.get("bytes"):
-            file_ext.size = int(info["bytes"])
-        if info.get("sha256"):
-            file_ext.checksum = "1220" + str(info["sha256"])  # multihash: sha2-256, 32 bytes
-    dtype = str(meta.get("dtype") or (spec.dtype if spec else ""))
-    if not dtype:
-        return
-    fill = spec.fill if spec is not None else None
-    nodata: float | NoDataStrings | None = (
-        NoDataStrings.NAN if isinstance(fill, float) and fill != fill else fill
-    )
-    unit = spec.units if spec is not None and spec.units else None
-    n_bands = len(meta.get("bands") or (spec.bands if spec else ())) or 1
-    RasterExtension.ext(asset, add_if_missing=True).bands = [
-        RasterBand.create(data_type=DataType(dtype), nodata=nodata, unit=unit)
-        for _ in range(n_bands)
+    out = coll.to_dict(include_self_link=False, transform_hrefs=False)
+    link = {"type": "application/json", "title": title}
+    out["links"] = [{"rel": "root", "href": "./collection.json", **link}] + [
+        {"rel": "item", "href": f"./{i}/{i}.json", "type": "application/geo+json"} for i in item_ids
     ]
+    return out
 
 
 def write_catalog(
@@ -328,8 +217,11 @@ def write_catalog(
     *,
     mosaics: Mapping[int, Mapping[str, str]] | None = None,
     check: bool = True,
+    items_json: bool | None = None,
 ) -> str:
     """Write the self-contained STAC catalog under ``<run_root>/catalog/``; return its root URL.
+
+    Time and memory are linear in the done tiles (one pass, batches of :data:`BATCH` Items).
 
     Args:
         layout: the run's layout.
@@ -339,74 +231,93 @@ def write_catalog(
         mosaics: epsg -> layer -> mosaic URL (:func:`geoxai.io.mosaic.build_mosaics`), for the
             Collection's assets (with the zone's overview COG where it exists); None = look
             for mosaics under the run root.
-        check: run :func:`check_catalog` on the staged catalog first (not hrefs to outputs
-            that live elsewhere) and fail loudly on missing fields.
+        check: check every Item and the Collection for missing fields before anything is
+            uploaded, and fail loudly (hrefs to outputs are not resolved here).
+        items_json: also write one JSON Item per tile (linked from the Collection); None =
+            when there are at most :data:`ITEMS_JSON_AUTO_MAX` done tiles.
 
     Returns:
         URL of ``catalog/collection.json``.
+
+    Raises:
+        CorruptDataError: an Item or the Collection misses a required field (``check``), or
+            the Parquet file read back does not hold every Item.
     """
 
     if mosaics is None:
         mosaics = _find_mosaics(layout)
+    cfg = _config_fields(config)
+    done = sorted(
+        (r for r in records if r.get("status") == "done"), key=lambda r: str(r["tile_id"])
+    )
+    if items_json is None:
+        items_json = len(done) <= ITEMS_JSON_AUTO_MAX
+    build = ItemBuilder(cfg, _layer_specs(layout))
+    shapes: dict[tuple[Any, ...], int] = {}
+    for i, rec in enumerate(done):
+        shapes.setdefault(record_shape(rec), i)
+    first = sorted(shapes.values())  # one Item of each shape: the first batch fixes the schema
+    box = [math.inf, math.inf, -math.inf, -math.inf]
+    json_ids: list[str] = []
     with tempfile.TemporaryDirectory(prefix="geoxai-stac-") as tmp:
-        staging = Path(tmp)
-        collection = build_collection(layout, config, records, staging=staging, mosaics=mosaics)
-        collection.normalize_hrefs(str(staging / "catalog"))
-        collection.make_all_asset_hrefs_relative()
-        for asset in collection.assets.values():  # pystac leaves collection assets absolute
-            asset.href = os.path.relpath(asset.href, staging / "catalog").replace(os.sep, "/")
-        collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        stage = Path(tmp)
+
+        def batches() -> Iterator[list[dict[str, Any]]]:
+            taken = set(first)
+            order = first + [i for i in range(len(done)) if i not in taken]
+            for lo in range(0, len(order), BATCH):
+                batch = [build(done[i]) for i in order[lo : lo + BATCH]]
+                for item in batch:
+                    if check:
+                        problems = _item_problems(item, build.collection_id, "item")
+                        if problems:
+                            raise CorruptDataError(
+                                "A STAC Item of the run is incomplete: " + "; ".join(problems)
+                            )
+                    b = item["bbox"]
+                    box[:] = [min(box[0], b[0]), min(box[1], b[1])] + [
+                        max(box[2], b[2]),
+                        max(box[3], b[3]),
+                    ]
+                    if items_json:
+                        path = stage / item["id"] / f"{item['id']}.json"
+                        path.parent.mkdir()
+                        path.write_text(json.dumps(json_item(item), indent=2), encoding="utf-8")
+                        json_ids.append(item["id"])
+                yield batch
+
+        if done:
+            write_stac_geoparquet(stage / GEOPARQUET_NAME, batches())
+        coll = _collection(
+            layout,
+            cfg,
+            n_items=len(done),
+            spatial=box if done else [-180.0, -90.0, 180.0, 90.0],
+            mosaics=mosaics,
+            item_ids=sorted(json_ids),
+        )
         if check:
-            problems = check_catalog(staging / "catalog" / "collection.json", hrefs=False)
+            problems = _collection_problems(coll)
             if problems:
                 raise CorruptDataError(
                     "The STAC catalog of the run is incomplete: " + "; ".join(problems[:10])
                 )
-        if "geoparquet-items" in collection.assets:
-            write_geoparquet(staging / "catalog")
-        for path in sorted(p for p in (staging / "catalog").rglob("*") if p.is_file()):
-            rel = path.relative_to(staging / "catalog").as_posix()
+        root = layout.at(layout.catalog_url("collection.json"))
+        fs = root.filesystem()
+        fs.invalidate_cache()
+        if fs.exists(root.path):  # the root goes first and comes back last: it marks done
+            fs.rm(root.path)
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            rel = path.relative_to(stage).as_posix()
             upload_file(path, layout.at(layout.catalog_url(*rel.split("/"))))
+        (stage / "collection.json").write_text(json.dumps(coll, indent=2), encoding="utf-8")
+        upload_file(stage / "collection.json", root)
     return layout.catalog_url("collection.json")
 
 
-def write_geoparquet(catalog_dir: Path) -> Path:
-    """Write ``catalog_dir/items.parquet``: the Items of a saved self-contained catalog as
-    stac-geoparquet, hrefs rebased to be relative to ``catalog_dir``.
-
-    Args:
-        catalog_dir: local folder holding ``collection.json`` and ``<tile_id>/<tile_id>.json``.
-
-    Returns:
-        The file written.
-    """
-    import rustac  # lazy: the Rust STAC library (arrow + parquet) only when a catalog is written
-
-    coll = json.loads((catalog_dir / "collection.json").read_text(encoding="utf-8"))
-    items = []
-    for link in coll.get("links", []):
-        if link.get("rel") != "item":
-            continue
-        rel_dir = posixpath.dirname(posixpath.normpath(link["href"]))
-        item = json.loads((catalog_dir / link["href"]).read_text(encoding="utf-8"))
-        for ref in [*item.get("assets", {}).values(), *item.get("links", [])]:
-            href = ref.get("href", "")
-            if href and "://" not in href and not href.startswith("/"):
-                ref["href"] = posixpath.normpath(posixpath.join(rel_dir, href))
-        items.append(_without_empty_objects(item))
-    out = catalog_dir / GEOPARQUET_NAME
-    rustac.write_sync(str(out), items)
-    return out
-
-
-def _without_empty_objects(value: Any) -> Any:
-    """``value`` without ``{}`` members at any depth (Parquet has no empty struct; an empty
-    object, e.g. the timings of a tile recorded without them, carries nothing)."""
-    if isinstance(value, dict):
-        return {k: _without_empty_objects(v) for k, v in value.items() if v != {}}
-    if isinstance(value, list):
-        return [_without_empty_objects(v) for v in value]
-    return value
+def _layer_specs(layout: RunLayout) -> dict[int, dict[str, LayerSpec]]:
+    """epsg -> layer -> :class:`LayerSpec` of every zone store of the run (nodata and units)."""
+    return {epsg: dict(ZoneStore.open(layout, epsg).layers) for epsg in layout.zones()}
 
 
 def _exists(loc: StoreLocation) -> bool:
@@ -434,62 +345,80 @@ def _find_mosaics(layout: RunLayout) -> dict[int, dict[str, str]]:
     return out
 
 
-def check_catalog(collection_json: str | Path, *, hrefs: bool = True) -> list[str]:
-    """Offline structural check of a self-contained catalog written by :func:`write_catalog`.
-
-    Checks the required fields of the Collection and every Item (STAC 1.x core, projection
-    fields, geoxai provenance), that links are relative, and (``hrefs=True``) that every link
-    and asset href resolves to an existing file or folder. Local paths only.
-
-    Returns:
-        Problems, one line each; empty when the catalog is sound.
-    """
-    root = Path(collection_json)
-    problems: list[str] = []
-    try:
-        coll = json.loads(root.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        return [f"{root}: unreadable ({exc})"]
-    for f in _COLLECTION_FIELDS:
-        if f not in coll:
-            problems.append(f"collection: missing {f!r}")
+def _collection_problems(coll: Mapping[str, Any]) -> list[str]:
+    """Missing required fields of a Collection dict."""
+    problems = [f"collection: missing {f!r}" for f in _COLLECTION_FIELDS if f not in coll]
     if coll.get("type") != "Collection":
         problems.append(f"collection: type is {coll.get('type')!r}, expected 'Collection'")
     ext = coll.get("extent", {})
     if not ext.get("spatial", {}).get("bbox") or not ext.get("temporal", {}).get("interval"):
         problems.append("collection: extent lacks spatial bbox or temporal interval")
+    return problems
+
+
+def _item_problems(item: Mapping[str, Any], collection_id: Any, where: str) -> list[str]:
+    """Missing required fields of an Item dict (STAC core, projection, geoxai provenance)."""
+    where = f"{where} {item.get('id', '?')}"
+    problems = [f"{where}: missing {f!r}" for f in _ITEM_FIELDS if f not in item]
+    props = item.get("properties", {})
+    if props.get("datetime") is None and not (
+        props.get("start_datetime") and props.get("end_datetime")
+    ):
+        problems.append(f"{where}: needs datetime or start_datetime/end_datetime")
+    for key in (
+        "proj:code",
+        "proj:transform",
+        "proj:shape",
+        "geoxai:config_hash",
+        "geoxai:code_version",
+        "geoxai:input_items",
+    ):
+        if key not in props:
+            problems.append(f"{where}: missing property {key!r}")
+    if item.get("collection") != collection_id:
+        problems.append(f"{where}: collection is {item.get('collection')!r}")
+    return problems
+
+
+def check_catalog(collection_json: str | Path, *, hrefs: bool = True) -> list[str]:
+    """Offline structural check of a self-contained catalog written by :func:`write_catalog`.
+
+    Checks the required fields of the Collection and every Item (STAC 1.x core, projection
+    fields, geoxai provenance), that links are relative, and (``hrefs=True``) that every link
+    and asset href resolves to an existing file or folder. The Items are the JSON ones the
+    Collection links, or, when it links none, those of its ``geoparquet-items`` file (read
+    whole: ~1 GB of memory per 100,000 Items). Local paths only.
+
+    Returns:
+        Problems, one line each; empty when the catalog is sound.
+    """
+    root = Path(collection_json)
+    try:
+        coll = json.loads(root.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"{root}: unreadable ({exc})"]
+    problems = _collection_problems(coll)
     problems += _check_links(root, coll, "collection", hrefs)
-    for link in coll.get("links", []):
-        if link.get("rel") != "item":
-            continue
+    links = [lk for lk in coll.get("links", []) if lk.get("rel") == "item"]
+    for link in links:
         path = (root.parent / link["href"]).resolve()
         try:
             item = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             problems.append(f"item link {link['href']}: unreadable ({exc})")
             continue
-        where = f"item {item.get('id', path.name)}"
-        for f in _ITEM_FIELDS:
-            if f not in item:
-                problems.append(f"{where}: missing {f!r}")
-        props = item.get("properties", {})
-        if props.get("datetime") is None and not (
-            props.get("start_datetime") and props.get("end_datetime")
-        ):
-            problems.append(f"{where}: needs datetime or start_datetime/end_datetime")
-        for key in (
-            "proj:code",
-            "proj:transform",
-            "proj:shape",
-            "geoxai:config_hash",
-            "geoxai:code_version",
-            "geoxai:input_items",
-        ):
-            if key not in props:
-                problems.append(f"{where}: missing property {key!r}")
-        if item.get("collection") != coll.get("id"):
-            problems.append(f"{where}: collection is {item.get('collection')!r}")
-        problems += _check_links(path, item, where, hrefs)
+        problems += _item_problems(item, coll.get("id"), "item")
+        problems += _check_links(path, item, f"item {item.get('id', path.name)}", hrefs)
+    parquet = coll.get("assets", {}).get("geoparquet-items")
+    if not links and parquet and "://" not in parquet.get("href", ""):
+        path = root.parent / parquet["href"]
+        try:
+            items = read_stac_geoparquet(path)
+        except CorruptDataError as exc:
+            return [*problems, str(exc)]
+        for item in items:
+            problems += _item_problems(item, coll.get("id"), "item")
+            problems += _check_links(path, item, f"item {item.get('id')}", hrefs)
     return problems
 
 
@@ -501,7 +430,7 @@ def _check_links(path: Path, doc: Mapping[str, Any], where: str, hrefs: bool) ->
         if not href:
             out.append(f"{where}: {kind} {name!r} has no href")
             continue
-        if "://" in href or posixpath.isabs(href):
+        if "://" in href or Path(href).is_absolute():
             out.append(f"{where}: {kind} {name!r} href {href!r} is not relative")
             continue
         if hrefs and not (path.parent / href).exists():

@@ -524,5 +524,7 @@ def finish_run(
         invalidated=plan.invalidated,
         invalidated_late=broken,
     )
-    write_catalog(layout, config, records, mosaics=mosaics)  # links report.html: write it first
+    write_catalog(  # links report.html: write it first
+        layout, config, records, mosaics=mosaics, items_json=config.catalog.items_json_flag()
+    )
     return report

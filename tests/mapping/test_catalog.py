@@ -11,6 +11,7 @@ import pytest
 from shapely.geometry import Point, shape
 
 from geoxai.config import load_run_config
+from geoxai.errors import ConfigError, CorruptDataError
 from geoxai.io.cog import write_tile_cogs
 from geoxai.io.config_file import save_config
 from geoxai.io.layout import RunLayout
@@ -209,3 +210,77 @@ def test_catalog_validates_against_the_published_schemas(tmp_path):
             bad.validate()
     finally:
         pystac.validation.set_validator(pystac.validation.JsonSchemaSTACValidator())
+
+
+def test_parquet_only_catalog_holds_every_item_and_checks(tmp_path):
+    """``items_json=False`` (the default past 10,000 tiles): no JSON Item, no item link; the
+    Parquet file is the catalog, with every tile's provenance, and check_catalog reads it."""
+    import rustac
+
+    config, layout, done = make_run(str(tmp_path / "store"))
+    root = Path(write_catalog(layout, config, read_records(layout), items_json=False))
+    names = sorted(p.relative_to(root.parent).as_posix() for p in root.parent.rglob("*"))
+    assert names == ["collection.json", "items.parquet"]
+    coll = json.loads(root.read_text())
+    assert [lk["rel"] for lk in coll["links"]] == ["root"]
+    assert coll["geoxai:tiles_done"] == len(done)
+    back = {f["id"]: f for f in rustac.read_sync(str(root.parent / "items.parquet"))["features"]}
+    assert sorted(back) == sorted(t.id for t in done)
+    for f in back.values():
+        assert f["properties"]["geoxai:config_hash"] == config.output_hash()
+        assert f["properties"]["geoxai:code_version"].startswith("geoxai ")
+        assert f["properties"]["geoxai:input_items"] == ITEMS
+    assert check_catalog(root) == []
+    Path(layout.cog_url("quality", done[0].id)).unlink()
+    problems = check_catalog(root)
+    assert len(problems) == 1 and done[0].id in problems[0] and "'quality'" in problems[0]
+
+
+def test_items_of_every_shape_keep_their_fields_across_batches(tmp_path, monkeypatch):
+    """Records with other timings than the first batch's (here: batches of 2, the one record
+    with ``asos_s`` last) keep them: one Item of each shape opens the Parquet file."""
+    import rustac
+
+    import geoxai.mapping.catalog as catalog
+
+    monkeypatch.setattr(catalog, "BATCH", 2)
+    config, layout, done = make_run(str(tmp_path / "store"))
+    records = sorted(read_records(layout), key=lambda r: r["tile_id"])
+    last = [r for r in records if r["status"] == "done"][-1]
+    last["timings"] = {**last.get("timings", {}), "asos_s": 4.5}
+    root = Path(write_catalog(layout, config, records, items_json=False))
+    back = {f["id"]: f for f in rustac.read_sync(str(root.parent / "items.parquet"))["features"]}
+    assert back[last["tile_id"]]["properties"]["geoxai:timings_s"]["asos_s"] == 4.5
+    assert len(back) == len(done)
+
+
+def test_a_failed_rewrite_keeps_the_previous_catalog(tmp_path, monkeypatch):
+    """Everything is staged and checked before the old root is touched; the root is written
+    last (a catalog whose collection.json exists is complete)."""
+    import geoxai.mapping.catalog as catalog
+
+    config, layout, done = make_run(str(tmp_path / "store"))
+    root = Path(write_catalog(layout, config, read_records(layout)))
+    before = root.read_bytes(), (root.parent / "items.parquet").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise CorruptDataError("items.parquet holds 1 rows after writing 3 Items")
+
+    monkeypatch.setattr(catalog, "write_stac_geoparquet", broken)
+    with pytest.raises(CorruptDataError, match="holds 1 rows"):
+        write_catalog(layout, config, read_records(layout))
+    assert (root.read_bytes(), (root.parent / "items.parquet").read_bytes()) == before
+    assert check_catalog(root) == []
+
+
+def test_items_json_setting(tmp_path):
+    config = run_config(str(tmp_path))
+    assert config.catalog.items_json == "auto" and config.catalog.items_json_flag() is None
+    doc = config.model_dump(mode="json")
+    for value, flag in ((False, False), (True, True), ("auto", None)):
+        doc["catalog"] = {"items_json": value}
+        assert load_run_config(doc).catalog.items_json_flag() is flag
+    doc["catalog"] = {"items_json": "sometimes"}
+    with pytest.raises(ConfigError, match="items_json"):
+        load_run_config(doc)
+    assert load_run_config(doc | {"catalog": {}}).output_hash() == config.output_hash()
