@@ -113,8 +113,10 @@ def stage_kernel(ctx: dict) -> dict:
     times): the floor of both trees is this tree's kernels."""
     import numpy as np
 
-    import geoxai.temporal.binning as binning
-
+    try:
+        import geoxai.temporal.binning as binning
+    except ImportError:  # a tree before the smoothing stage's row blocks (issue 14)
+        binning = None
     if not hasattr(binning, "obs_nodes"):
         return {"skipped": "kernels before exact-time observations"}
     from geoxai import mapping
