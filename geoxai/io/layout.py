@@ -124,6 +124,10 @@ class RunLayout:
         """``<root>/mosaics/zone=<epsg>/<layer>.overview.tif`` (the zone's overview COG)."""
         return self.url("mosaics", f"zone={epsg}", f"{layer}.overview.tif")
 
+    def tile_index_url(self, layer: str, epsg: int) -> str:
+        """``<root>/mosaics/zone=<epsg>/<layer>.gti.gpkg`` (the zone's GDAL tile index)."""
+        return self.url("mosaics", f"zone={epsg}", f"{layer}.gti.gpkg")
+
     def catalog_url(self, *parts: str) -> str:
         """``<root>/catalog`` (the STAC catalog folder), or ``parts`` inside it."""
         return self.url("catalog", *parts)

@@ -82,6 +82,9 @@ ZARR_MEDIA_TYPE = "application/vnd+zarr"
 VRT_MEDIA_TYPE = "application/xml; profile=gdal-vrt"
 """Media type of the mosaic assets."""
 
+GPKG_MEDIA_TYPE = "application/geopackage+sqlite3"
+"""Media type of the mosaics' GDAL tile indexes (GeoPackage)."""
+
 
 GEOPARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 """Media type of the stac-geoparquet Items."""
@@ -187,6 +190,15 @@ def _collection(
                     ["overview"],
                     f"{layer} of zone EPSG:{epsg} at reduced resolution (overview COG with "
                     "internal overviews; the VRT's overview)",
+                )
+            if _exists(layout.at(layout.tile_index_url(layer, epsg))):
+                add(
+                    f"tile_index_{layer}_{epsg}",
+                    f"../mosaics/zone={epsg}/{layer}.gti.gpkg",
+                    GPKG_MEDIA_TYPE,
+                    ["data", "overview"],
+                    f"{layer} mosaic of zone EPSG:{epsg} as a GDAL raster tile index (GTI, "
+                    "GDAL >= 3.9: opens without listing every tile)",
                 )
     for key, url, media, role in (
         ("config", layout.config_url(), "application/json", "metadata"),

@@ -128,6 +128,56 @@ def test_the_vrt_reads_coarse_requests_from_the_overview_cog(run):
         np.testing.assert_array_equal(src.read(window=win), values[t.id]["prediction"])
 
 
+def test_the_tile_index_reads_like_the_vrt_from_any_folder_and_coarse_from_the_overview(
+    run, tmp_path, monkeypatch
+):
+    """The GTI (``<layer>.gti.gpkg``) opens with the zone grid, CRS, nodata and band names;
+    every full-resolution pixel equals the VRT's (tiles, the gap of the missing tile); a read at
+    1/8 and 1/16 equals the overview COG and its internal overview; the paths inside are
+    relative: a copy of the run folder elsewhere, opened from another working directory, reads
+    the same."""
+    import shutil
+
+    layout, zone, tiles, values, urls = run
+    for name in ("prediction", "quality"):
+        gti = gdal_path(layout.tile_index_url(name, 32631))
+        vrt = gdal_path(urls[32631][name])
+        ovr = gdal_path(layout.overview_url(name, 32631))
+        with rasterio.open(gti) as g, rasterio.open(vrt) as v, rasterio.open(ovr) as o:
+            assert g.driver == "GTI"
+            assert (g.shape, g.crs, g.transform, g.dtypes) == (
+                v.shape,
+                v.crs,
+                v.transform,
+                v.dtypes,
+            )
+            # band names as band metadata (GTI layer metadata has no band description)
+            assert [g.tags(k)["DESCRIPTION"] for k in g.indexes] == list(v.descriptions)
+            assert g.nodata == v.nodata or (np.isnan(g.nodata) and np.isnan(v.nodata))
+            assert g.overviews(1)[:1] == [8]
+            np.testing.assert_array_equal(g.read(), v.read())
+            h, w = g.height, g.width
+            np.testing.assert_array_equal(
+                g.read(out_shape=(g.count, h // 8, w // 8), resampling=Resampling.nearest),
+                o.read(),
+            )
+            np.testing.assert_array_equal(
+                g.read(out_shape=(g.count, h // 16, w // 16), resampling=Resampling.nearest),
+                o.read(
+                    out_shape=(o.count, o.height // 2, o.width // 2), resampling=Resampling.nearest
+                ),
+            )
+    moved = tmp_path / "moved"
+    shutil.copytree(layout.root, moved)
+    monkeypatch.chdir(tmp_path)
+    t = tiles[0]
+    rows, cols = zone.grid.region(t)
+    win = ((rows.start, rows.stop), (cols.start, cols.stop))
+    with rasterio.open(moved / "mosaics" / "zone=32631" / "prediction.gti.gpkg") as g:
+        np.testing.assert_array_equal(g.read(window=win), values[t.id]["prediction"])
+        assert not np.isnan(g.read(1, out_shape=(g.height // 8, g.width // 8))).all()
+
+
 def test_overview_is_built_one_row_of_tiles_at_a_time(run, tmp_path):
     """Memory: on a grid 200 tile rows tall with tiles in 2 rows, the Python-side peak stays
     near one strip (a tile row at 1/8), far below the whole overview array."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pystac
 import pystac.validation
 import pytest
+import rasterio
 from shapely.geometry import Point, shape
 
 from geoxai.config import load_run_config
@@ -75,6 +76,10 @@ def test_catalog_fields_and_hrefs(tmp_path):
     assert (root.parent / ovr.href).resolve() == (
         tmp_path / "store" / "belgium" / "2024" / "mosaics" / "zone=32631"
     ) / "prediction.overview.tif"
+    gti = coll.assets["tile_index_prediction_32631"]  # the zone's GDAL tile index, opens
+    assert gti.media_type == "application/geopackage+sqlite3"
+    with rasterio.open(root.parent / gti.href) as g:
+        assert g.driver == "GTI" and g.crs.to_epsg() == 32631
     items = {i.id: i for i in coll.get_items()}
     assert sorted(items) == sorted(t.id for t in done)  # empty/failed tiles get no item
     for t in done:
