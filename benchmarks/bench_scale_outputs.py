@@ -305,8 +305,12 @@ def step_mosaics(ctx: dict[str, Any]) -> dict[str, Any]:
             levels = o.overviews(1)
             size = (o.width, o.height)
         # native read of the sample block (the only tiles with COGs here)
-        rows, cols = full.region(sample[0])
-        win = ((rows.start, rows.stop + (k - 1) * full.core_px), (cols.start, cols.stop))
+        regions = [full.region(t) for t in sample]
+        # 1 px inside the block: the index would open the COG-less neighbours it touches
+        win = (
+            (min(r.start for r, _ in regions) + 1, max(r.stop for r, _ in regions) - 1),
+            (min(c.start for _, c in regions) + 1, max(c.stop for _, c in regions) - 1),
+        )
         t1 = time.perf_counter()
         native = src.read(1, window=win)
         vrt_native_s = time.perf_counter() - t1
