@@ -197,3 +197,34 @@ def test_overview_is_built_one_row_of_tiles_at_a_time(run, tmp_path):
     assert peak < 4 * strip < whole / 20, (peak, strip, whole)
     with rasterio.open(gdal_path(url)) as src:
         assert src.height == tall.nrows * m and src.overviews(1)
+
+
+@pytest.mark.s3
+def test_the_tile_index_reads_on_s3_like_the_vrt(s3_bucket):
+    """A run root on the local S3 server: the index's relative COG paths and its overview layer
+    resolve under ``/vsis3``; every pixel equals the VRT's, coarse reads equal the overview."""
+    from geoxai.io.tiler import gdal_env
+
+    layout = RunLayout(f"s3://{s3_bucket}/mosaic/2024")
+    tiles = [TileSpec(32631, c, r, 0) for r in (5, 6) for c in (100, 101) if (c, r) != (101, 5)]
+    zone = ZoneStore.create(
+        layout, ZoneGrid.from_tiles(tiles)[32631], default_layers(("tree", "crop"))
+    )
+    for t in tiles:
+        layers = {"prediction": layers_for(t)["prediction"]}
+        write_tile(zone, t, layers, {"config_hash": "h"})
+        write_tile_cogs(layout, zone, t, layers)
+    urls = build_mosaics(layout, tiles, [zone.layers["prediction"]])
+    with rasterio.Env(**gdal_env(layout.location)):
+        gti = gdal_path(layout.tile_index_url("prediction", 32631))
+        assert gti.startswith("/vsis3/")
+        with (
+            rasterio.open(gti) as g,
+            rasterio.open(gdal_path(urls[32631]["prediction"])) as v,
+            rasterio.open(gdal_path(layout.overview_url("prediction", 32631))) as o,
+        ):
+            assert g.driver == "GTI" and g.shape == v.shape
+            np.testing.assert_array_equal(g.read(), v.read())
+            np.testing.assert_array_equal(
+                g.read(out_shape=(g.count, g.height // 8, g.width // 8)), o.read()
+            )

@@ -557,22 +557,6 @@ def test_a_run_on_s3_is_viewed_like_a_local_one(view_run, s3_bucket, monkeypatch
         server.shutdown()
         server.server_close()
         thread.join(10)
-    # the zone's GDAL tile index reads on S3 like its VRT (relative COG paths under /vsis3)
-    import rasterio
-
-    from geoxai.io.cog import gdal_path
-    from geoxai.io.layout import RunLayout
-    from geoxai.io.tiler import gdal_env
-
-    layout = RunLayout(root)
-    with rasterio.Env(**gdal_env(layout.location)):
-        gti = gdal_path(layout.tile_index_url("prediction", 32632))
-        with (
-            rasterio.open(gti) as g,
-            rasterio.open(gdal_path(layout.mosaic_url("prediction", 32632))) as v,
-        ):
-            assert g.driver == "GTI" and g.shape == v.shape
-            np.testing.assert_array_equal(g.read(), v.read())
 
 
 @pytest.mark.slow
