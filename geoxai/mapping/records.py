@@ -41,7 +41,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,10 +50,11 @@ import numpy as np
 from geoxai.errors import InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
-from geoxai.io.listing import Listing, Probe, list_sizes, read_json_batch
+from geoxai.io.listing import Listing, Probe
 from geoxai.io.location import storage_errors
 from geoxai.io.store import read_json, write_json
 from geoxai.io.zonestore import LayerSpec, ZoneStore
+from geoxai.mapping.record_index import iter_records, record_docs
 from geoxai.provenance import code_version
 
 __all__ = [
@@ -315,18 +316,12 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
     return rec
 
 
-def read_records(layout: RunLayout) -> list[dict[str, Any]]:
-    """Every readable record of the run, sorted by tile id (unreadable ones are skipped).
-
-    One listing of the records prefix, then the records in concurrent batches.
+def read_records(layout: RunLayout) -> Iterator[dict[str, Any]]:
+    """Every readable record of the run, in tile id order (unreadable ones are skipped), as a
+    stream: :func:`geoxai.mapping.record_index.iter_records` (one listing, the record index,
+    one GET per record missing from it or changed since). Wrap in ``list`` to hold them all.
     """
-    loc = layout.at(layout.records_url())
-    keys = sorted(k for k in list_sizes(loc) if k.endswith(".json") and "/" not in k)
-    out = []
-    for key, rec, _ in read_json_batch(loc, keys):
-        if isinstance(rec, dict) and rec.get("tile_id") == key[: -len(".json")]:
-            out.append(rec)
-    return out
+    return iter_records(layout)
 
 
 @dataclass(frozen=True)
@@ -485,10 +480,6 @@ class TileSort:
     invalidated: dict[str, str]
 
 
-_CHECK_BATCH = 1024
-"""Tiles whose records are fetched together by :func:`check_tiles`."""
-
-
 def check_tiles(
     layout: RunLayout,
     tiles: Sequence[TileSpec],
@@ -502,9 +493,10 @@ def check_tiles(
     """Split ``tiles`` into to-do and done (see :func:`plan_tiles`) and say which were invalid.
 
     Cost: one listing of the records prefix, one of each zone layer's chunks and of each COG
-    layer folder (:class:`~geoxai.io.listing.Listing`), one GET per existing record (fetched in
-    concurrent batches); no chunk or COG is read. Memory: the listed sizes (~100 bytes per
-    object) and one batch of records.
+    layer folder (:class:`~geoxai.io.listing.Listing`), one read of the record index and one GET
+    per record absent from it or changed since it was written (fetched in concurrent batches;
+    :func:`geoxai.mapping.record_index.record_docs`); no chunk or COG is read. Memory: the
+    listed sizes (~100 bytes per object), one state per tile, one batch of records.
 
     With ``repair``, the record of every ``invalid`` tile (a ``done`` record over missing or
     resized chunks or COGs, an unreadable record) is deleted, so the store no longer claims
@@ -519,38 +511,40 @@ def check_tiles(
     if force:
         return TileSort(list(tiles), [], {})
     listing = listing if listing is not None else Listing(layout.storage_options)
-    present = listing.sizes(layout.records_url())
-    records_loc = layout.at(layout.records_url())
+    by_id = {t.id: t for t in tiles}
     zones: dict[int, ZoneStore | None] = {}
+    states: dict[str, TileState] = {}
+    for tile_id, doc, why in record_docs(layout, listing, tile_ids=by_id):
+        t = by_id[tile_id]
+        if why is not None or (doc is not None and not isinstance(doc, dict)):
+            states[tile_id] = TileState(
+                t.id, "invalid", f"record unreadable: {why or 'not an object'}"
+            )
+            continue
+        if doc is None:
+            continue  # vanished since the listing: no record
+        if t.epsg not in zones:
+            try:
+                zones[t.epsg] = ZoneStore.open(layout, t.epsg)
+            except StoreError:
+                zones[t.epsg] = None
+        zone = zones[t.epsg]
+        if doc.get("status") == "done" and zone is None:
+            states[tile_id] = TileState(t.id, "invalid", f"no zone store for EPSG:{t.epsg}")
+        else:
+            states[tile_id] = record_state(layout, t, doc, config_hash, zone=zone, sizes=listing)
     todo, done = [], []
     invalid: dict[str, str] = {}
-    for i in range(0, len(tiles), _CHECK_BATCH):
-        batch = tiles[i : i + _CHECK_BATCH]
-        keys = [f"{t.id}.json" for t in batch if f"{t.id}.json" in present]
-        got = {k: (doc, why) for k, doc, why in read_json_batch(records_loc, keys)}
-        for t in batch:
-            doc, why = got.get(f"{t.id}.json", (None, None))
-            if why is not None or (doc is not None and not isinstance(doc, dict)):
-                st = TileState(t.id, "invalid", f"record unreadable: {why or 'not an object'}")
-            else:
-                if t.epsg not in zones:
-                    try:
-                        zones[t.epsg] = ZoneStore.open(layout, t.epsg)
-                    except StoreError:
-                        zones[t.epsg] = None
-                zone = zones[t.epsg]
-                if doc is not None and doc.get("status") == "done" and zone is None:
-                    st = TileState(t.id, "invalid", f"no zone store for EPSG:{t.epsg}")
-                else:
-                    st = record_state(layout, t, doc, config_hash, zone=zone, sizes=listing)
-            if st.state == "done" or (st.state == "empty" and not redo_empty):
-                done.append(t)
-                continue
-            todo.append(t)
-            if st.state == "invalid":
-                invalid[t.id] = st.reason
-                if repair:
-                    delete_record(layout, t.id)
+    for t in tiles:
+        st = states.get(t.id) or TileState(t.id, "missing", "no record")
+        if st.state == "done" or (st.state == "empty" and not redo_empty):
+            done.append(t)
+            continue
+        todo.append(t)
+        if st.state == "invalid":
+            invalid[t.id] = st.reason
+            if repair:
+                delete_record(layout, t.id)
     return TileSort(todo, done, invalid)
 
 
