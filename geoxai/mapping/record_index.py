@@ -14,14 +14,19 @@ an index plus the records written since. Planning never writes it (``geoxai plan
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator
+import logging
+import threading
+import time
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 from geoxai.io.json_index import IndexSummary, iter_json_objects, write_json_index
 from geoxai.io.layout import RunLayout
 from geoxai.io.listing import Listing
 
-__all__ = ["iter_records", "record_docs", "write_record_index"]
+__all__ = ["IndexCheckpoints", "iter_records", "record_docs", "write_record_index"]
+
+log = logging.getLogger(__name__)
 
 
 def record_docs(
@@ -77,3 +82,57 @@ def write_record_index(layout: RunLayout) -> IndexSummary:
     return write_json_index(
         layout.records_url(), layout.record_index_url(), storage_options=layout.storage_options
     )
+
+
+class IndexCheckpoints:
+    """The driver's periodic rewrites of the record index while tiles finish, in a background
+    thread, so a driver killed midway leaves an index of (nearly) all it had done and its rerun
+    plans with few GETs. Each rewrite reads only the records written since the previous one.
+
+    Args:
+        layout: the run's layout.
+        every_s: seconds between the start of two rewrites (and before the first); a rewrite
+            also needs tiles finished since the previous one.
+        clock: seconds, monotonic (tests pass their own).
+
+    Attributes:
+        written: rewrites finished without error.
+    """
+
+    def __init__(
+        self,
+        layout: RunLayout,
+        every_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.layout, self.every_s, self.clock = layout, every_s, clock
+        self.written = 0
+        self._last = clock()
+        self._finished = 0
+        self._thread: threading.Thread | None = None
+
+    def tick(self, finished: int) -> bool:
+        """Start a rewrite when ``every_s`` passed since the last one started, tiles finished
+        since (``finished``: tiles finished so far) and none is running; True if one started."""
+        now = self.clock()
+        busy = self._thread is not None and self._thread.is_alive()
+        if busy or finished <= self._finished or now - self._last < self.every_s:
+            return False
+        self._last, self._finished = now, finished
+        self._thread = threading.Thread(target=self._write, name="record-index", daemon=True)
+        self._thread.start()
+        return True
+
+    def _write(self) -> None:
+        try:
+            idx = write_record_index(self.layout)
+        except Exception as exc:  # noqa: BLE001 - a cache: the run goes on without it
+            log.warning("the record index was not rewritten (%s: %s)", type(exc).__name__, exc)
+            return
+        self.written += 1
+        log.info("record index %s: %d records (%d read)", idx.url, idx.rows, idx.fetched)
+
+    def close(self) -> None:
+        """Wait for a rewrite in progress (before the run's finish writes the index)."""
+        if self._thread is not None:
+            self._thread.join()

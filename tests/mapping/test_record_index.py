@@ -9,7 +9,7 @@ import logging
 
 from geoxai.io.listing import Listing
 from geoxai.io.store import put_atomic, read_json, write_json
-from geoxai.mapping.record_index import iter_records, write_record_index
+from geoxai.mapping.record_index import IndexCheckpoints, iter_records, write_record_index
 from geoxai.mapping.records import check_tiles, delete_record, write_status
 from tests.mapping.test_resume_scale import _stopped_run
 
@@ -67,3 +67,21 @@ def _plan_without_index(layout, tiles) -> list[str]:
     todo, listing = _plan(layout, tiles)
     assert listing.reads == 100
     return todo
+
+
+def test_the_drivers_periodic_index_rewrites(tmp_path):
+    layout, tiles, _ = _stopped_run(str(tmp_path), N)
+    now = [0.0]
+    checkpoints = IndexCheckpoints(layout, every_s=600.0, clock=lambda: now[0])
+    assert not checkpoints.tick(50)  # too early
+    now[0] = 601.0
+    assert checkpoints.tick(50)
+    checkpoints.close()
+    assert checkpoints.written == 1
+    assert _plan(layout, tiles)[1].reads == 1  # a rerun after a kill: the index only
+    write_status(layout, tiles[150], "empty", "no-op tile", {"config_hash": "h"})
+    now[0] = 1300.0
+    assert not checkpoints.tick(50)  # no tile finished since
+    assert checkpoints.tick(51)
+    checkpoints.close()
+    assert checkpoints.written == 2 and _plan(layout, tiles)[1].reads == 1
