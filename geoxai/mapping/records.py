@@ -41,7 +41,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -568,7 +568,7 @@ def plan_tiles(
 
 
 def verify_cogs(
-    layout: RunLayout, records: Sequence[Mapping[str, Any]]
+    layout: RunLayout, records: Iterable[Mapping[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Check that the COGs of every ``done`` record exist with their recorded sizes before they
     are read (mosaics, report): one listing per COG layer folder, no COG read.
