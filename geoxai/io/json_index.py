@@ -158,7 +158,8 @@ def _merged(
         for k in chunk:
             while cur is not None and cur[0] < k:
                 cur = next(rows, None)
-            if cur is not None and cur[0] == k and (cur[1], cur[2]) == present[k]:
+            # a store that gives no stamp (neither ETag nor LastModified) is never trusted
+            if cur is not None and cur[0] == k and cur[2] and (cur[1], cur[2]) == present[k]:
                 texts[k] = cur[3]
             else:
                 gets.append(k)

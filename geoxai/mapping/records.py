@@ -12,10 +12,9 @@ Layout of one run and year (``run_root`` = ``RunConfig.run_root()`` =
             change/ change_flag/        vs. the previous year (:mod:`geoxai.mapping.change`)
             x/ y/                       pixel-centre coordinates, metres of the zone CRS
         records/<tile_id>.json          per-tile record, written LAST (:func:`write_tile`)
+        _records_index.parquet          the records compacted (:mod:`.record_index`)
         cogs/<layer>/<tile_id>.tif      per-tile COGs (:mod:`geoxai.io.cog`)
-        mosaics/zone=<epsg>/<layer>.vrt per-zone mosaics of the COGs (:mod:`geoxai.io.cog`)
-        catalog/                        self-contained STAC catalog (:mod:`geoxai.mapping.catalog`)
-        report.html                     run report (:mod:`geoxai.mapping.report`)
+        ...                             mosaics, catalog, report (:class:`RunLayout`)
 
 Zone grid: the arrays of a zone cover the bounding box of the run's tiles in that zone, on the
 zone lattice (origin at multiples of 6,000 m), chunked ``(600, 600)`` in y/x (a leading band axis
@@ -27,13 +26,13 @@ chunks, (3) read them back and compare SHA-256 checksums of the values, (4) hash
 (encoded) chunk objects, (5) write the record atomically (one PUT on S3, ``os.replace`` locally).
 A record therefore implies verified chunks, and holds each chunk's and COG's size and SHA-256.
 Deciding what is done (:func:`check_tiles`, :func:`plan_tiles`, :func:`tile_state`) trusts a
-``done`` record whose chunks and COGs exist with their recorded sizes, looked up by one listing
-per prefix (:class:`geoxai.io.listing.Listing`), not one request per tile; reading every byte
-against its checksum is ``geoxai verify`` (:mod:`geoxai.mapping.verify`). A tile whose record,
-chunks or COGs are missing, resized or from another config is planned again. Whenever a stored
-output is found damaged (at planning, :func:`check_tiles` with ``repair``; after the tile phase,
-:func:`verify_cogs`; by ``geoxai verify``), the tile's stale ``done`` record is deleted
-(:func:`delete_record`): a record never says ``done`` over outputs that do not check out.
+``done`` record whose chunks and COGs exist with their recorded sizes, looked up by one listing per
+prefix (:class:`~geoxai.io.listing.Listing`), records read via their index (:mod:`.record_index`),
+not one request per tile; checksums are ``geoxai verify``. A tile whose record, chunks or COGs are
+missing, resized or from another config is planned again. Whenever a stored output is found damaged
+(at planning, :func:`check_tiles` with ``repair``; after the tile phase, :func:`verify_cogs`; by
+``geoxai verify``), the tile's stale ``done`` record is deleted (:func:`delete_record`): a record
+never says ``done`` over outputs that do not check out.
 """
 
 from __future__ import annotations
@@ -317,10 +316,8 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
 
 
 def read_records(layout: RunLayout) -> Iterator[dict[str, Any]]:
-    """Every readable record of the run, in tile id order (unreadable ones are skipped), as a
-    stream: :func:`geoxai.mapping.record_index.iter_records` (one listing, the record index,
-    one GET per record missing from it or changed since). Wrap in ``list`` to hold them all.
-    """
+    """Every readable record of the run, in tile id order, as a stream (``list`` it to hold
+    them all): :func:`geoxai.mapping.record_index.iter_records`."""
     return iter_records(layout)
 
 
@@ -480,6 +477,9 @@ class TileSort:
     invalidated: dict[str, str]
 
 
+_DONE = TileState("", "done")  # what check_tiles keeps for every done tile (no copy each)
+
+
 def check_tiles(
     layout: RunLayout,
     tiles: Sequence[TileSpec],
@@ -510,19 +510,16 @@ def check_tiles(
     """
     if force:
         return TileSort(list(tiles), [], {})
-    listing = listing if listing is not None else Listing(layout.storage_options)
-    by_id = {t.id: t for t in tiles}
+    listing, by_id = listing or Listing(layout.storage_options), {t.id: t for t in tiles}
     zones: dict[int, ZoneStore | None] = {}
     states: dict[str, TileState] = {}
     for tile_id, doc, why in record_docs(layout, listing, tile_ids=by_id):
         t = by_id[tile_id]
         if why is not None or (doc is not None and not isinstance(doc, dict)):
-            states[tile_id] = TileState(
-                t.id, "invalid", f"record unreadable: {why or 'not an object'}"
-            )
+            why = f"record unreadable: {why or 'not an object'}"
+            states[tile_id] = TileState(t.id, "invalid", why)
+        if why is not None or doc is None:  # unreadable, or vanished since the listing
             continue
-        if doc is None:
-            continue  # vanished since the listing: no record
         if t.epsg not in zones:
             try:
                 zones[t.epsg] = ZoneStore.open(layout, t.epsg)
@@ -532,7 +529,8 @@ def check_tiles(
         if doc.get("status") == "done" and zone is None:
             states[tile_id] = TileState(t.id, "invalid", f"no zone store for EPSG:{t.epsg}")
         else:
-            states[tile_id] = record_state(layout, t, doc, config_hash, zone=zone, sizes=listing)
+            st = record_state(layout, t, doc, config_hash, zone=zone, sizes=listing)
+            states[tile_id] = _DONE if st.state == "done" else st  # one object for every done
     todo, done = [], []
     invalid: dict[str, str] = {}
     for t in tiles:
