@@ -14,9 +14,11 @@ benchmark files add steps to the list, e.g. ``bench_scale_outputs.py``):
    written by ``write_tile`` (chunks verified, COGs by GDAL, the record), then for every other
    tile a copy of its chunk and COG bytes at the tile's keys and its record with the tile's
    ids, sizes and 80 input item ids (a record of a real run's size). Written with plain file
-   writes (set-up, not a geoxai code path).
+   writes (set-up, not a geoxai code path); then the record index, as a finished run writes
+   it (``write_record_index``, timed apart: ``index_s``).
    ``plan_N``: ``check_tiles`` over the N tiles (the resume decision: one listing per prefix,
-   one GET per record, no chunk or COG read); prints the listings made.
+   one read of the record index, no record, chunk or COG read); prints the listings and the
+   object reads made.
    ``rerun_N``: ``pipelines.run.run`` on the run root with nothing left to do: the real
    planning (``cover_aoi`` of Brazil, config saved, zone stores opened, ``check_tiles``), Ray
    started, no tile driven; no-op finish (mosaics/catalog/report: ``bench_scale_outputs.py``).
@@ -113,6 +115,7 @@ def step_outputs(ctx: dict, n: int) -> dict:
     from geoxai.io.cog import write_tile_cogs
     from geoxai.io.layout import RunLayout
     from geoxai.io.zonestore import ZoneGrid, ZoneStore
+    from geoxai.mapping.record_index import write_record_index
     from geoxai.mapping.records import write_tile
 
     root = str(Path(ctx["work"]) / f"n{n}")
@@ -168,7 +171,18 @@ def step_outputs(ctx: dict, n: int) -> dict:
             f.write(text.format(tid=t.id, epsg=t.epsg, **keys))
     files = len(tiles) * (1 + len(rec0["layers"]) + len(rec0["cogs"]))
     nbytes = len(text) + sum(map(len, chunk.values())) + sum(map(len, cog.values()))
-    return {"tiles": n, "files": files, "bytes_per_tile": nbytes}
+    t = time.perf_counter()
+    idx = write_record_index(layout)
+    index_s = time.perf_counter() - t
+    if idx.rows != n:
+        raise RuntimeError(f"outputs_{n}: the record index holds {idx.rows} of {n} records")
+    return {
+        "tiles": n,
+        "files": files,
+        "bytes_per_tile": nbytes,
+        "index_s": round(index_s, 2),
+        "index_mb": round(idx.nbytes / 2**20, 1),
+    }
 
 
 def step_plan(ctx: dict, n: int) -> dict:
@@ -185,7 +199,13 @@ def step_plan(ctx: dict, n: int) -> dict:
     wall = time.perf_counter() - t
     if len(found.done) != n:
         raise RuntimeError(f"plan_{n}: {len(found.done)} of {n} tiles done; {found.invalidated}")
-    return {"tiles": n, "done": len(found.done), "listings": listing.listings, "check_s": wall}
+    return {
+        "tiles": n,
+        "done": len(found.done),
+        "listings": listing.listings,
+        "reads": listing.reads,
+        "check_s": wall,
+    }
 
 
 class _NoopFinish:

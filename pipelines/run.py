@@ -52,6 +52,7 @@ from geoxai.io.layout import RunLayout
 from geoxai.io.lease import DEFAULT_TTL_S, RunLease
 from geoxai.mapping.outcomes import CubeStage, TileOutcome
 from geoxai.mapping.protocol import STAGES, RunStages
+from geoxai.mapping.record_index import IndexCheckpoints
 from geoxai.mapping.report import write_local_report
 
 __all__ = ["RunSummary", "run", "init_ray", "wait_line"]
@@ -332,8 +333,10 @@ def _drive(
     (the actor is gone for good) replaces the actor, at most ``max_retries`` times in a row
     (an actor that can never start, e.g. a bundle that fails to load on the device, stops the
     run with the cause instead of being replaced forever). Every tile that fails gets a
-    ``failed`` record (:class:`_Books`). After :data:`_STALL_LOG_S` without any event the
-    driver logs what it waits for (:func:`wait_line`).
+    ``failed`` record (:class:`_Books`). Every 10 minutes the record index is rewritten in the
+    background (:class:`IndexCheckpoints`), so a rerun after a kill plans with few GETs.
+    After :data:`_STALL_LOG_S` without any event the driver logs what it waits for
+    (:func:`wait_line`).
     """
     res = config.resources
     opts = _worker_options(config)
@@ -354,6 +357,7 @@ def _drive(
 
     bar = _Progress(len(todo), enabled=progress)
     books = _Books(summary, bar, stages, config)
+    index = IndexCheckpoints(RunLayout(config.run_root(), config.store.storage_options or None))
     try:
         while pending or built or cube_refs or proc_refs:
             # 1. keep the cube stage busy, bounded by what the actors can absorb soon
@@ -451,7 +455,9 @@ def _drive(
                         books.fail(tile, exc)
                         continue
                     books.record(outcome)
+            index.tick(len(summary.outcomes))
     finally:
+        index.close()
         bar.close()
         for w in workers:
             ray.kill(w, no_restart=True)

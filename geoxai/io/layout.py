@@ -10,6 +10,7 @@ Layout of one run and year (``<root>`` = ``<store.root>/<name>/<year>``)::
         cubes/<tile>.<layer>.zarr       its Sentinel-1 steps (``s1``) and terrain (``dem``)
         zone=<epsg>/outputs.zarr/       the zone store of the outputs
         records/<tile>.json             per-tile records (written last)
+        _records_index.parquet          the records compacted (:mod:`geoxai.io.json_index`)
         cogs/<layer>/<tile>.tif         per-tile COGs
         mosaics/zone=<epsg>/<layer>.vrt per-zone mosaics
         mosaics/zone=<epsg>/<layer>.overview.tif  the zone at 1/8 resolution (COG + overviews)
@@ -33,11 +34,15 @@ __all__ = [
     "ASSESSMENT_FILE",
     "CUBE_LAYERS",
     "LEASE_NAME",
+    "RECORD_INDEX_NAME",
     "RunLayout",
 ]
 
 CUBE_LAYERS = ("s1", "dem")
 """Layers committed beside a tile's cube: Sentinel-1 steps and terrain."""
+
+RECORD_INDEX_NAME = "_records_index.parquet"
+"""Name of the compacted index of the records under the run root."""
 
 LEASE_NAME = "_driver_lease.json"
 """Name of the driver lease under the run root."""
@@ -107,6 +112,11 @@ class RunLayout:
     def record_url(self, tile_id: str) -> str:
         """``<root>/records/<tile_id>.json``."""
         return self.url("records", f"{tile_id}.json")
+
+    def record_index_url(self) -> str:
+        """``<root>/_records_index.parquet`` (:data:`RECORD_INDEX_NAME`): the records compacted
+        into one file (:mod:`geoxai.mapping.record_index`)."""
+        return self.url(RECORD_INDEX_NAME)
 
     def cog_url(self, layer: str, tile_id: str) -> str:
         """``<root>/cogs/<layer>/<tile_id>.tif``."""

@@ -19,7 +19,15 @@ from typing import Any
 from geoxai.errors import StoreError
 from geoxai.io.location import StoreLocation, resolve, storage_errors
 
-__all__ = ["Listing", "Probe", "list_sizes", "read_json_batch"]
+__all__ = [
+    "Listing",
+    "Probe",
+    "list_sizes",
+    "list_stamped",
+    "parse_json",
+    "read_bytes_batch",
+    "read_json_batch",
+]
 
 _READ_BATCH = 256
 """Objects fetched per request batch by :func:`read_json_batch` (concurrent on S3)."""
@@ -33,12 +41,16 @@ class Listing:
 
     Attributes:
         listings: how many prefixes were listed (one listing request, paginated on S3, each).
+        reads: how many objects were fetched whole through this listing (:meth:`read_json`,
+            :meth:`count_read`): one GET each.
     """
 
     def __init__(self, storage_options: Mapping[str, Any] | None = None) -> None:
         self.storage_options = storage_options
         self.listings = 0
+        self.reads = 0
         self._sizes: dict[str, dict[str, int]] = {}
+        self._stamps: dict[str, dict[str, tuple[int, str]]] = {}
 
     def sizes(self, prefix_url: str) -> dict[str, int]:
         """Every object under ``prefix_url`` (key relative to it, ``/``-separated) -> bytes.
@@ -55,6 +67,24 @@ class Listing:
             self.listings += 1
         return got
 
+    def stamped(self, prefix_url: str) -> dict[str, tuple[int, str]]:
+        """Every object under ``prefix_url`` -> ``(bytes, stamp)`` (see :func:`list_stamped`).
+
+        Listed at most once per prefix (and then also answers :meth:`sizes`, without a second
+        listing); a prefix already listed by :meth:`sizes` alone is listed again, with stamps.
+
+        Raises:
+            StoreError: the store cannot be listed.
+        """
+        prefix_url = prefix_url.rstrip("/")
+        got = self._stamps.get(prefix_url)
+        if got is None:
+            got = list_stamped(resolve(prefix_url, self.storage_options))
+            self._stamps[prefix_url] = got
+            self._sizes[prefix_url] = {k: v[0] for k, v in got.items()}
+            self.listings += 1
+        return got
+
     def size(self, prefix_url: str, key: str) -> int | None:
         """Bytes of the object ``key`` under ``prefix_url``, or None when it is not listed."""
         return self.sizes(prefix_url).get(key)
@@ -62,6 +92,25 @@ class Listing:
     def forget(self, prefix_url: str) -> None:
         """Drop a prefix's listing (it is listed again on the next lookup)."""
         self._sizes.pop(prefix_url.rstrip("/"), None)
+        self._stamps.pop(prefix_url.rstrip("/"), None)
+
+    def count_read(self, n: int = 1) -> None:
+        """Count ``n`` objects fetched whole by a caller (e.g. an index file)."""
+        self.reads += n
+
+    def read_bytes(
+        self, prefix_url: str, keys: list[str]
+    ) -> Iterator[tuple[str, bytes | None, str | None]]:
+        """:func:`read_bytes_batch` of ``keys`` under ``prefix_url``, counted in :attr:`reads`."""
+        self.reads += len(keys)
+        return read_bytes_batch(resolve(prefix_url.rstrip("/"), self.storage_options), keys)
+
+    def read_json(
+        self, prefix_url: str, keys: list[str]
+    ) -> Iterator[tuple[str, Any | None, str | None]]:
+        """:func:`read_json_batch` of ``keys`` under ``prefix_url``, counted in :attr:`reads`."""
+        self.reads += len(keys)
+        return read_json_batch(resolve(prefix_url.rstrip("/"), self.storage_options), keys)
 
 
 def list_sizes(loc: StoreLocation) -> dict[str, int]:
@@ -73,6 +122,30 @@ def list_sizes(loc: StoreLocation) -> dict[str, int]:
     if not loc.is_s3:
         with storage_errors(loc, "list"):
             return _local_sizes(loc.path)
+    return {key: int(info.get("size") or 0) for key, info in _s3_find(loc)}
+
+
+def list_stamped(loc: StoreLocation) -> dict[str, tuple[int, str]]:
+    """``key -> (bytes, stamp)`` of every object under ``loc`` (one recursive listing).
+
+    ``stamp`` changes whenever the object is written again: its ETag on S3 (or its
+    LastModified when the store gives no ETag), ``"<mtime ns>:<inode>"`` locally (an atomic
+    rewrite, ``os.replace``, makes a new inode even within one clock tick).
+
+    Raises:
+        StoreError: the store cannot be listed.
+    """
+    if not loc.is_s3:
+        with storage_errors(loc, "list"):
+            return _local_walk(loc.path, stamps=True)
+    out: dict[str, tuple[int, str]] = {}
+    for key, info in _s3_find(loc):
+        stamp = info.get("ETag") or info.get("LastModified") or ""
+        out[key] = (int(info.get("size") or 0), str(stamp))
+    return out
+
+
+def _s3_find(loc: StoreLocation) -> Iterator[tuple[str, dict[str, Any]]]:
     fs = loc.filesystem()
     base = loc.path.rstrip("/") + "/"
     with storage_errors(loc, "list", passthrough=(FileNotFoundError,)):
@@ -80,19 +153,22 @@ def list_sizes(loc: StoreLocation) -> dict[str, int]:
             fs.invalidate_cache(loc.path)
             found = fs.find(loc.path, detail=True)
         except FileNotFoundError:
-            return {}
-    out: dict[str, int] = {}
+            return
     for path, info in found.items():
-        if info.get("type", "file") != "file" or not path.startswith(base):
-            continue
-        out[path[len(base) :]] = int(info.get("size") or 0)
-    return out
+        if info.get("type", "file") == "file" and path.startswith(base):
+            yield path[len(base) :], info
 
 
 def _local_sizes(root: str) -> dict[str, int]:
-    """:func:`list_sizes` of a local folder by ``os.scandir`` (fsspec's local ``find`` costs
-    ~0.1 ms of Python per entry: 100 s for a 240,000-tile run's ~1 million objects)."""
-    out: dict[str, int] = {}
+    """:func:`list_sizes` of a local folder (see :func:`_local_walk`)."""
+    return _local_walk(root, stamps=False)
+
+
+def _local_walk(root: str, *, stamps: bool) -> Any:
+    """``key -> bytes`` (or ``(bytes, stamp)``) under a local folder by ``os.scandir`` (fsspec's
+    local ``find`` costs ~0.1 ms of Python per entry: 100 s for a 240,000-tile run's ~1 million
+    objects)."""
+    out: dict[str, Any] = {}
     stack = [("", root)]
     while stack:
         rel, path = stack.pop()
@@ -105,18 +181,19 @@ def _local_sizes(root: str) -> dict[str, int]:
             if e.is_dir(follow_symlinks=False):
                 stack.append((key + "/", e.path))
             elif e.is_file():
-                out[key] = e.stat().st_size
+                st = e.stat()
+                out[key] = (st.st_size, f"{st.st_mtime_ns}:{st.st_ino}") if stamps else st.st_size
     return out
 
 
-def read_json_batch(
+def read_bytes_batch(
     prefix: StoreLocation, keys: list[str]
-) -> Iterator[tuple[str, Any | None, str | None]]:
-    """``(key, document, problem)`` for each JSON object ``prefix/key``, fetched in batches.
+) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """``(key, content, problem)`` for each object ``prefix/key``, fetched in batches.
 
-    ``document`` is None when the object is missing (``problem`` None) or unreadable
-    (``problem`` says why: not UTF-8 JSON). Batches of :data:`_READ_BATCH` objects are fetched
-    by one ``fs.cat`` call each (concurrent requests on S3).
+    ``content`` is None when the object is missing (``problem`` None) or unreadable
+    (``problem`` says why). Batches of :data:`_READ_BATCH` objects are fetched by one
+    ``fs.cat`` call each (concurrent requests on S3).
 
     Raises:
         StoreError: the store cannot be reached.
@@ -143,10 +220,34 @@ def read_json_batch(
                     ) from raw
                 yield key, None, f"unreadable: {type(raw).__name__}: {raw}"
                 continue
-            try:
-                yield key, json.loads(raw), None
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                yield key, None, f"not valid JSON ({exc})"
+            yield key, bytes(raw), None
+
+
+def parse_json(raw: bytes | str) -> tuple[Any | None, str | None]:
+    """``(document, None)`` of UTF-8 JSON ``raw``, or ``(None, why)`` when it is not JSON."""
+    try:
+        return json.loads(raw), None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"not valid JSON ({exc})"
+
+
+def read_json_batch(
+    prefix: StoreLocation, keys: list[str]
+) -> Iterator[tuple[str, Any | None, str | None]]:
+    """``(key, document, problem)`` for each JSON object ``prefix/key``, fetched in batches.
+
+    ``document`` is None when the object is missing (``problem`` None) or unreadable
+    (``problem`` says why: not UTF-8 JSON). Fetched by :func:`read_bytes_batch`.
+
+    Raises:
+        StoreError: the store cannot be reached.
+    """
+    for key, raw, why in read_bytes_batch(prefix, keys):
+        if raw is None:
+            yield key, None, why
+        else:
+            doc, why = parse_json(raw)
+            yield key, doc, why
 
 
 class Probe:

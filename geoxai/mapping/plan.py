@@ -169,8 +169,9 @@ def resume_plan(
 ) -> RunPlan:
     """The store part of :func:`plan_run` for checked ``tiles`` and ``layers``: config saved,
     zone stores created (idempotent), done tiles found and stale ``done`` records deleted
-    (:func:`~geoxai.mapping.records.check_tiles`: one listing per prefix, one GET per record;
-    time and memory linear in tiles), and the pre-flight STAC search when there is work.
+    (:func:`~geoxai.mapping.records.check_tiles`: one listing per prefix, one read of the record
+    index, one GET per record not in it; time and memory linear in tiles), and the pre-flight
+    STAC search when there is work.
 
     Raises:
         StoreError: the store cannot be reached or listed. StacError: the pre-flight failed.

@@ -12,10 +12,9 @@ Layout of one run and year (``run_root`` = ``RunConfig.run_root()`` =
             change/ change_flag/        vs. the previous year (:mod:`geoxai.mapping.change`)
             x/ y/                       pixel-centre coordinates, metres of the zone CRS
         records/<tile_id>.json          per-tile record, written LAST (:func:`write_tile`)
+        _records_index.parquet          the records compacted (:mod:`.record_index`)
         cogs/<layer>/<tile_id>.tif      per-tile COGs (:mod:`geoxai.io.cog`)
-        mosaics/zone=<epsg>/<layer>.vrt per-zone mosaics of the COGs (:mod:`geoxai.io.cog`)
-        catalog/                        self-contained STAC catalog (:mod:`geoxai.mapping.catalog`)
-        report.html                     run report (:mod:`geoxai.mapping.report`)
+        ...                             mosaics, catalog, report (:class:`RunLayout`)
 
 Zone grid: the arrays of a zone cover the bounding box of the run's tiles in that zone, on the
 zone lattice (origin at multiples of 6,000 m), chunked ``(600, 600)`` in y/x (a leading band axis
@@ -27,13 +26,13 @@ chunks, (3) read them back and compare SHA-256 checksums of the values, (4) hash
 (encoded) chunk objects, (5) write the record atomically (one PUT on S3, ``os.replace`` locally).
 A record therefore implies verified chunks, and holds each chunk's and COG's size and SHA-256.
 Deciding what is done (:func:`check_tiles`, :func:`plan_tiles`, :func:`tile_state`) trusts a
-``done`` record whose chunks and COGs exist with their recorded sizes, looked up by one listing
-per prefix (:class:`geoxai.io.listing.Listing`), not one request per tile; reading every byte
-against its checksum is ``geoxai verify`` (:mod:`geoxai.mapping.verify`). A tile whose record,
-chunks or COGs are missing, resized or from another config is planned again. Whenever a stored
-output is found damaged (at planning, :func:`check_tiles` with ``repair``; after the tile phase,
-:func:`verify_cogs`; by ``geoxai verify``), the tile's stale ``done`` record is deleted
-(:func:`delete_record`): a record never says ``done`` over outputs that do not check out.
+``done`` record whose chunks and COGs exist with their recorded sizes, looked up by one listing per
+prefix (:class:`~geoxai.io.listing.Listing`), records read via their index (:mod:`.record_index`),
+not one request per tile; checksums are ``geoxai verify``. A tile whose record, chunks or COGs are
+missing, resized or from another config is planned again. Whenever a stored output is found damaged
+(at planning, :func:`check_tiles` with ``repair``; after the tile phase, :func:`verify_cogs`; by
+``geoxai verify``), the tile's stale ``done`` record is deleted (:func:`delete_record`): a record
+never says ``done`` over outputs that do not check out.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,10 +49,11 @@ import numpy as np
 from geoxai.errors import InvalidInputError, StoreError, look_up_option
 from geoxai.geo.grid import TileSpec
 from geoxai.io.layout import RunLayout
-from geoxai.io.listing import Listing, Probe, list_sizes, read_json_batch
+from geoxai.io.listing import Listing, Probe
 from geoxai.io.location import storage_errors
 from geoxai.io.store import read_json, write_json
 from geoxai.io.zonestore import LayerSpec, ZoneStore
+from geoxai.mapping.record_index import iter_records, record_docs
 from geoxai.provenance import code_version
 
 __all__ = [
@@ -315,18 +315,10 @@ def read_record(layout: RunLayout, tile_id: str) -> dict[str, Any] | None:
     return rec
 
 
-def read_records(layout: RunLayout) -> list[dict[str, Any]]:
-    """Every readable record of the run, sorted by tile id (unreadable ones are skipped).
-
-    One listing of the records prefix, then the records in concurrent batches.
-    """
-    loc = layout.at(layout.records_url())
-    keys = sorted(k for k in list_sizes(loc) if k.endswith(".json") and "/" not in k)
-    out = []
-    for key, rec, _ in read_json_batch(loc, keys):
-        if isinstance(rec, dict) and rec.get("tile_id") == key[: -len(".json")]:
-            out.append(rec)
-    return out
+def read_records(layout: RunLayout) -> Iterator[dict[str, Any]]:
+    """Every readable record of the run, in tile id order, as a stream (``list`` it to hold
+    them all): :func:`geoxai.mapping.record_index.iter_records`."""
+    return iter_records(layout)
 
 
 @dataclass(frozen=True)
@@ -485,8 +477,7 @@ class TileSort:
     invalidated: dict[str, str]
 
 
-_CHECK_BATCH = 1024
-"""Tiles whose records are fetched together by :func:`check_tiles`."""
+_DONE = TileState("", "done")  # what check_tiles keeps for every done tile (no copy each)
 
 
 def check_tiles(
@@ -502,9 +493,10 @@ def check_tiles(
     """Split ``tiles`` into to-do and done (see :func:`plan_tiles`) and say which were invalid.
 
     Cost: one listing of the records prefix, one of each zone layer's chunks and of each COG
-    layer folder (:class:`~geoxai.io.listing.Listing`), one GET per existing record (fetched in
-    concurrent batches); no chunk or COG is read. Memory: the listed sizes (~100 bytes per
-    object) and one batch of records.
+    layer folder (:class:`~geoxai.io.listing.Listing`), one read of the record index and one GET
+    per record absent from it or changed since it was written (fetched in concurrent batches;
+    :func:`geoxai.mapping.record_index.record_docs`); no chunk or COG is read. Memory: the
+    listed sizes (~100 bytes per object), one state per tile, one batch of records.
 
     With ``repair``, the record of every ``invalid`` tile (a ``done`` record over missing or
     resized chunks or COGs, an unreadable record) is deleted, so the store no longer claims
@@ -518,39 +510,39 @@ def check_tiles(
     """
     if force:
         return TileSort(list(tiles), [], {})
-    listing = listing if listing is not None else Listing(layout.storage_options)
-    present = listing.sizes(layout.records_url())
-    records_loc = layout.at(layout.records_url())
+    listing, by_id = listing or Listing(layout.storage_options), {t.id: t for t in tiles}
     zones: dict[int, ZoneStore | None] = {}
+    states: dict[str, TileState] = {}
+    for tile_id, doc, why in record_docs(layout, listing, tile_ids=by_id):
+        t = by_id[tile_id]
+        if why is not None or (doc is not None and not isinstance(doc, dict)):
+            why = f"record unreadable: {why or 'not an object'}"
+            states[tile_id] = TileState(t.id, "invalid", why)
+        if why is not None or doc is None:  # unreadable, or vanished since the listing
+            continue
+        if t.epsg not in zones:
+            try:
+                zones[t.epsg] = ZoneStore.open(layout, t.epsg)
+            except StoreError:
+                zones[t.epsg] = None
+        zone = zones[t.epsg]
+        if doc.get("status") == "done" and zone is None:
+            states[tile_id] = TileState(t.id, "invalid", f"no zone store for EPSG:{t.epsg}")
+        else:
+            st = record_state(layout, t, doc, config_hash, zone=zone, sizes=listing)
+            states[tile_id] = _DONE if st.state == "done" else st  # one object for every done
     todo, done = [], []
     invalid: dict[str, str] = {}
-    for i in range(0, len(tiles), _CHECK_BATCH):
-        batch = tiles[i : i + _CHECK_BATCH]
-        keys = [f"{t.id}.json" for t in batch if f"{t.id}.json" in present]
-        got = {k: (doc, why) for k, doc, why in read_json_batch(records_loc, keys)}
-        for t in batch:
-            doc, why = got.get(f"{t.id}.json", (None, None))
-            if why is not None or (doc is not None and not isinstance(doc, dict)):
-                st = TileState(t.id, "invalid", f"record unreadable: {why or 'not an object'}")
-            else:
-                if t.epsg not in zones:
-                    try:
-                        zones[t.epsg] = ZoneStore.open(layout, t.epsg)
-                    except StoreError:
-                        zones[t.epsg] = None
-                zone = zones[t.epsg]
-                if doc is not None and doc.get("status") == "done" and zone is None:
-                    st = TileState(t.id, "invalid", f"no zone store for EPSG:{t.epsg}")
-                else:
-                    st = record_state(layout, t, doc, config_hash, zone=zone, sizes=listing)
-            if st.state == "done" or (st.state == "empty" and not redo_empty):
-                done.append(t)
-                continue
-            todo.append(t)
-            if st.state == "invalid":
-                invalid[t.id] = st.reason
-                if repair:
-                    delete_record(layout, t.id)
+    for t in tiles:
+        st = states.get(t.id) or TileState(t.id, "missing", "no record")
+        if st.state == "done" or (st.state == "empty" and not redo_empty):
+            done.append(t)
+            continue
+        todo.append(t)
+        if st.state == "invalid":
+            invalid[t.id] = st.reason
+            if repair:
+                delete_record(layout, t.id)
     return TileSort(todo, done, invalid)
 
 
@@ -574,7 +566,7 @@ def plan_tiles(
 
 
 def verify_cogs(
-    layout: RunLayout, records: Sequence[Mapping[str, Any]]
+    layout: RunLayout, records: Iterable[Mapping[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Check that the COGs of every ``done`` record exist with their recorded sizes before they
     are read (mosaics, report): one listing per COG layer folder, no COG read.

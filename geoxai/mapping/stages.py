@@ -64,6 +64,7 @@ from geoxai.mapping.change import change_layers
 from geoxai.mapping.cube_stage import _one_line
 from geoxai.mapping.outcomes import CubeStage, TileOutcome
 from geoxai.mapping.plan import RunPlan
+from geoxai.mapping.record_index import write_record_index
 from geoxai.mapping.records import (
     delete_record,
     read_records,
@@ -497,9 +498,18 @@ def finish_run(
     The COGs of every ``done`` record are checked first (:func:`verify_cogs`, one read per COG
     per run): a tile whose COG is missing, truncated or altered has its record deleted, stays
     out of the mosaics and the catalog, and the report names it (a rerun redoes it).
+
+    The record index is rewritten first (:func:`write_record_index`: the records written by
+    this run read once), so reading the records here, and planning the next rerun, costs one
+    listing and one index read instead of one GET per tile.
     """
 
     layout = run_layout(config)
+    try:
+        idx = write_record_index(layout)
+        log.info("record index %s: %d records (%d read)", idx.url, idx.rows, idx.fetched)
+    except StoreError as exc:  # the index is a cache: records are read one by one without it
+        log.warning("the record index was not written (%s); reruns read every record", exc)
     records, broken = verify_cogs(layout, read_records(layout))
     for tile_id, reason in broken.items():
         log.warning("tile %s: %s; its record is deleted, a rerun redoes it", tile_id, reason)

@@ -99,7 +99,7 @@ class RunView:
                 "(the folder holding config.json, records/ and zone=<epsg>/)."
             )
         config = read_json(layout.at(layout.config_url()), default=None) or {}
-        records = read_records(layout)
+        records = list(read_records(layout))
         epsgs = layout.zones()
         if not config and not records and not epsgs:
             raise NotARunError(

@@ -59,7 +59,7 @@ def make_run(root: str):
 
 def test_catalog_fields_and_hrefs(tmp_path):
     config, layout, done = make_run(str(tmp_path / "store"))
-    records = read_records(layout)
+    records = list(read_records(layout))
     url = write_catalog(layout, config, records)
     root = Path(url)
     assert root == tmp_path / "store" / "belgium" / "2024" / "catalog" / "collection.json"

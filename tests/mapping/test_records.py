@@ -312,7 +312,7 @@ def test_plan_without_zone_store(tmp_path):
     layout = RunLayout(str(tmp_path / "nothing" / "2024"))
     tiles = small_tiles()
     assert plan_tiles(layout, tiles, "cfg-a") == (tiles, [])
-    assert read_records(layout) == []
+    assert list(read_records(layout)) == []
 
 
 # ---- change layer -----------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def make_run(root: str, *, cogs: bool):
     write_status(layout, tiles[4], "empty", "NoDataError: 0 scenes", {"config_hash": "x"})
     mosaics = build_mosaics(layout, done, list(zone.layers.values())) if cogs else {}
     plan = SimpleNamespace(tiles=tiles, done=done[:1])  # tiles[0] was done by an earlier run
-    records = read_records(layout)
+    records = list(read_records(layout))
     this_run = {r["tile_id"]: r for r in records if r["tile_id"] != tiles[0].id}
     return layout, tiles, plan, records, this_run, mosaics
 

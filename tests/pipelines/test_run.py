@@ -71,7 +71,7 @@ def test_2x2_run_outputs_are_complete_and_documented(reference_run):
 
     cfg, summary = reference_run
     assert summary.count("done") == 4, summary.outcomes
-    records = read_records(RunLayout(cfg.run_root()))
+    records = list(read_records(RunLayout(cfg.run_root())))
     assert {r["status"] for r in records} == {"done"}
     for r in records:
         assert r["config_hash"] == cfg.output_hash()
@@ -339,7 +339,7 @@ def test_worker_node_dies_mid_run(run_world, reference_run, ray_two_nodes, tmp_p
     logs = client.get_job_logs(job)
     assert killed, "the worker node was never killed (the run finished too fast?)"
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    records = read_records(layout)
+    records = list(read_records(layout))
     assert sorted(r["status"] for r in records) == ["done"] * 4
     ref_cfg, _ = reference_run
     ref, got = _zone_arrays(ref_cfg, "prediction"), _zone_arrays(cfg, "prediction")
