@@ -417,8 +417,8 @@ def map_and_write(
         # raised here or by the block read inside map_tile, so the tile is recorded failed with
         # the reason, and the next run's cube stage rebuilds it
         raw = store.read_cube(cube.url, storage_options=so)
-        s1 = store.load_dataset(cube.s1_url, storage_options=so) if cube.s1_url else None
-        terr = store.load_dataset(cube.dem_url, storage_options=so) if cube.dem_url else None
+        s1 = store.read_layer(cube.s1_url, storage_options=so) if cube.s1_url else None
+        terr = store.read_layer(cube.dem_url, storage_options=so) if cube.dem_url else None
         timings["read_s"] = time.monotonic() - t0
         layers, t_map, info = map_tile(raw, tile, models, config, s1=s1, terrain=terr)
     except CorruptDataError as exc:
