@@ -323,6 +323,8 @@ def main() -> None:
     )
     ap.add_argument("--tile-m", type=int, help="tile size, m (default 6000; --quick 2000)")
     ap.add_argument("--superres", help="WRI's superresolve_graph.pb: super-resolution on")
+    ap.add_argument("--stages", help="comma-separated subset of the stages (default: all)")
+    ap.add_argument("--revisit", type=int, help="days between acquisitions (--memory: 2)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -340,8 +342,11 @@ def main() -> None:
     revisit = 20 if args.quick else 5
     world_kw: dict[str, Any] = {"revisit_days": revisit}
     if args.memory:  # orbit overlap: every 2 days over the axis and its 45-day margins
-        world_kw = {"revisit_days": 2, "pad_days": 45}
+        world_kw = {"revisit_days": args.revisit or 2, "pad_days": 45}
         args.no_old = True
+    stages = MEMORY_STAGES if args.memory else STAGES
+    if args.stages:
+        stages = tuple(n for n in stages if n in args.stages.split(","))
     # one origin (576 km E, 5628 km N) whatever the size
     tile = TileSpec(32631, 576_000 // tile_m, 5_628_000 // tile_m, 0, tile_m)
     with tempfile.TemporaryDirectory(prefix="bench_tile_") as tmpd:
@@ -372,7 +377,7 @@ def main() -> None:
                 "world": str(tmp / "world"),
                 "stac_url": url,
                 "models": models,
-                "stages": MEMORY_STAGES if args.memory else STAGES,
+                "stages": stages,
                 "stac_margin_days": world_kw.get("pad_days"),
                 "superres": superres,
             }
@@ -410,10 +415,9 @@ def main() -> None:
         "superres": bool(args.superres),
         **results,
     }
-    stages = MEMORY_STAGES if args.memory else STAGES
     ratios: dict[str, float] = {}
     for name, r in results.items():
-        if args.memory:
+        if args.memory or not all(st in r for st in ("smooth", "kernel", "tile")):
             continue
         k = r["kernel"]
         if "kernel_cpu_s" not in k:  # an old tree's kernels: not measured
@@ -422,7 +426,9 @@ def main() -> None:
         ratios[f"{name}_smooth_over_kernel_cpu"] = r["smooth"]["cpu_s"] / k["kernel_cpu_s"]
         ratios[f"{name}_smooth_over_kernel_wall"] = r["smooth"]["wall_s"] / k["kernel_wall_s"]
         ratios[f"{name}_tile_cpu_s"] = r["tile"]["cpu_s"]
-    if "old" in results:  # the same floor for both: this tree's kernels (today's are slower)
+    full = all(st in r for r in results.values() for st in ("smooth", "kernel", "tile"))
+    if "old" in results and full and "kernel_cpu_s" in results["new"]["kernel"]:
+        # the same floor for both: this tree's kernels (today's are slower)
         ratios["old_smooth_over_new_kernel_cpu"] = (
             results["old"]["smooth"]["cpu_s"] / results["new"]["kernel"]["kernel_cpu_s"]
         )
