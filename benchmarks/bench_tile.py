@@ -31,6 +31,9 @@ orbit-overlap area: ~228 acquisitions, all inside the axis + margins), this tree
 
 each with its peak RSS (goal for a 6 km tile: <= 4 GB). ``--tile-m`` sets a smaller tile to
 show how the peak scales with width (it follows block rows x width x dates, not the cube).
+``--superres GRAPH`` turns ``processing.super_resolution`` on (WRI's ``superresolve_graph.pb``,
+imported into a bundle in the temporary folder): the cube keeps the 20 m bands as read and
+``stream``/``map`` run the network on each row block (+ its halo) as it is read.
 
 Printed and written to ``benchmarks/results/bench_tile[_quick|_memory_<m>].json``: the ratios
 ``smooth / kernel`` (goal <= 1.5) and ``old tile CPU / new tile CPU`` (goal >= 3), measured
@@ -192,7 +195,9 @@ def stage_stream(ctx: dict) -> dict:
 
     raw = store.read_cube(ctx["cube"].url)
     feats = list(ctx["models"].prediction.spec.inputs.features)
-    ds, _ = mapping.tile_features(raw, ctx["tile"], ctx["config"], feats)
+    ds, _ = mapping.tile_features(
+        raw, ctx["tile"], ctx["config"], feats, superres=ctx["models"].superres
+    )
     return {
         "raw_shape": list(raw.shape),
         "raw_float32_gb": raw.size * 4 / 2**30,
@@ -244,6 +249,8 @@ def child(args: argparse.Namespace) -> None:
     world = load_world(spec["world"])
     rw = RunWorld(world, spec["stac_url"], spec["models"], Path(spec["workdir"]))
     over: dict[str, Any] = {"processing": {"halo_px": spec["halo"], "tile_size_m": spec["tile_m"]}}
+    if spec.get("superres"):  # super-resolution on (--superres)
+        over["processing"]["super_resolution"] = {"bundle": spec["superres"]}
     if spec.get("stac_margin_days"):  # read the archive's whole pad (--memory)
         over["stac"] = {"margin_days": spec["stac_margin_days"]}
     ctx: dict[str, Any] = {
@@ -315,6 +322,9 @@ def main() -> None:
         "--memory", action="store_true", help="peak RSS of a ~228-date tile streamed from the store"
     )
     ap.add_argument("--tile-m", type=int, help="tile size, m (default 6000; --quick 2000)")
+    ap.add_argument("--superres", help="WRI's superresolve_graph.pb: super-resolution on")
+    ap.add_argument("--stages", help="comma-separated subset of the stages (default: all)")
+    ap.add_argument("--revisit", type=int, help="days between acquisitions (--memory: 2)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -332,8 +342,11 @@ def main() -> None:
     revisit = 20 if args.quick else 5
     world_kw: dict[str, Any] = {"revisit_days": revisit}
     if args.memory:  # orbit overlap: every 2 days over the axis and its 45-day margins
-        world_kw = {"revisit_days": 2, "pad_days": 45}
+        world_kw = {"revisit_days": args.revisit or 2, "pad_days": 45}
         args.no_old = True
+    stages = MEMORY_STAGES if args.memory else STAGES
+    if args.stages:
+        stages = tuple(n for n in stages if n in args.stages.split(","))
     # one origin (576 km E, 5628 km N) whatever the size
     tile = TileSpec(32631, 576_000 // tile_m, 5_628_000 // tile_m, 0, tile_m)
     with tempfile.TemporaryDirectory(prefix="bench_tile_") as tmpd:
@@ -346,6 +359,11 @@ def main() -> None:
         print(f"world: {len(world.dates)} dates, {world_s:.0f} s", flush=True)
         with local_stac_api(archive.ndjson) as url:
             models = _tiny_bundles(tmp / "models", world, url)
+            superres = None
+            if args.superres:
+                from geoxai.models.dsen2 import import_dsen2_lite
+
+                superres = str(import_dsen2_lite(args.superres, tmp / "models" / "dsen2"))
             spec = {
                 "tile": {
                     "epsg": tile.epsg,
@@ -359,8 +377,9 @@ def main() -> None:
                 "world": str(tmp / "world"),
                 "stac_url": url,
                 "models": models,
-                "stages": MEMORY_STAGES if args.memory else STAGES,
+                "stages": stages,
                 "stac_margin_days": world_kw.get("pad_days"),
+                "superres": superres,
             }
             trees = {"new": ROOT}
             if not args.no_old:
@@ -393,12 +412,12 @@ def main() -> None:
         "dates": len(world.dates),
         "world_s": world_s,
         "ref": None if args.no_old else args.ref,
+        "superres": bool(args.superres),
         **results,
     }
-    stages = MEMORY_STAGES if args.memory else STAGES
     ratios: dict[str, float] = {}
     for name, r in results.items():
-        if args.memory:
+        if args.memory or not all(st in r for st in ("smooth", "kernel", "tile")):
             continue
         k = r["kernel"]
         if "kernel_cpu_s" not in k:  # an old tree's kernels: not measured
@@ -407,7 +426,9 @@ def main() -> None:
         ratios[f"{name}_smooth_over_kernel_cpu"] = r["smooth"]["cpu_s"] / k["kernel_cpu_s"]
         ratios[f"{name}_smooth_over_kernel_wall"] = r["smooth"]["wall_s"] / k["kernel_wall_s"]
         ratios[f"{name}_tile_cpu_s"] = r["tile"]["cpu_s"]
-    if "old" in results:  # the same floor for both: this tree's kernels (today's are slower)
+    full = all(st in r for r in results.values() for st in ("smooth", "kernel", "tile"))
+    if "old" in results and full and "kernel_cpu_s" in results["new"]["kernel"]:
+        # the same floor for both: this tree's kernels (today's are slower)
         ratios["old_smooth_over_new_kernel_cpu"] = (
             results["old"]["smooth"]["cpu_s"] / results["new"]["kernel"]["kernel_cpu_s"]
         )
@@ -433,9 +454,10 @@ def main() -> None:
     if args.memory:
         for name, r in results.items():
             print(f"{name}: baseline RSS (imports + models) {r['baseline_rss_gb']:.2f} GB")
-        path = dest / f"bench_tile_memory_{tile_m}.json"
+        path = dest / f"bench_tile_memory_{tile_m}{'_superres' if args.superres else ''}.json"
     else:
-        path = dest / ("bench_tile_quick.json" if args.quick else "bench_tile.json")
+        sr = "_superres" if args.superres else ""
+        path = dest / (f"bench_tile_quick{sr}.json" if args.quick else f"bench_tile{sr}.json")
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {path}")
 

@@ -61,13 +61,16 @@ def demo_config(out: Path, stac_url: str, world: Any) -> RunConfig:
 
 def _features(tile: Any, cfg: RunConfig) -> Any:
     from geoxai.io import store
+    from geoxai.mapping.stages import SMOOTH_ROWS
     from geoxai.temporal.smoothing import preprocess
 
     cube = mapping.stage_cube(tile, cfg)
     if cube.status != "ok":
         raise RuntimeError(f"demo training tile {tile.id}: {cube.status}: {cube.reason}")
-    raw = store.read_cube(cube.url).load()
-    return preprocess(raw, mapping.preprocess_params(cfg))
+    # the cube stays lazy: preprocess reads it row block by row block, as a tile actor does
+    # (same values as the loaded cube: tests/mapping/test_streamed_tile.py)
+    raw = store.read_cube(cube.url)
+    return preprocess(raw, mapping.preprocess_params(cfg), rows_per_block=SMOOTH_ROWS)
 
 
 def _train_models(cfg: RunConfig, world: Any, console) -> None:

@@ -57,7 +57,9 @@ __all__ = [
     "encode_cube",
     "decode_cube",
     "cube_codecs",
-    "layer_encoding",
+    "LAYER_ENCODING",
+    "encode_layer",
+    "decode_layer",
     "quiet_codecs",
 ]
 
@@ -113,11 +115,67 @@ def cube_codecs(itemsize: int) -> list[Any]:
         return [*shuffle, ZstdCodec(level=ZSTD_LEVEL, checksum=True)]
 
 
-def layer_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Zarr encoding of a layer stored beside a cube (S1 steps, terrain): every data variable
-    with :func:`cube_codecs` (shuffle + zstd with its checksum); chunks as the data has them.
-    Their values are computed (dB, metres, degrees), not DN: they stay in their own dtypes."""
-    return {str(k): {"compressors": cube_codecs(v.dtype.itemsize)} for k, v in ds.data_vars.items()}
+LAYER_ENCODING = "geoxai-layer/1"
+"""``layer_encoding`` (group attribute) of a layer stored beside a cube (S1 steps, terrain)."""
+
+LAYER_UNITS = ("dB", "m", "degrees")
+"""Units of the physical arrays of a layer (S1 backscatter, DEM, slope): stored as float32."""
+
+
+def encode_layer(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """The dataset to commit for a layer beside a cube (S1 steps, terrain), and its encoding.
+
+    Every data variable keeps its dtype: the physical arrays (:data:`LAYER_UNITS`: S1
+    backscatter per-step median dB, DEM metres, slope degrees) are float32 because their
+    sources are floats (RTC linear power, GLO-30 metres, warped bilinearly) and the medians and
+    gap fills are not on any integer lattice, so no integer form is lossless (measured in
+    ``benchmarks/bench_layers.py``: int16 at 0.01 dB saves bytes but moves values by up to
+    0.005 dB); flags (uint8), counts (int16) and masks (bool) are integers already. Chunks are
+    row blocks as the cube's: ``(1, band, ROWS, x)`` for ``(time, band, y, x)`` arrays,
+    ``(ROWS, x)`` for ``(y, x)``; codec :func:`cube_codecs` (byte shuffle + zstd 3 with its
+    checksum). The group attribute ``layer_encoding`` = :data:`LAYER_ENCODING`.
+    """
+    out = ds.copy()
+    out.attrs = {**ds.attrs, "layer_encoding": LAYER_ENCODING}
+    enc: dict[str, dict[str, Any]] = {}
+    for k, v in ds.data_vars.items():
+        e: dict[str, Any] = {"compressors": cube_codecs(v.dtype.itemsize)}
+        if v.dims[-2:] == ("y", "x"):
+            lead = tuple(
+                1 if d == "time" else n for d, n in zip(v.dims[:-2], v.shape[:-2], strict=True)
+            )
+            e["chunks"] = (*lead, min(ROWS, v.shape[-2]), v.shape[-1])
+        enc[str(k)] = e
+    return out, enc
+
+
+def decode_layer(ds: xr.Dataset, where: str) -> xr.Dataset:
+    """Check a stored layer (as opened; nothing is read) against :func:`encode_layer`'s layout.
+
+    A layer written before ``layer_encoding`` existed reads as it is (its arrays are the same).
+
+    Raises:
+        CorruptDataError: an unknown ``layer_encoding``, or a physical array
+            (:data:`LAYER_UNITS`) stored as integers without ``scale_factor``/``add_offset``
+            (its values cannot be turned into dB/m/degrees); the message names the store, the
+            array and the fix.
+    """
+    fix = "delete the store and rerun the cube stage (`geoxai run` rebuilds it)"
+    enc = ds.attrs.get("layer_encoding")
+    if enc is not None and enc != LAYER_ENCODING:
+        raise CorruptDataError(
+            f"Store {where}: arrays {sorted(map(str, ds.data_vars))} have layer_encoding "
+            f"{enc!r}, which this version of geoxai does not know (it reads "
+            f"{[LAYER_ENCODING]}); {fix}, or read it with the geoxai version that wrote it."
+        )
+    for k, v in ds.data_vars.items():
+        if v.attrs.get("units") in LAYER_UNITS and v.dtype.kind not in "f":
+            raise CorruptDataError(
+                f"Store {where}: array {str(k)!r} ({v.attrs['units']}) is stored as {v.dtype} "
+                "without scale_factor/add_offset attributes; its values cannot be turned into "
+                f"{v.attrs['units']}. {fix[0].upper()}{fix[1:]}."
+            )
+    return ds
 
 
 def _scaling(cube: xr.DataArray, refl: list[str]) -> tuple[np.ndarray, np.ndarray] | None:

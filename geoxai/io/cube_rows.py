@@ -44,6 +44,7 @@ __all__ = [
     "undo_zigzag_delta",
     "chunk_decoder",
     "DecodedRows",
+    "lazy_array",
     "lazy_rows",
 ]
 
@@ -228,7 +229,7 @@ class DecodedRows:
         """This array as xarray's lazily indexed data (what xarray's own backends hand out):
         ``DataArray.isel(...).values`` reads only the row blocks asked, ``.load()`` all of them
         (in parallel), and no dask graph or copy of the result stands in between."""
-        return indexing.LazilyIndexedArray(_Backend(self))
+        return lazy_array(self)
 
     def _read(self, times: range, chunks: range, rows: tuple[int, int], out: np.ndarray) -> None:
         """Decode rows ``rows[0]:rows[1]`` of the stored chunks ``chunks`` of every date in
@@ -338,8 +339,17 @@ CUBE = "reflectance"
 """The DN array's name (:data:`geoxai.io.cube_codec.CUBE_NAME`, which imports this module)."""
 
 
+def lazy_array(rows: Any) -> Any:
+    """An array-like read by row blocks (``shape``, ``dtype``, and ``__getitem__`` of a tuple of
+    integers and increasing slices: :class:`DecodedRows`, or a stage computed per row block
+    such as :class:`geoxai.temporal.superres.SuperresolvedRows`) as xarray's lazily indexed
+    data: ``xr.DataArray(lazy_array(rows), dims=...)`` reads only the rows a caller slices, when
+    ``.values`` is asked, with no dask graph in between."""
+    return indexing.LazilyIndexedArray(_Backend(rows))
+
+
 class _Backend(BackendArray):  # type: ignore[misc]
-    def __init__(self, rows: DecodedRows) -> None:
+    def __init__(self, rows: Any) -> None:
         self.rows, self.shape, self.dtype = rows, rows.shape, rows.dtype
 
     def __getitem__(self, key: Any) -> np.ndarray:

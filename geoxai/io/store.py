@@ -56,7 +56,13 @@ from geoxai.errors import (
     look_up_option,
 )
 from geoxai.io.checksums import check_digests, chunk_digests
-from geoxai.io.cube_codec import CUBE_NAME, CheckedChunks, decode_cube, quiet_codecs
+from geoxai.io.cube_codec import (
+    CUBE_NAME,
+    CheckedChunks,
+    decode_cube,
+    decode_layer,
+    quiet_codecs,
+)
 from geoxai.io.cube_rows import lazy_rows
 from geoxai.io.json_safe import _DROP, _clean_attrs, json_safe
 from geoxai.io.location import URL, StoreLocation, _as_location, storage_errors
@@ -70,6 +76,7 @@ __all__ = [
     "read_dataset",
     "load_dataset",
     "read_cube",
+    "read_layer",
     "read_commit",
     "verify",
     "is_committed",
@@ -406,6 +413,16 @@ def load_dataset(url: URL, *, storage_options: Mapping[str, Any] | None = None) 
             "and rerun the stage that writes it (a run's cube stage verifies the layers it "
             "reuses and rebuilds corrupt ones)."
         ) from exc
+
+
+def read_layer(
+    url: URL, *, storage_options: Mapping[str, Any] | None = None, load: bool = True
+) -> xr.Dataset:
+    """A layer committed beside a cube (S1 steps, terrain), loaded (``load=False``: lazily),
+    checked first (:func:`~geoxai.io.cube_codec.decode_layer`: a typed CorruptDataError)."""
+    loc = _as_location(url, storage_options)
+    decode_layer(read_dataset(loc), loc.describe())
+    return load_dataset(loc) if load else read_dataset(loc)
 
 
 def read_cube(

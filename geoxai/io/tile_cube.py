@@ -46,7 +46,7 @@ from geoxai.io.cube_codec import (
     ENCODINGS,
     NotWholeDNError,
     encode_cube,
-    layer_encoding,
+    encode_layer,
 )
 from geoxai.io.location import resolve
 from geoxai.io.stac import search
@@ -187,6 +187,8 @@ def _reusable(
         # the chunks match; its layout (encoding, band list, scaling) must decode too: opening
         # is lazy (metadata only) and raises what a tile actor's read would raise
         store.read_cube(url, storage_options=so)
+        for u in beside.values():
+            store.read_layer(u, storage_options=so, load=False)
     except (CorruptDataError, IncompleteOutputError) as exc:
         return None, f"{' '.join(str(exc).split())} It is rebuilt."
     return marker, ""
@@ -307,13 +309,14 @@ def build_tile_cube(
         if layer is None:
             continue
         beside_ids[key] = tuple(str(i) for i in layer.attrs.get("item_ids", ()))
+        stored, encoding = encode_layer(layer)
         m = store.write_dataset(
-            layer,
+            stored,
             target,
             storage_options=so,
             overwrite=True,
             extra={"query": query, "item_ids": beside_ids[key]},
-            encoding=layer_encoding(layer),
+            encoding=encoding,
         )
         nbytes += int(m.get("nbytes", 0))
     extra = {

@@ -20,6 +20,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "features_with_grid",
             "annual_composite",
             "tile_features",
+            "superresolved",
             "map_tile",
             "map_and_write",
             "record_empty_or_failed",

@@ -141,7 +141,7 @@ def committed_ancillary_layers(
                 f"is at {url}; run the tile's cube stage (stage_cube) first, it commits the "
                 "layer beside the cube, or pass the layer in."
             )
-        out.append(store.load_dataset(url, storage_options=so))
+        out.append(store.read_layer(url, storage_options=so))
     return out[0], out[1]
 
 

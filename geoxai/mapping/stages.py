@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+import xarray as xr
 
 from geoxai.config import RunConfig
 from geoxai.errors import (
@@ -49,6 +50,7 @@ from geoxai.errors import (
 from geoxai.geo.grid import GRID_ATTRS, TileSpec
 from geoxai.io import store
 from geoxai.io.cog import write_tile_cogs
+from geoxai.io.cube_rows import lazy_array
 from geoxai.io.layout import RunLayout
 from geoxai.io.mosaic import build_mosaics
 from geoxai.io.zonestore import ZoneStore
@@ -80,7 +82,7 @@ from geoxai.models.dsen2 import load_superres_bundle
 from geoxai.temporal.fuse import fuse
 from geoxai.temporal.heldout import TileHeldout
 from geoxai.temporal.smoothing import preprocess
-from geoxai.temporal.superres import superresolve_cube
+from geoxai.temporal.superres import SuperresolvedRows
 from geoxai.xai.asos import ASOSTable, asos_map, load_asos_bundle
 from geoxai.xai.spacex import load_spacex_bundle, spacex_attribution
 
@@ -93,6 +95,7 @@ __all__ = [
     "SPARSE_MAX_EDGE_GAP_DAYS",
     "quality_layer",
     "tile_features",
+    "superresolved",
     "load_models",
     "annual_composite",
     "features_with_grid",
@@ -207,6 +210,18 @@ def annual_composite(features: Any, bands: tuple[str, ...]) -> np.ndarray:
     return comp
 
 
+def superresolved(raw: Any, bundle: Any) -> Any:
+    """``raw`` with B05..B12 super-resolved, lazily: a row slice's ``.values`` runs the network
+    on those rows (+ its halo) only (:class:`geoxai.temporal.superres.SuperresolvedRows`), so
+    the smoothing stage's memory follows its row blocks with super-resolution on too. Same
+    values as :func:`geoxai.temporal.superres.superresolve_cube` (the whole cube at once)."""
+    rows = SuperresolvedRows(raw, bundle)
+    attrs = {**raw.attrs, "super_resolution": dict(rows.provenance)}
+    return xr.DataArray(
+        lazy_array(rows), dims=raw.dims, coords=raw.coords, attrs=attrs, name=raw.name
+    )
+
+
 def tile_features(
     raw: Any,
     tile: TileSpec,
@@ -233,8 +248,8 @@ def tile_features(
             committed one, if needed.
         device: smoothing device (None = numpy, ``"cuda"``).
         superres: a loaded wri-dsen2-lite bundle: B05..B12 super-resolved per date first
-            (:func:`geoxai.temporal.superres.superresolve_cube`); None = the cube's bands as
-            they are.
+            (:func:`superresolved`: row block by row block, as the smoothing stage reads them);
+            None = the cube's bands as they are.
 
     Returns:
         ``(optical, model)``: :func:`geoxai.temporal.preprocess`'s dataset and the dataset the
@@ -246,7 +261,7 @@ def tile_features(
     """
 
     if superres is not None:
-        raw = superresolve_cube(raw, superres)
+        raw = superresolved(raw, superres)
     params = preprocess_params(config)
     heldout = TileHeldout(raw, params.smoothing, device=device)
     ds = preprocess(raw, params, device=device, rows_per_block=SMOOTH_ROWS, block_hook=heldout.add)
@@ -403,8 +418,8 @@ def map_and_write(
         # raised here or by the block read inside map_tile, so the tile is recorded failed with
         # the reason, and the next run's cube stage rebuilds it
         raw = store.read_cube(cube.url, storage_options=so)
-        s1 = store.load_dataset(cube.s1_url, storage_options=so) if cube.s1_url else None
-        terr = store.load_dataset(cube.dem_url, storage_options=so) if cube.dem_url else None
+        s1 = store.read_layer(cube.s1_url, storage_options=so) if cube.s1_url else None
+        terr = store.read_layer(cube.dem_url, storage_options=so) if cube.dem_url else None
         timings["read_s"] = time.monotonic() - t0
         layers, t_map, info = map_tile(raw, tile, models, config, s1=s1, terrain=terr)
     except CorruptDataError as exc:

@@ -47,6 +47,7 @@ __all__ = [
     "apply_windows",
     "run_network",
     "superresolve_cube",
+    "SuperresolvedRows",
     "required_halo_px",
     "wald_protocol",
 ]
@@ -255,8 +256,133 @@ def run_network(
     return out
 
 
+class SuperresolvedRows:
+    """A raw tile cube with B05 B06 B07 B8A B11 B12 super-resolved, read by row blocks.
+
+    An array-like ``(time, band, y, x)`` float32 of ``raw``'s shape and band order. A read
+    (basic indexing: integers and slices) of rows ``y0:y1`` reads rows
+    ``y0 - halo : y1 + halo`` of ``raw`` (``halo`` = :func:`required_halo_px` of the network's
+    reach: two 40 m blocks for the preparation + the reach), prepares them on the zone lattice
+    (:func:`prepare_tile` with the block's own phase), runs the network on rows
+    ``y0 - reach : y1 + reach`` and keeps ``y0:y1``. Every kept pixel is at least two 40 m
+    blocks + the reach from a block edge that is not the cube's edge, so a block's rows hold
+    the values one pass over the whole cube gives (``tests/temporal/test_superres.py`` checks
+    bit equality); :func:`superresolve_cube` is this array read whole.
+
+    Memory per read: the ``raw`` rows read (``y1 - y0 + 2 halo`` rows, every date and band,
+    float32), the kept rows, and ~10x one batch of dates of those rows (float64 resampling):
+    it follows the rows asked, not the cube. ``raw`` may be lazy (a stored cube read row block
+    by row block, :func:`geoxai.io.store.read_cube`): then only those rows are read.
+
+    Args:
+        raw: ``(time, band, y, x)`` DataArray at 10 m with the ten :data:`DSEN2_BANDS` (+ SCL),
+            attrs ``transform`` and ``resampling = "nearest"`` (the 20 m bands as read).
+        bundle: a loaded ``wri-dsen2-lite`` :class:`~geoxai.models.bundle.LoadedBundle`.
+        batch: dates per network call.
+
+    Attributes:
+        shape, dtype, ndim: of the array (``raw``'s shape, float32).
+        halo: rows of context read above and below the rows asked.
+        provenance: what ``attrs["super_resolution"]`` of the result records.
+
+    Raises:
+        InvalidInputError: missing bands, a cube resampled bilinearly, or a grid not on 10 m.
+    """
+
+    def __init__(self, raw: Any, bundle: Any, *, batch: int = 4) -> None:
+        spec = bundle.spec
+        if spec.architecture != ARCHITECTURE:
+            raise InvalidInputError(
+                f"Bundle {bundle.path} is a {spec.architecture!r} bundle; super-resolution needs "
+                f"a {ARCHITECTURE!r} bundle (geoxai models import-tf superresolve_graph.pb)."
+            )
+        prep = Preparation.model_validate(spec.preparation)
+        tile = raw.attrs.get("tile_id", "?")
+        have = [str(b) for b in raw["band"].values]
+        missing = [b for b in DSEN2_BANDS if b not in have]
+        if missing:
+            raise InvalidInputError(
+                f"Raw cube of tile {tile} lacks {missing} that super-resolution reads; rebuild "
+                f"it with all of {list(DSEN2_BANDS)}."
+            )
+        if raw.attrs.get("resampling") != "nearest":
+            raise InvalidInputError(
+                f"Raw cube of tile {tile} was read with resampling "
+                f"{raw.attrs.get('resampling')!r}; super-resolution starts from the 20 m values: "
+                "build the cube with resampling='nearest' (a run does when "
+                "processing.super_resolution is set)."
+            )
+        if "transform" not in raw.attrs:
+            raise InvalidInputError(f"Raw cube of tile {tile} has no 'transform' attribute.")
+        res = float(raw.attrs.get("resolution_m", 10.0))
+        self.phase = lattice_phase(raw.attrs["transform"], res)
+        self.raw, self.bundle, self.batch = raw, bundle, max(1, int(batch))
+        self.reach, self.window, self.clip = prep.reach_px, spec.window.window, prep.clip
+        self.idx = [have.index(b) for b in DSEN2_BANDS]
+        self.out_idx = [have.index(b) for b in DSEN2_OUTPUTS]
+        self.halo = required_halo_px(self.reach)
+        self.shape = tuple(int(n) for n in raw.shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 4
+        self.provenance = {
+            "bundle": spec.name,
+            "architecture": spec.architecture,
+            "graph_sha256": spec.source.sha256 if spec.source else None,
+            "weights_sha256": spec.weights_sha256,
+        }
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (4 - len(key))
+        drop = tuple(i for i, k in enumerate(key) if isinstance(k, int | np.integer))
+        key = tuple(slice(int(k), int(k) + 1) if i in drop else k for i, k in enumerate(key))
+        if len(key) != 4 or not all(isinstance(k, slice) for k in key):
+            raise TypeError("SuperresolvedRows takes integers and slices only (basic indexing).")
+        ny = self.shape[2]
+        y0, y1, step = key[2].indices(ny)
+        if step < 1:  # xarray's basic indexing hands out increasing slices
+            raise TypeError("SuperresolvedRows takes increasing row slices only.")
+        rows = range(y0, y1, step)
+        if not len(rows):
+            nt = len(range(*key[0].indices(self.shape[0])))
+            empty = np.empty((nt, self.shape[1], 0, self.shape[3]), np.float32)
+            got = empty[:, key[1], :, key[3]]
+            return got.squeeze(axis=drop) if drop else got
+        r0, r1 = rows[0], rows[-1] + 1
+        a0, a1 = max(0, r0 - self.halo), min(ny, r1 + self.halo)
+        vals = np.asarray(self.raw.isel(time=key[0], y=slice(a0, a1)).values, np.float32)
+        out = np.array(vals[:, :, r0 - a0 : r1 - a0], dtype=np.float32)  # a copy: raw stays
+        out[:, self.out_idx] = self._network(vals, a0, r0 - a0, r1 - a0)
+        del vals
+        got = out[:, key[1], ::step, key[3]]
+        return got.squeeze(axis=drop) if drop else got
+
+    def _network(self, vals: np.ndarray, a0: int, k0: int, k1: int) -> np.ndarray:
+        """``(T, 6, k1 - k0, X)`` network outputs of rows ``k0:k1`` of ``vals``
+        ``(T, band, rows, X)``, the cube's rows from ``a0``."""
+        phase = ((self.phase[0] + a0) % 4, self.phase[1])
+        n0, n1 = max(k0 - self.reach, 0), min(k1 + self.reach, vals.shape[2])
+        out = np.empty((vals.shape[0], len(DSEN2_OUTPUTS), k1 - k0, vals.shape[3]), np.float32)
+        for t0 in range(0, vals.shape[0], self.batch):  # memory: one batch of dates at a time
+            x = prepare_tile(vals[t0 : t0 + self.batch][:, self.idx], phase)[:, :, n0:n1]
+            y = run_network(
+                self.bundle.net,
+                x,
+                margin=self.reach,
+                window=self.window,
+                clip=self.clip,
+                device=self.bundle.device,
+                batch=self.batch,
+            )
+            out[t0 : t0 + self.batch] = y[:, :, k0 - n0 : k1 - n0]
+        return out
+
+
 def superresolve_cube(raw: Any, bundle: Any, *, batch: int = 4) -> Any:
-    """Replace B05 B06 B07 B8A B11 B12 of a raw tile cube with the network's, per date.
+    """Replace B05 B06 B07 B8A B11 B12 of a raw tile cube with the network's, per date, whole.
+
+    :class:`SuperresolvedRows` read at once (a run reads it by row blocks instead, so its
+    memory follows the block, not the cube: :func:`geoxai.mapping.stages.tile_features`).
 
     Args:
         raw: ``(time, band, y, x)`` DataArray at 10 m with the ten :data:`DSEN2_BANDS` (+ SCL),
@@ -272,52 +398,9 @@ def superresolve_cube(raw: Any, bundle: Any, *, batch: int = 4) -> Any:
     Raises:
         InvalidInputError: missing bands, a cube resampled bilinearly, or a grid not on 10 m.
     """
-    spec = bundle.spec
-    if spec.architecture != ARCHITECTURE:
-        raise InvalidInputError(
-            f"Bundle {bundle.path} is a {spec.architecture!r} bundle; super-resolution needs a "
-            f"{ARCHITECTURE!r} bundle (geoxai models import-tf superresolve_graph.pb)."
-        )
-    prep = Preparation.model_validate(spec.preparation)
-    tile = raw.attrs.get("tile_id", "?")
-    have = [str(b) for b in raw["band"].values]
-    missing = [b for b in DSEN2_BANDS if b not in have]
-    if missing:
-        raise InvalidInputError(
-            f"Raw cube of tile {tile} lacks {missing} that super-resolution reads; rebuild it "
-            f"with all of {list(DSEN2_BANDS)}."
-        )
-    if raw.attrs.get("resampling") != "nearest":
-        raise InvalidInputError(
-            f"Raw cube of tile {tile} was read with resampling "
-            f"{raw.attrs.get('resampling')!r}; super-resolution starts from the 20 m values: "
-            "build the cube with resampling='nearest' (a run does when "
-            "processing.super_resolution is set)."
-        )
-    if "transform" not in raw.attrs:
-        raise InvalidInputError(f"Raw cube of tile {tile} has no 'transform' attribute.")
-    phase = lattice_phase(raw.attrs["transform"], float(raw.attrs.get("resolution_m", 10.0)))
-    idx = [have.index(b) for b in DSEN2_BANDS]
-    out_idx = [have.index(b) for b in DSEN2_OUTPUTS]
-    out = np.array(raw.values, dtype=np.float32)  # a copy: the caller's cube stays as read
-    for t0 in range(0, out.shape[0], batch):  # memory: one batch of dates at a time
-        x = prepare_tile(out[t0 : t0 + batch][:, idx], phase)
-        out[t0 : t0 + batch, out_idx] = run_network(
-            bundle.net,
-            x,
-            margin=prep.reach_px,
-            window=spec.window.window,
-            clip=prep.clip,
-            device=bundle.device,
-            batch=batch,
-        )
-    res = raw.copy(data=out)
-    res.attrs["super_resolution"] = {
-        "bundle": spec.name,
-        "architecture": spec.architecture,
-        "graph_sha256": spec.source.sha256 if spec.source else None,
-        "weights_sha256": spec.weights_sha256,
-    }
+    rows = SuperresolvedRows(raw, bundle, batch=batch)
+    res = raw.copy(data=rows[:, :, :, :])
+    res.attrs["super_resolution"] = dict(rows.provenance)
     return res
 
 

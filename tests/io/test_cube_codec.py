@@ -370,3 +370,66 @@ def test_a_lazily_read_cube_pickles(tmp_path):
     np.testing.assert_array_equal(
         cube.isel(y=slice(0, 8)).values, build_cube(items, BIG).values[:, :, :8]
     )
+
+
+# ---- layers beside a cube (S1 steps, terrain) ---------------------------------------------------
+
+
+def _layer(ny: int = 300, nx: int = 40) -> xr.Dataset:
+    """An S1-steps-shaped layer: float32 dB (time, band, y, x), counts, flags."""
+    rng = np.random.default_rng(3)
+    db = rng.normal(-12, 3, (3, 2, ny, nx)).astype(np.float32)
+    db[0, :, :5] = np.nan
+    ds = xr.Dataset(
+        {
+            "backscatter": (("time", "band", "y", "x"), db, {"units": "dB"}),
+            "s1_n_obs": (("y", "x"), rng.integers(0, 50, (ny, nx)).astype(np.int16)),
+            "s1_flags": (("y", "x"), rng.integers(0, 8, (ny, nx)).astype(np.uint8)),
+        },
+        coords={"band": ["VV", "VH"], "y": np.arange(ny) * -10.0, "x": np.arange(nx) * 10.0},
+    )
+    return ds
+
+
+def test_layers_are_stored_in_row_blocks_and_read_back_exactly(tmp_path):
+    from geoxai.io.cube_codec import LAYER_ENCODING, encode_layer
+
+    layer = _layer()
+    url = str(tmp_path / "t.s1.zarr")
+    ds, enc = encode_layer(layer)
+    marker = store.write_dataset(ds, url, encoding=enc)
+    assert marker["variables"]["backscatter"]["chunks"] == [1, 2, ROWS, 40]
+    assert marker["variables"]["s1_flags"]["chunks"] == [ROWS, 40]
+    assert marker["variables"]["backscatter"]["objects"] == 3 * 3  # dates x row blocks
+    got = store.read_layer(url)
+    assert got.attrs["layer_encoding"] == LAYER_ENCODING
+    for name in layer.data_vars:
+        assert got[name].dtype == layer[name].dtype
+        np.testing.assert_array_equal(got[name].values, layer[name].values)
+    lazy = store.read_layer(url, load=False)
+    assert lazy["backscatter"].chunks is not None  # opened, not read
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: m["attributes"].update(layer_encoding="geoxai-layer/9"), "does not know"),
+        (None, r"array 'backscatter' \(dB\) is stored as int16 without scale_factor/add_offset"),
+    ],
+)
+def test_a_layer_of_unknown_encoding_or_unscaled_integers_is_a_typed_error(tmp_path, edit, match):
+    from geoxai.io.cube_codec import encode_layer
+
+    layer = _layer(60, 8)
+    if edit is None:  # dB written as integers without their scaling
+        layer["backscatter"] = layer["backscatter"].fillna(0).astype(np.int16)
+    url = tmp_path / "t.s1.zarr"
+    ds, enc = encode_layer(layer)
+    store.write_dataset(ds, str(url), encoding=enc)
+    if edit is not None:
+        meta = json.loads((url / "zarr.json").read_text())
+        edit(meta)
+        (url / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(CorruptDataError, match=match) as err:
+        store.read_layer(str(url))
+    assert "t.s1.zarr" in str(err.value) and "rerun the cube stage" in str(err.value).lower()

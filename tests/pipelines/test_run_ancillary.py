@@ -276,3 +276,31 @@ def test_config_sections_validate_and_enter_the_output_hash(ancillary_world, tmp
     ):
         with pytest.raises(ConfigError, match=msg):
             _config(ancillary_world, tmp_path, bundle="optical", **bad)
+
+
+def test_a_layer_gone_bad_is_a_failed_tile_and_the_cube_stage_rebuilds_it(ancillary_run):
+    """The S1 layer is stored in row-block chunks; one whose layout this geoxai does not know
+    (an unknown layer_encoding) is a failed record naming the store and the fix, and the next
+    cube stage rebuilds it (the chunks match their checksums; the layout does not)."""
+    from geoxai import mapping
+    from geoxai.io.cube_codec import ROWS
+
+    cfg, plan, cubes, _ = ancillary_run
+    tile = plan.tiles[0]
+    cube = cubes[tile.id]
+    root = Path(cube.s1_url)
+    meta = json.loads((root / "backscatter" / "zarr.json").read_text())
+    ny, nx = tile.with_halo(HALO).shape
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 2, min(ROWS, ny), nx]
+    group = json.loads((root / "zarr.json").read_text())
+    group["attributes"]["layer_encoding"] = "geoxai-layer/9"
+    (root / "zarr.json").write_text(json.dumps(group))
+    models = mapping.load_models(cfg)
+    out = mapping.map_and_write(tile, cube, models, cfg)
+    assert out.status == "failed"
+    assert "layer_encoding 'geoxai-layer/9'" in out.reason and ".s1.zarr" in out.reason
+    assert "rerun the cube stage" in out.reason
+    with pytest.warns(UserWarning, match="layer_encoding"):
+        again = mapping.stage_cube(tile, cfg)
+    assert again.status == "ok" and not again.reused and "layer_encoding" in again.repaired
+    assert mapping.map_and_write(tile, again, models, cfg).status == "done"
