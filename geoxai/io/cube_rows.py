@@ -45,6 +45,7 @@ __all__ = [
     "chunk_decoder",
     "DecodedRows",
     "lazy_rows",
+    "dn_encoder",
 ]
 
 ZIGZAG_DELTA = "geoxai.zigzag_delta"
@@ -374,16 +375,62 @@ def _dn_rows(z, r0, r1, delta, sc, of, pos, out):  # type: ignore[no-untyped-def
                 out[p, r - r0, x] = nan if v == 0 else np.float32(v) * s + o
 
 
-_KERNEL: list[Any] = []
+def _dn_encode(r, sc, of, out):  # type: ignore[no-untyped-def]
+    """``out = rint((float64(r) - of) / sc)`` as uint16 (0 at NaN) for ``r`` ``(t, b, y, x)``
+    float32 and ``sc``/``of`` ``(t, b)`` float32, checked to decode back to ``r`` bit for bit
+    (``float32(DN) * sc + of``, two float32 roundings; DN 0 is nodata and not checked).
+    Returns ``(outside the uint16 range, not a whole DN, first such value)``: one pass, no
+    temporaries (the encoder's inverse of :func:`_dn_rows`)."""
+    n_range = 0
+    n_bad = 0
+    first = np.float32(0.0)
+    for t in range(r.shape[0]):
+        for b in range(r.shape[1]):
+            s = sc[t, b]
+            o = of[t, b]
+            s64 = np.float64(s)
+            o64 = np.float64(o)
+            for y in range(r.shape[2]):
+                for x in range(r.shape[3]):
+                    v = r[t, b, y, x]
+                    if np.isnan(v):
+                        out[t, b, y, x] = 0
+                        continue
+                    d = np.rint((np.float64(v) - o64) / s64)
+                    if d < 0.0 or d > 65535.0:
+                        if n_range + n_bad == 0:
+                            first = v
+                        n_range += 1
+                        out[t, b, y, x] = 0
+                        continue
+                    u = np.uint16(d)
+                    out[t, b, y, x] = u
+                    if u != 0 and np.float32(u) * s + o != v:
+                        if n_range + n_bad == 0:
+                            first = v
+                        n_bad += 1
+    return n_range, n_bad, first
+
+
+_KERNEL: dict[str, Any] = {}
 
 
 def _dn_kernel() -> Any:
     """:func:`_dn_rows` compiled by numba (cached on disk, GIL released), on first use."""
-    if not _KERNEL:
-        from numba import njit  # lazy: numba's JIT only when a DN cube is read
+    return _compiled("rows", _dn_rows)
 
-        _KERNEL.append(njit(cache=True, nogil=True)(_dn_rows))
-    return _KERNEL[0]
+
+def dn_encoder() -> Any:
+    """:func:`_dn_encode` compiled by numba (cached on disk, GIL released), on first use."""
+    return _compiled("encode", _dn_encode)
+
+
+def _compiled(key: str, fn: Any) -> Any:
+    if key not in _KERNEL:
+        from numba import njit  # lazy: numba's JIT only when a DN cube is read or written
+
+        _KERNEL[key] = njit(cache=True, nogil=True)(fn)
+    return _KERNEL[key]
 
 
 def _classes(s: np.ndarray, o: np.ndarray) -> None:
