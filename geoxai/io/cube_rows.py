@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -199,6 +201,21 @@ class DecodedRows:
         self.ndim = 4
         cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         self.workers = max(1, len(cpus) if cpus else os.cpu_count() or 1)
+        # decoded chunks (still predictor-coded) whose rows were read only in part: the next
+        # read of the row block (the smoothing stage streams 64 rows of 128-row chunks) takes
+        # them from here instead of fetching and decompressing them again
+        self._partial: dict[tuple[str, int, int], tuple[np.ndarray, bool]] = {}
+        self._spare: list[np.ndarray] = []  # blocks handed out, see _block
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_partial"], state["_spare"], state["_lock"] = {}, [], None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -212,7 +229,7 @@ class DecodedRows:
         y1 = max(y0, y1)
         c0, c1 = y0 // self.rows, max(y0 // self.rows, -(-y1 // self.rows))
         # only the rows asked are kept (a 64-row read of 128-row chunks holds 64 rows of float32)
-        out = np.empty((max(t1 - t0, 0), self.shape[1], y1 - y0, self.shape[3]), np.float32)
+        out = self._block((max(t1 - t0, 0), self.shape[1], y1 - y0, self.shape[3]))
         if out.size:
             groups = _split(range(c0, c1), self.workers)
             rows = (y0, y1)
@@ -224,6 +241,21 @@ class DecodedRows:
                         f.result()
         got = out[:, key[1], :, key[3]]
         return got.squeeze(axis=drop) if drop else got
+
+    def _block(self, shape: tuple[int, int, int, int]) -> np.ndarray:
+        """A float32 block for a read: one of the last two handed out when nothing outside
+        this reader holds it any more (no array, view or buffer of it is alive: a streaming
+        caller has moved on), else a new one. Reusing it spares the page faults of fresh
+        memory (a 64-row block of a tile-year is ~100-400 MB, allocated by mmap) on every
+        read; every value of it is overwritten by the read."""
+        with self._lock:
+            for buf in self._spare:
+                # references: the list, ``buf`` and getrefcount's argument; any more is a user
+                if buf.shape == shape and sys.getrefcount(buf) <= 3:
+                    return buf
+            buf = np.empty(shape, np.float32)
+            self._spare = [buf, *self._spare[:1]]
+            return buf
 
     def lazy(self) -> Any:
         """This array as xarray's lazily indexed data (what xarray's own backends hand out):
@@ -241,16 +273,35 @@ class DecodedRows:
                     paths.append((self.refl[0], t, c, f"{self.root}/{self.refl[0]}/c/{t}/0/{c}/0"))
                 if self.scl:
                     paths.append((self.scl[0], t, c, f"{self.root}/{self.scl[0]}/c/{t}/{c}/0"))
-        got = self.fs.cat([p[3] for p in paths], on_error="return")
+        with self._lock:
+            kept = {p[:3]: self._partial.pop(p[:3]) for p in paths if p[:3] in self._partial}
+        fetch = [p[3] for p in paths if p[:3] not in kept]
+        got = self.fs.cat(fetch, on_error="return") if fetch else {}
         nb = len(self.refl[2]) if self.refl else 0
-        dn = np.empty((nb, self.rows, self.shape[3]), np.uint16)
-        cls = np.empty((self.rows, self.shape[3]), np.uint8)
+        scratch = {
+            True: np.empty((nb, self.rows, self.shape[3]), np.uint16),
+            False: np.empty((self.rows, self.shape[3]), np.uint8),
+        }
         for name, t, c, path in paths:
             raw = got.get(path)
             first = c * self.rows  # the chunk's first row
             a = max(rows[0], first) - first  # rows a:b of the chunk are asked
-            b = min(rows[1], first + min(self.rows, self.shape[2] - first)) - first
+            end = min(self.rows, self.shape[2] - first)  # rows the chunk holds
+            b = min(rows[1], first + end) - first
             o = out[t - times.start, :, first + a - rows[0] : first + b - rows[0]]
+            is_refl = bool(self.refl) and name == self.refl[0]
+            keep = b < end and rows[0] <= first + a  # a read goes on from here
+            if (name, t, c) in kept:  # decoded by an earlier read of other rows of this chunk
+                dec, stored = kept[(name, t, c)]
+                self._convert(is_refl, dec, raw_ok=stored, a=a, b=b, t=t, o=o)
+                if keep:
+                    self._keep(name, t, c, dec, stored)
+                continue
+            if keep:
+                shape = (nb, self.rows, self.shape[3]) if is_refl else (self.rows, self.shape[3])
+                dec = np.empty(shape, np.uint16 if is_refl else np.uint8)
+            else:
+                dec = scratch[is_refl]
             if isinstance(raw, FileNotFoundError):
                 raw = None  # never written: every value is the fill value (nodata)
             elif isinstance(raw, BaseException):
@@ -259,13 +310,32 @@ class DecodedRows:
                     f"({type(raw).__name__}: {' '.join(str(raw).split())[:300]}). {_FIX}"
                 ) from raw
             # a chunk is stored whole (the last row block padded): decode it whole, keep n rows
-            if self.refl and name == self.refl[0]:
-                self._decode(name, t, c, raw, self.refl[1][0], dn, self.refl[3])
-                delta = self.refl[1][1] and raw is not None  # fill: plain values
-                _dn_kernel()(dn, a, b, delta, self.sc[t], self.of[t], self.refl_pos, o)
+            if is_refl and self.refl:
+                self._decode(name, t, c, raw, self.refl[1][0], dec, self.refl[3])
             elif self.scl:
-                self._decode(name, t, c, raw, self.scl[1][0], cls, self.scl[2])
-                _classes(cls[a:b], o[self.scl_pos])
+                self._decode(name, t, c, raw, self.scl[1][0], dec, self.scl[2])
+            self._convert(is_refl, dec, raw_ok=raw is not None, a=a, b=b, t=t, o=o)
+            if keep:
+                self._keep(name, t, c, dec, raw is not None)
+
+    def _keep(self, name: str, t: int, c: int, dec: np.ndarray, stored: bool) -> None:
+        """Keep decoded chunk ``(name, t, c)`` for the next read (one row block at a time);
+        ``stored``: it was read from the store (False: never written, all fill values)."""
+        with self._lock:
+            if any(k[2] != c for k in self._partial):
+                self._partial.clear()  # another row block: the reader moved on
+            self._partial[(name, t, c)] = (dec, stored)
+
+    def _convert(
+        self, is_refl: bool, dec: np.ndarray, *, raw_ok: bool, a: int, b: int, t: int, o: Any
+    ) -> None:
+        """Rows ``a:b`` of a decoded chunk into the float32 block ``o``: the DN through the
+        predictor and the scaling (fill values are plain), SCL classes as floats."""
+        if is_refl and self.refl:
+            delta = self.refl[1][1] and raw_ok
+            _dn_kernel()(dec, a, b, delta, self.sc[t], self.of[t], self.refl_pos, o)
+        else:
+            _classes(dec[a:b], o[self.scl_pos])
 
     def _decode(
         self, name: str, t: int, c: int, raw: Any, dec: Any, dst: np.ndarray, fill: int

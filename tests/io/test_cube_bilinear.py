@@ -110,6 +110,8 @@ def test_shift_refuses_what_the_kernel_does_not_reproduce(tmp_path):
     }
     for name, (dtype, res, nodata, want) in cases.items():
         path = tmp_path / f"{name}.tif"
-        write_cog(path, np.ones((8, 8), dtype), Affine(res, 0, x0, 0, -res, y1), "EPSG:32632", nodata)
+        write_cog(
+            path, np.ones((8, 8), dtype), Affine(res, 0, x0, 0, -res, y1), "EPSG:32632", nodata
+        )
         with rasterio.open(path) as ds:
             assert cube_mod._pixel_shift(ds, Spec, False, True) == want, name
