@@ -205,12 +205,13 @@ class DecodedRows:
         # read of the row block (the smoothing stage streams 64 rows of 128-row chunks) takes
         # them from here instead of fetching and decompressing them again
         self._partial: dict[tuple[str, int, int], tuple[np.ndarray, bool]] = {}
+        self._free: list[np.ndarray] = []  # chunk buffers of _partial that were read out
         self._spare: list[np.ndarray] = []  # blocks handed out, see _block
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_partial"], state["_spare"], state["_lock"] = {}, [], None
+        state["_partial"], state["_free"], state["_spare"], state["_lock"] = {}, [], [], None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -243,18 +244,19 @@ class DecodedRows:
         return got.squeeze(axis=drop) if drop else got
 
     def _block(self, shape: tuple[int, int, int, int]) -> np.ndarray:
-        """A float32 block for a read: one of the last two handed out when nothing outside
+        """A float32 block for a read: one of the last three handed out when nothing outside
         this reader holds it any more (no array, view or buffer of it is alive: a streaming
         caller has moved on), else a new one. Reusing it spares the page faults of fresh
         memory (a 64-row block of a tile-year is ~100-400 MB, allocated by mmap) on every
-        read; every value of it is overwritten by the read."""
+        read; every value of it is overwritten by the read. Three: while the smoothing stage
+        reads block k, blocks k - 1 (read ahead) and k - 2 (the one being used) are held."""
         with self._lock:
             for buf in self._spare:
                 # references: the list, ``buf`` and getrefcount's argument; any more is a user
                 if buf.shape == shape and sys.getrefcount(buf) <= 3:
                     return buf
             buf = np.empty(shape, np.float32)
-            self._spare = [buf, *self._spare[:1]]
+            self._spare = [buf, *self._spare[:2]]
             return buf
 
     def lazy(self) -> Any:
@@ -296,10 +298,13 @@ class DecodedRows:
                 self._convert(is_refl, dec, raw_ok=stored, a=a, b=b, t=t, o=o)
                 if keep:
                     self._keep(name, t, c, dec, stored)
+                else:
+                    with self._lock:
+                        self._free.append(dec)  # its rows are all read: the next keep takes it
                 continue
             if keep:
                 shape = (nb, self.rows, self.shape[3]) if is_refl else (self.rows, self.shape[3])
-                dec = np.empty(shape, np.uint16 if is_refl else np.uint8)
+                dec = self._spare_chunk(shape, np.uint16 if is_refl else np.uint8)
             else:
                 dec = scratch[is_refl]
             if isinstance(raw, FileNotFoundError):
@@ -318,12 +323,22 @@ class DecodedRows:
             if keep:
                 self._keep(name, t, c, dec, raw is not None)
 
+    def _spare_chunk(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A decoded-chunk buffer: one whose rows were all read (memory already touched), or
+        a new one."""
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if buf.shape == shape and buf.dtype == dtype:
+                    return self._free.pop(i)
+        return np.empty(shape, dtype)
+
     def _keep(self, name: str, t: int, c: int, dec: np.ndarray, stored: bool) -> None:
         """Keep decoded chunk ``(name, t, c)`` for the next read (one row block at a time);
         ``stored``: it was read from the store (False: never written, all fill values)."""
         with self._lock:
             if any(k[2] != c for k in self._partial):
                 self._partial.clear()  # another row block: the reader moved on
+                self._free.clear()
             self._partial[(name, t, c)] = (dec, stored)
 
     def _convert(
