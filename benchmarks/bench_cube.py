@@ -28,12 +28,12 @@ shared cores. ``--quick`` takes a quarter year (19 acquisitions) twice each, abo
 ``--storage`` measures the stored cube instead (:func:`storage_ratios`, local files, no S3):
 cube bytes stored / source COG bytes of the same windows; cube build (build + encode + write,
 numba's kernels loaded before it, as in a tile actor) / decoding the same COG windows with
-rasterio alone (no warp, no write); reading the stored cube back as the run does (the smoothing
-stage streams ``SMOOTH_ROWS``-row slices of all dates x bands, holding the two before while it
-reads the next: ``geoxai.temporal.weights.RowBlocks``) / decoding the same stored chunk objects, each once,
-with the codec alone (zstd, un-shuffle and the zigzag-delta predictor, into integers; both best
-of 3, the first read reported apart; reading by whole stored chunks while keeping every block,
-the old measure, is reported beside it);
+rasterio alone (no warp, no write); reading the stored cube back as the run does (the
+smoothing stage streams ``SMOOTH_ROWS``-row slices of all dates x bands, holding the two before
+while it reads the next: ``geoxai.temporal.weights.RowBlocks``) / decoding the same stored chunk
+objects, each once, with the codec alone (zstd, un-shuffle and the zigzag-delta predictor, into
+integers; both best of 3, the first read reported apart; reading by whole stored chunks while
+keeping every block, the old measure, is reported beside it);
 verifying the chunk checksums / the build; and a table of candidate codecs (bytes, encode and
 decode time) on the cube's DN.
 ``benchmarks/bench_tile.py`` can call :func:`storage_ratios` on its own tile.

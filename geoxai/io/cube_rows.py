@@ -278,20 +278,20 @@ class DecodedRows:
         with self._lock:
             kept = {p[:3]: self._partial.pop(p[:3]) for p in paths if p[:3] in self._partial}
         fetch = [p[3] for p in paths if p[:3] not in kept]
-        got = self.fs.cat(fetch, on_error="return") if fetch else {}
+        got: dict[str, Any] = self.fs.cat(fetch, on_error="return") if fetch else {}
         nb = len(self.refl[2]) if self.refl else 0
-        scratch = {
+        scratch: dict[bool, np.ndarray] = {
             True: np.empty((nb, self.rows, self.shape[3]), np.uint16),
             False: np.empty((self.rows, self.shape[3]), np.uint8),
         }
         for name, t, c, path in paths:
-            raw = got.get(path)
+            raw: Any = got.get(path)
             first = c * self.rows  # the chunk's first row
             a = max(rows[0], first) - first  # rows a:b of the chunk are asked
             end = min(self.rows, self.shape[2] - first)  # rows the chunk holds
             b = min(rows[1], first + end) - first
             o = out[t - times.start, :, first + a - rows[0] : first + b - rows[0]]
-            is_refl = bool(self.refl) and name == self.refl[0]
+            is_refl = self.refl is not None and name == self.refl[0]
             keep = b < end and rows[0] <= first + a  # a read goes on from here
             if (name, t, c) in kept:  # decoded by an earlier read of other rows of this chunk
                 dec, stored = kept[(name, t, c)]
