@@ -65,6 +65,7 @@ from geoxai.errors import (
 )
 from geoxai.geo.bands import CUBE_BANDS, SCL, SUN_AZIMUTH, SUN_ELEVATION, check_bands
 from geoxai.geo.grid import TileSpec
+from geoxai.geo.resample import bilinear_2x, source_rows
 from geoxai.io.cube_codec import CUBE_NAME, DN_OFFSET, DN_SCALE
 from geoxai.io.signing import SIGNER, redact
 from geoxai.io.stac_items import band_scaling, item_sun_angles, normalize_item
@@ -169,8 +170,10 @@ class _CheckedReader(AutoParallelRioReader):  # type: ignore[misc]
     (the part inside the raster; NaN outside and at the file's nodata value), not through
     stackstac's GDAL WarpedVRT, whose identity warp gives the same values at ~10x the cost; so
     is a coarser asset read with nearest resampling on a grid the tile's refines (SCL at 20 m:
-    each 20 m pixel repeated 2 x 2). Assets without a nodata value, on another grid, or
-    resampled bilinearly (the 20 m bands) take the warped path."""
+    each 20 m pixel repeated 2 x 2), and an unsigned-integer asset read bilinearly on a grid the
+    tile's refines 2 x 2 (the 20 m bands): its 20 m window (one pixel of margin) is upsampled by
+    :func:`geoxai.geo.resample.bilinear_2x`, GDAL's bilinear warp computed directly. Assets
+    without a nodata value, on another grid, or resampled otherwise take the warped path."""
 
     _aligned: tuple[int, int, int] | None | bool = False  # False: not looked at yet
 
@@ -196,13 +199,18 @@ class _CheckedReader(AutoParallelRioReader):  # type: ignore[misc]
             return None
         with self.gdal_env.open, rasterio.open(self.url) as ds:
             nearest = self.resampling == Resampling.nearest
+            bilinear = self.resampling == Resampling.bilinear
             shift = (
-                _pixel_shift(ds, self.spec, nearest) if self._aligned is False else self._aligned
+                _pixel_shift(ds, self.spec, nearest, bilinear)
+                if self._aligned is False
+                else self._aligned
             )
             self._aligned = shift
             if not isinstance(shift, tuple):
                 return None
             dr, dc, k = shift
+            if k == 2 and bilinear:
+                return self._read_bilinear(ds, window, dr, dc)
             # fine (tile-grid) rows/cols of the window, from the dataset's origin; source pixels
             # of the window are those holding the fine pixels' centres: fine // k
             r0, c0 = int(window.row_off) + dr, int(window.col_off) + dc
@@ -226,21 +234,49 @@ class _CheckedReader(AutoParallelRioReader):  # type: ignore[misc]
             fine = src.repeat(k, axis=0).repeat(k, axis=1)
             return fine[r0 - s0 * k : r0 - s0 * k + h, c0 - t0 * k : c0 - t0 * k + w]
 
+    def _read_bilinear(self, ds: Any, window: Any, dr: int, dc: int) -> np.ndarray:
+        """The window of a raster whose pixels are 2 x 2 of the output's, resampled bilinearly
+        as GDAL's warp does (:func:`geoxai.geo.resample.bilinear_2x`) from the source window
+        around it; pixels outside the raster are invalid there."""
+        from rasterio.windows import Window  # lazy: rasterio (GDAL) only when pixels are read
 
-def _pixel_shift(ds: Any, spec: Any, nearest: bool) -> tuple[int, int, int] | None:
+        f0, g0 = int(window.row_off) + dr, int(window.col_off) + dc
+        h, w = int(window.height), int(window.width)
+        s0, s1 = source_rows(f0, h)
+        t0, t1 = source_rows(g0, w)
+        src = np.zeros((s1 - s0, t1 - t0), ds.dtypes[0])
+        valid = np.zeros(src.shape, bool)
+        a0, b0 = max(s0, 0), max(t0, 0)
+        a1, b1 = min(s1, ds.height), min(t1, ds.width)
+        if a1 > a0 and b1 > b0:
+            with self.gdal_env.read:
+                part = ds.read(1, window=Window(b0, a0, b1 - b0, a1 - a0))
+            src[a0 - s0 : a1 - s0, b0 - t0 : b1 - t0] = part
+            valid[a0 - s0 : a1 - s0, b0 - t0 : b1 - t0] = part != ds.nodata
+        out = np.empty((h, w), self.dtype)
+        return bilinear_2x(src, valid, (s0, t0), (f0, g0), (ds.height, ds.width), out, np.nan)
+
+
+def _pixel_shift(
+    ds: Any, spec: Any, nearest: bool, bilinear: bool = False
+) -> tuple[int, int, int] | None:
     """``(rows, cols, k)`` when dataset ``ds`` lies on the output grid ``spec`` (stackstac's
     RasterSpec) without a warp: same CRS, no rotation, pixels ``k`` times the output's (``k``
     = 1, or any whole number with ``nearest`` resampling: each output pixel then takes the one
-    source pixel holding its centre, as GDAL's nearest does), the origins ``rows``/``cols``
-    output pixels apart, and a nodata value (what marks invalid pixels on the warped path).
-    None otherwise."""
+    source pixel holding its centre, as GDAL's nearest does; or 2 with ``bilinear`` resampling
+    of an unsigned-integer raster, see :func:`geoxai.geo.resample.bilinear_2x`), the origins
+    ``rows``/``cols`` output pixels apart, and a nodata value (what marks invalid pixels on the
+    warped path). None otherwise."""
     t, g = ds.transform, spec.transform
     if ds.nodata is None or ds.crs is None or ds.crs.to_epsg() != spec.epsg:
         return None
     if t.b != 0 or t.d != 0 or g.b != 0 or g.d != 0 or g.a <= 0 or g.e >= 0:
         return None
     k = t.a / g.a
-    if abs(k - round(k)) > 1e-9 or round(k) < 1 or t.e / g.e != k or (round(k) > 1 and not nearest):
+    if abs(k - round(k)) > 1e-9 or round(k) < 1 or t.e / g.e != k:
+        return None
+    unsigned = np.dtype(ds.dtypes[0]) in (np.uint8, np.uint16)
+    if round(k) > 1 and not (nearest or (bilinear and round(k) == 2 and unsigned)):
         return None
     dc, dr = (g.c - t.c) / g.a, (g.f - t.f) / g.e
     if abs(dc - round(dc)) > 1e-6 or abs(dr - round(dr)) > 1e-6:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ __all__ = [
     "DecodedRows",
     "lazy_array",
     "lazy_rows",
+    "dn_encoder",
 ]
 
 ZIGZAG_DELTA = "geoxai.zigzag_delta"
@@ -199,6 +202,22 @@ class DecodedRows:
         self.ndim = 4
         cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         self.workers = max(1, len(cpus) if cpus else os.cpu_count() or 1)
+        # decoded chunks (still predictor-coded) whose rows were read only in part: the next
+        # read of the row block (the smoothing stage streams 64 rows of 128-row chunks) takes
+        # them from here instead of fetching and decompressing them again
+        self._partial: dict[tuple[str, int, int], tuple[np.ndarray, bool]] = {}
+        self._free: list[np.ndarray] = []  # chunk buffers of _partial that were read out
+        self._spare: list[np.ndarray] = []  # blocks handed out, see _block
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_partial"], state["_free"], state["_spare"], state["_lock"] = {}, [], [], None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -212,7 +231,7 @@ class DecodedRows:
         y1 = max(y0, y1)
         c0, c1 = y0 // self.rows, max(y0 // self.rows, -(-y1 // self.rows))
         # only the rows asked are kept (a 64-row read of 128-row chunks holds 64 rows of float32)
-        out = np.empty((max(t1 - t0, 0), self.shape[1], y1 - y0, self.shape[3]), np.float32)
+        out = self._block((max(t1 - t0, 0), self.shape[1], y1 - y0, self.shape[3]))
         if out.size:
             groups = _split(range(c0, c1), self.workers)
             rows = (y0, y1)
@@ -224,6 +243,22 @@ class DecodedRows:
                         f.result()
         got = out[:, key[1], :, key[3]]
         return got.squeeze(axis=drop) if drop else got
+
+    def _block(self, shape: tuple[int, int, int, int]) -> np.ndarray:
+        """A float32 block for a read: one of the last three handed out when nothing outside
+        this reader holds it any more (no array, view or buffer of it is alive: a streaming
+        caller has moved on), else a new one. Reusing it spares the page faults of fresh
+        memory (a 64-row block of a tile-year is ~100-400 MB, allocated by mmap) on every
+        read; every value of it is overwritten by the read. Three: while the smoothing stage
+        reads block k, blocks k - 1 (read ahead) and k - 2 (the one being used) are held."""
+        with self._lock:
+            for buf in self._spare:
+                # references: the list, ``buf`` and getrefcount's argument; any more is a user
+                if buf.shape == shape and sys.getrefcount(buf) <= 3:
+                    return buf
+            buf = np.empty(shape, np.float32)
+            self._spare = [buf, *self._spare[:2]]
+            return buf
 
     def lazy(self) -> Any:
         """This array as xarray's lazily indexed data (what xarray's own backends hand out):
@@ -241,16 +276,38 @@ class DecodedRows:
                     paths.append((self.refl[0], t, c, f"{self.root}/{self.refl[0]}/c/{t}/0/{c}/0"))
                 if self.scl:
                     paths.append((self.scl[0], t, c, f"{self.root}/{self.scl[0]}/c/{t}/{c}/0"))
-        got = self.fs.cat([p[3] for p in paths], on_error="return")
+        with self._lock:
+            kept = {p[:3]: self._partial.pop(p[:3]) for p in paths if p[:3] in self._partial}
+        fetch = [p[3] for p in paths if p[:3] not in kept]
+        got: dict[str, Any] = self.fs.cat(fetch, on_error="return") if fetch else {}
         nb = len(self.refl[2]) if self.refl else 0
-        dn = np.empty((nb, self.rows, self.shape[3]), np.uint16)
-        cls = np.empty((self.rows, self.shape[3]), np.uint8)
+        scratch: dict[bool, np.ndarray] = {
+            True: np.empty((nb, self.rows, self.shape[3]), np.uint16),
+            False: np.empty((self.rows, self.shape[3]), np.uint8),
+        }
         for name, t, c, path in paths:
-            raw = got.get(path)
+            raw: Any = got.get(path)
             first = c * self.rows  # the chunk's first row
             a = max(rows[0], first) - first  # rows a:b of the chunk are asked
-            b = min(rows[1], first + min(self.rows, self.shape[2] - first)) - first
+            end = min(self.rows, self.shape[2] - first)  # rows the chunk holds
+            b = min(rows[1], first + end) - first
             o = out[t - times.start, :, first + a - rows[0] : first + b - rows[0]]
+            is_refl = self.refl is not None and name == self.refl[0]
+            keep = b < end and rows[0] <= first + a  # a read goes on from here
+            if (name, t, c) in kept:  # decoded by an earlier read of other rows of this chunk
+                dec, stored = kept[(name, t, c)]
+                self._convert(is_refl, dec, raw_ok=stored, a=a, b=b, t=t, o=o)
+                if keep:
+                    self._keep(name, t, c, dec, stored)
+                else:
+                    with self._lock:
+                        self._free.append(dec)  # its rows are all read: the next keep takes it
+                continue
+            if keep:
+                shape = (nb, self.rows, self.shape[3]) if is_refl else (self.rows, self.shape[3])
+                dec = self._spare_chunk(shape, np.uint16 if is_refl else np.uint8)
+            else:
+                dec = scratch[is_refl]
             if isinstance(raw, FileNotFoundError):
                 raw = None  # never written: every value is the fill value (nodata)
             elif isinstance(raw, BaseException):
@@ -259,13 +316,42 @@ class DecodedRows:
                     f"({type(raw).__name__}: {' '.join(str(raw).split())[:300]}). {_FIX}"
                 ) from raw
             # a chunk is stored whole (the last row block padded): decode it whole, keep n rows
-            if self.refl and name == self.refl[0]:
-                self._decode(name, t, c, raw, self.refl[1][0], dn, self.refl[3])
-                delta = self.refl[1][1] and raw is not None  # fill: plain values
-                _dn_kernel()(dn, a, b, delta, self.sc[t], self.of[t], self.refl_pos, o)
+            if is_refl and self.refl:
+                self._decode(name, t, c, raw, self.refl[1][0], dec, self.refl[3])
             elif self.scl:
-                self._decode(name, t, c, raw, self.scl[1][0], cls, self.scl[2])
-                _classes(cls[a:b], o[self.scl_pos])
+                self._decode(name, t, c, raw, self.scl[1][0], dec, self.scl[2])
+            self._convert(is_refl, dec, raw_ok=raw is not None, a=a, b=b, t=t, o=o)
+            if keep:
+                self._keep(name, t, c, dec, raw is not None)
+
+    def _spare_chunk(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A decoded-chunk buffer: one whose rows were all read (memory already touched), or
+        a new one."""
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if buf.shape == shape and buf.dtype == dtype:
+                    return self._free.pop(i)
+        return np.empty(shape, dtype)
+
+    def _keep(self, name: str, t: int, c: int, dec: np.ndarray, stored: bool) -> None:
+        """Keep decoded chunk ``(name, t, c)`` for the next read (one row block at a time);
+        ``stored``: it was read from the store (False: never written, all fill values)."""
+        with self._lock:
+            if any(k[2] != c for k in self._partial):
+                self._partial.clear()  # another row block: the reader moved on
+                self._free.clear()
+            self._partial[(name, t, c)] = (dec, stored)
+
+    def _convert(
+        self, is_refl: bool, dec: np.ndarray, *, raw_ok: bool, a: int, b: int, t: int, o: Any
+    ) -> None:
+        """Rows ``a:b`` of a decoded chunk into the float32 block ``o``: the DN through the
+        predictor and the scaling (fill values are plain), SCL classes as floats."""
+        if is_refl and self.refl:
+            delta = self.refl[1][1] and raw_ok
+            _dn_kernel()(dec, a, b, delta, self.sc[t], self.of[t], self.refl_pos, o)
+        else:
+            _classes(dec[a:b], o[self.scl_pos])
 
     def _decode(
         self, name: str, t: int, c: int, raw: Any, dec: Any, dst: np.ndarray, fill: int
@@ -384,16 +470,62 @@ def _dn_rows(z, r0, r1, delta, sc, of, pos, out):  # type: ignore[no-untyped-def
                 out[p, r - r0, x] = nan if v == 0 else np.float32(v) * s + o
 
 
-_KERNEL: list[Any] = []
+def _dn_encode(r, sc, of, out):  # type: ignore[no-untyped-def]
+    """``out = rint((float64(r) - of) / sc)`` as uint16 (0 at NaN) for ``r`` ``(t, b, y, x)``
+    float32 and ``sc``/``of`` ``(t, b)`` float32, checked to decode back to ``r`` bit for bit
+    (``float32(DN) * sc + of``, two float32 roundings; DN 0 is nodata and not checked).
+    Returns ``(outside the uint16 range, not a whole DN, first such value)``: one pass, no
+    temporaries (the encoder's inverse of :func:`_dn_rows`)."""
+    n_range = 0
+    n_bad = 0
+    first = np.float32(0.0)
+    for t in range(r.shape[0]):
+        for b in range(r.shape[1]):
+            s = sc[t, b]
+            o = of[t, b]
+            s64 = np.float64(s)
+            o64 = np.float64(o)
+            for y in range(r.shape[2]):
+                for x in range(r.shape[3]):
+                    v = r[t, b, y, x]
+                    if np.isnan(v):
+                        out[t, b, y, x] = 0
+                        continue
+                    d = np.rint((np.float64(v) - o64) / s64)
+                    if d < 0.0 or d > 65535.0:
+                        if n_range + n_bad == 0:
+                            first = v
+                        n_range += 1
+                        out[t, b, y, x] = 0
+                        continue
+                    u = np.uint16(d)
+                    out[t, b, y, x] = u
+                    if u != 0 and np.float32(u) * s + o != v:
+                        if n_range + n_bad == 0:
+                            first = v
+                        n_bad += 1
+    return n_range, n_bad, first
+
+
+_KERNEL: dict[str, Any] = {}
 
 
 def _dn_kernel() -> Any:
     """:func:`_dn_rows` compiled by numba (cached on disk, GIL released), on first use."""
-    if not _KERNEL:
-        from numba import njit  # lazy: numba's JIT only when a DN cube is read
+    return _compiled("rows", _dn_rows)
 
-        _KERNEL.append(njit(cache=True, nogil=True)(_dn_rows))
-    return _KERNEL[0]
+
+def dn_encoder() -> Any:
+    """:func:`_dn_encode` compiled by numba (cached on disk, GIL released), on first use."""
+    return _compiled("encode", _dn_encode)
+
+
+def _compiled(key: str, fn: Any) -> Any:
+    if key not in _KERNEL:
+        from numba import njit  # lazy: numba's JIT only when a DN cube is read or written
+
+        _KERNEL[key] = njit(cache=True, nogil=True)(fn)
+    return _KERNEL[key]
 
 
 def _classes(s: np.ndarray, o: np.ndarray) -> None:

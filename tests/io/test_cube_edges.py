@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from geoxai.config import ProcessingConfig
 from geoxai.errors import ConfigError, DataAccessError, NoDataError
-from geoxai.geo.bands import S2_BANDS, SUN_AZIMUTH, SUN_ELEVATION
+from geoxai.geo.bands import CUBE_BANDS, S2_BANDS, SUN_AZIMUTH, SUN_ELEVATION
 from geoxai.io import store
 from geoxai.io.cube import build_cube
 from geoxai.io.tile_cube import build_tile_cube
@@ -140,7 +140,8 @@ def test_run_config_cloud_mask_switch(monkeypatch):
 
 
 def test_assets_on_the_tile_grid_are_read_without_a_warp_to_the_same_values(tmp_path, monkeypatch):
-    """10 m assets on the tile's own grid, and SCL (20 m, nearest), are read directly (no
+    """10 m assets on the tile's own grid, SCL (20 m, nearest) and the 20 m bands (bilinear on
+    the 2 x 2 lattice) are read directly (no
     WarpedVRT): the same float32 cube as the warped path, a nodata hole and rasters that end
     inside the tile (at a 10 m and at a 20 m pixel boundary) included."""
     from geoxai.io import cube as cube_mod
@@ -163,7 +164,8 @@ def test_assets_on_the_tile_grid_are_read_without_a_warp_to_the_same_values(tmp_
     monkeypatch.setattr(cube_mod._CheckedReader, "_read_direct", spy)
     fast = build_cube(items, TILE).values
     names = sorted({u.rsplit("/", 1)[-1] for u in direct})
-    assert names == ["B02.tif", "B03.tif", "B04.tif", "B08.tif", "SCL.tif"]  # SCL: 2 x 2
+    # SCL: 2 x 2 nearest; the 20 m bands: bilinear 2 x 2 (geoxai.geo.resample)
+    assert names == sorted(f"{b}.tif" for b in CUBE_BANDS)
     monkeypatch.setattr(cube_mod._CheckedReader, "_aligned", None)  # every asset warped
     warped = build_cube(items, TILE).values
     np.testing.assert_array_equal(fast, warped)

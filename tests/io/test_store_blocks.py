@@ -4,6 +4,7 @@ as the whole read, each read holding only its own rows (not the stored chunk's 1
 from __future__ import annotations
 
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 
 from geoxai.io import store
 from geoxai.io.cube_codec import ROWS
@@ -39,3 +40,47 @@ def test_a_row_slice_reads_and_holds_only_its_rows(tmp_path, monkeypatch):
     for c in cube.coords:
         np.testing.assert_array_equal(cube[c].values, whole[c].values)
     assert cube.attrs == whole.attrs
+
+
+def test_streamed_row_blocks_decode_each_chunk_once_and_reuse_only_released_blocks(
+    tmp_path, monkeypatch
+):
+    """The smoothing stage streams 64-row slices of 128-row chunks (here 16 of 128): each
+    stored chunk is fetched and decompressed once (the rest of a chunk read in part is kept for
+    the next slice), and a block is reused for a later read only once nothing holds it."""
+    items = _scenes(tmp_path / "scenes")
+    url = str(tmp_path / "cube.zarr")
+    build_tile_cube(items, BIG, url, start="2023-01-01", end="2023-12-31")
+    whole = store.read_cube(url).values
+    cube = store.read_cube(url)
+    fetched: list[str] = []
+    cat = LocalFileSystem.cat
+
+    def counting_cat(self, paths, **kw):
+        fetched.extend(paths)
+        return cat(self, paths, **kw)
+
+    monkeypatch.setattr(LocalFileSystem, "cat", counting_cat)
+    rows, ny = 16, cube.sizes["y"]
+    held = []
+    for r0 in range(0, ny, rows):
+        block = cube.isel(y=slice(r0, r0 + rows)).values
+        np.testing.assert_array_equal(block, whole[:, :, r0 : r0 + rows])
+        if r0 // rows % 3 == 0:
+            held.append((r0, block))  # kept by the caller: never overwritten
+    stored = [
+        p for name in ("reflectance", "SCL") for p in (tmp_path / "cube.zarr" / name).rglob("*")
+        if p.is_file() and "/c/" in str(p)
+    ]  # fmt: skip
+    assert sorted(fetched) == sorted(str(p) for p in stored)  # each chunk object read once
+    for r0, block in held:
+        np.testing.assert_array_equal(block, whole[:, :, r0 : r0 + rows])
+    # a second pass over the same rows reads them again (nothing stale is kept)
+    np.testing.assert_array_equal(cube.isel(y=slice(0, rows)).values, whole[:, :, :rows])
+    # read out of order: a slice of another chunk, then the rest of a chunk read in part
+    np.testing.assert_array_equal(
+        cube.isel(y=slice(ROWS, ROWS + 8)).values, whole[:, :, ROWS : ROWS + 8]
+    )
+    np.testing.assert_array_equal(
+        cube.isel(y=slice(rows, 2 * rows)).values, whole[:, :, rows : 2 * rows]
+    )
