@@ -29,9 +29,7 @@ def _page(text: str) -> str:
 
 def test_report_from_a_one_shot_iterator_equals_the_one_from_a_list(tmp_path):
     """Every section (held-out scores, quicklooks, timings, failures) comes out the same."""
-    layout, tiles, plan, records, this_run, mosaics = test_report.make_run(
-        str(tmp_path), cogs=True
-    )
+    layout, tiles, plan, records, this_run, mosaics = test_report.make_run(str(tmp_path), cogs=True)
     kw = {"tiles": tiles, "this_run": this_run, "wall_s": 60.0, "mosaics": mosaics}
     from_list = render_report(layout, test_report.CONFIG, records, **kw)
     from_iter = render_report(layout, test_report.CONFIG, iter(records), **kw)
@@ -91,8 +89,11 @@ def test_catalog_from_a_callable_streams_two_passes_and_equals_the_list_one(tmp_
     table_b = pq.read_table(b.parent / "items.parquet").to_pylist()
     assert len(calls) == 2  # the shapes, then the Items
     assert [r["id"] for r in table_b] == [r["id"] for r in table_a] == sorted(t.id for t in done)
-    strip = [{k: v for k, v in r.items() if k not in ("created", "updated")} for r in table_a]
-    assert strip == [{k: v for k, v in r.items() if k not in ("created", "updated")} for r in table_b]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("created", "updated")} for r in rows]
+
+    assert strip(table_a) == strip(table_b)
     c = Path(write_catalog(layout, config, iter(read_records(layout)), items_json=False))
     assert pq.read_table(c.parent / "items.parquet").num_rows == len(done)
 
@@ -101,8 +102,9 @@ def test_finish_run_reads_records_as_a_one_shot_stream_and_drops_a_broken_tile(
     tmp_path, monkeypatch
 ):
     """``read_records`` returning a generator (the records index contract): ``finish_run``
-    reads it three times (COG check + report; the catalog's shapes, then its Items); a tile whose COG was truncated is out of
-    the catalog, named by the report, and its record is deleted."""
+    reads it three times (COG check + report; the catalog's shapes, then its Items); a tile
+    whose COG was truncated is out of the catalog, named by the report, and its record is
+    deleted."""
     layout, tiles, plan, _, this_run, _ = test_report.make_run(str(tmp_path), cogs=True)
     bad = tiles[1]
     path = tmp_path / "demo-run" / "2024" / "cogs" / "prediction" / f"{bad.id}.tif"
