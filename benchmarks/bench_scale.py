@@ -268,10 +268,15 @@ class _NoopStages:
 
 
 def step_drive(ctx: dict, n: int) -> dict:
-    """The Ray driver with no-op stages over ``n`` tiles to do."""
+    """The Ray driver with no-op stages over ``n`` tiles to do.
+
+    ``drive_s``: ``run()`` once Ray is up (planning, actors starting, every tile);
+    ``steady_ms_per_tile``: from the first tile's outcome to the last one's (the per-tile cost
+    without the actors' start); ``rss_growth_mb``: the driver's RSS after ``run()`` minus
+    before (what the run keeps per tile), next to the step's peak RSS."""
     import ray
 
-    from pipelines.run import run
+    from pipelines import run as driver
 
     _NoopStages.plan_tiles = tuple(_tiles(_subset(ctx, n)))
     cfg = _config(ctx, ctx["n_tiles"], str(Path(ctx["work"]) / "drive"))
@@ -282,11 +287,38 @@ def step_drive(ctx: dict, n: int) -> dict:
             )
         }
     )
-    s = run(cfg, progress=False, stages=_NoopStages)
+    marks: dict[str, float] = {}
+    record = driver._Books.record
+
+    def timed(books: Any, outcome: Any) -> None:  # patched in the step's own child process
+        marks.setdefault("first", time.perf_counter())
+        marks["last"] = time.perf_counter()
+        record(books, outcome)
+
+    driver._Books.record = timed  # type: ignore[method-assign]
+    driver.init_ray(None)
+    rss0 = _statm_mb()
+    t = time.perf_counter()
+    s = driver.run(cfg, progress=False, stages=_NoopStages)
+    drive_s = time.perf_counter() - t
+    growth = _statm_mb() - rss0
     ray.shutdown()
     if s.count("done") != n:
         raise RuntimeError(f"drive_{n}: {s.count('done')} of {n} done")
-    return {"tiles": n, "done": s.count("done")}
+    steady = 1e3 * (marks["last"] - marks["first"]) / max(1, n - 1)
+    return {
+        "tiles": n,
+        "done": s.count("done"),
+        "drive_s": round(drive_s, 2),
+        "steady_ms_per_tile": round(steady, 3),
+        "rss_growth_mb": round(growth, 1),
+    }
+
+
+def _statm_mb() -> float:
+    """This process's current RSS, MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 Step = tuple[str, Callable[[dict], dict]]
@@ -364,7 +396,9 @@ def main() -> None:
     ap.add_argument("--drive-sizes", default="1000,10000")
     ap.add_argument("--work", default=None, help="work folder (default a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--reuse", action="store_true", help="reuse the run roots of a --keep run")
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse the tile list and run roots of a --keep run"
+    )
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="geoxai-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -376,6 +410,9 @@ def main() -> None:
     try:
         for name, fn in STEPS(sizes, drive):
             if args.reuse and name.startswith("outputs_") and (work / f"n{name[8:]}").exists():
+                continue
+            if args.reuse and name == "cover" and Path(ctx["tiles_npy"]).exists():
+                ctx["n_tiles"] = len(np.load(ctx["tiles_npy"]))  # the kept run's tile list
                 continue
             out = run_step(name, fn, ctx)
             results[name] = out
@@ -397,6 +434,11 @@ def main() -> None:
         p: per_tile(results, p) for p in ("outputs", "plan", "rerun", "drive") if len(results)
     }
     summary["plan"]["check_per_tile"] = per_tile(results, "plan", "check_s")
+    summary["drive"]["run_per_tile"] = per_tile(results, "drive", "drive_s")
+    steady = {int(k[6:]): v["steady_ms_per_tile"] for k, v in results.items()
+              if k.startswith("drive_") and "steady_ms_per_tile" in v}  # fmt: skip
+    if len(steady) > 1:
+        summary["drive"]["steady_ratio_last_first"] = steady[max(steady)] / steady[min(steady)]
     for p, v in summary.items():
         print(f"{p}: per tile {v}")
     out = {"context": _context(), "steps": results, "summary": summary}
