@@ -115,8 +115,8 @@ def step_outputs(ctx: dict, n: int) -> dict:
     from geoxai.io.zonestore import ZoneGrid, ZoneStore
     from geoxai.mapping.records import write_tile
 
-    root = str(Path(ctx["work"]) / f"n{n}")
-    shutil.rmtree(root, ignore_errors=True)
+    root = _root(ctx, n)
+    out = _Writer(root)
     cfg = _config(ctx, n, root)
     layout = RunLayout(cfg.run_root())
     tiles = _tiles(_subset(ctx, n))
@@ -139,9 +139,8 @@ def step_outputs(ctx: dict, n: int) -> dict:
         },
     )
     names = list(rec0["layers"])
-    chunk = {k: open(zones[t0.epsg].loc.child(rec0["layers"][k]["chunk"]).path, "rb").read()
-             for k in names}  # fmt: skip
-    cog = {k: open(layout.url(m["href"]), "rb").read() for k, m in rec0["cogs"].items()}
+    chunk = {k: out.read(zones[t0.epsg].loc.child(rec0["layers"][k]["chunk"]).path) for k in names}
+    cog = {k: out.read(layout.url(m["href"])) for k, m in rec0["cogs"].items()}
     # the record as a text template: the tile's id, zone and chunk keys are filled in per tile
     text = json.dumps(rec0).replace(t0.id, "{tid}").replace(f'"epsg": {t0.epsg}', '"epsg": {epsg}')
     text = text.replace(f"zone={t0.epsg}", "zone={epsg}").replace("{", "{{").replace("}", "}}")
@@ -149,26 +148,60 @@ def step_outputs(ctx: dict, n: int) -> dict:
         text = text.replace("{{" + a + "}}", "{" + a + "}")
     for k in names:
         text = text.replace(f'"{rec0["layers"][k]["chunk"]}"', '"{ck_' + k + '}"')
-    made: set[str] = set()
     for t in tiles[1:]:
         zone = zones[t.epsg]
         keys = {f"ck_{k}": zone.chunk_key(k, t) for k in names}
         for k in names:
-            path = zone.loc.child(keys[f"ck_{k}"]).path
-            d = os.path.dirname(path)
-            if d not in made:
-                os.makedirs(d, exist_ok=True)
-                made.add(d)
-            with open(path, "wb") as f:
-                f.write(chunk[k])
+            out.write(zone.loc.child(keys[f"ck_{k}"]).path, chunk[k])
         for k, raw in cog.items():
-            with open(layout.cog_url(k, t.id), "wb") as f:
-                f.write(raw)
-        with open(layout.record_url(t.id), "w") as f:
-            f.write(text.format(tid=t.id, epsg=t.epsg, **keys))
+            out.write(layout.cog_url(k, t.id), raw)
+        out.write(layout.record_url(t.id), text.format(tid=t.id, epsg=t.epsg, **keys).encode())
+    out.flush()
     files = len(tiles) * (1 + len(rec0["layers"]) + len(rec0["cogs"]))
     nbytes = len(text) + sum(map(len, chunk.values())) + sum(map(len, cog.values()))
     return {"tiles": n, "files": files, "bytes_per_tile": nbytes}
+
+
+def _root(ctx: dict, n: int) -> str:
+    """The run root of the ``n``-tile steps: under the work folder, or on the local S3 server
+    (``--s3``: ``ctx["s3_base"]``)."""
+    return f"{ctx.get('s3_base') or ctx['work']}/n{n}"
+
+
+class _Writer:
+    """Plain object writes under a fresh ``root`` (set-up, not a geoxai code path): local
+    files, or batches of concurrent PUTs through s3fs (``pipe``) on S3."""
+
+    def __init__(self, root: str) -> None:
+        import fsspec
+
+        self.s3 = root.startswith("s3://")
+        self.fs = fsspec.filesystem("s3" if self.s3 else "file")
+        self.batch: dict[str, bytes] = {}
+        self.made: set[str] = set()
+        if self.fs.exists(root):
+            self.fs.rm(root, recursive=True)
+
+    def read(self, url: str) -> bytes:
+        return bytes(self.fs.cat_file(url))
+
+    def write(self, url: str, data: bytes) -> None:
+        if self.s3:
+            self.batch[url] = data
+            if len(self.batch) >= 2000:
+                self.flush()
+            return
+        d = os.path.dirname(url)
+        if d not in self.made:
+            os.makedirs(d, exist_ok=True)
+            self.made.add(d)
+        with open(url, "wb") as f:
+            f.write(data)
+
+    def flush(self) -> None:
+        if self.batch:
+            self.fs.pipe(self.batch)
+            self.batch = {}
 
 
 def step_plan(ctx: dict, n: int) -> dict:
@@ -177,7 +210,7 @@ def step_plan(ctx: dict, n: int) -> dict:
     from geoxai.io.listing import Listing
     from geoxai.mapping.records import check_tiles
 
-    cfg = _config(ctx, n, str(Path(ctx["work"]) / f"n{n}"))
+    cfg = _config(ctx, n, _root(ctx, n))
     tiles = _tiles(_subset(ctx, n))
     listing = Listing()
     t = time.perf_counter()
@@ -220,7 +253,7 @@ def step_rerun(ctx: dict, n: int) -> dict:
 
     from pipelines.run import run
 
-    cfg = _config(ctx, n, str(Path(ctx["work"]) / f"n{n}"))
+    cfg = _config(ctx, n, _root(ctx, n))
     s = run(cfg, progress=False, stages=_NoopFinish)
     ray.shutdown()
     if s.skipped != n or s.processed:
@@ -390,6 +423,71 @@ def per_tile(results: dict, prefix: str, key: str = "wall_s") -> dict:
     return {"per_tile_s": got, "ratio_last_first": got[ns[-1]] / got[ns[0]]}
 
 
+class _S3Server:
+    """``moto_server`` on 127.0.0.8 (loopback, in memory) with a bucket, fake keys in this
+    process's environment (inherited by the steps' children and local Ray workers), and its
+    request log in the work folder to count requests per step."""
+
+    HOST = "127.0.0.8"
+    BUCKET = "geoxai-scale"
+
+    def __init__(self, work: Path) -> None:
+        import subprocess
+
+        import boto3
+
+        from tests.fixtures.net import free_port, wait_http
+
+        port = free_port(self.HOST)
+        self.log_path = work / "moto.log"
+        self._log = open(self.log_path, "wb")
+        exe = Path(sys.executable).with_name("moto_server")
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", self.HOST, "-p", str(port)], stdout=self._log, stderr=self._log
+        )
+        url = f"http://{self.HOST}:{port}"
+        wait_http(url + "/moto-api/", self.proc)
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench-key",
+            AWS_SECRET_ACCESS_KEY="bench-secret",
+            AWS_REGION="us-east-1",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL=url,
+            AWS_S3_ENDPOINT=url.removeprefix("http://"),
+            AWS_HTTPS="NO",
+            AWS_VIRTUAL_HOSTING="FALSE",
+        )
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket=self.BUCKET)
+        self.base = f"s3://{self.BUCKET}"
+
+    def mark(self) -> int:
+        """The log's size now (requests after it belong to the next step)."""
+        self._log.flush()
+        return self.log_path.stat().st_size
+
+    def requests_since(self, mark: int) -> dict[str, int]:
+        """Requests logged since ``mark``: ``list`` (ListObjectsV2 pages), ``get``, ``head``,
+        ``put``, ``delete``, ``other``."""
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        out = dict.fromkeys(("list", "get", "head", "put", "delete", "other"), 0)
+        for line in lines:
+            if '"GET ' in line:
+                out["list" if "list-type=" in line or "prefix=" in line else "get"] += 1
+            elif '"HEAD ' in line or '"PUT ' in line or '"DELETE ' in line:
+                out[line.split('"', 2)[1].split()[0].lower()] += 1
+            elif '" ' in line and "HTTP/1" in line:
+                out["other"] += 1
+        return out
+
+    def stop(self) -> None:
+        from tests.fixtures.net import stop
+
+        stop(self.proc)
+        self._log.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000,240346")
@@ -399,6 +497,12 @@ def main() -> None:
     ap.add_argument(
         "--reuse", action="store_true", help="reuse the tile list and run roots of a --keep run"
     )
+    ap.add_argument(
+        "--s3",
+        action="store_true",
+        help="outputs, plan and rerun on a local S3 server (moto_server on 127.0.0.8, in "
+        "memory, stopped after) instead of the work folder; counts its requests per step",
+    )
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="geoxai-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -406,15 +510,22 @@ def main() -> None:
     sizes = [int(v) for v in args.sizes.split(",") if v]
     drive = [int(v) for v in args.drive_sizes.split(",") if v]
     results: dict[str, dict] = {}
+    s3 = _S3Server(work) if args.s3 else None
+    if s3 is not None:
+        ctx["s3_base"] = s3.base
     print(f"{'step':<16} {'wall s':>9} {'ms/tile':>9} {'peak RSS MB':>12}  details", flush=True)
     try:
         for name, fn in STEPS(sizes, drive):
-            if args.reuse and name.startswith("outputs_") and (work / f"n{name[8:]}").exists():
+            kept = s3 is None and (work / f"n{name[8:]}").exists()
+            if args.reuse and name.startswith("outputs_") and kept:
                 continue
             if args.reuse and name == "cover" and Path(ctx["tiles_npy"]).exists():
                 ctx["n_tiles"] = len(np.load(ctx["tiles_npy"]))  # the kept run's tile list
                 continue
+            mark = s3.mark() if s3 is not None else 0
             out = run_step(name, fn, ctx)
+            if s3 is not None:
+                out["s3_requests"] = s3.requests_since(mark)
             results[name] = out
             if name == "cover" and "tiles" in out:
                 ctx["n_tiles"] = out["tiles"]
@@ -428,6 +539,8 @@ def main() -> None:
                 flush=True,
             )
     finally:
+        if s3 is not None:
+            s3.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     summary = {
@@ -441,8 +554,9 @@ def main() -> None:
         summary["drive"]["steady_ratio_last_first"] = steady[max(steady)] / steady[min(steady)]
     for p, v in summary.items():
         print(f"{p}: per tile {v}")
-    out = {"context": _context(), "steps": results, "summary": summary}
-    dest = ROOT / "benchmarks" / "results" / "bench_scale.json"
+    out = {"context": _context(), "store": "s3" if s3 else "local", "steps": results,
+           "summary": summary}  # fmt: skip
+    dest = ROOT / "benchmarks" / "results" / f"bench_scale{'_s3' if s3 else ''}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=1, default=str))
     print(f"wrote {dest}")
