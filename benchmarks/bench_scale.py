@@ -2,26 +2,38 @@
 the driver, on this machine with a local store; time and peak memory per step.
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 1000,10000,100000,240346]
-        [--drive-sizes 1000,10000] [--work DIR] [--keep]
+        [--drive-sizes 1000,10000] [--only outputs,plan,...] [--s3] [--work DIR] [--keep]
+        [--reuse]
 
 Steps (each a function ``step_<name>(ctx) -> dict`` in :data:`STEPS`, run in a forked child so
 its peak RSS is its own; ``ctx`` carries the tile list and the work folder between steps; other
 benchmark files add steps to the list, e.g. ``bench_scale_outputs.py``):
 
-1. ``cover``: ``cover_aoi("BRA")``, the tiles a run of Brazil plans (the driver's first step).
+1. ``cover``: ``cover_aoi("BRA")``, the tiles a run of Brazil plans (the driver's first step;
+   ``--reuse`` takes the list a ``--keep`` run left).
 2. per tile count N (the first N of the list taken evenly over it, so every zone is in):
-   ``outputs_N``: synthetic outputs of N done tiles in a fresh local run root: one real tile
+   ``outputs_N``: synthetic outputs of N done tiles in a fresh run root: one real tile
    written by ``write_tile`` (chunks verified, COGs by GDAL, the record), then for every other
    tile a copy of its chunk and COG bytes at the tile's keys and its record with the tile's
    ids, sizes and 80 input item ids (a record of a real run's size). Written with plain file
-   writes (set-up, not a geoxai code path).
+   writes, or batches of concurrent PUTs on S3 (set-up, not a geoxai code path).
    ``plan_N``: ``check_tiles`` over the N tiles (the resume decision: one listing per prefix,
    one GET per record, no chunk or COG read); prints the listings made.
    ``rerun_N``: ``pipelines.run.run`` on the run root with nothing left to do: the real
    planning (``cover_aoi`` of Brazil, config saved, zone stores opened, ``check_tiles``), Ray
-   started, no tile driven; no-op finish (mosaics/catalog/report: ``bench_scale_outputs.py``).
+   started, no tile driven; no-op finish.
+   ``finish_N``: ``finish_run`` over the N records (COG check by listing, report,
+   stac-geoparquet catalog), the records streamed; mosaics and quicklooks left out (they read
+   pixels: ``bench_scale_outputs.py``).
 3. ``drive_N`` (``--drive-sizes``): the driver with no-op stages over N tiles to do (Ray task
-   and actor call per tile, no I/O); at 3-4 ms/tile the 240k case is extrapolated.
+   and actor call per tile, no I/O): ``drive_s`` (``run()`` once Ray is up),
+   ``steady_ms_per_tile`` (first to last outcome) and the driver's ``rss_growth_mb``.
+
+``--only`` runs some step kinds (``cover`` always runs). ``--s3``: the run roots live on a
+local S3 server (``moto_server`` on 127.0.0.8, in memory, stopped at the end; fake keys in the
+environment) and every step says the S3 requests it made (``list`` pages, ``get``, ``head``,
+``put``, ``delete``), counted from the server's request log; results go to
+``bench_scale_s3.json``.
 
 Prints a table and per-tile costs with their ratio between the smallest and the largest N
 (goal <= 1.5), and writes ``benchmarks/results/bench_scale.json`` with the machine context.
@@ -47,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from bench_scale_store import S3Server, Writer  # noqa: E402
 
 AOI = "BRA"
 NAME = "geoxai-scale"
@@ -116,7 +129,7 @@ def step_outputs(ctx: dict, n: int) -> dict:
     from geoxai.mapping.records import write_tile
 
     root = _root(ctx, n)
-    out = _Writer(root)
+    out = Writer(root)
     cfg = _config(ctx, n, root)
     layout = RunLayout(cfg.run_root())
     tiles = _tiles(_subset(ctx, n))
@@ -168,42 +181,6 @@ def _root(ctx: dict, n: int) -> str:
     return f"{ctx.get('s3_base') or ctx['work']}/n{n}"
 
 
-class _Writer:
-    """Plain object writes under a fresh ``root`` (set-up, not a geoxai code path): local
-    files, or batches of concurrent PUTs through s3fs (``pipe``) on S3."""
-
-    def __init__(self, root: str) -> None:
-        import fsspec
-
-        self.s3 = root.startswith("s3://")
-        self.fs = fsspec.filesystem("s3" if self.s3 else "file")
-        self.batch: dict[str, bytes] = {}
-        self.made: set[str] = set()
-        if self.fs.exists(root):
-            self.fs.rm(root, recursive=True)
-
-    def read(self, url: str) -> bytes:
-        return bytes(self.fs.cat_file(url))
-
-    def write(self, url: str, data: bytes) -> None:
-        if self.s3:
-            self.batch[url] = data
-            if len(self.batch) >= 2000:
-                self.flush()
-            return
-        d = os.path.dirname(url)
-        if d not in self.made:
-            os.makedirs(d, exist_ok=True)
-            self.made.add(d)
-        with open(url, "wb") as f:
-            f.write(data)
-
-    def flush(self) -> None:
-        if self.batch:
-            self.fs.pipe(self.batch)
-            self.batch = {}
-
-
 def step_plan(ctx: dict, n: int) -> dict:
     """``check_tiles`` over ``n`` done tiles: the resume decision."""
     from geoxai.io.layout import RunLayout
@@ -219,6 +196,25 @@ def step_plan(ctx: dict, n: int) -> dict:
     if len(found.done) != n:
         raise RuntimeError(f"plan_{n}: {len(found.done)} of {n} tiles done; {found.invalidated}")
     return {"tiles": n, "done": len(found.done), "listings": listing.listings, "check_s": wall}
+
+
+def step_finish(ctx: dict, n: int) -> dict:
+    """``finish_run`` over the records of ``n`` done tiles: the COG check by listing, the
+    report and the stac-geoparquet catalog, streamed from the records; the mosaics and the
+    quicklooks are left out here (they read pixels: ``bench_scale_outputs.py``)."""
+    import geoxai.mapping.report as report
+    import geoxai.mapping.stages as stages
+    from geoxai.mapping.plan import RunPlan
+
+    cfg = _config(ctx, n, _root(ctx, n))
+    tiles = _tiles(_subset(ctx, n))
+    stages.build_mosaics = lambda *a, **k: {}  # this step's child process only
+    report.quicklook = lambda *a, **k: None
+    plan = RunPlan(cfg.run_root(), cfg.output_hash(), tuple(tiles), [], list(tiles))
+    url = stages.finish_run(cfg, plan, {}, wall_s=1.0)
+    if not url.endswith("report.html"):
+        raise RuntimeError(f"finish_{n}: no report ({url})")
+    return {"tiles": n}
 
 
 class _NoopFinish:
@@ -365,6 +361,7 @@ def steps(sizes: list[int], drive_sizes: list[int]) -> list[Step]:
             (f"outputs_{n}", lambda ctx, n=n: step_outputs(ctx, n)),
             (f"plan_{n}", lambda ctx, n=n: step_plan(ctx, n)),
             (f"rerun_{n}", lambda ctx, n=n: step_rerun(ctx, n)),
+            (f"finish_{n}", lambda ctx, n=n: step_finish(ctx, n)),
         ]
     out += [(f"drive_{n}", lambda ctx, n=n: step_drive(ctx, n)) for n in drive_sizes]
     return out
@@ -423,71 +420,6 @@ def per_tile(results: dict, prefix: str, key: str = "wall_s") -> dict:
     return {"per_tile_s": got, "ratio_last_first": got[ns[-1]] / got[ns[0]]}
 
 
-class _S3Server:
-    """``moto_server`` on 127.0.0.8 (loopback, in memory) with a bucket, fake keys in this
-    process's environment (inherited by the steps' children and local Ray workers), and its
-    request log in the work folder to count requests per step."""
-
-    HOST = "127.0.0.8"
-    BUCKET = "geoxai-scale"
-
-    def __init__(self, work: Path) -> None:
-        import subprocess
-
-        import boto3
-
-        from tests.fixtures.net import free_port, wait_http
-
-        port = free_port(self.HOST)
-        self.log_path = work / "moto.log"
-        self._log = open(self.log_path, "wb")
-        exe = Path(sys.executable).with_name("moto_server")
-        self.proc = subprocess.Popen(
-            [str(exe), "-H", self.HOST, "-p", str(port)], stdout=self._log, stderr=self._log
-        )
-        url = f"http://{self.HOST}:{port}"
-        wait_http(url + "/moto-api/", self.proc)
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="bench-key",
-            AWS_SECRET_ACCESS_KEY="bench-secret",
-            AWS_REGION="us-east-1",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_ENDPOINT_URL=url,
-            AWS_S3_ENDPOINT=url.removeprefix("http://"),
-            AWS_HTTPS="NO",
-            AWS_VIRTUAL_HOSTING="FALSE",
-        )
-        boto3.client("s3", endpoint_url=url).create_bucket(Bucket=self.BUCKET)
-        self.base = f"s3://{self.BUCKET}"
-
-    def mark(self) -> int:
-        """The log's size now (requests after it belong to the next step)."""
-        self._log.flush()
-        return self.log_path.stat().st_size
-
-    def requests_since(self, mark: int) -> dict[str, int]:
-        """Requests logged since ``mark``: ``list`` (ListObjectsV2 pages), ``get``, ``head``,
-        ``put``, ``delete``, ``other``."""
-        with open(self.log_path, "rb") as f:
-            f.seek(mark)
-            lines = f.read().decode("utf-8", "replace").splitlines()
-        out = dict.fromkeys(("list", "get", "head", "put", "delete", "other"), 0)
-        for line in lines:
-            if '"GET ' in line:
-                out["list" if "list-type=" in line or "prefix=" in line else "get"] += 1
-            elif '"HEAD ' in line or '"PUT ' in line or '"DELETE ' in line:
-                out[line.split('"', 2)[1].split()[0].lower()] += 1
-            elif '" ' in line and "HTTP/1" in line:
-                out["other"] += 1
-        return out
-
-    def stop(self) -> None:
-        from tests.fixtures.net import stop
-
-        stop(self.proc)
-        self._log.close()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000,240346")
@@ -503,19 +435,27 @@ def main() -> None:
         help="outputs, plan and rerun on a local S3 server (moto_server on 127.0.0.8, in "
         "memory, stopped after) instead of the work folder; counts its requests per step",
     )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated step kinds to run (e.g. outputs,finish; cover always runs)",
+    )
     args = ap.parse_args()
+    only = {v for v in args.only.split(",") if v}
     work = Path(args.work or tempfile.mkdtemp(prefix="geoxai-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     ctx: dict[str, Any] = {"work": str(work), "tiles_npy": str(work / "bra_tiles.npy")}
     sizes = [int(v) for v in args.sizes.split(",") if v]
     drive = [int(v) for v in args.drive_sizes.split(",") if v]
     results: dict[str, dict] = {}
-    s3 = _S3Server(work) if args.s3 else None
+    s3 = S3Server(work) if args.s3 else None
     if s3 is not None:
         ctx["s3_base"] = s3.base
     print(f"{'step':<16} {'wall s':>9} {'ms/tile':>9} {'peak RSS MB':>12}  details", flush=True)
     try:
         for name, fn in STEPS(sizes, drive):
+            if only and name != "cover" and name.rsplit("_", 1)[0] not in only:
+                continue
             kept = s3 is None and (work / f"n{name[8:]}").exists()
             if args.reuse and name.startswith("outputs_") and kept:
                 continue
@@ -544,7 +484,9 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     summary = {
-        p: per_tile(results, p) for p in ("outputs", "plan", "rerun", "drive") if len(results)
+        p: per_tile(results, p)
+        for p in ("outputs", "plan", "rerun", "finish", "drive")
+        if len(results)
     }
     summary["plan"]["check_per_tile"] = per_tile(results, "plan", "check_s")
     summary["drive"]["run_per_tile"] = per_tile(results, "drive", "drive_s")
