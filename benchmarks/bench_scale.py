@@ -2,28 +2,40 @@
 the driver, on this machine with a local store; time and peak memory per step.
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 1000,10000,100000,240346]
-        [--drive-sizes 1000,10000] [--work DIR] [--keep]
+        [--drive-sizes 1000,10000] [--only outputs,plan,...] [--s3] [--work DIR] [--keep]
+        [--reuse]
 
 Steps (each a function ``step_<name>(ctx) -> dict`` in :data:`STEPS`, run in a forked child so
 its peak RSS is its own; ``ctx`` carries the tile list and the work folder between steps; other
 benchmark files add steps to the list, e.g. ``bench_scale_outputs.py``):
 
-1. ``cover``: ``cover_aoi("BRA")``, the tiles a run of Brazil plans (the driver's first step).
+1. ``cover``: ``cover_aoi("BRA")``, the tiles a run of Brazil plans (the driver's first step;
+   ``--reuse`` takes the list a ``--keep`` run left).
 2. per tile count N (the first N of the list taken evenly over it, so every zone is in):
-   ``outputs_N``: synthetic outputs of N done tiles in a fresh local run root: one real tile
+   ``outputs_N``: synthetic outputs of N done tiles in a fresh run root: one real tile
    written by ``write_tile`` (chunks verified, COGs by GDAL, the record), then for every other
    tile a copy of its chunk and COG bytes at the tile's keys and its record with the tile's
    ids, sizes and 80 input item ids (a record of a real run's size). Written with plain file
-   writes (set-up, not a geoxai code path); then the record index, as a finished run writes
-   it (``write_record_index``, timed apart: ``index_s``).
+   writes, or batches of concurrent PUTs on S3 (set-up, not a geoxai code path); then the
+   record index, as a finished run writes it (``write_record_index``, timed apart: ``index_s``).
    ``plan_N``: ``check_tiles`` over the N tiles (the resume decision: one listing per prefix,
    one read of the record index, no record, chunk or COG read); prints the listings and the
    object reads made.
    ``rerun_N``: ``pipelines.run.run`` on the run root with nothing left to do: the real
    planning (``cover_aoi`` of Brazil, config saved, zone stores opened, ``check_tiles``), Ray
-   started, no tile driven; no-op finish (mosaics/catalog/report: ``bench_scale_outputs.py``).
+   started, no tile driven; no-op finish.
+   ``finish_N``: ``finish_run`` over the N records (COG check by listing, report,
+   stac-geoparquet catalog), the records streamed; mosaics and quicklooks left out (they read
+   pixels: ``bench_scale_outputs.py``).
 3. ``drive_N`` (``--drive-sizes``): the driver with no-op stages over N tiles to do (Ray task
-   and actor call per tile, no I/O); at 3-4 ms/tile the 240k case is extrapolated.
+   and actor call per tile, no I/O): ``drive_s`` (``run()`` once Ray is up),
+   ``steady_ms_per_tile`` (first to last outcome) and the driver's ``rss_growth_mb``.
+
+``--only`` runs some step kinds (``cover`` always runs). ``--s3``: the run roots live on a
+local S3 server (``moto_server`` on 127.0.0.8, in memory, stopped at the end; fake keys in the
+environment) and every step says the S3 requests it made (``list`` pages, ``get``, ``head``,
+``put``, ``delete``), counted from the server's request log; results go to
+``bench_scale_s3.json``.
 
 Prints a table and per-tile costs with their ratio between the smallest and the largest N
 (goal <= 1.5), and writes ``benchmarks/results/bench_scale.json`` with the machine context.
@@ -49,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from bench_scale_store import S3Server, Writer  # noqa: E402
 
 AOI = "BRA"
 NAME = "geoxai-scale"
@@ -118,8 +131,8 @@ def step_outputs(ctx: dict, n: int) -> dict:
     from geoxai.mapping.record_index import write_record_index
     from geoxai.mapping.records import write_tile
 
-    root = str(Path(ctx["work"]) / f"n{n}")
-    shutil.rmtree(root, ignore_errors=True)
+    root = _root(ctx, n)
+    out = Writer(root)
     cfg = _config(ctx, n, root)
     layout = RunLayout(cfg.run_root())
     tiles = _tiles(_subset(ctx, n))
@@ -142,9 +155,8 @@ def step_outputs(ctx: dict, n: int) -> dict:
         },
     )
     names = list(rec0["layers"])
-    chunk = {k: open(zones[t0.epsg].loc.child(rec0["layers"][k]["chunk"]).path, "rb").read()
-             for k in names}  # fmt: skip
-    cog = {k: open(layout.url(m["href"]), "rb").read() for k, m in rec0["cogs"].items()}
+    chunk = {k: out.read(zones[t0.epsg].loc.child(rec0["layers"][k]["chunk"]).path) for k in names}
+    cog = {k: out.read(layout.url(m["href"])) for k, m in rec0["cogs"].items()}
     # the record as a text template: the tile's id, zone and chunk keys are filled in per tile
     text = json.dumps(rec0).replace(t0.id, "{tid}").replace(f'"epsg": {t0.epsg}', '"epsg": {epsg}')
     text = text.replace(f"zone={t0.epsg}", "zone={epsg}").replace("{", "{{").replace("}", "}}")
@@ -152,23 +164,15 @@ def step_outputs(ctx: dict, n: int) -> dict:
         text = text.replace("{{" + a + "}}", "{" + a + "}")
     for k in names:
         text = text.replace(f'"{rec0["layers"][k]["chunk"]}"', '"{ck_' + k + '}"')
-    made: set[str] = set()
     for t in tiles[1:]:
         zone = zones[t.epsg]
         keys = {f"ck_{k}": zone.chunk_key(k, t) for k in names}
         for k in names:
-            path = zone.loc.child(keys[f"ck_{k}"]).path
-            d = os.path.dirname(path)
-            if d not in made:
-                os.makedirs(d, exist_ok=True)
-                made.add(d)
-            with open(path, "wb") as f:
-                f.write(chunk[k])
+            out.write(zone.loc.child(keys[f"ck_{k}"]).path, chunk[k])
         for k, raw in cog.items():
-            with open(layout.cog_url(k, t.id), "wb") as f:
-                f.write(raw)
-        with open(layout.record_url(t.id), "w") as f:
-            f.write(text.format(tid=t.id, epsg=t.epsg, **keys))
+            out.write(layout.cog_url(k, t.id), raw)
+        out.write(layout.record_url(t.id), text.format(tid=t.id, epsg=t.epsg, **keys).encode())
+    out.flush()
     files = len(tiles) * (1 + len(rec0["layers"]) + len(rec0["cogs"]))
     nbytes = len(text) + sum(map(len, chunk.values())) + sum(map(len, cog.values()))
     t = time.perf_counter()
@@ -185,13 +189,19 @@ def step_outputs(ctx: dict, n: int) -> dict:
     }
 
 
+def _root(ctx: dict, n: int) -> str:
+    """The run root of the ``n``-tile steps: under the work folder, or on the local S3 server
+    (``--s3``: ``ctx["s3_base"]``)."""
+    return f"{ctx.get('s3_base') or ctx['work']}/n{n}"
+
+
 def step_plan(ctx: dict, n: int) -> dict:
     """``check_tiles`` over ``n`` done tiles: the resume decision."""
     from geoxai.io.layout import RunLayout
     from geoxai.io.listing import Listing
     from geoxai.mapping.records import check_tiles
 
-    cfg = _config(ctx, n, str(Path(ctx["work"]) / f"n{n}"))
+    cfg = _config(ctx, n, _root(ctx, n))
     tiles = _tiles(_subset(ctx, n))
     listing = Listing()
     t = time.perf_counter()
@@ -206,6 +216,25 @@ def step_plan(ctx: dict, n: int) -> dict:
         "reads": listing.reads,
         "check_s": wall,
     }
+
+
+def step_finish(ctx: dict, n: int) -> dict:
+    """``finish_run`` over the records of ``n`` done tiles: the COG check by listing, the
+    report and the stac-geoparquet catalog, streamed from the records; the mosaics and the
+    quicklooks are left out here (they read pixels: ``bench_scale_outputs.py``)."""
+    import geoxai.mapping.report as report
+    import geoxai.mapping.stages as stages
+    from geoxai.mapping.plan import RunPlan
+
+    cfg = _config(ctx, n, _root(ctx, n))
+    tiles = _tiles(_subset(ctx, n))
+    stages.build_mosaics = lambda *a, **k: {}  # this step's child process only
+    report.quicklook = lambda *a, **k: None
+    plan = RunPlan(cfg.run_root(), cfg.output_hash(), tuple(tiles), [], list(tiles))
+    url = stages.finish_run(cfg, plan, {}, wall_s=1.0)
+    if not url.endswith("report.html"):
+        raise RuntimeError(f"finish_{n}: no report ({url})")
+    return {"tiles": n}
 
 
 class _NoopFinish:
@@ -240,7 +269,7 @@ def step_rerun(ctx: dict, n: int) -> dict:
 
     from pipelines.run import run
 
-    cfg = _config(ctx, n, str(Path(ctx["work"]) / f"n{n}"))
+    cfg = _config(ctx, n, _root(ctx, n))
     s = run(cfg, progress=False, stages=_NoopFinish)
     ray.shutdown()
     if s.skipped != n or s.processed:
@@ -288,10 +317,15 @@ class _NoopStages:
 
 
 def step_drive(ctx: dict, n: int) -> dict:
-    """The Ray driver with no-op stages over ``n`` tiles to do."""
+    """The Ray driver with no-op stages over ``n`` tiles to do.
+
+    ``drive_s``: ``run()`` once Ray is up (planning, actors starting, every tile);
+    ``steady_ms_per_tile``: from the first tile's outcome to the last one's (the per-tile cost
+    without the actors' start); ``rss_growth_mb``: the driver's RSS after ``run()`` minus
+    before (what the run keeps per tile), next to the step's peak RSS."""
     import ray
 
-    from pipelines.run import run
+    from pipelines import run as driver
 
     _NoopStages.plan_tiles = tuple(_tiles(_subset(ctx, n)))
     cfg = _config(ctx, ctx["n_tiles"], str(Path(ctx["work"]) / "drive"))
@@ -302,11 +336,38 @@ def step_drive(ctx: dict, n: int) -> dict:
             )
         }
     )
-    s = run(cfg, progress=False, stages=_NoopStages)
+    marks: dict[str, float] = {}
+    record = driver._Books.record
+
+    def timed(books: Any, outcome: Any) -> None:  # patched in the step's own child process
+        marks.setdefault("first", time.perf_counter())
+        marks["last"] = time.perf_counter()
+        record(books, outcome)
+
+    driver._Books.record = timed  # type: ignore[method-assign]
+    driver.init_ray(None)
+    rss0 = _statm_mb()
+    t = time.perf_counter()
+    s = driver.run(cfg, progress=False, stages=_NoopStages)
+    drive_s = time.perf_counter() - t
+    growth = _statm_mb() - rss0
     ray.shutdown()
     if s.count("done") != n:
         raise RuntimeError(f"drive_{n}: {s.count('done')} of {n} done")
-    return {"tiles": n, "done": s.count("done")}
+    steady = 1e3 * (marks["last"] - marks["first"]) / max(1, n - 1)
+    return {
+        "tiles": n,
+        "done": s.count("done"),
+        "drive_s": round(drive_s, 2),
+        "steady_ms_per_tile": round(steady, 3),
+        "rss_growth_mb": round(growth, 1),
+    }
+
+
+def _statm_mb() -> float:
+    """This process's current RSS, MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 Step = tuple[str, Callable[[dict], dict]]
@@ -320,6 +381,7 @@ def steps(sizes: list[int], drive_sizes: list[int]) -> list[Step]:
             (f"outputs_{n}", lambda ctx, n=n: step_outputs(ctx, n)),
             (f"plan_{n}", lambda ctx, n=n: step_plan(ctx, n)),
             (f"rerun_{n}", lambda ctx, n=n: step_rerun(ctx, n)),
+            (f"finish_{n}", lambda ctx, n=n: step_finish(ctx, n)),
         ]
     out += [(f"drive_{n}", lambda ctx, n=n: step_drive(ctx, n)) for n in drive_sizes]
     return out
@@ -384,20 +446,46 @@ def main() -> None:
     ap.add_argument("--drive-sizes", default="1000,10000")
     ap.add_argument("--work", default=None, help="work folder (default a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--reuse", action="store_true", help="reuse the run roots of a --keep run")
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse the tile list and run roots of a --keep run"
+    )
+    ap.add_argument(
+        "--s3",
+        action="store_true",
+        help="outputs, plan and rerun on a local S3 server (moto_server on 127.0.0.8, in "
+        "memory, stopped after) instead of the work folder; counts its requests per step",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated step kinds to run (e.g. outputs,finish; cover always runs)",
+    )
     args = ap.parse_args()
+    only = {v for v in args.only.split(",") if v}
     work = Path(args.work or tempfile.mkdtemp(prefix="geoxai-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     ctx: dict[str, Any] = {"work": str(work), "tiles_npy": str(work / "bra_tiles.npy")}
     sizes = [int(v) for v in args.sizes.split(",") if v]
     drive = [int(v) for v in args.drive_sizes.split(",") if v]
     results: dict[str, dict] = {}
+    s3 = S3Server(work) if args.s3 else None
+    if s3 is not None:
+        ctx["s3_base"] = s3.base
     print(f"{'step':<16} {'wall s':>9} {'ms/tile':>9} {'peak RSS MB':>12}  details", flush=True)
     try:
         for name, fn in STEPS(sizes, drive):
-            if args.reuse and name.startswith("outputs_") and (work / f"n{name[8:]}").exists():
+            if only and name != "cover" and name.rsplit("_", 1)[0] not in only:
                 continue
+            kept = s3 is None and (work / f"n{name[8:]}").exists()
+            if args.reuse and name.startswith("outputs_") and kept:
+                continue
+            if args.reuse and name == "cover" and Path(ctx["tiles_npy"]).exists():
+                ctx["n_tiles"] = len(np.load(ctx["tiles_npy"]))  # the kept run's tile list
+                continue
+            mark = s3.mark() if s3 is not None else 0
             out = run_step(name, fn, ctx)
+            if s3 is not None:
+                out["s3_requests"] = s3.requests_since(mark)
             results[name] = out
             if name == "cover" and "tiles" in out:
                 ctx["n_tiles"] = out["tiles"]
@@ -411,16 +499,26 @@ def main() -> None:
                 flush=True,
             )
     finally:
+        if s3 is not None:
+            s3.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     summary = {
-        p: per_tile(results, p) for p in ("outputs", "plan", "rerun", "drive") if len(results)
+        p: per_tile(results, p)
+        for p in ("outputs", "plan", "rerun", "finish", "drive")
+        if len(results)
     }
     summary["plan"]["check_per_tile"] = per_tile(results, "plan", "check_s")
+    summary["drive"]["run_per_tile"] = per_tile(results, "drive", "drive_s")
+    steady = {int(k[6:]): v["steady_ms_per_tile"] for k, v in results.items()
+              if k.startswith("drive_") and "steady_ms_per_tile" in v}  # fmt: skip
+    if len(steady) > 1:
+        summary["drive"]["steady_ratio_last_first"] = steady[max(steady)] / steady[min(steady)]
     for p, v in summary.items():
         print(f"{p}: per tile {v}")
-    out = {"context": _context(), "steps": results, "summary": summary}
-    dest = ROOT / "benchmarks" / "results" / "bench_scale.json"
+    out = {"context": _context(), "store": "s3" if s3 else "local", "steps": results,
+           "summary": summary}  # fmt: skip
+    dest = ROOT / "benchmarks" / "results" / f"bench_scale{'_s3' if s3 else ''}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=1, default=str))
     print(f"wrote {dest}")

@@ -22,8 +22,9 @@ and peak RSS (sampled every 10 ms while it runs; ``ru_maxrss`` of the process to
   the zone's full extent (streaming through rows of absent tiles: the cost of the COG copy and
   its overviews at full size), and a country-zoom read of the whole zone through the VRT
   (which GDAL serves from the overview COG);
-- ``report``: :func:`geoxai.mapping.report.render_report` over every tile and record (no zone
-  stores here: no quicklooks; each quicklook adds ~0.1-0.5 MB), its size in MB.
+- ``report``: :func:`geoxai.mapping.report.render_report` over every tile and the records
+  as a one-shot iterator (no zone stores here: no quicklooks; each quicklook adds ~0.1-0.5
+  MB), its size in MB.
 
 Writes ``benchmarks/results/bench_scale_outputs.json``. ``benchmarks/bench_scale.py`` calls the
 ``step_*`` functions with its own context (a dict; see :func:`new_context`).
@@ -194,7 +195,9 @@ def step_catalog(ctx: dict[str, Any]) -> dict[str, Any]:
             rss0 = _rss_mb()
             t0, c0 = time.perf_counter(), time.process_time()
             with _Peak() as p:
-                write_catalog(layout, CONFIG, done[:s], mosaics={}, items_json=mode)
+                write_catalog(  # streamed, as finish_run hands the records
+                    layout, CONFIG, lambda s=s: iter(done[:s]), mosaics={}, items_json=mode
+                )
             sec, cpu = time.perf_counter() - t0, time.process_time() - c0
             pq = root / "run" / "2024" / "catalog" / "items.parquet"
             json_items = s <= ITEMS_JSON_AUTO_MAX if mode is None else mode
@@ -386,7 +389,8 @@ def step_report(ctx: dict[str, Any]) -> dict[str, Any]:
     from geoxai.mapping.report import render_report
 
     layout = RunLayout(str(ctx["workdir"] / "report" / "run" / "2024"))
-    page = render_report(layout, CONFIG, ctx["records"], tiles=ctx["tiles"], wall_s=86_400.0)
+    records = iter(ctx["records"])  # read once, as a stream (finish_run hands a digest)
+    page = render_report(layout, CONFIG, records, tiles=ctx["tiles"], wall_s=86_400.0)
     return {"tiles": len(ctx["tiles"]), "html_mb": round(len(page.encode()) / 2**20, 3)}
 
 

@@ -74,7 +74,7 @@ _LOST = (
 @dataclass
 class RunSummary:
     """What a run did. ``outcomes`` maps tile id -> :class:`TileOutcome` (status, reason,
-    timings, the record)."""
+    timings; the record itself is on the store: :meth:`TileOutcome.compact`)."""
 
     run_root: str
     total: int
@@ -295,7 +295,9 @@ class _Books:
         self.store_ok = True
 
     def record(self, outcome: TileOutcome) -> None:
-        self.summary.outcomes[outcome.tile_id] = outcome
+        """Keep ``outcome`` without its record (status, reason, timings: the record is on the
+        store; 240,000 records of several kB would not fit a laptop-sized driver)."""
+        self.summary.outcomes[outcome.tile_id] = outcome.compact()
         self.bar.advance(outcome.status)
 
     def fail(self, tile: TileSpec, exc: BaseException) -> None:
@@ -367,9 +369,10 @@ def _drive(
                 and len(built) + len(cube_refs) < max_buffer
             ):
                 tile, attempt = pending.popleft()
-                ref = _cube_task.options(
-                    name=f"cube:{tile.id}", num_cpus=cube_cpus, scheduling_strategy="SPREAD"
-                ).remote(tile, config, stages)
+                # no per-tile task name: Ray keeps per-name metrics in the driver (17 kB/tile)
+                ref = _cube_task.options(num_cpus=cube_cpus, scheduling_strategy="SPREAD").remote(
+                    tile, config, stages
+                )
                 cube_refs[ref] = (tile, attempt)
                 since[ref] = time.monotonic()
             # 2. hand built cubes to the least-loaded live actor with room
@@ -378,7 +381,7 @@ def _drive(
                 if load[w] >= capacity:
                     break
                 tile, attempt, cube = built.popleft()
-                ref = workers[w].process.options(name=f"map:{tile.id}").remote(tile, cube)
+                ref = workers[w].process.remote(tile, cube)
                 proc_refs[ref] = (tile, attempt, w, cube)
                 since[ref] = time.monotonic()
                 load[w] += 1

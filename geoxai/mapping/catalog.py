@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,10 +222,15 @@ def _collection(
     return out
 
 
+Records = Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]]
+"""Tile records as :func:`write_catalog` takes them: an iterable, or a callable that returns a
+fresh iterable of the same records on each call (read twice, never held)."""
+
+
 def write_catalog(
     layout: RunLayout,
     config: Any,
-    records: Sequence[Mapping[str, Any]],
+    records: Records,
     *,
     mosaics: Mapping[int, Mapping[str, str]] | None = None,
     check: bool = True,
@@ -233,13 +238,16 @@ def write_catalog(
 ) -> str:
     """Write the self-contained STAC catalog under ``<run_root>/catalog/``; return its root URL.
 
-    Time and memory are linear in the done tiles (one pass, batches of :data:`BATCH` Items).
+    Time is linear in the done tiles; memory is one batch of :data:`BATCH` Items when
+    ``records`` is a callable (two passes over what it returns: the Item shapes, then the
+    Items), else the done records of ``records`` are held (sorted by tile id).
 
     Args:
         layout: the run's layout.
         config: the RunConfig (or a dict with ``name``, ``year``, ``aoi``, ``config_hash``).
         records: the tile records (:func:`geoxai.mapping.records.read_records`); ``done`` ones get
-            Items.
+            Items. A callable (e.g. ``lambda: read_records(layout)``) is called twice and its
+            records are streamed in the order it yields them.
         mosaics: epsg -> layer -> mosaic URL (:func:`geoxai.io.mosaic.build_mosaics`), for the
             Collection's assets (with the zone's overview COG where it exists); None = look
             for mosaics under the run root.
@@ -259,26 +267,31 @@ def write_catalog(
     if mosaics is None:
         mosaics = _find_mosaics(layout)
     cfg = _config_fields(config)
-    done = sorted(
-        (r for r in records if r.get("status") == "done"), key=lambda r: str(r["tile_id"])
-    )
+    done = _done_records(records)
+    n_done = 0
+    firsts: dict[tuple[Any, ...], Mapping[str, Any]] = {}  # one record of each shape
+    for rec in done():
+        n_done += 1
+        firsts.setdefault(record_shape(rec), rec)
+    first = sorted(firsts.values(), key=lambda r: str(r["tile_id"]))
     if items_json is None:
-        items_json = len(done) <= ITEMS_JSON_AUTO_MAX
+        items_json = n_done <= ITEMS_JSON_AUTO_MAX
     build = ItemBuilder(cfg, _layer_specs(layout))
-    shapes: dict[tuple[Any, ...], int] = {}
-    for i, rec in enumerate(done):
-        shapes.setdefault(record_shape(rec), i)
-    first = sorted(shapes.values())  # one Item of each shape: the first batch fixes the schema
     box = [math.inf, math.inf, -math.inf, -math.inf]
     json_ids: list[str] = []
     with tempfile.TemporaryDirectory(prefix="geoxai-stac-") as tmp:
         stage = Path(tmp)
 
+        def ordered() -> Iterator[Mapping[str, Any]]:
+            """The first record of each shape (the first batch fixes the schema), then the
+            others in the source's order."""
+            yield from first
+            taken = {str(r["tile_id"]) for r in first}
+            yield from (r for r in done() if str(r["tile_id"]) not in taken)
+
         def batches() -> Iterator[list[dict[str, Any]]]:
-            taken = set(first)
-            order = first + [i for i in range(len(done)) if i not in taken]
-            for lo in range(0, len(order), BATCH):
-                batch = [build(done[i]) for i in order[lo : lo + BATCH]]
+            for recs in _chunks(ordered(), BATCH):
+                batch = [build(r) for r in recs]
                 for item in batch:
                     if check:
                         problems = _item_problems(item, build.collection_id, "item")
@@ -298,13 +311,13 @@ def write_catalog(
                         json_ids.append(item["id"])
                 yield batch
 
-        if done:
+        if n_done:
             write_stac_geoparquet(stage / GEOPARQUET_NAME, batches())
         coll = _collection(
             layout,
             cfg,
-            n_items=len(done),
-            spatial=box if done else [-180.0, -90.0, 180.0, 90.0],
+            n_items=n_done,
+            spatial=box if n_done else [-180.0, -90.0, 180.0, 90.0],
             mosaics=mosaics,
             item_ids=sorted(json_ids),
         )
@@ -325,6 +338,29 @@ def write_catalog(
         (stage / "collection.json").write_text(json.dumps(coll, indent=2), encoding="utf-8")
         upload_file(stage / "collection.json", root)
     return layout.catalog_url("collection.json")
+
+
+def _done_records(records: Records) -> Callable[[], Iterator[Mapping[str, Any]]]:
+    """A callable giving the ``done`` records of ``records`` afresh on each call."""
+    if callable(records):
+        source = records
+        return lambda: (r for r in source() if r.get("status") == "done")
+    held = sorted(
+        (r for r in records if r.get("status") == "done"), key=lambda r: str(r["tile_id"])
+    )
+    return lambda: iter(held)
+
+
+def _chunks(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Lists of ``n`` consecutive values of ``it`` (the last one shorter)."""
+    batch: list[Any] = []
+    for v in it:
+        batch.append(v)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _layer_specs(layout: RunLayout) -> dict[int, dict[str, LayerSpec]]:

@@ -89,7 +89,18 @@ class TileOutcome:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as written (identical JSON), or ``{tile_id, status, reason}``."""
+        """The record as written (identical JSON), or ``{tile_id, status, reason}`` (and
+        ``timings`` when there are some)."""
         if self.record:
             return dict(self.record)
-        return {"tile_id": self.tile_id, "status": self.status, "reason": self.reason}
+        out: dict[str, Any] = {"tile_id": self.tile_id, "status": self.status}
+        out["reason"] = self.reason
+        if self.timings:
+            out["timings"] = dict(self.timings)
+        return out
+
+    def compact(self) -> TileOutcome:
+        """The outcome without its record (what a driver keeps of each of 240,000 tiles)."""
+        if not self.record:
+            return self
+        return TileOutcome(self.tile_id, self.status, self.reason, self.timings)

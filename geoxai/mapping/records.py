@@ -566,28 +566,27 @@ def plan_tiles(
 
 
 def verify_cogs(
-    layout: RunLayout, records: Iterable[Mapping[str, Any]]
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    layout: RunLayout, records: Iterable[Mapping[str, Any]], invalidated: dict[str, str]
+) -> Iterator[Mapping[str, Any]]:
     """Check that the COGs of every ``done`` record exist with their recorded sizes before they
-    are read (mosaics, report): one listing per COG layer folder, no COG read.
+    are read (mosaics, report): one listing per COG layer folder, no COG read. A streaming
+    filter: records are checked as they are drawn, none is held.
 
     A record whose COGs do not check out (:func:`cog_size_problem`) is deleted from the store:
     the tile reads as not done and the next run redoes it. Checksums: ``geoxai verify``.
 
     Args:
         layout: the run's layout.
-        records: the run's records (:func:`read_records`).
+        records: the run's records (:func:`read_records`), read once.
+        invalidated: filled with tile id -> why, for each record left out.
 
-    Returns:
-        ``(records kept, invalidated)``: the records minus the invalidated ones, and tile id ->
-        why.
+    Yields:
+        The records that check out (and those not ``done``), in the order of ``records``.
 
     Raises:
         StoreError: the store cannot be reached.
     """
     listing = Listing(layout.storage_options)
-    kept: list[dict[str, Any]] = []
-    invalidated: dict[str, str] = {}
     for rec in records:
         problem = cog_size_problem(layout, rec, listing) if rec.get("status") == "done" else None
         if problem:
@@ -595,5 +594,4 @@ def verify_cogs(
             invalidated[tile_id] = problem
             delete_record(layout, tile_id)
         else:
-            kept.append(dict(rec))
-    return kept, invalidated
+            yield rec

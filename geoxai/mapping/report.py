@@ -29,29 +29,26 @@ import datetime as _dt
 import html
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from geoxai.geo.grid import TILE_SIZE_M, TileSpec, tile_from_id
 from geoxai.io.layout import ACCURACY_SECTION_FILE, RunLayout
 from geoxai.io.store import upload_file
 from geoxai.mapping.quicklook import quicklook
+from geoxai.mapping.report_digest import RecordDigest, digest_of, smoothing_section, stage_timings
 from geoxai.mapping.report_summary import (
     MAX_GROUPS,
     MAX_ROWS,
     STATUS_COLOURS,
     failure_groups,
-    stage_timings,
     status_map_png,
     timings_chart,
     zone_counts,
 )
 from geoxai.provenance import code_version
 from geoxai.secrets import scrub
-from geoxai.temporal.heldout import METHODS
 
 __all__ = [
     "ACCURACY_SECTION_FILE",
@@ -94,35 +91,35 @@ pre{background:#f0f4f8;padding:12px;border-radius:6px;overflow:auto;max-height:4
 
 def tile_statuses(
     tiles: Sequence[TileSpec],
-    records: Sequence[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]] | RecordDigest,
     this_run: Mapping[str, Mapping[str, Any]] | None = None,
     done_before: Sequence[TileSpec] = (),
 ) -> dict[str, dict[str, Any]]:
     """Status of every planned tile: ``done`` (this run), ``skipped`` (done before), ``empty``,
     ``failed`` or ``pending`` (not reached: interrupted run), with the reason where there is one.
 
-    ``this_run`` (tile id -> outcome of this invocation) wins over the stored records: it also
-    holds failures the driver could not write a record for (a worker that died).
+    ``records``: the stored records (read once) or their :class:`RecordDigest`. ``this_run``
+    (tile id -> outcome of this invocation) wins over the stored records: it also holds
+    failures the driver could not write a record for (a worker that died).
     """
-    by_id = {str(r.get("tile_id")): r for r in records}
+    by_id = digest_of(records).by_id
     before = {t.id for t in done_before}
     out: dict[str, dict[str, Any]] = {}
     for t in tiles:
         rec = (this_run or {}).get(t.id)
         if rec is not None:
-            status = str(rec.get("status", "failed"))
+            status, reason = str(rec.get("status", "failed")), str(rec.get("reason", "") or "")
         elif t.id in before:
-            rec, status = by_id.get(t.id, {}), "skipped"
+            status, reason = "skipped", by_id.get(t.id, ("", ""))[1]
         elif t.id in by_id:
-            rec = by_id[t.id]
-            status = str(rec.get("status"))
+            status, reason = by_id[t.id]
             if status == "done" and this_run is not None:
                 status = "skipped"
         else:
-            rec, status = {}, "pending"
+            status, reason = "pending", ""
         if status not in STATUS_COLOURS:
             status = "failed"
-        out[t.id] = {"tile": t, "status": status, "reason": str(rec.get("reason", "") or "")}
+        out[t.id] = {"tile": t, "status": status, "reason": reason}
     return out
 
 
@@ -154,67 +151,10 @@ def _config_doc(config: Any) -> dict[str, Any]:
     return scrub(dict(config)) if isinstance(config, Mapping) else {"config": str(config)}
 
 
-def _smoothing_section(records: Sequence[Mapping[str, Any]]) -> str:
-    """Held-out error of the temporal smoothing per tile (``info.heldout`` of the records)."""
-    rows: list[tuple[str, dict[str, Any]]] = []
-    for r in records:
-        h = (r.get("info") or {}).get("heldout")
-        if isinstance(h, dict) and h.get("n_held"):
-            rows.append((str(r["tile_id"]), h))
-    out = [
-        "<section id='smoothing'><h2>Smoothing: held-out error</h2><p>In each tile a lattice "
-        "sample of pixels has every third clear observation hidden, the series smoothed "
-        "without it and the hidden values predicted; RMSE in reflectance, mean over bands, "
-        "against nearest acquisition (clouds included), nearest clear one, linear "
-        "interpolation of clear dates and the reference lambda (100).</p>"
-    ]
-    if not rows:
-        return "".join(out) + "<p>No held-out score recorded.</p></section>"
-    head = "".join(f"<th>{_e(m)}</th>" for m in METHODS)
-    out.append(
-        f"<table><tr><th>tile</th><th>pixels</th><th>hidden</th>{head}"
-        "<th>bands better than linear</th></tr>"
-    )
-    total = {m: np.zeros(len(rows[0][1]["channels"])) for m in METHODS}
-    n_all = 0
-    shown = sorted(rows)
-    if len(rows) > MAX_ROWS:  # the worst tiles (highest smoothing RMSE) first
-        shown = sorted(rows, key=lambda r: -float(r[1]["mean_rmse"]["smooth"]))[:MAX_ROWS]
-    for tile, h in shown:
-        rm = {m: np.asarray(h["rmse"][m], dtype=np.float64) for m in METHODS}
-        wins = int((rm["smooth"] < rm["linear"]).sum())
-        cells = "".join(f"<td class='num'>{h['mean_rmse'][m]:.4f}</td>" for m in METHODS)
-        out.append(
-            f"<tr><td><code>{_e(tile)}</code></td><td class='num'>{int(h['n_pixels'])}</td>"
-            f"<td class='num'>{int(h['n_held'])}</td>{cells}"
-            f"<td class='num'>{wins}/{rm['smooth'].size}</td></tr>"
-        )
-    for _, h in rows:
-        rm = {m: np.asarray(h["rmse"][m], dtype=np.float64) for m in METHODS}
-        if all(total[m].shape == rm[m].shape for m in METHODS):
-            for m in METHODS:
-                total[m] += rm[m] ** 2 * int(h["n_held"])
-            n_all += int(h["n_held"])
-    if n_all:
-        cells = "".join(
-            f"<td class='num'><b>{np.sqrt(total[m] / n_all).mean():.4f}</b></td>" for m in METHODS
-        )
-        out.append(
-            f"<tr><th>all tiles</th><td></td><td class='num'>{n_all}</td>{cells}<td></td></tr>"
-        )
-    out.append("</table>")
-    if len(rows) > MAX_ROWS:
-        out.append(
-            f"<p>The {MAX_ROWS} tiles with the highest smoothing error of {len(rows):,}; "
-            "the last row pools every tile.</p>"
-        )
-    return "".join(out) + "</section>"
-
-
 def render_report(
     layout: RunLayout,
     config: Any,
-    records: Sequence[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]] | RecordDigest,
     *,
     tiles: Sequence[TileSpec] | None = None,
     done_before: Sequence[TileSpec] = (),
@@ -230,7 +170,8 @@ def render_report(
     Args:
         layout: the run's layout (zone stores are read for the quicklooks).
         config: the RunConfig (or a dict with ``name``, ``year``, ``aoi``, ``config_hash``).
-        records: the stored tile records (:func:`geoxai.mapping.records.read_records`).
+        records: the stored tile records (:func:`geoxai.mapping.records.read_records`), read
+            once (an iterator will do), or their :class:`RecordDigest`.
         tiles: every tile of the plan; default the tiles of the records.
         done_before: tiles skipped because they were already done.
         this_run: tile id -> outcome of this invocation (wins over ``records``).
@@ -247,12 +188,12 @@ def render_report(
     cfg = _config_doc(config)
     name, year, aoi = cfg.get("name", "run"), cfg.get("year", ""), cfg.get("aoi", "")
     chash = config.output_hash() if hasattr(config, "output_hash") else cfg.get("config_hash", "")
+    digest = digest_of(records)
     if tiles is None:
         tiles = [
-            tile_from_id(str(r["tile_id"]), tile_size_m=int(r.get("tile_size_m", TILE_SIZE_M)))
-            for r in records
+            tile_from_id(t, tile_size_m=digest.sizes.get(t, TILE_SIZE_M)) for t in digest.by_id
         ]
-    status = tile_statuses(tiles, records, this_run, done_before)
+    status = tile_statuses(tiles, digest, this_run, done_before)
     late = dict(invalidated_late or {})
     for tile_id, why in late.items():
         if tile_id in status:
@@ -262,8 +203,8 @@ def render_report(
     processed = counts["done"] + counts["failed"] + counts["empty"]
     minutes = (wall_s or 0.0) / 60
     rate = f"{processed / minutes:.1f}" if minutes > 0 else "n/a"
-    versions = sorted({str(r.get("code_version")) for r in records if r.get("code_version")})
-    timings = stage_timings(records)
+    versions = sorted(digest.versions)
+    timings = digest.stage_timings()
     zones = sorted({t.epsg for t in tiles})
     done_tiles = [d["tile"] for d in status.values() if d["status"] in ("done", "skipped")]
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -358,7 +299,7 @@ def render_report(
     else:
         parts.append("<p>No timings recorded (no tile done).</p>")
     parts.append("</section>")
-    parts.append(_smoothing_section(records))
+    parts.append(smoothing_section(digest))
     # quicklooks
     parts.append(
         "<section id='quicklooks'><h2>Quicklooks</h2><p id='viewer'>Pan and zoom every layer at "
@@ -416,7 +357,7 @@ def render_report(
 def write_report(
     layout: RunLayout,
     config: Any,
-    records: Sequence[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]] | RecordDigest,
     *,
     plan: Any = None,
     this_run: Mapping[str, Mapping[str, Any]] | None = None,
@@ -430,7 +371,7 @@ def write_report(
     Args:
         layout: the run's layout.
         config: the RunConfig.
-        records: the stored tile records.
+        records: the stored tile records (read once) or their :class:`RecordDigest`.
         plan: the run plan (``tiles`` and ``done`` attributes, e.g. ``geoxai.mapping.RunPlan``);
             None = the tiles of the records.
         this_run: tile id -> outcome of this invocation.

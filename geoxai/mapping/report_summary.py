@@ -1,7 +1,7 @@
 """The summaries of ``report.html`` that stay bounded at country scale (240,000 tiles).
 
 A report lists no row per tile: failures are grouped by reason (count, status, example tiles;
-:func:`failure_groups`), stage timings are percentiles over the tiles (:func:`stage_timings`),
+:func:`failure_groups`), stage timings are percentiles over the tiles (:func:`timing_stats`),
 the tile status map is one image with a pixel per tile (:func:`status_map_png`: a raster of
 the zone's tile lattice, not one drawn shape per tile), and per-tile lists (the held-out
 smoothing scores, invalidated outputs) are cut at :data:`MAX_ROWS` rows with the total said.
@@ -21,7 +21,7 @@ __all__ = [
     "STATUS_COLOURS",
     "MAX_ROWS",
     "MAX_GROUPS",
-    "stage_timings",
+    "timing_stats",
     "failure_groups",
     "zone_counts",
     "timings_chart",
@@ -53,27 +53,15 @@ _TILE_ID = re.compile(r"\b\d{5}_E\d{4}_N\d{4}\b")
 _NUMBER = re.compile(r"\d+(\.\d+)?")
 
 
-def stage_timings(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per stage, over the ``done`` records that timed it: ``n``, ``mean``, ``median`` (= p50),
-    ``p50``, ``p90``, ``p95``, ``p99``, ``max`` and ``total``, seconds.
-
-    Stage names drop a trailing ``_s`` (``cube_s`` -> ``cube``); values that are not finite
-    numbers are ignored. Percentiles by linear interpolation (numpy's default).
-    """
-    values: dict[str, list[float]] = {}
-    for rec in records:
-        if rec.get("status") != "done":
-            continue
-        for k, v in dict(rec.get("timings") or {}).items():
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                continue
-            if np.isfinite(f):
-                values.setdefault(str(k).removesuffix("_s"), []).append(f)
+def timing_stats(values: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """Per stage, of its seconds per tile: ``n``, ``mean``, ``median`` (= p50), ``p50``,
+    ``p90``, ``p95``, ``p99``, ``max`` and ``total``. Percentiles by linear interpolation
+    (numpy's default); stages without a value are left out."""
     out = {}
     for stage, vs in values.items():
-        a = np.asarray(vs)
+        a = np.asarray(vs, dtype=np.float64)
+        if not a.size:
+            continue
         pct = np.percentile(a, PERCENTILES)
         out[stage] = {
             "n": float(a.size),

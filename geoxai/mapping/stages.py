@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -75,6 +75,7 @@ from geoxai.mapping.records import (
     write_tile,
 )
 from geoxai.mapping.report import write_report
+from geoxai.mapping.report_digest import RecordDigest
 from geoxai.mapping.settings import preprocess_params, run_layout
 from geoxai.models.asos_net import ASOSNet
 from geoxai.models.bundle import LoadedBundle, load_bundle
@@ -510,13 +511,18 @@ def finish_run(
 ) -> str:
     """Mosaics per zone, the STAC catalog of the outputs and ``report.html``; the report URL.
 
-    The COGs of every ``done`` record are checked first (:func:`verify_cogs`, one read per COG
-    per run): a tile whose COG is missing, truncated or altered has its record deleted, stays
+    The COGs of every ``done`` record are checked first (:func:`verify_cogs`, one listing per
+    COG layer folder): a tile whose COG is missing or truncated has its record deleted, stays
     out of the mosaics and the catalog, and the report names it (a rerun redoes it).
 
     The record index is rewritten first (:func:`write_record_index`: the records written by
     this run read once), so reading the records here, and planning the next rerun, costs one
     listing and one index read instead of one GET per tile.
+
+    The records are streamed, never held: a first pass over :func:`read_records` keeps what the
+    mosaics and the report need (a :class:`RecordDigest`: status, reason, timings per tile; the
+    layers every done tile has a COG of), then the catalog reads them twice more (the Item
+    shapes, then the Items batch by batch).
     """
 
     layout = run_layout(config)
@@ -525,31 +531,39 @@ def finish_run(
         log.info("record index %s: %d records (%d read)", idx.url, idx.rows, idx.fetched)
     except StoreError as exc:  # the index is a cache: records are read one by one without it
         log.warning("the record index was not written (%s); reruns read every record", exc)
-    records, broken = verify_cogs(layout, read_records(layout))
+    broken: dict[str, str] = {}
+    digest = RecordDigest()
+    common: frozenset[str] | None = None  # layers every done tile wrote a COG of
+    for rec in verify_cogs(layout, read_records(layout), broken):
+        digest.add(rec)
+        if rec.get("status") == "done":
+            cogs = frozenset(rec.get("cogs") or ())
+            common = cogs if common is None else common & cogs
     for tile_id, reason in broken.items():
         log.warning("tile %s: %s; its record is deleted, a rerun redoes it", tile_id, reason)
-    done_ids = {r["tile_id"] for r in records if r.get("status") == "done"}
-    done_tiles = [t for t in plan.tiles if t.id in done_ids]
+    done_tiles = [t for t in plan.tiles if digest.by_id.get(t.id, ("",))[0] == "done"]
     mosaics: dict[int, dict[str, str]] = {}
     if config.processing.write_cogs and done_tiles:
         zones = {t.epsg for t in done_tiles}
         specs = list(ZoneStore.open(layout, next(iter(zones))).layers.values())
         # only layers every done tile wrote a COG of (no ASOS bundle: no asos_sensitivity COGs)
-        written = [set(r.get("cogs") or {}) for r in records if r["tile_id"] in done_ids]
-        common = set.intersection(*written) if written else set()
-        mosaics = build_mosaics(layout, done_tiles, [s for s in specs if s.name in common])
+        mosaics = build_mosaics(layout, done_tiles, [s for s in specs if s.name in (common or ())])
     report = write_report(
         layout,
         config,
-        records,
+        digest,
         plan=plan,
-        this_run={k: o.to_dict() for k, o in outcomes.items()},
+        this_run={k: {"status": o.status, "reason": o.reason} for k, o in outcomes.items()},
         wall_s=wall_s,
         mosaics=mosaics,
         invalidated=plan.invalidated,
         invalidated_late=broken,
     )
+
+    def kept() -> Iterator[Mapping[str, Any]]:
+        return (r for r in read_records(layout) if str(r.get("tile_id")) not in broken)
+
     write_catalog(  # links report.html: write it first
-        layout, config, records, mosaics=mosaics, items_json=config.catalog.items_json_flag()
+        layout, config, kept, mosaics=mosaics, items_json=config.catalog.items_json_flag()
     )
     return report

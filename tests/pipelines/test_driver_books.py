@@ -45,6 +45,34 @@ def test_a_failed_tile_never_keeps_its_older_done_record(tmp_path):
     assert summary.outcomes[t.id].status == "failed" and books.bar.counts["failed"] == 1
 
 
+def test_the_books_keep_each_outcome_without_its_record(tmp_path):
+    """A done tile's record (80 input item ids here) stays on the store; the summary keeps its
+    status, reason and timings only, and its local-report form still carries the timings."""
+    from geoxai.mapping.outcomes import TileOutcome
+
+    cfg = _config(str(tmp_path))
+    summary = RunSummary("s3://x", 1, 0)
+    books = _Books(summary, _Progress(1, enabled=False), STAGES, cfg)
+    t = small_tile(3, 4)
+    rec = {
+        "tile_id": t.id,
+        "status": "done",
+        "timings": {"cube_s": 3.0, "map_s": 1.5},
+        "input_items": [f"S2B_MSIL2A_2024{i:04d}" for i in range(80)],
+    }
+    books.record(TileOutcome.from_dict(rec))
+    kept = summary.outcomes[t.id]
+    assert (kept.tile_id, kept.status, kept.reason) == (t.id, "done", "")
+    assert not kept.record and dict(kept.timings) == rec["timings"]
+    assert kept.to_dict() == {
+        "tile_id": t.id,
+        "status": "done",
+        "reason": "",
+        "timings": rec["timings"],
+    }
+    assert kept.compact() is kept
+
+
 class _DeadStore:
     calls = 0
 
