@@ -81,7 +81,7 @@ def test_run_with_expiring_tokens_completes_without_leaking_them(
     finally:
         ray.shutdown()
     assert summary.count("done") == 2, summary.outcomes
-    recs = read_records(RunLayout(cfg.run_root()))
+    recs = list(read_records(RunLayout(cfg.run_root())))
     assert {r["status"] for r in recs} == {"done"}
     n_req = sum(pc_standin.tokens.requests.values())
     served = pc_standin.blob_stats["served"]
