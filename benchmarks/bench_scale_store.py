@@ -59,6 +59,7 @@ class S3Server:
         import subprocess
 
         import boto3
+        from bench_cube import s3_env
 
         from tests.fixtures.net import free_port, wait_http
 
@@ -71,16 +72,7 @@ class S3Server:
         )
         url = f"http://{self.HOST}:{port}"
         wait_http(url + "/moto-api/", self.proc)
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="bench-key",
-            AWS_SECRET_ACCESS_KEY="bench-secret",
-            AWS_REGION="us-east-1",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_ENDPOINT_URL=url,
-            AWS_S3_ENDPOINT=url.removeprefix("http://"),
-            AWS_HTTPS="NO",
-            AWS_VIRTUAL_HOSTING="FALSE",
-        )
+        s3_env(url)  # the same fake keys and GDAL endpoint options as bench_cube
         boto3.client("s3", endpoint_url=url).create_bucket(Bucket=self.BUCKET)
         self.base = f"s3://{self.BUCKET}"
 
