@@ -286,7 +286,8 @@ class _NoopStages:
     def plan_run(config, force=False):
         from geoxai.mapping.plan import RunPlan
 
-        tiles = _NoopStages.plan_tiles
+        # hand the list over once: this class travels by value (cloudpickle) with every task
+        tiles, _NoopStages.plan_tiles = _NoopStages.plan_tiles, ()
         return RunPlan("noop://", "0", tiles, list(tiles), [])
 
     @staticmethod

@@ -342,7 +342,12 @@ def _drive(
     """
     res = config.resources
     opts = _worker_options(config)
-    workers = [TileWorker.options(**opts).remote(config, stages) for _ in range(n_workers)]
+    # What every task and actor gets: the config without its tile list (a run restricted to
+    # 100,000 listed tiles would ship them with every task) and the stages, each put in the
+    # object store once for the cube tasks (not serialised per task); actors get them by value.
+    shipped = config.model_copy(update={"tiles": None})
+    config_ref, stages_ref = ray.put(shipped), ray.put(stages)
+    workers = [TileWorker.options(**opts).remote(shipped, stages) for _ in range(n_workers)]
     capacity = 1 + res.tiles_per_worker_in_flight
     load: dict[int, int] = dict.fromkeys(range(n_workers), 0)
     up: set[int] = set()
@@ -371,7 +376,7 @@ def _drive(
                 tile, attempt = pending.popleft()
                 # no per-tile task name: Ray keeps per-name metrics in the driver (17 kB/tile)
                 ref = _cube_task.options(num_cpus=cube_cpus, scheduling_strategy="SPREAD").remote(
-                    tile, config, stages
+                    tile, config_ref, stages_ref
                 )
                 cube_refs[ref] = (tile, attempt)
                 since[ref] = time.monotonic()
@@ -427,7 +432,7 @@ def _drive(
                             ) from exc
                         log.warning("tile actor %d is gone (%s); starting a new one", w, exc)
                         ray.kill(workers[w], no_restart=True)
-                        workers[w] = TileWorker.options(**opts).remote(config, stages)
+                        workers[w] = TileWorker.options(**opts).remote(shipped, stages)
                         probes[workers[w].device.remote()] = w
                 elif ref in cube_refs:
                     tile, attempt = cube_refs.pop(ref)

@@ -454,3 +454,67 @@ def test_verify_of_a_root_without_records_says_what_to_check(run_world, tmp_path
 
     with pytest.raises(InvalidInputError, match="No tile records under .*store.root"):
         verify_run(run_world.config(tmp_path / "empty"))
+
+
+def test_cube_tasks_and_actors_get_the_config_without_its_tile_list(ray_local):
+    """A run restricted to listed tiles plans with its list, but the cube tasks and tile actors
+    get the config without it: 100,000 listed tile ids shipped with every task made the
+    driver's per-tile cost grow with the list (35 ms/tile at 10,000 tiles against 4.8 at 1,000)."""
+    from geoxai.config import load_run_config
+    from pipelines.run import run
+
+    class ListChecking:  # defined here so Ray pickles it by value
+        @staticmethod
+        def plan_run(config, force=False):
+            from geoxai.geo.grid import TileSpec
+            from geoxai.mapping.plan import RunPlan
+
+            tiles = tuple(TileSpec(32631, 90 + i, 930) for i in range(3))
+            if config.tiles != [t.id for t in tiles]:
+                raise AssertionError(f"planning lost the tile list: {config.tiles}")
+            return RunPlan("noop://", "0", tiles, list(tiles), [])
+
+        @staticmethod
+        def stage_cube(tile, config):
+            from geoxai.mapping.outcomes import CubeStage
+
+            if config.tiles is not None:
+                return CubeStage(tile.id, "failed", reason=f"cube task got {config.tiles}")
+            return CubeStage(tile.id, "ok", "noop://", ())
+
+        @staticmethod
+        def load_models(config):
+            return config.tiles
+
+        @staticmethod
+        def map_and_write(tile, cube, models, config):
+            from geoxai.mapping.outcomes import TileOutcome
+
+            if models is not None or config.tiles is not None:
+                return TileOutcome(tile.id, "failed", f"actor got {models} / {config.tiles}")
+            return TileOutcome(tile.id, "done")
+
+        @staticmethod
+        def record_empty_or_failed(tile, cube, config):
+            from geoxai.mapping.outcomes import TileOutcome
+
+            return TileOutcome(tile.id, cube.status, cube.reason)
+
+    from geoxai.geo.grid import TileSpec
+
+    ids = [TileSpec(32631, 90 + i, 930).id for i in range(3)]
+    cfg = load_run_config(
+        {
+            "name": "listed",
+            "aoi": "4,50,4.1,50.1",
+            "year": 2024,
+            "tiles": ids,
+            "stac": {"url": "noop"},
+            "store": {"root": "noop"},
+            "models": {"prediction": "noop"},
+            "resources": {"num_workers": 1, "cpus_per_worker": 0.5},
+        }
+    )
+    summary = run(cfg, progress=False, finish=False, stages=ListChecking)
+    reasons = {t: o.reason for t, o in summary.outcomes.items() if o.status != "done"}
+    assert summary.count("done") == 3, reasons
