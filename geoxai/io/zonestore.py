@@ -374,7 +374,7 @@ class ZoneStore:
             store._load_layers()
             y, x = grid.coords()
             for name, values in (("y", y), ("x", x)):
-                old = store._arrays.get(name)
+                old: Any = store._arrays.get(name)
                 if old is None:
                     try:
                         old = group.create_array(
