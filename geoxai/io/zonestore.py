@@ -377,7 +377,7 @@ class ZoneStore:
                 old: Any = store._arrays.get(name)
                 if old is None:
                     try:
-                        old = group.create_array(
+                        arr = group.create_array(
                             name,
                             shape=values.shape,
                             dtype="float64",
@@ -386,10 +386,11 @@ class ZoneStore:
                             attributes={"units": "metre", "crs": f"EPSG:{grid.epsg}"},
                             overwrite=False,
                         )
-                        old[:] = values
-                    except ContainsArrayError:
-                        old = group[name]
-                    store._arrays[name] = old
+                        arr[:] = values
+                        store._arrays[name] = arr
+                        continue
+                    except ContainsArrayError:  # a racing creator was first
+                        old = store._arrays[name] = group[name]
                 if not np.array_equal(np.asarray(old[:]), values):
                     old[:] = values  # a racing creator died before writing them
         for spec in layers:
