@@ -335,8 +335,9 @@ def _drive(
     (the actor is gone for good) replaces the actor, at most ``max_retries`` times in a row
     (an actor that can never start, e.g. a bundle that fails to load on the device, stops the
     run with the cause instead of being replaced forever). Every tile that fails gets a
-    ``failed`` record (:class:`_Books`). Every 10 minutes the record index is rewritten in the
-    background (:class:`IndexCheckpoints`), so a rerun after a kill plans with few GETs.
+    ``failed`` record (:class:`_Books`). The record index is rewritten in the background every
+    10 minutes and at 1,000 finished tiles and each doubling after (:class:`IndexCheckpoints`),
+    so a rerun after a kill plans with few GETs.
     After :data:`_STALL_LOG_S` without any event the driver logs what it waits for
     (:func:`wait_line`).
     """

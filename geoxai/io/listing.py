@@ -146,12 +146,25 @@ def list_stamped(loc: StoreLocation) -> dict[str, tuple[int, str]]:
 
 
 def _s3_find(loc: StoreLocation) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object under ``loc``: one paginated LIST of the keys starting with ``<path>/``.
+
+    Asked as ``find(parent, prefix="<name>/")``: s3fs lists such a stem from the server every
+    time and caches nothing of it, where ``find(path)`` keeps every folder it saw in the
+    filesystem's listing cache (a run's million objects held by the process-wide s3fs
+    instance, and needing a drop of the cache before each listing) and, for an empty or
+    absent prefix, asks again with a HEAD and a LIST whether the path is an object.
+    """
     fs = loc.filesystem()
-    base = loc.path.rstrip("/") + "/"
+    path = loc.path.rstrip("/")
+    base = path + "/"
+    parent, _, name = path.rpartition("/")
     with storage_errors(loc, "list", passthrough=(FileNotFoundError,)):
         try:
-            fs.invalidate_cache(loc.path)
-            found = fs.find(loc.path, detail=True)
+            if parent:
+                found = fs.find(parent, prefix=name + "/", detail=True)
+            else:  # a whole bucket
+                fs.invalidate_cache(path)
+                found = fs.find(path, detail=True)
         except FileNotFoundError:
             return
     for path, info in found.items():

@@ -19,6 +19,7 @@ from geoxai.errors import GeoXAIError, InvalidInputError, StoreError
 from geoxai.secrets import secret_values
 
 __all__ = [
+    "S3_MAX_CONCURRENCY",
     "StoreLocation",
     "URL",
     "resolve",
@@ -84,6 +85,16 @@ class StoreLocation:
         return self.path, None
 
 
+S3_MAX_CONCURRENCY = 1
+"""s3fs ``max_concurrency`` unless the storage options give one. With more than 1, s3fs reads a
+whole object (``cat_file``: zarr metadata and chunks, records, markers) by first asking its size
+(a HEAD, unless a listing of its folder is cached) to decide on ranged parallel GETs; geoxai
+drops cached listings before reads (objects change under it), so every whole-object read cost a
+HEAD and a GET: a rerun's planning made one HEAD per zone array and per object read. Its objects
+are small (a chunk is ~1.4 MB, a record a few kB), so one GET each is the cheaper read; give
+``max_concurrency`` in ``store.storage_options`` for stores of large objects read whole."""
+
+
 def _env_storage_options() -> dict[str, Any]:
     """s3fs options from the standard AWS variables (keys are left to botocore to read)."""
     so: dict[str, Any] = {}
@@ -105,7 +116,8 @@ def resolve(
         url: a local path (``/data/x.zarr``, ``file:///data/x.zarr``) or ``s3://bucket/prefix``.
         storage_options: s3fs keyword arguments; when None they come from the AWS_* variables.
             Bounded retries and timeouts are added unless given, so an unreachable endpoint
-            fails in seconds rather than minutes.
+            fails in seconds rather than minutes; and ``max_concurrency`` 1 unless given
+            (:data:`S3_MAX_CONCURRENCY`).
 
     Raises:
         InvalidInputError: an unsupported scheme or an ``s3://`` URL without a bucket.
@@ -131,6 +143,7 @@ def resolve(
         cfg.setdefault("read_timeout", 60)
         cfg.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
         so["config_kwargs"] = cfg
+        so.setdefault("max_concurrency", S3_MAX_CONCURRENCY)
         return StoreLocation(url=f"s3://{rest}", protocol="s3", path=rest, storage_options=so)
     raise InvalidInputError(
         f"Store URL {text!r} has scheme {scheme!r}; geoxai stores live on a local path or at "

@@ -330,6 +330,7 @@ class ZoneStore:
         self.layers = dict(layers)
         self.loc = layout.at(layout.zone_url(grid.epsg))
         self._group: Any = None
+        self._arrays: dict[str, Any] = {}  # name -> zarr array, its metadata read once
 
     # -- construction --
     @classmethod
@@ -338,6 +339,12 @@ class ZoneStore:
 
         Several workers may call this at once with the same arguments: every one writes the same
         metadata and none deletes anything. Layers missing from an existing store are added.
+
+        An existing store (a rerun) is opened first and its metadata read once: the group's,
+        one listing of its arrays and each array's (kept by the returned store, so
+        :meth:`array` reads none again); only the coordinate values are read back (a creator
+        that died before writing them left them empty). Nothing is written to it unless a
+        layer or coordinate is missing.
 
         Raises:
             ConfigError: the store exists with another grid, or a layer of the same name with
@@ -356,29 +363,36 @@ class ZoneStore:
         with storage_errors(store.loc, "create the zone store", passthrough=_MISSING):
             zs = _zarr_store(store.loc)
             try:
-                group = zarr.create_group(zs, attributes=attrs, zarr_format=3, overwrite=False)
-            except ContainsGroupError:
                 group = zarr.open_group(zs, mode="r+", zarr_format=3)
-                store._check_grid(group)
+            except FileNotFoundError:
+                try:
+                    group = zarr.create_group(zs, attributes=attrs, zarr_format=3, overwrite=False)
+                except ContainsGroupError:  # a racing creator was first
+                    group = zarr.open_group(zs, mode="r+", zarr_format=3)
+            store._check_grid(group)
             store._group = group
+            store._load_layers()
             y, x = grid.coords()
             for name, values in (("y", y), ("x", x)):
-                try:
-                    arr = group.create_array(
-                        name,
-                        shape=values.shape,
-                        dtype="float64",
-                        chunks=values.shape,
-                        dimension_names=(name,),
-                        attributes={"units": "metre", "crs": f"EPSG:{grid.epsg}"},
-                        overwrite=False,
-                    )
-                    arr[:] = values
-                except ContainsArrayError:
-                    old: Any = group[name]
-                    if not np.array_equal(np.asarray(old[:]), values):
-                        old[:] = values  # a racing creator died before writing them
-        store._load_layers()
+                old: Any = store._arrays.get(name)
+                if old is None:
+                    try:
+                        arr = group.create_array(
+                            name,
+                            shape=values.shape,
+                            dtype="float64",
+                            chunks=values.shape,
+                            dimension_names=(name,),
+                            attributes={"units": "metre", "crs": f"EPSG:{grid.epsg}"},
+                            overwrite=False,
+                        )
+                        arr[:] = values
+                        store._arrays[name] = arr
+                        continue
+                    except ContainsArrayError:  # a racing creator was first
+                        old = store._arrays[name] = group[name]
+                if not np.array_equal(np.asarray(old[:]), values):
+                    old[:] = values  # a racing creator died before writing them
         for spec in layers:
             store.ensure_layer(spec)
         return store
@@ -423,10 +437,16 @@ class ZoneStore:
             )
 
     def _load_layers(self) -> None:
+        """Every array of the group and its layer spec (one listing, each array's metadata)."""
+        self._arrays = {}
         for name, arr in self._group.arrays():
-            spec = arr.attrs.get("geoxai:layer")
-            if isinstance(spec, dict):
-                self.layers[name] = LayerSpec.from_dict(spec)
+            self._remember(name, arr)
+
+    def _remember(self, name: str, arr: Any) -> None:
+        self._arrays[name] = arr
+        spec = arr.attrs.get("geoxai:layer")
+        if isinstance(spec, dict):
+            self.layers[name] = LayerSpec.from_dict(spec)
 
     def ensure_layer(self, spec: LayerSpec) -> Any:
         """Add the array of ``spec`` if absent (idempotent); return it.
@@ -454,7 +474,7 @@ class ZoneStore:
         )
         with storage_errors(self.loc, f"create layer {spec.name!r} in", passthrough=_MISSING):
             try:
-                self._group.create_array(
+                arr = self._group.create_array(
                     spec.name,
                     shape=shape,
                     dtype=spec.dtype,
@@ -471,9 +491,9 @@ class ZoneStore:
                     },
                     overwrite=False,
                 )
-            except ContainsArrayError:
-                pass
-        self._load_layers()
+            except ContainsArrayError:  # a racing creator was first: its metadata
+                arr = self._group[spec.name]
+            self._remember(spec.name, arr)
         got = self.layers.get(spec.name)
         if got is None or not got.same_as(spec):
             raise ConfigError(
@@ -495,9 +515,13 @@ class ZoneStore:
         return self.loc.url
 
     def array(self, name: str) -> Any:
-        """The zarr array of layer ``name`` (writes empty chunks too, so they can be checked)."""
+        """The zarr array of layer ``name`` (writes empty chunks too, so they can be checked);
+        its metadata was read when the store was opened (no request)."""
         look_up_option(name, list(self.layers), what="zone store layer", error=InvalidInputError)
-        return self._group[name].with_config({"write_empty_chunks": True})
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = self._arrays[name] = self._group[name]
+        return arr.with_config({"write_empty_chunks": True})
 
     def chunk_key(self, layer: str, tile: TileSpec) -> str:
         """Key of the tile's chunk of ``layer``, relative to the group (``prediction/c/0/1/2``)."""

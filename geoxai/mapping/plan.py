@@ -168,20 +168,23 @@ def resume_plan(
     force: bool = False,
 ) -> RunPlan:
     """The store part of :func:`plan_run` for checked ``tiles`` and ``layers``: config saved,
-    zone stores created (idempotent), done tiles found and stale ``done`` records deleted
-    (:func:`~geoxai.mapping.records.check_tiles`: one listing per prefix, one read of the record
-    index, one GET per record not in it; time and memory linear in tiles), and the pre-flight
-    STAC search when there is work.
+    zone stores created (idempotent; an existing one is opened, its metadata read once), done
+    tiles found and stale ``done`` records deleted (:func:`~geoxai.mapping.records.check_tiles`
+    over the zone stores just opened: one listing per prefix, one read of the record index, one
+    GET per record not in it; time and memory linear in tiles), and the pre-flight STAC search
+    when there is work.
 
     Raises:
         StoreError: the store cannot be reached or listed. StacError: the pre-flight failed.
     """
     layout = run_layout(config)
     save_config(config.model_dump(mode="json"), layout.at(layout.config_url()))
-    for grid in ZoneGrid.from_tiles(list(tiles)).values():
-        ZoneStore.create(layout, grid, list(layers))
+    zones = {
+        epsg: ZoneStore.create(layout, grid, list(layers))
+        for epsg, grid in ZoneGrid.from_tiles(list(tiles)).items()
+    }
     h = config.output_hash()
-    found = check_tiles(layout, tiles, h, force=force, repair=True)
+    found = check_tiles(layout, tiles, h, force=force, repair=True, zones=zones)
     for tile_id, reason in found.invalidated.items():
         log.warning("tile %s: its outputs do not check out (%s); it is redone", tile_id, reason)
     if found.todo:

@@ -8,7 +8,8 @@ a rerun of a finished 240,000-tile run reads one index file instead of 240,000 r
 record rewritten, deleted or added since the index was written is still seen as it is now.
 
 The index is written by :func:`write_record_index` at the end of a run (``finish_run``) and by
-the driver from time to time while tiles finish, so a run stopped midway is planned again from
+the driver while tiles finish (:class:`IndexCheckpoints`: every 10 minutes, and at 1,000
+finished tiles and each doubling after), so a run stopped midway is planned again from
 an index plus the records written since. Planning never writes it (``geoxai plan`` is a dry run).
 """
 
@@ -85,14 +86,20 @@ def write_record_index(layout: RunLayout) -> IndexSummary:
 
 
 class IndexCheckpoints:
-    """The driver's periodic rewrites of the record index while tiles finish, in a background
-    thread, so a driver killed midway leaves an index of (nearly) all it had done and its rerun
-    plans with few GETs. Each rewrite reads only the records written since the previous one.
+    """The driver's rewrites of the record index while tiles finish, in a background thread, so
+    a driver killed midway leaves an index of (nearly) all it had done and its rerun plans with
+    few GETs. Each rewrite reads only the records written since the previous one.
+
+    A rewrite starts when tiles finished since the previous one and either ``every_s`` passed
+    since the previous one started (or since the start), or the finished tiles reached
+    ``first_at`` (1,000) or a doubling of it (2,000, 4,000, ...) not yet written: a fast run
+    has an index early, and the rewrites, each writing the whole index, cost a constant factor
+    of the records in all. At most one runs at a time (a due one starts at the next tick).
 
     Args:
         layout: the run's layout.
-        every_s: seconds between the start of two rewrites (and before the first); a rewrite
-            also needs tiles finished since the previous one.
+        every_s: seconds between the start of two rewrites (and before the first) by time.
+        first_at: finished tiles of the first rewrite by count; then at each doubling.
         clock: seconds, monotonic (tests pass their own).
 
     Attributes:
@@ -103,22 +110,27 @@ class IndexCheckpoints:
         self,
         layout: RunLayout,
         every_s: float = 600.0,
+        first_at: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.layout, self.every_s, self.clock = layout, every_s, clock
         self.written = 0
         self._last = clock()
         self._finished = 0
+        self._next_count = max(1, first_at)
         self._thread: threading.Thread | None = None
 
     def tick(self, finished: int) -> bool:
-        """Start a rewrite when ``every_s`` passed since the last one started, tiles finished
-        since (``finished``: tiles finished so far) and none is running; True if one started."""
+        """Start a rewrite when one is due (``finished``: tiles finished so far; see the class)
+        and none is running; True if one started."""
         now = self.clock()
         busy = self._thread is not None and self._thread.is_alive()
-        if busy or finished <= self._finished or now - self._last < self.every_s:
+        due = now - self._last >= self.every_s or finished >= self._next_count
+        if busy or finished <= self._finished or not due:
             return False
         self._last, self._finished = now, finished
+        while self._next_count <= finished:
+            self._next_count *= 2
         self._thread = threading.Thread(target=self._write, name="record-index", daemon=True)
         self._thread.start()
         return True

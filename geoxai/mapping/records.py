@@ -489,6 +489,7 @@ def check_tiles(
     redo_empty: bool = False,
     repair: bool = False,
     listing: Listing | None = None,
+    zones: Mapping[int, ZoneStore] | None = None,
 ) -> TileSort:
     """Split ``tiles`` into to-do and done (see :func:`plan_tiles`) and say which were invalid.
 
@@ -504,6 +505,9 @@ def check_tiles(
 
     Args:
         listing: the listings to use (and count); default a fresh one.
+        zones: zone stores already open (EPSG -> store, e.g. those :func:`~geoxai.mapping.
+            plan.resume_plan` just created): used as they are; the others are opened here
+            (their metadata read once each).
 
     Raises:
         StoreError: the store cannot be reached or listed.
@@ -511,7 +515,7 @@ def check_tiles(
     if force:
         return TileSort(list(tiles), [], {})
     listing, by_id = listing or Listing(layout.storage_options), {t.id: t for t in tiles}
-    zones: dict[int, ZoneStore | None] = {}
+    opened: dict[int, ZoneStore | None] = dict(zones or {})
     states: dict[str, TileState] = {}
     for tile_id, doc, why in record_docs(layout, listing, tile_ids=by_id):
         t = by_id[tile_id]
@@ -520,12 +524,12 @@ def check_tiles(
             states[tile_id] = TileState(t.id, "invalid", why)
         if why is not None or doc is None:  # unreadable, or vanished since the listing
             continue
-        if t.epsg not in zones:
+        if t.epsg not in opened:
             try:
-                zones[t.epsg] = ZoneStore.open(layout, t.epsg)
+                opened[t.epsg] = ZoneStore.open(layout, t.epsg)
             except StoreError:
-                zones[t.epsg] = None
-        zone = zones[t.epsg]
+                opened[t.epsg] = None
+        zone = opened[t.epsg]
         if doc.get("status") == "done" and zone is None:
             states[tile_id] = TileState(t.id, "invalid", f"no zone store for EPSG:{t.epsg}")
         else:

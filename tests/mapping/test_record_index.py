@@ -6,6 +6,7 @@ every record with a warning; the index is replaced whole."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from geoxai.io.listing import Listing
 from geoxai.io.store import put_atomic, read_json, write_json
@@ -85,3 +86,35 @@ def test_the_drivers_periodic_index_rewrites(tmp_path):
     assert checkpoints.tick(51)
     checkpoints.close()
     assert checkpoints.written == 2 and _plan(layout, tiles)[1].reads == 1
+
+
+def test_the_index_is_also_rewritten_at_1000_finished_tiles_and_each_doubling(tmp_path):
+    layout, _, _ = _stopped_run(str(tmp_path), N)
+    now = [0.0]  # the clock never reaches every_s: only the counts start rewrites
+    checkpoints = IndexCheckpoints(layout, every_s=600.0, clock=lambda: now[0])
+    started = []
+    for finished in (1, 500, 999, 1000, 1001, 1999, 2000, 2500, 3999, 4000, 4001, 9000, 9001):
+        if checkpoints.tick(finished):
+            started.append(finished)
+        checkpoints.close()
+    # 9000 is past 8000 (4000's doubling): written once there, the next at 16,000
+    assert started == [1000, 2000, 4000, 9000]
+    assert checkpoints.written == 4
+    # a count reached while a rewrite runs starts one at the next tick
+    now[0] = 10.0
+    busy = IndexCheckpoints(layout, every_s=600.0, first_at=10, clock=lambda: now[0])
+    gate = threading.Event()
+    real = busy._write
+
+    def held() -> None:
+        gate.wait()
+        real()
+
+    busy._write = held  # type: ignore[method-assign]
+    assert busy.tick(10)
+    assert not busy.tick(20)  # due, but one is running
+    gate.set()
+    busy.close()
+    assert busy.tick(21)
+    busy.close()
+    assert busy.written == 2
