@@ -3,15 +3,18 @@
 :func:`geoxai.io.tile_cube.build_tile_cube` stores a cube as uint16 DN + uint8 SCL
 (:mod:`geoxai.io.cube_codec`). The float path gets there from
 :func:`geoxai.io.cube.build_cube`'s float32 reflectance (stackstac reads every asset as float32,
-scales it, mosaics days with ``xr.where``) and encodes it back to DN. :func:`direct_dataset`
-makes the *same* dataset without the round trip: per date, one task reads each asset's window
-as the file's integers with rasterio (:mod:`geoxai.io.cube_reads`), mosaics days on the integers
-(first non-zero DN wins, in item order, as the first non-NaN value does on the float path) and
-maps each DN through the encoder's own table (what ``rint((float32(DN) * scale + offset -
-offset) / scale)`` gives, see :func:`dn_table`), SCL nodata to 255. The coordinates, attributes
-and Zarr encodings are :func:`~geoxai.io.cube_codec.encode_cube`'s on the lazy float cube (whose
-stackstac graph is built but never computed), so the committed store is byte for byte the float
-path's: the same chunk objects (the same SHA-256 in the commit marker), the same ``zarr.json``.
+scales it, mosaics days with ``xr.where``), encodes it back to DN and has Zarr write it chunk by
+chunk. :func:`chunk_writer` makes the *same* chunk objects without the round trip: per date, one
+task (dates in parallel threads) reads each asset's window as the file's integers with rasterio
+(:mod:`geoxai.io.cube_reads`), mosaics days on the integers (first non-zero DN wins, in item
+order, as the first non-NaN value does on the float path), maps each DN through the encoder's
+own table (what encoding ``float32(DN) * scale + offset`` gives, :func:`dn_table`; the identity
+for Sentinel-2's scalings, then skipped), SCL nodata to 255, and encodes and writes the date's
+chunks with the codecs the arrays' ``zarr.json`` name. The metadata (arrays, coordinates,
+attributes, encodings) is what ``to_zarr`` writes for :func:`~geoxai.io.cube_codec.encode_cube`'s
+dataset of the lazy float cube (whose stackstac graph is built but never computed), so the
+committed store is byte for byte the float path's: the same chunk objects (the same SHA-256 in
+the commit marker), the same ``zarr.json``.
 
 It applies when the float path would read every asset without a warp and store DN
 (:func:`plan`); otherwise the reason is returned and the caller takes the float path:
@@ -32,7 +35,8 @@ It applies when the float path would read every asset without a warp and store D
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +57,7 @@ from geoxai.io.cube_codec import (
 )
 from geoxai.io.cube_reads import Fallback, read_dn
 
-__all__ = ["DirectPlan", "Fallback", "plan", "direct_dataset", "dn_table"]
+__all__ = ["DirectPlan", "Fallback", "plan", "chunk_writer", "dn_table"]
 
 
 @dataclass(frozen=True)
@@ -143,27 +147,18 @@ def dn_table(scale: float, offset: float) -> tuple[np.ndarray, np.ndarray]:
     return u, bad
 
 
-def direct_dataset(
-    direct: DirectPlan,
-    encoded: xr.Dataset,
-    tile: TileSpec,
-) -> xr.Dataset:
-    """``encoded`` (:func:`~geoxai.io.cube_codec.encode_cube`'s DN dataset of the lazy float
-    cube) with its ``reflectance`` and ``SCL`` data replaced by the direct reads of ``direct``:
-    one dask task per time step reads every asset of its items; chunks as ``encoded``'s.
+Tables = list[tuple[np.ndarray, np.ndarray] | None]
 
-    The reads raise :class:`Fallback` (the caller writes the float path instead) and the float
-    path's typed read errors (:class:`~geoxai.errors.CorruptDataError`,
-    :class:`~geoxai.errors.DataAccessError`) naming the href."""
-    import dask.array as dsa  # lazy: dask only when a cube is built
-    from dask import delayed  # lazy: as above
 
+def _step_tables(direct: DirectPlan, encoded: xr.Dataset) -> list[Tables]:
+    """Per time step and reflectance band, :func:`dn_table` of its scaling (None: identity)."""
     if encoded.attrs.get("cube_encoding") != DN_ENCODING:
         raise Fallback("the cube is stored as float32")
-    ny, nx = tile.shape
     nb = len(direct.refl)
-    sc = np.asarray(encoded[DN_SCALE].values, np.float32) if nb else np.zeros((0, 0))
-    of = np.asarray(encoded[DN_OFFSET].values, np.float32) if nb else np.zeros((0, 0))
+    if not nb:
+        return [[] for _ in direct.steps]
+    sc = np.asarray(encoded[DN_SCALE].values, np.float32)
+    of = np.asarray(encoded[DN_OFFSET].values, np.float32)
     tables: dict[tuple[float, float], tuple[np.ndarray, np.ndarray] | None] = {}
     for s, o in zip(sc.ravel().tolist(), of.ravel().tolist(), strict=True):
         key = (float(s), float(o))
@@ -171,30 +166,129 @@ def direct_dataset(
             stored, bad = dn_table(key[0], key[1])
             identity = not bad.any() and bool((stored == np.arange(65536)).all())
             tables[key] = None if identity else (stored, bad)
-    step_tables = [
+    return [
         [tables[(float(sc[t, b]), float(of[t, b]))] for b in range(nb)]
         for t in range(len(direct.steps))
     ]
-    nband = nb + int(direct.scl)
-    blocks = [
-        dsa.from_delayed(
-            delayed(_read_step, pure=True)(
-                direct, t, tile.transform, tile.epsg, tile.shape, step_tables[t]
+
+
+def chunk_writer(
+    direct: DirectPlan,
+    encoded: xr.Dataset,
+    tile: TileSpec,
+    progress: Callable[[int, int], None] | None = None,
+) -> Callable[[Any, str], None]:
+    """``write(fs, root)`` for :func:`geoxai.io.store.write_dataset`'s ``write_chunks``: reads
+    each time step (:func:`_read_step`, steps in parallel threads: rasterio, the bilinear
+    kernel and zstd release the GIL) and writes its chunk objects of ``reflectance`` and
+    ``SCL`` as Zarr does for the arrays ``to_zarr`` just created (their ``zarr.json``: the
+    zigzag-delta filter, little-endian bytes, byte shuffle, zstd; an edge chunk padded with the
+    fill value; a chunk of fill values only not written), without Zarr's per-chunk machinery.
+    ``progress(done, total)`` after each step. Arrays whose codecs are not these raise
+    :class:`Fallback`."""
+    step_tables = _step_tables(direct, encoded)
+    nb = len(direct.refl)
+    names = ([CUBE_NAME] if nb else []) + ([SCL] if direct.scl else [])
+
+    def write(fs: Any, root: str) -> None:
+        import json
+        from concurrent.futures import ThreadPoolExecutor
+
+        root = root.rstrip("/")
+        encoders = {n: _encoder(json.loads(fs.cat_file(f"{root}/{n}/zarr.json")), n) for n in names}
+
+        def one(t: int) -> None:
+            block = _read_step(direct, t, tile.transform, tile.epsg, tile.shape, step_tables[t])
+            objs: dict[str, bytes] = {}
+            if nb:
+                enc, fill = encoders[CUBE_NAME]
+                _chunks(objs, f"{root}/{CUBE_NAME}/c/{t}/0/{{r}}/0", block[0, :nb], enc, fill)
+            if direct.scl:
+                enc, fill = encoders[SCL]
+                scl = _scl_classes(block[0, nb])
+                _chunks(objs, f"{root}/{SCL}/c/{t}/{{r}}/0", scl[None], enc, fill)
+            if objs and "file" in fs.protocol:  # local: the folders first (S3 has none)
+                for d in {k.rsplit("/", 1)[0] for k in objs}:
+                    fs.makedirs(d, exist_ok=True)
+            if objs:
+                fs.pipe(objs)
+
+        n = len(direct.steps)
+        workers = max(
+            1,
+            min(
+                n,
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1,
             ),
-            shape=(1, nband, ny, nx),
-            dtype=np.uint16,
         )
-        for t in range(len(direct.steps))
-    ]
-    both = dsa.concatenate(blocks, axis=0)
-    out = encoded.copy()
-    if nb:
-        refl = both[:, :nb].rechunk((1, nb, ROWS, nx))
-        out[CUBE_NAME] = encoded[CUBE_NAME].copy(data=refl)
-    if direct.scl:
-        scl = both[:, nb].map_blocks(_scl_classes, dtype=np.uint8).rechunk((1, ROWS, nx))
-        out[SCL] = encoded[SCL].copy(data=scl)
-    return out
+        done = 0
+        with ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(one, t) for t in range(n)]:
+                f.result()
+                done += 1
+                if progress is not None:
+                    progress(done, n)
+
+    return write
+
+
+def _encoder(meta: dict[str, Any], name: str) -> tuple[Callable[[np.ndarray], bytes], int]:
+    """``(encode, fill value)`` of the chunks of an array of Zarr metadata ``meta``:
+    [zigzag delta], bytes (little-endian), [shuffle], zstd; :class:`Fallback` otherwise."""
+    import numcodecs  # lazy: the codecs only when a cube is written
+
+    from geoxai.io.cube_rows import ZIGZAG_DELTA, zigzag_delta
+
+    key = meta.get("chunk_key_encoding") or {}
+    codecs = list(meta.get("codecs", []))
+    delta = bool(codecs) and codecs[0].get("name") == ZIGZAG_DELTA
+    rest = codecs[1:] if delta else codecs
+    kinds = [c.get("name") for c in rest]
+    cfg = [c.get("configuration") or {} for c in rest]
+    if (
+        key.get("name") != "default"
+        or (key.get("configuration") or {}).get("separator") != "/"
+        or kinds not in (["bytes", "zstd"], ["bytes", "numcodecs.shuffle", "zstd"])
+        or cfg[0].get("endian", "little") != "little"
+        or meta.get("storage_transformers")
+    ):
+        raise Fallback(f"array {name!r} has codecs {codecs} that the direct writer does not know")
+    shuffle = numcodecs.Shuffle(elementsize=int(cfg[1]["elementsize"])) if len(kinds) == 3 else None
+    zc = cfg[-1]
+    zstd = numcodecs.Zstd(level=int(zc.get("level", 0)), checksum=bool(zc.get("checksum")))
+
+    def encode(chunk: np.ndarray) -> bytes:
+        a = zigzag_delta(chunk) if delta else chunk
+        raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False)
+        if shuffle is not None:
+            raw = shuffle.encode(raw)
+        return bytes(zstd.encode(raw))
+
+    return encode, int(meta["fill_value"])
+
+
+def _chunks(
+    objs: dict[str, bytes],
+    pattern: str,
+    block: np.ndarray,
+    encode: Callable[[np.ndarray], bytes],
+    fill: int,
+) -> None:
+    """Chunk objects of one time step ``block`` ``(bands, y, x)`` (``pattern``'s ``{r}``: the
+    row block) into ``objs``: :data:`ROWS` rows each, the last padded with ``fill``, a chunk of
+    ``fill`` only left out (Zarr's ``write_empty_chunks=False``)."""
+    ny = block.shape[1]
+    for i, r in enumerate(range(0, ny, ROWS)):
+        part = block[:, r : r + ROWS]
+        if part.shape[1] < ROWS:
+            pad = np.full((block.shape[0], ROWS, block.shape[2]), fill, block.dtype)
+            pad[:, : part.shape[1]] = part
+            part = pad
+        if (part == fill).all():
+            continue
+        objs[pattern.format(r=i)] = encode(np.ascontiguousarray(part))
 
 
 def _read_step(

@@ -49,7 +49,7 @@ from geoxai.io.cube_codec import (
     encode_cube,
     encode_layer,
 )
-from geoxai.io.cube_direct import DirectPlan, Fallback, direct_dataset, plan
+from geoxai.io.cube_direct import DirectPlan, Fallback, chunk_writer, plan
 from geoxai.io.location import resolve
 from geoxai.io.stac import search
 
@@ -389,12 +389,21 @@ def _write_cube(
 
     def write(dn: bool, direct: DirectPlan | None = None) -> dict[str, Any]:
         ds, encoding = encode_cube(cube, dn=dn)
-        if direct is not None:
-            ds = direct_dataset(direct, ds, tile)
+        chunks = None
+        if direct is not None:  # the arrays' metadata are the float path's, their chunks
+            # are written by the direct reads: the float cube's dask graph is never computed
+            chunks = chunk_writer(direct, ds, tile, progress)
         extra["cube_encoding"] = ds.attrs["cube_encoding"]
-        with _DaskProgress(progress) if progress is not None else contextlib.nullcontext():
+        report = progress is not None and chunks is None
+        with _DaskProgress(progress) if report else contextlib.nullcontext():  # type: ignore[arg-type]
             return store.write_dataset(
-                ds, out_url, storage_options=so, overwrite=replace, extra=extra, encoding=encoding
+                ds,
+                out_url,
+                storage_options=so,
+                overwrite=replace,
+                extra=extra,
+                encoding=encoding,
+                write_chunks=chunks,
             )
 
     why = how if isinstance(how, str) else ""

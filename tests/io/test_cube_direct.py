@@ -19,6 +19,7 @@ from affine import Affine
 from geoxai.geo.grid import TileSpec
 from geoxai.io import store
 from geoxai.io.cube_direct import dn_table
+from geoxai.io.location import resolve
 from geoxai.io.tile_cube import DIRECT, FLOAT, build_tile_cube
 from tests.io.test_cube import (  # noqa: F401 - clean_world is a fixture
     SYN_TILES,
@@ -33,11 +34,11 @@ from tests.io.test_signing import pc_items  # noqa: F401 - a fixture
 DATES = {"start": "2023-01-01", "end": "2023-12-31"}
 
 
-def _both(items: list[Any], tile: TileSpec, tmp: Path, **kw: Any) -> tuple[Any, Any]:
+def _both(items: list[Any], tile: TileSpec, tmp: Path | str, **kw: Any) -> tuple[Any, Any]:
     """``(direct record, float record)`` of the same cube built both ways."""
     kw = DATES | kw
-    fast = build_tile_cube(items, tile, str(tmp / "direct.zarr"), **kw)
-    slow = build_tile_cube(items, tile, str(tmp / "float.zarr"), direct=False, **kw)
+    fast = build_tile_cube(items, tile, f"{tmp}/direct.zarr", **kw)
+    slow = build_tile_cube(items, tile, f"{tmp}/float.zarr", direct=False, **kw)
     assert slow.build_path == FLOAT and slow.fallback == "direct=False"
     return fast, slow
 
@@ -57,10 +58,10 @@ def _assert_same_store(a: Any, b: Any) -> None:
         assert x.dtype == y.dtype and x.dims == y.dims and x.attrs == y.attrs, name
         np.testing.assert_array_equal(x.values, y.values, err_msg=str(name))
     assert a.marker["extra"] == b.marker["extra"]
+    fs = resolve(a.url).filesystem()
     for name in va:  # the zarr.json of every array, byte for byte
-        assert (Path(a.url) / name / "zarr.json").read_bytes() == (
-            Path(b.url) / name / "zarr.json"
-        ).read_bytes()
+        ka, kb = (resolve(f"{r.url}/{name}/zarr.json").path for r in (a, b))
+        assert fs.cat_file(ka) == fs.cat_file(kb), name
 
 
 def _scenes(tmp: Path) -> list[dict]:
@@ -87,6 +88,22 @@ def test_direct_build_commits_the_float_paths_store(tmp_path, resampling, halo):
     assert cube.sizes["time"] == 3  # the two granules of one day are one step
     v = cube.values
     assert np.isnan(v).any() and np.isfinite(v).any()  # holes and edges are in the comparison
+
+
+def test_empty_chunks_are_left_out_and_s3_stores_match(tmp_path, store_root):
+    """A 2 km tile (two row blocks) and a date whose scene covers its top rows only: the chunks
+    of fill values are not stored, as Zarr leaves them out; on the local S3 too."""
+    tile = TileSpec(32632, col=300, row=2499, halo_px=4, tile_size_m=2000)  # 208 x 208 px
+    origin = (599_800.0, 5_000_200.0)
+    items = [
+        _scene(tmp_path, "S2A_FULL", WHEN, origin=origin, n10=240),
+        _scene(tmp_path, "S2A_TOP", WHEN + dt.timedelta(days=5), origin=origin, n10=60),
+    ]
+    fast, slow = _both(items, tile, store_root)
+    assert fast.build_path == DIRECT
+    _assert_same_store(fast, slow)
+    refl = fast.marker["variables"]["reflectance"]
+    assert refl["objects"] == 3  # 2 dates x 2 row blocks, the empty one left out
 
 
 def test_direct_build_on_the_synthetic_world(clean_world, tmp_path):  # noqa: F811
