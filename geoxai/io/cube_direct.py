@@ -4,7 +4,7 @@
 (:mod:`geoxai.io.cube_codec`). The float path gets there from
 :func:`geoxai.io.cube.build_cube`'s float32 reflectance (stackstac reads every asset as float32,
 scales it, mosaics days with ``xr.where``), encodes it back to DN and has Zarr write it chunk by
-chunk. :func:`chunk_writer` makes the *same* chunk objects without the round trip: per date, one
+chunk. :class:`ChunkWriter` makes the *same* chunk objects without the round trip: per date, one
 task (dates in parallel threads) reads each asset's window as the file's integers with rasterio
 (:mod:`geoxai.io.cube_reads`), mosaics days on the integers (first non-zero DN wins, in item
 order, as the first non-NaN value does on the float path), maps each DN through the encoder's
@@ -49,7 +49,6 @@ from geoxai.geo.grid import TileSpec
 from geoxai.io.cube import _normalized, solar_day
 from geoxai.io.cube_codec import (
     CUBE_NAME,
-    DN_ENCODING,
     DN_OFFSET,
     DN_SCALE,
     ROWS,
@@ -57,7 +56,7 @@ from geoxai.io.cube_codec import (
 )
 from geoxai.io.cube_reads import Fallback, read_dn
 
-__all__ = ["DirectPlan", "Fallback", "plan", "chunk_writer", "dn_table"]
+__all__ = ["ChunkWriter", "DirectPlan", "Fallback", "plan", "dn_table"]
 
 
 @dataclass(frozen=True)
@@ -150,15 +149,15 @@ def dn_table(scale: float, offset: float) -> tuple[np.ndarray, np.ndarray]:
 Tables = list[tuple[np.ndarray, np.ndarray] | None]
 
 
-def _step_tables(direct: DirectPlan, encoded: xr.Dataset) -> list[Tables]:
-    """Per time step and reflectance band, :func:`dn_table` of its scaling (None: identity)."""
-    if encoded.attrs.get("cube_encoding") != DN_ENCODING:
-        raise Fallback("the cube is stored as float32")
+def _step_tables(direct: DirectPlan, cube: xr.DataArray) -> list[Tables]:
+    """Per time step and reflectance band, :func:`dn_table` of its scaling (None: identity):
+    the ``dn_scale``/``dn_offset`` of the lazy float cube, which ``encode_cube`` stores."""
     nb = len(direct.refl)
     if not nb:
         return [[] for _ in direct.steps]
-    sc = np.asarray(encoded[DN_SCALE].values, np.float32)
-    of = np.asarray(encoded[DN_OFFSET].values, np.float32)
+    refl = list(direct.refl)
+    sc = np.asarray(cube[DN_SCALE].sel(band=refl).values, np.float32)
+    of = np.asarray(cube[DN_OFFSET].sel(band=refl).values, np.float32)
     tables: dict[tuple[float, float], tuple[np.ndarray, np.ndarray] | None] = {}
     for s, o in zip(sc.ravel().tolist(), of.ravel().tolist(), strict=True):
         key = (float(s), float(o))
@@ -172,71 +171,105 @@ def _step_tables(direct: DirectPlan, encoded: xr.Dataset) -> list[Tables]:
     ]
 
 
-def chunk_writer(
-    direct: DirectPlan,
-    encoded: xr.Dataset,
-    tile: TileSpec,
-    progress: Callable[[int, int], None] | None = None,
-) -> Callable[[Any, str], None]:
-    """``write(fs, root)`` for :func:`geoxai.io.store.write_dataset`'s ``write_chunks``: reads
-    each time step (:func:`_read_step`, steps in parallel threads: rasterio, the bilinear
-    kernel and zstd release the GIL) and writes its chunk objects of ``reflectance`` and
-    ``SCL`` as Zarr does for the arrays ``to_zarr`` just created (their ``zarr.json``: the
-    zigzag-delta filter, little-endian bytes, byte shuffle, zstd; an edge chunk padded with the
-    fill value; a chunk of fill values only not written), without Zarr's per-chunk machinery.
-    ``progress(done, total)`` after each step. Arrays whose codecs are not these raise
-    :class:`Fallback`."""
-    step_tables = _step_tables(direct, encoded)
-    nb = len(direct.refl)
-    names = ([CUBE_NAME] if nb else []) + ([SCL] if direct.scl else [])
+class ChunkWriter:
+    """:func:`geoxai.io.store.write_dataset`'s ``write_chunks`` for the cube of a
+    :class:`DirectPlan`: reads each time step (:func:`_read_step`; steps in parallel threads:
+    rasterio, the bilinear kernel and zstd release the GIL) and writes its chunk objects of
+    ``reflectance`` and ``SCL`` as Zarr does for the arrays ``to_zarr`` just created (their
+    ``zarr.json``: the zigzag-delta filter, little-endian bytes, byte shuffle, zstd; an edge
+    chunk padded with the fill value; a chunk of fill values only not written), without
+    Zarr's per-chunk machinery. ``progress(done, total)`` after each step.
 
-    def write(fs: Any, root: str) -> None:
-        import json
+    The first reads start when it is made, so they run while the caller encodes the float
+    cube's metadata and ``to_zarr`` writes it; at most ``2 x threads`` steps are read ahead of
+    the writes. :meth:`close` (always call it) stops the threads.
+
+    Raises (when called): :class:`Fallback` (an asset or an array's codecs the direct build
+    does not reproduce), and the typed read errors of :func:`~geoxai.io.cube_reads.read_dn`.
+    """
+
+    def __init__(
+        self,
+        direct: DirectPlan,
+        cube: xr.DataArray,
+        tile: TileSpec,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        root = root.rstrip("/")
-        encoders = {n: _encoder(json.loads(fs.cat_file(f"{root}/{n}/zarr.json")), n) for n in names}
+        self.direct, self.tile, self.progress = direct, tile, progress
+        self.tables = _step_tables(direct, cube)
+        self.n = len(direct.steps)
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self.workers = max(1, min(self.n, len(cpus) if cpus else os.cpu_count() or 1))
+        self.ahead = 2 * self.workers
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cube-direct")
+        self._count = 0
+        self.reads = {t: self._submit_read(t) for t in range(min(self.n, self.ahead))}
 
-        def one(t: int) -> None:
-            block = _read_step(direct, t, tile.transform, tile.epsg, tile.shape, step_tables[t])
+    def _submit_read(self, t: int) -> Any:
+        d, tile = self.direct, self.tile
+        return self.pool.submit(
+            _read_step, d, t, tile.transform, tile.epsg, tile.shape, self.tables[t]
+        )
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __call__(self, fs: Any, root: str) -> None:
+        import json
+
+        d = self.direct
+        nb = len(d.refl)
+        names = ([CUBE_NAME] if nb else []) + ([SCL] if d.scl else [])
+        root = root.rstrip("/")
+        encoders = {
+            n: _encoder(json.loads(fs.cat_file(f"{root}/{n}/zarr.json")), n, dtype)
+            for n, dtype in ((CUBE_NAME, "uint16"), (SCL, "uint8"))
+            if n in names
+        }
+
+        def put(t: int, block: np.ndarray) -> None:
             objs: dict[str, bytes] = {}
             if nb:
                 enc, fill = encoders[CUBE_NAME]
                 _chunks(objs, f"{root}/{CUBE_NAME}/c/{t}/0/{{r}}/0", block[0, :nb], enc, fill)
-            if direct.scl:
+            if d.scl:
                 enc, fill = encoders[SCL]
                 scl = _scl_classes(block[0, nb])
                 _chunks(objs, f"{root}/{SCL}/c/{t}/{{r}}/0", scl[None], enc, fill)
             if objs and "file" in fs.protocol:  # local: the folders first (S3 has none)
-                for d in {k.rsplit("/", 1)[0] for k in objs}:
-                    fs.makedirs(d, exist_ok=True)
+                for folder in {k.rsplit("/", 1)[0] for k in objs}:
+                    fs.makedirs(folder, exist_ok=True)
             if objs:
                 fs.pipe(objs)
 
-        n = len(direct.steps)
-        workers = max(
-            1,
-            min(
-                n,
-                len(os.sched_getaffinity(0))
-                if hasattr(os, "sched_getaffinity")
-                else os.cpu_count() or 1,
-            ),
-        )
-        done = 0
-        with ThreadPoolExecutor(workers) as pool:
-            for f in [pool.submit(one, t) for t in range(n)]:
-                f.result()
-                done += 1
-                if progress is not None:
-                    progress(done, n)
+        writes = []
+        for t in range(self.n):
+            block = self.reads.pop(t).result()
+            if t + self.ahead < self.n:
+                self.reads[t + self.ahead] = self._submit_read(t + self.ahead)
+            writes.append(self.pool.submit(put, t, block))
+            del block
+            while writes and (writes[0].done() or len(writes) > self.ahead):
+                writes.pop(0).result()
+                self._done()
+        for f in writes:
+            f.result()
+            self._done()
 
-    return write
+    def _done(self) -> None:
+        self._count += 1
+        if self.progress is not None:
+            self.progress(self._count, self.n)
 
 
-def _encoder(meta: dict[str, Any], name: str) -> tuple[Callable[[np.ndarray], bytes], int]:
-    """``(encode, fill value)`` of the chunks of an array of Zarr metadata ``meta``:
-    [zigzag delta], bytes (little-endian), [shuffle], zstd; :class:`Fallback` otherwise."""
+def _encoder(
+    meta: dict[str, Any], name: str, dtype: str
+) -> tuple[Callable[[np.ndarray], bytes], int]:
+    """``(encode, fill value)`` of the chunks of array ``name`` of Zarr metadata ``meta``:
+    data type ``dtype``, codecs [zigzag delta], bytes (little-endian), [shuffle], zstd;
+    :class:`Fallback` otherwise."""
     import numcodecs  # lazy: the codecs only when a cube is written
 
     from geoxai.io.cube_rows import ZIGZAG_DELTA, zigzag_delta
@@ -248,7 +281,8 @@ def _encoder(meta: dict[str, Any], name: str) -> tuple[Callable[[np.ndarray], by
     kinds = [c.get("name") for c in rest]
     cfg = [c.get("configuration") or {} for c in rest]
     if (
-        key.get("name") != "default"
+        meta.get("data_type") != dtype
+        or key.get("name") != "default"
         or (key.get("configuration") or {}).get("separator") != "/"
         or kinds not in (["bytes", "zstd"], ["bytes", "numcodecs.shuffle", "zstd"])
         or cfg[0].get("endian", "little") != "little"

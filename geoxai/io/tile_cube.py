@@ -49,7 +49,7 @@ from geoxai.io.cube_codec import (
     encode_cube,
     encode_layer,
 )
-from geoxai.io.cube_direct import DirectPlan, Fallback, chunk_writer, plan
+from geoxai.io.cube_direct import ChunkWriter, DirectPlan, Fallback, plan
 from geoxai.io.location import resolve
 from geoxai.io.stac import search
 
@@ -388,23 +388,28 @@ def _write_cube(
     :func:`geoxai.io.store.write_dataset`) writes the float path instead."""
 
     def write(dn: bool, direct: DirectPlan | None = None) -> dict[str, Any]:
-        ds, encoding = encode_cube(cube, dn=dn)
-        chunks = None
-        if direct is not None:  # the arrays' metadata are the float path's, their chunks
-            # are written by the direct reads: the float cube's dask graph is never computed
-            chunks = chunk_writer(direct, ds, tile, progress)
-        extra["cube_encoding"] = ds.attrs["cube_encoding"]
-        report = progress is not None and chunks is None
-        with _DaskProgress(progress) if report else contextlib.nullcontext():  # type: ignore[arg-type]
-            return store.write_dataset(
-                ds,
-                out_url,
-                storage_options=so,
-                overwrite=replace,
-                extra=extra,
-                encoding=encoding,
-                write_chunks=chunks,
-            )
+        # direct: the arrays' metadata are the float path's, their chunks are written by the
+        # direct reads (which start now): the float cube's dask graph is never computed
+        chunks = ChunkWriter(direct, cube, tile, progress) if direct is not None else None
+        try:
+            ds, encoding = encode_cube(cube, dn=dn)
+            if chunks is not None and ds.attrs["cube_encoding"] != DN_ENCODING:
+                raise Fallback(f"the cube is stored as {ds.attrs['cube_encoding']}")
+            extra["cube_encoding"] = ds.attrs["cube_encoding"]
+            report = progress is not None and chunks is None
+            with _DaskProgress(progress) if report else contextlib.nullcontext():  # type: ignore[arg-type]
+                return store.write_dataset(
+                    ds,
+                    out_url,
+                    storage_options=so,
+                    overwrite=replace,
+                    extra=extra,
+                    encoding=encoding,
+                    write_chunks=chunks,
+                )
+        finally:
+            if chunks is not None:
+                chunks.close()
 
     why = how if isinstance(how, str) else ""
     if isinstance(how, DirectPlan):
