@@ -393,8 +393,10 @@ def _write_cube(
         chunks = ChunkWriter(direct, cube, tile, progress) if direct is not None else None
         try:
             ds, encoding = encode_cube(cube, dn=dn)
-            if chunks is not None and ds.attrs["cube_encoding"] != DN_ENCODING:
-                raise Fallback(f"the cube is stored as {ds.attrs['cube_encoding']}")
+            if chunks is not None:
+                if ds.attrs["cube_encoding"] != DN_ENCODING:
+                    raise Fallback(f"the cube is stored as {ds.attrs['cube_encoding']}")
+                ds = _placeholders(ds)
             extra["cube_encoding"] = ds.attrs["cube_encoding"]
             report = progress is not None and chunks is None
             with _DaskProgress(progress) if report else contextlib.nullcontext():  # type: ignore[arg-type]
@@ -422,6 +424,19 @@ def _write_cube(
     except NotWholeDNError as exc:
         warnings.warn(f"Tile {tile.id}: {exc}", stacklevel=3)
     return write(dn=False), FLOAT, why
+
+
+def _placeholders(ds: Any) -> Any:
+    """``ds`` with its dask-backed arrays replaced by uncomputed zeros of the same dtype and
+    chunks: ``to_zarr(compute=False)`` then writes their metadata without building the float
+    cube's graph into a store graph (their chunks are written by the direct reads)."""
+    import dask.array as dsa  # lazy: dask only when a cube is written
+
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        if var.chunks is not None:
+            out[name] = var.copy(data=dsa.zeros(var.shape, dtype=var.dtype, chunks=var.chunks))
+    return out
 
 
 class _DaskProgress:
