@@ -269,3 +269,22 @@ def test_signing_and_signed_hrefs_take_the_float_path(pc_items, pc_standin, tmp_
             asset["href"] = SIGNER.sign(asset["href"])[0]
     assert "?" in signed[0]["assets"]["B04"]["href"]
     _fallback(signed, PC_TILE, tmp_path / "b", "signed (query-string) href", **wide)
+
+
+def test_a_corrupt_or_missing_cog_is_the_float_paths_typed_error(tmp_path):
+    """Read errors on the direct path are the float path's: CorruptDataError / DataAccessError
+    naming the href, and nothing is committed."""
+    from geoxai.errors import CorruptDataError, DataAccessError
+
+    items = [_scene(tmp_path, "S2A_OK", WHEN), _scene(tmp_path, "S2A_BAD", WHEN + dt.timedelta(1))]
+    href = items[1]["assets"]["red"]["href"]
+    raw = Path(href).read_bytes()
+    Path(href).write_bytes(raw[: len(raw) // 3])  # header survives, tiles do not
+    url = str(tmp_path / "cube.zarr")
+    with pytest.raises(CorruptDataError, match=href):
+        build_tile_cube(items, TILE, url, **DATES)
+    assert not store.is_committed(url)
+    Path(href).unlink()
+    with pytest.raises(DataAccessError, match=href):
+        build_tile_cube(items, TILE, url, **DATES)
+    assert not store.is_committed(url)
