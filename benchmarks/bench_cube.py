@@ -28,7 +28,10 @@ shared cores. ``--quick`` takes a quarter year (19 acquisitions) twice each, abo
 ``--storage`` measures the stored cube instead (:func:`storage_ratios`, local files, no S3):
 cube bytes stored / source COG bytes of the same windows; cube build (build + encode + write,
 numba's kernels loaded before it, as in a tile actor) / decoding the same COG windows with
-rasterio alone (no warp, no write); reading the stored cube back as the run does (the
+rasterio alone (no warp, no write), for both build paths in the same run: ``build_tile_cube``'s
+default (the DN read straight from the COGs, ``geoxai.io.cube_direct``) and ``direct=False``
+(stackstac's float32 cube, encoded), checked to commit the same chunk objects; reading the
+stored cube back as the run does (the
 smoothing stage streams ``SMOOTH_ROWS``-row slices of all dates x bands, holding the two before
 while it reads the next: ``geoxai.temporal.weights.RowBlocks``) / decoding the same stored chunk
 objects, each once, with the codec alone (zstd, un-shuffle and the zigzag-delta predictor, into
@@ -297,7 +300,9 @@ def _codec_table(dn: np.ndarray, rows: int) -> list[dict]:
     return out
 
 
-def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool = True) -> dict:
+def storage_ratios(
+    items: list[dict], tile: TileSpec, work: Path, *, table: bool = True, build_repeats: int = 1
+) -> dict:
     """The stored cube of ``tile`` against its floors, measured in one run on local files.
 
     Args:
@@ -305,6 +310,7 @@ def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool
         tile: the tile (with halo).
         work: a scratch folder (the cube store is written under it).
         table: also measure the candidate codecs on the cube's DN.
+        build_repeats: interleaved runs of the rasterio floor and of both builds (best kept).
 
     Returns:
         A dict of bytes, seconds (wall and CPU) and the ratios (see the module docstring).
@@ -318,12 +324,32 @@ def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool
     from geoxai.io.tile_cube import build_tile_cube
     from geoxai.mapping.stages import SMOOTH_ROWS
 
-    cog_bytes, rio_s, rio_cpu = _cog_window_bytes_and_decode(items, tile)
     numba_s = _load_kernels()
+    # the rasterio floor and both build paths, interleaved ``build_repeats`` times (best of
+    # each kept: the machine is shared), each path into its own store, the float (stackstac)
+    # one first: the direct one (the default) must commit the same chunk objects (same SHA-256)
+    url_float = str(work / f"{tile.id}-stackstac.zarr")
     url = str(work / f"{tile.id}.zarr")
-    t0, c0 = time.perf_counter(), time.process_time()
-    rec = build_tile_cube(items, tile, url, start="1900-01-01", end="2100-01-01", overwrite=True)
-    build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+    rio_s = rio_cpu = float_s = float_cpu = build_s = build_cpu = float("inf")
+    for _ in range(build_repeats):
+        cog_bytes, w, c = _cog_window_bytes_and_decode(items, tile)
+        rio_s, rio_cpu = min(rio_s, w), min(rio_cpu, c)
+        t0, c0 = time.perf_counter(), time.process_time()
+        rec_float = build_tile_cube(
+            items, tile, url_float, start="1900-01-01", end="2100-01-01", overwrite=True,
+            direct=False,
+        )  # fmt: skip
+        float_s = min(float_s, time.perf_counter() - t0)
+        float_cpu = min(float_cpu, time.process_time() - c0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        rec = build_tile_cube(
+            items, tile, url, start="1900-01-01", end="2100-01-01", overwrite=True
+        )
+        build_s = min(build_s, time.perf_counter() - t0)
+        build_cpu = min(build_cpu, time.process_time() - c0)
+    same_store = {k: v["sha256"] for k, v in rec.marker["variables"].items()} == {
+        k: v["sha256"] for k, v in rec_float.marker["variables"].items()
+    }
     t0 = time.perf_counter()
     n_checked = store.verify(url)
     verify_s = time.perf_counter() - t0
@@ -386,6 +412,9 @@ def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool
         "cog_window_bytes": cog_bytes,
         "ratio_cube_over_cog": rec.nbytes / cog_bytes,
         "ratio_float32_today_over_cog": float32_bytes / cog_bytes,
+        "build_repeats": build_repeats,
+        "build_path": rec.build_path,
+        "build_fallback": rec.fallback,
         "build_s": build_s,
         "numba_kernels_load_s": numba_s,
         "build_cpu_s": build_cpu,
@@ -393,6 +422,11 @@ def storage_ratios(items: list[dict], tile: TileSpec, work: Path, *, table: bool
         "rasterio_decode_cpu_s": rio_cpu,
         "ratio_build_over_rasterio": build_s / rio_s,
         "ratio_build_cpu_over_rasterio_cpu": build_cpu / rio_cpu,
+        "build_stackstac_s": float_s,
+        "build_stackstac_cpu_s": float_cpu,
+        "ratio_build_stackstac_over_rasterio": float_s / rio_s,
+        "ratio_build_stackstac_cpu_over_rasterio_cpu": float_cpu / rio_cpu,
+        "direct_store_equals_stackstac_store": same_store,
         "read_s": read_s,
         "read_cpu_s": read_cpu,
         "read_rows": SMOOTH_ROWS,
@@ -425,6 +459,7 @@ def _load_kernels() -> float:
     t0 = time.perf_counter()
     src = np.ones((4, 4), np.uint16)
     bilinear_2x(src, src > 0, (-1, -1), (0, 0), (2, 2), np.empty((2, 2), np.float32))
+    bilinear_2x(src, src > 0, (-1, -1), (0, 0), (2, 2), np.empty((2, 2), np.uint16), 0)  # direct
     dn_encoder()(np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1), np.float32),
                  np.zeros((1, 1), np.float32), np.empty((1, 1, 1, 1), np.uint16))  # fmt: skip
     return time.perf_counter() - t0
@@ -470,10 +505,18 @@ def print_storage(r: dict) -> None:
     print(f"  cube bytes / COG bytes of the same windows: {r['cube_bytes'] / mib:.1f} / "
           f"{r['cog_window_bytes'] / mib:.1f} MiB = {r['ratio_cube_over_cog']:.2f} "
           f"(float32 zstd0 as before: {r['ratio_float32_today_over_cog']:.2f})")  # fmt: skip
-    print(f"  cube build / rasterio decode of the windows: {r['build_s']:.2f} / "
+    why = f", fallback: {r['build_fallback']}" if r["build_fallback"] else ""
+    print(f"  cube build ({r['build_path']} path{why}) / rasterio decode of the windows: "
+          f"{r['build_s']:.2f} / "
           f"{r['rasterio_decode_s']:.2f} s = {r['ratio_build_over_rasterio']:.2f} "
           f"(CPU {r['ratio_build_cpu_over_rasterio_cpu']:.2f}; numba kernels loaded before, "
           f"once per process: {r['numba_kernels_load_s']:.2f} s)")  # fmt: skip
+    print(f"  (builds and floor: best of {r['build_repeats']}, interleaved)")
+    print(f"  cube build (stackstac path) / rasterio decode of the windows: "
+          f"{r['build_stackstac_s']:.2f} / {r['rasterio_decode_s']:.2f} s = "
+          f"{r['ratio_build_stackstac_over_rasterio']:.2f} "
+          f"(CPU {r['ratio_build_stackstac_cpu_over_rasterio_cpu']:.2f}); stores byte-identical: "
+          f"{r['direct_store_equals_stackstac_store']}")  # fmt: skip
     print(f"  read back streamed by {r['read_rows']}-row slices / codec alone on the stored "
           f"bytes: {r['read_s']:.2f} / {r['codec_decode_s']:.2f} s = "
           f"{r['ratio_read_over_codec']:.2f} (CPU {r['ratio_read_cpu_over_codec_cpu']:.2f}; by "
@@ -514,7 +557,7 @@ def synthetic_tile(args: argparse.Namespace, prefix: str) -> tuple[Any, Path, An
 
 def main_storage(args: argparse.Namespace) -> None:
     tile, work, _, items = synthetic_tile(args, "bench-cube-storage-")
-    r = storage_ratios(items, tile, work, table=not args.no_table)
+    r = storage_ratios(items, tile, work, table=not args.no_table, build_repeats=args.repeats or 1)
     print_storage(r)
     r["context"] = {"cores": os.cpu_count(), "load_avg": os.getloadavg(), "args": vars(args)}
     out = ROOT / "benchmarks" / "results"
@@ -530,7 +573,10 @@ def main() -> None:
     ap.add_argument("--end", default="2023-12-31", help="last day (ISO)")
     ap.add_argument("--quick", action="store_true", help="2023-04-01..2023-06-30, 2 repeats")
     ap.add_argument("--halo", type=int, default=32, help="tile halo, px")
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved runs of each")
+    ap.add_argument(
+        "--repeats", type=int, default=None,
+        help="interleaved runs of each (--storage: of the rasterio floor and both builds)",
+    )  # fmt: skip
     ap.add_argument("--storage", action="store_true", help="measure the stored cube instead")
     ap.add_argument("--no-table", action="store_true", help="--storage without the codec table")
     args = ap.parse_args()

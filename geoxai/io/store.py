@@ -39,7 +39,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,7 @@ def write_dataset(
     overwrite: bool = False,
     extra: Mapping[str, Any] | None = None,
     encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    write_chunks: Callable[[Any, str], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``obj`` as Zarr v3 at ``url`` and commit it (see the module docstring).
 
@@ -158,6 +159,10 @@ def write_dataset(
         extra: JSON-safe values recorded in the commit marker under ``"extra"``.
         encoding: per array, Zarr encoding (``chunks``, ``compressors``, ``filters``) as
             ``to_zarr`` takes it; encodings the arrays carry are dropped (they may be stale).
+        write_chunks: ``write_chunks(fs, path)`` writes the chunk objects of the dask-backed
+            variables itself (under ``path`` on the fsspec filesystem ``fs``, as Zarr would
+            store them), after ``to_zarr`` wrote the metadata and the other variables; their
+            dask graphs are then never computed. The store is checked and committed the same.
 
     Returns:
         The commit marker (a dict): ``url``, ``format``, ``code_version``, ``written_at``,
@@ -191,6 +196,7 @@ def write_dataset(
     try:
         with storage_errors(loc, "write"):
             with quiet_codecs():
+                how: dict[str, Any] = {"compute": write_chunks is None}
                 ds.to_zarr(
                     store,
                     mode="w",
@@ -198,7 +204,11 @@ def write_dataset(
                     consolidated=False,
                     storage_options=so,
                     encoding={k: dict(v) for k, v in (encoding or {}).items()},
+                    **how,
                 )
+            if write_chunks is not None:
+                fs.invalidate_cache()
+                write_chunks(fs, loc.path)
     except BaseException:
         _best_effort_rm(fs, loc)
         raise

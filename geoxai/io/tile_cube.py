@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import time
 import warnings
@@ -48,6 +49,7 @@ from geoxai.io.cube_codec import (
     encode_cube,
     encode_layer,
 )
+from geoxai.io.cube_direct import ChunkWriter, DirectPlan, Fallback, plan
 from geoxai.io.location import resolve
 from geoxai.io.stac import search
 
@@ -60,6 +62,15 @@ __all__ = [
 
 Source = str | os.PathLike[str] | Sequence[pystac.Item | Mapping[str, Any]]
 """A STAC API URL, local item files, or the items themselves."""
+
+log = logging.getLogger(__name__)
+
+DIRECT = "direct"
+"""``CubeRecord.build_path`` of a cube read straight from the COGs as DN
+(:mod:`geoxai.io.cube_direct`)."""
+FLOAT = "stackstac"
+"""``CubeRecord.build_path`` of a cube built as float32 reflectance and encoded
+(:func:`geoxai.io.cube.build_cube`, :func:`geoxai.io.cube_codec.encode_cube`)."""
 
 
 def tile_cube_query(
@@ -135,6 +146,10 @@ class CubeRecord:
         repaired: why a committed cube of the same query was rebuilt instead of reused (a
             chunk failed its checksum, or an old float32 cube); empty otherwise.
         verify_seconds: wall time of checking the committed cube's chunks on reuse.
+        build_path: how the cube was made: :data:`DIRECT` (read straight from the COGs as DN)
+            or :data:`FLOAT` (stackstac's float32 cube, encoded); "" when reused. Both commit
+            the same bytes.
+        fallback: why the direct build was not used (empty when it was, or when reused).
     """
 
     url: str
@@ -149,6 +164,8 @@ class CubeRecord:
     beside_item_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     repaired: str = ""
     verify_seconds: float = 0.0
+    build_path: str = ""
+    fallback: str = ""
 
 
 def _reusable(
@@ -213,6 +230,7 @@ def build_tile_cube(
     beside: Mapping[str, str] | None = None,
     make_beside: Callable[[], Mapping[str, Any]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    direct: bool = True,
 ) -> CubeRecord:
     """Search (or take) the items of one tile, build its cube and commit it at ``out_url``.
 
@@ -239,6 +257,9 @@ def build_tile_cube(
             key -> dataset (or None: nothing to write) for the keys of ``beside``. Each dataset
             is committed at its URL with the query and its ``attrs["item_ids"]``.
         progress: ``progress(done, total)`` in dask tasks while the cube is computed/written.
+        direct: read the stored DN straight from the COGs (:mod:`geoxai.io.cube_direct`) when
+            that makes the same store, else (and with False) build the float32 cube with
+            stackstac and encode it; ``CubeRecord.build_path``/``fallback`` say which and why.
 
     Raises:
         NoDataError, DataAccessError, CorruptDataError, StacError, StoreError (a committed
@@ -328,7 +349,13 @@ def build_tile_cube(
         "item_ids": list(ids),
         **{f"{k}_item_ids": list(v) for k, v in beside_ids.items()},
     }
-    marker = _write_cube(cube, out_url, so, replace, extra, progress, tile.id)
+    how = (
+        plan(items, cube, tile, resampling=resampling, signing=signing)
+        if direct
+        else "direct=False"
+    )
+    marker, path, why = _write_cube(cube, out_url, so, replace, extra, progress, tile, how)
+    log.info("Tile %s: cube built by the %s path%s", tile.id, path, f" ({why})" if why else "")
     return CubeRecord(
         url=str(marker["url"]),
         tile_id=tile.id,
@@ -340,6 +367,8 @@ def build_tile_cube(
         marker=marker,
         beside_item_ids=beside_ids,
         repaired=repaired,
+        build_path=path,
+        fallback=why,
     )
 
 
@@ -350,23 +379,64 @@ def _write_cube(
     replace: bool,
     extra: dict[str, Any],
     progress: Callable[[int, int], None] | None,
-    tile_id: str,
-) -> dict[str, Any]:
-    """Commit ``cube`` as uint16 DN, or as float32 when its values are not whole DN."""
+    tile: TileSpec,
+    how: DirectPlan | str,
+) -> tuple[dict[str, Any], str, str]:
+    """Commit ``cube`` as uint16 DN, or as float32 when its values are not whole DN:
+    ``(marker, build path, why not direct)``. With a :class:`DirectPlan` the DN are read
+    straight from the COGs; a :class:`Fallback` while they are (the write is undone by
+    :func:`geoxai.io.store.write_dataset`) writes the float path instead."""
 
-    def write(dn: bool) -> dict[str, Any]:
-        ds, encoding = encode_cube(cube, dn=dn)
-        extra["cube_encoding"] = ds.attrs["cube_encoding"]
-        with _DaskProgress(progress) if progress is not None else contextlib.nullcontext():
-            return store.write_dataset(
-                ds, out_url, storage_options=so, overwrite=replace, extra=extra, encoding=encoding
-            )
+    def write(dn: bool, direct: DirectPlan | None = None) -> dict[str, Any]:
+        # direct: the arrays' metadata are the float path's, their chunks are written by the
+        # direct reads (which start now): the float cube's dask graph is never computed
+        chunks = ChunkWriter(direct, cube, tile, progress) if direct is not None else None
+        try:
+            ds, encoding = encode_cube(cube, dn=dn)
+            if chunks is not None:
+                if ds.attrs["cube_encoding"] != DN_ENCODING:
+                    raise Fallback(f"the cube is stored as {ds.attrs['cube_encoding']}")
+                ds = _placeholders(ds)
+            extra["cube_encoding"] = ds.attrs["cube_encoding"]
+            report = progress is not None and chunks is None
+            with _DaskProgress(progress) if report else contextlib.nullcontext():  # type: ignore[arg-type]
+                return store.write_dataset(
+                    ds,
+                    out_url,
+                    storage_options=so,
+                    overwrite=replace,
+                    extra=extra,
+                    encoding=encoding,
+                    write_chunks=chunks,
+                )
+        finally:
+            if chunks is not None:
+                chunks.close()
 
+    why = how if isinstance(how, str) else ""
+    if isinstance(how, DirectPlan):
+        try:
+            return write(dn=True, direct=how), DIRECT, ""
+        except Fallback as exc:
+            why = str(exc)
     try:
-        return write(dn=True)
+        return write(dn=True), FLOAT, why
     except NotWholeDNError as exc:
-        warnings.warn(f"Tile {tile_id}: {exc}", stacklevel=3)
-    return write(dn=False)
+        warnings.warn(f"Tile {tile.id}: {exc}", stacklevel=3)
+    return write(dn=False), FLOAT, why
+
+
+def _placeholders(ds: Any) -> Any:
+    """``ds`` with its dask-backed arrays replaced by uncomputed zeros of the same dtype and
+    chunks: ``to_zarr(compute=False)`` then writes their metadata without building the float
+    cube's graph into a store graph (their chunks are written by the direct reads)."""
+    import dask.array as dsa  # lazy: dask only when a cube is written
+
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        if var.chunks is not None:
+            out[name] = var.copy(data=dsa.zeros(var.shape, dtype=var.dtype, chunks=var.chunks))
+    return out
 
 
 class _DaskProgress:

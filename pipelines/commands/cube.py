@@ -127,6 +127,8 @@ def register(app: typer.Typer) -> None:
         table.add_row("items", f"{record.n_items} ({record.item_ids[0]} .. {record.item_ids[-1]})")
         table.add_row("shape (time, band, y, x)", " x ".join(map(str, record.shape)))
         table.add_row("stored", f"{record.nbytes / 2**20:.1f} MiB")
+        how = record.build_path + (f" ({record.fallback})" if record.fallback else "")
+        table.add_row("built by", how)
         table.add_row("wall time", f"{time.perf_counter() - t0:.1f} s")
         Console().print(table)
 

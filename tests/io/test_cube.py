@@ -482,6 +482,7 @@ def test_cli_cube(clean_world, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "items" in result.output and str(len(archive.item_ids)) in result.output
+    assert "built by" in result.output and "direct" in result.output  # read straight as DN
     cube = store.read_cube(str(out))
     assert list(cube.band.values) == ["B04", "B08", "SCL"]
     assert cube.shape[2:] == tile.with_halo(8).shape
