@@ -35,8 +35,10 @@ It applies when the float path would read every asset without a warp and store D
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +57,7 @@ from geoxai.io.cube_codec import (
     SCL_NODATA,
 )
 from geoxai.io.cube_reads import Fallback, read_dn
+from geoxai.io.cube_rows import ZIGZAG_DELTA, zigzag_delta
 
 __all__ = ["ChunkWriter", "DirectPlan", "Fallback", "plan", "dn_table"]
 
@@ -195,8 +198,6 @@ class ChunkWriter:
         tile: TileSpec,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.direct, self.tile, self.progress = direct, tile, progress
         self.tables = _step_tables(direct, cube)
         self.n = len(direct.steps)
@@ -217,8 +218,6 @@ class ChunkWriter:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def __call__(self, fs: Any, root: str) -> None:
-        import json
-
         d = self.direct
         nb = len(d.refl)
         names = ([CUBE_NAME] if nb else []) + ([SCL] if d.scl else [])
@@ -271,8 +270,6 @@ def _encoder(
     data type ``dtype``, codecs [zigzag delta], bytes (little-endian), [shuffle], zstd;
     :class:`Fallback` otherwise."""
     import numcodecs  # lazy: the codecs only when a cube is written
-
-    from geoxai.io.cube_rows import ZIGZAG_DELTA, zigzag_delta
 
     key = meta.get("chunk_key_encoding") or {}
     codecs = list(meta.get("codecs", []))

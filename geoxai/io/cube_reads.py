@@ -17,6 +17,7 @@ import numpy as np
 
 from geoxai.errors import GeoXAIError
 from geoxai.geo.resample import bilinear_2x, source_rows
+from geoxai.io.cube import _pixel_shift, _read_error
 
 __all__ = ["Fallback", "read_dn"]
 
@@ -56,8 +57,6 @@ def read_dn(
     import rasterio  # lazy: rasterio (GDAL) only when pixels are read
     from stackstac.rio_reader import DEFAULT_GDAL_ENV  # lazy: the float path's GDAL settings
 
-    from geoxai.io.cube import _read_error
-
     try:
         with DEFAULT_GDAL_ENV.open, rasterio.open(href) as ds:
             return _read(ds, href, transform, epsg, shape, resampling, scl, DEFAULT_GDAL_ENV)
@@ -79,8 +78,6 @@ def _read(
 ) -> np.ndarray:
     from rasterio.enums import MaskFlags  # lazy: as read_dn
     from rasterio.windows import Window  # lazy: as read_dn
-
-    from geoxai.io.cube import _pixel_shift
 
     dtype = np.dtype(ds.dtypes[0])
     allowed = (np.uint8, np.uint16) if scl else (np.uint16,)
