@@ -77,7 +77,6 @@ def _read(
     env: Any,
 ) -> np.ndarray:
     from rasterio.enums import MaskFlags  # lazy: as read_dn
-    from rasterio.windows import Window  # lazy: as read_dn
 
     dtype = np.dtype(ds.dtypes[0])
     allowed = (np.uint8, np.uint16) if scl else (np.uint16,)
@@ -96,28 +95,32 @@ def _read(
     if k == 2 and bilinear:
         s0, s1 = source_rows(dr, h)
         t0, t1 = source_rows(dc, w)
-        src = np.zeros((s1 - s0, t1 - t0), dtype)
-        valid = np.zeros(src.shape, bool)
-        a0, b0 = max(s0, 0), max(t0, 0)
-        a1, b1 = min(s1, ds.height), min(t1, ds.width)
-        if a1 > a0 and b1 > b0:
-            with env.read:
-                part = ds.read(1, window=Window(b0, a0, b1 - b0, a1 - a0))
-            src[a0 - s0 : a1 - s0, b0 - t0 : b1 - t0] = part
-            valid[a0 - s0 : a1 - s0, b0 - t0 : b1 - t0] = part != 0
+        src = _read_clipped(ds, env, (s0, s1), (t0, t1), dtype)
+        valid = src != 0
         out = np.empty((h, w), np.uint16)
         return bilinear_2x(src, valid, (s0, t0), (dr, dc), (ds.height, ds.width), out, 0)
     # fine rows/cols from the raster's origin; a source pixel holds fine pixels fine // k
     s0, t0 = dr // k, dc // k
     s1, t1 = (dr + h - 1) // k + 1, (dc + w - 1) // k + 1
-    src = np.zeros((s1 - s0, t1 - t0), np.uint16)
+    src = _read_clipped(ds, env, (s0, s1), (t0, t1), np.uint16)
+    if k == 1:
+        return src
+    fine = src.repeat(k, axis=0).repeat(k, axis=1)
+    return fine[dr - s0 * k : dr - s0 * k + h, dc - t0 * k : dc - t0 * k + w]
+
+
+def _read_clipped(
+    ds: Any, env: Any, rows: tuple[int, int], cols: tuple[int, int], dtype: Any
+) -> np.ndarray:
+    """Source pixels ``rows`` x ``cols`` (half-open, may reach past the raster), 0 outside it."""
+    from rasterio.windows import Window  # lazy: as read_dn
+
+    (s0, s1), (t0, t1) = rows, cols
+    src = np.zeros((s1 - s0, t1 - t0), dtype)
     a0, b0 = max(s0, 0), max(t0, 0)
     a1, b1 = min(s1, ds.height), min(t1, ds.width)
     if a1 > a0 and b1 > b0:
         with env.read:
             part = ds.read(1, window=Window(b0, a0, b1 - b0, a1 - a0))
         src[a0 - s0 : a1 - s0, b0 - t0 : b1 - t0] = part
-    if k == 1:
-        return src
-    fine = src.repeat(k, axis=0).repeat(k, axis=1)
-    return fine[dr - s0 * k : dr - s0 * k + h, dc - t0 * k : dc - t0 * k + w]
+    return src

@@ -71,19 +71,10 @@ def test_real_20m_bands_read_directly_equal_the_gdal_warp(
 
 def test_a_20m_raster_off_the_tile_lattice_is_warped(tmp_path, monkeypatch):
     """A 20 m raster whose origin is 5 m off the tile's 10 m lattice takes the warp path."""
-    from geoxai.synthetic.files import write_cog
     from tests.io.test_cube import TILE, WHEN, _scene
+    from tests.io.test_cube_direct import _off_lattice
 
-    item = _scene(tmp_path, "S2A_OFF", WHEN)
-    x0, y1 = (v + 5.0 for v in (599_800.0, 4_998_800.0))
-    for key, asset in item["assets"].items():
-        if asset["proj:transform"][0] != 20 or key == "scl":
-            continue
-        arr = np.full(asset["proj:shape"], 3000, np.uint16)
-        arr[::3, ::2] = 4000
-        write_cog(tmp_path / f"{key}_off.tif", arr, Affine(20, 0, x0, 0, -20, y1), "EPSG:32632", 0)
-        asset["href"] = str(tmp_path / f"{key}_off.tif")
-        asset["proj:transform"] = [20, 0, x0, 0, -20, y1]
+    item = _off_lattice(tmp_path, _scene(tmp_path, "S2A_OFF", WHEN))
     calls = _spy(monkeypatch)
     cube = build_cube([item], TILE, bands=B20).values
     assert calls == []
