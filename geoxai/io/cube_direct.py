@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ from geoxai.io.cube_codec import (
     SCL_NODATA,
 )
 from geoxai.io.cube_reads import Fallback, read_dn
-from geoxai.io.cube_rows import ZIGZAG_DELTA, zigzag_delta
+from geoxai.io.cube_rows import chunk_codecs, usable_cpus, zigzag_delta
 
 __all__ = ["ChunkWriter", "DirectPlan", "Fallback", "plan", "dn_table"]
 
@@ -201,8 +200,7 @@ class ChunkWriter:
         self.direct, self.tile, self.progress = direct, tile, progress
         self.tables = _step_tables(direct, cube)
         self.n = len(direct.steps)
-        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        self.workers = max(1, min(self.n, len(cpus) if cpus else os.cpu_count() or 1))
+        self.workers = max(1, min(self.n, usable_cpus()))
         self.ahead = 2 * self.workers
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cube-direct")
         self._count = 0
@@ -271,24 +269,14 @@ def _encoder(
     :class:`Fallback` otherwise."""
     import numcodecs  # lazy: the codecs only when a cube is written
 
-    key = meta.get("chunk_key_encoding") or {}
-    codecs = list(meta.get("codecs", []))
-    delta = bool(codecs) and codecs[0].get("name") == ZIGZAG_DELTA
-    rest = codecs[1:] if delta else codecs
-    kinds = [c.get("name") for c in rest]
-    cfg = [c.get("configuration") or {} for c in rest]
-    if (
-        meta.get("data_type") != dtype
-        or key.get("name") != "default"
-        or (key.get("configuration") or {}).get("separator") != "/"
-        or kinds not in (["bytes", "zstd"], ["bytes", "numcodecs.shuffle", "zstd"])
-        or cfg[0].get("endian", "little") != "little"
-        or meta.get("storage_transformers")
-    ):
-        raise Fallback(f"array {name!r} has codecs {codecs} that the direct writer does not know")
-    shuffle = numcodecs.Shuffle(elementsize=int(cfg[1]["elementsize"])) if len(kinds) == 3 else None
-    zc = cfg[-1]
-    zstd = numcodecs.Zstd(level=int(zc.get("level", 0)), checksum=bool(zc.get("checksum")))
+    known = chunk_codecs(meta, np.dtype(dtype).itemsize)
+    if known is None or meta.get("data_type") != dtype or meta.get("storage_transformers"):
+        raise Fallback(
+            f"array {name!r} has codecs {meta.get('codecs')} that the direct writer does not know"
+        )
+    delta, elementsize, level, checksum = known
+    shuffle = None if elementsize is None else numcodecs.Shuffle(elementsize=elementsize)
+    zstd = numcodecs.Zstd(level=level, checksum=checksum)
 
     def encode(chunk: np.ndarray) -> bytes:
         a = zigzag_delta(chunk) if delta else chunk

@@ -44,7 +44,9 @@ __all__ = [
     "ZigzagDelta",
     "zigzag_delta",
     "undo_zigzag_delta",
+    "chunk_codecs",
     "chunk_decoder",
+    "usable_cpus",
     "DecodedRows",
     "lazy_array",
     "lazy_rows",
@@ -112,16 +114,13 @@ register_codec(ZIGZAG_DELTA, ZigzagDelta)
 Decoder = Callable[[bytes, np.ndarray], None]
 
 
-def chunk_decoder(meta: dict[str, Any], dtype: np.dtype) -> tuple[Decoder, bool] | None:
-    """``(decode, delta)`` for the chunk objects of an array of Zarr metadata ``meta`` (its
-    ``zarr.json``): ``decode(raw, out)`` writes the chunk into ``out`` (C-contiguous, the
-    chunk's shape and dtype) up to the predictor, and ``delta`` says whether ``out`` then holds
-    :func:`zigzag_delta` differences (undone by the caller, fused with the scaling). None when
-    the codecs are not [zigzag delta], bytes (little-endian), [shuffle], zstd, or the chunk keys
-    are not the default ``c/...`` ones (then Zarr reads it).
-
-    ``decode`` raises :class:`ValueError` for a chunk that does not decode (zstd's checksum)
-    or decodes to the wrong size."""
+def chunk_codecs(meta: dict[str, Any], itemsize: int) -> tuple[bool, int | None, int, bool] | None:
+    """``(delta, shuffle element size or None, zstd level, zstd checksum)`` of the chunk objects
+    of an array of Zarr metadata ``meta`` (its ``zarr.json``; ``itemsize``: its data type's, the
+    shuffle's element size when the metadata give none). None when the codecs are not [zigzag
+    delta], bytes (little-endian), [shuffle], zstd, or the chunk keys are not the default
+    ``c/...`` ones: the one reading of that chain for :func:`chunk_decoder` and the direct
+    build's writer (:mod:`geoxai.io.cube_direct`)."""
     enc = meta.get("chunk_key_encoding") or {}
     if enc.get("name") != "default" or (enc.get("configuration") or {}).get("separator") != "/":
         return None
@@ -135,10 +134,27 @@ def chunk_decoder(meta: dict[str, Any], dtype: np.dtype) -> tuple[Decoder, bool]
         return None
     shuffle = None
     if names[1:-1] == ["numcodecs.shuffle"]:
-        cfg = codecs[1].get("configuration") or {}
-        shuffle = numcodecs.Shuffle(elementsize=int(cfg.get("elementsize", dtype.itemsize)))
+        shuffle = int((codecs[1].get("configuration") or {}).get("elementsize", itemsize))
     elif names[1:-1]:
         return None
+    zstd = codecs[-1].get("configuration") or {}
+    return delta, shuffle, int(zstd.get("level", 0)), bool(zstd.get("checksum"))
+
+
+def chunk_decoder(meta: dict[str, Any], dtype: np.dtype) -> tuple[Decoder, bool] | None:
+    """``(decode, delta)`` for the chunk objects of an array of Zarr metadata ``meta`` (its
+    ``zarr.json``): ``decode(raw, out)`` writes the chunk into ``out`` (C-contiguous, the
+    chunk's shape and dtype) up to the predictor, and ``delta`` says whether ``out`` then holds
+    :func:`zigzag_delta` differences (undone by the caller, fused with the scaling). None when
+    :func:`chunk_codecs` does not know the codecs (then Zarr reads it).
+
+    ``decode`` raises :class:`ValueError` for a chunk that does not decode (zstd's checksum)
+    or decodes to the wrong size."""
+    known = chunk_codecs(meta, dtype.itemsize)
+    if known is None:
+        return None
+    delta, elementsize, _, _ = known
+    shuffle = None if elementsize is None else numcodecs.Shuffle(elementsize=elementsize)
     return _ChunkDecoder(shuffle), delta
 
 
@@ -200,8 +216,7 @@ class DecodedRows:
         self.shape = (shape[0], len(names), shape[1], shape[2])
         self.dtype = np.dtype(np.float32)
         self.ndim = 4
-        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        self.workers = max(1, len(cpus) if cpus else os.cpu_count() or 1)
+        self.workers = usable_cpus()
         # decoded chunks (still predictor-coded) whose rows were read only in part: the next
         # read of the row block (the smoothing stage streams 64 rows of 128-row chunks) takes
         # them from here instead of fetching and decompressing them again
@@ -442,6 +457,12 @@ class _Backend(BackendArray):  # type: ignore[misc]
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.BASIC, self.rows.__getitem__
         )
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS tells it), at least 1."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(cpus) if cpus else os.cpu_count() or 1)
 
 
 def _split(chunks: range, n: int) -> list[range]:
