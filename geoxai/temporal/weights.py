@@ -92,7 +92,6 @@ class RowBlocks:
             method = "scl" if SCL in have else "spectral"
         self.raw, self.params, self.method = raw, params, method
         self.ti = np.nonzero(keep)[0]
-        self.all_t = self.ti.size == raw.sizes["time"]
         self.res = pixel_size_m(raw)
         self.halo = _cloud_halo(params.clouds, self.res, have) if method == "scl" else 0
         sp = params.smoothing
@@ -106,8 +105,12 @@ class RowBlocks:
         self.scl_i = have.index(SCL) if method == "scl" else -1
 
     def _read(self, r0: int, r1: int) -> np.ndarray:
-        arr = np.asarray(self.raw.isel(y=slice(r0, r1)).values)
-        return arr if self.all_t else arr[self.ti]
+        """Rows ``r0:r1`` of the kept dates, ``(T, band, rows, X)``: the dates from the first
+        to the last kept one are read as one slice (a lazily read cube decodes only those), and
+        copied out only where dates in between are dropped (cloud-cover screen)."""
+        t0, t1 = int(self.ti[0]), int(self.ti[-1]) + 1
+        arr = np.asarray(self.raw.isel(time=slice(t0, t1), y=slice(r0, r1)).values)
+        return arr if self.ti.size == t1 - t0 else arr[self.ti - t0]
 
     def _weights(
         self, r0: int, r1: int, tail: np.ndarray | None, cur: np.ndarray, nxt: np.ndarray | None
@@ -144,3 +147,6 @@ class RowBlocks:
             if h and self.scl_i >= 0:
                 tail = cur[:, self.scl_i, -h:].copy()
             yield r0, r1, refl, w
+            # let go of this block before the next read: else it is held (by these names)
+            # while the next block is read, three blocks at a time instead of two
+            del cur, refl, w
