@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geoxai.errors import InvalidInputError
 from geoxai.temporal.whittaker import HAVE_NUMBA, numba_threads
 
 if HAVE_NUMBA:
@@ -128,7 +129,7 @@ def _bin_kernel(values, w, lo, frac, c_off, ybar, wsum, woff, nobs, ends, first)
                     ybar[k, c_off + ch, s + q] = acc[k, q] / ws[k, q] if ws[k, q] > 0 else np.nan
 
 
-def _sample_kernel(z, ends, lo, frac, valid, out):  # type: ignore[no-untyped-def]
+def _sample_kernel(z, ends, lo, frac, valid, cols, low, high, fill, out):  # type: ignore[no-untyped-def]
     g, c, n = z.shape
     ns = lo.shape[0]
     nblk = (n + _BLK - 1) // _BLK
@@ -143,14 +144,21 @@ def _sample_kernel(z, ends, lo, frac, valid, out):  # type: ignore[no-untyped-de
                 a[q] = min(int(np.floor(pos)), g - 2)
                 fr[q] = pos - a[q]
             for ch in range(c):
+                lo_c, hi_c = low[ch], high[ch]
                 for q in range(m):
+                    col = cols[s + q]
                     if valid[s + q]:
                         f = fr[q]
-                        out[j, ch, s + q] = (1.0 - f) * z[a[q], ch, s + q] + f * z[
+                        out[j, ch, col] = (1.0 - f) * z[a[q], ch, s + q] + f * z[
                             a[q] + 1, ch, s + q
                         ]
+                        v = out[j, ch, col]  # clipped in out's dtype, as np.clip after the cast
+                        if v < lo_c:
+                            out[j, ch, col] = lo_c
+                        elif v > hi_c:
+                            out[j, ch, col] = hi_c
                     else:
-                        out[j, ch, s + q] = np.nan
+                        out[j, ch, col] = fill
 
 
 def _gaps_kernel(w, days, span, max_gap, edge_gap):  # type: ignore[no-untyped-def]
@@ -301,18 +309,44 @@ def sample_held(
     valid: np.ndarray,
     *,
     out: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+    clip: tuple[np.ndarray, np.ndarray] | None = None,
+    fill: float = np.nan,
     threads: int | None = None,
 ) -> np.ndarray:
     """Node values ``z`` ``(G, C, N)`` sampled at ``(lo, frac)`` (:func:`interp_nodes`) by
     linear interpolation, held beyond each pixel's first/last observation (``ends`` ``(2, N)``
     grid positions, :class:`Binned`): the curve keeps its value there instead of the
-    smoother's extrapolated trend; NaN where not ``valid`` ``(N,)``.
+    smoother's extrapolated trend; ``fill`` (NaN) where not ``valid`` ``(N,)``.
 
-    Returns ``out`` ``(S, C, N)`` (float64 unless ``out`` is given).
+    ``cols`` ``(N,)`` writes pixel ``q`` to column ``cols[q]`` of ``out`` (any strides, e.g.
+    a row block of a larger cube, or the pixels of one candidate scattered back to their
+    places; default ``0..N-1``), ``clip`` ``((C,), (C,))`` clips each channel to
+    ``[low, high]`` after the cast to ``out``'s dtype (the same values as ``np.clip`` of the
+    sampled array; NaN stays NaN): one pass writes the final values.
+
+    Returns ``out`` ``(S, C, N')`` (float64 ``(S, C, N)`` unless ``out`` is given).
     """
     g, c, n = z.shape
     if out is None:
         out = np.empty((lo.shape[0], c, n), dtype=np.float64)
+    if cols is None:
+        cols = np.arange(n, dtype=np.int64)
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    if out.shape[:2] != (lo.shape[0], c) or cols.shape != (n,):
+        raise InvalidInputError(
+            f"sample_held: out {out.shape} and cols {cols.shape} do not fit {lo.shape[0]} "
+            f"samples of z {z.shape}; give out (S, C, >= N) and one column per pixel."
+        )
+    if n and (int(cols.min()) < 0 or int(cols.max()) >= out.shape[2]):
+        raise InvalidInputError(
+            f"sample_held: cols span {int(cols.min())}..{int(cols.max())}, outside out's "
+            f"{out.shape[2]} columns; give columns in 0..{out.shape[2] - 1}."
+        )
+    if clip is None:
+        clip = (np.full(c, -np.inf), np.full(c, np.inf))
+    low = np.ascontiguousarray(clip[0], dtype=out.dtype)
+    high = np.ascontiguousarray(clip[1], dtype=out.dtype)
     with _threads(threads):  # type: ignore[attr-defined]
         _sample_kernel(
             z,
@@ -320,6 +354,10 @@ def sample_held(
             np.ascontiguousarray(lo, dtype=np.int64),
             np.ascontiguousarray(frac, dtype=np.float64),
             np.ascontiguousarray(valid, dtype=np.bool_),
+            cols,
+            low,
+            high,
+            out.dtype.type(fill),
             out,
         )
     return out
