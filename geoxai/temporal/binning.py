@@ -39,6 +39,8 @@ __all__ = [
     "clear_nonfinite",
     "Binned",
     "bin_to_grid",
+    "binned_buffers",
+    "first_columns",
     "sample_held",
     "interp_nodes",
     "series_gaps",
@@ -251,6 +253,7 @@ def bin_to_grid(
     *,
     dtype: type = np.float32,
     threads: int | None = None,
+    into: Binned | None = None,
 ) -> Binned:
     """The Whittaker data term of irregular observations on the grid (an index scatter).
 
@@ -264,6 +267,9 @@ def bin_to_grid(
         n_nodes: ``G``, nodes of the grid.
         dtype: dtype of ``ybar`` (accumulation is float64 either way).
         threads: kernel threads (None: ``OMP_NUM_THREADS``, else numba's).
+        into: arrays of the result's shapes and dtypes (e.g. :func:`binned_buffers`) that are
+            overwritten and returned, instead of new ones: a tile's row blocks reuse the same
+            pages instead of having fresh ones zeroed by the kernel for every block.
 
     Returns:
         :class:`Binned`:
@@ -283,11 +289,19 @@ def bin_to_grid(
     """
     n = weights.shape[1]
     c = sum(int(p.shape[1]) for p in parts)
-    ybar: np.ndarray = np.empty((n_nodes, c, n), dtype=dtype)
-    wsum = np.empty((n_nodes, n), dtype=np.float64)
-    woff = np.zeros((n_nodes, n), dtype=np.float64)
-    nobs = np.zeros(n, dtype=np.int64)
-    ends = np.empty((2, n), dtype=np.float64)
+    if into is None:
+        into = binned_buffers(n_nodes, c, n, dtype)
+    want = binned_buffers(n_nodes, c, 0, dtype)
+    for name, have, ref in zip(Binned._fields, into, want, strict=True):
+        shape = (*ref.shape[:-1], n)
+        if have.shape != shape or have.dtype != ref.dtype or not have.flags.c_contiguous:
+            raise InvalidInputError(
+                f"bin_to_grid: into.{name} is {have.dtype} {have.shape}; give a C-contiguous "
+                f"{ref.dtype} {shape} array (binned_buffers({n_nodes}, {c}, {n}))."
+            )
+    ybar, wsum, woff, nobs, ends = into
+    woff.fill(0.0)
+    nobs.fill(0)
     ends[0], ends[1] = np.inf, -np.inf
     lo = np.ascontiguousarray(at[0], dtype=np.int64)
     frac = np.ascontiguousarray(at[1], dtype=np.float64)
@@ -299,6 +313,27 @@ def bin_to_grid(
     none = nobs == 0
     ends[0, none], ends[1, none] = 0.0, n_nodes - 1.0
     return Binned(ybar, wsum, woff, nobs, ends)
+
+
+def binned_buffers(n_nodes: int, channels: int, n: int, dtype: type = np.float32) -> Binned:
+    """Uninitialized arrays for :func:`bin_to_grid`'s result (``into``): ``ybar``
+    ``(G, C, N)`` of ``dtype``, ``wsum``/``woff`` ``(G, N)`` float64, ``n_obs`` ``(N,)``
+    int64, ``ends`` ``(2, N)`` float64."""
+    return Binned(
+        np.empty((n_nodes, channels, n), dtype=dtype),
+        np.empty((n_nodes, n), dtype=np.float64),
+        np.empty((n_nodes, n), dtype=np.float64),
+        np.empty(n, dtype=np.int64),
+        np.empty((2, n), dtype=np.float64),
+    )
+
+
+def first_columns(bufs: Binned, n: int) -> Binned:
+    """The first ``n`` pixels of :func:`binned_buffers` ``bufs`` as C-contiguous arrays of
+    ``n`` columns (views of the same memory, for a tile's last, shorter row block)."""
+    return Binned(
+        *(b.reshape(-1)[: b.size // b.shape[-1] * n].reshape(*b.shape[:-1], n) for b in bufs)
+    )
 
 
 def sample_held(

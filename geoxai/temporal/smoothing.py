@@ -61,6 +61,8 @@ from geoxai.temporal.axis import (
 from geoxai.temporal.binning import (
     Binned,
     bin_to_grid,
+    binned_buffers,
+    first_columns,
     interp_nodes,
     obs_nodes,
     sample_held,
@@ -412,12 +414,24 @@ def preprocess(
         scale = sp.lambda_step_days / sp.grid_days
         cv = np.empty((len(cands), ny, nx)) if choice is not None else None
 
+        # the binned arrays of the two row blocks in flight and the indices, reused block
+        # after block (fresh pages for every block cost as much as filling them)
+        n_blk = min(blocks.rows, ny) * nx
+        slots = [binned_buffers(nodes.size, nf, n_blk) for _ in range(2 if device is None else 0)]
+        idx_buf = np.empty((ti.size, nf - nb, n_blk), dtype=np.float32)
+
         def bin_block(r0: int, r1: int, refl: np.ndarray, w: np.ndarray) -> tuple:
             """Stage A: weights are final; indices, binning, quality, lambda criterion."""
             shape = (r1 - r0, nx)
-            idx = compute_indices(refl, params.bands, params.indices, axis=1)
+            n_px = shape[0] * nx
+            idx = None
+            if device is None and refl.dtype == np.float32:
+                idx = idx_buf.reshape(-1)[: idx_buf.size // n_blk * n_px]
+                idx = idx.reshape(ti.size, nf - nb, n_px)
+            idx = compute_indices(refl, params.bands, params.indices, axis=1, out=idx)
             if device is None:
-                binned = bin_to_grid([refl, idx], w, node, nodes.size)
+                into = first_columns(slots[(r0 // blocks.rows) % 2], n_px)
+                binned = bin_to_grid([refl, idx], w, node, nodes.size, into=into)
                 cnt = binned.n_obs
             else:  # the device bins; the host counts the observations
                 cnt = ((w > 0) & (node[0] >= 0)[:, None]).sum(axis=0)

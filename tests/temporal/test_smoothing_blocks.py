@@ -30,7 +30,14 @@ from geoxai.temporal.axis import (
     sampling_matrix,
     solve_groups,
 )
-from geoxai.temporal.binning import bin_to_grid, interp_nodes, obs_nodes, sample_held
+from geoxai.temporal.binning import (
+    bin_to_grid,
+    binned_buffers,
+    first_columns,
+    interp_nodes,
+    obs_nodes,
+    sample_held,
+)
 from geoxai.temporal.clouds import CloudMaskParams, buffer_mask, scl_weights
 from geoxai.temporal.smoothing import (
     PreprocessParams,
@@ -317,3 +324,43 @@ def test_sample_held_names_columns_outside_out():
         sample_held(z, ends, lo, frac, np.ones(3, bool), out=out, cols=np.array([1, 2, 3]))
     with pytest.raises(InvalidInputError, match="do not fit"):
         sample_held(z, ends, lo, frac, np.ones(3, bool), out=np.zeros((2, 2, 3)))
+
+
+def test_binning_into_reused_buffers_equals_fresh_arrays():
+    """bin_to_grid ``into`` buffers reused block after block (a shorter last block in their
+    first columns) give the fresh arrays bit for bit: nothing of the block before leaks."""
+    sp = SmoothingParams(year=2021)
+    nodes = fine_grid(sp)
+    bufs = binned_buffers(nodes.size, 4, 500)
+    for seed, n in ((3, 500), (4, 500), (5, 320)):  # the last block: fewer pixels
+        values, w, days = _series(seed, n=n)
+        w[:, :7] = 0.0  # pixels without observations: ends 0, G - 1
+        at = obs_nodes(days, nodes)
+        want = bin_to_grid([values[:, :1], values[:, 1:]], w, at, nodes.size)
+        into = first_columns(bufs, n)
+        assert all(np.shares_memory(a, b) for a, b in zip(into, bufs, strict=True))
+        got = bin_to_grid([values[:, :1], values[:, 1:]], w, at, nodes.size, into=into)
+        for name, a, b in zip(want._fields, got, want, strict=True):
+            assert a.shape == b.shape, name
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+    with pytest.raises(InvalidInputError, match=r"into.ybar is float64"):
+        bin_to_grid([values], w, at, nodes.size, into=binned_buffers(nodes.size, 4, n, np.float64))
+
+
+def test_compute_indices_into_a_buffer_equals_the_stacked_indices(realdata):
+    from geoxai.geo.bands import S2_BANDS
+    from geoxai.temporal.indices import IndexParams, compute_indices
+    from tests.temporal.test_temporal_realdata import worldcereal_ts_cube
+
+    raw, _ = worldcereal_ts_cube(realdata)
+    refl = raw.sel(band=list(S2_BANDS)).values.reshape(raw.sizes["time"], 10, -1)
+    params = IndexParams(("NDVI", "EVI", "BI", "MSAVI2", "GRNDVI"))
+    want = np.stack(
+        [compute_indices(refl, S2_BANDS, IndexParams((n,)))[:, 0] for n in params.indices], 1
+    )
+    buf = np.full((refl.shape[0], 5, refl.shape[2]), np.nan, dtype=refl.dtype)
+    got = compute_indices(refl, S2_BANDS, params, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(InvalidInputError, match="compute_indices: out is float64"):
+        compute_indices(refl, S2_BANDS, params, out=buf.astype(np.float64))
