@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geoxai.errors import InvalidInputError
 from geoxai.temporal.whittaker import HAVE_NUMBA, numba_threads
 
 if HAVE_NUMBA:
@@ -38,6 +39,8 @@ __all__ = [
     "clear_nonfinite",
     "Binned",
     "bin_to_grid",
+    "binned_buffers",
+    "first_columns",
     "sample_held",
     "interp_nodes",
     "series_gaps",
@@ -128,7 +131,7 @@ def _bin_kernel(values, w, lo, frac, c_off, ybar, wsum, woff, nobs, ends, first)
                     ybar[k, c_off + ch, s + q] = acc[k, q] / ws[k, q] if ws[k, q] > 0 else np.nan
 
 
-def _sample_kernel(z, ends, lo, frac, valid, out):  # type: ignore[no-untyped-def]
+def _sample_kernel(z, ends, lo, frac, valid, cols, low, high, fill, out):  # type: ignore[no-untyped-def]
     g, c, n = z.shape
     ns = lo.shape[0]
     nblk = (n + _BLK - 1) // _BLK
@@ -143,14 +146,21 @@ def _sample_kernel(z, ends, lo, frac, valid, out):  # type: ignore[no-untyped-de
                 a[q] = min(int(np.floor(pos)), g - 2)
                 fr[q] = pos - a[q]
             for ch in range(c):
+                lo_c, hi_c = low[ch], high[ch]
                 for q in range(m):
+                    col = cols[s + q]
                     if valid[s + q]:
                         f = fr[q]
-                        out[j, ch, s + q] = (1.0 - f) * z[a[q], ch, s + q] + f * z[
+                        out[j, ch, col] = (1.0 - f) * z[a[q], ch, s + q] + f * z[
                             a[q] + 1, ch, s + q
                         ]
+                        v = out[j, ch, col]  # clipped in out's dtype, as np.clip after the cast
+                        if v < lo_c:
+                            out[j, ch, col] = lo_c
+                        elif v > hi_c:
+                            out[j, ch, col] = hi_c
                     else:
-                        out[j, ch, s + q] = np.nan
+                        out[j, ch, col] = fill
 
 
 def _gaps_kernel(w, days, span, max_gap, edge_gap):  # type: ignore[no-untyped-def]
@@ -243,6 +253,7 @@ def bin_to_grid(
     *,
     dtype: type = np.float32,
     threads: int | None = None,
+    into: Binned | None = None,
 ) -> Binned:
     """The Whittaker data term of irregular observations on the grid (an index scatter).
 
@@ -256,6 +267,9 @@ def bin_to_grid(
         n_nodes: ``G``, nodes of the grid.
         dtype: dtype of ``ybar`` (accumulation is float64 either way).
         threads: kernel threads (None: ``OMP_NUM_THREADS``, else numba's).
+        into: arrays of the result's shapes and dtypes (e.g. :func:`binned_buffers`) that are
+            overwritten and returned, instead of new ones: a tile's row blocks reuse the same
+            pages instead of having fresh ones zeroed by the kernel for every block.
 
     Returns:
         :class:`Binned`:
@@ -275,11 +289,19 @@ def bin_to_grid(
     """
     n = weights.shape[1]
     c = sum(int(p.shape[1]) for p in parts)
-    ybar: np.ndarray = np.empty((n_nodes, c, n), dtype=dtype)
-    wsum = np.empty((n_nodes, n), dtype=np.float64)
-    woff = np.zeros((n_nodes, n), dtype=np.float64)
-    nobs = np.zeros(n, dtype=np.int64)
-    ends = np.empty((2, n), dtype=np.float64)
+    if into is None:
+        into = binned_buffers(n_nodes, c, n, dtype)
+    want = binned_buffers(n_nodes, c, 0, dtype)
+    for name, have, ref in zip(Binned._fields, into, want, strict=True):
+        shape = (*ref.shape[:-1], n)
+        if have.shape != shape or have.dtype != ref.dtype or not have.flags.c_contiguous:
+            raise InvalidInputError(
+                f"bin_to_grid: into.{name} is {have.dtype} {have.shape}; give a C-contiguous "
+                f"{ref.dtype} {shape} array (binned_buffers({n_nodes}, {c}, {n}))."
+            )
+    ybar, wsum, woff, nobs, ends = into
+    woff.fill(0.0)
+    nobs.fill(0)
     ends[0], ends[1] = np.inf, -np.inf
     lo = np.ascontiguousarray(at[0], dtype=np.int64)
     frac = np.ascontiguousarray(at[1], dtype=np.float64)
@@ -293,6 +315,27 @@ def bin_to_grid(
     return Binned(ybar, wsum, woff, nobs, ends)
 
 
+def binned_buffers(n_nodes: int, channels: int, n: int, dtype: type = np.float32) -> Binned:
+    """Uninitialized arrays for :func:`bin_to_grid`'s result (``into``): ``ybar``
+    ``(G, C, N)`` of ``dtype``, ``wsum``/``woff`` ``(G, N)`` float64, ``n_obs`` ``(N,)``
+    int64, ``ends`` ``(2, N)`` float64."""
+    return Binned(
+        np.empty((n_nodes, channels, n), dtype=dtype),
+        np.empty((n_nodes, n), dtype=np.float64),
+        np.empty((n_nodes, n), dtype=np.float64),
+        np.empty(n, dtype=np.int64),
+        np.empty((2, n), dtype=np.float64),
+    )
+
+
+def first_columns(bufs: Binned, n: int) -> Binned:
+    """The first ``n`` pixels of :func:`binned_buffers` ``bufs`` as C-contiguous arrays of
+    ``n`` columns (views of the same memory, for a tile's last, shorter row block)."""
+    return Binned(
+        *(b.reshape(-1)[: b.size // b.shape[-1] * n].reshape(*b.shape[:-1], n) for b in bufs)
+    )
+
+
 def sample_held(
     z: np.ndarray,
     ends: np.ndarray,
@@ -301,18 +344,44 @@ def sample_held(
     valid: np.ndarray,
     *,
     out: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+    clip: tuple[np.ndarray, np.ndarray] | None = None,
+    fill: float = np.nan,
     threads: int | None = None,
 ) -> np.ndarray:
     """Node values ``z`` ``(G, C, N)`` sampled at ``(lo, frac)`` (:func:`interp_nodes`) by
     linear interpolation, held beyond each pixel's first/last observation (``ends`` ``(2, N)``
     grid positions, :class:`Binned`): the curve keeps its value there instead of the
-    smoother's extrapolated trend; NaN where not ``valid`` ``(N,)``.
+    smoother's extrapolated trend; ``fill`` (NaN) where not ``valid`` ``(N,)``.
 
-    Returns ``out`` ``(S, C, N)`` (float64 unless ``out`` is given).
+    ``cols`` ``(N,)`` writes pixel ``q`` to column ``cols[q]`` of ``out`` (any strides, e.g.
+    a row block of a larger cube, or the pixels of one candidate scattered back to their
+    places; default ``0..N-1``), ``clip`` ``((C,), (C,))`` clips each channel to
+    ``[low, high]`` after the cast to ``out``'s dtype (the same values as ``np.clip`` of the
+    sampled array; NaN stays NaN): one pass writes the final values.
+
+    Returns ``out`` ``(S, C, N')`` (float64 ``(S, C, N)`` unless ``out`` is given).
     """
     g, c, n = z.shape
     if out is None:
         out = np.empty((lo.shape[0], c, n), dtype=np.float64)
+    if cols is None:
+        cols = np.arange(n, dtype=np.int64)
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    if out.shape[:2] != (lo.shape[0], c) or cols.shape != (n,):
+        raise InvalidInputError(
+            f"sample_held: out {out.shape} and cols {cols.shape} do not fit {lo.shape[0]} "
+            f"samples of z {z.shape}; give out (S, C, >= N) and one column per pixel."
+        )
+    if n and (int(cols.min()) < 0 or int(cols.max()) >= out.shape[2]):
+        raise InvalidInputError(
+            f"sample_held: cols span {int(cols.min())}..{int(cols.max())}, outside out's "
+            f"{out.shape[2]} columns; give columns in 0..{out.shape[2] - 1}."
+        )
+    if clip is None:
+        clip = (np.full(c, -np.inf), np.full(c, np.inf))
+    low = np.ascontiguousarray(clip[0], dtype=out.dtype)
+    high = np.ascontiguousarray(clip[1], dtype=out.dtype)
     with _threads(threads):  # type: ignore[attr-defined]
         _sample_kernel(
             z,
@@ -320,6 +389,10 @@ def sample_held(
             np.ascontiguousarray(lo, dtype=np.int64),
             np.ascontiguousarray(frac, dtype=np.float64),
             np.ascontiguousarray(valid, dtype=np.bool_),
+            cols,
+            low,
+            high,
+            out.dtype.type(fill),
             out,
         )
     return out

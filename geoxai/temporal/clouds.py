@@ -40,6 +40,13 @@ from geoxai.temporal.masks import (
     shadow_reach_px,
     spectral_classes,
 )
+from geoxai.temporal.whittaker import HAVE_NUMBA
+
+if HAVE_NUMBA:
+    from numba import njit as _njit
+    from numba import prange as _prange
+else:  # pragma: no cover
+    _prange = range  # type: ignore[misc]
 
 __all__ = [
     "CloudMaskParams",
@@ -197,6 +204,47 @@ def scl_codes(scl: np.ndarray) -> np.ndarray:
     return codes
 
 
+def _scl_kernel(scl, is_float, weight, buffered, widths, out):  # type: ignore[no-untyped-def]
+    """Per frame: class code -> weight; each row's distance to its nearest buffered pixel
+    (two sweeps); a pixel is in the disk buffer when a row ``dy`` away has a buffered pixel
+    within ``widths[|dy|]`` along x (the disk as rows of half-widths, as :func:`buffer_mask`)."""
+    t, ny, nx = scl.shape
+    r = widths.shape[0] - 1
+    far = nx + 1
+    for i in _prange(t):
+        d = np.empty((ny, nx), dtype=np.int32)
+        hit = np.empty(nx, dtype=np.bool_)
+        for y in range(ny):
+            for x in range(nx):
+                v = scl[i, y, x]
+                if is_float:
+                    code = int(min(max(v, 0.0), 254.0)) if np.isfinite(v) else 255
+                else:
+                    code = int(v)
+                out[i, y, x] = weight[code]
+                d[y, x] = 0 if buffered[code] else far
+            for x in range(1, nx):
+                d[y, x] = min(d[y, x], d[y, x - 1] + 1)
+            for x in range(nx - 2, -1, -1):
+                d[y, x] = min(d[y, x], d[y, x + 1] + 1)
+        if r < 0:
+            continue
+        for y in range(ny):
+            for x in range(nx):
+                hit[x] = False
+            for dy in range(max(-r, -y), min(r, ny - 1 - y) + 1):
+                wd = widths[abs(dy)]
+                for x in range(nx):
+                    hit[x] |= d[y + dy, x] <= wd
+            for x in range(nx):
+                if hit[x]:
+                    out[i, y, x] = 0.0
+
+
+if HAVE_NUMBA:
+    _scl_kernel = _njit(parallel=True, cache=True, nogil=True)(_scl_kernel)
+
+
 def scl_weights(scl: np.ndarray, params: CloudMaskParams, resolution_m: float) -> np.ndarray:
     """Weights from the SCL layer.
 
@@ -214,10 +262,24 @@ def scl_weights(scl: np.ndarray, params: CloudMaskParams, resolution_m: float) -
     if scl.ndim != 3:
         raise InvalidInputError(f"SCL must be (time, y, x); got shape {scl.shape}.")
     weight, buffered = scl_tables(params)
-    codes = scl_codes(np.asarray(scl))
+    scl = np.asarray(scl)
+    radius = params.buffer_m / resolution_m
+    if HAVE_NUMBA:  # one compiled pass: codes, table, disk buffer (same values as below)
+        is_float = bool(np.issubdtype(scl.dtype, np.floating))
+        if not is_float:
+            scl = scl_codes(scl)
+        r = int(math.floor(radius)) if radius > 0 else -1
+        widths = np.array(
+            [int(math.floor(math.sqrt(max(radius**2 - dy * dy, 0.0)))) for dy in range(r + 1)],
+            dtype=np.int32,
+        )
+        out = np.empty(scl.shape, dtype=np.float32)
+        _scl_kernel(scl, is_float, weight, buffered, widths, out)
+        return out
+    codes = scl_codes(scl)  # pragma: no cover - numba is a dependency
     w = weight[codes]
     if params.buffer_m > 0:
-        w[buffer_mask(buffered[codes], params.buffer_m / resolution_m)] = 0.0
+        w[buffer_mask(buffered[codes], radius)] = 0.0
     return w
 
 

@@ -121,7 +121,12 @@ def compute_index(name: str, bands: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def compute_indices(
-    refl: np.ndarray, band_names: tuple[str, ...], params: IndexParams, axis: int = 1
+    refl: np.ndarray,
+    band_names: tuple[str, ...],
+    params: IndexParams,
+    axis: int = 1,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stack the configured indices along ``axis``.
 
@@ -130,6 +135,8 @@ def compute_indices(
         band_names: the ``C`` band names along ``axis``.
         params: which indices.
         axis: the band axis.
+        out: where to write them (``refl``'s shape with ``len(params.indices)`` entries along
+            ``axis``, ``refl``'s dtype), e.g. a buffer reused across row blocks; default new.
 
     Returns:
         indices stacked along ``axis`` (``len(params.indices)`` entries), dtype of ``refl``.
@@ -139,8 +146,18 @@ def compute_indices(
     for i, n in enumerate(band_names):  # views, no copies
         pick[axis] = i
         bmap[n] = refl[tuple(pick)]
-    out = [compute_index(name, bmap).astype(refl.dtype, copy=False) for name in params.indices]
-    return np.stack(out, axis=axis)
+    shape = list(refl.shape)
+    shape[axis] = len(params.indices)
+    if out is None:
+        out = np.empty(shape, dtype=refl.dtype)
+    elif list(out.shape) != shape or out.dtype != refl.dtype:
+        raise InvalidInputError(
+            f"compute_indices: out is {out.dtype} {out.shape}; give {refl.dtype} {tuple(shape)}."
+        )
+    for k, name in enumerate(params.indices):
+        pick[axis] = k
+        out[tuple(pick)] = compute_index(name, bmap)
+    return out
 
 
 @dataclass(frozen=True)

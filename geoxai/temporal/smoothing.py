@@ -61,9 +61,10 @@ from geoxai.temporal.axis import (
 from geoxai.temporal.binning import (
     Binned,
     bin_to_grid,
+    binned_buffers,
+    first_columns,
     interp_nodes,
     obs_nodes,
-    put_last,
     sample_held,
     series_gaps,
     take_last,
@@ -234,6 +235,9 @@ def solve_and_sample(
     *,
     choice: np.ndarray | None = None,
     dtype: type = np.float64,
+    out: np.ndarray | None = None,
+    clip: tuple[np.ndarray, np.ndarray] | None = None,
+    fill: float = np.nan,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whittaker on the binned grid, held ends, sampled: the solve half of :func:`smooth_series`.
 
@@ -243,17 +247,24 @@ def solve_and_sample(
         params: smoothing parameters (a fixed ``lambda_``, or the candidates ``choice``
             ``(N,)`` indexes when ``lambda_`` is None).
         lo, frac: ``(S,)`` sampling positions (:func:`geoxai.temporal.binning.interp_nodes`).
-        dtype: dtype of the result.
+        dtype: dtype of the result (when ``out`` is None).
+        out: ``(S, C, N)`` array (any strides, e.g. a row block of the tile's features) the
+            result is written into, instead of a new one.
+        clip: ``((C,), (C,))`` per-channel bounds the samples are clipped to (in the result's
+            dtype, as ``np.clip`` would); None: not clipped.
+        fill: value of the pixels that are not valid.
 
     Returns:
-        ``(S, C, N)`` sampled values (NaN where not valid; held beyond each pixel's first/last
-        observation) and ``(N,)`` valid. Pixels are solved grouped by candidate (the kernel
-        gathers each candidate's pixels from ``ybar`` in place, the sampled result is
-        scattered back: no full float64 node array).
+        ``(S, C, N)`` sampled values (``fill`` where not valid; held beyond each pixel's
+        first/last observation) and ``(N,)`` valid. Pixels are solved grouped by candidate (the
+        kernel gathers each candidate's pixels from ``ybar`` in place, the sampled result is
+        written straight to their columns of the result: no full float64 node array, no
+        intermediate copy).
     """
     ybar, wsum, woff, n_obs, ends = binned
     g, c, n = ybar.shape
-    out: np.ndarray = np.empty((lo.size, c, n), dtype=dtype)
+    if out is None:
+        out = np.empty((lo.size, c, n), dtype=dtype)
     valid = np.zeros(n, dtype=bool)
     if params.lambda_ is None and choice is None:
         raise InvalidInputError("solve_and_sample: lambda_ is None and no per-pixel choice.")
@@ -265,7 +276,6 @@ def solve_and_sample(
         bounds = np.searchsorted(choice[perm], np.arange(len(groups) + 1))
     else:
         bounds = np.array([0, n])
-    res_out = out if perm is None else np.empty_like(out)
     for i, (_, order, lam) in enumerate(groups):
         s, e = int(bounds[i]), int(bounds[i + 1])
         if s == e:
@@ -273,11 +283,9 @@ def solve_and_sample(
         pix = None if perm is None else perm[s:e]  # the kernel reads them from ybar in place
         res = whittaker(ybar, wsum, lam, order, pixels=pix, off=woff)
         ok = res.valid & (n_obs[s:e] >= params.min_obs)
-        sample_held(res.z, ends[:, s:e], lo, frac, ok, out=res_out[:, :, s:e])
-        valid[s:e] = ok
-    if perm is not None:
-        out = put_last(res_out, perm)
-        valid = put_last(valid, perm)
+        cols = np.arange(s, e) if pix is None else pix
+        sample_held(res.z, ends[:, s:e], lo, frac, ok, out=out, cols=cols, clip=clip, fill=fill)
+        valid[cols] = ok
     return out, valid
 
 
@@ -395,19 +403,35 @@ def preprocess(
         at = (np.arange(sp.n_steps) + 0.5) * sp.step_days
         lo, frac = interp_nodes(nodes, at)
         lo_clip, hi_clip = sp.clip
-        idx_lim = np.array([1.5 if n == "EVI" else 1.0 for n in params.indices.indices])
+        idx_lim = [1.5 if n == "EVI" else 1.0 for n in params.indices.indices]
+        bounds = (  # per feature: reflectance to ``clip``, indices to their ranges
+            np.array([lo_clip] * nb + [-v for v in idx_lim], dtype=np.float32),
+            np.array([hi_clip] * nb + idx_lim, dtype=np.float32),
+        )
         crit = criterion_channels(params.bands)
         pool = sp.lambda_pool_px
         cands = sp.lambda_candidates
         scale = sp.lambda_step_days / sp.grid_days
         cv = np.empty((len(cands), ny, nx)) if choice is not None else None
 
+        # the binned arrays of the two row blocks in flight and the indices, reused block
+        # after block (fresh pages for every block cost as much as filling them)
+        n_blk = min(blocks.rows, ny) * nx
+        slots = [binned_buffers(nodes.size, nf, n_blk) for _ in range(2 if device is None else 0)]
+        idx_buf = np.empty((ti.size, nf - nb, n_blk), dtype=np.float32)
+
         def bin_block(r0: int, r1: int, refl: np.ndarray, w: np.ndarray) -> tuple:
             """Stage A: weights are final; indices, binning, quality, lambda criterion."""
             shape = (r1 - r0, nx)
-            idx = compute_indices(refl, params.bands, params.indices, axis=1)
+            n_px = shape[0] * nx
+            idx = None
+            if device is None and refl.dtype == np.float32:
+                idx = idx_buf.reshape(-1)[: idx_buf.size // n_blk * n_px]
+                idx = idx.reshape(ti.size, nf - nb, n_px)
+            idx = compute_indices(refl, params.bands, params.indices, axis=1, out=idx)
             if device is None:
-                binned = bin_to_grid([refl, idx], w, node, nodes.size)
+                into = first_columns(slots[(r0 // blocks.rows) % 2], n_px)
+                binned = bin_to_grid([refl, idx], w, node, nodes.size, into=into)
                 cnt = binned.n_obs
             else:  # the device bins; the host counts the observations
                 cnt = ((w > 0) & (node[0] >= 0)[:, None]).sum(axis=0)
@@ -436,19 +460,20 @@ def preprocess(
                 a, b = max(r0 - pool, 0), min(r1 + pool, ny)
                 choice[r0:r1] = choose(cv[:, a:b], pool, n_obs[a:b])[r0 - a : r1 - a]
                 pick = choice[r0:r1].ravel()
-            if device is None:
-                sm, ok = solve_and_sample(binned[0], sp, lo, frac, choice=pick, dtype=np.float32)
+            if device is None:  # sampled, clipped and zeroed straight into the tile's rows
+                dest = out[:, :, r0:r1].reshape(sp.n_steps, nf, -1)  # a view: out is C-order
+                _, ok = solve_and_sample(
+                    binned[0], sp, lo, frac, choice=pick, out=dest, clip=bounds, fill=0.0
+                )
             else:
                 refl, idx, w = binned
                 sm64, ok, _ = smooth_block_torch(
                     [refl, idx], w, days_k, nodes, sp, at, choice=pick, device=device
                 )
                 sm = sm64.astype(np.float32)
-            np.clip(sm[:, :nb], lo_clip, hi_clip, out=sm[:, :nb])
-            lim = idx_lim[None, :, None].astype(np.float32)
-            np.clip(sm[:, nb:], -lim, lim, out=sm[:, nb:])
-            sm[:, :, ~ok] = 0.0
-            out[:, :, r0:r1] = sm.reshape(sp.n_steps, nf, r1 - r0, nx)
+                np.clip(sm, bounds[0][None, :, None], bounds[1][None, :, None], out=sm)
+                sm[:, :, ~ok] = 0.0
+                out[:, :, r0:r1] = sm.reshape(sp.n_steps, nf, r1 - r0, nx)
             valid[r0:r1] = ok.reshape(r1 - r0, nx)
             if progress is not None:
                 progress(r1, ny)

@@ -124,3 +124,35 @@ def test_item_screen_depends_only_on_item_metadata():
 def test_bad_params_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         CloudMaskParams(**kwargs)
+
+
+def _scl_weights_numpy(scl, params, resolution_m):
+    """The table + separable-rectangle path scl_weights took before its compiled pass."""
+    from geoxai.temporal.clouds import scl_codes, scl_tables
+
+    weight, buffered = scl_tables(params)
+    codes = scl_codes(np.asarray(scl))
+    w = weight[codes]
+    if params.buffer_m > 0:
+        w[buffer_mask(buffered[codes], params.buffer_m / resolution_m)] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("buffer_m", [0.0, 5.0, 10.0, 15.0, 40.0, 55.0])
+def test_scl_weights_compiled_pass_equals_the_table_and_rectangles(buffer_m):
+    rng = np.random.default_rng(11)
+    scl = rng.choice([4, 4, 4, 4, 5, 6, 2, 7, 3, 8, 9, 10, 11, 1, 0], (4, 37, 61)).astype(
+        np.float32
+    )
+    scl[0, :5, :7] = np.nan  # missing: weight 0, never buffered
+    scl[1, 3, :4] = [300.0, -2.0, np.inf, 254.7]  # out of the class range
+    scl[2] = 9.0  # a frame all cloud
+    scl[3, :, 30:] = 4.0  # a clear half, buffered from the other
+    params = CloudMaskParams(buffer_m=buffer_m)
+    for layer in (scl, np.nan_to_num(scl, nan=0.0).clip(0, 255).astype(np.uint8)):
+        for res in (10.0, 20.0):
+            want = _scl_weights_numpy(layer, params, res)
+            got = scl_weights(layer, params, res)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want)
+    assert (want == 0).any() and (want == 1).any() and (want == 0.5).any()

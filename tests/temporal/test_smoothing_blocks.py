@@ -21,14 +21,23 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from geoxai.errors import InvalidInputError
 from geoxai.temporal.axis import (
     SmoothingParams,
     bin_series,
     binning_matrix,
     fine_grid,
     sampling_matrix,
+    solve_groups,
 )
-from geoxai.temporal.binning import bin_to_grid, interp_nodes, obs_nodes, sample_held
+from geoxai.temporal.binning import (
+    bin_to_grid,
+    binned_buffers,
+    first_columns,
+    interp_nodes,
+    obs_nodes,
+    sample_held,
+)
 from geoxai.temporal.clouds import CloudMaskParams, buffer_mask, scl_weights
 from geoxai.temporal.smoothing import (
     PreprocessParams,
@@ -224,3 +233,134 @@ def test_torch_block_on_cpu_equals_the_numpy_path():
         np.testing.assert_array_equal(na, nb)
         np.testing.assert_allclose(b, a, atol=1e-10, equal_nan=True)
         assert va.any()
+
+
+def _block_main(binned, sp, lo, frac, choice, bounds):
+    """main's block path (kept here, in numpy): each candidate's pixels solved, sampled held
+    to float32 (NaN where not valid), scattered back; then ``np.clip`` per channel and 0
+    where not valid, as preprocess did before sampling straight into the tile's rows."""
+    ybar, wsum, woff, n_obs, ends = binned
+    g, c, n = ybar.shape
+    sm = np.full((lo.size, c, n), np.nan, dtype=np.float32)
+    valid = np.zeros(n, dtype=bool)
+    for k, (_, order, lam) in enumerate(solve_groups(sp)):
+        pix = np.nonzero(choice == k)[0]
+        if pix.size == 0:
+            continue
+        res = whittaker(ybar, wsum, lam, order, pixels=pix, off=woff)
+        ok = res.valid & (n_obs[pix] >= sp.min_obs)
+        pos = np.clip((lo + frac)[:, None], ends[0, pix], ends[1, pix])  # (S, M) held
+        a = np.minimum(np.floor(pos).astype(np.int64), g - 2)
+        f = (pos - a)[:, None, :]
+        ch, q = np.arange(c)[None, :, None], np.arange(pix.size)[None, None, :]
+        z0, z1 = res.z[a[:, None, :], ch, q], res.z[a[:, None, :] + 1, ch, q]
+        sm[:, :, pix] = np.where(ok, (1.0 - f) * z0 + f * z1, np.nan)
+        valid[pix] = ok
+    np.clip(sm, bounds[0][None, :, None], bounds[1][None, :, None], out=sm)
+    sm[:, :, ~valid] = 0.0
+    return sm, valid
+
+
+def _check_block_into_rows(values, w, days, sp, choice, bounds):
+    nodes = fine_grid(sp)
+    lo, frac = interp_nodes(nodes, (np.arange(sp.n_steps) + 0.5) * sp.step_days)
+    binned = bin_to_grid([values], w, obs_nodes(days, nodes), nodes.size)
+    want, want_ok = _block_main(binned, sp, lo, frac, choice, bounds)
+    n, c = values.shape[2], values.shape[1]
+    rows, nx = n // 10, 10
+    tile = np.full((sp.n_steps, c, rows + 5, nx), 7.0, dtype=np.float32)
+    dest = tile[:, :, 2 : 2 + rows].reshape(sp.n_steps, c, -1)  # a view: a row block
+    assert np.shares_memory(dest, tile)
+    got, ok = solve_and_sample(binned, sp, lo, frac, choice=choice, out=dest, clip=bounds, fill=0)
+    assert got is dest
+    np.testing.assert_array_equal(ok, want_ok)
+    np.testing.assert_array_equal(
+        tile[:, :, 2 : 2 + rows].view(np.uint32),
+        want.reshape(sp.n_steps, c, rows, nx).view(np.uint32),
+    )  # bit for bit, signed zeros included
+    assert (tile[:, :, :2] == 7.0).all() and (tile[:, :, 2 + rows :] == 7.0).all()
+    return want, want_ok
+
+
+def test_sampling_into_the_tile_rows_equals_sample_clip_zero_scatter():
+    """solve_and_sample writing each candidate's clipped samples straight into a row block
+    of the tile (``out``/``clip``/``fill``) == main's sample, scatter, np.clip, zero."""
+    values, w, days = _series(2, n=600)
+    values[:5, 1] = 0.9  # above the clip: clipped in float32
+    w[:, :20] = 0.0  # two observations (< min_obs): not valid
+    w[[10, 40], :20] = 1.0
+    values[[10, 40], :, :20] = 0.2
+    sp = SmoothingParams(year=2021)
+    choice = np.random.default_rng(4).integers(0, len(sp.lambda_candidates), 600)
+    bounds = (np.float32([0.05, 0.1, -0.2, 0.0]), np.float32([0.45, 0.3, 0.2, 0.5]))
+    want, ok = _check_block_into_rows(values, w, days, sp, choice, bounds)
+    assert (~ok).any() and ok.any()  # too few observations somewhere: 0 there
+    for k, bound in enumerate(bounds):  # clipping has teeth on both sides
+        assert (want[:, :, ok] == bound[None, :, None]).any(axis=(0, 2)).all(), k
+    fixed = SmoothingParams(year=2021, lambda_=100.0)
+    _check_block_into_rows(values, w, days, fixed, np.zeros(600, np.int64), bounds)
+
+
+def test_sampling_into_the_tile_rows_on_a_real_series(realdata):
+    from tests.fixtures.realdata_series import read_series
+
+    s = read_series("worldcereal_ts_patch", realdata)
+    w = s.weights * np.isfinite(s.values).all(axis=1)
+    n = s.values.shape[2] // 10 * 10
+    values, w = s.values[:, :, :n], w[:, :n]
+    choice = np.arange(n) % len(s.smoothing.lambda_candidates)
+    c = values.shape[1]
+    bounds = (np.zeros(c, np.float32), np.full(c, 0.3, np.float32))
+    want, ok = _check_block_into_rows(values, w, s.days, s.smoothing, choice, bounds)
+    assert ok.any() and (want[:, :, ok] == 0.3).any()
+
+
+def test_sample_held_names_columns_outside_out():
+    z = np.zeros((5, 1, 3))
+    ends = np.array([[0.0] * 3, [4.0] * 3])
+    lo, frac = np.array([0, 1]), np.array([0.5, 0.5])
+    out = np.zeros((2, 1, 3))
+    with pytest.raises(InvalidInputError, match="cols span 1..3"):
+        sample_held(z, ends, lo, frac, np.ones(3, bool), out=out, cols=np.array([1, 2, 3]))
+    with pytest.raises(InvalidInputError, match="do not fit"):
+        sample_held(z, ends, lo, frac, np.ones(3, bool), out=np.zeros((2, 2, 3)))
+
+
+def test_binning_into_reused_buffers_equals_fresh_arrays():
+    """bin_to_grid ``into`` buffers reused block after block (a shorter last block in their
+    first columns) give the fresh arrays bit for bit: nothing of the block before leaks."""
+    sp = SmoothingParams(year=2021)
+    nodes = fine_grid(sp)
+    bufs = binned_buffers(nodes.size, 4, 500)
+    for seed, n in ((3, 500), (4, 500), (5, 320)):  # the last block: fewer pixels
+        values, w, days = _series(seed, n=n)
+        w[:, :7] = 0.0  # pixels without observations: ends 0, G - 1
+        at = obs_nodes(days, nodes)
+        want = bin_to_grid([values[:, :1], values[:, 1:]], w, at, nodes.size)
+        into = first_columns(bufs, n)
+        assert all(np.shares_memory(a, b) for a, b in zip(into, bufs, strict=True))
+        got = bin_to_grid([values[:, :1], values[:, 1:]], w, at, nodes.size, into=into)
+        for name, a, b in zip(want._fields, got, want, strict=True):
+            assert a.shape == b.shape, name
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+    with pytest.raises(InvalidInputError, match=r"into.ybar is float64"):
+        bin_to_grid([values], w, at, nodes.size, into=binned_buffers(nodes.size, 4, n, np.float64))
+
+
+def test_compute_indices_into_a_buffer_equals_the_stacked_indices(realdata):
+    from geoxai.geo.bands import S2_BANDS
+    from geoxai.temporal.indices import IndexParams, compute_indices
+    from tests.temporal.test_temporal_realdata import worldcereal_ts_cube
+
+    raw, _ = worldcereal_ts_cube(realdata)
+    refl = raw.sel(band=list(S2_BANDS)).values.reshape(raw.sizes["time"], 10, -1)
+    params = IndexParams(("NDVI", "EVI", "BI", "MSAVI2", "GRNDVI"))
+    want = np.stack(
+        [compute_indices(refl, S2_BANDS, IndexParams((n,)))[:, 0] for n in params.indices], 1
+    )
+    buf = np.full((refl.shape[0], 5, refl.shape[2]), np.nan, dtype=refl.dtype)
+    got = compute_indices(refl, S2_BANDS, params, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(InvalidInputError, match="compute_indices: out is float64"):
+        compute_indices(refl, S2_BANDS, params, out=buf.astype(np.float64))

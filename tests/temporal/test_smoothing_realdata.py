@@ -134,9 +134,9 @@ def test_no_invented_values_before_a_late_first_clear_date(realdata, monkeypatch
 
     held_sampling = smoothing.sample_held
 
-    def unheld(z, ends, lo, frac, valid, *, out=None):  # the whole grid "observed": not held
+    def unheld(z, ends, lo, frac, valid, **kw):  # the whole grid "observed": not held
         span = np.stack([np.zeros(ends.shape[1]), np.full(ends.shape[1], z.shape[0] - 1.0)])
-        return held_sampling(z, span, lo, frac, valid, out=out)
+        return held_sampling(z, span, lo, frac, valid, **kw)
 
     monkeypatch.setattr(smoothing, "sample_held", unheld)  # the old extrapolation
     _, extrapolated = excess()
