@@ -40,32 +40,52 @@ def source_rows(f0: int, n: int) -> tuple[int, int]:
 
 
 def _bilinear_2x(src, valid, s0, t0, f0, g0, rows, cols, fill, out):  # type: ignore[no-untyped-def]
-    """Kernel of :func:`bilinear_2x` (plain Python; compiled by numba on first use)."""
+    """Kernel of :func:`bilinear_2x` (plain Python; compiled by numba on first use).
+
+    Where all four neighbours are valid (the centre's pixel is one of them) the weights are
+    ``wx * wy / 16`` with ``wx, wy`` in {1, 3} and the divisor is 1, so GDAL's
+    ``floor(sum / 16 + 0.5)`` is the integer ``(sum + 8) >> 4`` (every term exact, integer
+    sources): that case is computed in integers, the rows' weighted sums once per source
+    column; the others as GDAL's kernel does."""
     h, w = out.shape
+    tw = src.shape[1]
+    col = np.empty(tw, np.int64)  # a row's two source rows, weighted (sixteenths / wx)
+    both = np.empty(tw, np.bool_)  # both valid
+    jlo, jhi = min(max(0, -g0), w), max(min(w, 2 * cols - g0), 0)  # columns inside the raster
     for i in range(h):
         f = f0 + i
         if f < 0 or f >= 2 * rows:
             for j in range(w):
                 out[i, j] = fill
             continue
-        if f % 2 == 0:
-            a, ry = f // 2 - 1, 0.25
-        else:
-            a, ry = f // 2, 0.75
-        ia = a - s0
-        for j in range(w):
+        wy = 1 + 2 * (f & 1)
+        ia = ((f - 1) >> 1) - s0  # f // 2 - 1 (f even) or f // 2 (odd), in the window
+        every = True
+        for c in range(tw):
+            col[c] = wy * np.int64(src[ia, c]) + (4 - wy) * np.int64(src[ia + 1, c])
+            both[c] = valid[ia, c] and valid[ia + 1, c]
+            every &= both[c]
+        for j in range(jlo):
+            out[i, j] = fill
+        for j in range(jhi, w):
+            out[i, j] = fill
+        for j in range(jlo, jhi):
             g = g0 + j
-            if g < 0 or g >= 2 * cols:
+            wx = 1 + 2 * (g & 1)
+            jb = ((g - 1) >> 1) - t0
+            out[i, j] = (wx * col[jb] + (4 - wx) * col[jb + 1] + 8) >> 4
+        if every:
+            continue
+        for j in range(jlo, jhi):  # pixels with an invalid neighbour: GDAL's kernel
+            g = g0 + j
+            wx = 1 + 2 * (g & 1)
+            jb = ((g - 1) >> 1) - t0
+            if both[jb] and both[jb + 1]:
+                continue
+            if not valid[(f >> 1) - s0, (g >> 1) - t0]:  # the pixel holding the centre
                 out[i, j] = fill
                 continue
-            if g % 2 == 0:
-                b, rx = g // 2 - 1, 0.25
-            else:
-                b, rx = g // 2, 0.75
-            jb = b - t0
-            if not valid[f // 2 - s0, g // 2 - t0]:  # the pixel holding the centre
-                out[i, j] = fill
-                continue
+            ry, rx = 0.25 * wy, 0.25 * wx
             acc = 0.0
             div = 0.0
             if valid[ia, jb]:

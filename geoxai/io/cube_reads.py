@@ -105,7 +105,9 @@ def _read(
     src = _read_clipped(ds, env, (s0, s1), (t0, t1), np.uint16)
     if k == 1:
         return src
-    fine = src.repeat(k, axis=0).repeat(k, axis=1)
+    fine = np.empty((src.shape[0], k, src.shape[1], k), src.dtype)  # each pixel k x k, one pass
+    fine[...] = src[:, None, :, None]
+    fine = fine.reshape(src.shape[0] * k, src.shape[1] * k)
     return fine[dr - s0 * k : dr - s0 * k + h, dc - t0 * k : dc - t0 * k + w]
 
 
@@ -116,9 +118,12 @@ def _read_clipped(
     from rasterio.windows import Window  # lazy: as read_dn
 
     (s0, s1), (t0, t1) = rows, cols
-    src = np.zeros((s1 - s0, t1 - t0), dtype)
     a0, b0 = max(s0, 0), max(t0, 0)
     a1, b1 = min(s1, ds.height), min(t1, ds.width)
+    if (a0, b0, a1, b1) == (s0, t0, s1, t1):  # inside the raster: as read, no copy
+        with env.read:
+            return np.asarray(ds.read(1, window=Window(t0, s0, t1 - t0, s1 - s0), out_dtype=dtype))
+    src = np.zeros((s1 - s0, t1 - t0), dtype)
     if a1 > a0 and b1 > b0:
         with env.read:
             part = ds.read(1, window=Window(b0, a0, b1 - b0, a1 - a0))

@@ -51,6 +51,7 @@ __all__ = [
     "lazy_array",
     "lazy_rows",
     "dn_encoder",
+    "delta_shuffle",
 ]
 
 ZIGZAG_DELTA = "geoxai.zigzag_delta"
@@ -530,6 +531,36 @@ def _dn_encode(r, sc, of, out):  # type: ignore[no-untyped-def]
     return n_range, n_bad, first
 
 
+def _delta_shuffle(a, fill, out):  # type: ignore[no-untyped-def]
+    """``out`` (uint8, ``2 * a.size``) = byte shuffle (element size 2) of the little-endian
+    bytes of :func:`zigzag_delta` of ``a`` ``(B, rows, X)`` uint16 (any strides): low bytes
+    first, then high bytes, in C order. Returns whether ``a`` holds a value other than
+    ``fill``. One pass: what the codecs ``zigzag_delta``, ``bytes``, ``shuffle`` make."""
+    nb, nr, nx = a.shape
+    n = nb * nr * nx
+    other = False
+    k = 0
+    for b in range(nb):
+        for r in range(nr):
+            row = a[b, r]
+            lo = out[k : k + nx]
+            hi = out[n + k : n + k + nx]
+            for x in range(nx):
+                v = np.int32(row[x])
+                p = np.int32(row[x - 1]) if x > 0 else np.int32(0)
+                d = (v - p) & 0xFFFF
+                z = ((d << 1) & 0xFFFF) ^ (-(d >> 15) & 0xFFFF)
+                lo[x] = np.uint8(z & 0xFF)
+                hi[x] = np.uint8(z >> 8)
+            if not other:
+                for x in range(nx):
+                    if row[x] != fill:
+                        other = True
+                        break
+            k += nx
+    return other
+
+
 _KERNEL: dict[str, Any] = {}
 
 
@@ -541,6 +572,11 @@ def _dn_kernel() -> Any:
 def dn_encoder() -> Any:
     """:func:`_dn_encode` compiled by numba (cached on disk, GIL released), on first use."""
     return _compiled("encode", _dn_encode)
+
+
+def delta_shuffle() -> Any:
+    """:func:`_delta_shuffle` compiled by numba (cached on disk, GIL released), on first use."""
+    return _compiled("delta_shuffle", _delta_shuffle)
 
 
 def _compiled(key: str, fn: Any) -> Any:

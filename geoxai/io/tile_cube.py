@@ -45,6 +45,7 @@ from geoxai.io.cube import CUBE_NAME, _as_day, build_cube, is_location
 from geoxai.io.cube_codec import (
     DN_ENCODING,
     ENCODINGS,
+    ROWS,
     NotWholeDNError,
     encode_cube,
     encode_layer,
@@ -392,7 +393,7 @@ def _write_cube(
         # direct reads (which start now): the float cube's dask graph is never computed
         chunks = ChunkWriter(direct, cube, tile, progress) if direct is not None else None
         try:
-            ds, encoding = encode_cube(cube, dn=dn)
+            ds, encoding = encode_cube(cube if chunks is None else _metadata_only(cube), dn=dn)
             if chunks is not None:
                 if ds.attrs["cube_encoding"] != DN_ENCODING:
                     raise Fallback(f"the cube is stored as {ds.attrs['cube_encoding']}")
@@ -424,6 +425,17 @@ def _write_cube(
     except NotWholeDNError as exc:
         warnings.warn(f"Tile {tile.id}: {exc}", stacklevel=3)
     return write(dn=False), FLOAT, why
+
+
+def _metadata_only(cube: Any) -> Any:
+    """``cube`` with its stackstac data replaced by uncomputed zeros in the stored chunks
+    (``(1, bands, ROWS, x)``): what ``encode_cube`` makes of it has the same arrays, coordinates,
+    attributes and encodings, without a graph of rechunked float tiles that is never computed
+    (the direct build writes the chunks)."""
+    import dask.array as dsa  # lazy: dask only when a cube is written
+
+    nt, nb, ny, nx = cube.shape
+    return cube.copy(data=dsa.zeros(cube.shape, dtype=cube.dtype, chunks=(1, nb, ROWS, nx)))
 
 
 def _placeholders(ds: Any) -> Any:

@@ -26,7 +26,7 @@ from geoxai.io.cube_codec import (
     NotWholeDNError,
     encode_cube,
 )
-from geoxai.io.cube_rows import DecodedRows, undo_zigzag_delta, zigzag_delta
+from geoxai.io.cube_rows import DecodedRows, delta_shuffle, undo_zigzag_delta, zigzag_delta
 from geoxai.io.tile_cube import build_tile_cube
 from tests.io.test_cube import TILE, WHEN, _scene
 
@@ -341,6 +341,29 @@ def test_zigzag_delta_is_lossless_on_any_uint16():
     z = zigzag_delta(a)
     assert z.dtype == np.uint16 and z[0, 0, 1] == 1  # -1 -> 1: small steps stay small
     np.testing.assert_array_equal(undo_zigzag_delta(z), a)
+
+
+def test_the_fused_predictor_and_shuffle_are_the_codec_chains_bytes():
+    """The direct build's one-pass kernel makes the bytes zigzag_delta + little-endian bytes +
+    numcodecs' shuffle make, on strided and contiguous chunks, and tells fill-only chunks."""
+    import numcodecs
+
+    rng = np.random.default_rng(4)
+    block = rng.integers(0, 65536, (4, 9, 37), dtype=np.uint16)
+    block[0, 0, :4] = [0, 65535, 0, 32768]  # steps of the whole range and of half of it
+    block[1, :, 5:20] = 7
+    shuffle = numcodecs.Shuffle(elementsize=2)
+    for chunk in (block[:, 2:6], block, np.full((2, 3, 37), 7, np.uint16), block[1:2, :, 5:20]):
+        raw = np.empty(2 * chunk.size, np.uint8)
+        other = delta_shuffle()(chunk, 7, raw)
+        want = shuffle.encode(zigzag_delta(np.ascontiguousarray(chunk)).astype("<u2"))
+        assert bytes(raw) == bytes(want)
+        assert other == bool((chunk != 7).any())
+    assert not delta_shuffle()(np.full((2, 3, 37), 7, np.uint16), 7, np.empty(444, np.uint8))
+    for at in ((0, 0, 0), (1, 2, 36)):  # one value other than the fill, first or last
+        one = np.full((2, 3, 37), 7, np.uint16)
+        one[at] = 8
+        assert delta_shuffle()(one, 7, np.empty(444, np.uint8))
 
 
 def test_a_dn_cube_stored_without_the_predictor_reads_the_same(tmp_path):
