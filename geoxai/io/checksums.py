@@ -7,13 +7,13 @@ checks them; the functions here only read objects through an fsspec filesystem.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from geoxai.errors import CorruptDataError
+from geoxai.io.cube_rows import usable_cpus
 
 __all__ = ["chunk_digests", "check_digests"]
 
@@ -77,7 +77,7 @@ def _sha256(raw: bytes | None) -> str | None:
     return None if raw is None else hashlib.sha256(raw).hexdigest()
 
 
-_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+_THREADS = min(4, usable_cpus())
 """Threads reading and hashing chunk objects (the CPUs this process may use, at most 4)."""
 
 

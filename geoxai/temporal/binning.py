@@ -45,7 +45,6 @@ __all__ = [
     "interp_nodes",
     "series_gaps",
     "take_last",
-    "put_last",
 ]
 
 _BLK = 256
@@ -190,21 +189,12 @@ def _take_last(a, order, out):  # type: ignore[no-untyped-def]
             out[r, q] = a[r, order[q]]
 
 
-def _put_last(a, order, out):  # type: ignore[no-untyped-def]
-    rows = a.shape[0]
-    n = order.shape[0]
-    for r in _prange(rows):
-        for q in range(n):
-            out[r, order[q]] = a[r, q]
-
-
 if HAVE_NUMBA:
     _clear_nonfinite = _njit(parallel=True, cache=True, nogil=True)(_clear_nonfinite)
     _bin_kernel = _njit(parallel=True, cache=True, nogil=True)(_bin_kernel)
     _sample_kernel = _njit(parallel=True, cache=True, nogil=True)(_sample_kernel)
     _gaps_kernel = _njit(parallel=True, cache=True, nogil=True)(_gaps_kernel)
     _take_last = _njit(parallel=True, cache=True, nogil=True)(_take_last)
-    _put_last = _njit(parallel=True, cache=True, nogil=True)(_put_last)
 
 
 def _threads(threads: int | None) -> object:
@@ -427,12 +417,3 @@ def take_last(a: np.ndarray, order: np.ndarray, *, threads: int | None = None) -
     with _threads(threads):  # type: ignore[attr-defined]
         _take_last(flat, np.ascontiguousarray(order, dtype=np.int64), out)
     return out.reshape(*a.shape[:-1], order.size)
-
-
-def put_last(a: np.ndarray, order: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-    """The inverse of :func:`take_last` for a permutation: ``out[..., order] = a``."""
-    flat = a.reshape(-1, a.shape[-1])
-    out = np.empty_like(flat)
-    with _threads(threads):  # type: ignore[attr-defined]
-        _put_last(flat, np.ascontiguousarray(order, dtype=np.int64), out)
-    return out.reshape(a.shape)
